@@ -1,0 +1,98 @@
+"""Exceptions raised by the checkpoint core.
+
+Every message names the offending value and ends with a ``HINT:`` that says
+what to do next. The hierarchy::
+
+    CheckpointError                  root: catch this to catch everything below
+    ├── FormatError                  an archive or manifest is not what the format allows
+    │   ├── UnsupportedFormatError   format version this reader does not know
+    │   ├── ManifestError            manifest unreadable, malformed or its checksum is wrong
+    │   ├── TruncatedArchiveError    the archive ends before its end-of-archive marker
+    │   └── UnsafeArchiveError       hostile member: absolute path, "..", link, device, ...
+    ├── IntegrityError               size or checksum of an artifact does not match
+    ├── StoreError                   something about the checkpoint store
+    │   ├── StoreNotFoundError       the store root does not exist or is not a store
+    │   ├── StorePermissionError     the store root (or a file in it) cannot be written
+    │   ├── StoreFullError           the device holding the store ran out of space
+    │   ├── LockTimeoutError         another writer holds the store lock for too long
+    │   └── CheckpointNotFoundError  unknown checkpoint id (or no LKG yet)
+    └── VerificationFailedError      verify() found problems where success was required
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_checkpoint_provider.core.verify import VerifyResult
+
+
+class CheckpointError(Exception):
+    """Root of every error raised by this package."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message}\nHINT: {hint}" if hint else message)
+
+
+class FormatError(CheckpointError):
+    """An archive or a manifest breaks the format specification (docs/FORMAT.md)."""
+
+
+class UnsupportedFormatError(FormatError):
+    """The format version is one this reader does not understand."""
+
+
+class ManifestError(FormatError):
+    """The manifest cannot be parsed, lacks a field, or fails its own checksum."""
+
+
+class TruncatedArchiveError(FormatError):
+    """The archive ends early: a member's data or the end-of-archive marker is missing."""
+
+
+class UnsafeArchiveError(FormatError):
+    """An archive member could escape the extraction directory or is not a plain file."""
+
+
+class IntegrityError(CheckpointError):
+    """Bytes read do not match the size or sha256 the manifest promises."""
+
+
+class StoreError(CheckpointError):
+    """Problem with the checkpoint store itself."""
+
+
+class StoreNotFoundError(StoreError):
+    """The store root is missing, or is a directory that is not a checkpoint store."""
+
+
+class StorePermissionError(StoreError):
+    """The store root, or a path below it, cannot be created or written."""
+
+
+class StoreFullError(StoreError):
+    """No space left on the device that holds the store."""
+
+
+class LockTimeoutError(StoreError):
+    """The store lock stayed held by another writer for longer than allowed."""
+
+
+class CheckpointNotFoundError(StoreError):
+    """No complete checkpoint has the requested id (or no LKG has been set)."""
+
+
+class VerificationFailedError(CheckpointError):
+    """A checkpoint failed verification where a verified one was required."""
+
+    def __init__(self, result: VerifyResult) -> None:
+        self.result = result
+        lines = [f"checkpoint {result.checkpoint_id} failed verification ({len(result.problems)} problem(s)):"]
+        lines += [f"  - {p}" for p in result.problems]
+        super().__init__(
+            "\n".join(lines),
+            hint="do not use this checkpoint; restore another one (see `airflow-checkpoint list`) "
+            "and take a fresh checkpoint",
+        )

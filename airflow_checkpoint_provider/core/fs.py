@@ -1,0 +1,266 @@
+"""The small filesystem interface the store is written against, and its local implementation.
+
+The store only ever needs: read a file, write a file atomically (all or nothing,
+visible under its final name only when complete), list a directory, delete, and
+an exclusive lock. That is what object storage offers too (a PUT is atomic), so
+an object-storage backend can implement :class:`StoreFS` later without the store
+changing. Paths given to a ``StoreFS`` are relative, '/'-separated and never
+contain ``..``.
+
+:class:`LocalFS` creates every file with mode 0600 and every directory with mode
+0700 whatever the umask: checkpoints hold application data.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from airflow_checkpoint_provider.core.errors import (
+    LockTimeoutError,
+    StoreError,
+    StoreFullError,
+    StoreNotFoundError,
+    StorePermissionError,
+)
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+TMP_MARK = ".tmp-"
+
+
+def translate_os_error(exc: OSError, path: str | os.PathLike[str], action: str) -> StoreError:
+    """Turn an OSError into the store error a user can act on."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFullError(
+            f"no space left while {action} {path} ({reason})",
+            hint="free space on that device, expire old checkpoints, or point [checkpoint] storage_root "
+            "at a larger volume; nothing was published",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorePermissionError(
+            f"cannot write {path} while {action} ({reason})",
+            hint="make the store root writable by the user running Airflow, or set [checkpoint] "
+            "storage_root to a writable location",
+        )
+    if exc.errno == errno.ENOENT:
+        return StoreNotFoundError(
+            f"{path} does not exist ({action})",
+            hint="check [checkpoint] storage_root",
+        )
+    return StoreError(f"I/O error while {action} {path}: {reason}")
+
+
+class AtomicFile(Protocol):
+    def write(self, data: bytes | memoryview, /) -> int: ...
+    def commit(self) -> None: ...
+
+
+class StoreFS(Protocol):
+    """What the store needs from a filesystem or object store."""
+
+    root: str
+
+    def exists(self, rel: str) -> bool: ...
+    def listdir(self, rel: str) -> list[str]: ...
+    def size(self, rel: str) -> int: ...
+    def open_read(self, rel: str) -> BinaryIO: ...
+    def read_bytes(self, rel: str) -> bytes: ...
+    def write_bytes(self, rel: str, data: bytes) -> None: ...
+    def atomic_writer(self, rel: str) -> contextmanager: ...
+    def makedirs(self, rel: str) -> None: ...
+    def remove(self, rel: str) -> None: ...
+    def remove_tree(self, rel: str) -> None: ...
+    def lock(self, rel: str, timeout: float) -> contextmanager: ...
+    def local_path(self, rel: str) -> Path | None: ...
+
+
+class _LocalAtomicFile:
+    """Writes to ``<dir>/.tmp-<name>-<random>``; :meth:`commit` fsyncs and renames into place."""
+
+    def __init__(self, fs: LocalFS, rel: str) -> None:
+        self._fs = fs
+        self.final = fs.path(rel)
+        self.tmp = self.final.with_name(f"{TMP_MARK}{self.final.name}-{secrets.token_hex(4)}")
+        self.committed = False
+        try:
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            os.fchmod(fd, FILE_MODE)
+        except OSError as exc:
+            raise translate_os_error(exc, self.final, "creating") from None
+        self._f = os.fdopen(fd, "wb", buffering=CHUNK)
+
+    def write(self, data: bytes | memoryview) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            raise translate_os_error(exc, self.final, "writing") from None
+
+    def commit(self) -> None:
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            os.replace(self.tmp, self.final)
+            self._fs.fsync_dir(self.final.parent)
+        except OSError as exc:
+            raise translate_os_error(exc, self.final, "publishing") from None
+        self.committed = True
+
+    def abort(self) -> None:
+        try:
+            self._f.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+CHUNK = 1024 * 1024
+
+
+class LocalFS:
+    """A :class:`StoreFS` over a local (or network-mounted) directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root_path = Path(root).expanduser().absolute()
+        self.root = str(self.root_path)
+
+    def path(self, rel: str) -> Path:
+        parts = [p for p in rel.split("/") if p]
+        if any(p == ".." for p in parts):
+            raise StoreError(f"refusing path {rel!r} with '..'")
+        return self.root_path.joinpath(*parts)
+
+    def local_path(self, rel: str) -> Path:
+        return self.path(rel)
+
+    def exists(self, rel: str) -> bool:
+        return self.path(rel).exists()
+
+    def listdir(self, rel: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path(rel)))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise translate_os_error(exc, self.path(rel), "listing") from None
+
+    def size(self, rel: str) -> int:
+        return self.path(rel).stat().st_size
+
+    def open_read(self, rel: str) -> BinaryIO:
+        try:
+            return open(self.path(rel), "rb", buffering=CHUNK)  # noqa: SIM115
+        except OSError as exc:
+            raise translate_os_error(exc, self.path(rel), "opening") from None
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.open_read(rel) as f:
+            return f.read()
+
+    @contextmanager
+    def atomic_writer(self, rel: str) -> Iterator[_LocalAtomicFile]:
+        """Yield a writer; the file appears under ``rel`` only if ``commit()`` is called.
+
+        If the block raises, or exits without committing, the temporary file is removed.
+        """
+        w = _LocalAtomicFile(self, rel)
+        try:
+            yield w
+        finally:
+            if not w.committed:
+                w.abort()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        with self.atomic_writer(rel) as w:
+            w.write(data)
+            w.commit()
+
+    def makedirs(self, rel: str) -> None:
+        p = self.path(rel)
+        try:
+            missing = []
+            q = p
+            while not q.exists():
+                missing.append(q)
+                q = q.parent
+            for d in reversed(missing):
+                os.mkdir(d, DIR_MODE)
+                os.chmod(d, DIR_MODE)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise translate_os_error(exc, p, "creating directory") from None
+
+    def remove(self, rel: str) -> None:
+        try:
+            os.unlink(self.path(rel))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise translate_os_error(exc, self.path(rel), "deleting") from None
+
+    def remove_tree(self, rel: str) -> None:
+        shutil.rmtree(self.path(rel), ignore_errors=True)
+
+    def fsync_dir(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def lock(self, rel: str, timeout: float) -> Iterator[None]:
+        """Exclusive advisory lock (flock). The kernel drops it if the holder dies, even by SIGKILL."""
+        p = self.path(rel)
+        try:
+            fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            raise translate_os_error(exc, p, "opening lock") from None
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        holder = _read_holder(fd)
+                        raise LockTimeoutError(
+                            f"store lock {p} is held by {holder}; waited {timeout:.0f}s",
+                            hint="another checkpoint or restore is writing this store; retry when it has "
+                            "finished, or raise [checkpoint] lock_timeout",
+                        ) from None
+                    time.sleep(0.05)
+            holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, holder.encode(), 0)
+            except OSError:
+                pass  # the holder note is informational; a full disk must not break locking
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {info.get('pid')} on {info.get('host')}"
+    except (OSError, ValueError):
+        return "another process"

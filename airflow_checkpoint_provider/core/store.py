@@ -1,0 +1,496 @@
+"""The checkpoint store: staging, sealing, listing, the LKG pointer, deletion.
+
+Layout below the store root (docs/FORMAT.md has the full specification)::
+
+    store.json                          marks the directory as a store (format, version)
+    checkpoints/<id>.tar                sealed archive: manifest.json + artifacts/...
+    checkpoints/<id>.manifest.json      copy of the manifest: the commit marker, written last
+    staging/<run-key>/data/...          artifacts being captured for a run
+    staging/<run-key>/desc/...          their descriptors (an artifact's commit marker)
+    refs/lkg.json                       the last-known-good pointer, replaced atomically
+    refs/lkg-history/<ts>-<id>.json     one record per LKG move, never rewritten
+    locks/store.lock                    writers' lock
+
+Sealing (``seal``) in order:
+  1. collect the staged artifacts (only those with a descriptor);
+  2. build and validate the manifest;
+  3. stream manifest + artifacts into ``checkpoints/.tmp-<id>.tar-<rand>``, re-hashing every
+     artifact as it is copied; fsync;
+  4. under the store lock: refuse an existing id, rename the archive into place;
+  5. write ``<id>.manifest.json`` atomically: from this moment the checkpoint exists;
+  6. discard the staging area.
+A crash before step 5 leaves at most a temporary file or an archive without a
+manifest: neither is ever listed, and :meth:`Store.cleanup` removes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import unquote, urlparse
+
+from airflow_checkpoint_provider.core.archive import ArchiveWriter
+from airflow_checkpoint_provider.core.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    FormatError,
+    StoreError,
+    StoreNotFoundError,
+    VerificationFailedError,
+)
+from airflow_checkpoint_provider.core.fs import TMP_MARK, LocalFS, StoreFS
+from airflow_checkpoint_provider.core.manifest import (
+    MANIFEST_MEMBER,
+    Manifest,
+    canonical_json,
+    format_ts,
+    new_checkpoint_id,
+    parse_ts,
+    sha256_hex,
+    utcnow,
+    validate_checkpoint_id,
+)
+from airflow_checkpoint_provider.core.staging import Staging
+from airflow_checkpoint_provider.core.verify import ProblemKind, VerifyResult, verify_archive
+
+log = logging.getLogger(__name__)
+
+STORE_MARKER = "store.json"
+STORE_FORMAT = "airflow-checkpoint-store"
+STORE_VERSION = 1
+LKG_FORMAT = "airflow-checkpoint-lkg"
+LKG_ALIASES = frozenset({"last-known-good", "lkg", "LKG"})
+DEFAULT_LOCK_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A complete (sealed) checkpoint as the store lists it."""
+
+    checkpoint_id: str
+    created_at: str
+    tags: tuple[str, ...]
+    pinned: bool
+    size: int  #: archive size in bytes
+    manifest: Manifest
+    archive: str  #: archive path relative to the store root
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checkpoint_id": self.checkpoint_id,
+            "created_at": self.created_at,
+            "tags": list(self.tags),
+            "pinned": self.pinned,
+            "size": self.size,
+            "artifacts": [a.name for a in self.manifest.artifacts],
+            "stores": sorted(self.manifest.stores()),
+        }
+
+
+@dataclass(frozen=True)
+class LkgPointer:
+    """Where the last-known-good pointer points, and why."""
+
+    checkpoint_id: str
+    manifest_sha256: str
+    set_at: str
+    previous: str | None
+    reason: str
+    verified_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": LKG_FORMAT,
+            "format_version": 1,
+            "checkpoint_id": self.checkpoint_id,
+            "manifest_sha256": self.manifest_sha256,
+            "set_at": self.set_at,
+            "previous": self.previous,
+            "reason": self.reason,
+            "verified_at": self.verified_at,
+        }
+
+    def to_bytes(self) -> bytes:
+        body = self.to_dict()
+        body["pointer_sha256"] = sha256_hex(canonical_json(body))
+        return (json.dumps(body, sort_keys=True, indent=2) + "\n").encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str) -> LkgPointer:
+        try:
+            obj = json.loads(data)
+            claimed = obj.pop("pointer_sha256")
+            if obj.get("format") != LKG_FORMAT or obj.get("format_version") != 1:
+                raise FormatError(f"{source} is not an LKG pointer of version 1")
+            if sha256_hex(canonical_json(obj)) != claimed:
+                raise FormatError(f"{source} fails its checksum")
+            return cls(**{k: obj[k] for k in cls.__dataclass_fields__})
+        except FormatError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise FormatError(f"{source} is damaged ({exc!r})") from None
+
+
+def parse_root(root: str | os.PathLike[str]) -> StoreFS:
+    """Pick the filesystem for a store root URI: a path or ``file://`` URI (local)."""
+    text = os.fspath(root)
+    if not text:
+        raise StoreNotFoundError("the store root is empty", hint="set [checkpoint] storage_root")
+    parsed = urlparse(text)
+    if parsed.scheme in ("", "file"):
+        path = unquote(parsed.path) if parsed.scheme == "file" else text
+        return LocalFS(path)
+    raise StoreError(
+        f"store root {text!r} uses scheme {parsed.scheme!r}, which this version cannot write to",
+        hint="use a local or mounted directory (a path or file:// URI) for [checkpoint] storage_root",
+    )
+
+
+class Store:
+    """A checkpoint store over a :class:`StoreFS`. Create one with :meth:`Store.open`."""
+
+    def __init__(self, fs: StoreFS, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+        self.fs = fs
+        self.lock_timeout = lock_timeout
+
+    # ---- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, root: str | os.PathLike[str], *, create: bool = False, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    ) -> Store:
+        """Open the store at ``root``. With ``create=True`` a missing root is initialised."""
+        fs = parse_root(root)
+        store = cls(fs, lock_timeout=lock_timeout)
+        if fs.exists(STORE_MARKER):
+            store._check_marker()
+            return store
+        if not create:
+            raise StoreNotFoundError(
+                f"no checkpoint store at {fs.root}",
+                hint="check [checkpoint] storage_root, or take a checkpoint first (that creates the store)",
+            )
+        local = fs.local_path("")
+        if local is not None and local.exists() and not local.is_dir():
+            raise StoreNotFoundError(f"store root {fs.root} exists and is not a directory",
+                                     hint="point [checkpoint] storage_root at a directory")
+        if local is not None and local.is_dir() and any(local.iterdir()):
+            raise StoreNotFoundError(
+                f"{fs.root} is not empty and is not a checkpoint store (it has no {STORE_MARKER})",
+                hint="point [checkpoint] storage_root at an empty or new directory",
+            )
+        fs.makedirs("")
+        for d in ("checkpoints", "staging", "refs/lkg-history", "locks"):
+            fs.makedirs(d)
+        marker = {"format": STORE_FORMAT, "format_version": STORE_VERSION, "created_at": format_ts(utcnow())}
+        fs.write_bytes(STORE_MARKER, (json.dumps(marker, indent=2) + "\n").encode())
+        log.info("Initialised checkpoint store at %s", fs.root)
+        return store
+
+    def _check_marker(self) -> None:
+        try:
+            obj = json.loads(self.fs.read_bytes(STORE_MARKER))
+        except ValueError:
+            raise StoreError(f"{self.fs.root}/{STORE_MARKER} is damaged",
+                             hint="restore it from a copy; it only holds the format version") from None
+        if obj.get("format") != STORE_FORMAT or obj.get("format_version") != STORE_VERSION:
+            raise FormatError(
+                f"store at {self.fs.root} has format {obj.get('format')!r} version {obj.get('format_version')!r}; "
+                f"this reader understands {STORE_FORMAT!r} version {STORE_VERSION}",
+                hint="upgrade airflow-checkpoint-provider",
+            )
+
+    @property
+    def root(self) -> str:
+        return self.fs.root
+
+    def lock(self):  # noqa: ANN201
+        """Exclusive writer lock for publishing, deleting and moving the LKG."""
+        return self.fs.lock("locks/store.lock", self.lock_timeout)
+
+    # ---- staging and sealing -----------------------------------------------------------------------
+
+    def staging(self, key: str) -> Staging:
+        return Staging(self.fs, key)
+
+    def seal(
+        self,
+        staging: Staging,
+        *,
+        checkpoint_id: str | None = None,
+        tags: list[str] | tuple[str, ...] = (),
+        pinned: bool = False,
+        config_hash: str = "",
+        provenance: dict[str, Any] | None = None,
+        keep_staging: bool = False,
+    ) -> Manifest:
+        """Publish the staged artifacts as one sealed checkpoint (see the module docstring)."""
+        # 1. collect what the captures committed
+        artifacts = staging.artifacts()
+        if not artifacts:
+            raise CheckpointError(
+                f"staging area {staging.rel} holds no captured artifact",
+                hint="run at least one capture task before sealing",
+            )
+        # 2. the manifest
+        created = utcnow()
+        manifest = Manifest(
+            checkpoint_id=validate_checkpoint_id(checkpoint_id or new_checkpoint_id(created)),
+            created_at=format_ts(created),
+            artifacts=artifacts,
+            tags=sorted(set(tags)),
+            pinned=pinned,
+            config_hash=config_hash,
+            provenance=dict(provenance or {}),
+        )
+        manifest.validate()
+        manifest_bytes = manifest.to_bytes()
+        cid = manifest.checkpoint_id
+        if self.exists(cid):
+            raise StoreError(f"checkpoint {cid} already exists", hint="choose another checkpoint id")
+        # 3. the archive, under a temporary name
+        with self.fs.atomic_writer(self._archive_rel(cid)) as out:
+            writer = ArchiveWriter(out, mtime=int(created.timestamp()))
+            writer.add_bytes(MANIFEST_MEMBER, manifest_bytes)
+            for art in artifacts:
+                with staging.open_data(art.name) as src:
+                    writer.add_stream(art.member, src, art.size, expect_sha256=art.sha256)
+            writer.close()
+            # 4. + 5. publish: archive into place, then the manifest copy as the commit marker
+            with self.lock():
+                if self.exists(cid):
+                    raise StoreError(f"checkpoint {cid} already exists", hint="choose another checkpoint id")
+                out.commit()
+                try:
+                    self.fs.write_bytes(self._manifest_rel(cid), manifest_bytes)
+                except BaseException:
+                    self.fs.remove(self._archive_rel(cid))  # never leave an archive without its marker
+                    raise
+        log.info("Sealed checkpoint %s (%d artifacts, %d bytes)", cid, len(artifacts), writer.bytes_written)
+        # 6. staging is no longer needed
+        if not keep_staging:
+            staging.discard()
+        return manifest
+
+    # ---- reading ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _archive_rel(cid: str) -> str:
+        return f"checkpoints/{cid}.tar"
+
+    @staticmethod
+    def _manifest_rel(cid: str) -> str:
+        return f"checkpoints/{cid}.manifest.json"
+
+    def exists(self, checkpoint_id: str) -> bool:
+        return self.fs.exists(self._manifest_rel(checkpoint_id)) and self.fs.exists(self._archive_rel(checkpoint_id))
+
+    def _info(self, cid: str) -> CheckpointInfo:
+        manifest = Manifest.from_bytes(self.fs.read_bytes(self._manifest_rel(cid)), source=self._manifest_rel(cid))
+        if manifest.checkpoint_id != cid:
+            raise FormatError(f"{self._manifest_rel(cid)} describes checkpoint {manifest.checkpoint_id!r}")
+        return CheckpointInfo(
+            checkpoint_id=cid,
+            created_at=manifest.created_at,
+            tags=tuple(manifest.tags),
+            pinned=manifest.pinned,
+            size=self.fs.size(self._archive_rel(cid)),
+            manifest=manifest,
+            archive=self._archive_rel(cid),
+        )
+
+    def list(self, *, tag: str | None = None) -> list[CheckpointInfo]:
+        """Complete checkpoints, newest first; only those carrying ``tag`` if given."""
+        out = []
+        suffix = ".manifest.json"
+        for entry in self.fs.listdir("checkpoints"):
+            if not entry.endswith(suffix) or entry.startswith(TMP_MARK):
+                continue
+            cid = entry[: -len(suffix)]
+            if not self.fs.exists(self._archive_rel(cid)):
+                continue
+            try:
+                info = self._info(cid)
+            except CheckpointError as exc:
+                log.warning("Skipping checkpoint %s: %s", cid, exc.message)
+                continue
+            if tag is None or tag in info.tags:
+                out.append(info)
+        out.sort(key=lambda i: (i.created_at, i.checkpoint_id), reverse=True)
+        return out
+
+    def resolve(self, checkpoint_id: str) -> str:
+        """Map ``last-known-good`` to the LKG's id; check that other ids are well-formed."""
+        if checkpoint_id in LKG_ALIASES:
+            pointer = self.lkg()
+            if pointer is None:
+                raise CheckpointNotFoundError(
+                    f"no last-known-good checkpoint is set in {self.root}",
+                    hint="run checkpoint_scheduled (it marks the LKG after verification) or `airflow-checkpoint "
+                    "lkg set <id>`",
+                )
+            return pointer.checkpoint_id
+        try:
+            return validate_checkpoint_id(checkpoint_id)
+        except FormatError:
+            raise CheckpointNotFoundError(
+                f"{checkpoint_id!r} is not a valid checkpoint id", hint="copy an id from `airflow-checkpoint list`"
+            ) from None
+
+    def get(self, checkpoint_id: str) -> CheckpointInfo:
+        """The complete checkpoint with this id (or ``last-known-good``)."""
+        cid = self.resolve(checkpoint_id)
+        if not self.exists(cid):
+            recent = [i.checkpoint_id for i in self.list()[:3]]
+            raise CheckpointNotFoundError(
+                f"no checkpoint {cid!r} in {self.root}",
+                hint=("recent checkpoints: " + ", ".join(recent)) if recent else "the store holds no checkpoint yet",
+            )
+        return self._info(cid)
+
+    def open_archive(self, checkpoint_id: str) -> BinaryIO:
+        return self.fs.open_read(self.get(checkpoint_id).archive)
+
+    def verify(self, checkpoint_id: str, *, deep: bool = False) -> VerifyResult:
+        """Check the archive against the store's manifest copy; collects every problem."""
+        cid = self.resolve(checkpoint_id)
+        if not self.exists(cid):
+            self.get(cid)  # raises the helpful not-found error
+        manifest_rel = self._manifest_rel(cid)
+        try:
+            expected = Manifest.from_bytes(self.fs.read_bytes(manifest_rel), source=manifest_rel)
+        except CheckpointError:
+            expected = None  # the embedded manifest still gets checked; the sidecar problem is reported
+            sidecar_error = True
+        else:
+            sidecar_error = False
+        try:
+            with self.fs.open_read(self._archive_rel(cid)) as f:
+                result = verify_archive(f, checkpoint_id=cid, expected=expected, source=self._archive_rel(cid),
+                                        deep=deep)
+        except StoreError as exc:
+            result = VerifyResult(checkpoint_id=cid)
+            result.add(ProblemKind.UNREADABLE, self._archive_rel(cid), exc.message)
+        if sidecar_error:
+            result.add(ProblemKind.BAD_MANIFEST, manifest_rel, "the store's copy of the manifest is damaged")
+        return result
+
+    # ---- deleting --------------------------------------------------------------------------------
+
+    def delete(self, checkpoint_id: str, *, force: bool = False) -> None:
+        """Delete a checkpoint. The LKG and pinned checkpoints need ``force=True``."""
+        with self.lock():
+            info = self.get(checkpoint_id)
+            cid = info.checkpoint_id
+            lkg = self.lkg()
+            if lkg and lkg.checkpoint_id == cid:
+                raise StoreError(
+                    f"checkpoint {cid} is the last-known-good",
+                    hint="mark another checkpoint as LKG first (`airflow-checkpoint lkg set <id>`)",
+                )
+            if info.pinned and not force:
+                raise StoreError(f"checkpoint {cid} is pinned", hint="pass force=True (--force) to delete it anyway")
+            # manifest first: the checkpoint stops existing atomically; the archive is then garbage
+            self.fs.remove(self._manifest_rel(cid))
+            self.fs.remove(self._archive_rel(cid))
+        log.info("Deleted checkpoint %s", cid)
+
+    def cleanup(self, *, stale_after: float = 24 * 3600) -> list[str]:
+        """Remove leftovers of crashed writers: temp files, archives without manifest, old staging."""
+        removed = []
+        now = time.time()
+        with self.lock():
+            for entry in self.fs.listdir("checkpoints"):
+                rel = f"checkpoints/{entry}"
+                orphan = entry.endswith(".tar") and not self.fs.exists(rel[: -len(".tar")] + ".manifest.json")
+                if entry.startswith(TMP_MARK) or orphan:
+                    if self._age(rel, now) >= min(stale_after, 60.0) or orphan:
+                        self.fs.remove(rel)
+                        removed.append(rel)
+            for entry in self.fs.listdir("staging"):
+                rel = f"staging/{entry}"
+                if self._age(rel, now) >= stale_after:
+                    self.fs.remove_tree(rel)
+                    removed.append(rel)
+        return removed
+
+    def _age(self, rel: str, now: float) -> float:
+        p = self.fs.local_path(rel)
+        return now - p.stat().st_mtime if p is not None and p.exists() else 0.0
+
+    # ---- last known good -------------------------------------------------------------------------
+
+    def lkg(self) -> LkgPointer | None:
+        """The current LKG pointer, or None if none was ever set."""
+        if not self.fs.exists("refs/lkg.json"):
+            return None
+        try:
+            return LkgPointer.from_bytes(self.fs.read_bytes("refs/lkg.json"), "refs/lkg.json")
+        except FormatError as exc:
+            history = self.lkg_history()
+            if not history:
+                raise
+            log.warning("%s; falling back to the newest LKG history record", exc.message)
+            return history[0]
+
+    def lkg_history(self) -> list[LkgPointer]:
+        """Every LKG move, newest first."""
+        out = []
+        for entry in self.fs.listdir("refs/lkg-history"):
+            if entry.startswith(TMP_MARK) or not entry.endswith(".json"):
+                continue
+            try:
+                out.append(LkgPointer.from_bytes(self.fs.read_bytes(f"refs/lkg-history/{entry}"), entry))
+            except FormatError as exc:
+                log.warning("Skipping LKG history record %s: %s", entry, exc.message)
+        out.sort(key=lambda p: p.set_at, reverse=True)
+        return out
+
+    def mark_lkg(self, checkpoint_id: str, *, result: VerifyResult | None = None, reason: str = "") -> LkgPointer:
+        """Point the LKG at a checkpoint, but only if it verifies.
+
+        ``result`` may carry a verification just made by the caller (the bundle step verifies
+        right after sealing); it is accepted only if it is a clean result for this very
+        manifest. Otherwise the archive is verified here.
+        """
+        info = self.get(checkpoint_id)
+        cid = info.checkpoint_id
+        sha = info.manifest.to_dict()["manifest_sha256"]
+        if result is None or not result.ok or result.checkpoint_id != cid or result.manifest is None or \
+                result.manifest.to_dict()["manifest_sha256"] != sha:
+            result = self.verify(cid)  # outside the lock: verification reads the whole archive
+        if not result.ok:
+            raise VerificationFailedError(result)
+        with self.lock():
+            # the checkpoint must still be the one that was verified
+            current = self.get(cid).manifest.to_dict()["manifest_sha256"]
+            if current != sha:
+                raise StoreError(f"checkpoint {cid} changed while it was being verified",
+                                 hint="verify it again and retry")
+            previous = self.lkg()
+            now = format_ts(utcnow())
+            pointer = LkgPointer(
+                checkpoint_id=cid,
+                manifest_sha256=sha,
+                set_at=now,
+                previous=previous.checkpoint_id if previous else None,
+                reason=reason,
+                verified_at=now,
+            )
+            data = pointer.to_bytes()
+            stamp = parse_ts(now).strftime("%Y%m%dT%H%M%S%fZ")
+            self.fs.write_bytes(f"refs/lkg-history/{stamp}-{cid}.json", data)
+            self.fs.write_bytes("refs/lkg.json", data)
+        log.info("Last-known-good is now %s (was %s)", cid, pointer.previous)
+        return pointer
+
+
+def default_root(airflow_home: str | None = None) -> str:
+    """``$AIRFLOW_HOME/checkpoints_data`` (``~/airflow`` when AIRFLOW_HOME is unset)."""
+    home = airflow_home or os.environ.get("AIRFLOW_HOME") or str(Path("~/airflow").expanduser())
+    return str(Path(home) / "checkpoints_data")

@@ -1,0 +1,238 @@
+"""Verify a checkpoint archive: collect every problem, then report.
+
+Verification reads the archive once, front to back. It checks the embedded
+manifest (format version, self-checksum, equality with the store's copy), then
+each member's size and sha256 against the manifest, and finally that no
+artifact is missing. It does not stop at the first problem: the result lists
+each one with the member it concerns and what to do.
+
+The outcomes form a closed set (:class:`ProblemKind`). ``deep=True`` also
+decompresses each zstd artifact in the same pass and checks its raw size.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import zstandard
+
+from airflow_checkpoint_provider.core.archive import ArchiveReader
+from airflow_checkpoint_provider.core.errors import (
+    FormatError,
+    ManifestError,
+    TruncatedArchiveError,
+    UnsupportedFormatError,
+)
+from airflow_checkpoint_provider.core.manifest import MANIFEST_MEMBER, MAX_MANIFEST_BYTES, Manifest
+from airflow_checkpoint_provider.core.streams import CHUNK_SIZE
+
+
+class ProblemKind(str, enum.Enum):
+    MISSING_MEMBER = "missing_member"
+    SIZE_MISMATCH = "size_mismatch"
+    CHECKSUM_MISMATCH = "checksum_mismatch"
+    BAD_MANIFEST = "bad_manifest"  #: unreadable, malformed, or its self-checksum fails
+    UNKNOWN_FORMAT = "unknown_format"
+    MANIFEST_MISMATCH = "manifest_mismatch"  #: store's copy and embedded manifest differ
+    UNEXPECTED_MEMBER = "unexpected_member"
+    UNSAFE_MEMBER = "unsafe_member"
+    TRUNCATED = "truncated"
+    DAMAGED_HEADER = "damaged_header"
+    DATA_ERROR = "data_error"  #: deep check: artifact does not decompress to its raw size
+    UNREADABLE = "unreadable"  #: the archive file itself cannot be opened or read
+
+
+_HINTS = {
+    ProblemKind.MISSING_MEMBER: "the archive lost an artifact; restore from another checkpoint",
+    ProblemKind.SIZE_MISMATCH: "the artifact was cut or padded; restore from another checkpoint",
+    ProblemKind.CHECKSUM_MISMATCH: "the artifact's bytes changed since sealing; restore from another checkpoint",
+    ProblemKind.BAD_MANIFEST: "the manifest is damaged; do not trust this checkpoint",
+    ProblemKind.UNKNOWN_FORMAT: "upgrade airflow-checkpoint-provider, or this is not a checkpoint",
+    ProblemKind.MANIFEST_MISMATCH: "the store index and the archive disagree; the archive was replaced or damaged",
+    ProblemKind.UNEXPECTED_MEMBER: "the archive holds a member the manifest does not list; it was tampered with",
+    ProblemKind.UNSAFE_MEMBER: "the archive holds a hostile entry; never extract it with other tools",
+    ProblemKind.TRUNCATED: "the archive file is incomplete; restore from another checkpoint",
+    ProblemKind.DAMAGED_HEADER: "the archive structure is corrupt; restore from another checkpoint",
+    ProblemKind.DATA_ERROR: "the artifact does not decompress cleanly; restore from another checkpoint",
+    ProblemKind.UNREADABLE: "check that the store is mounted and readable",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: ProblemKind
+    subject: str  #: the member (or file) the problem concerns
+    detail: str
+
+    @property
+    def hint(self) -> str:
+        return _HINTS[self.kind]
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.subject}: {self.detail}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind.value, "subject": self.subject, "detail": self.detail, "hint": self.hint}
+
+
+@dataclass
+class VerifyResult:
+    checkpoint_id: str
+    problems: list[Problem] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)  #: members whose size and sha256 matched
+    bytes_read: int = 0
+    manifest: Manifest | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.manifest is not None
+
+    def add(self, kind: ProblemKind, subject: str, detail: str) -> None:
+        self.problems.append(Problem(kind, subject, detail))
+
+    def kinds(self) -> set[ProblemKind]:
+        return {p.kind for p in self.problems}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checkpoint_id": self.checkpoint_id,
+            "ok": self.ok,
+            "problems": [p.to_dict() for p in self.problems],
+            "verified": list(self.verified),
+            "bytes_read": self.bytes_read,
+            "manifest_sha256": self.manifest.to_dict()["manifest_sha256"] if self.manifest else None,
+        }
+
+
+def _manifest_problem(result: VerifyResult, exc: Exception, subject: str) -> None:
+    kind = ProblemKind.UNKNOWN_FORMAT if isinstance(exc, UnsupportedFormatError) else ProblemKind.BAD_MANIFEST
+    msg = exc.message if isinstance(exc, FormatError) else str(exc)
+    result.add(kind, subject, msg)
+
+
+def verify_archive(
+    fileobj: BinaryIO,
+    *,
+    checkpoint_id: str,
+    expected: Manifest | None = None,
+    source: str = "archive",
+    deep: bool = False,
+) -> VerifyResult:
+    """Check an open archive against its manifest. ``expected`` is the store's copy, if any."""
+    result = VerifyResult(checkpoint_id=checkpoint_id, manifest=expected)
+    reader = ArchiveReader(fileobj, source=source, strict=False)
+    reference = expected
+    seen: set[str] = set()
+    first = True
+    try:
+        for member, stream in reader:
+            if first:
+                first = False
+                if member.name != MANIFEST_MEMBER or member.problem:
+                    result.add(ProblemKind.BAD_MANIFEST, member.name, f"first member is not {MANIFEST_MEMBER}")
+                else:
+                    seen.add(MANIFEST_MEMBER)
+                    if member.size > MAX_MANIFEST_BYTES:
+                        result.add(ProblemKind.BAD_MANIFEST, MANIFEST_MEMBER, f"{member.size} bytes is too large")
+                        continue
+                    try:
+                        embedded = Manifest.from_bytes(stream.read(), source=f"{source}:{MANIFEST_MEMBER}")
+                    except (ManifestError, UnsupportedFormatError) as exc:
+                        _manifest_problem(result, exc, MANIFEST_MEMBER)
+                    else:
+                        if reference is None:
+                            reference = embedded
+                            result.manifest = embedded
+                        elif embedded.to_dict() != reference.to_dict():
+                            result.add(
+                                ProblemKind.MANIFEST_MISMATCH,
+                                MANIFEST_MEMBER,
+                                "the embedded manifest differs from the store's copy",
+                            )
+                    if member.problem is None:
+                        continue
+            if member.problem:
+                result.add(ProblemKind.UNSAFE_MEMBER, member.name, member.problem)
+                continue
+            if member.name in seen:
+                continue
+            seen.add(member.name)
+            art = _artifact_by_member(reference, member.name)
+            if art is None:
+                result.add(
+                    ProblemKind.UNEXPECTED_MEMBER,
+                    member.name,
+                    "not listed in the manifest" if reference else "cannot be checked without a manifest",
+                )
+                continue
+            if member.size != art.size:
+                result.add(
+                    ProblemKind.SIZE_MISMATCH, member.name, f"{member.size} bytes, manifest says {art.size}"
+                )
+                continue
+            digest, raw, data_error = _hash_member(stream, deep=deep and art.compression == "zstd")
+            result.bytes_read += member.size
+            if digest != art.sha256:
+                result.add(
+                    ProblemKind.CHECKSUM_MISMATCH, member.name, f"sha256 is {digest}, manifest says {art.sha256}"
+                )
+            elif data_error:
+                result.add(ProblemKind.DATA_ERROR, member.name, data_error)
+            elif deep and art.raw_size is not None and raw is not None and raw != art.raw_size:
+                result.add(
+                    ProblemKind.DATA_ERROR, member.name, f"decompresses to {raw} bytes, manifest says {art.raw_size}"
+                )
+            else:
+                result.verified.append(member.name)
+    except TruncatedArchiveError as exc:
+        result.add(ProblemKind.TRUNCATED, source, exc.message)
+    except FormatError as exc:
+        result.add(ProblemKind.DAMAGED_HEADER, source, exc.message)
+    except OSError as exc:
+        result.add(ProblemKind.UNREADABLE, source, str(exc))
+    if first and not result.problems:
+        result.add(ProblemKind.BAD_MANIFEST, source, "the archive holds no members")
+    if reference is not None:
+        for art in reference.artifacts:
+            if art.member not in seen:
+                result.add(ProblemKind.MISSING_MEMBER, art.member, "listed in the manifest but not in the archive")
+    return result
+
+
+def _artifact_by_member(manifest: Manifest | None, member: str):  # noqa: ANN202
+    if manifest is None:
+        return None
+    for art in manifest.artifacts:
+        if art.member == member:
+            return art
+    return None
+
+
+class _Count:
+    """Null sink that counts decompressed bytes (memory stays bounded whatever the ratio)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write(self, data: bytes) -> int:
+        self.n += len(data)
+        return len(data)
+
+
+def _hash_member(stream: Any, *, deep: bool) -> tuple[str, int | None, str | None]:
+    """sha256 of the member; with ``deep``, also its decompressed size (same pass)."""
+    sha = hashlib.sha256()
+    counter = _Count()
+    dec = zstandard.ZstdDecompressor().stream_writer(counter, write_return_read=True) if deep else None
+    error = None
+    while piece := stream.read(CHUNK_SIZE):
+        sha.update(piece)
+        if dec is not None and error is None:
+            try:
+                dec.write(piece)
+            except zstandard.ZstdError as exc:
+                error = f"zstd: {exc}"
+    return sha.hexdigest(), (counter.n if deep else None), error
