@@ -171,7 +171,7 @@ class _MemberStream:
         data = self._r._read(n)
         self.left -= len(data)
         if len(data) < n:
-            self._r._truncated(f"inside member {self.member.name!r}")
+            self._r._truncated("inside member data")
         return data
 
     def readinto(self, buf: memoryview | bytearray) -> int:
@@ -194,6 +194,7 @@ class ArchiveReader:
         self.strict = strict
         self.pos = 0
         self.ended = False
+        self.current: str | None = None  #: member whose data is being read, for error reports
 
     def _read(self, n: int) -> bytes:
         out = bytearray()
@@ -206,6 +207,8 @@ class ArchiveReader:
         return bytes(out)
 
     def _truncated(self, where: str) -> None:
+        if self.current:
+            where = f"{where} of member {self.current!r}"
         raise TruncatedArchiveError(
             f"{self.source} is truncated {where} (at byte {self.pos})",
             hint="the archive file is incomplete; verify it and use another checkpoint",
@@ -215,7 +218,7 @@ class ArchiveReader:
         while n > 0:
             piece = self._read(min(n, CHUNK_SIZE))
             if not piece:
-                self._truncated("while skipping member data")
+                self._truncated("inside member data")
             n -= len(piece)
 
     def __iter__(self) -> Iterator[tuple[Member, _MemberStream]]:
@@ -239,6 +242,7 @@ class ArchiveReader:
                     hint="the archive is corrupt; use another checkpoint",
                 ) from None
             member = Member(name=ti.name, size=ti.size, offset=self.pos)
+            self.current = ti.name
             member.problem = member_name_problem(ti.name, ti.type)
             if member.problem is None and ti.name in seen:
                 member.problem = "appears twice"
@@ -257,6 +261,7 @@ class ArchiveReader:
                 self._skip(stream.left)
                 stream.left = 0
             self._skip(_pad(ti.size))
+            self.current = None
 
 
 def read_embedded_manifest(fileobj: BinaryIO, *, source: str = "archive") -> Manifest:

@@ -8,7 +8,7 @@ Layout below the store root (docs/FORMAT.md has the full specification)::
     staging/<run-key>/data/...          artifacts being captured for a run
     staging/<run-key>/desc/...          their descriptors (an artifact's commit marker)
     refs/lkg.json                       the last-known-good pointer, replaced atomically
-    refs/lkg-history/<ts>-<id>.json     one record per LKG move, never rewritten
+    refs/lkg-history/<ts>-<id>.json     one record per LKG move (written after the move), never rewritten
     locks/store.lock                    writers' lock
 
 Sealing (``seal``) in order:
@@ -484,8 +484,8 @@ class Store:
             )
             data = pointer.to_bytes()
             stamp = parse_ts(now).strftime("%Y%m%dT%H%M%S%fZ")
+            self.fs.write_bytes("refs/lkg.json", data)  # the move happens here, atomically
             self.fs.write_bytes(f"refs/lkg-history/{stamp}-{cid}.json", data)
-            self.fs.write_bytes("refs/lkg.json", data)
         log.info("Last-known-good is now %s (was %s)", cid, pointer.previous)
         return pointer
 

@@ -188,7 +188,7 @@ def verify_archive(
             else:
                 result.verified.append(member.name)
     except TruncatedArchiveError as exc:
-        result.add(ProblemKind.TRUNCATED, source, exc.message)
+        result.add(ProblemKind.TRUNCATED, reader.current or source, exc.message)
     except FormatError as exc:
         result.add(ProblemKind.DAMAGED_HEADER, source, exc.message)
     except OSError as exc:
