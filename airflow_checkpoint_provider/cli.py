@@ -1,0 +1,206 @@
+"""``airflow-checkpoint``: break-glass commands over the store. Works when Airflow is down.
+
+Commands::
+
+    airflow-checkpoint list [--tag T] [--json]
+    airflow-checkpoint show ID|last-known-good
+    airflow-checkpoint verify ID|last-known-good|--all [--deep] [--json]
+    airflow-checkpoint lkg [show|history|set ID]
+    airflow-checkpoint delete ID [--force]
+    airflow-checkpoint cleanup
+
+``--root`` (or ``AIRFLOW__CHECKPOINT__STORAGE_ROOT``) selects the store.
+
+Exit codes: 0 success; 1 verification found problems; 2 bad usage or unknown
+checkpoint; 3 the store cannot be used (missing, unwritable, full, locked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from airflow_checkpoint_provider.core.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    StoreError,
+    VerificationFailedError,
+)
+from airflow_checkpoint_provider.core.store import Store
+from airflow_checkpoint_provider.core.verify import VerifyResult
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def cmd_list(store: Store, args: argparse.Namespace) -> int:
+    infos = store.list(tag=args.tag)
+    lkg = store.lkg()
+    lkg_id = lkg.checkpoint_id if lkg else None
+    if args.json:
+        _print_json([dict(i.to_dict(), lkg=i.checkpoint_id == lkg_id) for i in infos])
+        return EXIT_OK
+    if not infos:
+        print(f"no checkpoints in {store.root}" + (f" tagged {args.tag!r}" if args.tag else ""))
+        return EXIT_OK
+    print(f"{'CHECKPOINT':<32} {'CREATED (UTC)':<20} {'SIZE':>10}  {'STORES':<24} TAGS")
+    for i in infos:
+        mark = " [LKG]" if i.checkpoint_id == lkg_id else ""
+        pin = " [pinned]" if i.pinned else ""
+        print(f"{i.checkpoint_id:<32} {i.created_at[:19].replace('T', ' '):<20} {_human_size(i.size):>10}  "
+              f"{','.join(sorted(i.manifest.stores())):<24} {','.join(i.tags)}{mark}{pin}")
+    return EXIT_OK
+
+
+def cmd_show(store: Store, args: argparse.Namespace) -> int:
+    info = store.get(args.checkpoint_id)
+    sys.stdout.write(info.manifest.to_bytes().decode())
+    return EXIT_OK
+
+
+def _report(result: VerifyResult, as_json: bool) -> None:
+    if as_json:
+        return
+    if result.ok:
+        print(f"{result.checkpoint_id}: OK ({len(result.verified)} artifacts, {_human_size(result.bytes_read)} read)")
+        return
+    print(f"{result.checkpoint_id}: {len(result.problems)} problem(s)")
+    for p in result.problems:
+        print(f"  {p}\n    HINT: {p.hint}")
+
+
+def cmd_verify(store: Store, args: argparse.Namespace) -> int:
+    if args.all:
+        ids = [i.checkpoint_id for i in store.list()]
+    elif args.checkpoint_id:
+        ids = [store.resolve(args.checkpoint_id)]
+    else:
+        print("verify: give a checkpoint id, 'last-known-good', or --all", file=sys.stderr)
+        return EXIT_USAGE
+    results = [store.verify(cid, deep=args.deep) for cid in ids]
+    for r in results:
+        _report(r, args.json)
+    if args.json:
+        _print_json([r.to_dict() for r in results])
+    return EXIT_OK if all(r.ok for r in results) else EXIT_PROBLEMS
+
+
+def cmd_lkg(store: Store, args: argparse.Namespace) -> int:
+    if args.action == "set":
+        if not args.checkpoint_id:
+            print("lkg set: give the checkpoint id", file=sys.stderr)
+            return EXIT_USAGE
+        pointer = store.mark_lkg(args.checkpoint_id, reason=args.reason or "set by airflow-checkpoint lkg set")
+        print(f"last-known-good: {pointer.checkpoint_id} (was {pointer.previous or 'unset'})")
+        return EXIT_OK
+    if args.action == "history":
+        history = store.lkg_history()
+        if args.json:
+            _print_json([p.to_dict() for p in history])
+        for p in [] if args.json else history:
+            print(f"{p.set_at}  {p.checkpoint_id}  (previous: {p.previous or '-'}) {p.reason}")
+        return EXIT_OK
+    pointer = store.lkg()
+    if args.json:
+        _print_json(pointer.to_dict() if pointer else None)
+    elif pointer is None:
+        print(f"no last-known-good checkpoint in {store.root}")
+    else:
+        print(f"last-known-good: {pointer.checkpoint_id}\n  set at:   {pointer.set_at}\n"
+              f"  previous: {pointer.previous or '-'}\n  reason:   {pointer.reason or '-'}")
+    return EXIT_OK
+
+
+def cmd_delete(store: Store, args: argparse.Namespace) -> int:
+    store.delete(args.checkpoint_id, force=args.force)
+    print(f"deleted {args.checkpoint_id}")
+    return EXIT_OK
+
+
+def cmd_cleanup(store: Store, args: argparse.Namespace) -> int:
+    from airflow_checkpoint_provider import settings
+
+    removed = store.cleanup(stale_after=settings.stale_staging_after())
+    for rel in removed:
+        print(f"removed {rel}")
+    print(f"{len(removed)} leftover(s) removed")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="airflow-checkpoint", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", help="store root (default: [checkpoint] storage_root)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list complete checkpoints, newest first")
+    p.add_argument("--tag")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="print a checkpoint's manifest")
+    p.add_argument("checkpoint_id")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("verify", help="check sizes and checksums of a checkpoint; reports every problem")
+    p.add_argument("checkpoint_id", nargs="?")
+    p.add_argument("--all", action="store_true", help="verify every checkpoint")
+    p.add_argument("--deep", action="store_true", help="also decompress each artifact")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("lkg", help="show or move the last-known-good pointer")
+    p.add_argument("action", nargs="?", choices=["show", "history", "set"], default="show")
+    p.add_argument("checkpoint_id", nargs="?")
+    p.add_argument("--reason")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lkg)
+
+    p = sub.add_parser("delete", help="delete a checkpoint (never the LKG; pinned ones need --force)")
+    p.add_argument("checkpoint_id")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("cleanup", help="remove leftovers of crashed or abandoned writers")
+    p.set_defaults(func=cmd_cleanup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from airflow_checkpoint_provider import settings
+
+    root = args.root or settings.storage_root()
+    try:
+        store = Store.open(root, lock_timeout=settings.lock_timeout())
+        return args.func(store, args)
+    except CheckpointNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except VerificationFailedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

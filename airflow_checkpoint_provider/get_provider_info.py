@@ -1,0 +1,67 @@
+"""Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_checkpoint_provider.version import __version__
+
+DISTRIBUTION = "airflow-checkpoint-provider"
+
+
+def _option(description: str, type_: str, default: str | None, example: str | None = None) -> dict[str, Any]:
+    return {
+        "description": description,
+        "version_added": "0.1.0",
+        "type": type_,
+        "example": example,
+        "default": default,
+    }
+
+
+CONFIG: dict[str, Any] = {
+    "checkpoint": {
+        "description": "Where checkpoints are kept and how they are written.",
+        "options": {
+            "storage_root": _option(
+                "Root of the checkpoint store: a directory path or file:// URI. It holds the sealed "
+                "archives, the staging area of running captures and the last-known-good pointer. Capture "
+                "tasks on different workers must all reach it.",
+                "string",
+                "{AIRFLOW_HOME}/checkpoints_data",
+                "/srv/checkpoints",
+            ),
+            "lock_timeout": _option(
+                "Seconds a writer waits for the store lock (held briefly while publishing a checkpoint, "
+                "deleting one or moving the last-known-good pointer) before failing.",
+                "integer",
+                "300",
+            ),
+            "compression_level": _option(
+                "zstd level used for artifacts (1 fastest .. 19 smallest).",
+                "integer",
+                "3",
+            ),
+            "stale_staging_after": _option(
+                "Seconds after which the staging area of a run that never sealed is considered abandoned "
+                "and removed by `airflow-checkpoint cleanup`.",
+                "integer",
+                "86400",
+            ),
+        },
+    }
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": DISTRIBUTION,
+        "name": "Checkpoint",
+        "description": "Consistent, verifiable checkpoints of PostgreSQL, Redis and Elasticsearch/OpenSearch "
+        "state, with a last-known-good pointer and side-by-side restores.",
+        "versions": [__version__],
+        "integrations": [
+            {"integration-name": "Checkpoint", "tags": ["service"]},
+        ],
+        "config": CONFIG,
+    }

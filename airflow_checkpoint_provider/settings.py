@@ -1,0 +1,52 @@
+"""Every read of the provider's ``[checkpoint]`` configuration happens here.
+
+Values come from Airflow's configuration (airflow.cfg or ``AIRFLOW__CHECKPOINT__*``
+variables) when Airflow is importable, and otherwise from the same environment
+variables, so the break-glass CLI works when Airflow is broken or absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from airflow_checkpoint_provider.get_provider_info import CONFIG
+
+SECTION = "checkpoint"
+_OPTIONS = CONFIG[SECTION]["options"]
+
+
+def _airflow_home() -> str:
+    return os.environ.get("AIRFLOW_HOME") or str(Path("~/airflow").expanduser())
+
+
+def _get(key: str) -> str:
+    env = os.environ.get(f"AIRFLOW__{SECTION.upper()}__{key.upper()}")
+    if env is not None:
+        return env
+    try:
+        from airflow.configuration import conf
+    except Exception:  # noqa: BLE001 - Airflow missing or misconfigured: fall back to defaults
+        value = None
+    else:
+        value = conf.get(SECTION, key, fallback=None)
+    if value is None:
+        value = _OPTIONS[key]["default"]
+    return value
+
+
+def storage_root() -> str:
+    """The store root; ``{AIRFLOW_HOME}`` in the value is replaced by $AIRFLOW_HOME."""
+    return _get("storage_root").replace("{AIRFLOW_HOME}", _airflow_home())
+
+
+def lock_timeout() -> float:
+    return float(_get("lock_timeout"))
+
+
+def compression_level() -> int:
+    return int(_get("compression_level"))
+
+
+def stale_staging_after() -> float:
+    return float(_get("stale_staging_after"))
