@@ -108,3 +108,14 @@ def test_duplicate_artifact_refused():
     m.artifacts.append(m.artifacts[0])
     with pytest.raises(ManifestError, match="listed twice"):
         m.validate()
+
+
+def test_the_example_in_format_md_is_a_valid_manifest():
+    import pathlib
+    import re
+
+    doc = (pathlib.Path(__file__).resolve().parents[3] / "docs" / "FORMAT.md").read_text()
+    section = doc.split("## Manifest example", 1)[1]
+    example = re.search(r"```json\n(.*?)```", section, re.S).group(1)
+    m = Manifest.from_bytes(example.encode())
+    assert m.to_bytes().decode() == example  # the doc shows exactly what the writer writes
