@@ -1,0 +1,23 @@
+# The two commands of the README, plus helpers. Everything installs what it needs first.
+.PHONY: setup demo test unit bench services-stop
+
+setup:
+	bash scripts/bootstrap.sh
+
+# Main job: seed the local services, checkpoint them into the default store, list and verify.
+demo: setup
+	.venv/bin/python scripts/demo.py
+
+# Every test, with real PostgreSQL, Redis, OpenSearch and Elasticsearch started by the tests.
+test: setup
+	.venv/bin/python -m pytest
+
+# Unit tests only (no servers).
+unit: setup
+	.venv/bin/python -m pytest tests/unit
+
+bench: setup
+	.venv/bin/python bench/archive_throughput.py
+
+services-stop:
+	.venv/bin/python scripts/services.py stop --dir .local/services
