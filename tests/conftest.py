@@ -1,0 +1,124 @@
+"""Shared pytest fixtures: real PostgreSQL, Redis, OpenSearch and Elasticsearch 7.
+
+The servers are started by ``scripts/services.py`` only when a test asks for one
+of the fixtures below, once per session, and are stopped at the end of the
+session (also when tests fail or the run is interrupted). Pure unit tests that
+request none of them never start anything.
+
+Set ``CHECKPOINT_SERVICES_DIR`` to the state directory of services you started
+yourself (``python scripts/services.py start --dir DIR``) to reuse them instead;
+they are then left running.
+
+This module must not import Airflow.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVICES_SCRIPT = REPO_ROOT / "scripts" / "services.py"
+
+SERVICE_FIXTURES = frozenset({"services", "pg", "redis_server", "opensearch", "elasticsearch", "airflow_conn_env"})
+
+
+def _load_services_module():
+    name = "checkpoint_test_services"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, SERVICES_SCRIPT)
+    assert spec and spec.loader, SERVICES_SCRIPT
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+services_api = _load_services_module()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a service fixture as ``integration``."""
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def services_module():
+    """The ``scripts/services.py`` module (start/stop/connection_env/...)."""
+    return services_api
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Start all four servers for the session and yield the info dict."""
+    reuse = os.environ.get("CHECKPOINT_SERVICES_DIR")
+    if reuse:
+        info = services_api.load_info(Path(reuse))
+        state = services_api.status(Path(reuse))
+        missing = [n for n in services_api.ALL if not state.get(n)]
+        if missing:
+            raise RuntimeError(f"CHECKPOINT_SERVICES_DIR={reuse}: not running: {', '.join(missing)}")
+        yield info
+        return
+
+    state_dir = tmp_path_factory.mktemp("services")
+
+    # Belt and braces: stop() is idempotent, so also run it at interpreter exit
+    # in case the session is torn down abnormally.
+    def stop_services() -> None:
+        services_api.stop(state_dir)
+
+    atexit.register(stop_services)
+    try:
+        info = services_api.start(state_dir)
+        yield info
+    finally:
+        stop_services()
+        atexit.unregister(stop_services)
+
+
+@pytest.fixture(scope="session")
+def pg(services: dict[str, Any]) -> dict[str, Any]:
+    """PostgreSQL: host, port, user, password, database, superuser, socket_dir, bin_dir, ..."""
+    return services["postgres"]
+
+
+@pytest.fixture(scope="session")
+def redis_server(services: dict[str, Any]) -> dict[str, Any]:
+    """Redis: host, port, password, version, dir, pid."""
+    return services["redis"]
+
+
+@pytest.fixture(scope="session")
+def opensearch(services: dict[str, Any]) -> dict[str, Any]:
+    """OpenSearch 2.19: url, host, port, version, path_repo, pid."""
+    return services["opensearch"]
+
+
+@pytest.fixture(scope="session")
+def elasticsearch(services: dict[str, Any]) -> dict[str, Any]:
+    """Elasticsearch 7.10.2: url, host, port, version, path_repo, pid."""
+    return services["elasticsearch"]
+
+
+@pytest.fixture(scope="session")
+def airflow_conn_env(services: dict[str, Any]) -> Iterator[dict[str, str]]:
+    """Set the AIRFLOW_CONN_* variables for the whole session; yields them."""
+    env = services_api.connection_env(services)
+    patcher = pytest.MonkeyPatch()
+    try:
+        for key, value in env.items():
+            patcher.setenv(key, value)
+        yield env
+    finally:
+        patcher.undo()
