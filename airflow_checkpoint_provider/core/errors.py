@@ -16,7 +16,13 @@ what to do next. The hierarchy::
     │   ├── StoreFullError           the device holding the store ran out of space
     │   ├── LockTimeoutError         another writer holds the store lock for too long
     │   └── CheckpointNotFoundError  unknown checkpoint id (or no LKG yet)
-    └── VerificationFailedError      verify() found problems where success was required
+    ├── VerificationFailedError      verify() found problems where success was required
+    └── EngineError                  talking to PostgreSQL, Redis or a search cluster failed
+        ├── ConnectionFailedError    the server cannot be reached (refused, timeout, DNS)
+        ├── AuthenticationError      the server refused the credentials or lacks a permission
+        ├── ToolError                an external tool (pg_dump, pg_restore) is missing, too old or failed
+        ├── NotFoundError            a database, index, repository or snapshot does not exist
+        └── CaptureError             the capture itself failed (bad RDB, PARTIAL snapshot, ...)
 """
 
 from __future__ import annotations
@@ -96,3 +102,27 @@ class VerificationFailedError(CheckpointError):
             hint="do not use this checkpoint; restore another one (see `airflow-checkpoint list`) "
             "and take a fresh checkpoint",
         )
+
+
+class EngineError(CheckpointError):
+    """Talking to a data store failed. ``target`` names the server (never its password)."""
+
+
+class ConnectionFailedError(EngineError):
+    """The server cannot be reached: connection refused, timeout, unknown host."""
+
+
+class AuthenticationError(EngineError):
+    """The server refused the credentials, or the account lacks a needed permission."""
+
+
+class ToolError(EngineError):
+    """An external tool is missing, older than the server, or exited with an error."""
+
+
+class NotFoundError(EngineError):
+    """A named database, index, repository or snapshot does not exist."""
+
+
+class CaptureError(EngineError):
+    """The capture ran but its result is unusable (invalid RDB, PARTIAL/FAILED snapshot, ...)."""
