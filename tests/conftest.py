@@ -65,9 +65,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     if reuse:
         info = services_api.load_info(Path(reuse))
         state = services_api.status(Path(reuse))
-        missing = [n for n in services_api.ALL if not state.get(n)]
-        if missing:
-            raise RuntimeError(f"CHECKPOINT_SERVICES_DIR={reuse}: not running: {', '.join(missing)}")
+        stopped = [n for n in info if n in services_api.ALL and not state.get(n)]
+        if stopped:
+            raise RuntimeError(f"CHECKPOINT_SERVICES_DIR={reuse}: not running: {', '.join(stopped)}")
         yield info
         return
 
@@ -87,28 +87,34 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         atexit.unregister(stop_services)
 
 
+def _service(services: dict[str, Any], name: str) -> dict[str, Any]:
+    if name not in services:
+        raise RuntimeError(f"{name} is not among the reused services (CHECKPOINT_SERVICES_DIR); start it too")
+    return services[name]
+
+
 @pytest.fixture(scope="session")
 def pg(services: dict[str, Any]) -> dict[str, Any]:
     """PostgreSQL: host, port, user, password, database, superuser, socket_dir, bin_dir, ..."""
-    return services["postgres"]
+    return _service(services, "postgres")
 
 
 @pytest.fixture(scope="session")
 def redis_server(services: dict[str, Any]) -> dict[str, Any]:
     """Redis: host, port, password, version, dir, pid."""
-    return services["redis"]
+    return _service(services, "redis")
 
 
 @pytest.fixture(scope="session")
 def opensearch(services: dict[str, Any]) -> dict[str, Any]:
     """OpenSearch 2.19: url, host, port, version, path_repo, pid."""
-    return services["opensearch"]
+    return _service(services, "opensearch")
 
 
 @pytest.fixture(scope="session")
 def elasticsearch(services: dict[str, Any]) -> dict[str, Any]:
     """Elasticsearch 7.10.2: url, host, port, version, path_repo, pid."""
-    return services["elasticsearch"]
+    return _service(services, "elasticsearch")
 
 
 @pytest.fixture(scope="session")
