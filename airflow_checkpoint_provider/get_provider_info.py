@@ -48,6 +48,39 @@ CONFIG: dict[str, Any] = {
                 "integer",
                 "86400",
             ),
+            "postgres_conn_id": _option(
+                "Connection id of the PostgreSQL server the ready-made DAGs checkpoint (overridable per run).",
+                "string",
+                "postgres_default",
+            ),
+            "redis_conn_id": _option(
+                "Connection id of the Redis server the ready-made DAGs checkpoint.",
+                "string",
+                "redis_default",
+            ),
+            "elasticsearch_conn_id": _option(
+                "Connection id of the Elasticsearch or OpenSearch cluster the ready-made DAGs checkpoint.",
+                "string",
+                "elasticsearch_default",
+            ),
+            "schedule": _option(
+                "Schedule of the checkpoint_scheduled DAG (cron expression or preset).",
+                "string",
+                "*/30 * * * *",
+                "@hourly",
+            ),
+            "search_repository": _option(
+                "Snapshot repository the search snapshots go to.",
+                "string",
+                "checkpoints",
+            ),
+            "search_repository_location": _option(
+                "If set, the DAGs register the search repository as an 'fs' repository at this location "
+                "(it must be listed in path.repo on every node). If empty, the repository must already exist.",
+                "string",
+                "",
+                "/mnt/snapshots/checkpoints",
+            ),
         },
     }
 }

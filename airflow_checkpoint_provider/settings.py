@@ -50,3 +50,29 @@ def compression_level() -> int:
 
 def stale_staging_after() -> float:
     return float(_get("stale_staging_after"))
+
+
+def postgres_conn_id() -> str:
+    return _get("postgres_conn_id")
+
+
+def redis_conn_id() -> str:
+    return _get("redis_conn_id")
+
+
+def elasticsearch_conn_id() -> str:
+    return _get("elasticsearch_conn_id")
+
+
+def schedule() -> str:
+    return _get("schedule")
+
+
+def search_repository() -> str:
+    return _get("search_repository")
+
+
+def search_repository_settings() -> dict | None:
+    """An fs repository at ``search_repository_location``, or None (the repository must exist)."""
+    location = _get("search_repository_location")
+    return {"type": "fs", "settings": {"location": location}} if location else None

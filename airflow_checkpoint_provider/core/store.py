@@ -46,6 +46,7 @@ from airflow_checkpoint_provider.core.errors import (
 from airflow_checkpoint_provider.core.fs import TMP_MARK, LocalFS, StoreFS
 from airflow_checkpoint_provider.core.manifest import (
     MANIFEST_MEMBER,
+    Artifact,
     Manifest,
     canonical_json,
     format_ts,
@@ -228,10 +229,18 @@ class Store:
         config_hash: str = "",
         provenance: dict[str, Any] | None = None,
         keep_staging: bool = False,
+        expected: list[Artifact] | None = None,
     ) -> Manifest:
-        """Publish the staged artifacts as one sealed checkpoint (see the module docstring)."""
+        """Publish the staged artifacts as one sealed checkpoint (see the module docstring).
+
+        ``expected``: the artifacts the capture tasks reported. Then exactly those are sealed,
+        and each must be staged with the same size and sha256 (a stale or replaced staged
+        file is refused).
+        """
         # 1. collect what the captures committed
         artifacts = staging.artifacts()
+        if expected is not None:
+            artifacts = _match_expected(staging, artifacts, expected)
         if not artifacts:
             raise CheckpointError(
                 f"staging area {staging.rel} holds no captured artifact",
@@ -488,6 +497,26 @@ class Store:
             self.fs.write_bytes(f"refs/lkg-history/{stamp}-{cid}.json", data)
         log.info("Last-known-good is now %s (was %s)", cid, pointer.previous)
         return pointer
+
+
+def _match_expected(staging: Staging, staged: list[Artifact], expected: list[Artifact]) -> list[Artifact]:
+    by_name = {a.name: a for a in staged}
+    out = []
+    for art in expected:
+        have = by_name.get(art.name)
+        if have is None:
+            raise CheckpointError(
+                f"artifact {art.name!r} was reported by its capture task but is not in {staging.rel}",
+                hint="the staging area was cleaned or the capture ran against another store; re-run the captures",
+            )
+        if (have.size, have.sha256) != (art.size, art.sha256):
+            raise CheckpointError(
+                f"staged artifact {art.name!r} differs from what its capture task reported "
+                f"(size {have.size} vs {art.size}, sha256 {have.sha256[:12]} vs {art.sha256[:12]})",
+                hint="two runs wrote the same staging area; re-run the captures",
+            )
+        out.append(have)
+    return sorted(out, key=lambda a: a.name)
 
 
 def default_root(airflow_home: str | None = None) -> str:

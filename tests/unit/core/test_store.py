@@ -236,3 +236,19 @@ def test_cleanup_removes_orphans_but_not_checkpoints(store):
     assert sorted(removed) == ["checkpoints/.tmp-ckpt-x.tar-1234", "checkpoints/ckpt-orphan.tar"]
     assert [i.checkpoint_id for i in store.list()] == [a.checkpoint_id]
     assert store.verify(a.checkpoint_id).ok
+
+
+def test_seal_with_expected_artifacts_refuses_missing_or_changed(store):
+    from dataclasses import replace
+
+    staging = store.staging(staging_key("d", "expected"))
+    with staging.artifact("redis/dump.rdb", store="redis", kind="redis/rdb") as sink:
+        sink.write(b"rdb bytes")
+    reported = sink.artifact
+    with pytest.raises(CheckpointError, match="not in staging"):
+        store.seal(staging, expected=[reported, replace(reported, name="postgres/app.dump")])
+    with pytest.raises(CheckpointError, match="differs from what its capture task reported"):
+        store.seal(staging, expected=[replace(reported, sha256="0" * 64)])
+    assert store.list() == []
+    m = store.seal(staging, expected=[reported])
+    assert [a.name for a in m.artifacts] == ["redis/dump.rdb"]

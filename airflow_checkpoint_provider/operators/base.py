@@ -1,0 +1,103 @@
+"""What every checkpoint operator shares: the store, the run's staging key, XCom shape."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider.core.manifest import Artifact
+from airflow_checkpoint_provider.core.staging import Staging, staging_key
+from airflow_checkpoint_provider.core.store import Store
+from airflow_checkpoint_provider.version import __version__
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def open_store(storage_root: str | None = None, *, create: bool = True) -> Store:
+    """The store at ``storage_root`` or ``[checkpoint] storage_root``."""
+    return Store.open(storage_root or settings.storage_root(), create=create, lock_timeout=settings.lock_timeout())
+
+
+def group_prefix(task_id: str) -> str:
+    """``checkpoint.bundle`` -> ``checkpoint``: tasks of one TaskGroup share a staging area."""
+    return task_id.rpartition(".")[0]
+
+
+def run_staging_key(context: Context, task_id: str, explicit: str | None = None) -> str:
+    if explicit:
+        return staging_key(explicit)
+    return staging_key(context["dag"].dag_id, context["run_id"], group_prefix(task_id))
+
+
+def provenance(context: Context, task_id: str) -> dict[str, Any]:
+    ti = context["ti"]
+    return {
+        "dag_id": context["dag"].dag_id,
+        "run_id": context["run_id"],
+        "task_id": task_id,
+        "try_number": int(getattr(ti, "try_number", 0) or 0),
+        "provider_version": __version__,
+        "hostname": socket.gethostname(),
+    }
+
+
+def artifacts_to_xcom(artifacts: list[Artifact]) -> list[dict[str, Any]]:
+    return [asdict(a) for a in artifacts]
+
+
+def artifacts_from_xcom(items: list[dict[str, Any]]) -> list[Artifact]:
+    return [Artifact.from_dict(d) for d in items]
+
+
+class CaptureOperator(BaseOperator):
+    """Base of the capture operators: stream one store into the run's staging area.
+
+    Subclasses implement :meth:`capture` and :meth:`config`. The XCom result is small,
+    JSON-safe and secret-free: the artifact descriptors and the public capture config.
+
+    :param storage_root: store root URI; default ``[checkpoint] storage_root``.
+    :param staging_key: share a staging area explicitly; by default it is derived from the
+        dag id, run id and the enclosing TaskGroup, so captures and the bundle of one group meet.
+    :param enabled: templated switch; when false the task is skipped (lets a trigger-form
+        Param choose the components).
+    """
+
+    component: str = ""
+    template_fields: tuple[str, ...] = ("storage_root", "staging_key", "enabled")
+
+    def __init__(
+        self,
+        *,
+        storage_root: str | None = None,
+        staging_key: str | None = None,
+        enabled: bool | str = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.storage_root = storage_root
+        self.staging_key = staging_key
+        self.enabled = enabled
+
+    def capture(self, staging: Staging) -> list[Artifact]:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if str(self.enabled).lower() in ("false", "0", "no", "off", "none", ""):
+            raise AirflowSkipException(f"{self.component} capture disabled for this run")
+        store = open_store(self.storage_root)
+        staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
+        artifacts = self.capture(staging)
+        for art in artifacts:
+            self.log.info("Captured %s: %s bytes stored (%s raw), sha256 %s", art.name, art.size, art.raw_size,
+                          art.sha256)
+        return {"component": self.component, "staging": staging.key, "config": self.config(),
+                "artifacts": artifacts_to_xcom(artifacts)}

@@ -1,0 +1,149 @@
+"""BundleOperator: seal the run's captured artifacts into one verified checkpoint."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, BaseOperator
+
+from airflow_checkpoint_provider.core.errors import CheckpointError, VerificationFailedError
+from airflow_checkpoint_provider.core.manifest import config_hash
+from airflow_checkpoint_provider.operators.base import (
+    artifacts_from_xcom,
+    open_store,
+    provenance,
+    run_staging_key,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: Every sealed checkpoint updates this asset; the event's extra carries the id and tags.
+CHECKPOINT_ASSET = Asset(name="checkpoint", uri="checkpoint://sealed")
+
+
+def tag_asset(tag: str) -> Asset:
+    """An asset updated by checkpoints carrying ``tag``: schedule a DAG on fresh pre-migration checkpoints."""
+    return Asset(name=f"checkpoint/{tag}", uri=f"checkpoint://tag/{tag}")
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
+class BundleOperator(BaseOperator):
+    """Seal the artifacts of the capture tasks into one checkpoint, verify it, maybe mark it LKG.
+
+    1. pull the capture tasks' XComs (skipped captures contribute nothing);
+    2. seal exactly those artifacts (each must still be staged with the reported sha256);
+    3. verify the sealed archive (every size and checksum);
+    4. with ``mark_lkg``, move the last-known-good pointer (only after step 3 passed);
+    5. emit the ``checkpoint`` asset event (and one per tag) with the checkpoint id.
+
+    :param capture_task_ids: tasks whose XComs hold the artifacts; default: every upstream task.
+    :param tags: tags of the checkpoint (templated; list or comma-separated).
+    :param pinned: protect the checkpoint from retention.
+    :param mark_lkg: move the LKG pointer to this checkpoint once it verified.
+    :param storage_root: store root URI; default ``[checkpoint] storage_root``.
+    :param staging_key: as for the capture operators.
+    """
+
+    template_fields = ("tags", "pinned", "mark_lkg", "storage_root", "staging_key")
+
+    def __init__(
+        self,
+        *,
+        capture_task_ids: list[str] | None = None,
+        tags: list[str] | str = (),
+        pinned: bool | str = False,
+        mark_lkg: bool | str = False,
+        storage_root: str | None = None,
+        staging_key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("outlets", [CHECKPOINT_ASSET, *(tag_asset(t) for t in _as_list(tags) if "{" not in t)])
+        super().__init__(**kwargs)
+        self.capture_task_ids = capture_task_ids
+        self.tags = tags
+        self.pinned = pinned
+        self.mark_lkg = mark_lkg
+        self.storage_root = storage_root
+        self.staging_key = staging_key
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        # 1. what the captures reported
+        task_ids = self.capture_task_ids or sorted(self.upstream_task_ids)
+        results = context["ti"].xcom_pull(task_ids=task_ids) or []
+        if isinstance(results, dict):
+            results = [results]
+        captures = [r for r in results if r]
+        expected = [a for r in captures for a in artifacts_from_xcom(r["artifacts"])]
+        if not expected:
+            raise CheckpointError(
+                f"none of the capture tasks {task_ids} produced an artifact",
+                hint="enable at least one component, and check the capture tasks' logs",
+            )
+        config = {r["component"]: r["config"] for r in captures}
+        # 2. seal
+        store = open_store(self.storage_root)
+        staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
+        tags = sorted(set(_as_list(self.tags)))
+        manifest = store.seal(staging, expected=expected, tags=tags, pinned=_truthy(self.pinned),
+                              config_hash=config_hash(config), provenance=provenance(context, self.task_id))
+        cid = manifest.checkpoint_id
+        consistency = manifest.consistency()
+        self.log.info("Sealed %s: %d artifacts, %d bytes; capture window %s .. %s, skew between stores %d ms",
+                      cid, len(manifest.artifacts), manifest.total_size, consistency["window_start"],
+                      consistency["window_end"], consistency["skew_ms"])
+        # 3. verify
+        result = store.verify(cid)
+        if not result.ok:
+            raise VerificationFailedError(result)
+        self.log.info("Verified %s: %d artifacts", cid, len(result.verified))
+        # 4. LKG
+        lkg = False
+        if _truthy(self.mark_lkg):
+            store.mark_lkg(cid, result=result, reason=f"verified by {context['dag'].dag_id} run {context['run_id']}")
+            lkg = True
+            self.log.info("Last-known-good is now %s", cid)
+        # 5. asset events
+        extra = {"checkpoint_id": cid, "tags": tags, "lkg": lkg}
+        outlet_events = context.get("outlet_events")
+        if outlet_events is not None:
+            for outlet in self.outlets:
+                if isinstance(outlet, Asset):
+                    outlet_events[outlet].extra = extra
+        return {"checkpoint_id": cid, "tags": tags, "pinned": manifest.pinned, "lkg": lkg,
+                "size": store.get(cid).size, "artifacts": [a.name for a in manifest.artifacts],
+                "consistency": consistency}
+
+
+class DiscardStagingOperator(BaseOperator):
+    """Remove the run's staging area whatever happened upstream (``trigger_rule=all_done``).
+
+    After a successful bundle it is already gone; after a failed capture it holds the
+    artifacts of the captures that did succeed, which are useless without the others.
+    """
+
+    template_fields = ("storage_root", "staging_key")
+
+    def __init__(self, *, storage_root: str | None = None, staging_key: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.storage_root = storage_root
+        self.staging_key = staging_key
+
+    def execute(self, context: Context) -> None:
+        store = open_store(self.storage_root)
+        key = run_staging_key(context, self.task_id, self.staging_key)
+        if store.fs.exists(f"staging/{key}"):
+            store.staging(key).discard()
+            self.log.info("Discarded staging area %s", key)

@@ -1,0 +1,80 @@
+"""ValidateDeploymentOperator: one pre-deploy check; any failure blocks the deploy and names the check."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_checkpoint_provider.core import deploycheck
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+CHECKS = ("env", "connections", "files", "dependencies")
+
+
+def check_connections(conn_ids: list[str]) -> list[str]:
+    """Each connection must exist and answer (PostgreSQL SELECT, Redis PING, search GET /)."""
+    from airflow_checkpoint_provider.hooks.postgres import PgCheckpointHook
+    from airflow_checkpoint_provider.hooks.redis import RedisCheckpointHook
+    from airflow_checkpoint_provider.hooks.search import SearchCheckpointHook
+
+    problems = []
+    for conn_id in conn_ids:
+        try:
+            conn = BaseHook.get_connection(conn_id)
+        except Exception as exc:  # noqa: BLE001 - any lookup failure means "not configured"
+            problems.append(f"connection {conn_id!r} is not defined ({type(exc).__name__})")
+            continue
+        kind = conn.conn_type
+        if kind == "postgres":
+            ok, message = PgCheckpointHook(postgres_conn_id=conn_id).test_connection()
+        elif kind == "redis":
+            ok, message = RedisCheckpointHook(redis_conn_id=conn_id).test_connection()
+        elif kind in ("elasticsearch", "opensearch"):
+            ok, message = SearchCheckpointHook(elasticsearch_conn_id=conn_id).test_connection()
+        else:
+            try:
+                ok, message = conn.get_hook().test_connection()
+            except Exception as exc:  # noqa: BLE001
+                ok, message = False, f"cannot test connections of type {kind!r}: {exc}"
+        if not ok:
+            problems.append(f"connection {conn_id!r} ({kind}) is not reachable: {message.splitlines()[0]}")
+    return problems
+
+
+class ValidateDeploymentOperator(BaseOperator):
+    """Run one deployment check. Fails (without retry) listing every problem it found.
+
+    :param check: ``env`` (variables set), ``connections`` (reachable), ``files`` (present,
+        readable, non-empty) or ``dependencies`` (installed versions satisfy specifiers).
+    :param items: names, connection ids, paths, or ``{package: specifier}`` for the check.
+    """
+
+    template_fields = ("items",)
+
+    def __init__(self, *, check: str, items: Any = (), **kwargs: Any) -> None:
+        if check not in CHECKS:
+            raise ValueError(f"unknown deployment check {check!r}; use one of {CHECKS}")
+        super().__init__(**kwargs)
+        self.check = check
+        self.items = items
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        items = self.items or ([] if self.check != "dependencies" else {})
+        if self.check == "env":
+            problems = deploycheck.check_env(items)
+        elif self.check == "files":
+            problems = deploycheck.check_files(items)
+        elif self.check == "dependencies":
+            problems = deploycheck.check_dependencies(items)
+        else:
+            problems = check_connections(list(items))
+        if problems:
+            raise AirflowFailException(
+                f"deployment check '{self.check}' failed; the deploy is blocked:\n  - " + "\n  - ".join(problems)
+            )
+        self.log.info("deployment check '%s' passed (%d item(s))", self.check, len(items))
+        return {"check": self.check, "passed": True, "items": len(items)}
