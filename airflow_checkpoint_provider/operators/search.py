@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
+from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.staging import Staging
@@ -100,11 +101,47 @@ class EsSnapshotOperator(CaptureOperator):
             return super().execute(context)
         return self._execute_deferred(context)
 
-    def _execute_deferred(self, context: Context) -> dict[str, Any]:  # wired to the trigger below
-        raise NotImplementedError
+    def _execute_deferred(self, context: Context) -> None:
+        """Start the snapshot here; the trigger waits; :meth:`execute_complete` records it."""
+        from airflow_checkpoint_provider.core.engines import search
+        from airflow_checkpoint_provider.triggers.search import SearchSnapshotTrigger
+
+        if str(self.enabled).lower() in ("false", "0", "no", "off", "none", ""):
+            raise AirflowSkipException("search capture disabled for this run")
+        store = open_store(self.storage_root)
+        staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
+        target = SearchCheckpointHook(elasticsearch_conn_id=self.elasticsearch_conn_id).target()
+        with search.SearchClient(target) as client:
+            started = search.capture_begin(client, repository=self.repository,
+                                           repository_settings=_settings(self.repository_settings),
+                                           indices=_indices(self.indices),
+                                           include_global_state=bool(self.include_global_state), key=staging.key)
+        self.log.info("Snapshot %s started in repository %s; deferring", started.snapshot, self.repository)
+        self.defer(
+            trigger=SearchSnapshotTrigger(
+                elasticsearch_conn_id=self.elasticsearch_conn_id, repository=self.repository,
+                snapshot=started.snapshot, poll_interval=self.poll_interval, timeout=self.timeout,
+                payload={"started": started.to_dict(), "staging": staging.key, "config": self.config()},
+            ),
+            method_name="execute_complete",
+        )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        from airflow_checkpoint_provider.core.engines import search
+        from airflow_checkpoint_provider.core.errors import CaptureError
+
+        payload = event["payload"]
+        target = SearchCheckpointHook(elasticsearch_conn_id=self.elasticsearch_conn_id).target()
+        with search.SearchClient(target) as client:
+            if event["status"] != "success":
+                client.delete_snapshot(event["repository"], event["snapshot"], missing_ok=True)
+                raise CaptureError(event["message"])
+            store = open_store(self.storage_root)
+            staging = store.staging(payload["staging"])
+            art = search.capture_finish(client, staging, repository=event["repository"], snapshot=event["snapshot"],
+                                        started=payload["started"], state=event["state"])
+        self.log.info("Captured %s: snapshot %s", art.name, event["snapshot"])
+        return {"component": self.component, "staging": staging.key, "config": payload["config"],
+                "artifacts": artifacts_to_xcom([art])}
 
 
-__all__ = ["EsSnapshotOperator", "artifacts_to_xcom", "open_store", "run_staging_key"]

@@ -1,0 +1,125 @@
+"""Search engine: Elasticsearch 7-9 and OpenSearch 1-3 snapshots, driven over plain HTTP (httpx).
+
+Public API::
+
+    SearchClient(target)                        # sync; context manager; every call below
+        .info() -> {"flavor": "opensearch"|"elasticsearch", "version", "cluster_name", "cluster_uuid"}
+        .cluster_health(indices=None, *, level=None, wait_for_status=None, timeout=None) -> dict
+        .get_repository(name) -> {"type", "settings"} | None
+        .ensure_repository(name, settings=None) -> {"type", "settings"}
+        .verify_repository(name) -> [node names]
+        .start_snapshot(repository, snapshot, indices, include_global_state=False, *, metadata=None)
+        .snapshot_state(repository, snapshot) -> state dict (below)
+        .wait_for_snapshot(repository, snapshot, *, poll_interval=1.0, timeout=3600.0) -> state dict
+        .snapshot_exists(repository, snapshot) -> bool
+        .delete_snapshot(repository, snapshot, *, missing_ok=False) -> bool
+        .resolve_indices(indices) -> (names, {name: mappings})
+        .fingerprint_indices(names, *, mappings=None, refresh=True) -> {name: {"docs", "mapping_sha256"}}
+        .get_mappings(expr), .cat_indices(names), .refresh(names), .count(index)
+    AsyncSearchClient(target)                   # async with ...: info, cluster_health, snapshot_state,
+                                                #                 wait_for_snapshot (for triggers)
+    async_wait_for_snapshot(target, repository, snapshot, *, poll_interval, timeout) -> state dict
+
+    capture(target, staging, *, repository, repository_settings=None, indices=None,
+            include_global_state=False, snapshot=None, poll_interval=1.0, timeout=3600) -> [Artifact]
+    capture_begin(client, *, repository, repository_settings=None, indices=None,
+                  include_global_state=False, snapshot=None, key="checkpoint") -> SnapshotStart
+    capture_finish(client, staging, *, repository, snapshot, started=None, state=None) -> Artifact
+
+**Deferrable use.** ``capture_begin`` in the operator, ``SnapshotStart.to_dict()`` into the
+trigger event or XCom, ``async_wait_for_snapshot`` in the trigger, ``capture_finish`` in
+``execute_complete``. The sync and async waits share :class:`SnapshotWait` and
+:func:`snapshot_done`, the pure state interpretation.
+
+**State dict** (``snapshot_state``): ``snapshot``, ``uuid``, ``state`` (IN_PROGRESS, SUCCESS,
+PARTIAL, FAILED, INCOMPATIBLE), ``reason``, ``indices`` (sorted), ``data_streams``,
+``include_global_state``, ``shards`` (total/successful/failed), ``failures`` (index, shard,
+reason, status, node_id), ``start_time``/``end_time`` (RFC 3339) and the ``*_in_millis`` values.
+PARTIAL, FAILED and INCOMPATIBLE raise :class:`SnapshotFailedError` (a ``CaptureError``) whose
+message lists every failed shard (index, shard, reason).
+
+**Which indices.** ``indices`` is a list or a comma-separated string of names, aliases and
+patterns; ``None`` means ``*``. Patterns skip dot-indices (system indices such as ``.kibana``,
+data-stream backing indices) unless the pattern starts with a dot, and, as the server does by
+default, hidden and closed indices; explicit names and aliases are always taken. ``-pattern``
+excludes. Expressions are resolved to concrete indices first and the snapshot is taken of exactly
+those, so the recorded list, the fingerprints and the snapshot agree. Closed or red indices are
+refused before anything starts.
+
+**Fingerprints** (``artifact.fingerprints``)::
+
+    {"indices": {"orders": {"docs": 1200, "mapping_sha256": "<hex>"}, ...},
+     "snapshot_uuid": "R5F-VMQQS0GI_7ZETF1_CQ"}
+
+``docs`` is ``GET /<index>/_count`` (top-level documents; ``_cat/indices`` ``docs.count`` would
+include nested documents and differ after nothing changed). The indices are refreshed and counted
+right before the snapshot starts; the snapshot flushes each shard, so on a quiet cluster the counts
+are exactly what it holds. ``mapping_sha256`` is the sha256 of the canonical JSON (sorted keys,
+compact) of the index's ``mappings`` from ``GET /<index>/_mapping``.
+
+**Artifact** ``search/snapshot.json`` (store ``search``, kind ``search/snapshot``, engine = flavor):
+a JSON document with the repository (name, type, settings with secret-looking values redacted),
+the snapshot (name, uuid, state, indices, shard stats, start/end, include_global_state), the
+requested expressions, when the counts were taken, and the fingerprints. ``meta`` is
+``{"repository", "snapshot", "uuid"}``. ``capture_start``/``capture_end`` are the snapshot's own
+start and end times (cluster clock). The snapshot data stays in the (incremental) repository.
+
+**Errors** (each names the cluster URL, never credentials, and ends with a HINT): unreachable ->
+``ConnectionFailedError``; 401/403 -> ``AuthenticationError``; unknown repository, snapshot or
+index -> ``NotFoundError``; a repository location outside ``path.repo`` -> ``EngineError`` quoting
+the server; refused/partial/failed snapshots, closed or red indices -> ``CaptureError``.
+"""
+
+from airflow_checkpoint_provider.core.engines.search._capture import (
+    SnapshotStart,
+    capture,
+    capture_begin,
+    capture_finish,
+)
+from airflow_checkpoint_provider.core.engines.search._client import (
+    AsyncSearchClient,
+    SearchClient,
+    async_wait_for_snapshot,
+    safe_url,
+)
+from airflow_checkpoint_provider.core.engines.search._logic import (
+    ARTIFACT_KIND,
+    ARTIFACT_NAME,
+    SnapshotFailedError,
+    SnapshotTimeoutError,
+    SnapshotWait,
+    error_for,
+    generate_snapshot_name,
+    mapping_sha256,
+    parse_info,
+    parse_snapshot,
+    snapshot_done,
+    snapshot_failure,
+    validate_repository_name,
+    validate_snapshot_name,
+)
+
+__all__ = [
+    "ARTIFACT_KIND",
+    "ARTIFACT_NAME",
+    "AsyncSearchClient",
+    "SearchClient",
+    "SnapshotFailedError",
+    "SnapshotStart",
+    "SnapshotTimeoutError",
+    "SnapshotWait",
+    "async_wait_for_snapshot",
+    "capture",
+    "capture_begin",
+    "capture_finish",
+    "error_for",
+    "generate_snapshot_name",
+    "mapping_sha256",
+    "parse_info",
+    "parse_snapshot",
+    "safe_url",
+    "snapshot_done",
+    "snapshot_failure",
+    "validate_repository_name",
+    "validate_snapshot_name",
+]
