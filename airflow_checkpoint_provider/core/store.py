@@ -25,20 +25,26 @@ manifest: neither is ever listed, and :meth:`Store.cleanup` removes them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
-from airflow_checkpoint_provider.core.archive import ArchiveWriter
+import zstandard
+
+from airflow_checkpoint_provider.core.archive import ArchiveReader, ArchiveWriter
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
     CheckpointNotFoundError,
     FormatError,
+    IntegrityError,
     StoreError,
     StoreNotFoundError,
     VerificationFailedError,
@@ -57,6 +63,7 @@ from airflow_checkpoint_provider.core.manifest import (
     validate_checkpoint_id,
 )
 from airflow_checkpoint_provider.core.staging import Staging
+from airflow_checkpoint_provider.core.streams import CHUNK_SIZE
 from airflow_checkpoint_provider.core.verify import ProblemKind, VerifyResult, verify_archive
 
 log = logging.getLogger(__name__)
@@ -365,6 +372,32 @@ class Store:
     def open_archive(self, checkpoint_id: str) -> BinaryIO:
         return self.fs.open_read(self.get(checkpoint_id).archive)
 
+    @contextmanager
+    def open_artifact(self, checkpoint_id: str, name: str, *, decompress: bool = True) -> Iterator[BinaryIO]:
+        """Stream one artifact out of a sealed archive, decompressed, checking its sha256.
+
+        The archive is read strictly (hostile members are refused by name). The stored bytes
+        are hashed as they are read; if the reader reaches the end and size or sha256 differ
+        from the manifest, :class:`IntegrityError` is raised. Verify the whole archive before
+        changing anything: this check is a second line of defence, not the first.
+        """
+        info = self.get(checkpoint_id)
+        art = info.manifest.artifact(name)
+        with self.fs.open_read(info.archive) as f:
+            for member, stream in ArchiveReader(f, source=info.archive):
+                if member.name != art.member:
+                    continue
+                checked = _CheckedReader(stream, art)
+                if decompress and art.compression == "zstd":
+                    with zstandard.ZstdDecompressor().stream_reader(checked, read_size=CHUNK_SIZE,
+                                                                    closefd=False) as reader:
+                        yield reader  # type: ignore[misc]
+                else:
+                    yield checked  # type: ignore[misc]
+                return
+        raise IntegrityError(f"{info.archive} has no member {art.member}",
+                             hint="verify the checkpoint; the archive lost an artifact")
+
     def verify(self, checkpoint_id: str, *, deep: bool = False) -> VerifyResult:
         """Check the archive against the store's manifest copy; collects every problem."""
         cid = self.resolve(checkpoint_id)
@@ -497,6 +530,44 @@ class Store:
             self.fs.write_bytes(f"refs/lkg-history/{stamp}-{cid}.json", data)
         log.info("Last-known-good is now %s (was %s)", cid, pointer.previous)
         return pointer
+
+
+class _CheckedReader:
+    """Reads a member's stored bytes, hashing them; at the end size and sha256 must match."""
+
+    def __init__(self, stream: Any, art: Artifact) -> None:
+        self._stream = stream
+        self._art = art
+        self._sha = hashlib.sha256()
+        self._n = 0
+        self._checked = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        self._sha.update(data)
+        self._n += len(data)
+        if not data or (self._n == self._art.size and n != 0):
+            self._check()
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def _check(self) -> None:
+        if self._checked:
+            return
+        self._checked = True
+        if self._n != self._art.size or self._sha.hexdigest() != self._art.sha256:
+            raise IntegrityError(
+                f"artifact {self._art.name}: read {self._n} bytes hashing to {self._sha.hexdigest()}, "
+                f"manifest says {self._art.size} bytes, {self._art.sha256}",
+                hint="the archive is damaged; verify it and restore another checkpoint",
+            )
 
 
 def _match_expected(staging: Staging, staged: list[Artifact], expected: list[Artifact]) -> list[Artifact]:

@@ -37,9 +37,9 @@ def airflow_env(services, services_module, tmp_path_factory) -> dict[str, str]:
 
 def run_dag(env: dict[str, str], dag_id: str, conf: dict[str, Any] | None = None, *,
             extra_env: dict[str, str] | None = None, timeout: float = 600) -> dict[str, Any]:
-    """``dag.test()`` in a subprocess; returns the summary printed by tests/integration/dag_runner.py."""
+    """``dag.test()`` in a subprocess; returns the summary printed by scripts/run_dag.py."""
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.integration.dag_runner", dag_id, json.dumps(conf or {})],
+        [sys.executable, str(REPO / "scripts" / "run_dag.py"), dag_id, json.dumps(conf or {})],
         env={**env, **(extra_env or {})}, cwd=REPO, capture_output=True, text=True, timeout=timeout,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("DAG_RESULT ")]

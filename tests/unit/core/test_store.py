@@ -252,3 +252,28 @@ def test_seal_with_expected_artifacts_refuses_missing_or_changed(store):
     assert store.list() == []
     m = store.seal(staging, expected=[reported])
     assert [a.name for a in m.artifacts] == ["redis/dump.rdb"]
+
+
+def test_open_artifact_streams_decompressed_bytes(store):
+    m = make_checkpoint(store)
+    for name, (_c, _k, content) in ARTIFACTS.items():
+        with store.open_artifact(m.checkpoint_id, name) as f:
+            assert f.read() == content()
+
+
+def test_open_artifact_refuses_damaged_bytes(store):
+    m = make_checkpoint(store)
+    name = "redis/dump.rdb"  # incompressible: zstd still decodes, only the sha256 can tell
+    path = archive_path(store, m.checkpoint_id)
+    offset, size = member_data_offsets(path)[m.artifact(name).member]
+    flip_byte(path, offset + size // 2)
+    from airflow_checkpoint_provider.core.errors import IntegrityError
+
+    with pytest.raises((IntegrityError, zstandard.ZstdError)):
+        with store.open_artifact(m.checkpoint_id, name) as f:
+            while f.read(65536):
+                pass
+    with pytest.raises(IntegrityError, match="manifest says"):
+        with store.open_artifact(m.checkpoint_id, name, decompress=False) as f:
+            while f.read(65536):
+                pass

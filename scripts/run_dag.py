@@ -1,6 +1,6 @@
 """Run one DAG with ``dag.test()`` in this process and print a JSON summary on the last line.
 
-    python -m tests.integration.dag_runner DAG_ID [RUN_CONF_JSON]
+    python scripts/run_dag.py DAG_ID [RUN_CONF_JSON]
 
 The caller prepares the environment (AIRFLOW_HOME with a migrated database, the dags
 folder, AIRFLOW_CONN_* for the real services). Output: run state, every task's state,
