@@ -9,6 +9,7 @@ Layout below the store root (docs/FORMAT.md has the full specification)::
     staging/<run-key>/desc/...          their descriptors (an artifact's commit marker)
     refs/lkg.json                       the last-known-good pointer, replaced atomically
     refs/lkg-history/<ts>-<id>.json     one record per LKG move (written after the move), never rewritten
+    audit/<ts>-<random>.json            one record per restore (and dry run), never rewritten
     locks/store.lock                    writers' lock
 
 Sealing (``seal``) in order:
@@ -193,7 +194,7 @@ class Store:
                 hint="point [checkpoint] storage_root at an empty or new directory",
             )
         fs.makedirs("")
-        for d in ("checkpoints", "staging", "refs/lkg-history", "locks"):
+        for d in ("checkpoints", "staging", "refs/lkg-history", "audit", "locks"):
             fs.makedirs(d)
         marker = {"format": STORE_FORMAT, "format_version": STORE_VERSION, "created_at": format_ts(utcnow())}
         fs.write_bytes(STORE_MARKER, (json.dumps(marker, indent=2) + "\n").encode())
@@ -465,6 +466,30 @@ class Store:
         p = self.fs.local_path(rel)
         return now - p.stat().st_mtime if p is not None and p.exists() else 0.0
 
+    # ---- audit -------------------------------------------------------------------------------------
+
+    def write_audit(self, record: dict[str, Any]) -> str:
+        """Append one audit record (a new file, never rewritten). Returns its path in the store."""
+        now = format_ts(utcnow())
+        body = {"format": AUDIT_FORMAT, "format_version": 1, "recorded_at": now, **record}
+        rel = f"audit/{_audit_name(now)}"
+        self.fs.makedirs("audit")
+        self.fs.write_bytes(rel, (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode())
+        return rel
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        """Every audit record, newest first."""
+        out = []
+        for entry in self.fs.listdir("audit"):
+            if entry.startswith(TMP_MARK) or not entry.endswith(".json"):
+                continue
+            try:
+                out.append(json.loads(self.fs.read_bytes(f"audit/{entry}")))
+            except ValueError:
+                log.warning("Skipping damaged audit record %s", entry)
+        out.sort(key=lambda r: r.get("recorded_at", ""), reverse=True)
+        return out
+
     # ---- last known good -------------------------------------------------------------------------
 
     def lkg(self) -> LkgPointer | None:
@@ -570,6 +595,9 @@ class _CheckedReader:
             )
 
 
+AUDIT_FORMAT = "airflow-checkpoint-audit"
+
+
 def _match_expected(staging: Staging, staged: list[Artifact], expected: list[Artifact]) -> list[Artifact]:
     by_name = {a.name: a for a in staged}
     out = []
@@ -588,6 +616,12 @@ def _match_expected(staging: Staging, staged: list[Artifact], expected: list[Art
             )
         out.append(have)
     return sorted(out, key=lambda a: a.name)
+
+
+def _audit_name(now: str) -> str:
+    import secrets
+
+    return f"{parse_ts(now).strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(3)}.json"
 
 
 def default_root(airflow_home: str | None = None) -> str:

@@ -277,3 +277,13 @@ def test_open_artifact_refuses_damaged_bytes(store):
         with store.open_artifact(m.checkpoint_id, name, decompress=False) as f:
             while f.read(65536):
                 pass
+
+
+def test_audit_records_are_appended_and_listed_newest_first(store):
+    first = store.write_audit({"action": "restore", "checkpoint_id": "a", "components": ["postgres"]})
+    time.sleep(0.002)
+    store.write_audit({"action": "restore", "checkpoint_id": "b", "health": {"ok": True}})
+    records = store.audit_log()
+    assert [r["checkpoint_id"] for r in records] == ["b", "a"]
+    assert records[1]["components"] == ["postgres"] and records[0]["format"] == "airflow-checkpoint-audit"
+    assert stat.S_IMODE(os.stat(os.path.join(store.root, first)).st_mode) == 0o600

@@ -1,0 +1,218 @@
+"""Restore a checkpoint (or the LKG) into live stores: side by side, verify, then cut over.
+
+The recipe, in order (each step only runs if the previous one succeeded):
+
+1. resolve the id (``last-known-good`` too) and verify the whole archive; a damaged
+   archive is refused, naming the broken artifact;
+2. plan every component: compatibility problems (format, server versions) refuse the
+   restore; conflicts (existing databases, busy keys, open indices) are listed;
+   a dry run stops here and changes nothing;
+3. take a safety checkpoint of the current state of what will be replaced (unless off);
+4. load every component side by side and verify it against the manifest's fingerprints;
+   if any fails, drop all side-by-side copies: nothing was changed;
+5. cut over every component; if one fails it restores its own original, and the
+   components already cut over are rolled back, newest first;
+6. check health against the manifest's fingerprints.
+
+Each component is a :class:`ComponentRestore`, implemented per engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from airflow_checkpoint_provider.core.errors import CheckpointError, VerificationFailedError
+from airflow_checkpoint_provider.core.manifest import Artifact, Manifest, format_ts, utcnow
+from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, RestoreOutcome, RestorePlan
+from airflow_checkpoint_provider.core.staging import Staging, staging_key
+from airflow_checkpoint_provider.core.store import Store
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("postgres", "redis", "search")
+MODES = ("side_by_side", "in_place")
+
+
+class RestoreRefusedError(CheckpointError):
+    """The plan found problems (incompatible versions, unknown components): nothing was changed."""
+
+
+class RestoreFailedError(CheckpointError):
+    """Loading, verifying or cutting over failed; the message says what state things are in."""
+
+
+class ComponentRestore(Protocol):
+    """What the orchestration needs from one engine's restore of one checkpoint."""
+
+    component: str
+
+    def plan(self) -> tuple[list[PlanItem], list[str]]:
+        """What would change and the conflicts; second item: problems that forbid the restore."""
+
+    def safety_capture(self, staging: Staging) -> list[Artifact]:
+        """Capture the current state of exactly what would be replaced."""
+
+    def prepare(self) -> None:
+        """Load side by side and verify; on failure remove the copies and raise."""
+
+    def cutover(self) -> RestoreOutcome:
+        """Swap the verified copy in, keeping a rollback copy; on failure restore the original and raise."""
+
+    def rollback(self) -> None:
+        """Undo a completed cut-over (put the rollback copy back)."""
+
+    def abort(self) -> None:
+        """Drop side-by-side copies left by :meth:`prepare` (idempotent)."""
+
+    def health(self, tolerance: float) -> list[HealthCheck]:
+        """Check the restored state against the checkpoint's fingerprints."""
+
+
+@dataclass
+class RestoreRequest:
+    checkpoint_id: str
+    components: tuple[str, ...] = COMPONENTS
+    mode: str = "side_by_side"
+    safety_checkpoint: bool = True
+    dry_run: bool = False
+    tolerance: float = 0.0
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        unknown = set(self.components) - set(COMPONENTS)
+        if unknown:
+            raise RestoreRefusedError(f"unknown component(s) {sorted(unknown)}",
+                                      hint=f"choose among {', '.join(COMPONENTS)}")
+        if self.mode not in MODES:
+            raise RestoreRefusedError(f"unknown restore mode {self.mode!r}", hint=f"use one of {', '.join(MODES)}")
+
+
+@dataclass
+class RestoreReport:
+    checkpoint_id: str
+    plan: RestorePlan
+    dry_run: bool
+    safety_checkpoint_id: str | None = None
+    outcomes: list[RestoreOutcome] = field(default_factory=list)
+    health: list[HealthCheck] = field(default_factory=list)
+    started_at: str = ""
+    finished_at: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return all(h.ok for h in self.health)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checkpoint_id": self.checkpoint_id,
+            "dry_run": self.dry_run,
+            "plan": self.plan.to_dict(),
+            "safety_checkpoint_id": self.safety_checkpoint_id,
+            "outcomes": [o.to_dict() for o in self.outcomes],
+            "health": {"ok": self.healthy, "checks": [h.to_dict() for h in self.health]},
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+#: builds the component restores for a manifest; the operator layer supplies targets and options
+Builder = Callable[[Store, Manifest, RestoreRequest], list[ComponentRestore]]
+
+
+def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreReport:
+    """Run the recipe of the module docstring. Raises on refusal or failure; see the messages."""
+    request.validate()
+    started = format_ts(utcnow())
+    # 1. resolve and verify
+    cid = store.resolve(request.checkpoint_id)
+    store.get(cid)
+    result = store.verify(cid)
+    if not result.ok:
+        raise VerificationFailedError(result)
+    manifest = result.manifest
+    assert manifest is not None
+    # 2. plan
+    parts = build(store, manifest, request)
+    plan = RestorePlan(checkpoint_id=cid)
+    for part in parts:
+        items, problems = part.plan()
+        plan.items += items
+        plan.problems += problems
+    missing = [c for c in request.components if c not in {p.component for p in parts}]
+    if missing and not parts:
+        plan.problems.append(f"checkpoint {cid} holds none of the requested components {list(request.components)}")
+    report = RestoreReport(checkpoint_id=cid, plan=plan, dry_run=request.dry_run, started_at=started)
+    log.info("%s", plan)
+    if request.dry_run:
+        report.finished_at = format_ts(utcnow())
+        return report
+    if not plan.ok:
+        raise RestoreRefusedError(str(plan), hint="nothing was changed; resolve the problems or pick another checkpoint")
+    # 3. safety checkpoint of what will be replaced
+    if request.safety_checkpoint:
+        report.safety_checkpoint_id = _safety_checkpoint(store, parts, cid, request)
+    # 4. load side by side and verify everything before replacing anything
+    prepared: list[ComponentRestore] = []
+    try:
+        for part in parts:
+            log.info("Loading %s side by side", part.component)
+            part.prepare()
+            prepared.append(part)
+    except Exception as exc:
+        _each(reversed(prepared + [part]), "abort")
+        raise RestoreFailedError(
+            f"restore of {cid} failed while loading {part.component}: {exc}",
+            hint="nothing was replaced: the current data is untouched and the side-by-side copies were removed",
+        ) from exc
+    # 5. cut over, rolling back what was already cut over if one fails
+    done: list[ComponentRestore] = []
+    try:
+        for part in parts:
+            log.info("Cutting over %s", part.component)
+            report.outcomes.append(part.cutover())
+            done.append(part)
+    except Exception as exc:
+        rollback_errors = _each(reversed(done), "rollback")
+        _each([p for p in parts if p not in done], "abort")
+        state = ("the components cut over before it were rolled back" if not rollback_errors else
+                 f"rolling back failed for {rollback_errors}; restore the safety checkpoint "
+                 f"{report.safety_checkpoint_id}")
+        raise RestoreFailedError(
+            f"restore of {cid} failed while cutting over {part.component}: {exc}; {part.component} was put back; "
+            f"{state}",
+            hint="the current data is serving again; fix the cause and retry",
+        ) from exc
+    # 6. health
+    for part in parts:
+        report.health += part.health(request.tolerance)
+    report.finished_at = format_ts(utcnow())
+    return report
+
+
+def _each(parts: Any, method: str) -> list[str]:
+    """Call ``method`` on each part, logging (not raising) failures; returns the components that failed."""
+    failed = []
+    for part in parts:
+        try:
+            getattr(part, method)()
+        except Exception:  # noqa: BLE001 - best effort on the way out; the original error is raised
+            log.exception("%s of %s failed", method, part.component)
+            failed.append(part.component)
+    return failed
+
+
+def _safety_checkpoint(store: Store, parts: list[ComponentRestore], cid: str, request: RestoreRequest) -> str:
+    staging = store.staging(staging_key("safety", cid, format_ts(utcnow())))
+    try:
+        for part in parts:
+            part.safety_capture(staging)
+        manifest = store.seal(staging, tags=["safety", f"before-restore-of:{cid}"],
+                              provenance={**request.provenance, "reason": f"safety checkpoint before restoring {cid}"})
+    except Exception:
+        staging.discard()
+        raise
+    log.info("Safety checkpoint %s holds the state before the restore", manifest.checkpoint_id)
+    return manifest.checkpoint_id

@@ -1,0 +1,131 @@
+"""The restore recipe's ordering and failure handling, with in-memory components.
+
+These stand in for our own ComponentRestore protocol only (no server is faked); the real
+engines are exercised against real servers in tests/integration.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_checkpoint_provider.core.errors import VerificationFailedError
+from airflow_checkpoint_provider.core.recovery import (
+    RestoreFailedError,
+    RestoreRefusedError,
+    RestoreRequest,
+    restore,
+)
+from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, RestoreOutcome
+from tests.unit.core.helpers import archive_path, flip_byte, make_checkpoint, member_data_offsets
+
+
+class Part:
+    def __init__(self, component, calls, *, fail=None, problems=()):
+        self.component, self.calls, self.fail, self.problems = component, calls, fail, list(problems)
+
+    def _do(self, step):
+        self.calls.append(f"{self.component}.{step}")
+        if self.fail == step:
+            raise RuntimeError(f"{self.component} {step} broke")
+
+    def plan(self):
+        self._do("plan")
+        return [PlanItem(self.component, "src", "dst", "replace")], self.problems
+
+    def safety_capture(self, staging):
+        self._do("safety_capture")
+        with staging.artifact(f"{self.component}/current", store=self.component, kind="test") as sink:
+            sink.write(b"current state")
+        return [sink.artifact]
+
+    def prepare(self):
+        self._do("prepare")
+
+    def cutover(self):
+        self._do("cutover")
+        return RestoreOutcome(self.component, restored=["dst"], rollback=["dst__rollback"])
+
+    def rollback(self):
+        self._do("rollback")
+
+    def abort(self):
+        self._do("abort")
+
+    def health(self, tolerance):
+        self._do("health")
+        return [HealthCheck(self.component, "rows", True, 1, 1)]
+
+
+def run(store, cid, calls, fails=(), problems=(), **req):
+    parts = [Part(c, calls, fail=dict(fails).get(c), problems=dict(problems).get(c, ())) for c in
+             ("postgres", "redis", "search")]
+    return restore(store, RestoreRequest(checkpoint_id=cid, **req), lambda s, m, r: parts)
+
+
+def test_happy_path_order(store):
+    m = make_checkpoint(store)
+    calls = []
+    report = run(store, m.checkpoint_id, calls)
+    assert calls == ["postgres.plan", "redis.plan", "search.plan",
+                     "postgres.safety_capture", "redis.safety_capture", "search.safety_capture",
+                     "postgres.prepare", "redis.prepare", "search.prepare",
+                     "postgres.cutover", "redis.cutover", "search.cutover",
+                     "postgres.health", "redis.health", "search.health"]
+    safety = store.get(report.safety_checkpoint_id)
+    assert "safety" in safety.tags and f"before-restore-of:{m.checkpoint_id}" in safety.tags
+    assert report.healthy and [o.component for o in report.outcomes] == ["postgres", "redis", "search"]
+
+
+def test_dry_run_only_plans(store):
+    m = make_checkpoint(store)
+    calls = []
+    report = run(store, m.checkpoint_id, calls, dry_run=True)
+    assert calls == ["postgres.plan", "redis.plan", "search.plan"]
+    assert report.dry_run and report.outcomes == [] and len(store.list()) == 1
+
+
+def test_plan_problems_refuse_before_any_change(store):
+    m = make_checkpoint(store)
+    calls = []
+    with pytest.raises(RestoreRefusedError, match="pg_restore 14 is older"):
+        run(store, m.checkpoint_id, calls, problems={"postgres": ["pg_restore 14 is older than the dump"]})
+    assert all(c.endswith(".plan") for c in calls) and len(store.list()) == 1
+
+
+def test_failed_load_aborts_everything_and_replaces_nothing(store):
+    m = make_checkpoint(store)
+    calls = []
+    with pytest.raises(RestoreFailedError, match="while loading redis") as info:
+        run(store, m.checkpoint_id, calls, fails={"redis": "prepare"})
+    assert "nothing was replaced" in str(info.value)
+    assert not any(c.endswith(".cutover") for c in calls)
+    assert calls[-2:] == ["redis.abort", "postgres.abort"]
+
+
+def test_failed_cutover_rolls_back_what_was_cut_over(store):
+    m = make_checkpoint(store)
+    calls = []
+    with pytest.raises(RestoreFailedError, match="while cutting over search"):
+        run(store, m.checkpoint_id, calls, fails={"search": "cutover"})
+    tail = calls[calls.index("search.cutover") + 1:]
+    assert tail == ["redis.rollback", "postgres.rollback", "search.abort"]
+
+
+def test_corrupt_archive_is_refused_before_planning(store):
+    m = make_checkpoint(store)
+    path = archive_path(store, m.checkpoint_id)
+    offset, size = member_data_offsets(path)[m.artifacts[0].member]
+    flip_byte(path, offset + size // 2)
+    calls = []
+    with pytest.raises(VerificationFailedError, match=m.artifacts[0].member):
+        run(store, m.checkpoint_id, calls)
+    assert calls == []
+
+
+def test_safety_checkpoint_can_be_turned_off(store):
+    m = make_checkpoint(store)
+    calls = []
+    report = run(store, "last-known-good" if store.mark_lkg(m.checkpoint_id) else "", calls,
+                 safety_checkpoint=False)
+    assert report.checkpoint_id == m.checkpoint_id and report.safety_checkpoint_id is None
+    assert not any("safety" in c for c in calls)
