@@ -64,6 +64,23 @@ requested expressions, when the counts were taken, and the fingerprints. ``meta`
 ``{"repository", "snapshot", "uuid"}``. ``capture_start``/``capture_end`` are the snapshot's own
 start and end times (cluster clock). The snapshot data stays in the (incremental) repository.
 
+**Restore** (:mod:`.restore`, :mod:`.health`): side by side, then cut over::
+
+    plan_restore(client, artifact, doc=None, *, checkpoint_id, indices=None, swap="auto",
+                 include_global_state=False, repository_settings=None) -> RestorePlan   # dry run
+    restore(client, artifact, doc=None, *, checkpoint_id, indices=None, swap="auto",
+            include_global_state=False, wait_timeout=3600, log=None, repository_settings=None)
+        -> RestoreOutcome
+    health(client, expectations, *, tolerance=0.0, mappings=True) -> [HealthCheck]
+    list_rollbacks(client) -> [dict];  drop_rollback(client, name)
+    compatibility_problems(snapshot_flavor, snapshot_version, cluster_flavor, cluster_version) -> [str]
+    collect_aliases(client, indices) -> {alias: {index: properties}}   # for the document's "aliases"
+
+Each index ``X`` is restored as ``X__restoring_<short id>``, its ``_count`` and mapping hash are
+checked against the fingerprints, then ``X`` is switched over: an alias is switched atomically, a
+concrete index is copied to ``X__rollback_<short id>_<UTC yyyymmddhhmmss>`` and replaced by a
+clone of the restored copy. Failures roll back (:class:`CutOverError` says what state remains).
+
 **Errors** (each names the cluster URL, never credentials, and ends with a HINT): unreachable ->
 ``ConnectionFailedError``; 401/403 -> ``AuthenticationError``; unknown repository, snapshot or
 index -> ``NotFoundError``; a repository location outside ``path.repo`` -> ``EngineError`` quoting
@@ -81,6 +98,16 @@ from airflow_checkpoint_provider.core.engines.search._client import (
     SearchClient,
     async_wait_for_snapshot,
     safe_url,
+)
+from airflow_checkpoint_provider.core.engines.search.health import drop_rollback, health, list_rollbacks
+from airflow_checkpoint_provider.core.engines.search.restore import (
+    CutOverError,
+    RestoreRefusedError,
+    RestoreVerificationError,
+    collect_aliases,
+    compatibility_problems,
+    plan_restore,
+    restore,
 )
 from airflow_checkpoint_provider.core.engines.search._logic import (
     ARTIFACT_KIND,
@@ -103,6 +130,9 @@ __all__ = [
     "ARTIFACT_KIND",
     "ARTIFACT_NAME",
     "AsyncSearchClient",
+    "CutOverError",
+    "RestoreRefusedError",
+    "RestoreVerificationError",
     "SearchClient",
     "SnapshotFailedError",
     "SnapshotStart",
@@ -112,11 +142,18 @@ __all__ = [
     "capture",
     "capture_begin",
     "capture_finish",
+    "collect_aliases",
+    "compatibility_problems",
+    "drop_rollback",
     "error_for",
     "generate_snapshot_name",
+    "health",
+    "list_rollbacks",
     "mapping_sha256",
     "parse_info",
     "parse_snapshot",
+    "plan_restore",
+    "restore",
     "safe_url",
     "snapshot_done",
     "snapshot_failure",

@@ -36,6 +36,7 @@ class SnapshotStart:
     repository_type: str = ""
     repository_settings: dict[str, Any] = field(default_factory=dict)  #: redacted
     requested: list[str] | None = None  #: the index expressions as given
+    aliases: dict[str, dict[str, Any]] = field(default_factory=dict)  #: {alias: {index: props}} at capture
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +78,9 @@ def capture_begin(
     repo = client.ensure_repository(repository, repository_settings)
     names, mappings = client.resolve_indices(indices)
     fingerprints = client.fingerprint_indices(names, mappings=mappings, refresh=True)
+    from airflow_checkpoint_provider.core.engines.search.restore import collect_aliases
+
+    aliases = collect_aliases(client, names)  # snapshots are restored without aliases: record them
     counted_at = format_ts(utcnow())
     client.start_snapshot(
         repository, name, names, include_global_state,
@@ -97,6 +101,7 @@ def capture_begin(
         repository_type=repo.get("type", ""),
         repository_settings=L.redact_settings(repo.get("settings") or {}),
         requested=requested,
+        aliases=aliases,
     )
 
 
@@ -138,6 +143,7 @@ def capture_finish(
         repo_type, repo_settings = started.repository_type, started.repository_settings
         fingerprints, counted_at, requested = started.fingerprints, started.counted_at, started.requested
         include_global_state = started.include_global_state
+        aliases = started.aliases
     else:
         info = client.info()
         repo = client.get_repository(repository) or {}
@@ -146,6 +152,9 @@ def capture_finish(
         fingerprints = client.fingerprint_indices(names)
         counted_at, requested = format_ts(utcnow()), None
         include_global_state = state.get("include_global_state", False)
+        from airflow_checkpoint_provider.core.engines.search.restore import collect_aliases
+
+        aliases = collect_aliases(client, names)
 
     missing = sorted(set(fingerprints) - set(state["indices"]))
     if missing:
@@ -159,7 +168,7 @@ def capture_finish(
     state = {**state, "include_global_state": bool(state.get("include_global_state", include_global_state))}
     doc = L.snapshot_document(info=info, repository=repository, repository_type=repo_type,
                               repository_settings=repo_settings, state=state, fingerprints=fp,
-                              requested=requested, counted_at=counted_at)
+                              requested=requested, counted_at=counted_at, aliases=aliases)
     with staging.artifact(name, store="search", kind=L.ARTIFACT_KIND, engine=info.get("flavor", ""),
                           engine_version=info.get("version", "")) as sink:
         sink.write(json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")

@@ -422,6 +422,7 @@ def snapshot_document(
     fingerprints: dict[str, Any],
     requested: list[str] | None,
     counted_at: str,
+    aliases: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON content of ``search/snapshot.json``: everything a restore needs to find the snapshot."""
     return {
@@ -450,4 +451,5 @@ def snapshot_document(
         "requested_indices": requested,
         "counted_at": counted_at,
         "fingerprints": fingerprints,
+        "aliases": aliases or {},
     }
