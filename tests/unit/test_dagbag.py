@@ -42,7 +42,7 @@ def bag(tmp_path_factory):
 def test_every_dag_imports_without_errors(bag):
     assert bag["errors"] == {}
     assert set(bag["dags"]) == {"checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy",
-                                "example_migration_after_checkpoint"}
+                                "example_migration_after_checkpoint", "recovery_lkg", "restore_checkpoint"}
 
 
 def test_scheduled_dag_runs_every_30_minutes_one_at_a_time(bag):
@@ -65,3 +65,16 @@ def test_pre_deploy_validates_before_checkpointing(bag):
     tasks = bag["dags"]["checkpoint_pre_deploy"]["tasks"]
     assert {"validate.environment", "validate.connections", "validate.config_files",
             "validate.dependencies"} <= set(tasks)
+
+
+def test_recovery_resumes_writers_even_if_the_restore_fails(bag):
+    dag = bag["dags"]["recovery_lkg"]
+    assert dag["tasks"] == ["drain", "health_check", "restore", "resume"]
+    assert dag["teardowns"] == ["resume"]
+    assert dag["params"]["dry_run"]["default"] is False
+
+
+def test_restore_checkpoint_requires_confirmation(bag):
+    dag = bag["dags"]["restore_checkpoint"]
+    assert "check_confirmation" in dag["tasks"]
+    assert dag["params"]["confirm"]["default"] == ""

@@ -61,6 +61,68 @@ the server -> :class:`ToolError`; unknown database, or filters that match nothin
 pg_dump failing -> :class:`ToolError` with its (scrubbed) stderr. A failed call leaves
 nothing in staging: the artifact being written is discarded, and the artifacts this call
 already committed for other databases are removed.
+
+Restore (``_restore.py``, ``_health.py``)
+=========================================
+
+::
+
+    PostgresRestore(target, store, checkpoint_id, artifacts, *, mode="side_by_side", databases=None,
+                    rename=None, pg_restore="pg_restore", jobs=1, capture_options=None, workdir=None,
+                    no_owner=True, no_privileges=False, session_options=None, cutover_timeout=30.0)
+        .plan() / .safety_capture(staging) / .prepare() / .cutover() / .rollback() / .abort() / .health(tol)
+    health(target, expectations, *, tolerance=0.0) -> list[HealthCheck]
+    list_rollbacks(target) -> list[dict]        # name, database, checkpoint, created_at, size, sessions, ...
+    drop_rollback(target, name, *, force=False) # refuses names that are not rollback copies
+
+``PostgresRestore`` is the ``ComponentRestore`` of :mod:`core.recovery` for PostgreSQL; it restores
+the ``postgres`` artifacts of one checkpoint (``databases=`` picks some by ``meta["database"]``;
+``rename={"appdb": "appdb_copy"}`` restores under another name, on the same or another server).
+
+**Side by side** (default), per database ``<db>``:
+
+1. ``plan()`` changes nothing. Problems that refuse the restore: a dump from a newer server major
+   than the target's; a pg_restore older than the pg_dump that wrote the dump, or one that cannot
+   read it (the TOC is read with ``pg_restore -C -l``: only the start of the artifact is streamed);
+   a role without CREATEDB (or superuser), or that does not own a database it must replace; an
+   unknown database in ``databases=`` (the message lists what the checkpoint holds); too little
+   temporary space. Conflicts listed: the database exists (``replace``, its size, the sessions that
+   the cut-over will terminate), a leftover ``<db>__restoring`` (dropped), existing rollback copies.
+2. ``prepare()`` drops a leftover ``<db>__restoring``, creates it from ``template0`` with the
+   dump's encoding and locale (the dump's own CREATE DATABASE options; the server's defaults if the
+   target lacks that locale, with a warning), runs ``pg_restore --no-owner --exit-on-error`` into
+   it, applies the dump's database-level ``ALTER DATABASE ... SET``, comment and grants, then
+   verifies: :func:`fingerprint` of the copy, with the artifact's ``meta["filters"]`` and
+   ``exact_counts``, must equal the captured ``rows`` and ``schema_sha256``; a mismatch drops the
+   copy and raises :class:`RestoreVerificationError` naming the table and both counts. A
+   custom-format dump with ``jobs=1`` is streamed into pg_restore's stdin (no temporary file);
+   with ``jobs > 1`` it is written to a private temporary file (pg_restore -j needs to seek), and a
+   directory-format dump is extracted strictly (regular files with plain names only, ``toc.dat``
+   first) into a private temporary directory; both are removed afterwards. A ``tables=`` dump has
+   no CREATE SCHEMA: the missing schemas are created first. The password goes through a 0600
+   passfile; the pg_restore sessions run with ``synchronous_commit=off`` (safe: the cut-over's
+   synchronous commit flushes the WAL of everything before it).
+3. ``cutover()``: ``ALTER DATABASE <db> ALLOW_CONNECTIONS false``, ``pg_terminate_backend`` of
+   its sessions (waiting until they are gone), then in **one transaction** ``<db>`` is renamed to
+   ``<db>__rollback_<short checkpoint id>_<UTC yyyymmddhhmmss>`` and ``<db>__restoring`` to
+   ``<db>``, and the replaced database's ALLOW_CONNECTIONS / CONNECTION LIMIT are set on the new
+   one. The transaction makes the swap all or nothing: if it fails, the original keeps its name,
+   is let in again, and :class:`CutoverError` says so. Names longer than 63 bytes are shortened
+   with 8 hex digits of a sha256. A database that did not exist is simply renamed into place.
+   With several databases, a failure rolls back those already cut over.
+4. ``rollback()`` renames the restored database aside (and drops it) and the rollback copy back.
+   Rollback copies are kept until :func:`drop_rollback`; :func:`list_rollbacks` shows them.
+
+**In place** (``mode="in_place"``): after the orchestrator's safety checkpoint, ``cutover()``
+runs ``pg_restore --clean --if-exists`` directly into the existing database (with
+``--single-transaction`` when ``jobs == 1``, so a failure changes nothing), then verifies. There
+is no rollback copy: **the safety checkpoint is the way back**, and ``rollback()`` raises saying
+so. ``--clean`` only drops what the checkpoint contains: tables created since stay, and are
+reported as warnings. The dump is always copied out (and its sha256 checked) before anything
+changes.
+
+**Health**: connect, ``SELECT 1``, every expected table exists, row counts within ``tolerance``
+(expected, actual, diff); estimate-count checkpoints check existence only.
 """
 
 from airflow_checkpoint_provider.core.engines.postgres._capture import (
@@ -92,4 +154,31 @@ __all__ = [
     "list_databases",
     "pattern_to_regexes",
     "server_version",
+]
+
+# --- restore (appended) ---
+from airflow_checkpoint_provider.core.engines.postgres._health import health  # noqa: E402
+from airflow_checkpoint_provider.core.engines.postgres._restore import (  # noqa: E402
+    PG_RESTORE_APPLICATION_NAME,
+    CutoverError,
+    PostgresRestore,
+    RestoreVerificationError,
+    drop_rollback,
+    is_rollback_name,
+    list_rollbacks,
+    restoring_name,
+    rollback_name,
+)
+
+__all__ += [
+    "PG_RESTORE_APPLICATION_NAME",
+    "CutoverError",
+    "PostgresRestore",
+    "RestoreVerificationError",
+    "drop_rollback",
+    "health",
+    "is_rollback_name",
+    "list_rollbacks",
+    "restoring_name",
+    "rollback_name",
 ]
