@@ -1,4 +1,4 @@
-"""The main job on local defaults: seed sample data, run checkpoint_scheduled, list the result.
+"""The main job on local defaults: checkpoint, break things, recover the last-known-good.
 
     .venv/bin/python scripts/demo.py [--keep-services]
 
@@ -8,8 +8,12 @@
    .local/airflow, connections pointing at the local services): the three stores are captured
    in parallel, sealed into one archive in the default store ($AIRFLOW_HOME/checkpoints_data),
    verified, and marked last-known-good;
-4. list the store, show the LKG and verify it with the ``airflow-checkpoint`` CLI;
-5. stop the services (unless --keep-services).
+4. damage the data: drop a table, delete rows and Redis keys, delete a search index;
+5. run the ``recovery_lkg`` DAG: safety checkpoint, side-by-side restore, verification,
+   cut-over, and the health check, which must come out green;
+6. compare every table row, Redis key (type, value, TTL) and search document with the
+   state before the damage, and list the store with the ``airflow-checkpoint`` CLI;
+7. stop the services (unless --keep-services).
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL = REPO / ".local"
@@ -107,16 +113,51 @@ def main() -> int:
         print(f"  checkpoint {bundle['checkpoint_id']}: {bundle['size']} bytes, artifacts {bundle['artifacts']}, "
               f"skew between stores {bundle['consistency']['skew_ms']} ms, LKG: {bundle['lkg']}")
 
-        step(4, "list the store and show the last-known-good")
+        before = {"postgres": sample_data.state_postgres(info["postgres"], DATABASE),
+                  "redis": sample_data.state_redis(info["redis"], dbs=range(2)),
+                  "search": sample_data.state_search(info["opensearch"]["url"], indices)}
+
+        step(4, "damage the data")
+        with sample_data.pg_connect(info["postgres"], DATABASE) as conn:
+            conn.execute("DROP TABLE attachments")
+            deleted = conn.execute("DELETE FROM orders WHERE status = 'paid'").rowcount
+        print(f"  postgres: dropped table attachments, deleted {deleted} paid orders")
+        r = sample_data.redis_client(info["redis"])
+        gone = r.delete(*[f"session:{i}" for i in range(100)], "hash:big", "stream:events")
+        print(f"  redis: deleted {gone} keys (sessions, a hash, the events stream)")
+        httpx.delete(f"{info['opensearch']['url']}/{indices[0]}").raise_for_status()
+        print(f"  opensearch: deleted index {indices[0]}")
+
+        step(5, "run the recovery_lkg DAG")
+        result = run_dag(env, "recovery_lkg", {})
+        report = result["xcom"]["restore"]
+        print(f"  restored {report['checkpoint_id']}; safety checkpoint of the damaged state: "
+              f"{report['safety_checkpoint_id']}")
+        for outcome in report["outcomes"]:
+            print(f"  {outcome['component']}: serving {outcome['restored']}; rollback copies {outcome['rollback']}")
+        for check in result["xcom"]["health_check"]["checks"]:
+            status = "ok" if check["ok"] else "FAILED"
+            print(f"  health {check['component']}: {check['check']}: {status}")
+
+        step(6, "compare with the state before the damage, and list the store")
+        after = {"postgres": sample_data.state_postgres(info["postgres"], DATABASE),
+                 "redis": sample_data.state_redis(info["redis"], dbs=range(2)),
+                 "search": sample_data.state_search(info["opensearch"]["url"], indices)}
+        same = {"postgres": after["postgres"] == before["postgres"],
+                "redis": sample_data.same_redis_state(before["redis"], after["redis"]) == [],
+                "search": after["search"] == before["search"]}
+        for name, ok in same.items():
+            print(f"  {name}: {'identical to before the damage' if ok else 'DIFFERS'}")
         cli_env = {"AIRFLOW_HOME": str(AIRFLOW_HOME)}
         cli(cli_env, "list")
         cli(cli_env, "lkg")
-        cli(cli_env, "verify", "last-known-good")
+        if not all(same.values()):
+            raise SystemExit("the recovered data differs from the checkpoint")
     finally:
         if args.keep_services:
             print(f"\nservices left running; connection variables: source {state / 'env.sh'}")
         else:
-            step(5, "stop the services")
+            step(7, "stop the services")
             services.stop(state)
     print("\ndemo finished")
     return 0
