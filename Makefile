@@ -14,7 +14,7 @@ test: setup
 
 # Unit tests only (no servers).
 unit: setup
-	.venv/bin/python -m pytest tests/unit
+	.venv/bin/python -m pytest tests/unit -m "not integration"
 
 bench: setup
 	.venv/bin/python bench/archive_throughput.py
