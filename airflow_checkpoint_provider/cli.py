@@ -8,6 +8,7 @@ Commands::
     airflow-checkpoint lkg [show|history|set ID]
     airflow-checkpoint delete ID [--force]
     airflow-checkpoint cleanup
+    airflow-checkpoint audit [--json]
 
 ``--root`` (or ``AIRFLOW__CHECKPOINT__STORAGE_ROOT``) selects the store.
 
@@ -141,6 +142,24 @@ def cmd_cleanup(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_audit(store: Store, args: argparse.Namespace) -> int:
+    records = store.audit_log()
+    if args.json:
+        _print_json(records)
+        return EXIT_OK
+    if not records:
+        print(f"no restores recorded in {store.root}")
+    for r in records:
+        health = r.get("health", {}).get("ok")
+        health_text = "-" if health is None else ("healthy" if health else "UNHEALTHY")
+        print(f"{r.get('recorded_at', '')[:19].replace('T', ' ')}  {r.get('status', ''):<9} "
+              f"{r.get('checkpoint_id') or r.get('requested_checkpoint', ''):<30} "
+              f"{','.join(r.get('components', [])):<22} {health_text:<9} {r.get('dag_id', '')}/{r.get('run_id', '')}")
+        if r.get("error"):
+            print(f"    error: {r['error'].splitlines()[0]}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airflow-checkpoint", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cleanup", help="remove leftovers of crashed or abandoned writers")
     p.set_defaults(func=cmd_cleanup)
+
+    p = sub.add_parser("audit", help="the restore audit trail: when, which run, which checkpoint, health")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit)
     return parser
 
 

@@ -58,3 +58,15 @@ def test_unknown_id_and_missing_store(store, tmp_path, capsys):
     assert code == EXIT_USAGE and "no checkpoint 'ckpt-nope'" in err
     code, _, err = run(capsys, "--root", str(tmp_path / "missing"), "list")
     assert code == EXIT_STORE and "no checkpoint store at" in err and "HINT" in err
+
+
+def test_audit_lists_restores_newest_first(store, capsys):
+    store.write_audit({"status": "failed", "requested_checkpoint": "ckpt-a", "components": ["redis"],
+                       "dag_id": "restore_checkpoint", "run_id": "r1", "error": "boom\nmore"})
+    store.write_audit({"status": "restored", "checkpoint_id": "ckpt-b", "components": ["postgres", "redis"],
+                       "dag_id": "recovery_lkg", "run_id": "r2", "health": {"ok": True}})
+    code, out, _ = run(capsys, "--root", store.root, "audit")
+    lines = out.splitlines()
+    assert code == EXIT_OK
+    assert "restored" in lines[0] and "ckpt-b" in lines[0] and "healthy" in lines[0] and "recovery_lkg/r2" in lines[0]
+    assert "failed" in lines[1] and "ckpt-a" in lines[1] and lines[2].strip() == "error: boom"
