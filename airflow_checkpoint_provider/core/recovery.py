@@ -204,11 +204,15 @@ def _each(parts: Any, method: str) -> list[str]:
     return failed
 
 
-def _safety_checkpoint(store: Store, parts: list[ComponentRestore], cid: str, request: RestoreRequest) -> str:
+def _safety_checkpoint(store: Store, parts: list[ComponentRestore], cid: str, request: RestoreRequest) -> str | None:
+    """Checkpoint what the restore will replace; None when nothing would be replaced (all targets new)."""
     staging = store.staging(staging_key("safety", cid, format_ts(utcnow())))
     try:
-        for part in parts:
-            part.safety_capture(staging)
+        captured = [a for part in parts for a in part.safety_capture(staging)]
+        if not captured:
+            staging.discard()
+            log.info("No safety checkpoint needed: the restore replaces nothing that exists")
+            return None
         manifest = store.seal(staging, tags=["safety", f"before-restore-of:{cid}"],
                               provenance={**request.provenance, "reason": f"safety checkpoint before restoring {cid}"})
     except Exception:

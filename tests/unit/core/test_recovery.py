@@ -129,3 +129,18 @@ def test_safety_checkpoint_can_be_turned_off(store):
                  safety_checkpoint=False)
     assert report.checkpoint_id == m.checkpoint_id and report.safety_checkpoint_id is None
     assert not any("safety" in c for c in calls)
+
+
+def test_no_safety_checkpoint_when_nothing_would_be_replaced(store):
+    m = make_checkpoint(store)
+
+    class NewTarget(Part):
+        def safety_capture(self, staging):
+            self._do("safety_capture")
+            return []
+
+    calls = []
+    report = restore(store, RestoreRequest(checkpoint_id=m.checkpoint_id),
+                     lambda s, man, r: [NewTarget("postgres", calls)])
+    assert report.safety_checkpoint_id is None and len(store.list()) == 1
+    assert "postgres.cutover" in calls

@@ -32,6 +32,7 @@ from airflow_checkpoint_provider.core.engines.postgres._health import split_qnam
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
 from airflow_checkpoint_provider.core.errors import (
     AuthenticationError,
+    CaptureError,
     CheckpointError,
     EngineError,
     FormatError,
@@ -59,6 +60,7 @@ MAX_NAME_BYTES = 63  #: PostgreSQL's NAMEDATALEN - 1: longer names are silently 
 DEFAULT_SESSION_OPTIONS = {"synchronous_commit": "off"}
 
 _ROLLBACK_RE = re.compile(r"^(?P<base>.+)__rollback_(?P<ckpt>[0-9a-z]{1,12})_(?P<ts>\d{14})$")
+_ROLLBACK_SQL_RE = r"^.+__rollback_[0-9a-z]{1,12}_[0-9]{14}$"  #: the same, for the server's regex engine
 _CKPT_SUFFIX_RE = re.compile(r"^ckpt-\d{8}T\d{6}Z-([0-9a-f]{1,12})$")
 _DUMP_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _TOC_LINE_RE = re.compile(r"^(\d+); \d+ \d+ (.*)$")
@@ -460,7 +462,7 @@ class PostgresRestore:
 
     def _sql_error(self, exc: BaseException, dbname: str | None, action: str) -> EngineError:
         err = C.translate(exc, self.target, dbname, action)
-        if type(err).__name__ == "CaptureError":  # generic failure: not a capture here
+        if type(err) is CaptureError:  # the generic failure: this is no capture
             return EngineError(err.message, hint=err.hint)
         return err
 
@@ -472,15 +474,19 @@ class PostgresRestore:
             raise self._sql_error(exc, db, action) from None
 
     def _databases(self, conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
+        """Every database; sizes only of this restore's names and of rollback copies (a size walks files)."""
         rows = self._exec(conn, """
             SELECT d.datname, d.datallowconn, d.datconnlimit,
                    pg_catalog.pg_has_role(d.datdba, 'USAGE') AS owner,
                    CASE WHEN pg_catalog.has_database_privilege(d.datname, 'CONNECT')
+                             AND (d.datname OPERATOR(pg_catalog.=) ANY (%(sized)s::text[])
+                                  OR d.datname OPERATOR(pg_catalog.~) %(rollback)s)
                         THEN pg_catalog.pg_database_size(d.datname) END AS size,
                    (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity a
                      WHERE a.datname OPERATOR(pg_catalog.=) d.datname
                        AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()) AS sessions
-            FROM pg_catalog.pg_database d""", action="listing databases").fetchall()
+            FROM pg_catalog.pg_database d""", {"sized": sorted(self._touched()), "rollback": _ROLLBACK_SQL_RE},
+            action="listing databases").fetchall()
         return {r[0]: {"allow": r[1], "limit": int(r[2]), "owner": r[3], "size": r[4], "sessions": int(r[5])}
                 for r in rows}
 
@@ -815,6 +821,9 @@ class PostgresRestore:
 
     def prepare(self) -> None:
         """Side by side: load every database into ``<db>__restoring`` and verify it. In place: checks only."""
+        if self._problems:
+            raise CheckpointError(f"{self.target.label}: cannot restore: {'; '.join(self._problems)}",
+                                  hint="plan() lists the problems; nothing was changed")
         if self.mode == "in_place":
             self._tool()
             for item in self.items:

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""PostgreSQL restore against plain pg_restore, on the same pgbench database, in one run.
+
+    .venv/bin/python bench/pg_restore.py [--scale 70] [--repeat 4] [--jobs 1,2] [--workdir DIR]
+
+It starts a private PostgreSQL with ``scripts/services.py`` (state in a temporary directory,
+stopped at the end), creates a pgbench database (``pgbench -i -I dtGvp -s 70``: about 1 GB),
+writes ``pg_dump -Fc -f FILE`` once and takes our checkpoint of the same database once
+(``capture`` + ``Store.seal``). Then, best of ``--repeat`` rounds in alternating order, each
+timed run starting after a ``CHECKPOINT`` and ``sync`` (not timed), so that no run pays for
+the previous one's writes:
+
+* raw:  ``createdb fresh`` (not timed), then ``pg_restore -d fresh FILE`` timed: pg_restore's
+  defaults, one job, reading the gzip-compressed custom dump;
+* ours: the checkpoint restored onto the live database, i.e. the steps ``core.recovery.restore``
+  runs before its health step (safety checkpoint off: that is a capture, not part of
+  restoring): the archive verification (sha256 of every member), then :class:`PostgresRestore`
+  side by side: ``plan()`` (server checks, TOC read with ``pg_restore -C -l``), ``prepare()``
+  (``pg_restore`` into ``<db>__restoring``, zstd-decompressed out of the archive, then the
+  verification: exact ``count(*)`` of every table + the schema hash) and ``cutover()`` (block
+  connections, terminate sessions, two renames in one transaction). The health checks that
+  follow (another ``count(*)`` per table) are timed and printed separately. It runs in a child
+  process whose peak RSS (including pg_restore, a waited-for descendant) comes from
+  ``os.wait4``. The rollback copy is dropped between rounds (not timed).
+
+``--jobs`` lists the pg_restore job counts of ours to try: 1 streams the dump into pg_restore's
+stdin (no temporary file); 2 writes it to a private temporary file first (pg_restore -j needs
+to seek). Every round's time is printed: on a shared machine single runs vary a lot.
+Targets: ours <= 1.0x raw pg_restore, peak RSS <= 150 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def load_services():
+    spec = importlib.util.spec_from_file_location("checkpoint_bench_services", ROOT / "scripts" / "services.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------- child: ours
+
+
+def child(spec_json: str) -> None:
+    from airflow_checkpoint_provider.core import Store
+    from airflow_checkpoint_provider.core.engines import postgres
+    from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
+
+    spec = json.loads(spec_json)
+    target = PostgresTarget(**spec["target"])
+    store = Store.open(spec["root"])
+    steps: dict[str, float] = {}
+
+    def step(name, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        steps[name] = time.perf_counter() - t
+        return out
+
+    t0 = time.perf_counter()
+    result = step("archive", store.verify, spec["checkpoint_id"])
+    assert result.ok, result.problems
+    part = postgres.PostgresRestore(target, store, spec["checkpoint_id"], result.manifest.artifacts,
+                                    pg_restore=spec["pg_restore"], jobs=spec["jobs"], workdir=spec["workdir"])
+    _, problems = step("plan", part.plan)
+    assert not problems, problems
+    step("prepare", part.prepare)
+    outcome = step("cutover", part.cutover)
+    seconds = time.perf_counter() - t0
+    checks = step("health", part.health, 0.0)
+    assert all(c.ok for c in checks), [str(c) for c in checks if not c.ok]
+    print(json.dumps({"seconds": seconds, "steps": steps, "rollback": outcome.rollback,
+                      "details": outcome.details[spec["db"]], "session_options": part.session_options}))
+
+
+def run_ours(spec: dict) -> tuple[dict, float, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
+                            text=True)
+    _, status, rusage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    out = proc.stdout.read()
+    proc.stdout.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark child failed: {out}")
+    return json.loads(out.strip().splitlines()[-1]), wall, rusage.ru_maxrss / 1024  # KiB -> MiB
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", type=int, default=70, help="pgbench scale factor (70 is about 1 GB)")
+    ap.add_argument("--repeat", type=int, default=4)
+    ap.add_argument("--jobs", default="1,2", help="pg_restore job counts of ours to try")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child)
+        return
+
+    from airflow_checkpoint_provider.core import Store
+    from airflow_checkpoint_provider.core.engines import postgres
+    from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
+
+    services = load_services()
+    work = tempfile.mkdtemp(prefix="bench-pgr-", dir=args.workdir)
+    state = os.path.join(work, "services")
+    try:
+        info = services.start(Path(state), only=["postgres"])["postgres"]
+        bin_dir = info["bin_dir"]
+        pg_dump, pg_restore, pgbench = (f"{bin_dir}/{n}" for n in ("pg_dump", "pg_restore", "pgbench"))
+        if not os.path.exists(pgbench):
+            pgbench = shutil.which("pgbench") or pgbench
+        env = dict(os.environ, PGPASSWORD=info["password"], LC_ALL="C")  # the baseline's password: env only
+        conn = ["-h", info["host"], "-p", str(info["port"]), "-U", info["user"]]
+        tdict = {"host": info["host"], "port": info["port"], "user": info["user"], "password": info["password"],
+                 "dbname": "postgres"}
+        target = PostgresTarget(**tdict)
+
+        def psql(db: str, query: str) -> str:
+            return subprocess.run([f"{bin_dir}/psql", *conn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-Atc",
+                                   query], check=True, env=env, capture_output=True, text=True).stdout.strip()
+
+        def settle() -> None:
+            """The same start for every timed run: flush earlier runs' dirty buffers and pages (not timed)."""
+            psql("postgres", "CHECKPOINT")
+            os.sync()
+
+        db = f"pgbench_s{args.scale}"
+        load = os.getloadavg()[0]
+        print(f"PostgreSQL {info['version']} on {info['host']}:{info['port']}; {os.cpu_count()} CPUs (load average "
+              f"{load:.1f} at start); best of {args.repeat}", flush=True)
+        subprocess.run([f"{bin_dir}/createdb", *conn, db], check=True, env=env)
+        t0 = time.perf_counter()
+        subprocess.run([pgbench, *conn, "-i", "-I", "dtGvp", "-q", "-s", str(args.scale), db], check=True, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        size = int(psql(db, "SELECT pg_database_size(current_database())"))
+        print(f"pgbench -i -I dtGvp -s {args.scale}: database {mib(size)} MiB (setup {time.perf_counter() - t0:.0f}s)")
+
+        dump = os.path.join(work, f"{db}.dump")
+        t0 = time.perf_counter()
+        subprocess.run([pg_dump, *conn, "-Fc", "-f", dump, db], check=True, env=env)
+        print(f"pg_dump -Fc -f FILE: {mib(os.path.getsize(dump))} MiB in {time.perf_counter() - t0:.1f}s")
+        root = os.path.join(work, "store")
+        store = Store.open(root, create=True)
+        staging = store.staging("bench")
+        t0 = time.perf_counter()
+        postgres.capture(target, staging, databases=[db], pg_dump=pg_dump)
+        manifest = store.seal(staging)
+        (art,) = manifest.artifacts
+        print(f"our checkpoint: {mib(art.size)} MiB zstd ({mib(art.raw_size)} MiB raw, pg_dump -Fc -Z0) in "
+              f"{time.perf_counter() - t0:.1f}s; {manifest.checkpoint_id}", flush=True)
+        with open(dump, "rb") as fh:  # warm the page cache for both inputs
+            while fh.read(1 << 22):
+                pass
+        store.verify(manifest.checkpoint_id)
+
+        jobs_list = [int(j) for j in args.jobs.split(",") if j]
+        raw_key = "raw pg_restore -d fresh FILE"
+        best: dict[str, float] = {}
+        rss: dict[str, float] = {}
+        detail: dict[str, dict] = {}
+        rounds: dict[str, list[float]] = {}
+        for i in range(args.repeat):
+            order = ["raw", *jobs_list] if i % 2 == 0 else [*jobs_list, "raw"]
+            for what in order:
+                if what == "raw":
+                    fresh = f"fresh_{i}"
+                    subprocess.run([f"{bin_dir}/createdb", *conn, fresh], check=True, env=env)
+                    settle()
+                    t0 = time.perf_counter()
+                    subprocess.run([pg_restore, *conn, "-d", fresh, dump], check=True, env=env)
+                    t = time.perf_counter() - t0
+                    best[raw_key] = min(best.get(raw_key, t), t)
+                    rounds.setdefault(raw_key, []).append(t)
+                    subprocess.run([f"{bin_dir}/dropdb", *conn, fresh], check=True, env=env)
+                    continue
+                key = f"ours jobs={what}"
+                spec = {"target": tdict, "root": root, "checkpoint_id": manifest.checkpoint_id, "db": db,
+                        "pg_restore": pg_restore, "jobs": what, "workdir": work}
+                settle()
+                res, _wall, peak = run_ours(spec)
+                rounds.setdefault(key, []).append(res["seconds"])
+                if res["seconds"] < best.get(key, float("inf")):
+                    detail[key] = res
+                best[key] = min(best.get(key, res["seconds"]), res["seconds"])
+                rss[key] = max(rss.get(key, 0.0), peak)
+                for copy in res["rollback"]:
+                    postgres.drop_rollback(target, copy)
+
+        raw = best[raw_key]
+        print("\n  raw side: pg_restore -h HOST -p PORT -U USER -d fresh FILE  (pg_restore defaults: 1 job; the "
+              "gzip -Fc dump; createdb not timed)")
+        print(f"  {'path':<30}{'seconds':>9}{'x raw':>8}{'peak RSS MB':>13}   every round")
+        print(f"  {raw_key:<30}{raw:>9.2f}{1.0:>8.2f}{'':>13}   {', '.join(f'{t:.2f}' for t in rounds[raw_key])}")
+        for key in [k for k in best if k != raw_key]:
+            d, st = detail[key]["details"], detail[key]["steps"]
+            parts = (f"archive {st['archive']:.2f}s, plan {st['plan']:.2f}s, prepare {st['prepare']:.2f}s "
+                     f"[pg_restore {d['pg_restore_seconds']:.2f}s ({d['pg_restore']['input']}"
+                     + (f", extract {d['extract_seconds']:.2f}s" if "extract_seconds" in d else "")
+                     + f"), verify {d['verify_seconds']:.2f}s], cut-over {st['cutover']:.2f}s (connections "
+                     f"blocked {d['blocked_seconds']:.2f}s)")
+            print(f"  {key:<30}{best[key]:>9.2f}{best[key] / raw:>8.2f}{rss[key]:>13.0f}   "
+                  f"{', '.join(f'{t:.2f}' for t in rounds[key])}")
+            print(f"  {'':<30}best round: {parts}; then health checks {st['health']:.2f}s (not in the time)")
+            print(f"  {'':<30}pg_restore {' '.join(d['pg_restore']['options'])} (PGOPTIONS "
+                  f"{detail[key]['session_options']})")
+        fastest = min((k for k in best if k != raw_key), key=best.get)
+        medians = {k: sorted(v)[len(v) // 2] for k, v in rounds.items()}
+        print(f"\n  ours ({fastest}): best {best[fastest] / raw:.2f}x raw pg_restore (target <= 1.00), median "
+              f"{medians[fastest] / medians[raw_key]:.2f}x; peak RSS {max(rss.values()):.0f} MB (target <= 150)")
+        print(json.dumps({"db_bytes": size, "best_seconds": {k: round(v, 3) for k, v in best.items()},
+                          "rounds": {k: [round(t, 3) for t in v] for k, v in rounds.items()},
+                          "peak_rss_mb": {k: round(v, 1) for k, v in rss.items()},
+                          "ratio_best": round(best[fastest] / raw, 3)}))
+    finally:
+        services.stop(Path(state))
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
