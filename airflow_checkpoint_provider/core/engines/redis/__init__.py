@@ -45,3 +45,11 @@ __all__ = [
     "server_info",
     "split_payload",
 ]
+
+# Restore (side by side + SWAPDB, in place, file placement), health and rollback copies.
+from .health import MARKER as ROLLBACK_MARKER  # noqa: E402
+from .health import drop_rollback, health, list_rollbacks, max_rdb_version  # noqa: E402
+from .restore import RedisRestore, RedisRestoreError  # noqa: E402
+
+__all__ += ["ROLLBACK_MARKER", "RedisRestore", "RedisRestoreError", "drop_rollback", "health", "list_rollbacks",
+            "max_rdb_version"]

@@ -1,0 +1,524 @@
+"""Redis restore against real, private Redis servers (no fakes).
+
+Every test starts its own server(s) with ``scripts/services.py`` (they are destroyed, flushed,
+restarted and given ACL users), seeds them with ``scripts/sample_data.py`` (every type, TTLs,
+streams with consumer groups and pending entries, two dbs, a Lua function), takes a real
+checkpoint with ``capture`` (rdb and logical) + ``Store.seal``, damages the data, restores
+through ``core.recovery.restore`` and compares ``state_redis`` (every key of every db: type,
+exact value, TTL) before and after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import struct
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from airflow_checkpoint_provider.core import Store, staging_key
+from airflow_checkpoint_provider.core.engines.redis import capture, health, list_rollbacks
+from airflow_checkpoint_provider.core.engines.redis import restore as R
+from airflow_checkpoint_provider.core.engines.redis.encoding import crc64
+from airflow_checkpoint_provider.core.engines.redis.health import drop_rollback, library_name, max_rdb_version
+from airflow_checkpoint_provider.core.engines.redis.logical import FORMAT_VERSION, MAGIC
+from airflow_checkpoint_provider.core.engines.redis.resp import connect
+from airflow_checkpoint_provider.core.engines.targets import RedisTarget
+from airflow_checkpoint_provider.core.errors import EngineError, NotFoundError, VerificationFailedError
+from airflow_checkpoint_provider.core.manifest import Manifest
+from airflow_checkpoint_provider.core.recovery import (
+    RestoreFailedError,
+    RestoreRefusedError,
+    RestoreReport,
+    RestoreRequest,
+    restore,
+)
+from tests.unit.core.helpers import archive_path, flip_byte, member_data_offsets
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import sample_data as S  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+ALL = range(16)
+SEEDED = range(2)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def server(services_module: Any, tmp_path: Path) -> Callable[[str], dict[str, Any]]:
+    """Start private Redis servers (``server("a")``); all are stopped at the end, even restarted ones."""
+    started: list[tuple[Path, dict[str, Any]]] = []
+
+    def start(name: str = "a") -> dict[str, Any]:
+        state = tmp_path / f"svc-{name}"
+        info = services_module.start(state, only=["redis"])["redis"]
+        started.append((state, info))
+        client(info).config_set("repl-diskless-sync-delay", 0)  # no 5 s wait for more replicas per capture
+        return info
+
+    yield start
+    for state, info in started:
+        with contextlib.suppress(EngineError, OSError):  # a restarted server has another pid than services.json says
+            with connect(target(info)) as conn:
+                conn.call_nothrow("SHUTDOWN", "NOSAVE")
+        services_module.stop(state)
+
+
+def client(info: dict[str, Any], db: int = 0, **kw: Any) -> redis.Redis:
+    return redis.Redis(host=info["host"], port=info["port"], password=info["password"], db=db, **kw)
+
+
+def target(info: dict[str, Any], **kw: Any) -> RedisTarget:
+    kw.setdefault("password", info["password"])
+    return RedisTarget(host=info["host"], port=int(info["port"]), socket_timeout=30, **kw)
+
+
+def checkpoint(store: Store, info: dict[str, Any], mode: str = "rdb") -> Manifest:
+    staging = store.staging(staging_key("test", mode, str(len(store.list()))))
+    capture(target(info), staging, mode=mode)
+    return store.seal(staging)
+
+
+def run_restore(store: Store, cid: str, info: dict[str, Any], *, made: list | None = None,
+                cls: type = R.RedisRestore, tgt: RedisTarget | None = None, dry_run: bool = False,
+                safety: bool = True, artifacts: Callable | None = None, **kw: Any) -> RestoreReport:
+    def build(s: Store, m: Manifest, r: RestoreRequest) -> list:
+        arts = artifacts(m.artifacts) if artifacts else m.artifacts
+        part = cls(tgt or target(info), s, m.checkpoint_id, arts, mode=r.mode, **kw)
+        if made is not None:
+            made.append(part)
+        return [part]
+
+    mode = kw.pop("mode", "side_by_side")
+    request = RestoreRequest(checkpoint_id=cid, components=("redis",), mode=mode, dry_run=dry_run,
+                             safety_checkpoint=safety)
+    return restore(store, request, build)
+
+
+def damage(info: dict[str, Any]) -> None:
+    r0, r1 = client(info, 0), client(info, 1)
+    r0.delete(*[f"session:{i}" for i in range(10)], "list:small", "stream:events")
+    r0.set("junk:1", "x")
+    r0.hset("junk:2", mapping={"a": "b"})
+    r0.expire("counter", 50)
+    r0.persist("hash:small")
+    r0.set("big:text", "overwritten")
+    r1.flushdb()
+    r0.function_delete("checkpointlib")
+
+
+def functions(info: dict[str, Any]) -> list[str]:
+    return sorted(library_name(lib) for lib in client(info).function_list())
+
+
+def full_state(info: dict[str, Any]) -> tuple[dict, list[str]]:
+    return S.state_redis(info, ALL), functions(info)
+
+
+def unchanged(before: tuple[dict, list[str]], info: dict[str, Any]) -> bool:
+    """Every key of every db (type, value; TTLs within 30 s of time passing) and the functions."""
+    state, libs = full_state(info)
+    diffs = S.same_redis_state(before[0], state, ttl_tolerance_ms=30_000)
+    assert (diffs, libs) == ([], before[1])
+    return True
+
+
+def without_marker(state: dict[int, dict]) -> dict[int, dict]:
+    out = {}
+    for db, keys in state.items():
+        keys = {k: v for k, v in keys.items() if k != R.MARKER}
+        if keys:
+            out[db] = keys
+    return out
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.open(tmp_path / "store", create=True)
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def test_walk_matches_the_rdb_parser(server, store) -> None:
+    """The restore's specialised walk yields exactly what RdbParser.records() does (every type)."""
+    from airflow_checkpoint_provider.core.engines.redis import Entry, Function, RdbParser
+
+    info = server()
+    S.seed_redis(info)
+    client(info, 2).set(b"k" * 100, b"v" * 70_000)  # a long key, a value bigger than a read chunk
+    manifest = checkpoint(store, info)
+    with store.open_artifact(manifest.checkpoint_id, "redis/dump.rdb") as f:
+        data = f.read()
+    import io
+
+    expected = [(e.db, e.key, e.type, e.value, e.expire_ms, e.idle, e.freq) if isinstance(e, Entry) else e
+                for e in RdbParser(io.BytesIO(data)).records() if isinstance(e, (Entry, Function))]
+    walk = R._Walk(io.BytesIO(data), chunk_size=4096)
+    walk.begin()
+    got = [x for x in walk.entries() if isinstance(x, (tuple, Function))]
+    assert got == expected and len(got) == sum(manifest.artifacts[0].fingerprints["keys"].values()) + 1
+
+
+@pytest.mark.parametrize("mode", ["rdb", "logical"])
+def test_round_trip_side_by_side(server, store, mode, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="airflow_checkpoint_provider")
+    info = server()
+    S.seed_redis(info)
+    original = S.state_redis(info, SEEDED)
+    manifest = checkpoint(store, info, mode)
+    damage(info)
+    damaged = S.state_redis(info, ALL)
+    made: list[R.RedisRestore] = []
+    report = run_restore(store, manifest.checkpoint_id, info, made=made)
+
+    assert S.same_redis_state(original, S.state_redis(info, SEEDED)) == []
+    assert client(info).fcall("hello", 0) == b"hi"
+    assert report.healthy, [str(h) for h in report.health]
+    assert report.safety_checkpoint_id and store.exists(report.safety_checkpoint_id)
+    assert report.outcomes[0].rollback == ["db0 -> db15", "db1 -> db14"]
+    # the rollback dbs hold the damaged state, and are listed
+    rollbacks = {r["db"]: r for r in list_rollbacks(target(info))}
+    assert sorted(rollbacks) == [14, 15]
+    assert rollbacks[15]["state"] == "rollback" and rollbacks[15]["of_db"] == 0
+    assert rollbacks[15]["checkpoint_id"] == manifest.checkpoint_id
+    assert rollbacks[14]["keys"] == 0  # db1 was flushed by the damage
+    after_all = without_marker(S.state_redis(info, ALL))
+    assert S.same_redis_state({0: damaged[0]}, {0: after_all[15]}) == []
+    assert 14 not in after_all
+    # health ignores the markers and reports expected/actual
+    checks = health(target(info), {"keys": {"0": len(original[0]), "15": len(damaged[0])}})
+    assert all(c.ok for c in checks), [str(c) for c in checks]
+    wrong = health(target(info), {"keys": {"0": len(original[0]) + 5}}, tolerance=0.0)
+    assert not wrong[-1].ok and wrong[-1].expected == len(original[0]) + 5 and wrong[-1].actual == len(original[0])
+    assert health(target(info), {"keys": {"0": len(original[0]) + 5}}, tolerance=0.1)[-1].ok
+
+    # rollback: the damaged state serves again, the markers and the restored copies are gone
+    made[0].rollback()
+    assert S.same_redis_state(damaged, S.state_redis(info, ALL)) == []
+    assert list_rollbacks(target(info)) == []
+    assert functions(info) == []
+    assert info["password"] not in caplog.text
+
+
+def test_restore_into_another_server(server, store) -> None:
+    a, b = server("a"), server("b")
+    S.seed_redis(a)
+    original = S.state_redis(a, SEEDED)
+    manifest = checkpoint(store, a)
+    client(b, 0).set("other", "app")
+    client(b, 3).set("unrelated", "stays")
+    report = run_restore(store, manifest.checkpoint_id, b, tgt=target(b))
+    assert report.healthy
+    after = S.state_redis(b, ALL)
+    assert S.same_redis_state(original, {d: after[d] for d in SEEDED}) == []
+    assert after[3] == {b"unrelated": ("string", b"stays", -1)}
+    assert client(b).fcall("hello", 0) == b"hi"
+    assert S.state_redis(a, SEEDED).keys() == original.keys()  # the source was only read
+    # into an empty server: nothing is replaced, so no safety checkpoint is taken
+    c = server("c")
+    report = run_restore(store, manifest.checkpoint_id, c, tgt=target(c))
+    assert report.healthy and report.safety_checkpoint_id is None
+    assert S.same_redis_state(original, without_marker(S.state_redis(c, ALL))) == []
+
+
+def test_in_place(server, store) -> None:
+    info = server()
+    S.seed_redis(info)
+    original = S.state_redis(info, SEEDED)
+    manifest = checkpoint(store, info, "logical")
+    damage(info)
+    made: list[R.RedisRestore] = []
+    report = run_restore(store, manifest.checkpoint_id, info, made=made, mode="in_place")
+    assert S.same_redis_state(original, S.state_redis(info, ALL)) == []
+    assert report.outcomes[0].rollback == [] and report.outcomes[0].details["removed"] == {"db0": 2, "db1": 0}
+    assert report.healthy and list_rollbacks(target(info)) == []
+    with pytest.raises(EngineError, match="keeps no rollback copy"):
+        made[0].rollback()
+
+
+def test_subset_of_dbs_into_a_chosen_spare(server, store) -> None:
+    info = server()
+    S.seed_redis(info)
+    original = S.state_redis(info, SEEDED)
+    manifest = checkpoint(store, info)
+    damage(info)
+    damaged0 = S.state_redis(info, [0])
+    report = run_restore(store, manifest.checkpoint_id, info, dbs=[1], spare_db=5)
+    assert report.outcomes[0].rollback == ["db1 -> db5"]
+    after = S.state_redis(info, ALL)
+    assert S.same_redis_state(damaged0, {0: after[0]}) == []  # db0 was not selected
+    assert S.same_redis_state({1: original[1]}, {1: after[1]}) == []
+    assert [r["db"] for r in list_rollbacks(target(info))] == [5]
+    # dropping: only marked dbs, and then the db is free again
+    with pytest.raises(NotFoundError, match="not a rollback copy"):
+        drop_rollback(target(info), 0)
+    drop_rollback(target(info), 5)
+    assert list_rollbacks(target(info)) == [] and client(info, 5).dbsize() == 0
+
+
+def test_file_placement_round_trip(server, store, tmp_path) -> None:
+    info = server()
+    S.seed_redis(info)
+    original = S.state_redis(info, SEEDED)
+    manifest = checkpoint(store, info)
+    damage(info)
+    damaged = S.state_redis(info, ALL)
+    script = tmp_path / "restart.sh"
+    script.write_text(f"""#!/bin/sh
+redis-cli -h {info['host']} -p {info['port']} SHUTDOWN NOSAVE >/dev/null 2>&1
+i=0
+while redis-cli -h {info['host']} -p {info['port']} PING >/dev/null 2>&1; do
+  i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.1
+done
+cd {info['dir']} && setsid redis-server {info['config']} >> {info['dir']}/restart.log 2>&1 < /dev/null &
+""")
+    script.chmod(0o700)
+    made: list[R.RedisRestore] = []
+    report = run_restore(store, manifest.checkpoint_id, info, made=made, placement_dir=info["dir"],
+                         restart_command=f"sh {script}")
+    assert report.healthy, [str(h) for h in report.health]
+    assert S.same_redis_state(original, S.state_redis(info, ALL)) == []
+    assert client(info).fcall("hello", 0) == b"hi"
+    outcome = report.outcomes[0]
+    assert outcome.details["live_state_saved"] is True
+    assert len(outcome.rollback) == 1 and Path(outcome.rollback[0]).name.startswith("dump.rdb.rollback-")
+    assert not list(Path(info["dir"]).glob("dump.rdb.tmp-*"))
+    assert info["password"] not in Path(script).read_text()
+    # rollback puts the live state from before the restore back
+    made[0].rollback()
+    assert S.same_redis_state(damaged, S.state_redis(info, ALL)) == []
+
+
+# --------------------------------------------------------------------------- nothing changes
+
+
+def test_dry_run_changes_nothing_and_counts_conflicts(server, store) -> None:
+    info = server()
+    S.seed_redis(info)
+    n0 = client(info).dbsize()
+    manifest = checkpoint(store, info)
+    damage(info)
+    before = full_state(info)
+    report = run_restore(store, manifest.checkpoint_id, info, dry_run=True)
+    assert unchanged(before, info)
+    assert report.dry_run and report.plan.ok and not report.outcomes and store.list()[-1].checkpoint_id == \
+        manifest.checkpoint_id
+    db0, db1 = report.plan.items
+    assert (db0.target, db0.staging_name, db1.staging_name) == ("db0", "db15", "db14")
+    replaced = n0 - 12  # 10 sessions, list:small and stream:events were deleted
+    assert f"{replaced} keys of db0 will be replaced by the checkpoint's values" in db0.conflicts
+    assert "2 keys of db0 are not in the checkpoint and will disappear (kept in the rollback copy db15)" in \
+        db0.conflicts
+    assert db1.action == "create" and db1.conflicts == []
+    assert any("function libraries will be loaded" in n for n in db0.notes)
+
+
+def test_corrupt_archive_is_refused(server, store) -> None:
+    info = server()
+    S.seed_redis(info)
+    manifest = checkpoint(store, info)
+    damage(info)
+    path = archive_path(store, manifest.checkpoint_id)
+    offset, size = member_data_offsets(path)["artifacts/redis/dump.rdb.zst"]
+    flip_byte(path, offset + size // 2)
+    before = full_state(info)
+    with pytest.raises(VerificationFailedError, match="redis/dump.rdb"):
+        run_restore(store, manifest.checkpoint_id, info)
+    assert unchanged(before, info)
+
+
+def test_newer_rdb_version_is_refused_by_the_plan(server, store) -> None:
+    info = server()
+    S.seed_redis(info)
+    manifest = checkpoint(store, info)
+    before = full_state(info)
+
+    def newer(arts):
+        return [dataclasses.replace(a, fingerprints={**a.fingerprints, "rdb_version": 12}) for a in arts]
+
+    with pytest.raises(RestoreRefusedError, match=r"RDB version 12 \(written by Redis 7.4 or newer\).*accepts RDB "
+                                                  r"versions up to 10"):
+        run_restore(store, manifest.checkpoint_id, info, artifacts=newer)
+    assert unchanged(before, info)
+    assert max_rdb_version("7.0.15") == 10 and max_rdb_version("7.2.4") == 11 and max_rdb_version("8.0.1") == 12
+
+
+def test_newer_rdb_header_is_refused(server, store) -> None:
+    """The fingerprints say nothing, but the RDB header says 12: the plan's pass over the artifact
+    refuses it; into an empty server (no pass in the plan) loading refuses it before any RESTORE."""
+    info, empty = server("a"), server("b")
+    S.seed_redis(info)
+    manifest = checkpoint(store, info)
+    with store.open_artifact(manifest.checkpoint_id, "redis/dump.rdb") as f:
+        data = f.read()
+    body = b"REDIS0012" + data[9:-8]
+    staging = store.staging(staging_key("crafted", "header"))
+    with staging.artifact("redis/dump.rdb", store="redis", kind="redis/rdb", engine="redis") as sink:
+        sink.write(body + crc64(body).to_bytes(8, "little"))
+        sink.fingerprints = {k: v for k, v in manifest.artifacts[0].fingerprints.items() if k != "rdb_version"}
+    crafted = store.seal(staging)
+    damage(info)
+    before = full_state(info)
+    with pytest.raises(RestoreRefusedError, match="RDB version 12"):
+        run_restore(store, crafted.checkpoint_id, info)
+    assert unchanged(before, info)
+    with pytest.raises(RestoreFailedError, match="RDB version 12"):
+        run_restore(store, crafted.checkpoint_id, empty, tgt=target(empty), safety=False)
+    assert full_state(empty) == ({}, [])
+
+
+# --------------------------------------------------------------------------- failures midway
+
+
+def crafted_logical(store: Store, info: dict[str, Any], bad_at: int = -1, n: int = 3000, dup_at: int = -1) -> Manifest:
+    """A logical artifact of ``n`` string keys in db0 whose key number ``bad_at`` has RDB version 99
+    (and whose key number ``dup_at`` repeats key 0, as SCAN may do)."""
+    src = client(info, 9)
+    src.set("tmp", "value")
+    good = src.dump("tmp")
+    src.delete("tmp")
+    body = good[:-10] + (99).to_bytes(2, "little")
+    bad = body + crc64(body).to_bytes(8, "little")
+    meta = b'{"dbs": [0], "redis_version": "7.0.15"}'
+    out = [MAGIC, FORMAT_VERSION.to_bytes(2, "big"), b"M", struct.pack(">I", len(meta)), meta]
+    for i in range(n):
+        key = b"crafted:%d" % (0 if i == dup_at else i)
+        payload = bad if i == bad_at else good
+        out += [struct.pack(">cHqI", b"K", 0, -1, len(key)), key, struct.pack(">Q", len(payload)), payload]
+    out += [b"E", struct.pack(">Q", n)]
+    staging = store.staging(staging_key("crafted", str(bad_at), str(dup_at)))
+    with staging.artifact("redis/logical.bin", store="redis", kind="redis/logical", engine="redis",
+                          engine_version="7.0.15") as sink:
+        sink.write(b"".join(out))
+        sink.fingerprints = {"keys": {"0": n}, "functions": 0}
+    return store.seal(staging)
+
+
+def test_failure_midway_leaves_the_original(server, store) -> None:
+    info = server()
+    S.seed_redis(info)
+    manifest = crafted_logical(store, info, bad_at=2500)
+    before = full_state(info)
+    with pytest.raises(RestoreFailedError, match=r"refused RESTORE of key b'crafted:2500' into db15: ERR DUMP payload "
+                                                 r"version or checksum are wrong \(the checkpoint holds DUMP payloads"):
+        run_restore(store, manifest.checkpoint_id, info, safety=False)
+    assert unchanged(before, info)  # the spare (db15) was flushed, db0 untouched
+
+
+@pytest.mark.parametrize("mode", ["side_by_side", "in_place"])
+def test_logical_capture_listing_a_key_twice(server, store, mode) -> None:
+    info = server()
+    manifest = crafted_logical(store, info, dup_at=1700)
+    client(info).set("crafted:5", "old")
+    report = run_restore(store, manifest.checkpoint_id, info, mode=mode, safety=False)
+    assert report.healthy, [str(h) for h in report.health]
+    assert client(info).dbsize() == 2999 and client(info).get("crafted:5") == b"value"
+    assert report.outcomes[0].details["keys"] == {"db0": 2999}
+
+
+def test_spare_written_concurrently_is_flushed(server, store, monkeypatch) -> None:
+    info = server()
+    S.seed_redis(info)
+    manifest = checkpoint(store, info)
+    before = full_state(info)
+    real_flush = R._Pipe.flush
+    done = threading.Event()
+
+    def flush(self: R._Pipe) -> None:
+        if not done.is_set():
+            client(info, 15).set("intruder", "x")  # another client writes into the spare while it loads
+            done.set()
+        real_flush(self)
+
+    monkeypatch.setattr(R._Pipe, "flush", flush)
+    with pytest.raises(RestoreFailedError, match="db15 holds .* keys, expected"):
+        run_restore(store, manifest.checkpoint_id, info, safety=False)
+    assert unchanged(before, info)
+
+
+def test_spare_filled_before_loading_is_not_touched(server, store) -> None:
+    info = server()
+    S.seed_redis(info)
+    manifest = checkpoint(store, info)
+
+    class Racy(R.RedisRestore):
+        def safety_capture(self, staging):
+            arts = super().safety_capture(staging)
+            client(info, 15).set("arrived", "meanwhile")  # after the plan chose db15
+            return arts
+
+    before = full_state(info)
+    with pytest.raises(RestoreFailedError, match="spare db15 .* is no longer empty"):
+        run_restore(store, manifest.checkpoint_id, info, cls=Racy)
+    after = S.state_redis(info, ALL)
+    assert after.pop(15) == {b"arrived": ("string", b"meanwhile", -1)}
+    assert S.same_redis_state(before[0], after, ttl_tolerance_ms=30_000) == [] and functions(info) == before[1]
+
+
+def test_swapdb_refused_by_acl(server, store) -> None:
+    info = server()
+    S.seed_redis(info)
+    manifest = checkpoint(store, info)
+    damage(info)
+    admin = client(info)
+    admin.acl_setuser("restorer", enabled=True, passwords=["+s3cret-pw"], keys=["*"], commands=["+@all", "-swapdb"])
+    limited = target(info, username="restorer", password="s3cret-pw")
+    before = full_state(info)
+    # the plan sees it (ACL DRYRUN) and refuses
+    with pytest.raises(RestoreRefusedError, match="may not run SWAPDB"):
+        run_restore(store, manifest.checkpoint_id, info, tgt=limited)
+    assert unchanged(before, info)
+
+    # SWAPDB revoked after loading: the cut-over's MULTI is discarded, the spares are dropped
+    admin.acl_setuser("restorer", enabled=True, commands=["+swapdb"])
+
+    class Revoked(R.RedisRestore):
+        def prepare(self):
+            super().prepare()
+            admin.acl_setuser("restorer", enabled=True, commands=["-swapdb"])
+
+    with pytest.raises(RestoreFailedError, match=r"cut-over .* was refused: SWAPDB 0 15: NOPERM.*nothing was changed"):
+        run_restore(store, manifest.checkpoint_id, info, tgt=limited, cls=Revoked, safety=False)
+    assert unchanged(before, info)
+
+
+def test_cutover_error_swaps_back(server, store) -> None:
+    """A command failing inside EXEC (a library that does not compile) after the SWAPDBs ran:
+    the swaps are undone, the spares dropped, and the damaged state keeps serving."""
+    info = server()
+    S.seed_redis(info)
+    manifest = checkpoint(store, info)
+    damage(info)
+
+    class BadFunction(R.RedisRestore):
+        def prepare(self):
+            super().prepare()
+            self._codes = [b"#!lua name=broken\nreturn this is not lua"]
+
+    before = full_state(info)
+    with pytest.raises(RestoreFailedError, match=r"cut-over on .* failed: FUNCTION LOAD: ERR Error compiling .*; "
+                                                 r"the dbs already swapped were swapped back"):
+        run_restore(store, manifest.checkpoint_id, info, cls=BadFunction, safety=False)
+    assert unchanged(before, info) and list_rollbacks(target(info)) == []
+
+
+def test_not_enough_spare_dbs(server, store) -> None:
+    info = server()
+    S.seed_redis(info)
+    manifest = checkpoint(store, info)
+    for db in range(2, 15):
+        client(info, db).set("taken", db)
+    with pytest.raises(RestoreRefusedError, match=r"needs 2 empty logical db\(s\) besides the targets, but .* has "
+                                                  r"only 1"):
+        run_restore(store, manifest.checkpoint_id, info)
