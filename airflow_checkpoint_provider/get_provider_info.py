@@ -69,6 +69,17 @@ CONFIG: dict[str, Any] = {
                 "*/30 * * * *",
                 "@hourly",
             ),
+            "task_retries": _option(
+                "Retries of the ready-made DAGs' capture tasks on transient errors (an unreachable server). "
+                "Errors a retry cannot fix (bad credentials, unknown names, refused settings) fail at once.",
+                "integer",
+                "1",
+            ),
+            "retry_delay": _option(
+                "Seconds between those retries.",
+                "integer",
+                "120",
+            ),
             "search_repository": _option(
                 "Snapshot repository the search snapshots go to.",
                 "string",

@@ -76,3 +76,11 @@ def search_repository_settings() -> dict | None:
     """An fs repository at ``search_repository_location``, or None (the repository must exist)."""
     location = _get("search_repository_location")
     return {"type": "fs", "settings": {"location": location}} if location else None
+
+
+def task_retries() -> int:
+    return int(_get("task_retries"))
+
+
+def retry_delay() -> float:
+    return float(_get("retry_delay"))

@@ -8,10 +8,11 @@ waits for this DAG run's success before deploying.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, TaskGroup
 
+from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.dag_params import capture_params, group_kwargs_from_params
 from airflow_checkpoint_provider.operators.deploy import ValidateDeploymentOperator
 from airflow_checkpoint_provider.task_groups import checkpoint_task_group
@@ -36,6 +37,7 @@ with DAG(
                                    description='Installed package versions, e.g. {"apache-airflow": ">=3.3,<3.4"}.'),
         **capture_params(mark_lkg=True),
     },
+    default_args={"retries": settings.task_retries(), "retry_delay": timedelta(seconds=settings.retry_delay())},
     tags=["checkpoint", "deploy"],
     doc_md=__doc__,
 ) as dag:

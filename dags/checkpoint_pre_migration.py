@@ -9,10 +9,11 @@ a verified checkpoint. To embed the checkpoint in your own migration DAG instead
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
+from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.dag_params import capture_params, group_kwargs_from_params
 from airflow_checkpoint_provider.task_groups import checkpoint_task_group
 
@@ -29,6 +30,7 @@ with DAG(
         "migration": Param("", type="string", title="Migration",
                            description="Name of the migration this checkpoint precedes; recorded as a tag."),
     },
+    default_args={"retries": settings.task_retries(), "retry_delay": timedelta(seconds=settings.retry_delay())},
     tags=["checkpoint"],
     doc_md=__doc__,
 ) as dag:

@@ -26,6 +26,6 @@ with DAG(
     params=capture_params(mark_lkg=True),
     tags=["checkpoint"],
     doc_md=__doc__,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
+    default_args={"retries": settings.task_retries(), "retry_delay": timedelta(seconds=settings.retry_delay())},
 ) as dag:
     checkpoint_task_group("checkpoint", tags=["scheduled"], **group_kwargs_from_params())

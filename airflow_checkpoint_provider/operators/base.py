@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core.manifest import Artifact
@@ -45,6 +45,29 @@ def provenance(context: Context, task_id: str) -> dict[str, Any]:
         "provider_version": __version__,
         "hostname": socket.gethostname(),
     }
+
+
+def permanent(exc: BaseException) -> bool:
+    """Errors a retry cannot fix: wrong credentials or names, refused settings, bad archives."""
+    from airflow_checkpoint_provider.core.errors import (
+        AuthenticationError,
+        CheckpointError,
+        ConnectionFailedError,
+        LockTimeoutError,
+        NotFoundError,
+        StoreFullError,
+    )
+
+    if type(exc).__name__ == "AirflowNotFoundException":  # the connection id is not defined
+        return True
+    if isinstance(exc, (ConnectionFailedError, LockTimeoutError, StoreFullError)):
+        return False
+    return isinstance(exc, (AuthenticationError, NotFoundError, CheckpointError))
+
+
+def fail_fast(exc: BaseException) -> BaseException:
+    """Turn a permanent error into one Airflow does not retry; keep the message."""
+    return AirflowFailException(str(exc)) if permanent(exc) else exc
 
 
 def artifacts_to_xcom(artifacts: list[Artifact]) -> list[dict[str, Any]]:
@@ -93,9 +116,12 @@ class CaptureOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if str(self.enabled).lower() in ("false", "0", "no", "off", "none", ""):
             raise AirflowSkipException(f"{self.component} capture disabled for this run")
-        store = open_store(self.storage_root)
-        staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
-        artifacts = self.capture(staging)
+        try:
+            store = open_store(self.storage_root)
+            staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
+            artifacts = self.capture(staging)
+        except Exception as exc:
+            raise fail_fast(exc) from exc
         for art in artifacts:
             self.log.info("Captured %s: %s bytes stored (%s raw), sha256 %s", art.name, art.size, art.raw_size,
                           art.sha256)

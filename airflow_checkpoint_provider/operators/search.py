@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.staging import Staging
@@ -19,6 +19,7 @@ from airflow_checkpoint_provider.hooks.search import SearchCheckpointHook
 from airflow_checkpoint_provider.operators.base import (
     CaptureOperator,
     artifacts_to_xcom,
+    fail_fast,
     open_store,
     run_staging_key,
 )
@@ -99,7 +100,12 @@ class EsSnapshotOperator(CaptureOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if not self.deferrable:
             return super().execute(context)
-        return self._execute_deferred(context)
+        try:
+            return self._execute_deferred(context)
+        except TaskDeferred:
+            raise
+        except Exception as exc:
+            raise fail_fast(exc) from exc
 
     def _execute_deferred(self, context: Context) -> None:
         """Start the snapshot here; the trigger waits; :meth:`execute_complete` records it."""

@@ -27,6 +27,7 @@ def airflow_env(services, services_module, tmp_path_factory) -> dict[str, str]:
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CHECKPOINT__STORAGE_ROOT": str(home / "checkpoints_data"),
         "AIRFLOW__CHECKPOINT__SEARCH_REPOSITORY_LOCATION": str(Path(services["opensearch"]["path_repo"]) / "dags"),
+        "AIRFLOW__CHECKPOINT__TASK_RETRIES": "0",
         "PYTHONPATH": str(REPO),
     })
     airflow = str(Path(sys.executable).parent / "airflow")
