@@ -16,8 +16,13 @@ test: setup
 unit: setup
 	.venv/bin/python -m pytest tests/unit -m "not integration"
 
+# Benchmarks against the raw tools, on the same data in the same run (several minutes each).
 bench: setup
 	.venv/bin/python bench/archive_throughput.py
+	.venv/bin/python bench/pg_capture.py
+	.venv/bin/python bench/pg_restore.py
+	.venv/bin/python bench/redis_capture.py
+	.venv/bin/python bench/redis_restore.py
 
 services-stop:
 	.venv/bin/python scripts/services.py stop --dir .local/services
