@@ -188,12 +188,15 @@ def seed_search(url: str, indices: dict[str, int] | None = None, *, prefix: str 
     return names
 
 
-def state_search(url: str, indices: list[str]) -> dict[str, dict[str, Any]]:
-    """Every document (id -> source) of each index."""
+def state_search(url: str, indices: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Every document (id -> source) of each index; None for an index that does not exist."""
     out = {}
     with httpx.Client(base_url=url, timeout=60) as http:
         for index in indices:
             resp = http.post(f"/{index}/_search", json={"size": 10000, "query": {"match_all": {}}})
+            if resp.status_code == 404:
+                out[index] = None  # the index does not exist
+                continue
             resp.raise_for_status()
             out[index] = {h["_id"]: h["_source"] for h in resp.json()["hits"]["hits"]}
     return out

@@ -42,7 +42,7 @@ def _assert_same(before, after):
 
 def _damage(services, indices):
     with sample_data.pg_connect(services["postgres"], DB) as conn:
-        conn.execute("DROP TABLE attachments")
+        conn.execute("DROP TABLE IF EXISTS attachments")
         conn.execute("DELETE FROM orders WHERE id % 3 = 0")
         conn.execute("INSERT INTO customers VALUES (999999, 'junk@example.com', '2026-01-01', NULL)")
     r = sample_data.redis_client(services["redis"])
@@ -51,7 +51,7 @@ def _damage(services, indices):
     r.persist("session:1")
     sample_data.redis_client(services["redis"], 1).flushdb()
     url = services["opensearch"]["url"]
-    httpx.delete(f"{url}/{indices[0]}").raise_for_status()
+    httpx.delete(f"{url}/{indices[0]}")
     httpx.post(f"{url}/{indices[1]}/_doc/junk?refresh=true", json={"n": -1, "name": "junk"}).raise_for_status()
 
 
