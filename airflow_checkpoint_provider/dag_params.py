@@ -23,10 +23,18 @@ def capture_params(*, mark_lkg: bool = True) -> dict[str, Param]:
                                 description="Comma-separated indices or patterns; empty for every non-hidden index."),
         "mark_lkg": Param(mark_lkg, type="boolean", title="Mark last-known-good",
                           description="Move the LKG pointer to this checkpoint once it verified."),
-        "postgres_conn_id": Param(settings.postgres_conn_id(), type="string", title="PostgreSQL connection id"),
-        "redis_conn_id": Param(settings.redis_conn_id(), type="string", title="Redis connection id"),
+        **connection_params(),
+    }
+
+
+def connection_params(prefix: str = "") -> dict[str, Param]:
+    """The three connection ids, defaulting to the ``[checkpoint]`` options."""
+    return {
+        "postgres_conn_id": Param(settings.postgres_conn_id(), type="string",
+                                  title=f"{prefix}PostgreSQL connection id"),
+        "redis_conn_id": Param(settings.redis_conn_id(), type="string", title=f"{prefix}Redis connection id"),
         "elasticsearch_conn_id": Param(settings.elasticsearch_conn_id(), type="string",
-                                       title="Elasticsearch/OpenSearch connection id"),
+                                       title=f"{prefix}Elasticsearch/OpenSearch connection id"),
     }
 
 

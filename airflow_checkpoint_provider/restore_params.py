@@ -5,6 +5,7 @@ from __future__ import annotations
 from airflow.sdk import Param
 
 from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider.dag_params import connection_params
 from airflow_checkpoint_provider.task_groups import COMPONENTS
 
 
@@ -16,10 +17,7 @@ def restore_params() -> dict[str, Param]:
                          description="Only print the plan: what would be replaced and the conflicts. Changes nothing."),
         "safety_checkpoint": Param(True, type="boolean", title="Safety checkpoint",
                                    description="Checkpoint the current state before replacing it."),
-        "postgres_conn_id": Param(settings.postgres_conn_id(), type="string", title="Target PostgreSQL connection id"),
-        "redis_conn_id": Param(settings.redis_conn_id(), type="string", title="Target Redis connection id"),
-        "elasticsearch_conn_id": Param(settings.elasticsearch_conn_id(), type="string",
-                                       title="Target Elasticsearch/OpenSearch connection id"),
+        **connection_params("Target "),
     }
 
 

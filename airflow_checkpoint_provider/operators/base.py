@@ -19,6 +19,15 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+def split_list(value: Any) -> list[str]:
+    """A templated list: a list, or a comma-separated string; empty items dropped."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
 def open_store(storage_root: str | None = None, *, create: bool = True) -> Store:
     """The store at ``storage_root`` or ``[checkpoint] storage_root``."""
     return Store.open(storage_root or settings.storage_root(), create=create, lock_timeout=settings.lock_timeout())

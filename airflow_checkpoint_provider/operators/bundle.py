@@ -10,6 +10,7 @@ from airflow_checkpoint_provider.core.errors import CheckpointError, Verificatio
 from airflow_checkpoint_provider.core.manifest import config_hash
 from airflow_checkpoint_provider.operators.base import (
     artifacts_from_xcom,
+    split_list,
     open_store,
     provenance,
     run_staging_key,
@@ -26,13 +27,6 @@ def tag_asset(tag: str) -> Asset:
     """An asset updated by checkpoints carrying ``tag``: schedule a DAG on fresh pre-migration checkpoints."""
     return Asset(name=f"checkpoint/{tag}", uri=f"checkpoint://tag/{tag}")
 
-
-def _as_list(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v).strip() for v in value if str(v).strip()]
 
 
 def _truthy(value: Any) -> bool:
@@ -69,7 +63,7 @@ class BundleOperator(BaseOperator):
         staging_key: str | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("outlets", [CHECKPOINT_ASSET, *(tag_asset(t) for t in _as_list(tags) if "{" not in t)])
+        kwargs.setdefault("outlets", [CHECKPOINT_ASSET, *(tag_asset(t) for t in split_list(tags) if "{" not in t)])
         super().__init__(**kwargs)
         self.capture_task_ids = capture_task_ids
         self.tags = tags
@@ -95,7 +89,7 @@ class BundleOperator(BaseOperator):
         # 2. seal
         store = open_store(self.storage_root)
         staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
-        tags = sorted(set(_as_list(self.tags)))
+        tags = sorted(set(split_list(self.tags)))
         manifest = store.seal(staging, expected=expected, tags=tags, pinned=_truthy(self.pinned),
                               config_hash=config_hash(config), provenance=provenance(context, self.task_id))
         cid = manifest.checkpoint_id

@@ -8,15 +8,8 @@ from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.staging import Staging
 from airflow_checkpoint_provider.hooks.postgres import PgCheckpointHook
-from airflow_checkpoint_provider.operators.base import CaptureOperator
+from airflow_checkpoint_provider.operators.base import CaptureOperator, split_list
 
-
-def _as_list(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v) for v in value]
 
 
 class PgDumpOperator(CaptureOperator):
@@ -68,14 +61,14 @@ class PgDumpOperator(CaptureOperator):
         self.exact_counts = exact_counts
 
     def _databases(self) -> list[str] | None:
-        dbs = _as_list(self.databases)
+        dbs = split_list(self.databases)
         return None if not dbs or dbs == ["all"] else dbs
 
     def config(self) -> dict[str, Any]:
         return {"conn_id": self.postgres_conn_id, "databases": self._databases(), "format": self.dump_format,
-                "jobs": int(self.jobs), "schemas": _as_list(self.schemas),
-                "exclude_schemas": _as_list(self.exclude_schemas), "tables": _as_list(self.tables),
-                "exclude_tables": _as_list(self.exclude_tables), "exact_counts": bool(self.exact_counts)}
+                "jobs": int(self.jobs), "schemas": split_list(self.schemas),
+                "exclude_schemas": split_list(self.exclude_schemas), "tables": split_list(self.tables),
+                "exclude_tables": split_list(self.exclude_tables), "exact_counts": bool(self.exact_counts)}
 
     def capture(self, staging: Staging) -> list[Artifact]:
         from airflow_checkpoint_provider.core.engines import postgres
@@ -85,7 +78,7 @@ class PgDumpOperator(CaptureOperator):
                       self.dump_format)
         return postgres.capture(
             target, staging, databases=self._databases(), dump_format=self.dump_format, jobs=int(self.jobs),
-            schemas=_as_list(self.schemas), exclude_schemas=_as_list(self.exclude_schemas),
-            tables=_as_list(self.tables), exclude_tables=_as_list(self.exclude_tables), pg_dump=self.pg_dump,
+            schemas=split_list(self.schemas), exclude_schemas=split_list(self.exclude_schemas),
+            tables=split_list(self.tables), exclude_tables=split_list(self.exclude_tables), pg_dump=self.pg_dump,
             exact_counts=bool(self.exact_counts), compression_level=settings.compression_level(),
         )
