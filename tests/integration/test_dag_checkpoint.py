@@ -193,3 +193,18 @@ def test_redis_user_without_sync_falls_back_to_logical(airflow_env, seeded, serv
     assert art.kind == "redis/logical"
     live = sample_data.state_redis(services["redis"])
     assert art.fingerprints["keys"] == {str(db): len(keys) for db, keys in live.items()}
+
+
+def test_deferrable_search_snapshot_waits_in_the_trigger(airflow_env, seeded, services):
+    result = run_dag(airflow_env, "checkpoint_scheduled", _conf(components=["search"], mark_lkg=False),
+                     extra_env={"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True"})
+    assert result["state"] == "success", result["tasks"]
+    assert "deferring" in result["log"].lower()  # the operator handed the wait to SearchSnapshotTrigger
+    cid = result["xcom"]["checkpoint.bundle"]["checkpoint_id"]
+    art = _store(airflow_env).get(cid).manifest.artifacts[0]
+    assert art.kind == "search/snapshot"
+    snap = httpx.get(f"{services['opensearch']['url']}/_snapshot/{art.meta['repository']}/{art.meta['snapshot']}")
+    assert snap.json()["snapshots"][0]["state"] == "SUCCESS"
+    for index in seeded["indices"]:
+        assert art.fingerprints["indices"][index]["docs"] == \
+            httpx.get(f"{services['opensearch']['url']}/{index}/_count").json()["count"]
