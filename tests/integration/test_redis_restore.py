@@ -25,6 +25,7 @@ import redis
 
 from airflow_checkpoint_provider.core import Store, staging_key
 from airflow_checkpoint_provider.core.engines.redis import capture, health, list_rollbacks
+from airflow_checkpoint_provider.core.engines.redis import _load as L
 from airflow_checkpoint_provider.core.engines.redis import restore as R
 from airflow_checkpoint_provider.core.engines.redis.encoding import crc64
 from airflow_checkpoint_provider.core.engines.redis.health import drop_rollback, library_name, max_rdb_version
@@ -164,7 +165,7 @@ def test_walk_matches_the_rdb_parser(server, store) -> None:
 
     expected = [(e.db, e.key, e.type, e.value, e.expire_ms, e.idle, e.freq) if isinstance(e, Entry) else e
                 for e in RdbParser(io.BytesIO(data)).records() if isinstance(e, (Entry, Function))]
-    walk = R._Walk(io.BytesIO(data), chunk_size=4096)
+    walk = L._Walk(io.BytesIO(data), chunk_size=4096)
     walk.begin()
     got = [x for x in walk.entries() if isinstance(x, (tuple, Function))]
     assert got == expected and len(got) == sum(manifest.artifacts[0].fingerprints["keys"].values()) + 1
@@ -432,16 +433,16 @@ def test_spare_written_concurrently_is_flushed(server, store, monkeypatch) -> No
     S.seed_redis(info)
     manifest = checkpoint(store, info)
     before = full_state(info)
-    real_flush = R._Pipe.flush
+    real_flush = L._Pipe.flush
     done = threading.Event()
 
-    def flush(self: R._Pipe) -> None:
+    def flush(self: L._Pipe) -> None:
         if not done.is_set():
             client(info, 15).set("intruder", "x")  # another client writes into the spare while it loads
             done.set()
         real_flush(self)
 
-    monkeypatch.setattr(R._Pipe, "flush", flush)
+    monkeypatch.setattr(L._Pipe, "flush", flush)
     with pytest.raises(RestoreFailedError, match="db15 holds .* keys, expected"):
         run_restore(store, manifest.checkpoint_id, info, safety=False)
     assert unchanged(before, info)

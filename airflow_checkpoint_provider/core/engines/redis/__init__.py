@@ -9,6 +9,10 @@ Modules, in the order data flows:
 * :mod:`.logical`: the ``SCAN`` + ``DUMP`` capture and its framing (``redis/logical.bin``).
 * :mod:`.fence`: the optional ``CLIENT PAUSE WRITE`` fence.
 * :mod:`.capture`: :func:`capture`, the entry point (modes ``rdb``, ``logical``, ``auto``).
+* :mod:`.restore`: :class:`RedisRestore`, a component of a checkpoint restore (spare dbs, verify,
+  ``SWAPDB``), built on :mod:`._load` (fast RDB walk, pipelined ``RESTORE``) and
+  :mod:`._placement` (``dump.rdb`` placement and restart for self-managed servers).
+* :mod:`.health`: health checks, the rollback marker, listing and dropping rollback copies.
 """
 
 from __future__ import annotations
