@@ -64,6 +64,7 @@ with DAG(
     )
     health = HealthCheckSensor(
         task_id="health_check", checkpoint_id="{{ ti.xcom_pull(task_ids='restore')['checkpoint_id'] }}",
+        expectations="{{ ti.xcom_pull(task_ids='restore').get('expectations') }}",
         components="{{ params.components }}", rename_databases="{{ params.rename_databases }}",
         postgres_conn_id="{{ params.postgres_conn_id }}", redis_conn_id="{{ params.redis_conn_id }}",
         elasticsearch_conn_id="{{ params.elasticsearch_conn_id }}", enabled="{{ not params.dry_run }}",

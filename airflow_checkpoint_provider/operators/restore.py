@@ -132,6 +132,19 @@ class RestoreOperator(BaseOperator):
                                        **self.search_options))
         return parts
 
+    def expectations(self, report: recovery.RestoreReport, components: tuple[str, ...]) -> dict[str, Any]:
+        """What a health check should find now: the manifest's fingerprints, except that Redis keys
+        whose TTL ran out between the checkpoint and the restore were (rightly) not restored."""
+        from airflow_checkpoint_provider.sensors.health import expectations_from_manifest
+
+        expected = expectations_from_manifest(self.storage_root, report.checkpoint_id, list(components),
+                                              as_dict(self.rename_databases))
+        for outcome in report.outcomes:
+            loaded = outcome.details.get("keys") if outcome.component == "redis" else None
+            if loaded is not None and "redis" in expected:
+                expected["redis"] = {**expected["redis"], "keys": {k.removeprefix("db"): n for k, n in loaded.items()}}
+        return expected
+
     def execute(self, context: Context) -> dict[str, Any]:
         store = open_store(self.storage_root, create=False)
         components = tuple(as_list(self.components) or recovery.COMPONENTS)
@@ -152,6 +165,8 @@ class RestoreOperator(BaseOperator):
             store.write_audit({**audit, "status": "failed", "error": str(exc)})
             raise
         result = report.to_dict()
+        if not report.dry_run:
+            result["expectations"] = self.expectations(report, components)
         store.write_audit({**audit, "status": "planned" if report.dry_run else "restored",
                            "checkpoint_id": report.checkpoint_id, "safety_checkpoint_id": report.safety_checkpoint_id,
                            "outcomes": result["outcomes"], "health": result["health"], "plan": result["plan"]})

@@ -81,6 +81,11 @@ def test_recovery_lkg_restores_every_store_exactly(airflow_env, services, lkg):
     _assert_same(original, _state(services, indices, dbs))
     report = result["xcom"]["restore"]
     assert report["checkpoint_id"] == cid and report["health"]["ok"] is True
+    # the health sensor checked what the restore loaded: every db's keys, every table, every index
+    expected = report["expectations"]
+    assert expected["redis"]["keys"] == {str(db): len(keys) for db, keys in original["redis"].items()}
+    assert set(expected["search"]["indices"]) == set(indices)
+    assert result["xcom"]["health_check"]["ok"] is True
     assert {o["component"] for o in report["outcomes"]} == {"postgres", "redis", "search"}
     store = _store(airflow_env)
     safety = store.get(report["safety_checkpoint_id"])
