@@ -17,12 +17,16 @@ ENV = "CHECKPOINT_CRASH_AT"
 
 #: every crash point an engine declared, ``{"postgres.rename.intent", ...}``
 REGISTERED: set[str] = set()
+#: journal phases with a crash point right after they are recorded (``<component>.phase.<phase>``)
+PHASE_POINTS = ("loading", "verified", "cutting_over", "cut_over", "rolling_back")
 
 
 def declare(component: str, steps: tuple[str, ...]) -> tuple[str, ...]:
-    """Register the journaled steps of ``component``: points ``<component>.<step>.intent`` and ``.applied``."""
+    """Register the journaled steps of ``component``: points ``<component>.<step>.intent`` and
+    ``.applied`` for each step, and ``<component>.phase.<phase>`` for each of :data:`PHASE_POINTS`."""
     for step in steps:
         REGISTERED.update({f"{component}.{step}.intent", f"{component}.{step}.applied"})
+    REGISTERED.update(f"{component}.phase.{p}" for p in PHASE_POINTS)
     return steps
 
 

@@ -6,7 +6,8 @@ Each component restore records:
 
 * its **phase**: ``loading`` (side-by-side copies are being built) -> ``verified`` (the
   copies match the checkpoint's fingerprints) -> ``cutting_over`` -> ``cut_over``; or
-  ``aborted`` / ``rolled_back`` when it undid itself;
+  ``rolling_back`` (the orchestration decided to undo a cut-over, because a later component
+  failed) -> ``rolled_back``; or ``aborted`` (copies dropped before any cut-over);
 * the names of the **copies** it made (side-by-side, rollback), so that nothing it created
   is ever orphaned;
 * its **steps**: before each destructive step (block connections, rename, SWAPDB, write
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 JOURNAL_DIR = "journal"
 JOURNAL_FORMAT = "airflow-checkpoint-journal"
 JOURNAL_VERSION = 1
-PHASES = ("loading", "verified", "cutting_over", "cut_over", "aborted", "rolled_back")
+PHASES = ("loading", "verified", "cutting_over", "cut_over", "rolling_back", "aborted", "rolled_back")
 #: phases from which a replay finishes the cut-over rather than undoing it
 FORWARD_PHASES = frozenset({"verified", "cutting_over", "cut_over"})
 #: phases after which nothing is left to do
@@ -200,12 +201,14 @@ class ComponentJournal:
         return self.journal.restore_id
 
     def phase(self, phase: str, **copies: Any) -> None:
-        """Move to ``phase`` (see :data:`PHASES`), recording the names of copies made so far."""
+        """Move to ``phase`` (see :data:`PHASES`), recording the names of copies made so far; crash
+        point ``<component>.phase.<phase>`` follows."""
         if phase not in PHASES:
             raise ValueError(f"unknown journal phase {phase!r}; use one of {PHASES}")
         self.entry.phase = phase
         self.entry.copies.update(copies)
         self.journal.save()
+        crashpoint(f"{self.entry.component}.phase.{phase}")
 
     def note(self, **data: Any) -> None:
         """Record engine-specific facts a replay will need (e.g. the replaced database's settings)."""
@@ -244,6 +247,7 @@ class NullJournal(ComponentJournal):
     def phase(self, phase: str, **copies: Any) -> None:
         self.entry.phase = phase
         self.entry.copies.update(copies)
+        crashpoint(f"{self.entry.component}.phase.{phase}")
 
     def note(self, **data: Any) -> None:
         self.entry.data.update(data)

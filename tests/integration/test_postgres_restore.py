@@ -564,9 +564,61 @@ def test_sessions_are_terminated_at_cutover(pg, target, store, seeded):
                                                safety_checkpoint=False), builder(target))
         with pytest.raises(psycopg.OperationalError):
             held.execute("SELECT 1")
-    assert report.outcomes[0].details[db]["terminated_sessions"] == 2
-    assert db_setting(pg, db) == (True, 25)  # connection settings carried over to the restored database
+    assert report.outcomes[0].details[db]["terminated_sessions"] == 2  # client sessions only, never autovacuum
+    assert db_setting(pg, db) == (True, -1)  # the checkpoint's CONNECTION LIMIT, not the replaced database's
+    rollback = report.outcomes[0].rollback[0]
+    assert db_setting(pg, rollback) == (True, 25)  # which the rollback copy keeps
     assert S.state_postgres(pg, db) == original  # and it accepts new connections
+
+
+def test_database_properties_come_from_the_checkpoint_not_the_replaced_database(pg, target, store, seeded, names,
+                                                                              caplog):
+    db = seeded()
+    role = names("ckr_role")
+    with S.pg_connect(pg, "postgres") as conn:
+        conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 7").format(sql.Identifier(db)))
+        conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET work_mem TO '3MB'").format(
+            sql.Identifier(role), sql.Identifier(db)))
+    manifest = checkpoint(store, target, [db])
+    with S.pg_connect(pg, "postgres") as conn:  # the live database drifts
+        conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 25").format(sql.Identifier(db)))
+        conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET work_mem").format(
+            sql.Identifier(role), sql.Identifier(db)))
+    part = P.PostgresRestore(target, store, manifest.checkpoint_id, manifest.artifacts)
+    items, problems = part.plan()
+    assert not problems
+    assert any("CONNECTION LIMIT 7" in n and "1 per-role setting" in n for n in items[0].notes), items[0].notes
+    report = restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
+                     builder(target))
+    assert db_setting(pg, db) == (True, 7)
+    assert db_setting(pg, report.outcomes[0].rollback[0]) == (True, 25)
+    with S.pg_connect(pg, "postgres") as conn:
+        rows = conn.execute(
+            "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+            "JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname = %s AND r.rolname = %s", (db, role)).fetchall()
+    assert rows == [(["work_mem=3MB"],)]
+    assert "CONNECTION LIMIT is the checkpoint's 7 (the replaced database had 25" in caplog.text
+
+
+def test_missing_role_of_a_per_database_setting_is_named_in_the_plan_and_the_log(pg, target, store, seeded, names,
+                                                                               caplog):
+    db = seeded()
+    role = names("ckr_gone")
+    with S.pg_connect(pg, "postgres") as conn:
+        conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET work_mem TO '3MB'").format(
+            sql.Identifier(role), sql.Identifier(db)))
+    manifest = checkpoint(store, target, [db])
+    with S.pg_connect(pg, "postgres") as conn:
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    part = P.PostgresRestore(target, store, manifest.checkpoint_id, manifest.artifacts)
+    items, problems = part.plan()
+    assert not problems
+    assert any(f"role(s) {role} do not exist on the target" in n for n in items[0].notes), items[0].notes
+    restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
+            builder(target))
+    assert f"database property ALTER ROLE {role} IN DATABASE" in caplog.text
 
 
 # --------------------------------------------------------------------------- rollback copies, health

@@ -157,6 +157,7 @@ __all__ = [
 ]
 
 # --- restore (appended) ---
+from airflow_checkpoint_provider.core.engines.postgres._cutover import STEPS, recover  # noqa: E402
 from airflow_checkpoint_provider.core.engines.postgres._health import health  # noqa: E402
 from airflow_checkpoint_provider.core.engines.postgres._restore import (  # noqa: E402
     PG_RESTORE_APPLICATION_NAME,
@@ -175,10 +176,12 @@ __all__ += [
     "CutoverError",
     "PostgresRestore",
     "RestoreVerificationError",
+    "STEPS",
     "drop_rollback",
     "health",
     "is_rollback_name",
     "list_rollbacks",
+    "recover",
     "restoring_name",
     "rollback_name",
 ]

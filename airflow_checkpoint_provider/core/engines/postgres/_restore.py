@@ -18,7 +18,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any, BinaryIO
 
@@ -27,6 +27,7 @@ from psycopg import sql
 
 from airflow_checkpoint_provider.core.engines.postgres import _capture as K
 from airflow_checkpoint_provider.core.engines.postgres import _conn as C
+from airflow_checkpoint_provider.core.engines.postgres._cutover import RESTORING_SUFFIX, CutoverError, Server, Switch
 from airflow_checkpoint_provider.core.engines.postgres._health import health as _health
 from airflow_checkpoint_provider.core.engines.postgres._health import split_qname
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
@@ -40,6 +41,7 @@ from airflow_checkpoint_provider.core.errors import (
     ToolError,
     UnsafeArchiveError,
 )
+from airflow_checkpoint_provider.core.journal import ComponentJournal, NullJournal
 from airflow_checkpoint_provider.core.manifest import Artifact, utcnow
 from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, RestoreOutcome
 from airflow_checkpoint_provider.core.staging import Staging
@@ -52,7 +54,6 @@ COMPONENT = "postgres"
 MODES = ("side_by_side", "in_place")
 #: ``application_name`` of the pg_restore sessions (visible in pg_stat_activity).
 PG_RESTORE_APPLICATION_NAME = "airflow-checkpoint-pg_restore"
-RESTORING_SUFFIX = "__restoring"
 ROLLBACK_INFIX = "__rollback_"
 MAX_NAME_BYTES = 63  #: PostgreSQL's NAMEDATALEN - 1: longer names are silently truncated by the server
 #: session settings of the side-by-side pg_restore sessions. Safe: the cut-over's own (synchronous)
@@ -70,6 +71,8 @@ _DB_ENTRY_PREFIXES = ("DATABASE ", "DATABASE PROPERTIES ", "COMMENT - DATABASE "
                       "SECURITY LABEL - DATABASE ")
 _IDENT = r'(?:[a-z_][a-z0-9_$]*|"(?:[^"]|"")+")'
 _CREATE_DB_RE = re.compile(rf"^CREATE DATABASE ({_IDENT}) WITH (.*)$", re.S)
+_CONN_LIMIT_RE = re.compile(r"CONNECTION LIMIT = (-?\d{1,10})")
+_ROLE_IN_DB_RE = re.compile(rf"ALTER ROLE ({_IDENT}) IN DATABASE ({_IDENT}) ((?:SET|RESET) .*)", re.S)
 _CREATE_OPT_RE = re.compile(r"([A-Z_]+) = ('(?:[^']|'')*'|[A-Za-z0-9_]+)")
 #: CREATE DATABASE options taken over from the dump; TEMPLATE is always template0, TABLESPACE and
 #: OID are left out (they name things of the source server).
@@ -80,10 +83,6 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 class RestoreVerificationError(EngineError):
     """The restored database does not match the checkpoint's fingerprints."""
-
-
-class CutoverError(EngineError):
-    """Swapping the restored database in (or back out) failed; the message says what serves now."""
 
 
 # --------------------------------------------------------------------------- naming
@@ -218,6 +217,8 @@ class DumpInfo:
     settings: list[str] = field(default_factory=list)  #: ``SET ...`` / ``RESET ...`` tails of ALTER DATABASE
     comment: str | None = None  #: ``IS '...'`` tail of COMMENT ON DATABASE
     grants: list[tuple[str, str]] = field(default_factory=list)  #: (before, after) around ``ON DATABASE <name>``
+    connection_limit: int | None = None  #: ``ALTER DATABASE ... CONNECTION LIMIT = n`` (None: unlimited)
+    role_settings: list[tuple[str, str]] = field(default_factory=list)  #: (role, ``SET ...``) of ALTER ROLE IN DATABASE
     skipped: list[str] = field(default_factory=list)
 
     def parse_listing(self, listing: str) -> list[str]:
@@ -252,11 +253,17 @@ class DumpInfo:
         if qname is None:
             return
         alter, comment = f"ALTER DATABASE {qname} ", f"COMMENT ON DATABASE {qname} "
-        on_db = f" ON DATABASE {qname} "
+        on_db, in_db = f" ON DATABASE {qname} ", f" IN DATABASE {qname} "
         for stmt in statements:
             if stmt.startswith("CREATE DATABASE "):
                 continue
-            if stmt.startswith(alter + "OWNER TO "):
+            limit = _CONN_LIMIT_RE.fullmatch(stmt[len(alter):]) if stmt.startswith(alter) else None
+            role = _ROLE_IN_DB_RE.fullmatch(stmt) if stmt.startswith("ALTER ROLE ") and in_db in stmt else None
+            if limit:
+                self.connection_limit = int(limit.group(1))
+            elif role and role.group(2) == qname:
+                self.role_settings.append((role.group(1), role.group(3)))
+            elif stmt.startswith(alter + "OWNER TO "):
                 self.owner = stmt[len(alter + "OWNER TO "):].strip()
             elif stmt.startswith((alter + "SET ", alter + "RESET ")):
                 self.settings.append(stmt[len(alter):])
@@ -284,7 +291,7 @@ class _Item:
     cut_over: bool = False
     existed: bool = False
     rollback: str | None = None
-    settings: tuple[bool, int] = (True, -1)  #: the replaced database's ALLOW_CONNECTIONS, CONNECTION LIMIT
+    switch: Switch | None = None  #: what the cut-over did (journaled)
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -362,6 +369,8 @@ class PostgresRestore:
         self._server_num: int | None = None
         self._problems: list[str] = []
         self.items: list[_Item] = []
+        #: set by the orchestration before prepare(); standalone use journals nothing
+        self.journal: ComponentJournal = NullJournal(COMPONENT)
         self._select(artifacts, databases, dict(rename or {}))
 
     # ---- selection --------------------------------------------------------------------------------
@@ -483,56 +492,15 @@ class PostgresRestore:
                                   OR d.datname OPERATOR(pg_catalog.~) %(rollback)s)
                         THEN pg_catalog.pg_database_size(d.datname) END AS size,
                    (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity a
-                     WHERE a.datname OPERATOR(pg_catalog.=) d.datname
+                     WHERE a.datname OPERATOR(pg_catalog.=) d.datname AND a.backend_type = 'client backend'
                        AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()) AS sessions
             FROM pg_catalog.pg_database d""", {"sized": sorted(self._touched()), "rollback": _ROLLBACK_SQL_RE},
             action="listing databases").fetchall()
         return {r[0]: {"allow": r[1], "limit": int(r[2]), "owner": r[3], "size": r[4], "sessions": int(r[5])}
                 for r in rows}
 
-    def _settings_of(self, conn: psycopg.Connection, name: str) -> tuple[bool, int] | None:
-        row = self._exec(conn, "SELECT datallowconn, datconnlimit FROM pg_catalog.pg_database WHERE datname = %s",
-                         (name,), action="reading database settings").fetchone()
-        return (bool(row[0]), int(row[1])) if row else None
-
-    def _drop_db(self, conn: psycopg.Connection, name: str) -> None:
-        """Drop a side-by-side copy (only ever one of ours: a ``__restoring`` name)."""
-        if not name.endswith(RESTORING_SUFFIX):
-            raise AssertionError(f"refusing to drop {name!r}: not a side-by-side copy")
-        num = self._server_num or 0
-        if num >= 130000:
-            self._exec(conn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)),
-                       action=f"dropping {name}")
-            return
-        if self._settings_of(conn, name) is None:
-            return
-        self._exec(conn, sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
-        self._terminate(conn, name)
-        self._exec(conn, sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)),
-                   action=f"dropping {name}")
-
-    def _terminate(self, conn: psycopg.Connection, name: str) -> int:
-        """Terminate every other session on ``name`` and wait until they are gone; returns how many."""
-        deadline = time.monotonic() + self.cutover_timeout
-        ended: set[int] = set()
-        while True:
-            pids = [r[0] for r in self._exec(
-                conn, "SELECT pid FROM pg_catalog.pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,), action=f"listing the sessions on {name}").fetchall()]
-            if not pids:
-                return len(ended)
-            if time.monotonic() > deadline:
-                raise CutoverError(
-                    f"{self.target.label}/{name}: {len(pids)} session(s) (pids {', '.join(map(str, pids[:10]))}) "
-                    f"are still connected after {self.cutover_timeout:.0f}s",
-                    hint="the role needs superuser or membership in pg_signal_backend to end other roles' "
-                    "sessions; or stop the clients and retry",
-                )
-            for pid in pids:
-                if pid not in ended and self._exec(conn, "SELECT pg_catalog.pg_terminate_backend(%s)", (pid,),
-                                                   action="terminating sessions").fetchone()[0]:
-                    ended.add(pid)
-            time.sleep(0.05)
+    def _server(self, conn: psycopg.Connection) -> Server:
+        return Server(self.target, conn, timeout=self.cutover_timeout)
 
     # ---- reading the dump -------------------------------------------------------------------------
 
@@ -717,6 +685,8 @@ class PostgresRestore:
                 SELECT r.rolsuper, r.rolcreatedb, pg_catalog.pg_has_role('pg_signal_backend', 'MEMBER')
                 FROM pg_catalog.pg_roles r WHERE r.rolname = current_user""", action="reading the role").fetchone()
             dbs = self._databases(conn)
+            roles = {r[0] for r in self._exec(conn, "SELECT rolname FROM pg_catalog.pg_roles",
+                                              action="listing roles").fetchall()}
         server = C.version_string(num)
         if self.mode == "side_by_side" and not (rolsuper or createdb) and self.items:
             problems.append(f"{label}: user {self.target.user!r} may not create databases; a side-by-side restore "
@@ -783,6 +753,7 @@ class PostgresRestore:
                          + (f", {tool.text}" if tool else ""))
             if item.info is not None and item.info.create_options:
                 notes.append("created with " + " ".join(f"{k}={v}" for k, v in item.info.create_options))
+            notes += self._property_notes(item, roles, replaced=bool(row) and self.mode == "side_by_side")
             if self.no_owner:
                 notes.append(f"objects will be owned by {self.target.user!r} (no_owner=True)")
             need_disk = item.fmt == "directory" or self.jobs > 1 or self.mode == "in_place"
@@ -799,6 +770,28 @@ class PostgresRestore:
                                   staging_name=item.staging if self.mode == "side_by_side" else "",
                                   conflicts=conflicts, notes=notes))
         return items, problems
+
+    def _property_notes(self, item: _Item, roles: set[str], *, replaced: bool) -> list[str]:
+        """What the plan says about the database-level properties the checkpoint holds."""
+        info = item.info
+        if info is None:
+            return []
+        props = []
+        if info.connection_limit is not None:
+            props.append(f"CONNECTION LIMIT {info.connection_limit}")
+        if info.settings:
+            props.append(f"{len(info.settings)} setting(s) (ALTER DATABASE ... SET)")
+        if info.role_settings:
+            props.append(f"{len(info.role_settings)} per-role setting(s) (ALTER ROLE ... IN DATABASE ... SET)")
+        notes = []
+        if props:
+            notes.append("database properties restored from the checkpoint: " + ", ".join(props)
+                         + ("; the replaced database keeps its own on its rollback copy" if replaced else ""))
+        missing = sorted({_unquote(r) for r, _ in info.role_settings} - roles)
+        if missing:
+            notes.append(f"role(s) {', '.join(missing)} do not exist on the target: their per-database settings "
+                         "will not be applied (create the roles first to keep them)")
+        return notes
 
     # ---- safety checkpoint ------------------------------------------------------------------------
 
@@ -829,6 +822,7 @@ class PostgresRestore:
             for item in self.items:
                 self._inspect(item)
             return
+        self.journal.phase("loading", staging=[i.staging for i in self.items])
         try:
             for item in self.items:
                 self._prepare_item(item)
@@ -836,6 +830,7 @@ class PostgresRestore:
             with contextlib.suppress(Exception):
                 self.abort()
             raise
+        self.journal.phase("verified")
 
     def _create_database(self, conn: psycopg.Connection, name: str, info: DumpInfo) -> list[str]:
         warnings: list[str] = []
@@ -894,6 +889,8 @@ class PostgresRestore:
         if not self.no_privileges:
             statements += [sql.SQL(before) + sql.SQL(" ON DATABASE ") + ident + sql.SQL(" " + after)
                            for before, after in info.grants]
+        statements += [sql.SQL("ALTER ROLE ") + sql.SQL(role) + sql.SQL(" IN DATABASE ") + ident + sql.SQL(" " + tail)
+                       for role, tail in info.role_settings]
         if not statements:
             return []
         with self._admin("applying database settings") as conn:
@@ -904,6 +901,8 @@ class PostgresRestore:
                     warnings.append(f"{stmt.as_string(conn)}: {' '.join(str(exc).split())}")
         if info.skipped:
             warnings.append(f"not applied (database-level, source-specific): {'; '.join(info.skipped[:5])}")
+        for text in warnings:
+            log.warning("%s/%s: database property %s", self.target.label, dbname, text)
         return warnings
 
     def _pg_restore(self, item: _Item, dbname: str, *, in_place: bool) -> None:
@@ -941,7 +940,7 @@ class PostgresRestore:
         t0 = time.monotonic()
         info = self._inspect(item)
         with self._admin("creating the side-by-side database") as conn:
-            self._drop_db(conn, item.staging)  # a leftover of an earlier failed run
+            self._server(conn).drop_copy(item.staging)  # a leftover of an earlier failed run
             warnings = self._create_database(conn, item.staging, info)
         warnings += [f"created missing schema {s}" for s in self._create_schemas(item, item.staging)]
         self._pg_restore(item, item.staging, in_place=False)
@@ -996,31 +995,40 @@ class PostgresRestore:
     # ---- cut-over ---------------------------------------------------------------------------------
 
     def cutover(self) -> RestoreOutcome:
-        done: list[_Item] = []
-        try:
+        """Switch every verified copy in (journaled; see ``_cutover``); undo them all if one fails."""
+        if self.mode == "in_place":
+            self.journal.note(mode="in_place")
+            self.journal.phase("cutting_over")
             for item in self.items:
-                if self.mode == "in_place":
-                    self._restore_in_place(item)
-                else:
-                    self._cutover_item(item)
-                done.append(item)
-        except BaseException as exc:
-            if self.mode == "in_place":
+                self._restore_in_place(item)
+            self.journal.phase("cut_over")
+            return self._outcome()
+        with self._admin("cutting over") as conn:
+            srv = self._server(conn)
+            switches = [self._switch_for(srv, item) for item in self.items]
+            self.journal.note(switches=[asdict(sw) for sw in switches])
+            self.journal.phase("cutting_over")
+            done: list[_Item] = []
+            try:
+                for item, sw in zip(self.items, switches):
+                    self._switch(srv, item, sw)
+                    done.append(item)
+            except BaseException as exc:
+                self.journal.phase("rolling_back")
+                failed = self._switch_back(srv, done)
+                if failed and isinstance(exc, Exception):
+                    raise CutoverError(
+                        f"{self.target.label}: cut-over failed ({exc}) and putting back the databases cut over "
+                        f"before it failed too: {'; '.join(failed)}",
+                        hint="run `airflow-checkpoint recover-interrupted`; the rollback copies "
+                        "(`airflow-checkpoint rollbacks list`) and the safety checkpoint hold the previous data",
+                    ) from exc
+                self.journal.phase("rolled_back")
                 raise
-            failed = []
-            for item in reversed(done):
-                try:
-                    self._rollback_item(item)
-                except Exception as rb_exc:  # noqa: BLE001 - reported below
-                    log.exception("rolling back %s failed", item.target_db)
-                    failed.append(f"{item.target_db}: {rb_exc}")
-            if failed and isinstance(exc, Exception):
-                raise CutoverError(
-                    f"{self.target.label}: cut-over failed ({exc}) and putting back the databases cut over before "
-                    f"it failed too: {'; '.join(failed)}",
-                    hint="the rollback copies (list_rollbacks()) and the safety checkpoint hold the previous data",
-                ) from exc
-            raise
+        self.journal.phase("cut_over")
+        return self._outcome()
+
+    def _outcome(self) -> RestoreOutcome:
         outcome = RestoreOutcome(COMPONENT)
         for item in self.items:
             outcome.restored.append(item.target_db)
@@ -1030,60 +1038,48 @@ class PostgresRestore:
                                                "mode": self.mode, "rollback": item.rollback, **item.details}
         return outcome
 
-    def _cutover_item(self, item: _Item) -> None:
+    def _switch_for(self, srv: Server, item: _Item) -> Switch:
+        """What the cut-over of ``item`` will do, with the names and settings a replay needs."""
+        if srv.settings(item.staging) is None:
+            raise CutoverError(f"{self.target.label}/{item.target_db}: the side-by-side copy {item.staging} does "
+                               "not exist", hint="run prepare() before cutover(); nothing was changed")
+        current = srv.settings(item.target_db)
+        limit = item.info.connection_limit if item.info and item.info.connection_limit is not None else -1
+        if current is None:
+            return Switch(item.target_db, item.staging, None, new_limit=limit)
+        return Switch(item.target_db, item.staging, rollback_name(item.target_db, self.checkpoint_id),
+                      allow=current[0], limit=current[1], new_limit=limit)
+
+    def _switch(self, srv: Server, item: _Item, sw: Switch) -> None:
         where = f"{self.target.label}/{item.target_db}"
         t0 = time.monotonic()
-        with self._admin("cutting over") as conn:
-            if self._settings_of(conn, item.staging) is None:
-                raise CutoverError(f"{where}: the side-by-side copy {item.staging} does not exist",
-                                   hint="run prepare() before cutover(); nothing was changed")
-            current = self._settings_of(conn, item.target_db)
-            stage, target = sql.Identifier(item.staging), sql.Identifier(item.target_db)
-            if current is None:
-                try:
-                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(stage, target))
-                except psycopg.Error as exc:
-                    raise CutoverError(f"{where}: renaming {item.staging} into place failed: "
-                                       f"{' '.join(str(exc).split())}",
-                                       hint=f"nothing was replaced; {item.staging} is dropped by abort()") from None
-                item.existed, item.rollback, item.cut_over = False, None, True
-                item.details["cutover_seconds"] = round(time.monotonic() - t0, 3)
-                return
-            allow, limit = current
-            rb_name = rollback_name(item.target_db, self.checkpoint_id)
-            rb = sql.Identifier(rb_name)
-            self._exec(conn, sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(target),
-                       db=item.target_db, action="blocking new connections")
-            blocked = time.monotonic()
+        terminated = srv.switch(sw, self.journal)
+        item.existed, item.rollback, item.switch, item.cut_over = sw.rollback is not None, sw.rollback, sw, True
+        item.details.update({"terminated_sessions": terminated, "cutover_seconds": round(time.monotonic() - t0, 3),
+                             "connection_limit": sw.new_limit})
+        if sw.rollback:
+            log.info("%s now serves checkpoint %s; the previous data is kept as %s (%d session(s) terminated, "
+                     "cut-over %.2fs)", where, self.checkpoint_id, sw.rollback, terminated, time.monotonic() - t0)
+        else:
+            log.info("%s now serves checkpoint %s (it did not exist before)", where, self.checkpoint_id)
+        if sw.rollback and sw.limit != sw.new_limit:
+            log.info("%s: CONNECTION LIMIT is the checkpoint's %d (the replaced database had %d, kept on %s)",
+                     where, sw.new_limit, sw.limit, sw.rollback)
+
+    def _switch_back(self, srv: Server, items: list[_Item]) -> list[str]:
+        """Undo the cut-over of ``items``, newest first; returns the failures."""
+        failed = []
+        for item in reversed(items):
+            assert item.switch is not None
             try:
-                terminated = self._terminate(conn, item.target_db)
-                with conn.transaction():  # both renames or neither
-                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(target, rb))
-                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(stage, target))
-                    conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {} CONNECTION LIMIT {}").format(
-                        target, sql.SQL("true" if allow else "false"), sql.SQL(str(int(limit)))))
-                    conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-                        rb, sql.SQL("true" if allow else "false")))
-            except BaseException as exc:
-                try:  # the transaction rolled back: the original still has its name; let clients in again
-                    conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-                        target, sql.SQL("true" if allow else "false")))
-                    state = f"{item.target_db} is back in place with its original data and accepts connections again"
-                except Exception as again:  # noqa: BLE001
-                    state = (f"{item.target_db} holds its original data but still refuses connections "
-                             f"({' '.join(str(again).split())}): run ALTER DATABASE ... ALLOW_CONNECTIONS true")
-                if isinstance(exc, CheckpointError):
-                    raise CutoverError(f"{exc.message}; {state}", hint=exc.hint) from None
-                if isinstance(exc, psycopg.Error):
-                    raise CutoverError(f"{where}: the cut-over failed: {' '.join(str(exc).split())}; {state}",
-                                       hint="close the sessions that hold the databases open and retry") from None
-                raise
-        item.existed, item.rollback, item.settings, item.cut_over = True, rb_name, (allow, limit), True
-        now = time.monotonic()
-        item.details.update({"terminated_sessions": terminated, "blocked_seconds": round(now - blocked, 3),
-                             "cutover_seconds": round(now - t0, 3)})
-        log.info("%s now serves checkpoint %s; the previous data is kept as %s (connections were blocked %.2fs, "
-                 "%d session(s) terminated)", where, self.checkpoint_id, rb_name, now - blocked, terminated)
+                srv.switch_back(item.switch, self.journal)
+            except Exception as exc:  # noqa: BLE001 - reported by the caller
+                log.exception("rolling back %s failed", item.target_db)
+                failed.append(f"{item.target_db}: {exc}")
+                continue
+            item.cut_over, item.rollback = False, None
+            log.info("%s/%s: rolled back; the previous data serves again", self.target.label, item.target_db)
+        return failed
 
     def _restore_in_place(self, item: _Item) -> None:
         where = f"{self.target.label}/{item.target_db}"
@@ -1091,7 +1087,7 @@ class PostgresRestore:
         info = self._inspect(item)
         warnings: list[str] = []
         with self._admin("preparing the in-place restore") as conn:
-            if self._settings_of(conn, item.target_db) is None:
+            if self._server(conn).settings(item.target_db) is None:
                 warnings += self._create_database(conn, item.target_db, info)
                 item.existed = False
             else:
@@ -1117,62 +1113,42 @@ class PostgresRestore:
         if self.mode == "in_place" and any(i.cut_over for i in self.items):
             raise CutoverError(f"{self.target.label}: an in-place restore cannot be undone here",
                                hint="restore the safety checkpoint (tag 'safety') taken before this restore")
-        failed = []
-        for item in reversed(self.items):
-            if item.cut_over:
-                try:
-                    self._rollback_item(item)
-                except Exception as exc:  # noqa: BLE001
-                    failed.append(str(exc))
+        items = [i for i in self.items if i.cut_over]
+        if not items:
+            return
+        self.journal.phase("rolling_back")
+        with self._admin("rolling back") as conn:
+            failed = self._switch_back(self._server(conn), items)
         if failed:
             raise CutoverError(f"{self.target.label}: rollback failed: {'; '.join(failed)}",
-                               hint="the rollback copies (list_rollbacks()) and the safety checkpoint hold the "
-                               "previous data")
-
-    def _rollback_item(self, item: _Item) -> None:
-        where = f"{self.target.label}/{item.target_db}"
-        aside = item.staging
-        with self._admin("rolling back") as conn:
-            self._drop_db(conn, aside)
-            target = sql.Identifier(item.target_db)
-            allow, limit = item.settings
-            if item.rollback and self._settings_of(conn, item.rollback) is None:
-                raise CutoverError(f"{where}: the rollback copy {item.rollback} no longer exists",
-                                   hint="restore the safety checkpoint instead")
-            self._exec(conn, sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(target),
-                       db=item.target_db, action="blocking new connections")
-            try:
-                self._terminate(conn, item.target_db)
-                with conn.transaction():
-                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(target, sql.Identifier(aside)))
-                    if item.rollback:
-                        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            sql.Identifier(item.rollback), target))
-                        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {} CONNECTION LIMIT {}")
-                                     .format(target, sql.SQL("true" if allow else "false"), sql.SQL(str(int(limit)))))
-            except BaseException as exc:
-                with contextlib.suppress(Exception):
-                    conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(target))
-                raise CutoverError(f"{where}: rolling back failed: {exc}; {item.target_db} still serves the "
-                                   f"restored data" + (f" and {item.rollback} holds the previous data"
-                                                       if item.rollback else ""),
-                                   hint="close the sessions on the database and call rollback() again") from None
-            item.cut_over, item.rollback = False, None
-            try:
-                self._drop_db(conn, aside)
-            except CheckpointError as exc:
-                log.warning("%s: could not drop the rolled-back copy %s: %s", where, aside, exc)
-        log.info("%s: rolled back; the previous data serves again", where)
+                               hint="run `airflow-checkpoint recover-interrupted`; the rollback copies "
+                               "(`airflow-checkpoint rollbacks list`) and the safety checkpoint hold the previous data")
+        self.journal.phase("rolled_back")
 
     def abort(self) -> None:
-        """Drop the ``__restoring`` copies of this restore (idempotent; never touches what serves)."""
+        """Drop the ``__restoring`` copies of this restore (idempotent; never touches what serves).
+
+        Tries every copy; raises naming those that could not be dropped."""
         pending = [i for i in self.items if not i.cut_over]
         if not pending:
             return
-        with self._admin("dropping side-by-side copies") as conn:
-            for item in pending:
-                self._drop_db(conn, item.staging)
-                item.prepared = False
+        left: list[str] = []
+        try:
+            with self._admin("dropping side-by-side copies") as conn:
+                srv = self._server(conn)
+                for item in pending:
+                    try:
+                        srv.drop_copy(item.staging)
+                        item.prepared = False
+                    except CheckpointError as exc:
+                        left.append(f"{item.staging} ({exc.message})")
+        except CheckpointError as exc:
+            left = [f"{i.staging} ({exc.message})" for i in pending]
+        if left:
+            raise CutoverError(f"{self.target.label}: could not drop the side-by-side copies {', '.join(left)}",
+                               hint="they hold no live data; `airflow-checkpoint cleanup` or the next restore "
+                               "removes them")
+        self.journal.phase("aborted")
 
     # ---- health -----------------------------------------------------------------------------------
 
@@ -1181,6 +1157,11 @@ class PostgresRestore:
                                       "row_counts": i.artifact.fingerprints.get("row_counts", "exact")}
                         for i in self.items}
         return _health(self.target, expectations, tolerance=tolerance)
+
+
+def _unquote(ident: str) -> str:
+    """A role name as pg_dump printed it (quoted if needed) -> the name."""
+    return ident[1:-1].replace('""', '"') if ident.startswith('"') and ident.endswith('"') else ident
 
 
 def _tempdir() -> str:
