@@ -103,13 +103,16 @@ the ``postgres`` artifacts of one checkpoint (``databases=`` picks some by ``met
    passfile; the pg_restore sessions run with ``synchronous_commit=off`` (safe: the cut-over's
    synchronous commit flushes the WAL of everything before it).
 3. ``cutover()``: ``ALTER DATABASE <db> ALLOW_CONNECTIONS false``, ``pg_terminate_backend`` of
-   its sessions (waiting until they are gone), then in **one transaction** ``<db>`` is renamed to
-   ``<db>__rollback_<short checkpoint id>_<UTC yyyymmddhhmmss>`` and ``<db>__restoring`` to
-   ``<db>``, and the replaced database's ALLOW_CONNECTIONS / CONNECTION LIMIT are set on the new
-   one. The transaction makes the swap all or nothing: if it fails, the original keeps its name,
-   is let in again, and :class:`CutoverError` says so. Names longer than 63 bytes are shortened
-   with 8 hex digits of a sha256. A database that did not exist is simply renamed into place.
-   With several databases, a failure rolls back those already cut over.
+   its client sessions (waiting until they are gone), then in **one transaction** ``<db>`` is
+   renamed to ``<db>__rollback_<short checkpoint id>_<UTC yyyymmddhhmmss>`` and ``<db>__restoring``
+   to ``<db>``; the restored database gets the checkpoint's CONNECTION LIMIT and the rollback copy
+   keeps the replaced one's. The transaction makes the swap all or nothing: if it fails, the
+   original keeps its name, is let in again, and :class:`CutoverError` says so. Every step is
+   journaled first (``_cutover``; :func:`recover` replays an interrupted cut-over), and while
+   connections are blocked a watcher process lets clients in again if the restoring process dies
+   (``_guard``). Names longer than 63 bytes are shortened with 8 hex digits of a sha256. A
+   database that did not exist is simply renamed into place. With several databases, a failure
+   rolls back those already cut over.
 4. ``rollback()`` renames the restored database aside (and drops it) and the rollback copy back.
    Rollback copies are kept until :func:`drop_rollback`; :func:`list_rollbacks` shows them.
 

@@ -4,7 +4,8 @@ One database is switched in four steps, each journaled (intent and undo) before 
 
 1. ``block_connections``: ``ALTER DATABASE <db> WITH ALLOW_CONNECTIONS false``. This commits on
    its own (it must, to keep new sessions out while the old ones are ended), which is why it is
-   journaled: a process killed after it would otherwise leave the database refusing every client;
+   journaled, and why a watcher process (:mod:`._guard`) lets clients in again at once if the
+   restoring process is killed before the block is lifted;
 2. the sessions on ``<db>`` are terminated (client backends; autovacuum workers are exempt from
    ``ALLOW_CONNECTIONS`` and are waited out by the rename itself);
 3. ``rename``, in one transaction: ``<db>`` -> ``<db>__rollback_<ckpt>_<ts>``, ``<db>__restoring``
@@ -28,7 +29,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -36,6 +37,7 @@ from psycopg import sql
 
 from airflow_checkpoint_provider.core import crashpoints
 from airflow_checkpoint_provider.core.engines.postgres import _conn as C
+from airflow_checkpoint_provider.core.engines.postgres._guard import ConnectionGuard
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
 from airflow_checkpoint_provider.core.errors import CheckpointError, EngineError, NotFoundError
 from airflow_checkpoint_provider.core.journal import ComponentEntry, ComponentJournal, NullJournal
@@ -153,7 +155,14 @@ class Server:
 
     @contextmanager
     def _blocked(self, name: str, allow: bool, limit: int, journal: ComponentJournal) -> Iterator[None]:
-        """Keep new sessions out of ``name`` for the block; if the block fails, let them in again."""
+        """Keep new sessions out of ``name`` for the block; if the block fails, let them in again,
+        and if this process dies meanwhile, the :class:`ConnectionGuard` does."""
+        with ConnectionGuard(self.target, name, limit=limit, maintenance_db=self.conn.info.dbname):
+            with self._blocking(name, allow, limit, journal):
+                yield
+
+    @contextmanager
+    def _blocking(self, name: str, allow: bool, limit: int, journal: ComponentJournal) -> Iterator[None]:
         with journal.step("block_connections", intent={"database": name, "allow_connections": False},
                           undo={"database": name, "allow_connections": allow, "connection_limit": limit}):
             self.set_connections(name, False)
@@ -240,14 +249,19 @@ def recover(target: PostgresTarget, entry: ComponentEntry, *, timeout: float = 3
     """Finish or undo the interrupted PostgreSQL restore of ``entry`` (see the module docstring).
 
     Idempotent. Returns what it did, one line per action."""
-    switches = [Switch.from_dict(d) for d in entry.data.get("switches", [])]
-    staging = list(dict.fromkeys([*entry.copies.get("staging", []), *(s.staging for s in switches)]))
-    forward = entry.roll_forward and bool(switches)
+    planned = entry.data.get("switches")
+    items = entry.data.get("items", [])
+    staging = list(dict.fromkeys([*entry.copies.get("staging", []), *(i["staging"] for i in items)]))
+    forward = entry.roll_forward and bool(planned or items)
     renamed = {tuple(p) for s in entry.steps if s.name == "rename" for p in s.intent.get("renames", [])}
     done: list[str] = []
-    avoid = {s.target for s in switches} | set(staging) | {s.rollback for s in switches if s.rollback}
+    avoid = {i["target"] for i in items} | set(staging) | {d.get("rollback") for d in planned or [] if d.get("rollback")}
     nothing = NullJournal(COMPONENT)
     with server(target, avoid, timeout=timeout, action="replaying an interrupted restore") as srv:
+        if planned is not None:
+            switches = [Switch.from_dict(d) for d in planned]
+        else:  # killed after the copies verified, before the cut-over began: plan it now
+            switches = [_switch_now(srv, i, entry.data.get("checkpoint_id", "")) for i in items] if forward else []
         for sw in switches:
             here, copy = srv.settings(sw.target), srv.settings(sw.staging)
             kept = srv.settings(sw.rollback) if sw.rollback else None
@@ -280,5 +294,11 @@ def recover(target: PostgresTarget, entry: ComponentEntry, *, timeout: float = 3
     return done
 
 
-def switch_to_dict(sw: Switch) -> dict[str, Any]:
-    return asdict(sw)
+def _switch_now(srv: Server, item: dict[str, Any], checkpoint_id: str) -> Switch:
+    from airflow_checkpoint_provider.core.engines.postgres._restore import rollback_name
+
+    current = srv.settings(item["target"])
+    if current is None:
+        return Switch(item["target"], item["staging"], None, new_limit=int(item.get("new_limit", -1)))
+    return Switch(item["target"], item["staging"], rollback_name(item["target"], checkpoint_id), allow=current[0],
+                  limit=current[1], new_limit=int(item.get("new_limit", -1)))

@@ -830,6 +830,10 @@ class PostgresRestore:
             with contextlib.suppress(Exception):
                 self.abort()
             raise
+        self.journal.note(checkpoint_id=self.checkpoint_id, items=[
+            {"target": i.target_db, "staging": i.staging,
+             "new_limit": i.info.connection_limit if i.info and i.info.connection_limit is not None else -1}
+            for i in self.items])
         self.journal.phase("verified")
 
     def _create_database(self, conn: psycopg.Connection, name: str, info: DumpInfo) -> list[str]:
