@@ -92,6 +92,26 @@ CONFIG: dict[str, Any] = {
                 "",
                 "/mnt/snapshots/checkpoints",
             ),
+            "capture_lease_wait": _option(
+                "Seconds a capture waits for a running restore of the same server to finish before it fails "
+                "(a checkpoint of a half-restored server must never become last-known-good).",
+                "integer",
+                "600",
+            ),
+            "lease_ttl": _option(
+                "Seconds after its last heartbeat that a restore's lease on its servers counts as dead (a "
+                "killed restore on another machine). On the same machine a dead process is seen at once.",
+                "integer",
+                "120",
+            ),
+            "rollback_keep": _option(
+                "Rollback copies kept after each successful restore, per restored database, Redis db or "
+                "index: 'last=N' keeps the newest N, 'max_age=SECONDS' drops older ones; both may be given, "
+                "comma-separated. 'all' keeps every copy.",
+                "string",
+                "last=1,max_age=86400",
+                "last=2",
+            ),
         },
     }
 }

@@ -84,3 +84,15 @@ def task_retries() -> int:
 
 def retry_delay() -> float:
     return float(_get("retry_delay"))
+
+
+def capture_lease_wait() -> float:
+    return float(_get("capture_lease_wait"))
+
+
+def lease_ttl() -> float:
+    return float(_get("lease_ttl"))
+
+
+def rollback_keep() -> str:
+    return _get("rollback_keep")

@@ -278,3 +278,26 @@ def prune_history(fs: StoreFS, keep_seconds: float = HISTORY_KEEP_SECONDS) -> li
             fs.remove(rel)
             removed.append(rel)
     return removed
+
+
+def wait_for_restores(fs: StoreFS, keys: Iterable[str], *, timeout: float,
+                      is_alive: Callable[[LeaseRecord], bool | None] | None = None, poll: float = 2.0) -> None:
+    """Return once no live restore holds any of ``keys``; raise LeaseHeldError after ``timeout``."""
+    keys = list(keys)
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        held = live_holders(fs, keys, is_alive=is_alive)
+        if not held:
+            return
+        rec = held[0]
+        if time.monotonic() >= deadline:
+            raise LeaseHeldError(
+                f"{rec.key} is being restored by {rec.holder} ({_who(rec)}, since {rec.acquired_at}); not capturing "
+                "it now, since a checkpoint of a half-restored server must not become last-known-good",
+                hint="the task is retried; or wait for the restore to finish ([checkpoint] capture_lease_wait "
+                f"is {timeout:.0f}s)")
+        if not said:
+            log.info("Waiting for restore %s of %s (%s) to finish before capturing", rec.holder, rec.key, _who(rec))
+            said = True
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())) or 0.01)

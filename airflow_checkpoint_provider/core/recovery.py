@@ -14,6 +14,11 @@ The recipe, in order (each step only runs if the previous one succeeded):
    components already cut over are rolled back, newest first;
 6. check health against the manifest's fingerprints.
 
+Steps 3 to 6 run under a lease on every target server (:mod:`.lease`: no capture of them can
+become last-known-good meanwhile, and no second restore can start), and every component
+journals its destructive steps (:mod:`.journal`), so that a restore killed at any instant is
+finished or undone by the next one (:mod:`.replay`).
+
 Each component is a :class:`ComponentRestore`, implemented per engine.
 """
 
@@ -25,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from airflow_checkpoint_provider.core.errors import CheckpointError, VerificationFailedError
+from airflow_checkpoint_provider.core.journal import ComponentJournal, Journal, new_restore_id
+from airflow_checkpoint_provider.core.lease import DEFAULT_TTL, Lease, LeaseRecord, target_key
 from airflow_checkpoint_provider.core.manifest import Artifact, Manifest, format_ts, utcnow
 from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, RestoreOutcome, RestorePlan
 from airflow_checkpoint_provider.core.staging import Staging, staging_key
@@ -48,6 +55,8 @@ class ComponentRestore(Protocol):
     """What the orchestration needs from one engine's restore of one checkpoint."""
 
     component: str
+    target: Any  #: the engine target; ``target.public()`` names the server (the lease key, the journal)
+    journal: ComponentJournal  #: set by the orchestration before ``prepare``; the engine journals its steps
 
     def plan(self) -> tuple[list[PlanItem], list[str]]:
         """What would change and the conflicts; second item: problems that forbid the restore."""
@@ -80,6 +89,11 @@ class RestoreRequest:
     dry_run: bool = False
     tolerance: float = 0.0
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: Airflow connection id per component, recorded in the journal so that a replay can reconnect
+    conn_ids: dict[str, str] = field(default_factory=dict)
+    #: Airflow's view of a lease owner (see :meth:`LeaseRecord.live`); None: heartbeat and pid only
+    is_alive: Callable[[LeaseRecord], bool | None] | None = None
+    lease_ttl: float = DEFAULT_TTL
 
     def validate(self) -> None:
         unknown = set(self.components) - set(COMPONENTS)
@@ -100,6 +114,7 @@ class RestoreReport:
     health: list[HealthCheck] = field(default_factory=list)
     started_at: str = ""
     finished_at: str = ""
+    restore_id: str = ""
 
     @property
     def healthy(self) -> bool:
@@ -115,6 +130,7 @@ class RestoreReport:
             "health": {"ok": self.healthy, "checks": [h.to_dict() for h in self.health]},
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "restore_id": self.restore_id,
         }
 
 
@@ -151,21 +167,50 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
         return report
     if not plan.ok:
         raise RestoreRefusedError(str(plan), hint="nothing was changed; resolve the problems or pick another checkpoint")
+    restore_id = new_restore_id()
+    keys = [target_key(p.component, p.target.public()) for p in parts]
+    lease = Lease(store.fs, store.lock, restore_id, keys, owner=request.provenance, ttl=request.lease_ttl)
+    lease.acquire(is_alive=request.is_alive)
+    try:
+        journal = Journal.begin(store.fs, checkpoint_id=cid, owner={**lease.owner, "keys": keys},
+                                restore_id=restore_id)
+        for part in parts:
+            public = {**part.target.public(), "conn_id": request.conn_ids.get(part.component)}
+            part.journal = journal.component(part.component, public)  # type: ignore[attr-defined]
+        _run(store, parts, cid, request, report, journal)
+        journal.close()
+    finally:
+        lease.release()
+    report.restore_id = restore_id
+    report.finished_at = format_ts(utcnow())
+    return report
+
+
+def _run(store: Store, parts: list[ComponentRestore], cid: str, request: RestoreRequest, report: RestoreReport,
+         journal: Journal) -> None:
+    """Steps 3 to 6, under the lease. On failure, the journal is closed only if every component
+    undid itself; otherwise it stays for the replay (`airflow-checkpoint recover-interrupted`)."""
     # 3. safety checkpoint of what will be replaced
     if request.safety_checkpoint:
         report.safety_checkpoint_id = _safety_checkpoint(store, parts, cid, request)
     # 4. load side by side and verify everything before replacing anything
     prepared: list[ComponentRestore] = []
+    part = parts[0]
     try:
         for part in parts:
             log.info("Loading %s side by side", part.component)
             part.prepare()
             prepared.append(part)
     except Exception as exc:
-        _each(reversed(prepared + [part]), "abort")
+        left = _each(reversed(prepared + [part]), "abort")
+        state = ("the side-by-side copies were removed" if not left else
+                 f"the side-by-side copies of {', '.join(left)} could not be removed (see the log): "
+                 "`airflow-checkpoint recover-interrupted` or the next restore removes them")
+        if not left:
+            journal.close()
         raise RestoreFailedError(
             f"restore of {cid} failed while loading {part.component}: {exc}",
-            hint="nothing was replaced: the current data is untouched and the side-by-side copies were removed",
+            hint=f"nothing was replaced: the current data is untouched; {state}",
         ) from exc
     # 5. cut over, rolling back what was already cut over if one fails
     done: list[ComponentRestore] = []
@@ -176,20 +221,25 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
             done.append(part)
     except Exception as exc:
         rollback_errors = _each(reversed(done), "rollback")
-        _each([p for p in parts if p not in done], "abort")
-        state = ("the components cut over before it were rolled back" if not rollback_errors else
-                 f"rolling back failed for {rollback_errors}; restore the safety checkpoint "
-                 f"{report.safety_checkpoint_id}")
+        abort_errors = _each([p for p in parts if p not in done], "abort")
+        state = ("the components cut over before it were rolled back" if done and not rollback_errors else
+                 "no other component had been cut over" if not rollback_errors else
+                 f"rolling back failed for {', '.join(rollback_errors)}: run `airflow-checkpoint "
+                 f"recover-interrupted`, or restore the safety checkpoint {report.safety_checkpoint_id}")
+        if abort_errors:
+            state += (f"; the side-by-side copies of {', '.join(abort_errors)} could not be removed: "
+                      "`airflow-checkpoint recover-interrupted` removes them")
+        if not rollback_errors and not abort_errors:
+            journal.close()
         raise RestoreFailedError(
             f"restore of {cid} failed while cutting over {part.component}: {exc}; {part.component} was put back; "
             f"{state}",
-            hint="the current data is serving again; fix the cause and retry",
+            hint="the current data is serving again; fix the cause and retry" if not rollback_errors else
+            "see the message: some of the current data may need the replay",
         ) from exc
     # 6. health
     for part in parts:
         report.health += part.health(request.tolerance)
-    report.finished_at = format_ts(utcnow())
-    return report
 
 
 def _each(parts: Any, method: str) -> list[str]:

@@ -69,7 +69,9 @@ def permanent(exc: BaseException) -> bool:
 
     if type(exc).__name__ == "AirflowNotFoundException":  # the connection id is not defined
         return True
-    if isinstance(exc, (ConnectionFailedError, LockTimeoutError, StoreFullError)):
+    from airflow_checkpoint_provider.core.lease import LeaseHeldError
+
+    if isinstance(exc, (ConnectionFailedError, LockTimeoutError, StoreFullError, LeaseHeldError)):
         return False
     return isinstance(exc, (AuthenticationError, NotFoundError, CheckpointError))
 
@@ -116,23 +118,39 @@ class CaptureOperator(BaseOperator):
         self.staging_key = staging_key
         self.enabled = enabled
 
-    def capture(self, staging: Staging) -> list[Artifact]:
+    def target(self) -> Any:
+        """The engine target, from the operator's connection (through its hook)."""
+        raise NotImplementedError
+
+    def capture(self, staging: Staging, target: Any) -> list[Artifact]:
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def before_capture(self, context: Context, store: Store, target: Any) -> str:
+        """Heal interrupted restores, then wait until no restore holds this server. Returns its lease key."""
+        from airflow_checkpoint_provider.core.lease import target_key, wait_for_restores
+        from airflow_checkpoint_provider.operators.heal import heal, liveness
+
+        key = target_key(self.component, target.public())
+        heal(store, context, [key])
+        wait_for_restores(store.fs, [key], timeout=settings.capture_lease_wait(), is_alive=liveness(context))
+        return key
 
     def execute(self, context: Context) -> dict[str, Any]:
         if str(self.enabled).lower() in ("false", "0", "no", "off", "none", ""):
             raise AirflowSkipException(f"{self.component} capture disabled for this run")
         try:
             store = open_store(self.storage_root)
+            target = self.target()
+            key = self.before_capture(context, store, target)
             staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
-            artifacts = self.capture(staging)
+            artifacts = self.capture(staging, target)
         except Exception as exc:
             raise fail_fast(exc) from exc
         for art in artifacts:
             self.log.info("Captured %s: %s bytes stored (%s raw), sha256 %s", art.name, art.size, art.raw_size,
                           art.sha256)
         return {"component": self.component, "staging": staging.key, "config": self.config(),
-                "artifacts": artifacts_to_xcom(artifacts)}
+                "target_key": key, "artifacts": artifacts_to_xcom(artifacts)}

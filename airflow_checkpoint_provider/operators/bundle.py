@@ -102,12 +102,17 @@ class BundleOperator(BaseOperator):
         if not result.ok:
             raise VerificationFailedError(result)
         self.log.info("Verified %s: %d artifacts", cid, len(result.verified))
-        # 4. LKG
-        lkg = False
+        # 4. LKG, unless a restore of a captured server overlapped the capture window
+        lkg, refused = False, None
         if _truthy(self.mark_lkg):
-            store.mark_lkg(cid, result=result, reason=f"verified by {context['dag'].dag_id} run {context['run_id']}")
-            lkg = True
-            self.log.info("Last-known-good is now %s", cid)
+            refused = _restored_meanwhile(store, captures, consistency)
+            if refused:
+                self.log.warning("Not marking %s last-known-good: %s", cid, refused)
+            else:
+                store.mark_lkg(cid, result=result,
+                               reason=f"verified by {context['dag'].dag_id} run {context['run_id']}")
+                lkg = True
+                self.log.info("Last-known-good is now %s", cid)
         # 5. asset events
         extra = {"checkpoint_id": cid, "tags": tags, "lkg": lkg}
         outlet_events = context.get("outlet_events")
@@ -115,9 +120,25 @@ class BundleOperator(BaseOperator):
             for outlet in self.outlets:
                 if isinstance(outlet, Asset):
                     outlet_events[outlet].extra = extra
-        return {"checkpoint_id": cid, "tags": tags, "pinned": manifest.pinned, "lkg": lkg,
+        return {"checkpoint_id": cid, "tags": tags, "pinned": manifest.pinned, "lkg": lkg, "lkg_refused": refused,
                 "size": store.get(cid).size, "artifacts": [a.name for a in manifest.artifacts],
                 "consistency": consistency}
+
+
+def _restored_meanwhile(store: Any, captures: list[dict[str, Any]], consistency: dict[str, Any]) -> str | None:
+    """Why this checkpoint must not become LKG: a restore held a captured server during the capture."""
+    from airflow_checkpoint_provider.core.lease import held_during
+
+    keys = [c["target_key"] for c in captures if c.get("target_key")]
+    start, end = consistency.get("window_start"), consistency.get("window_end")
+    if not keys or not start or not end:
+        return None
+    held = held_during(store.fs, keys, start, end)
+    if not held:
+        return None
+    rec = held[0]
+    return (f"restore {rec.holder} held {rec.key} from {rec.acquired_at} to {rec.released_at or 'now'}, during the "
+            f"capture window {start} .. {end}; the checkpoint is kept but may hold a half-restored state")
 
 
 class DiscardStagingOperator(BaseOperator):

@@ -70,10 +70,12 @@ class PgDumpOperator(CaptureOperator):
                 "exclude_schemas": split_list(self.exclude_schemas), "tables": split_list(self.tables),
                 "exclude_tables": split_list(self.exclude_tables), "exact_counts": bool(self.exact_counts)}
 
-    def capture(self, staging: Staging) -> list[Artifact]:
+    def target(self) -> Any:
+        return PgCheckpointHook(postgres_conn_id=self.postgres_conn_id).target()
+
+    def capture(self, staging: Staging, target: Any) -> list[Artifact]:
         from airflow_checkpoint_provider.core.engines import postgres
 
-        target = PgCheckpointHook(postgres_conn_id=self.postgres_conn_id).target()
         self.log.info("pg_dump %s from %s (%s format)", self._databases() or "all databases", target.label,
                       self.dump_format)
         return postgres.capture(

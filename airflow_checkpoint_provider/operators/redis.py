@@ -43,13 +43,15 @@ class RedisSnapshotOperator(CaptureOperator):
     def config(self) -> dict[str, Any]:
         return {"conn_id": self.redis_conn_id, "mode": self.mode, "pause_writes": str(self.pause_writes)}
 
-    def capture(self, staging: Staging) -> list[Artifact]:
+    def target(self) -> Any:
+        return RedisCheckpointHook(redis_conn_id=self.redis_conn_id).target()
+
+    def capture(self, staging: Staging, target: Any) -> list[Artifact]:
         from airflow_checkpoint_provider.core.engines import redis
         from airflow_checkpoint_provider.core.errors import CheckpointError
 
         if self.mode not in MODES:
             raise CheckpointError(f"unknown Redis capture mode {self.mode!r}", hint=f"use one of {', '.join(MODES)}")
-        target = RedisCheckpointHook(redis_conn_id=self.redis_conn_id).target()
         self.log.info("Redis snapshot of %s (mode %s)", target.label, self.mode)
         return redis.capture(target, staging, mode=self.mode, pause_writes=self.pause_writes,
                              compression_level=settings.compression_level())

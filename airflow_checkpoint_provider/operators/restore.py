@@ -10,7 +10,9 @@ from airflow.sdk import BaseOperator
 from airflow_checkpoint_provider.core import recovery
 from airflow_checkpoint_provider.core.manifest import Manifest
 from airflow_checkpoint_provider.core.store import Store
+from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.operators.base import open_store, provenance
+from airflow_checkpoint_provider.operators.heal import heal, liveness
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -152,7 +154,12 @@ class RestoreOperator(BaseOperator):
             checkpoint_id=str(self.checkpoint_id), components=components, mode=self.mode,
             safety_checkpoint=truthy(self.safety_checkpoint), dry_run=truthy(self.dry_run), tolerance=self.tolerance,
             provenance=provenance(context, self.task_id),
+            conn_ids={"postgres": self.postgres_conn_id, "redis": self.redis_conn_id,
+                      "search": self.elasticsearch_conn_id},
+            is_alive=liveness(context), lease_ttl=settings.lease_ttl(),
         )
+        if not request.dry_run:
+            heal(store, context)  # finish or undo what an interrupted restore (this task's last try?) left
         audit = {"action": "restore-dry-run" if request.dry_run else "restore",
                  "requested_checkpoint": request.checkpoint_id, "components": list(components),
                  "mode": request.mode, "dag_id": context["dag"].dag_id, "run_id": context["run_id"],

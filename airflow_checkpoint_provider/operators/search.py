@@ -87,10 +87,12 @@ class EsSnapshotOperator(CaptureOperator):
         return {"conn_id": self.elasticsearch_conn_id, "repository": self.repository,
                 "indices": _indices(self.indices), "include_global_state": bool(self.include_global_state)}
 
-    def capture(self, staging: Staging) -> list[Artifact]:
+    def target(self) -> Any:
+        return SearchCheckpointHook(elasticsearch_conn_id=self.elasticsearch_conn_id).target()
+
+    def capture(self, staging: Staging, target: Any) -> list[Artifact]:
         from airflow_checkpoint_provider.core.engines import search
 
-        target = SearchCheckpointHook(elasticsearch_conn_id=self.elasticsearch_conn_id).target()
         self.log.info("Snapshot of %s into repository %s", target.label, self.repository)
         return search.capture(target, staging, repository=self.repository,
                               repository_settings=_settings(self.repository_settings),
@@ -115,8 +117,9 @@ class EsSnapshotOperator(CaptureOperator):
         if str(self.enabled).lower() in ("false", "0", "no", "off", "none", ""):
             raise AirflowSkipException("search capture disabled for this run")
         store = open_store(self.storage_root)
+        target = self.target()
+        key = self.before_capture(context, store, target)
         staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
-        target = SearchCheckpointHook(elasticsearch_conn_id=self.elasticsearch_conn_id).target()
         with search.SearchClient(target) as client:
             started = search.capture_begin(client, repository=self.repository,
                                            repository_settings=_settings(self.repository_settings),
@@ -127,7 +130,8 @@ class EsSnapshotOperator(CaptureOperator):
             trigger=SearchSnapshotTrigger(
                 elasticsearch_conn_id=self.elasticsearch_conn_id, repository=self.repository,
                 snapshot=started.snapshot, poll_interval=self.poll_interval, timeout=self.timeout,
-                payload={"started": started.to_dict(), "staging": staging.key, "config": self.config()},
+                payload={"started": started.to_dict(), "staging": staging.key, "config": self.config(),
+                         "target_key": key},
             ),
             method_name="execute_complete",
         )
@@ -148,6 +152,6 @@ class EsSnapshotOperator(CaptureOperator):
                                         started=payload["started"], state=event["state"])
         self.log.info("Captured %s: snapshot %s", art.name, event["snapshot"])
         return {"component": self.component, "staging": staging.key, "config": payload["config"],
-                "artifacts": artifacts_to_xcom([art])}
+                "target_key": payload.get("target_key"), "artifacts": artifacts_to_xcom([art])}
 
 

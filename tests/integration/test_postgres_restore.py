@@ -735,3 +735,22 @@ def test_directory_dump_extraction_accepts_a_dump(tmp_path):
     assert oct((dest / "toc.dat").stat().st_mode & 0o777) == "0o600"
     with pytest.raises(FormatError, match="toc.dat"):
         R.untar_dump_directory(_tar(), str(tmp_path), source="x")
+
+
+def test_capture_of_all_databases_leaves_out_the_restores_own_copies(pg, target, store, seeded, names):
+    db = seeded()
+    manifest = checkpoint(store, target, [db])
+    report = restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
+                     builder(target))
+    rollback = report.outcomes[0].rollback[0]
+    leftover = f"{db}__restoring"
+    with admin(pg) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(leftover)))
+    staging = store.staging(f"all-{uuid.uuid4().hex[:6]}")
+    captured = {a.meta["database"] for a in P.capture(target, staging, databases="all")}
+    assert db in captured and rollback not in captured and leftover not in captured
+    staging.discard()
+    staging = store.staging(f"all-{uuid.uuid4().hex[:6]}")
+    captured = {a.meta["database"] for a in P.capture(target, staging, databases="all", include_own_copies=True)}
+    assert {db, rollback, leftover} <= captured
+    staging.discard()

@@ -19,9 +19,18 @@ from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, Rest
 from tests.unit.core.helpers import archive_path, flip_byte, make_checkpoint, member_data_offsets
 
 
+class Target:
+    def __init__(self, component):
+        self.component = component
+
+    def public(self):
+        return {"host": f"{self.component}.internal", "port": 1}
+
+
 class Part:
     def __init__(self, component, calls, *, fail=None, problems=()):
         self.component, self.calls, self.fail, self.problems = component, calls, fail, list(problems)
+        self.target = Target(component)
 
     def _do(self, step):
         self.calls.append(f"{self.component}.{step}")
@@ -144,3 +153,52 @@ def test_no_safety_checkpoint_when_nothing_would_be_replaced(store):
                      lambda s, man, r: [NewTarget("postgres", calls)])
     assert report.safety_checkpoint_id is None and len(store.list()) == 1
     assert "postgres.cutover" in calls
+
+
+def test_a_finished_restore_leaves_no_journal_and_no_lease(store):
+    from airflow_checkpoint_provider.core.journal import open_journals
+    from airflow_checkpoint_provider.core.lease import read_leases
+
+    m = make_checkpoint(store)
+    report = run(store, m.checkpoint_id, [])
+    assert report.restore_id and open_journals(store.fs) == [] and read_leases(store.fs) == []
+    assert len(store.fs.listdir("leases/history")) == 3  # one per server, with the time it was held
+
+
+def test_a_restore_of_a_server_another_restore_holds_is_refused(store):
+    from airflow_checkpoint_provider.core.lease import Lease, LeaseHeldError
+
+    m = make_checkpoint(store)
+    calls = []
+    with Lease(store.fs, store.lock, "other", ["redis:redis.internal:1"]).acquire():
+        with pytest.raises(LeaseHeldError, match="being restored by other"):
+            run(store, m.checkpoint_id, calls)
+    assert "postgres.prepare" not in calls  # nothing was touched
+
+
+def test_a_failed_rollback_keeps_the_journal_for_the_replay(store):
+    from airflow_checkpoint_provider.core.journal import Journal, open_journals
+    from airflow_checkpoint_provider.core.lease import read_leases
+
+    m = make_checkpoint(store)
+    parts = [Part(c, [], fail={"postgres": "rollback", "search": "cutover"}.get(c)) for c in
+             ("postgres", "redis", "search")]
+    with pytest.raises(RestoreFailedError, match="rolling back failed for postgres") as err:
+        restore(store, RestoreRequest(checkpoint_id=m.checkpoint_id), lambda s, mm, r: parts)
+    assert "recover-interrupted" in str(err.value)
+    (rid,) = open_journals(store.fs)
+    assert set(Journal.load(store.fs, rid).components) == {"postgres", "redis", "search"}
+    assert read_leases(store.fs) == []  # released: the journal without a live lease is what a replay picks up
+
+
+def test_a_failed_load_reports_copies_that_could_not_be_removed(store):
+    from airflow_checkpoint_provider.core.journal import open_journals
+
+    m = make_checkpoint(store)
+    parts = [Part(c, [], fail={"redis": "prepare", "postgres": "abort"}.get(c)) for c in
+             ("postgres", "redis", "search")]
+    with pytest.raises(RestoreFailedError) as err:
+        restore(store, RestoreRequest(checkpoint_id=m.checkpoint_id), lambda s, mm, r: parts)
+    assert "side-by-side copies of postgres could not be removed" in str(err.value)
+    assert "were removed" not in str(err.value)
+    assert len(open_journals(store.fs)) == 1

@@ -22,6 +22,7 @@ import psycopg
 
 from airflow_checkpoint_provider.core.engines.postgres import _conn as C
 from airflow_checkpoint_provider.core.engines.postgres import _fingerprint as F
+from airflow_checkpoint_provider.core.engines.postgres._names import is_own_copy
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
 from airflow_checkpoint_provider.core.errors import AuthenticationError, CheckpointError, NotFoundError, ToolError
 from airflow_checkpoint_provider.core.manifest import Artifact, format_ts, utcnow
@@ -57,12 +58,14 @@ def artifact_name(dbname: str, dump_format: str) -> str:
 
 
 def resolve_databases(
-    target: PostgresTarget, rows: list[tuple[str, bool, bool, bool]], databases: str | list[str] | None
+    target: PostgresTarget, rows: list[tuple[str, bool, bool, bool]], databases: str | list[str] | None,
+    *, include_own_copies: bool = False,
 ) -> list[str]:
-    """Names to capture: see :func:`capture` for the rule."""
+    """Names to capture: see :func:`capture` for the rule. ``all`` leaves out this provider's own
+    side-by-side, rollback and drill copies unless ``include_own_copies``."""
     available = C.connectable(rows)
     if databases is None or databases == "all":
-        chosen = [d for d in available if d != "postgres"]
+        chosen = [d for d in available if d != "postgres" and (include_own_copies or not is_own_copy(d))]
         if not chosen:
             raise NotFoundError(
                 f"{target.label}: databases='all' found nothing to capture (connectable: {available or 'none'}; "
@@ -358,8 +361,12 @@ def capture(
     pg_dump: str = "pg_dump",
     exact_counts: bool = True,
     compression_level: int = 3,
+    include_own_copies: bool = False,
 ) -> list[Artifact]:
-    """Dump databases into ``staging``, one artifact per database; see the package docstring."""
+    """Dump databases into ``staging``, one artifact per database; see the package docstring.
+
+    ``databases="all"`` leaves out this provider's own copies (``<db>__restoring``,
+    ``<db>__rollback_...``, ``__drill_``) unless ``include_own_copies``."""
     if dump_format not in ("custom", "directory"):
         raise ValueError(f"dump_format must be 'custom' or 'directory', not {dump_format!r}")
     if not isinstance(jobs, int) or jobs < 1:
@@ -384,7 +391,7 @@ def capture(
         except psycopg.Error as exc:
             raise C.translate(exc, target, conn.info.dbname, "listing databases") from None
     C.check_tool_version(target, tool, num)
-    names = resolve_databases(target, rows, databases)
+    names = resolve_databases(target, rows, databases, include_own_copies=include_own_copies)
     opts = _Options(dump_format, jobs, filters, exact_counts, compression_level, tool, C.version_string(num))
 
     seen: dict[str, str] = {}

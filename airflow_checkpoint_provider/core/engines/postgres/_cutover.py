@@ -38,6 +38,7 @@ from psycopg import sql
 from airflow_checkpoint_provider.core import crashpoints
 from airflow_checkpoint_provider.core.engines.postgres import _conn as C
 from airflow_checkpoint_provider.core.engines.postgres._guard import ConnectionGuard
+from airflow_checkpoint_provider.core.engines.postgres._names import RESTORING_SUFFIX, rollback_name
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
 from airflow_checkpoint_provider.core.errors import CheckpointError, EngineError, NotFoundError
 from airflow_checkpoint_provider.core.journal import ComponentEntry, ComponentJournal, NullJournal
@@ -45,7 +46,6 @@ from airflow_checkpoint_provider.core.journal import ComponentEntry, ComponentJo
 log = logging.getLogger("airflow_checkpoint_provider.core.engines.postgres.restore")
 
 COMPONENT = "postgres"
-RESTORING_SUFFIX = "__restoring"
 STEPS = crashpoints.declare(COMPONENT, ("block_connections", "rename", "unblock", "rename_back"))
 
 
@@ -295,8 +295,6 @@ def recover(target: PostgresTarget, entry: ComponentEntry, *, timeout: float = 3
 
 
 def _switch_now(srv: Server, item: dict[str, Any], checkpoint_id: str) -> Switch:
-    from airflow_checkpoint_provider.core.engines.postgres._restore import rollback_name
-
     current = srv.settings(item["target"])
     if current is None:
         return Switch(item["target"], item["staging"], None, new_limit=int(item.get("new_limit", -1)))

@@ -27,7 +27,18 @@ from psycopg import sql
 
 from airflow_checkpoint_provider.core.engines.postgres import _capture as K
 from airflow_checkpoint_provider.core.engines.postgres import _conn as C
-from airflow_checkpoint_provider.core.engines.postgres._cutover import RESTORING_SUFFIX, CutoverError, Server, Switch
+from airflow_checkpoint_provider.core.engines.postgres._cutover import CutoverError, Server, Switch
+from airflow_checkpoint_provider.core.engines.postgres._names import (
+    _ROLLBACK_RE,
+    _ROLLBACK_SQL_RE,
+    MAX_NAME_BYTES,
+    RESTORING_SUFFIX,
+    fit_name,
+    is_rollback_name,
+    restoring_name,
+    rollback_name,
+    short_checkpoint_id,
+)
 from airflow_checkpoint_provider.core.engines.postgres._health import health as _health
 from airflow_checkpoint_provider.core.engines.postgres._health import split_qname
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
@@ -54,15 +65,10 @@ COMPONENT = "postgres"
 MODES = ("side_by_side", "in_place")
 #: ``application_name`` of the pg_restore sessions (visible in pg_stat_activity).
 PG_RESTORE_APPLICATION_NAME = "airflow-checkpoint-pg_restore"
-ROLLBACK_INFIX = "__rollback_"
-MAX_NAME_BYTES = 63  #: PostgreSQL's NAMEDATALEN - 1: longer names are silently truncated by the server
 #: session settings of the side-by-side pg_restore sessions. Safe: the cut-over's own (synchronous)
 #: commit flushes the WAL of everything restored before it.
 DEFAULT_SESSION_OPTIONS = {"synchronous_commit": "off"}
 
-_ROLLBACK_RE = re.compile(r"^(?P<base>.+)__rollback_(?P<ckpt>[0-9a-z]{1,12})_(?P<ts>\d{14})$")
-_ROLLBACK_SQL_RE = r"^.+__rollback_[0-9a-z]{1,12}_[0-9]{14}$"  #: the same, for the server's regex engine
-_CKPT_SUFFIX_RE = re.compile(r"^ckpt-\d{8}T\d{6}Z-([0-9a-f]{1,12})$")
 _DUMP_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _TOC_LINE_RE = re.compile(r"^(\d+); \d+ \d+ (.*)$")
 _RELATION_RE = re.compile(r"^(MATERIALIZED VIEW DATA|MATERIALIZED VIEW|FOREIGN TABLE|TABLE DATA|TABLE|VIEW|"
@@ -83,41 +89,6 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 class RestoreVerificationError(EngineError):
     """The restored database does not match the checkpoint's fingerprints."""
-
-
-# --------------------------------------------------------------------------- naming
-
-
-def fit_name(base: str, suffix: str) -> str:
-    """``base + suffix``, shortened to 63 bytes with 8 hex digits of sha256(base) if needed."""
-    name = base + suffix
-    if len(name.encode()) <= MAX_NAME_BYTES:
-        return name
-    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
-    room = MAX_NAME_BYTES - len(suffix.encode()) - len(digest) - 1
-    prefix = base.encode()[:max(room, 0)].decode("utf-8", "ignore")
-    return f"{prefix}_{digest}{suffix}"
-
-
-def restoring_name(dbname: str) -> str:
-    """The side-by-side name of ``dbname``: ``<db>__restoring`` (shortened if needed)."""
-    return fit_name(dbname, RESTORING_SUFFIX)
-
-
-def short_checkpoint_id(checkpoint_id: str) -> str:
-    """``ckpt-20261122T123042Z-7c4e1a`` -> ``7c4e1a``; other ids: 8 hex digits of their sha256."""
-    m = _CKPT_SUFFIX_RE.match(checkpoint_id)
-    return m.group(1) if m else hashlib.sha256(checkpoint_id.encode()).hexdigest()[:8]
-
-
-def rollback_name(dbname: str, checkpoint_id: str, when: datetime | None = None) -> str:
-    """``<db>__rollback_<short checkpoint id>_<UTC yyyymmddhhmmss>`` (shortened to 63 bytes if needed)."""
-    stamp = (when or utcnow()).astimezone(timezone.utc).strftime("%Y%m%d%H%M%S")
-    return fit_name(dbname, f"{ROLLBACK_INFIX}{short_checkpoint_id(checkpoint_id)}_{stamp}")
-
-
-def is_rollback_name(name: str) -> bool:
-    return bool(_ROLLBACK_RE.match(name))
 
 
 def _human(n: int | None) -> str:
