@@ -7,7 +7,8 @@ Commands::
     airflow-checkpoint verify ID|last-known-good|--all [--deep] [--json]
     airflow-checkpoint lkg [show|history|set ID]
     airflow-checkpoint delete ID [--force]
-    airflow-checkpoint cleanup
+    airflow-checkpoint cleanup [--dry-run]
+    airflow-checkpoint recover-interrupted [--dry-run]
     airflow-checkpoint audit [--json]
 
 ``--root`` (or ``AIRFLOW__CHECKPOINT__STORAGE_ROOT``) selects the store.
@@ -135,11 +136,47 @@ def cmd_delete(store: Store, args: argparse.Namespace) -> int:
 def cmd_cleanup(store: Store, args: argparse.Namespace) -> int:
     from airflow_checkpoint_provider import settings
 
-    removed = store.cleanup(stale_after=settings.stale_staging_after())
+    removed = store.cleanup(stale_after=settings.stale_staging_after(), dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
     for rel in removed:
-        print(f"removed {rel}")
-    print(f"{len(removed)} leftover(s) removed")
+        print(f"{verb} {rel}")
+    print(f"{len(removed)} leftover(s) {'found (dry run: nothing removed)' if args.dry_run else 'removed'}")
     return EXIT_OK
+
+
+def cmd_recover_interrupted(store: Store, args: argparse.Namespace) -> int:
+    """Finish or undo the cut-overs of restores that were killed (see core/replay.py)."""
+    from airflow_checkpoint_provider.core.replay import interrupted, replay_interrupted
+
+    pending = interrupted(store)
+    if not pending:
+        print(f"no interrupted restore in {store.root}")
+        return EXIT_OK
+    if args.dry_run:
+        for j in pending:
+            for name, entry in j.components.items():
+                policy = "finish (the copies had verified)" if entry.roll_forward else "undo"
+                print(f"{j.restore_id} of {j.checkpoint_id} ({j.owner.get('dag_id') or 'no DAG'}): {name} stopped "
+                      f"in phase {entry.phase} with {len(entry.pending())} pending step(s): would {policy}")
+        return EXIT_OK
+    overrides = {"postgres": args.postgres_conn_id, "redis": args.redis_conn_id, "search": args.elasticsearch_conn_id}
+
+    def resolve(component: str, public: dict[str, Any]) -> Any:
+        from airflow_checkpoint_provider.operators.heal import resolve_target
+
+        return resolve_target(component, {**public, "conn_id": overrides.get(component) or public.get("conn_id")})
+
+    failed = 0
+    for rep in replay_interrupted(store, resolve):
+        if rep.error:
+            failed += 1
+            print(f"{rep.restore_id} of {rep.checkpoint_id}: FAILED: {rep.error}")
+            continue
+        print(f"{rep.restore_id} of {rep.checkpoint_id}: recovered")
+        for name, actions in rep.actions.items():
+            for line in actions or ["nothing left to do"]:
+                print(f"  {name}: {line}")
+    return EXIT_PROBLEMS if failed else EXIT_OK
 
 
 def cmd_audit(store: Store, args: argparse.Namespace) -> int:
@@ -195,7 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("cleanup", help="remove leftovers of crashed or abandoned writers")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
     p.set_defaults(func=cmd_cleanup)
+
+    p = sub.add_parser("recover-interrupted",
+                       help="finish or undo the cut-over of restores that were killed (from their journals)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be done; change nothing")
+    for name in ("postgres", "redis", "elasticsearch"):
+        p.add_argument(f"--{name}-conn-id", help=f"Airflow connection of the {name} server, if the journal "
+                       "records none or it changed")
+    p.set_defaults(func=cmd_recover_interrupted)
 
     p = sub.add_parser("audit", help="the restore audit trail: when, which run, which checkpoint, health")
     p.add_argument("--json", action="store_true")

@@ -70,6 +70,15 @@ def process_start(pid: int) -> str | None:
     return stat.rpartition(")")[2].split()[19] if ")" in stat else None
 
 
+def owner_gone(owner: dict[str, Any]) -> bool:
+    """``owner`` (host, pid, pid_start) is a process of this host that no longer runs, or whose pid
+    now belongs to another process. False when it ran on another host: only a heartbeat tells."""
+    if owner.get("host") != socket.gethostname() or not owner.get("pid"):
+        return False
+    start = process_start(int(owner["pid"]))
+    return start is None or (owner.get("pid_start") is not None and start != owner["pid_start"])
+
+
 def this_process() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": process_start(os.getpid())}
 
@@ -90,10 +99,7 @@ class LeaseRecord:
 
     def process_gone(self) -> bool:
         """Taken on this host by a process that no longer runs (or whose pid was reused)."""
-        if self.owner.get("host") != socket.gethostname() or not self.owner.get("pid"):
-            return False
-        start = process_start(int(self.owner["pid"]))
-        return start is None or (self.owner.get("pid_start") is not None and start != self.owner["pid_start"])
+        return owner_gone(self.owner)
 
     def live(self, is_alive: Callable[[LeaseRecord], bool | None] | None = None) -> bool:
         """Heartbeat fresh and owner process running; ``is_alive`` (e.g. Airflow's view of the

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from airflow_checkpoint_provider.core.errors import CheckpointError, VerificationFailedError
 from airflow_checkpoint_provider.core.journal import ComponentJournal, Journal, new_restore_id
-from airflow_checkpoint_provider.core.lease import DEFAULT_TTL, Lease, LeaseRecord, target_key
+from airflow_checkpoint_provider.core.lease import DEFAULT_TTL, Lease, LeaseRecord, target_key, this_process
 from airflow_checkpoint_provider.core.manifest import Artifact, Manifest, format_ts, utcnow
 from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, RestoreOutcome, RestorePlan
 from airflow_checkpoint_provider.core.staging import Staging, staging_key
@@ -257,6 +257,7 @@ def _each(parts: Any, method: str) -> list[str]:
 def _safety_checkpoint(store: Store, parts: list[ComponentRestore], cid: str, request: RestoreRequest) -> str | None:
     """Checkpoint what the restore will replace; None when nothing would be replaced (all targets new)."""
     staging = store.staging(staging_key("safety", cid, format_ts(utcnow())))
+    staging.claim({**request.provenance, **this_process()})
     try:
         captured = [a for part in parts for a in part.safety_capture(staging)]
         if not captured:

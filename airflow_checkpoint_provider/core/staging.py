@@ -146,6 +146,18 @@ def _descriptor_bytes(art: Artifact) -> bytes:
     return json.dumps(asdict(art), sort_keys=True, indent=2).encode()
 
 
+def staging_owners(fs: StoreFS, rel: str) -> list[dict[str, Any]]:
+    """The writers that claimed the staging area at ``rel`` (``staging/<key>``)."""
+    out = []
+    for entry in fs.listdir(f"{rel}/owners"):
+        if entry.endswith(".json") and not entry.startswith(".tmp-"):
+            try:
+                out.append(json.loads(fs.read_bytes(f"{rel}/owners/{entry}")))
+            except ValueError:
+                continue
+    return out
+
+
 class Staging:
     """The staging area of one run, below ``staging/<key>/`` in the store."""
 
@@ -195,6 +207,17 @@ class Staging:
                 yield from self._walk(sub)
             else:
                 yield sub
+
+    def claim(self, owner: dict[str, Any]) -> None:
+        """Record a writer of this area (dag/run/task ids, host, pid), so that ``cleanup`` can tell
+        the area of a run that died from one still being written."""
+        name = staging_key(str(owner.get("task_id") or "writer"), str(owner.get("host")), str(owner.get("pid")))
+        self.fs.makedirs(f"{self.rel}/owners")
+        self.fs.write_bytes(f"{self.rel}/owners/{name}.json",
+                            json.dumps({**owner, "claimed_at": format_ts(utcnow())}, sort_keys=True).encode())
+
+    def owners(self) -> list[dict[str, Any]]:
+        return staging_owners(self.fs, self.rel)
 
     def discard(self) -> None:
         """Remove the staging area (after sealing, or after a failed run)."""

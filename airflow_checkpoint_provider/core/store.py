@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +63,7 @@ from airflow_checkpoint_provider.core.manifest import (
     utcnow,
     validate_checkpoint_id,
 )
-from airflow_checkpoint_provider.core.staging import Staging
+from airflow_checkpoint_provider.core.staging import Staging, staging_owners
 from airflow_checkpoint_provider.core.streams import CHUNK_SIZE
 from airflow_checkpoint_provider.core.verify import ProblemKind, VerifyResult, verify_archive
 
@@ -443,24 +443,41 @@ class Store:
             self.fs.remove(self._archive_rel(cid))
         log.info("Deleted checkpoint %s", cid)
 
-    def cleanup(self, *, stale_after: float = 24 * 3600) -> list[str]:
-        """Remove leftovers of crashed writers: temp files, archives without manifest, old staging."""
-        removed = []
+    def cleanup(self, *, stale_after: float = 24 * 3600, dry_run: bool = False,
+                is_dead: Callable[[dict[str, Any]], bool | None] | None = None) -> list[str]:
+        """Remove leftovers of crashed writers: temporary files, archives without a manifest, the
+        staging areas of runs that ended without sealing, and any staging area older than
+        ``stale_after``. Returns what was removed (with ``dry_run``: what would be).
+
+        A staging area belongs to a dead run when every writer that claimed it
+        (:meth:`Staging.claim`) is dead: ``is_dead(owner)`` (Airflow's view of the owner's run) says
+        so, or, for a writer outside Airflow, its process on this host no longer runs."""
+        from airflow_checkpoint_provider.core.lease import owner_gone
+
+        def dead(owner: dict[str, Any]) -> bool:
+            if owner.get("dag_id"):
+                return is_dead is not None and is_dead(owner) is True
+            return owner_gone(owner)
+
         now = time.time()
         with self.lock():
+            doomed = []
             for entry in self.fs.listdir("checkpoints"):
                 rel = f"checkpoints/{entry}"
                 orphan = entry.endswith(".tar") and not self.fs.exists(rel[: -len(".tar")] + ".manifest.json")
-                if entry.startswith(TMP_MARK) or orphan:
-                    if self._age(rel, now) >= min(stale_after, 60.0) or orphan:
-                        self.fs.remove(rel)
-                        removed.append(rel)
+                if orphan or (entry.startswith(TMP_MARK) and self._age(rel, now) >= min(stale_after, 60.0)):
+                    doomed.append((rel, False))
             for entry in self.fs.listdir("staging"):
                 rel = f"staging/{entry}"
-                if self._age(rel, now) >= stale_after:
+                owners = staging_owners(self.fs, rel)
+                if self._age(rel, now) >= stale_after or (owners and all(dead(o) for o in owners)):
+                    doomed.append((rel, True))
+            for rel, tree in [] if dry_run else doomed:
+                if tree:
                     self.fs.remove_tree(rel)
-                    removed.append(rel)
-        return removed
+                else:
+                    self.fs.remove(rel)
+        return [rel for rel, _ in doomed]
 
     def _age(self, rel: str, now: float) -> float:
         p = self.fs.local_path(rel)

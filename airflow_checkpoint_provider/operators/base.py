@@ -56,6 +56,13 @@ def provenance(context: Context, task_id: str) -> dict[str, Any]:
     }
 
 
+def writer(context: Context, task_id: str) -> dict[str, Any]:
+    """Who writes a staging area: the task (dag, run, task, try) and its process."""
+    from airflow_checkpoint_provider.core.lease import this_process
+
+    return {**provenance(context, task_id), **this_process()}
+
+
 def permanent(exc: BaseException) -> bool:
     """Errors a retry cannot fix: wrong credentials or names, refused settings, bad archives."""
     from airflow_checkpoint_provider.core.errors import (
@@ -146,6 +153,7 @@ class CaptureOperator(BaseOperator):
             target = self.target()
             key = self.before_capture(context, store, target)
             staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
+            staging.claim(writer(context, self.task_id))
             artifacts = self.capture(staging, target)
         except Exception as exc:
             raise fail_fast(exc) from exc

@@ -157,8 +157,14 @@ class DiscardStagingOperator(BaseOperator):
         self.staging_key = staging_key
 
     def execute(self, context: Context) -> None:
+        from airflow_checkpoint_provider import settings
+        from airflow_checkpoint_provider.operators.heal import run_ended
+
         store = open_store(self.storage_root)
         key = run_staging_key(context, self.task_id, self.staging_key)
         if store.fs.exists(f"staging/{key}"):
             store.staging(key).discard()
             self.log.info("Discarded staging area %s", key)
+        # housekeeping: the leftovers of runs that died (killed workers, cleared runs)
+        for rel in store.cleanup(stale_after=settings.stale_staging_after(), is_dead=run_ended(context)):
+            self.log.info("Removed %s, left by a run that ended without sealing", rel)

@@ -72,6 +72,24 @@ def liveness(context: Context | None) -> Callable[[LeaseRecord], bool | None]:
     return is_alive
 
 
+def run_ended(context: Context | None) -> Callable[[dict[str, Any]], bool | None]:
+    """Airflow's view of a staging area's writer: dead once its DAG run is no longer running."""
+    ti = context["ti"] if context else None
+
+    def is_dead(owner: dict[str, Any]) -> bool | None:
+        if ti is None or not owner.get("dag_id") or not owner.get("run_id"):
+            return None
+        if (owner["dag_id"], owner["run_id"]) == (ti.dag_id, ti.run_id):
+            return False
+        try:
+            state = ti.get_dagrun_state(dag_id=owner["dag_id"], run_id=owner["run_id"])
+        except Exception:  # noqa: BLE001 - unknown run (deleted): its area is an orphan
+            return True
+        return str(state).split(".")[-1].lower() not in ("running", "queued")
+
+    return is_dead
+
+
 def heal(store: Store, context: Context | None, keys: Iterable[str] = ()) -> list[Replay]:
     """Replay every interrupted restore; raise if one touching ``keys`` cannot be replayed."""
     replays = replay_interrupted(store, resolve_target, is_alive=liveness(context), must_heal=keys)

@@ -22,6 +22,7 @@ from airflow_checkpoint_provider.operators.base import (
     fail_fast,
     open_store,
     run_staging_key,
+    writer,
 )
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ class EsSnapshotOperator(CaptureOperator):
         target = self.target()
         key = self.before_capture(context, store, target)
         staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
+        staging.claim(writer(context, self.task_id))
         with search.SearchClient(target) as client:
             started = search.capture_begin(client, repository=self.repository,
                                            repository_settings=_settings(self.repository_settings),
