@@ -34,6 +34,7 @@ from airflow_checkpoint_provider.core.journal import ComponentJournal, Journal, 
 from airflow_checkpoint_provider.core.lease import DEFAULT_TTL, Lease, LeaseRecord, target_key, this_process
 from airflow_checkpoint_provider.core.manifest import Artifact, Manifest, format_ts, utcnow
 from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, RestoreOutcome, RestorePlan
+from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy, expire
 from airflow_checkpoint_provider.core.staging import Staging, staging_key
 from airflow_checkpoint_provider.core.store import Store
 
@@ -94,6 +95,8 @@ class RestoreRequest:
     #: Airflow's view of a lease owner (see :meth:`LeaseRecord.live`); None: heartbeat and pid only
     is_alive: Callable[[LeaseRecord], bool | None] | None = None
     lease_ttl: float = DEFAULT_TTL
+    #: which rollback copies to keep after a healthy restore (``[checkpoint] rollback_keep``)
+    rollback_keep: str = "all"
 
     def validate(self) -> None:
         unknown = set(self.components) - set(COMPONENTS)
@@ -115,6 +118,7 @@ class RestoreReport:
     started_at: str = ""
     finished_at: str = ""
     restore_id: str = ""
+    expired_rollbacks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -131,6 +135,7 @@ class RestoreReport:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "restore_id": self.restore_id,
+            "expired_rollbacks": self.expired_rollbacks,
         }
 
 
@@ -240,6 +245,22 @@ def _run(store: Store, parts: list[ComponentRestore], cid: str, request: Restore
     # 6. health
     for part in parts:
         report.health += part.health(request.tolerance)
+    # 7. expire rollback copies beyond the policy, still under the lease
+    if report.healthy:
+        _expire_rollbacks(parts, RollbackPolicy.parse(request.rollback_keep), report)
+
+
+def _expire_rollbacks(parts: list[ComponentRestore], policy: RollbackPolicy, report: RestoreReport) -> None:
+    for part in parts:
+        try:
+            dropped = expire(part.component, part.target, policy)
+        except Exception as exc:  # noqa: BLE001 - the restore itself succeeded
+            log.warning("Expiring the rollback copies of %s failed: %s", part.component, exc)
+            continue
+        for copy in dropped:
+            log.info("Dropped the rollback copy %s of %s (%s old; rollback_keep)", copy.name, copy.of,
+                     f"{copy.age / 3600:.1f} h")
+        report.expired_rollbacks += [c.to_dict() for c in dropped]
 
 
 def _each(parts: Any, method: str) -> list[str]:

@@ -156,7 +156,7 @@ class RestoreOperator(BaseOperator):
             provenance=provenance(context, self.task_id),
             conn_ids={"postgres": self.postgres_conn_id, "redis": self.redis_conn_id,
                       "search": self.elasticsearch_conn_id},
-            is_alive=liveness(context), lease_ttl=settings.lease_ttl(),
+            is_alive=liveness(context), lease_ttl=settings.lease_ttl(), rollback_keep=settings.rollback_keep(),
         )
         if not request.dry_run:
             heal(store, context)  # finish or undo what an interrupted restore (this task's last try?) left

@@ -754,3 +754,18 @@ def test_capture_of_all_databases_leaves_out_the_restores_own_copies(pg, target,
     captured = {a.meta["database"] for a in P.capture(target, staging, databases="all", include_own_copies=True)}
     assert {db, rollback, leftover} <= captured
     staging.discard()
+
+
+def test_rollback_keep_expires_older_copies_after_a_healthy_restore(pg, target, store, seeded):
+    db = seeded()
+    manifest = checkpoint(store, target, [db])
+    request = RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False)
+    restore(store, request, builder(target))
+    time.sleep(1.1)  # rollback names carry the second
+    assert len(rollbacks_of(pg, db)) == 1
+    request = RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False,
+                             rollback_keep="last=1")
+    report = restore(store, request, builder(target))
+    (kept,) = rollbacks_of(pg, db)
+    assert kept == report.outcomes[0].rollback[0]  # the newest stays
+    assert [r["of"] for r in report.expired_rollbacks] == [db]
