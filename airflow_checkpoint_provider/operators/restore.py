@@ -12,7 +12,7 @@ from airflow_checkpoint_provider.core.manifest import Manifest
 from airflow_checkpoint_provider.core.store import Store
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.operators.base import open_store, provenance
-from airflow_checkpoint_provider.operators.heal import heal, liveness
+from airflow_checkpoint_provider.operators.heal import heal, liveness, run_ended
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -185,4 +185,7 @@ class RestoreOperator(BaseOperator):
                           outcome.rollback)
         for check in report.health:
             self.log.info("health: %s", check)
+        if not report.dry_run:  # housekeeping: staging areas of runs that died (a killed safety checkpoint)
+            for rel in store.cleanup(stale_after=settings.stale_staging_after(), is_dead=run_ended(context)):
+                self.log.info("Removed %s, left by a run that ended without sealing", rel)
         return result
