@@ -59,17 +59,17 @@ MAX_NAME_BYTES = 63  #: PostgreSQL's NAMEDATALEN - 1: longer names are silently 
 #: commit flushes the WAL of everything restored before it.
 DEFAULT_SESSION_OPTIONS = {"synchronous_commit": "off"}
 
-_ROLLBACK_RE = re.compile(r"^(?P<base>.+)__rollback_(?P<ckpt>[0-9a-z]{1,12})_(?P<ts>\d{14})$")
+_ROLLBACK_RE = re.compile(r"^(?P<base>.+)__rollback_(?P<ckpt>[0-9a-z]{1,12})_(?P<ts>\d{14})\Z")
 _ROLLBACK_SQL_RE = r"^.+__rollback_[0-9a-z]{1,12}_[0-9]{14}$"  #: the same, for the server's regex engine
-_CKPT_SUFFIX_RE = re.compile(r"^ckpt-\d{8}T\d{6}Z-([0-9a-f]{1,12})$")
-_DUMP_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
-_TOC_LINE_RE = re.compile(r"^(\d+); \d+ \d+ (.*)$")
+_CKPT_SUFFIX_RE = re.compile(r"^ckpt-\d{8}T\d{6}Z-([0-9a-f]{1,12})\Z")
+_DUMP_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
+_TOC_LINE_RE = re.compile(r"^(\d+); \d+ \d+ (.*)\Z")
 _RELATION_RE = re.compile(r"^(MATERIALIZED VIEW DATA|MATERIALIZED VIEW|FOREIGN TABLE|TABLE DATA|TABLE|VIEW|"
-                          r"SEQUENCE SET|SEQUENCE OWNED BY|SEQUENCE) (.*)$")
+                          r"SEQUENCE SET|SEQUENCE OWNED BY|SEQUENCE) (.*)\Z")
 _DB_ENTRY_PREFIXES = ("DATABASE ", "DATABASE PROPERTIES ", "COMMENT - DATABASE ", "ACL - DATABASE ",
                       "SECURITY LABEL - DATABASE ")
 _IDENT = r'(?:[a-z_][a-z0-9_$]*|"(?:[^"]|"")+")'
-_CREATE_DB_RE = re.compile(rf"^CREATE DATABASE ({_IDENT}) WITH (.*)$", re.S)
+_CREATE_DB_RE = re.compile(rf"^CREATE DATABASE ({_IDENT}) WITH (.*)\Z", re.S)
 _CREATE_OPT_RE = re.compile(r"([A-Z_]+) = ('(?:[^']|'')*'|[A-Za-z0-9_]+)")
 #: CREATE DATABASE options taken over from the dump; TEMPLATE is always template0, TABLESPACE and
 #: OID are left out (they name things of the source server).
@@ -150,7 +150,7 @@ def untar_dump_directory(src: BinaryIO, dest: str, *, source: str, only_toc: boo
                 problem = None
                 if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
                     problem = "is not a regular file"
-                elif not _DUMP_FILE_RE.match(member.name):
+                elif not _DUMP_FILE_RE.fullmatch(member.name):
                     problem = "is not a plain file name (no directories, no '..', no special characters)"
                 elif member.name in names:
                     problem = "appears twice"
