@@ -13,8 +13,10 @@ Commands::
 
 ``--root`` (or ``AIRFLOW__CHECKPOINT__STORAGE_ROOT``) selects the store.
 
-Exit codes: 0 success; 1 verification found problems; 2 bad usage or unknown
-checkpoint; 3 the store cannot be used (missing, unwritable, full, locked).
+Exit codes: 0 success; 1 verification found problems (or ``list`` found damaged
+entries); 2 bad usage or unknown checkpoint; 3 the store cannot be used (missing,
+unwritable, full, locked). Text read from the store is printed escaped: a tag or a
+reason holding a newline or another control character cannot forge an output line.
 """
 
 from __future__ import annotations
@@ -49,23 +51,36 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
 
 
+def _safe(value: Any) -> str:
+    """``value`` as text with every non-printable character escaped (``\\n``, ``\\x1b``, ...)."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def cmd_list(store: Store, args: argparse.Namespace) -> int:
-    infos = store.list(tag=args.tag)
+    infos, damaged = store.scan(tag=args.tag)
     lkg = store.lkg()
     lkg_id = lkg.checkpoint_id if lkg else None
+    for d in damaged:
+        print(f"warning: checkpoint {_safe(d.checkpoint_id)} is damaged: {_safe(d.problem)}", file=sys.stderr)
+    code = EXIT_PROBLEMS if damaged else EXIT_OK
     if args.json:
         _print_json([dict(i.to_dict(), lkg=i.checkpoint_id == lkg_id) for i in infos])
-        return EXIT_OK
-    if not infos:
-        print(f"no checkpoints in {store.root}" + (f" tagged {args.tag!r}" if args.tag else ""))
+        return code
+    if not infos and not damaged:
+        print(f"no checkpoints in {store.root}" + (f" tagged {_safe(args.tag)!r}" if args.tag else ""))
         return EXIT_OK
     print(f"{'CHECKPOINT':<32} {'CREATED (UTC)':<20} {'SIZE':>10}  {'STORES':<24} TAGS")
     for i in infos:
         mark = " [LKG]" if i.checkpoint_id == lkg_id else ""
         pin = " [pinned]" if i.pinned else ""
         print(f"{i.checkpoint_id:<32} {i.created_at[:19].replace('T', ' '):<20} {_human_size(i.size):>10}  "
-              f"{','.join(sorted(i.manifest.stores())):<24} {','.join(i.tags)}{mark}{pin}")
-    return EXIT_OK
+              f"{_safe(','.join(sorted(i.manifest.stores()))):<24} {_safe(','.join(i.tags))}{mark}{pin}")
+    for d in damaged:
+        print(f"{_safe(d.checkpoint_id):<32} DAMAGED: {_safe(d.problem)}")
+    return code
 
 
 def cmd_show(store: Store, args: argparse.Namespace) -> int:
@@ -77,23 +92,23 @@ def cmd_show(store: Store, args: argparse.Namespace) -> int:
 def _report(result: VerifyResult, as_json: bool) -> None:
     if as_json:
         return
+    cid = _safe(result.checkpoint_id)
     if result.ok:
-        print(f"{result.checkpoint_id}: OK ({len(result.verified)} artifacts, {_human_size(result.bytes_read)} read)")
+        print(f"{cid}: OK ({len(result.verified)} artifacts, {_human_size(result.bytes_read)} read)")
         return
-    print(f"{result.checkpoint_id}: {len(result.problems)} problem(s)")
+    print(f"{cid}: {len(result.problems)} problem(s)")
     for p in result.problems:
-        print(f"  {p}\n    HINT: {p.hint}")
+        print(f"  {_safe(p)}\n    HINT: {_safe(p.hint)}")
 
 
 def cmd_verify(store: Store, args: argparse.Namespace) -> int:
     if args.all:
-        ids = [i.checkpoint_id for i in store.list()]
+        results = store.verify_all(deep=args.deep)
     elif args.checkpoint_id:
-        ids = [store.resolve(args.checkpoint_id)]
+        results = [store.verify(args.checkpoint_id, deep=args.deep)]
     else:
         print("verify: give a checkpoint id, 'last-known-good', or --all", file=sys.stderr)
         return EXIT_USAGE
-    results = [store.verify(cid, deep=args.deep) for cid in ids]
     for r in results:
         _report(r, args.json)
     if args.json:
@@ -114,7 +129,7 @@ def cmd_lkg(store: Store, args: argparse.Namespace) -> int:
         if args.json:
             _print_json([p.to_dict() for p in history])
         for p in [] if args.json else history:
-            print(f"{p.set_at}  {p.checkpoint_id}  (previous: {p.previous or '-'}) {p.reason}")
+            print(f"{p.set_at}  {p.checkpoint_id}  (previous: {p.previous or '-'}) {_safe(p.reason)}")
         return EXIT_OK
     pointer = store.lkg()
     if args.json:
@@ -123,7 +138,7 @@ def cmd_lkg(store: Store, args: argparse.Namespace) -> int:
         print(f"no last-known-good checkpoint in {store.root}")
     else:
         print(f"last-known-good: {pointer.checkpoint_id}\n  set at:   {pointer.set_at}\n"
-              f"  previous: {pointer.previous or '-'}\n  reason:   {pointer.reason or '-'}")
+              f"  previous: {pointer.previous or '-'}\n  reason:   {_safe(pointer.reason or '-')}")
     return EXIT_OK
 
 
@@ -189,11 +204,12 @@ def cmd_audit(store: Store, args: argparse.Namespace) -> int:
     for r in records:
         health = r.get("health", {}).get("ok")
         health_text = "-" if health is None else ("healthy" if health else "UNHEALTHY")
-        print(f"{r.get('recorded_at', '')[:19].replace('T', ' ')}  {r.get('status', ''):<9} "
-              f"{r.get('checkpoint_id') or r.get('requested_checkpoint', ''):<30} "
-              f"{','.join(r.get('components', [])):<22} {health_text:<9} {r.get('dag_id', '')}/{r.get('run_id', '')}")
+        print(_safe(f"{str(r.get('recorded_at', ''))[:19].replace('T', ' ')}  {r.get('status', ''):<9} "
+                    f"{r.get('checkpoint_id') or r.get('requested_checkpoint', ''):<30} "
+                    f"{','.join(map(str, r.get('components', []))):<22} {health_text:<9} "
+                    f"{r.get('dag_id', '')}/{r.get('run_id', '')}"))
         if r.get("error"):
-            print(f"    error: {r['error'].splitlines()[0]}")
+            print(f"    error: {_safe(str(r['error']).splitlines()[0])}")
     return EXIT_OK
 
 

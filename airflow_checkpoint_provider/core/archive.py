@@ -70,7 +70,7 @@ def member_name_problem(name: str, type_: bytes = tarfile.REGTYPE) -> str | None
         return "contains a '..' path component"
     if name == MANIFEST_MEMBER:
         return None
-    if name.startswith(ARTIFACT_PREFIX) and ARTIFACT_NAME_RE.match(name[len(ARTIFACT_PREFIX) :]):
+    if name.startswith(ARTIFACT_PREFIX) and ARTIFACT_NAME_RE.fullmatch(name[len(ARTIFACT_PREFIX) :]):
         return None
     return "is not 'manifest.json' nor a well-formed 'artifacts/...' name"
 

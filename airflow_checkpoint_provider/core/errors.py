@@ -9,7 +9,8 @@ what to do next. The hierarchy::
     │   ├── ManifestError            manifest unreadable, malformed or its checksum is wrong
     │   ├── TruncatedArchiveError    the archive ends before its end-of-archive marker
     │   └── UnsafeArchiveError       hostile member: absolute path, "..", link, device, ...
-    ├── IntegrityError               size or checksum of an artifact does not match
+    ├── IntegrityError               size, checksum or raw size of an artifact does not match
+    │   └── LkgBindingError          the LKG pointer's manifest_sha256 no longer matches its checkpoint
     ├── StoreError                   something about the checkpoint store
     │   ├── StoreNotFoundError       the store root does not exist or is not a store
     │   ├── StorePermissionError     the store root (or a file in it) cannot be written
@@ -63,7 +64,11 @@ class UnsafeArchiveError(FormatError):
 
 
 class IntegrityError(CheckpointError):
-    """Bytes read do not match the size or sha256 the manifest promises."""
+    """Bytes read do not match the size, sha256 or raw size the manifest promises."""
+
+
+class LkgBindingError(IntegrityError):
+    """The last-known-good checkpoint was replaced (or lost) after the pointer was set on it."""
 
 
 class StoreError(CheckpointError):

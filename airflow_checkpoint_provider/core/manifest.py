@@ -11,19 +11,28 @@ mean, including how the self-checksum is computed.
 The self-checksum (``manifest_sha256``) is the sha256 of the *canonical* form of
 the manifest without that field: UTF-8 JSON with sorted keys, no insignificant
 whitespace and no floats (so that any language can reproduce the bytes).
+
+Reading is strict: every field is checked for its type and range, naming the field and
+the value (``pinned`` must be a real boolean, ``raw_size`` an integer from 0 to
+:data:`MAX_ARTIFACT_BYTES`, tags printable, timestamps exactly as the writer writes them),
+and a manifest must re-serialise to the very object it was read from, so the derived
+``stores`` and ``consistency`` sections must match the artifacts. Fields this reader does
+not know are kept verbatim (``extra``): they count in the checksum and in comparisons.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from airflow_checkpoint_provider.core.errors import ManifestError, UnsupportedFormatError
+from airflow_checkpoint_provider.core.safejson import describe, load_json
 
 FORMAT_NAME = "airflow-checkpoint"
 FORMAT_VERSION = 1
@@ -31,12 +40,21 @@ SUPPORTED_FORMAT_VERSIONS = frozenset({1})
 MANIFEST_MEMBER = "manifest.json"
 ARTIFACT_PREFIX = "artifacts/"
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+#: largest ``size`` or ``raw_size`` accepted (1 PiB): anything larger is damage, not data
+MAX_ARTIFACT_BYTES = 1 << 50
+#: largest artifact read whole into memory (metadata such as ``search/snapshot.json``), decompressed
+MAX_METADATA_BYTES = 64 * 1024 * 1024
+MAX_TAG_CHARS = 200
 
+# Patterns end in \Z, never $: "$" also matches before a trailing newline ("x\n").
 #: Checkpoint ids are used in file names: keep them to a portable, traversal-free alphabet.
-CHECKPOINT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CHECKPOINT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 #: Artifact names become archive member names below ``artifacts/``.
-ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){0,3}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){0,3}\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+
+_HINT = ("a manifest must follow docs/FORMAT.md; one read from the store that does not was damaged or "
+         "edited: verify the checkpoint (`airflow-checkpoint verify <id>`) and use another one")
 
 
 def utcnow() -> datetime:
@@ -54,6 +72,16 @@ def parse_ts(value: str) -> datetime:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
+def is_timestamp(value: Any) -> bool:
+    """True for a string exactly as :func:`format_ts` writes it (strptime alone accepts ``1:2:3.4``)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return format_ts(parse_ts(value)) == value
+    except ValueError:
+        return False
+
+
 def new_checkpoint_id(created_at: datetime | None = None) -> str:
     """``ckpt-20261122T130102Z-3fa9c1``: sortable by time, unique by its random suffix."""
     ts = (created_at or utcnow()).astimezone(UTC)
@@ -61,9 +89,9 @@ def new_checkpoint_id(created_at: datetime | None = None) -> str:
 
 
 def validate_checkpoint_id(checkpoint_id: str) -> str:
-    if not isinstance(checkpoint_id, str) or not CHECKPOINT_ID_RE.match(checkpoint_id):
+    if not isinstance(checkpoint_id, str) or not CHECKPOINT_ID_RE.fullmatch(checkpoint_id):
         raise ManifestError(
-            f"invalid checkpoint id {checkpoint_id!r}: ids use letters, digits, '.', '_' and '-' "
+            f"invalid checkpoint id {_shown(checkpoint_id)}: ids use letters, digits, '.', '_' and '-' "
             "(at most 128 characters)",
             hint="copy the id from `airflow-checkpoint list`",
         )
@@ -71,13 +99,48 @@ def validate_checkpoint_id(checkpoint_id: str) -> str:
 
 
 def validate_artifact_name(name: str) -> str:
-    if not isinstance(name, str) or not ARTIFACT_NAME_RE.match(name) or ".." in name.split("/"):
+    if not isinstance(name, str) or not ARTIFACT_NAME_RE.fullmatch(name) or ".." in name.split("/"):
         raise ManifestError(
-            f"invalid artifact name {name!r}: use up to four '/'-separated parts of letters, "
+            f"invalid artifact name {_shown(name)}: use up to four '/'-separated parts of letters, "
             "digits, '.', '_' and '-'",
             hint="name artifacts like 'postgres/appdb.dump'",
         )
     return name
+
+
+def _shown(value: Any) -> str:
+    """``repr`` of a short string or number; a bounded description of anything else."""
+    if (isinstance(value, str) and len(value) <= 200) or value is None or \
+            (isinstance(value, int) and value.bit_length() <= 200):
+        return repr(value)
+    return describe(value)
+
+
+def _bad(where: str, value: Any, must: str) -> ManifestError:
+    """The error for a field that breaks the format: names the field and the value."""
+    return ManifestError(f"{where} is {describe(value)}; it must be {must}", hint=_HINT)
+
+
+def _check_size(where: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ARTIFACT_BYTES:
+        raise _bad(where, value, f"an integer from 0 to {MAX_ARTIFACT_BYTES}")
+
+
+def _check_text(where: str, value: Any, *, empty: bool = True, limit: int = 1000) -> None:
+    if not isinstance(value, str) or (not value and not empty) or len(value) > limit or not value.isprintable():
+        raise _bad(where, value, f"a{'' if empty else ' non-empty'} string of at most {limit} printable characters "
+                                 "(no newlines or other control characters)")
+
+
+def _check_timestamp(where: str, value: Any, *, empty: bool = False) -> None:
+    if not (empty and value == "") and not is_timestamp(value):
+        raise _bad(where, value, "an RFC 3339 UTC timestamp like 2026-11-22T12:30:42.300000Z"
+                                 + (" or empty" if empty else ""))
+
+
+def _check_object(where: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _bad(where, value, "an object")
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -125,37 +188,59 @@ class Artifact:
     capture_end: str = ""
     fingerprints: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  #: engine-specific details (database name, ...)
+    extra: dict[str, Any] = field(default_factory=dict)  #: fields this reader does not know, kept verbatim
 
     @property
     def member(self) -> str:
         """Archive member name: ``artifacts/<name>``, plus ``.zst`` for zstd-compressed bytes."""
         return ARTIFACT_PREFIX + self.name + (".zst" if self.compression == "zstd" else "")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The artifact as the manifest stores it (unknown fields included)."""
+        known = {name: copy.deepcopy(getattr(self, name)) for name in _ARTIFACT_FIELDS}
+        return {**copy.deepcopy(self.extra), **known}
+
     def validate(self) -> None:
+        """Check every field's type and range; the error names the field and its value."""
         validate_artifact_name(self.name)
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
-            raise ManifestError(f"artifact {self.name!r}: size {self.size!r} is not a non-negative integer")
-        if not isinstance(self.sha256, str) or not SHA256_RE.match(self.sha256):
-            raise ManifestError(f"artifact {self.name!r}: sha256 {self.sha256!r} is not 64 lowercase hex digits")
+        where = f"artifact {self.name!r}: field"
+        _check_text(f"{where} 'store'", self.store, empty=False, limit=64)
+        _check_text(f"{where} 'kind'", self.kind, empty=False, limit=200)
+        _check_size(f"{where} 'size'", self.size)
+        if not isinstance(self.sha256, str) or not SHA256_RE.fullmatch(self.sha256):
+            raise _bad(f"{where} 'sha256'", self.sha256, "64 lowercase hex digits")
         if self.compression not in ("zstd", "none"):
-            raise ManifestError(f"artifact {self.name!r}: unknown compression {self.compression!r}")
+            raise _bad(f"{where} 'compression'", self.compression, "'zstd' or 'none'")
+        if self.compression == "zstd":
+            # a reader bounds decompression by raw_size, so a zstd artifact must have one
+            _check_size(f"{where} 'raw_size'", self.raw_size)
+        elif self.raw_size is not None and self.raw_size != self.size:
+            raise _bad(f"{where} 'raw_size'", self.raw_size, f"null or equal to size ({self.size}) when not compressed")
+        _check_text(f"{where} 'engine'", self.engine, limit=64)
+        _check_text(f"{where} 'engine_version'", self.engine_version, limit=200)
         for ts_field in ("capture_start", "capture_end"):
-            value = getattr(self, ts_field)
-            if value:
-                try:
-                    parse_ts(value)
-                except (TypeError, ValueError):
-                    raise ManifestError(f"artifact {self.name!r}: {ts_field} {value!r} is not RFC 3339 UTC") from None
+            _check_timestamp(f"{where} {ts_field!r}", getattr(self, ts_field), empty=True)
+        for obj_field in ("fingerprints", "meta", "extra"):
+            _check_object(f"{where} {obj_field!r}", getattr(self, obj_field))
+        shadowed = sorted(set(self.extra) & set(_ARTIFACT_FIELDS))
+        if shadowed:
+            raise ManifestError(f"artifact {self.name!r}: extra fields {shadowed} shadow known ones")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Artifact:
-        known = {f for f in cls.__dataclass_fields__}
-        try:
-            art = cls(**{k: v for k, v in d.items() if k in known})
-        except TypeError as exc:
-            raise ManifestError(f"artifact entry {d.get('name')!r} is missing a field: {exc}") from None
+    def from_dict(cls, d: Any) -> Artifact:
+        """Build and validate an artifact; keys this reader does not know go to ``extra``."""
+        if not isinstance(d, dict):
+            raise _bad("an artifact entry", d, "an object")
+        missing = [k for k in ("name", "store", "kind", "size", "sha256") if k not in d]
+        if missing:
+            raise ManifestError(f"artifact entry {_shown(d.get('name'))} lacks field(s) {missing}", hint=_HINT)
+        art = cls(**{k: v for k, v in d.items() if k in _ARTIFACT_FIELDS},
+                  extra={k: v for k, v in d.items() if k not in _ARTIFACT_FIELDS})
         art.validate()
         return art
+
+
+_ARTIFACT_FIELDS = tuple(f for f in Artifact.__dataclass_fields__ if f != "extra")
 
 
 @dataclass
@@ -170,6 +255,7 @@ class Manifest:
     config_hash: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)  #: fields this reader does not know, kept verbatim
 
     # ---- derived sections --------------------------------------------------------------------
 
@@ -221,6 +307,7 @@ class Manifest:
     def body(self) -> dict[str, Any]:
         """The manifest as a JSON object, without the self-checksum."""
         return {
+            **copy.deepcopy(self.extra),
             "format": FORMAT_NAME,
             "format_version": self.format_version,
             "checkpoint_id": self.checkpoint_id,
@@ -231,7 +318,7 @@ class Manifest:
             "provenance": dict(self.provenance),
             "stores": self.stores(),
             "consistency": self.consistency(),
-            "artifacts": [asdict(a) for a in self.artifacts],
+            "artifacts": [a.to_dict() for a in self.artifacts],
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,38 +326,54 @@ class Manifest:
         body["manifest_sha256"] = sha256_hex(canonical_json(body))
         return body
 
+    @property
+    def manifest_sha256(self) -> str:
+        """The self-checksum: what the LKG pointer binds to."""
+        return self.to_dict()["manifest_sha256"]
+
+    def canonical(self) -> bytes:
+        """Canonical bytes of the whole manifest; two manifests are the same iff these are."""
+        return canonical_json(self.to_dict())
+
     def to_bytes(self) -> bytes:
         """Readable JSON (indented, sorted keys) carrying its own checksum."""
         return (json.dumps(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
     def validate(self) -> None:
+        """Check every field's type and range (at write and at read time)."""
         validate_checkpoint_id(self.checkpoint_id)
-        try:
-            parse_ts(self.created_at)
-        except (TypeError, ValueError):
-            raise ManifestError(f"created_at {self.created_at!r} is not RFC 3339 UTC") from None
+        _check_timestamp("field 'created_at'", self.created_at)
+        if not isinstance(self.artifacts, list):
+            raise _bad("field 'artifacts'", self.artifacts, "an array")
         names = set()
         for art in self.artifacts:
+            if not isinstance(art, Artifact):
+                raise _bad("an artifact entry", art, "an object")
             art.validate()
             if art.name in names:
                 raise ManifestError(f"artifact {art.name!r} is listed twice")
             names.add(art.name)
-        if not all(isinstance(t, str) and t for t in self.tags):
-            raise ManifestError(f"tags must be non-empty strings, got {self.tags!r}")
+        if not isinstance(self.tags, list):
+            raise _bad("field 'tags'", self.tags, "an array of strings")
+        for i, tag in enumerate(self.tags):
+            _check_text(f"field 'tags'[{i}]", tag, empty=False, limit=MAX_TAG_CHARS)
+        if not isinstance(self.pinned, bool):
+            raise _bad("field 'pinned'", self.pinned, "true or false")
+        _check_text("field 'config_hash'", self.config_hash, limit=200)
+        _check_object("field 'provenance'", self.provenance)
+        if not isinstance(self.format_version, int) or isinstance(self.format_version, bool) or \
+                self.format_version not in SUPPORTED_FORMAT_VERSIONS:
+            raise _bad("field 'format_version'", self.format_version, f"one of {sorted(SUPPORTED_FORMAT_VERSIONS)}")
+        _check_object("field 'extra'", self.extra)
         canonical_json(self.body())  # refuses floats and odd types early, at write time
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "manifest") -> Manifest:
-        """Parse and check a manifest: format and version first, then the self-checksum."""
+        """Parse and check a manifest: format and version first, then the self-checksum, then every field."""
         if len(data) > MAX_MANIFEST_BYTES:
             raise ManifestError(f"{source} is {len(data)} bytes, larger than the {MAX_MANIFEST_BYTES} allowed")
-        try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(
-                f"{source} is not valid JSON ({exc})",
-                hint="the manifest is damaged; verify the archive and use another checkpoint",
-            ) from None
+        obj = load_json(data, source=source, error=ManifestError,
+                        hint="the manifest is damaged; verify the archive and use another checkpoint")
         return cls.from_dict(obj, source=source)
 
     @classmethod
@@ -286,37 +389,79 @@ class Manifest:
             raise ManifestError(f"{source}: {exc.message}") from None
         if claimed != actual:
             raise ManifestError(
-                f"{source} checksum mismatch: manifest_sha256 says {claimed!r}, content hashes to {actual!r}",
+                f"{source} checksum mismatch: manifest_sha256 says {_shown(claimed)}, content hashes to {actual!r}",
                 hint="the manifest was altered or damaged; do not trust this checkpoint",
             )
+        missing = [k for k in _MANIFEST_FIELDS if k not in obj]
+        if missing:
+            raise ManifestError(f"{source} lacks field(s) {missing}", hint=_HINT)
         try:
+            if not isinstance(obj["artifacts"], list):
+                raise _bad("field 'artifacts'", obj["artifacts"], "an array")
             man = cls(
                 checkpoint_id=obj["checkpoint_id"],
                 created_at=obj["created_at"],
                 artifacts=[Artifact.from_dict(a) for a in obj["artifacts"]],
-                tags=list(obj.get("tags", [])),
-                pinned=bool(obj.get("pinned", False)),
-                config_hash=obj.get("config_hash", ""),
-                provenance=dict(obj.get("provenance", {})),
+                tags=obj["tags"],
+                pinned=obj["pinned"],
+                config_hash=obj["config_hash"],
+                provenance=obj["provenance"],
                 format_version=obj["format_version"],
+                extra={k: v for k, v in obj.items() if k not in _KNOWN_FIELDS},
             )
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ManifestError(f"{source} lacks a required field or has a wrong type: {exc!r}") from None
-        man.validate()
+            man.validate()
+        except ManifestError as exc:
+            raise ManifestError(f"{source}: {exc.message}", hint=exc.hint or _HINT) from None
+        # the derived sections and every artifact field must be exactly what the writer writes
+        where, theirs, ours = first_difference(body, man.body())  # equal bodies: equal checksums
+        if where:
+            shown = [("absent" if v is _ABSENT else describe(v)) for v in (theirs, ours)]
+            raise ManifestError(f"{source}: field {where} is {shown[0]}, but the rest of the manifest makes it "
+                                f"{shown[1]}", hint=_HINT)
         return man
+
+
+#: fields every version-1 manifest has; ``stores`` and ``consistency`` are derived from ``artifacts``
+_MANIFEST_FIELDS = ("format", "format_version", "checkpoint_id", "created_at", "tags", "pinned", "config_hash",
+                    "provenance", "stores", "consistency", "artifacts", "manifest_sha256")
+_KNOWN_FIELDS = frozenset(_MANIFEST_FIELDS)
+_ABSENT = object()
+
+
+def first_difference(theirs: Any, ours: Any, where: str = "") -> tuple[str, Any, Any]:
+    """The first place where two JSON values differ: (path, their value, our value); path '' if equal.
+
+    A value missing on one side is the ``_ABSENT`` sentinel.
+    """
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        for key in sorted(set(theirs) | set(ours)):
+            a, b = theirs.get(key, _ABSENT), ours.get(key, _ABSENT)
+            path = f"{where}.{key}" if where else key
+            found = first_difference(a, b, path) if _ABSENT not in (a, b) else (path, a, b)
+            if found[0]:
+                return found
+        return "", None, None
+    if isinstance(theirs, list) and isinstance(ours, list) and len(theirs) == len(ours):
+        for i, (a, b) in enumerate(zip(theirs, ours)):
+            found = first_difference(a, b, f"{where}[{i}]")
+            if found[0]:
+                return found
+        return "", None, None
+    same = type(theirs) is type(ours) and theirs == ours
+    return ("", None, None) if same else (where, theirs, ours)
 
 
 def check_format(obj: dict[str, Any], *, source: str = "manifest") -> None:
     """Refuse anything that is not a manifest of a version this reader understands."""
     if obj.get("format") != FORMAT_NAME:
         raise UnsupportedFormatError(
-            f"{source} has format {obj.get('format')!r}, expected {FORMAT_NAME!r}",
+            f"{source} has format {_shown(obj.get('format'))}, expected {FORMAT_NAME!r}",
             hint="this file is not a checkpoint manifest",
         )
     version = obj.get("format_version")
-    if version not in SUPPORTED_FORMAT_VERSIONS or isinstance(version, bool):
+    if not isinstance(version, int) or isinstance(version, bool) or version not in SUPPORTED_FORMAT_VERSIONS:
         raise UnsupportedFormatError(
-            f"{source} has format_version {version!r}; this reader understands version(s) "
+            f"{source} has format_version {_shown(version)}; this reader understands version(s) "
             f"{sorted(SUPPORTED_FORMAT_VERSIONS)}",
             hint="upgrade airflow-checkpoint-provider to read checkpoints written by a newer version",
         )

@@ -24,6 +24,7 @@ import zstandard
 
 from airflow_checkpoint_provider.core.errors import CheckpointError, StoreError
 from airflow_checkpoint_provider.core.fs import StoreFS
+from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.manifest import (
     Artifact,
     format_ts,
@@ -141,9 +142,7 @@ class ArtifactSink:
 
 
 def _descriptor_bytes(art: Artifact) -> bytes:
-    from dataclasses import asdict
-
-    return json.dumps(asdict(art), sort_keys=True, indent=2).encode()
+    return json.dumps(art.to_dict(), sort_keys=True, indent=2).encode()
 
 
 def staging_owners(fs: StoreFS, rel: str) -> list[dict[str, Any]]:
@@ -190,7 +189,7 @@ class Staging:
         for rel in self._walk(f"{self.rel}/desc"):
             if not rel.endswith(".json") or "/.tmp-" in rel or rel.rsplit("/", 1)[-1].startswith(".tmp-"):
                 continue
-            art = Artifact.from_dict(json.loads(self.fs.read_bytes(rel)))
+            art = Artifact.from_dict(load_json(self.fs.read_bytes(rel), source=rel))
             out.append(art)
         return sorted(out, key=lambda a: a.name)
 

@@ -26,7 +26,6 @@ manifest: neither is ever listed, and :meth:`Store.cleanup` removes them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -46,23 +45,27 @@ from airflow_checkpoint_provider.core.errors import (
     CheckpointNotFoundError,
     FormatError,
     IntegrityError,
+    LkgBindingError,
     StoreError,
     StoreNotFoundError,
     VerificationFailedError,
 )
 from airflow_checkpoint_provider.core.fs import TMP_MARK, LocalFS, StoreFS
+from airflow_checkpoint_provider.core.lkg import LKG_ALIASES, LKG_FORMAT, LkgPointer  # noqa: F401 - re-exported
 from airflow_checkpoint_provider.core.manifest import (
     MANIFEST_MEMBER,
+    MAX_MANIFEST_BYTES,
+    MAX_METADATA_BYTES,
     Artifact,
     Manifest,
-    canonical_json,
     format_ts,
     new_checkpoint_id,
     parse_ts,
-    sha256_hex,
     utcnow,
     validate_checkpoint_id,
 )
+from airflow_checkpoint_provider.core.reading import CheckedReader, RawSizeReader
+from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.staging import Staging, staging_owners
 from airflow_checkpoint_provider.core.streams import CHUNK_SIZE
 from airflow_checkpoint_provider.core.verify import ProblemKind, VerifyResult, verify_archive
@@ -72,8 +75,6 @@ log = logging.getLogger(__name__)
 STORE_MARKER = "store.json"
 STORE_FORMAT = "airflow-checkpoint-store"
 STORE_VERSION = 1
-LKG_FORMAT = "airflow-checkpoint-lkg"
-LKG_ALIASES = frozenset({"last-known-good", "lkg", "LKG"})
 DEFAULT_LOCK_TIMEOUT = 300.0
 
 
@@ -102,47 +103,15 @@ class CheckpointInfo:
 
 
 @dataclass(frozen=True)
-class LkgPointer:
-    """Where the last-known-good pointer points, and why."""
+class DamagedCheckpoint:
+    """A listed entry that cannot be read: reported by name, never allowed to hide the others."""
 
-    checkpoint_id: str
-    manifest_sha256: str
-    set_at: str
-    previous: str | None
-    reason: str
-    verified_at: str
+    checkpoint_id: str  #: as the file name says (may itself be the problem; escape it before printing)
+    path: str  #: the store copy of the manifest, relative to the store root
+    problem: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": LKG_FORMAT,
-            "format_version": 1,
-            "checkpoint_id": self.checkpoint_id,
-            "manifest_sha256": self.manifest_sha256,
-            "set_at": self.set_at,
-            "previous": self.previous,
-            "reason": self.reason,
-            "verified_at": self.verified_at,
-        }
-
-    def to_bytes(self) -> bytes:
-        body = self.to_dict()
-        body["pointer_sha256"] = sha256_hex(canonical_json(body))
-        return (json.dumps(body, sort_keys=True, indent=2) + "\n").encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes, source: str) -> LkgPointer:
-        try:
-            obj = json.loads(data)
-            claimed = obj.pop("pointer_sha256")
-            if obj.get("format") != LKG_FORMAT or obj.get("format_version") != 1:
-                raise FormatError(f"{source} is not an LKG pointer of version 1")
-            if sha256_hex(canonical_json(obj)) != claimed:
-                raise FormatError(f"{source} fails its checksum")
-            return cls(**{k: obj[k] for k in cls.__dataclass_fields__})
-        except FormatError:
-            raise
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise FormatError(f"{source} is damaged ({exc!r})") from None
+        return {"checkpoint_id": self.checkpoint_id, "path": self.path, "problem": self.problem}
 
 
 def parse_root(root: str | os.PathLike[str]) -> StoreFS:
@@ -203,9 +172,11 @@ class Store:
 
     def _check_marker(self) -> None:
         try:
-            obj = json.loads(self.fs.read_bytes(STORE_MARKER))
-        except ValueError:
-            raise StoreError(f"{self.fs.root}/{STORE_MARKER} is damaged",
+            obj = load_json(self.fs.read_bytes(STORE_MARKER), source=f"{self.fs.root}/{STORE_MARKER}")
+            if not isinstance(obj, dict):
+                raise FormatError(f"{self.fs.root}/{STORE_MARKER} is not a JSON object")
+        except FormatError as exc:
+            raise StoreError(f"{self.fs.root}/{STORE_MARKER} is damaged: {exc.message}",
                              hint="restore it from a copy; it only holds the format version") from None
         if obj.get("format") != STORE_FORMAT or obj.get("format_version") != STORE_VERSION:
             raise FormatError(
@@ -307,10 +278,20 @@ class Store:
     def exists(self, checkpoint_id: str) -> bool:
         return self.fs.exists(self._manifest_rel(checkpoint_id)) and self.fs.exists(self._archive_rel(checkpoint_id))
 
+    def _read_manifest(self, cid: str) -> Manifest:
+        """Parse the store copy of a checkpoint's manifest (size-capped before it is read)."""
+        rel = self._manifest_rel(cid)
+        size = self.fs.size(rel)
+        if size > MAX_MANIFEST_BYTES:
+            raise FormatError(f"{rel} is {size} bytes, larger than the {MAX_MANIFEST_BYTES} a manifest may have",
+                              hint="the store copy of the manifest is damaged; verify the checkpoint")
+        return Manifest.from_bytes(self.fs.read_bytes(rel), source=rel)
+
     def _info(self, cid: str) -> CheckpointInfo:
-        manifest = Manifest.from_bytes(self.fs.read_bytes(self._manifest_rel(cid)), source=self._manifest_rel(cid))
+        manifest = self._read_manifest(cid)
         if manifest.checkpoint_id != cid:
-            raise FormatError(f"{self._manifest_rel(cid)} describes checkpoint {manifest.checkpoint_id!r}")
+            raise FormatError(f"{self._manifest_rel(cid)} describes checkpoint {manifest.checkpoint_id!r}",
+                              hint="the file was renamed or copied from another checkpoint; do not trust it")
         return CheckpointInfo(
             checkpoint_id=cid,
             created_at=manifest.created_at,
@@ -321,9 +302,13 @@ class Store:
             archive=self._archive_rel(cid),
         )
 
-    def list(self, *, tag: str | None = None) -> list[CheckpointInfo]:
-        """Complete checkpoints, newest first; only those carrying ``tag`` if given."""
-        out = []
+    def scan(self, *, tag: str | None = None) -> tuple[list[CheckpointInfo], list[DamagedCheckpoint]]:
+        """Complete checkpoints (newest first, only those tagged ``tag`` if given) and the damaged ones.
+
+        A damaged entry (unreadable or invalid manifest, a file name that is not an id) is
+        returned with its problem; it never stops the others from being listed.
+        """
+        out, damaged = [], []
         suffix = ".manifest.json"
         for entry in self.fs.listdir("checkpoints"):
             if not entry.endswith(suffix) or entry.startswith(TMP_MARK):
@@ -332,25 +317,31 @@ class Store:
             if not self.fs.exists(self._archive_rel(cid)):
                 continue
             try:
+                validate_checkpoint_id(cid)
                 info = self._info(cid)
             except CheckpointError as exc:
-                log.warning("Skipping checkpoint %s: %s", cid, exc.message)
+                log.warning("Checkpoint %r is damaged: %s", cid, exc.message)
+                damaged.append(DamagedCheckpoint(cid, f"checkpoints/{entry}", exc.message))
                 continue
             if tag is None or tag in info.tags:
                 out.append(info)
         out.sort(key=lambda i: (i.created_at, i.checkpoint_id), reverse=True)
-        return out
+        damaged.sort(key=lambda d: d.checkpoint_id, reverse=True)
+        return out, damaged
+
+    def list(self, *, tag: str | None = None) -> list[CheckpointInfo]:
+        """Complete checkpoints, newest first; only those carrying ``tag`` if given (see :meth:`scan`)."""
+        return self.scan(tag=tag)[0]
 
     def resolve(self, checkpoint_id: str) -> str:
-        """Map ``last-known-good`` to the LKG's id; check that other ids are well-formed."""
+        """Map ``last-known-good`` to the LKG's id, checking its binding; check that other ids are well-formed."""
         if checkpoint_id in LKG_ALIASES:
-            pointer = self.lkg()
-            if pointer is None:
-                raise CheckpointNotFoundError(
-                    f"no last-known-good checkpoint is set in {self.root}",
-                    hint="run checkpoint_scheduled (it marks the LKG after verification) or `airflow-checkpoint "
-                    "lkg set <id>`",
-                )
+            pointer = self._current_lkg()
+            problem = self._binding_problem(pointer)
+            if problem:
+                missing = not self.exists(pointer.checkpoint_id)
+                raise (CheckpointNotFoundError if missing else LkgBindingError)(
+                    problem, hint=self._lkg_fallback_hint(pointer))
             return pointer.checkpoint_id
         try:
             return validate_checkpoint_id(checkpoint_id)
@@ -379,8 +370,10 @@ class Store:
 
         The archive is read strictly (hostile members are refused by name). The stored bytes
         are hashed as they are read; if the reader reaches the end and size or sha256 differ
-        from the manifest, :class:`IntegrityError` is raised. Verify the whole archive before
-        changing anything: this check is a second line of defence, not the first.
+        from the manifest, :class:`IntegrityError` is raised. Decompressed bytes are bounded
+        by the manifest's ``raw_size``: reading more (a zstd bomb) or fewer raises
+        :class:`IntegrityError` naming the artifact. Verify the whole archive before changing
+        anything: these checks are a second line of defence, not the first.
         """
         info = self.get(checkpoint_id)
         art = info.manifest.artifact(name)
@@ -388,30 +381,51 @@ class Store:
             for member, stream in ArchiveReader(f, source=info.archive):
                 if member.name != art.member:
                     continue
-                checked = _CheckedReader(stream, art)
+                checked = CheckedReader(stream, art)
                 if decompress and art.compression == "zstd":
                     with zstandard.ZstdDecompressor().stream_reader(checked, read_size=CHUNK_SIZE,
                                                                     closefd=False) as reader:
-                        yield reader  # type: ignore[misc]
+                        yield RawSizeReader(reader, art, checked)  # type: ignore[misc]
                 else:
                     yield checked  # type: ignore[misc]
                 return
         raise IntegrityError(f"{info.archive} has no member {art.member}",
                              hint="verify the checkpoint; the archive lost an artifact")
 
+    def read_artifact(self, checkpoint_id: str, name: str, *, limit: int = MAX_METADATA_BYTES) -> bytes:
+        """Read a small artifact (metadata such as ``search/snapshot.json``) whole, decompressed.
+
+        Refused before anything is read if the manifest says it is larger than ``limit``;
+        while reading, bounded by its ``raw_size`` as :meth:`open_artifact` is.
+        """
+        info = self.get(checkpoint_id)
+        art = info.manifest.artifact(name)
+        raw = art.raw_size if art.raw_size is not None else art.size
+        if raw > limit:
+            raise IntegrityError(
+                f"artifact {name} of {info.checkpoint_id} is {raw} bytes decompressed; an artifact read whole into "
+                f"memory may have at most {limit}",
+                hint="the manifest is damaged or forged; verify the checkpoint and restore another one",
+            )
+        with self.open_artifact(info.checkpoint_id, name) as f:
+            return f.read()
+
     def verify(self, checkpoint_id: str, *, deep: bool = False) -> VerifyResult:
-        """Check the archive against the store's manifest copy; collects every problem."""
-        cid = self.resolve(checkpoint_id)
+        """Check the archive against the store's manifest copy; collects every problem.
+
+        For ``last-known-good`` the pointer's ``manifest_sha256`` must also match the manifest.
+        """
+        pointer = self._current_lkg() if checkpoint_id in LKG_ALIASES else None
+        cid = pointer.checkpoint_id if pointer else self.resolve(checkpoint_id)
         if not self.exists(cid):
             self.get(cid)  # raises the helpful not-found error
         manifest_rel = self._manifest_rel(cid)
+        sidecar_error = None
         try:
-            expected = Manifest.from_bytes(self.fs.read_bytes(manifest_rel), source=manifest_rel)
-        except CheckpointError:
+            expected: Manifest | None = self._read_manifest(cid)
+        except CheckpointError as exc:
             expected = None  # the embedded manifest still gets checked; the sidecar problem is reported
-            sidecar_error = True
-        else:
-            sidecar_error = False
+            sidecar_error = exc.message
         try:
             with self.fs.open_read(self._archive_rel(cid)) as f:
                 result = verify_archive(f, checkpoint_id=cid, expected=expected, source=self._archive_rel(cid),
@@ -420,8 +434,31 @@ class Store:
             result = VerifyResult(checkpoint_id=cid)
             result.add(ProblemKind.UNREADABLE, self._archive_rel(cid), exc.message)
         if sidecar_error:
-            result.add(ProblemKind.BAD_MANIFEST, manifest_rel, "the store's copy of the manifest is damaged")
+            result.add(ProblemKind.BAD_MANIFEST, manifest_rel, f"the store's copy of the manifest is damaged: "
+                                                               f"{sidecar_error}")
+        elif expected is not None and expected.checkpoint_id != cid:
+            result.add(ProblemKind.ID_MISMATCH, manifest_rel,
+                       f"describes checkpoint {expected.checkpoint_id!r}, but its file name says {cid!r}")
+        if pointer is not None and result.manifest is not None:
+            problem = self._binding_problem(pointer, result.manifest)
+            if problem:
+                result.add(ProblemKind.LKG_MISMATCH, "refs/lkg.json", problem, hint=self._lkg_fallback_hint(pointer))
         return result
+
+    def verify_all(self, *, deep: bool = False) -> list[VerifyResult]:
+        """Verify every checkpoint, newest first; a damaged entry gets a failed result, not an exception."""
+        infos, damaged = self.scan()
+        results = [self.verify(i.checkpoint_id, deep=deep) for i in infos]
+        for entry in damaged:
+            try:
+                validate_checkpoint_id(entry.checkpoint_id)
+            except FormatError:
+                result = VerifyResult(checkpoint_id=entry.checkpoint_id)
+                result.add(ProblemKind.BAD_MANIFEST, entry.path, entry.problem)
+            else:
+                result = self.verify(entry.checkpoint_id, deep=deep)
+            results.append(result)
+        return results
 
     # ---- deleting --------------------------------------------------------------------------------
 
@@ -501,9 +538,12 @@ class Store:
             if entry.startswith(TMP_MARK) or not entry.endswith(".json"):
                 continue
             try:
-                out.append(json.loads(self.fs.read_bytes(f"audit/{entry}")))
-            except ValueError:
-                log.warning("Skipping damaged audit record %s", entry)
+                record = load_json(self.fs.read_bytes(f"audit/{entry}"), source=f"audit/{entry}")
+            except FormatError as exc:
+                log.warning("Skipping damaged audit record %s: %s", entry, exc.message)
+                continue
+            if isinstance(record, dict) and isinstance(record.get("recorded_at", ""), str):
+                out.append(record)
         out.sort(key=lambda r: r.get("recorded_at", ""), reverse=True)
         return out
 
@@ -535,6 +575,42 @@ class Store:
         out.sort(key=lambda p: p.set_at, reverse=True)
         return out
 
+    def _current_lkg(self) -> LkgPointer:
+        pointer = self.lkg()
+        if pointer is None:
+            raise CheckpointNotFoundError(
+                f"no last-known-good checkpoint is set in {self.root}",
+                hint="run checkpoint_scheduled (it marks the LKG after verification) or `airflow-checkpoint "
+                "lkg set <id>`",
+            )
+        return pointer
+
+    def _binding_problem(self, pointer: LkgPointer, manifest: Manifest | None = None) -> str | None:
+        """Why ``pointer`` no longer names the manifest it was verified with, or None if it still does."""
+        cid = pointer.checkpoint_id
+        if manifest is None:
+            if not self.exists(cid):
+                return f"the last-known-good pointer names checkpoint {cid}, which is not in {self.root}"
+            try:
+                manifest = self._info(cid).manifest
+            except CheckpointError as exc:
+                return f"the last-known-good checkpoint {cid} cannot be read: {exc.message}"
+        if manifest.manifest_sha256 != pointer.manifest_sha256:
+            return (f"the last-known-good pointer binds checkpoint {cid} to manifest_sha256 "
+                    f"{pointer.manifest_sha256}, but its manifest is now {manifest.manifest_sha256}: the checkpoint "
+                    "was replaced after it was verified")
+        return None
+
+    def _lkg_fallback_hint(self, pointer: LkgPointer) -> str:
+        """Names the LKG history's previous entry that still matches its checkpoint."""
+        for entry in self.lkg_history():
+            if entry.checkpoint_id != pointer.checkpoint_id and self._binding_problem(entry) is None:
+                return (f"do not restore it; the LKG history's previous verified entry is {entry.checkpoint_id} "
+                        f"(marked {entry.set_at}): check it with `airflow-checkpoint verify {entry.checkpoint_id}` "
+                        f"and move the LKG back with `airflow-checkpoint lkg set {entry.checkpoint_id}`")
+        return ("do not restore it; no earlier entry of the LKG history still matches its checkpoint: find a good "
+                "one with `airflow-checkpoint verify --all` and mark it with `airflow-checkpoint lkg set <id>`")
+
     def mark_lkg(self, checkpoint_id: str, *, result: VerifyResult | None = None, reason: str = "") -> LkgPointer:
         """Point the LKG at a checkpoint, but only if it verifies.
 
@@ -544,15 +620,15 @@ class Store:
         """
         info = self.get(checkpoint_id)
         cid = info.checkpoint_id
-        sha = info.manifest.to_dict()["manifest_sha256"]
+        sha = info.manifest.manifest_sha256
         if result is None or not result.ok or result.checkpoint_id != cid or result.manifest is None or \
-                result.manifest.to_dict()["manifest_sha256"] != sha:
+                result.manifest.manifest_sha256 != sha:
             result = self.verify(cid)  # outside the lock: verification reads the whole archive
         if not result.ok:
             raise VerificationFailedError(result)
         with self.lock():
             # the checkpoint must still be the one that was verified
-            current = self.get(cid).manifest.to_dict()["manifest_sha256"]
+            current = self.get(cid).manifest.manifest_sha256
             if current != sha:
                 raise StoreError(f"checkpoint {cid} changed while it was being verified",
                                  hint="verify it again and retry")
@@ -572,44 +648,6 @@ class Store:
             self.fs.write_bytes(f"refs/lkg-history/{stamp}-{cid}.json", data)
         log.info("Last-known-good is now %s (was %s)", cid, pointer.previous)
         return pointer
-
-
-class _CheckedReader:
-    """Reads a member's stored bytes, hashing them; at the end size and sha256 must match."""
-
-    def __init__(self, stream: Any, art: Artifact) -> None:
-        self._stream = stream
-        self._art = art
-        self._sha = hashlib.sha256()
-        self._n = 0
-        self._checked = False
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
-        self._sha.update(data)
-        self._n += len(data)
-        if not data or (self._n == self._art.size and n != 0):
-            self._check()
-        return data
-
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def _check(self) -> None:
-        if self._checked:
-            return
-        self._checked = True
-        if self._n != self._art.size or self._sha.hexdigest() != self._art.sha256:
-            raise IntegrityError(
-                f"artifact {self._art.name}: read {self._n} bytes hashing to {self._sha.hexdigest()}, "
-                f"manifest says {self._art.size} bytes, {self._art.sha256}",
-                hint="the archive is damaged; verify it and restore another checkpoint",
-            )
 
 
 AUDIT_FORMAT = "airflow-checkpoint-audit"

@@ -1,13 +1,15 @@
 """Verify a checkpoint archive: collect every problem, then report.
 
 Verification reads the archive once, front to back. It checks the embedded
-manifest (format version, self-checksum, equality with the store's copy), then
+manifest (format version, self-checksum, the checkpoint id, canonical bytes equal to
+the store's copy's), then
 each member's size and sha256 against the manifest, and finally that no
 artifact is missing. It does not stop at the first problem: the result lists
 each one with the member it concerns and what to do.
 
 The outcomes form a closed set (:class:`ProblemKind`). ``deep=True`` also
-decompresses each zstd artifact in the same pass and checks its raw size.
+decompresses each zstd artifact in the same pass and checks its raw size; it stops
+decompressing an artifact as soon as it passes its ``raw_size`` (a zstd bomb costs no memory).
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ from airflow_checkpoint_provider.core.errors import (
     TruncatedArchiveError,
     UnsupportedFormatError,
 )
-from airflow_checkpoint_provider.core.manifest import MANIFEST_MEMBER, MAX_MANIFEST_BYTES, Manifest
+from airflow_checkpoint_provider.core.manifest import (
+    MANIFEST_MEMBER,
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    first_difference,
+)
 from airflow_checkpoint_provider.core.streams import CHUNK_SIZE
 
 
@@ -43,6 +50,8 @@ class ProblemKind(str, enum.Enum):
     DAMAGED_HEADER = "damaged_header"
     DATA_ERROR = "data_error"  #: deep check: artifact does not decompress to its raw size
     UNREADABLE = "unreadable"  #: the archive file itself cannot be opened or read
+    ID_MISMATCH = "id_mismatch"  #: a manifest describes another checkpoint than its file names
+    LKG_MISMATCH = "lkg_mismatch"  #: the LKG pointer is bound to another manifest than the checkpoint's
 
 
 _HINTS = {
@@ -58,6 +67,8 @@ _HINTS = {
     ProblemKind.DAMAGED_HEADER: "the archive structure is corrupt; restore from another checkpoint",
     ProblemKind.DATA_ERROR: "the artifact does not decompress cleanly; restore from another checkpoint",
     ProblemKind.UNREADABLE: "check that the store is mounted and readable",
+    ProblemKind.ID_MISMATCH: "the files were renamed or copied from another checkpoint; do not trust this checkpoint",
+    ProblemKind.LKG_MISMATCH: "the checkpoint was replaced after it was marked last-known-good; do not restore it",
 }
 
 
@@ -66,10 +77,11 @@ class Problem:
     kind: ProblemKind
     subject: str  #: the member (or file) the problem concerns
     detail: str
+    advice: str = ""  #: a hint for this very problem, replacing the kind's general one
 
     @property
     def hint(self) -> str:
-        return _HINTS[self.kind]
+        return self.advice or _HINTS[self.kind]
 
     def __str__(self) -> str:
         return f"{self.kind.value}: {self.subject}: {self.detail}"
@@ -90,8 +102,8 @@ class VerifyResult:
     def ok(self) -> bool:
         return not self.problems and self.manifest is not None
 
-    def add(self, kind: ProblemKind, subject: str, detail: str) -> None:
-        self.problems.append(Problem(kind, subject, detail))
+    def add(self, kind: ProblemKind, subject: str, detail: str, *, hint: str = "") -> None:
+        self.problems.append(Problem(kind, subject, detail, hint))
 
     def kinds(self) -> set[ProblemKind]:
         return {p.kind for p in self.problems}
@@ -103,7 +115,7 @@ class VerifyResult:
             "problems": [p.to_dict() for p in self.problems],
             "verified": list(self.verified),
             "bytes_read": self.bytes_read,
-            "manifest_sha256": self.manifest.to_dict()["manifest_sha256"] if self.manifest else None,
+            "manifest_sha256": self.manifest.manifest_sha256 if self.manifest else None,
         }
 
 
@@ -143,14 +155,19 @@ def verify_archive(
                     except (ManifestError, UnsupportedFormatError) as exc:
                         _manifest_problem(result, exc, MANIFEST_MEMBER)
                     else:
+                        if embedded.checkpoint_id != checkpoint_id:
+                            result.add(ProblemKind.ID_MISMATCH, MANIFEST_MEMBER,
+                                       f"describes checkpoint {embedded.checkpoint_id!r}, but the archive is "
+                                       f"{checkpoint_id!r}")
                         if reference is None:
                             reference = embedded
                             result.manifest = embedded
-                        elif embedded.to_dict() != reference.to_dict():
+                        elif embedded.canonical() != reference.canonical():
                             result.add(
                                 ProblemKind.MANIFEST_MISMATCH,
                                 MANIFEST_MEMBER,
-                                "the embedded manifest differs from the store's copy",
+                                "the embedded manifest differs from the store's copy "
+                                f"(first at field {first_difference(embedded.to_dict(), reference.to_dict())[0]})",
                             )
                     if member.problem is None:
                         continue
@@ -173,7 +190,8 @@ def verify_archive(
                     ProblemKind.SIZE_MISMATCH, member.name, f"{member.size} bytes, manifest says {art.size}"
                 )
                 continue
-            digest, raw, data_error = _hash_member(stream, deep=deep and art.compression == "zstd")
+            digest, raw, data_error = _hash_member(stream, deep=deep and art.compression == "zstd",
+                                                   raw_size=art.raw_size)
             result.bytes_read += member.size
             if digest != art.sha256:
                 result.add(
@@ -211,21 +229,28 @@ def _artifact_by_member(manifest: Manifest | None, member: str):  # noqa: ANN202
     return None
 
 
-class _Count:
-    """Null sink that counts decompressed bytes (memory stays bounded whatever the ratio)."""
+class _TooLarge(Exception):
+    """The decompressed bytes passed the artifact's raw_size."""
 
-    def __init__(self) -> None:
+
+class _Count:
+    """Null sink that counts decompressed bytes, refusing more than ``limit`` (a zstd bomb)."""
+
+    def __init__(self, limit: int | None) -> None:
         self.n = 0
+        self.limit = limit
 
     def write(self, data: bytes) -> int:
         self.n += len(data)
+        if self.limit is not None and self.n > self.limit:
+            raise _TooLarge
         return len(data)
 
 
-def _hash_member(stream: Any, *, deep: bool) -> tuple[str, int | None, str | None]:
-    """sha256 of the member; with ``deep``, also its decompressed size (same pass)."""
+def _hash_member(stream: Any, *, deep: bool, raw_size: int | None = None) -> tuple[str, int | None, str | None]:
+    """sha256 of the member; with ``deep``, also its decompressed size (same pass, bounded by ``raw_size``)."""
     sha = hashlib.sha256()
-    counter = _Count()
+    counter = _Count(raw_size)
     dec = zstandard.ZstdDecompressor().stream_writer(counter, write_return_read=True) if deep else None
     error = None
     while piece := stream.read(CHUNK_SIZE):
@@ -235,4 +260,6 @@ def _hash_member(stream: Any, *, deep: bool) -> tuple[str, int | None, str | Non
                 dec.write(piece)
             except zstandard.ZstdError as exc:
                 error = f"zstd: {exc}"
+            except _TooLarge:
+                error = f"decompresses to more than its raw_size of {raw_size} bytes (decompression stopped there)"
     return sha.hexdigest(), (counter.n if deep else None), error

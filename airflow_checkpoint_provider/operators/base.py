@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -89,7 +88,7 @@ def fail_fast(exc: BaseException) -> BaseException:
 
 
 def artifacts_to_xcom(artifacts: list[Artifact]) -> list[dict[str, Any]]:
-    return [asdict(a) for a in artifacts]
+    return [a.to_dict() for a in artifacts]
 
 
 def artifacts_from_xcom(items: list[dict[str, Any]]) -> list[Artifact]:

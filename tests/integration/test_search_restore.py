@@ -23,6 +23,7 @@ from airflow_checkpoint_provider.core.engines import search
 from airflow_checkpoint_provider.core.engines.search.restore import short_id
 from airflow_checkpoint_provider.core.engines.targets import SearchTarget
 from airflow_checkpoint_provider.core.errors import CaptureError, EngineError
+from tests.unit.core.helpers import plant_member, run_bomb_child, zstd_bomb
 
 pytestmark = pytest.mark.integration
 
@@ -370,6 +371,23 @@ def test_plan_lists_actions_and_conflicts_and_changes_nothing(node, http, client
     with pytest.raises(search.RestoreRefusedError, match="concrete index"):
         search.restore(client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, swap="alias",
                        indices=[n["orders"]])
+    assert _state(http, uid) == before
+
+
+def test_zstd_bomb_in_the_snapshot_document_fails_the_dry_run_plan_and_changes_nothing(node, http, client, uid,
+                                                                                        tmp_path, cleanup):
+    w = _seed_and_capture(node, http, client, uid, tmp_path)
+    store = Store.open(tmp_path / "store")
+    bomb, _ = zstd_bomb()  # 35 KB that inflate to 1.1 GiB; the manifest keeps the real raw_size (a lie)
+    plant_member(store, w.checkpoint_id, ARTIFACT, bomb)
+    assert store.verify(w.checkpoint_id).ok  # sizes and checksums hold: only the raw_size bound can tell
+    before = _state(http, uid)
+
+    out = run_bomb_child(store, w.checkpoint_id, "plan", url=node["url"])
+
+    assert out["error"] == "IntegrityError", out
+    assert f"artifact {ARTIFACT} decompresses to more than its raw_size" in out["message"]
+    assert out["max_rss_mb"] < 300, out
     assert _state(http, uid) == before
 
 

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 
 from airflow_checkpoint_provider.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_STORE, EXIT_USAGE, main
 from airflow_checkpoint_provider.core import Store
-from tests.unit.core.helpers import archive_path, flip_byte, make_checkpoint, member_data_offsets
+from tests.unit.core.helpers import (
+    archive_members,
+    archive_path,
+    flip_byte,
+    forge_fields,
+    make_checkpoint,
+    manifest_bytes,
+    member_data_offsets,
+    resealed,
+    write_forged,
+)
 
 
 @pytest.fixture
@@ -70,3 +82,61 @@ def test_audit_lists_restores_newest_first(store, capsys):
     assert code == EXIT_OK
     assert "restored" in lines[0] and "ckpt-b" in lines[0] and "healthy" in lines[0] and "recovery_lkg/r2" in lines[0]
     assert "failed" in lines[1] and "ckpt-a" in lines[1] and lines[2].strip() == "error: boom"
+
+
+def _sidecar(store, cid):
+    return os.path.join(store.root, "checkpoints", f"{cid}.manifest.json")
+
+
+def test_list_escapes_what_it_prints_so_no_line_can_be_forged(store, capsys):
+    lkg = make_checkpoint(store, run="lkg")
+    tagged = make_checkpoint(store, run="tagged")
+    store.mark_lkg(lkg.checkpoint_id)
+    # a tag holding a newline and a fake row, consistently re-checksummed in both copies
+    forge_fields(store, tagged, lambda b: b.update(tags=["ok\nckpt-forged-by-tag  2026-01-01 [LKG]"]))
+    # a file name holding a newline and a fake row
+    checkpoints = os.path.join(store.root, "checkpoints")
+    renamed = "ckpt-x\nckpt-forged-by-name [LKG]"
+    shutil.copy(archive_path(store, lkg.checkpoint_id), os.path.join(checkpoints, f"{renamed}.tar"))
+    shutil.copy(_sidecar(store, lkg.checkpoint_id), os.path.join(checkpoints, f"{renamed}.manifest.json"))
+    code, out, err = run(capsys, "--root", store.root, "list")
+    lines = out.splitlines()
+    assert not [line for line in lines if line.startswith("ckpt-forged")], out
+    assert code == EXIT_PROBLEMS
+    assert [line.split()[0] for line in lines if line.endswith("[LKG]")] == [lkg.checkpoint_id]
+    assert f"{tagged.checkpoint_id} " in out and "DAMAGED: " in out and "field 'tags'[0]" in out
+    assert "ckpt-x\\nckpt-forged-by-name [LKG]" in out and "invalid checkpoint id" in out
+    assert not [line for line in err.splitlines() if line.startswith("ckpt-forged")], err
+
+
+def test_list_and_verify_all_report_a_poisoned_sidecar_and_go_on(store, capsys):
+    good = make_checkpoint(store, run="good")
+    bad = make_checkpoint(store, run="bad")
+    text = open(_sidecar(store, bad.checkpoint_id)).read()
+    with open(_sidecar(store, bad.checkpoint_id), "w") as f:
+        f.write(text.replace("{", '{"poison": ' + "9" * 5000 + ",", 1))
+    code, out, err = run(capsys, "--root", store.root, "list")
+    assert code == EXIT_PROBLEMS and out.splitlines()[1].startswith(good.checkpoint_id)
+    assert f"{bad.checkpoint_id} " in out and "integer of 5000 digits" in out and bad.checkpoint_id in err
+    code, out, _ = run(capsys, "--root", store.root, "verify", "--all")
+    assert code == EXIT_PROBLEMS
+    assert f"{good.checkpoint_id}: OK" in out and f"{bad.checkpoint_id}: 1 problem(s)" in out
+    assert f"bad_manifest: checkpoints/{bad.checkpoint_id}.manifest.json" in out
+
+
+def test_verify_last_known_good_of_a_replaced_checkpoint_exits_1_naming_the_previous_entry(store, capsys):
+    earlier = make_checkpoint(store, run="earlier")
+    lkg = make_checkpoint(store, run="lkg")
+    other = make_checkpoint(store, run="other")
+    store.mark_lkg(earlier.checkpoint_id)
+    store.mark_lkg(lkg.checkpoint_id)
+    body = other.to_dict()
+    body["checkpoint_id"] = lkg.checkpoint_id
+    write_forged(store, lkg.checkpoint_id, manifest_bytes(resealed(body)),
+                 archive_members(archive_path(store, other.checkpoint_id))[1:])
+    assert run(capsys, "--root", store.root, "verify", lkg.checkpoint_id)[0] == EXIT_OK
+    code, out, _ = run(capsys, "--root", store.root, "verify", "last-known-good")
+    assert code == EXIT_PROBLEMS and "lkg_mismatch: refs/lkg.json" in out
+    assert f"HINT: do not restore it; the LKG history's previous verified entry is {earlier.checkpoint_id}" in out
+    code, _, err = run(capsys, "--root", store.root, "show", "last-known-good")
+    assert code == EXIT_USAGE and earlier.checkpoint_id in err

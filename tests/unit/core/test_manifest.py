@@ -20,10 +20,10 @@ SHA = "ab" * 32
 def _manifest(**kw) -> Manifest:
     arts = [
         Artifact(name="postgres/app.dump", store="postgres", kind="pg_dump/custom", size=10, sha256=SHA,
-                 engine="postgresql", engine_version="15.18", capture_start="2026-11-22T10:00:00.000000Z",
+                 raw_size=40, engine="postgresql", engine_version="15.18", capture_start="2026-11-22T10:00:00.000000Z",
                  capture_end="2026-11-22T10:00:05.000000Z", fingerprints={"rows": {"public.t": 3}}),
         Artifact(name="redis/dump.rdb", store="redis", kind="redis/rdb", size=20, sha256=SHA,
-                 engine="redis", engine_version="7.0.15", capture_start="2026-11-22T10:00:01.500000Z",
+                 raw_size=25, engine="redis", engine_version="7.0.15", capture_start="2026-11-22T10:00:01.500000Z",
                  capture_end="2026-11-22T10:00:02.000000Z"),
     ]
     defaults = dict(checkpoint_id="ckpt-20261122T100000Z-abcdef", created_at="2026-11-22T10:00:06.000000Z",

@@ -34,7 +34,7 @@ STORE = "postgres"
 ENGINE = "postgresql"
 KIND_CUSTOM = "pg_dump/custom"
 KIND_DIRECTORY = "pg_dump/directory"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -43,7 +43,7 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 def artifact_base(dbname: str) -> str:
     """The artifact-safe base name of a database: itself, or a cleaned name plus a short hash."""
-    if _SAFE_NAME.match(dbname) and len(dbname) <= 100:
+    if _SAFE_NAME.fullmatch(dbname) and len(dbname) <= 100:
         return dbname
     clean = re.sub(r"[^A-Za-z0-9._-]+", "_", dbname).strip("._-")[:40] or "db"
     return f"{clean}-{hashlib.sha256(dbname.encode()).hexdigest()[:8]}"

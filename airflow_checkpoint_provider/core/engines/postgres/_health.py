@@ -28,12 +28,12 @@ from airflow_checkpoint_provider.core.restore import HealthCheck, within
 COMPONENT = "postgres"
 _BARE = r"[a-z_][a-z0-9_$]*"
 _QUOTED = r'"(?:[^"]|"")+"'
-_QNAME = re.compile(rf"^({_BARE}|{_QUOTED})\.({_BARE}|{_QUOTED})$")
+_QNAME = re.compile(rf"^({_BARE}|{_QUOTED})\.({_BARE}|{_QUOTED})\Z")
 
 
 def split_qname(qname: str) -> tuple[str, str] | None:
     """``public."My Table"`` -> ``("public", "My Table")``; None if it is not quote_ident output."""
-    m = _QNAME.match(qname)
+    m = _QNAME.fullmatch(qname)
     if not m:
         return None
 

@@ -17,9 +17,9 @@ ROLLBACK_INFIX = "__rollback_"
 DRILL_INFIX = "__drill_"
 MAX_NAME_BYTES = 63  #: PostgreSQL's NAMEDATALEN - 1: longer names are silently truncated by the server
 
-_ROLLBACK_RE = re.compile(r"^(?P<base>.+)__rollback_(?P<ckpt>[0-9a-z]{1,12})_(?P<ts>\d{14})$")
+_ROLLBACK_RE = re.compile(r"^(?P<base>.+)__rollback_(?P<ckpt>[0-9a-z]{1,12})_(?P<ts>\d{14})\Z")
 _ROLLBACK_SQL_RE = r"^.+__rollback_[0-9a-z]{1,12}_[0-9]{14}$"  #: the same, for the server's regex engine
-_CKPT_SUFFIX_RE = re.compile(r"^ckpt-\d{8}T\d{6}Z-([0-9a-f]{1,12})$")
+_CKPT_SUFFIX_RE = re.compile(r"^ckpt-\d{8}T\d{6}Z-([0-9a-f]{1,12})\Z")
 
 
 def fit_name(base: str, suffix: str) -> str:

@@ -69,14 +69,14 @@ PG_RESTORE_APPLICATION_NAME = "airflow-checkpoint-pg_restore"
 #: commit flushes the WAL of everything restored before it.
 DEFAULT_SESSION_OPTIONS = {"synchronous_commit": "off"}
 
-_DUMP_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
-_TOC_LINE_RE = re.compile(r"^(\d+); \d+ \d+ (.*)$")
+_DUMP_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
+_TOC_LINE_RE = re.compile(r"^(\d+); \d+ \d+ (.*)\Z")
 _RELATION_RE = re.compile(r"^(MATERIALIZED VIEW DATA|MATERIALIZED VIEW|FOREIGN TABLE|TABLE DATA|TABLE|VIEW|"
-                          r"SEQUENCE SET|SEQUENCE OWNED BY|SEQUENCE) (.*)$")
+                          r"SEQUENCE SET|SEQUENCE OWNED BY|SEQUENCE) (.*)\Z")
 _DB_ENTRY_PREFIXES = ("DATABASE ", "DATABASE PROPERTIES ", "COMMENT - DATABASE ", "ACL - DATABASE ",
                       "SECURITY LABEL - DATABASE ")
 _IDENT = r'(?:[a-z_][a-z0-9_$]*|"(?:[^"]|"")+")'
-_CREATE_DB_RE = re.compile(rf"^CREATE DATABASE ({_IDENT}) WITH (.*)$", re.S)
+_CREATE_DB_RE = re.compile(rf"^CREATE DATABASE ({_IDENT}) WITH (.*)\Z", re.S)
 _CONN_LIMIT_RE = re.compile(r"CONNECTION LIMIT = (-?\d{1,10})")
 _ROLE_IN_DB_RE = re.compile(rf"ALTER ROLE ({_IDENT}) IN DATABASE ({_IDENT}) ((?:SET|RESET) .*)", re.S)
 _CREATE_OPT_RE = re.compile(r"([A-Z_]+) = ('(?:[^']|'')*'|[A-Za-z0-9_]+)")
@@ -120,7 +120,7 @@ def untar_dump_directory(src: BinaryIO, dest: str, *, source: str, only_toc: boo
                 problem = None
                 if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
                     problem = "is not a regular file"
-                elif not _DUMP_FILE_RE.match(member.name):
+                elif not _DUMP_FILE_RE.fullmatch(member.name):
                     problem = "is not a plain file name (no directories, no '..', no special characters)"
                 elif member.name in names:
                     problem = "appears twice"

@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from airflow_checkpoint_provider.core.engines.targets import RedisTarget
-from airflow_checkpoint_provider.core.errors import AuthenticationError, CaptureError
-from airflow_checkpoint_provider.core.manifest import Artifact
+from airflow_checkpoint_provider.core.errors import AuthenticationError, CaptureError, FormatError
+from airflow_checkpoint_provider.core.manifest import MAX_METADATA_BYTES, Artifact
+from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.staging import ArtifactSink, Staging
 
 from .encoding import TYPE_MODULE_2, RdbError, decode_length, type_name
@@ -95,7 +96,7 @@ def read_logical(src: BinaryIO) -> Iterator[dict[str, Any] | LogicalFunctions | 
         tag = _exact(src, 1, "record tag")
         if tag == b"M" and not seen_meta:
             seen_meta = True
-            yield json.loads(_exact(src, _U32.unpack(_exact(src, 4, "META length"))[0], "META"))
+            yield _read_meta(src)
         elif tag == b"F":
             yield LogicalFunctions(_exact(src, _U32.unpack(_exact(src, 4, "FUNCTIONS length"))[0], "FUNCTIONS"))
         elif tag == b"K":
@@ -113,6 +114,20 @@ def read_logical(src: BinaryIO) -> Iterator[dict[str, Any] | LogicalFunctions | 
             return
         else:
             raise RdbError(f"unknown record tag {tag!r} in a logical capture")
+
+
+def _read_meta(src: BinaryIO) -> dict[str, Any]:
+    """The META record's JSON object: size-capped before it is read, parsed with bounded depth."""
+    n = _U32.unpack(_exact(src, 4, "META length"))[0]
+    if n > MAX_METADATA_BYTES:
+        raise RdbError(f"logical capture META is {n} bytes, more than the {MAX_METADATA_BYTES} allowed")
+    try:
+        meta = load_json(_exact(src, n, "META"), source="logical capture META")
+    except FormatError as exc:
+        raise RdbError(exc.message) from None
+    if not isinstance(meta, dict):
+        raise RdbError("logical capture META is not a JSON object")
+    return meta
 
 
 def _exact(src: BinaryIO, n: int, what: str) -> bytes:

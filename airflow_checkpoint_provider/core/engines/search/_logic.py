@@ -30,7 +30,7 @@ DOCUMENT_FORMAT = "airflow-checkpoint-search-snapshot"
 DOCUMENT_FORMAT_VERSION = 1
 
 #: Snapshot names this package accepts: lowercase, portable across ES 7-9 and OpenSearch 1-3.
-SNAPSHOT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,199}$")
+SNAPSHOT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,199}\Z")
 #: Characters no repository or index name may contain (server rules, plus whitespace).
 _FORBIDDEN_NAME_CHARS = re.compile(r'[\s\\/*?"<>|,#:]')
 _SNAPSHOT_NAME_UNSAFE = re.compile(r"[^a-z0-9._-]+")
@@ -41,7 +41,7 @@ RUNNING_STATES = frozenset({"IN_PROGRESS", "STARTED", "INIT"})
 FAILED_STATES = frozenset({"PARTIAL", "FAILED", "INCOMPATIBLE"})
 
 #: Keys of repository settings that may hold secrets; redacted before anything is recorded.
-_SECRET_SETTING = re.compile(r"(?i)(pass|secret|token|credential|sas|(^|_)key$|session)")
+_SECRET_SETTING = re.compile(r"(?i)(pass|secret|token|credential|sas|(^|_)key\s*\Z|session)")
 
 #: URLs are limited to 4 KiB by default (``http.max_initial_line_length``): batch index lists.
 URL_INDEX_BUDGET = 3000
@@ -52,7 +52,7 @@ URL_INDEX_BUDGET = 3000
 
 def validate_snapshot_name(name: str) -> str:
     """A user-supplied snapshot name: lowercase letters, digits, ``.``, ``_``, ``+``, ``-``."""
-    if not isinstance(name, str) or not SNAPSHOT_NAME_RE.match(name):
+    if not isinstance(name, str) or not SNAPSHOT_NAME_RE.fullmatch(name):
         raise EngineError(
             f"invalid snapshot name {name!r}: use 1-200 lowercase letters, digits, '.', '_', '+' or '-', "
             "starting with a letter or digit",

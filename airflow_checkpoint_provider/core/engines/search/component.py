@@ -9,7 +9,6 @@ over before it are rolled back by the orchestration.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -19,9 +18,10 @@ from airflow_checkpoint_provider.core.engines.search.health import health as sea
 from airflow_checkpoint_provider.core.engines.search.restore import plan_restore
 from airflow_checkpoint_provider.core.engines.search.restore import restore as search_restore
 from airflow_checkpoint_provider.core.engines.targets import SearchTarget
-from airflow_checkpoint_provider.core.errors import EngineError, NotFoundError
+from airflow_checkpoint_provider.core.errors import EngineError, FormatError, NotFoundError
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, RestoreOutcome
+from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.staging import Staging
 from airflow_checkpoint_provider.core.store import Store
 
@@ -37,16 +37,27 @@ class SearchRestore:
         self.target, self.store, self.checkpoint_id, self.artifact = target, store, checkpoint_id, artifact
         self.indices, self.swap, self.include_global_state = indices, swap, include_global_state
         self.repository_settings, self.wait_timeout = repository_settings, wait_timeout
-        with store.open_artifact(checkpoint_id, artifact.name) as f:
-            self.doc = json.loads(f.read())
+        self._doc: dict[str, Any] | None = None
         self.outcome: RestoreOutcome | None = None
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        """The artifact's JSON document, read (size-capped) the first time the plan needs it."""
+        if self._doc is None:
+            source = f"{self.checkpoint_id}:{self.artifact.name}"
+            doc = load_json(self.store.read_artifact(self.checkpoint_id, self.artifact.name), source=source)
+            if not isinstance(doc, dict):
+                raise FormatError(f"{source} is not a JSON object", hint="verify the checkpoint")
+            self._doc = doc
+        return self._doc
 
     def _client(self) -> SearchClient:
         return SearchClient(self.target)
 
     def plan(self) -> tuple[list[PlanItem], list[str]]:
+        doc = self.doc  # read before any request: a damaged artifact never reaches the cluster
         with self._client() as client:
-            plan = plan_restore(client, self.artifact, self.doc, checkpoint_id=self.checkpoint_id,
+            plan = plan_restore(client, self.artifact, doc, checkpoint_id=self.checkpoint_id,
                                 indices=self.indices, swap=self.swap, include_global_state=self.include_global_state,
                                 repository_settings=self.repository_settings)
         return plan.items, plan.problems

@@ -91,8 +91,8 @@ MAX_INDEX_NAME_BYTES = 255
 #: Alias properties carried over by ``POST /_aliases`` ``add`` actions.
 ALIAS_PROPERTIES = ("filter", "index_routing", "search_routing", "is_write_index", "is_hidden")
 
-_SHORT_ID_RE = re.compile(r"-([0-9a-f]{6,12})$")
-_SHORT_ID_OK = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_SHORT_ID_RE = re.compile(r"-([0-9a-f]{6,12})\Z")
+_SHORT_ID_OK = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}\Z")
 _VERSION_RE = re.compile(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?")
 #: How long an index may stay red (a failed shard allocation) before waiting gives up early.
 RED_GRACE_SECONDS = 20.0
@@ -150,9 +150,9 @@ def rollback_name(index: str, short: str, stamp: str) -> str:
 
 
 #: ``<index>__rollback_<short>_<14 digits>``
-ROLLBACK_RE = re.compile(r"^(?P<source>.+)__rollback_(?P<short>[a-z0-9][a-z0-9-]*)_(?P<stamp>\d{14})$")
+ROLLBACK_RE = re.compile(r"^(?P<source>.+)__rollback_(?P<short>[a-z0-9][a-z0-9-]*)_(?P<stamp>\d{14})\Z")
 #: ``<index>__restoring_<short>``
-STAGING_RE = re.compile(r"^(?P<source>.+)__restoring_(?P<short>[a-z0-9][a-z0-9-]*)$")
+STAGING_RE = re.compile(r"^(?P<source>.+)__restoring_(?P<short>[a-z0-9][a-z0-9-]*)\Z")
 
 
 def _stamp() -> str:
