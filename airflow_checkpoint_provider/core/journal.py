@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airflow_checkpoint_provider.core.crashpoints import crashpoint
+from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.errors import FormatError
 from airflow_checkpoint_provider.core.fs import TMP_MARK, StoreFS
 from airflow_checkpoint_provider.core.manifest import format_ts, utcnow
@@ -167,7 +168,7 @@ class Journal:
             raise FormatError(f"journal {rel} is larger than {MAX_JOURNAL_BYTES} bytes",
                               hint="it was not written by this provider; move it aside and check the stores by hand")
         try:
-            d = json.loads(fs.read_bytes(rel))
+            d = load_json(fs.read_bytes(rel), source=rel)
             if d.get("format") != JOURNAL_FORMAT or d.get("format_version") != JOURNAL_VERSION:
                 raise ValueError(f"format {d.get('format')!r} version {d.get('format_version')!r}")
             comps = {k: ComponentEntry.from_dict(v) for k, v in (d.get("components") or {}).items()}

@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from airflow_checkpoint_provider.core.errors import StoreError
+from airflow_checkpoint_provider.core.safejson import load_json
+from airflow_checkpoint_provider.core.errors import FormatError, StoreError
 from airflow_checkpoint_provider.core.fs import TMP_MARK, StoreFS
 from airflow_checkpoint_provider.core.manifest import format_ts, parse_ts, utcnow
 
@@ -111,7 +112,7 @@ class LeaseRecord:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LeaseRecord:
-        d = json.loads(data)
+        d = load_json(data, source="lease")
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def to_bytes(self) -> bytes:
@@ -126,7 +127,7 @@ def read_leases(fs: StoreFS) -> list[LeaseRecord]:
             continue
         try:
             out.append(LeaseRecord.from_bytes(fs.read_bytes(f"{LEASE_DIR}/{entry}")))
-        except (ValueError, TypeError, OSError) as exc:
+        except (FormatError, ValueError, TypeError, OSError) as exc:
             log.warning("Skipping unreadable lease %s/%s: %s", LEASE_DIR, entry, exc)
     return out
 
@@ -257,7 +258,7 @@ def held_during(fs: StoreFS, keys: Iterable[str], start: str, end: str) -> list[
         if entry.endswith(".json") and not entry.startswith(TMP_MARK):
             try:
                 records.append(LeaseRecord.from_bytes(fs.read_bytes(f"{HISTORY_DIR}/{entry}")))
-            except (ValueError, TypeError, OSError):
+            except (FormatError, ValueError, TypeError, OSError):
                 continue
     for rec in records:
         if rec.key not in wanted or not rec.acquired_at:
@@ -278,7 +279,7 @@ def prune_history(fs: StoreFS, keep_seconds: float = HISTORY_KEEP_SECONDS) -> li
         try:
             rec = LeaseRecord.from_bytes(fs.read_bytes(rel))
             old = rec.released_at is not None and parse_ts(rec.released_at).timestamp() < cutoff
-        except (ValueError, TypeError, OSError):
+        except (FormatError, ValueError, TypeError, OSError):
             old = True
         if old:
             fs.remove(rel)

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from airflow_checkpoint_provider.core.errors import CheckpointError, StoreError
+from airflow_checkpoint_provider.core.errors import CheckpointError, FormatError, StoreError
 from airflow_checkpoint_provider.core.fs import StoreFS
 from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.manifest import (
@@ -151,8 +151,8 @@ def staging_owners(fs: StoreFS, rel: str) -> list[dict[str, Any]]:
     for entry in fs.listdir(f"{rel}/owners"):
         if entry.endswith(".json") and not entry.startswith(".tmp-"):
             try:
-                out.append(json.loads(fs.read_bytes(f"{rel}/owners/{entry}")))
-            except ValueError:
+                out.append(load_json(fs.read_bytes(f"{rel}/owners/{entry}"), source=f"{rel}/owners/{entry}"))
+            except FormatError:
                 continue
     return out
 
