@@ -174,8 +174,9 @@ class Journal:
             comps = {k: ComponentEntry.from_dict(v) for k, v in (d.get("components") or {}).items()}
             return cls(fs, d["restore_id"], checkpoint_id=d["checkpoint_id"], kind=d.get("kind", "restore"),
                        owner=d.get("owner") or {}, started_at=d.get("started_at"), components=comps)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise FormatError(f"journal {rel} is unreadable: {exc}",
+        except (FormatError, ValueError, KeyError, TypeError) as exc:
+            why = exc.message if isinstance(exc, FormatError) else exc
+            raise FormatError(f"journal {rel} is unreadable: {why}",
                               hint="an interrupted restore left it; check the stores it names by hand, then "
                               "remove the file") from None
 

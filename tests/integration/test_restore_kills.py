@@ -56,6 +56,7 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def _damage(services: dict[str, Any], indices: list[str], n: int) -> None:
     with sample_data.pg_connect(services["postgres"], DB) as conn:
+        conn.execute("DROP TABLE IF EXISTS attachments")
         conn.execute("DELETE FROM orders WHERE id %% %s = 0" % (n % 5 + 2))
         conn.execute("INSERT INTO customers VALUES (%s, 'junk@example.com', '2026-01-01', NULL)", (900000 + n,))
     r = sample_data.redis_client(services["redis"])
