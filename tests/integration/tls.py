@@ -16,6 +16,7 @@ import ipaddress
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -61,8 +62,9 @@ class Pki:
         Path(self.ca).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
     def issue(self, name: str, *, common_name: str | None = None, client: bool = False,
-              hosts: tuple[str, ...] = (HOST, "localhost")) -> tuple[str, str]:
-        """``(certificate, key)`` paths (key 0600) of a server (SANs ``hosts``) or client certificate."""
+              hosts: tuple[str, ...] = (HOST, "localhost"), key_password: bytes | None = None) -> tuple[str, str]:
+        """``(certificate, key)`` paths (key 0600, encrypted with ``key_password`` if given) of a
+        server (SANs ``hosts``) or client certificate."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name or name)])
         builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(self._name)
@@ -85,7 +87,8 @@ class Pki:
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+                                       serialization.BestAvailableEncryption(key_password) if key_password
+                                       else serialization.NoEncryption()))
         return str(cert_path), str(key_path)
 
 
@@ -147,8 +150,9 @@ def redis_tls_server(directory: Path, pki: Pki, *, auth_clients: str = "no",
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def enable_postgres_ssl(pg: dict[str, Any], pki: Pki, *, cert_user: str | None = None) -> None:
-    """Switch ``ssl`` on and accept TCP logins only over TLS (``cert_user`` logs in by certificate)."""
+def enable_postgres_ssl(pg: dict[str, Any], pki: Pki, methods: dict[str, str] | None = None) -> None:
+    """Switch ``ssl`` on and accept TCP logins only over TLS: SCRAM, or ``methods[user]`` (e.g.
+    ``cert``: the client certificate of that name, or ``md5``)."""
     data = Path(pg["data_dir"])
     cert, key = pki.issue("postgres-server")
     for src, name in ((cert, "server.crt"), (key, "server.key"), (pki.ca, "client-ca.crt")):
@@ -162,8 +166,7 @@ def enable_postgres_ssl(pg: dict[str, Any], pki: Pki, *, cert_user: str | None =
         fh.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
                  "ssl_ca_file = 'client-ca.crt'\n")
     hba = [f"local all {pg['superuser']} trust", "local all all scram-sha-256"]
-    if cert_user:
-        hba.append(f"hostssl all {cert_user} {HOST}/32 cert")
+    hba += [f"hostssl all {user} {HOST}/32 {method}" for user, method in (methods or {}).items()]
     hba += [f"hostssl all all {HOST}/32 scram-sha-256", f"hostnossl all all {HOST}/32 reject"]
     (data / "pg_hba.conf").write_text("\n".join(hba) + "\n")
     psql(pg, "SELECT pg_catalog.pg_reload_conf()")
@@ -181,6 +184,23 @@ def psql(pg: dict[str, Any], sql: str) -> str:
                           "-c", sql], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def recording_tool(directory: Path, real: str) -> Path:
+    """A wrapper of the client tool ``real`` that writes each run's argv and environment
+    (NUL-separated) to ``directory/runs/<pid>.argv`` and ``.env``, then becomes the tool."""
+    runs = directory / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    script = directory / Path(real).name
+    script.write_text(f'#!/bin/sh\nrun="{runs}/$$"\nprintf \'%s\\0\' "$@" > "$run.argv"\nenv -0 > "$run.env"\n'
+                      f'exec {shlex.quote(real)} "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+def recorded_runs(directory: Path) -> list[bytes]:
+    """The argv and environment of every run of the tools wrapped by :func:`recording_tool`."""
+    return [p.read_bytes() for p in sorted((directory / "runs").iterdir())]
 
 
 # --------------------------------------------------------------------------- wire
