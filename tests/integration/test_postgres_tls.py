@@ -8,10 +8,8 @@ Every TCP session of psycopg, pg_dump and pg_restore therefore runs over TLS, or
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from airflow_checkpoint_provider.core.engines.postgres import _secrets as SEC
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
 from airflow_checkpoint_provider.core.errors import AuthenticationError, ConnectionFailedError
 from airflow_checkpoint_provider.core.recovery import RestoreRequest, restore
-from tests.integration.tls import HOST, Pki, enable_postgres_ssl, psql, recorded_runs, recording_tool
+from tests.integration.tls import HOST, Pki, postgres_tls_server, recorded_runs, recording_tool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import sample_data as S  # noqa: E402
@@ -46,16 +44,8 @@ def pki(tmp_path_factory) -> Pki:
 @pytest.fixture(scope="module")
 def pg_tls(services_module, pki):
     """A private cluster with ssl on; ``certuser`` logs in by client certificate, ``md5user`` by md5."""
-    # outside pytest's base temp dir: the postgres OS user must traverse the path
-    state = Path(tempfile.mkdtemp(prefix="ckpt-pgtls-"))
-    try:
-        info = services_module.start(state, only=["postgres"])["postgres"]
-        psql(info, "CREATE ROLE certuser LOGIN SUPERUSER")
-        enable_postgres_ssl(info, pki, {"certuser": "cert", "md5user": "md5"})
+    with postgres_tls_server(services_module, pki, {"certuser": "cert", "md5user": "md5"}) as info:
         yield info
-    finally:
-        services_module.stop(state)
-        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,8 +3,10 @@
 * :class:`Pki`: a throwaway certificate authority (the ``cryptography`` package) issuing
   server and client certificates;
 * :func:`redis_tls_server`: Debian's redis-server listening only on a TLS port;
-* :func:`enable_postgres_ssl`: turn a cluster started by ``scripts/services.py`` into one that
-  accepts only TLS connections (``hostssl``), password or client-certificate logins;
+* :func:`postgres_tls_server`, :func:`enable_postgres_ssl`: a cluster started by
+  ``scripts/services.py`` that accepts only TLS connections (``hostssl``), password or
+  client-certificate logins;
+* :func:`recording_tool`: a wrapper recording a client tool's argv and environment;
 * :class:`WireTap`: a TCP forwarder that records every byte, to prove what went over the wire.
 """
 
@@ -20,6 +22,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -148,6 +151,24 @@ def redis_tls_server(directory: Path, pki: Pki, *, auth_clients: str = "no",
 
 
 # --------------------------------------------------------------------------- PostgreSQL
+
+
+@contextlib.contextmanager
+def postgres_tls_server(services_module: Any, pki: Pki, methods: dict[str, str] | None = None
+                        ) -> Iterator[dict[str, Any]]:
+    """A private cluster (``scripts/services.py``) with ssl on; see :func:`enable_postgres_ssl`."""
+    # outside pytest's base temp dir, which concurrent sessions may prune: the server lives there
+    state = Path(tempfile.mkdtemp(prefix="ckpt-pgtls-"))
+    try:
+        info = services_module.start(state, only=["postgres"])["postgres"]
+        for user, method in (methods or {}).items():
+            if method == "cert":
+                psql(info, f"CREATE ROLE {user} LOGIN SUPERUSER")
+        enable_postgres_ssl(info, pki, methods)
+        yield info
+    finally:
+        services_module.stop(state)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def enable_postgres_ssl(pg: dict[str, Any], pki: Pki, methods: dict[str, str] | None = None) -> None:
