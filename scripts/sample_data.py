@@ -72,7 +72,7 @@ def state_postgres(pg: dict[str, Any], dbname: str) -> dict[str, Any]:
 
 def redis_client(rd: dict[str, Any], db: int = 0) -> redis_py.Redis:
     return redis_py.Redis(host=rd["host"], port=rd["port"], password=rd.get("password"),
-                          username=rd.get("username"), db=db)
+                          username=rd.get("username"), db=db, **rd.get("tls", {}))  # tls: redis-py ssl_* options
 
 
 def seed_redis(rd: dict[str, Any], *, flush: bool = True) -> None:

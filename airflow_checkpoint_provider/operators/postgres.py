@@ -17,7 +17,9 @@ class PgDumpOperator(CaptureOperator):
 
     The dump and the fingerprints (row counts per table, schema hash, server version,
     database size) come from one exported snapshot, so they describe the same instant.
-    The password reaches pg_dump through a 0600 passfile, never its command line.
+    The password reaches pg_dump through a passfile held in memory, never its command line,
+    its environment or the disk; the connection's TLS options (``sslmode``, ``sslrootcert``,
+    ``sslcert``, ``sslkey``, ...) reach it too.
 
     :param postgres_conn_id: Airflow connection of the server.
     :param databases: a name, a list, or ``"all"``/None for every connectable database.

@@ -50,9 +50,19 @@ relations for the fingerprints as for pg_dump; a restore check compares ``rows``
 ``schema_sha256`` of :func:`fingerprint` (called with the ``meta["filters"]`` of the
 artifact) with the captured ones.
 
-**Secrets.** The password reaches pg_dump through a temporary 0600 passfile
-(``PGPASSFILE``) in a private directory that is removed afterwards, never argv; any error
-text is scrubbed of it.
+**TLS.** ``target.sslmode`` and every other libpq TLS option in ``target.ssl``
+(``sslrootcert``, ``sslcert``, ``sslkey``, ``sslpassword``, ``sslcrl``, ``sslsni``, ...) reach
+psycopg, pg_dump and pg_restore alike; a TLS failure is a :class:`ConnectionFailedError`
+naming sslmode and the certificate files.
+
+**Secrets** (``_secrets.py``). psycopg gets the password in-process. pg_dump and pg_restore
+get it through a 0600 passfile held in an anonymous memory file (``memfd_create``, passed as
+``PGPASSFILE=/proc/self/fd/N``), so it never touches disk and a SIGKILL leaves nothing behind;
+the ``sslpassword`` goes the same way in a service file. A password no passfile line can hold
+(a line break) is not handed to the tools at all: they log in through a relay on a private Unix
+socket that answers the server's SCRAM or md5 challenge in this process (``_relay.py``). Never
+argv, never the environment (the worker's ``AIRFLOW_CONN_*`` variables are not passed on
+either); any error text is scrubbed of the password.
 
 **Errors** (all name ``target.label`` and end with a HINT): pg_dump missing or older than
 the server -> :class:`ToolError`; unknown database, or filters that match nothing ->
@@ -99,8 +109,8 @@ the ``postgres`` artifacts of one checkpoint (``databases=`` picks some by ``met
    with ``jobs > 1`` it is written to a private temporary file (pg_restore -j needs to seek), and a
    directory-format dump is extracted strictly (regular files with plain names only, ``toc.dat``
    first) into a private temporary directory; both are removed afterwards. A ``tables=`` dump has
-   no CREATE SCHEMA: the missing schemas are created first. The password goes through a 0600
-   passfile; the pg_restore sessions run with ``synchronous_commit=off`` (safe: the cut-over's
+   no CREATE SCHEMA: the missing schemas are created first. The password goes as for pg_dump
+   (see **Secrets**); the pg_restore sessions run with ``synchronous_commit=off`` (safe: the cut-over's
    synchronous commit flushes the WAL of everything before it).
 3. ``cutover()``: ``ALTER DATABASE <db> ALLOW_CONNECTIONS false``, ``pg_terminate_backend`` of
    its client sessions (waiting until they are gone), then in **one transaction** ``<db>`` is

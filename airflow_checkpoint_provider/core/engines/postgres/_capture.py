@@ -22,6 +22,7 @@ import psycopg
 
 from airflow_checkpoint_provider.core.engines.postgres import _conn as C
 from airflow_checkpoint_provider.core.engines.postgres import _fingerprint as F
+from airflow_checkpoint_provider.core.engines.postgres import _secrets as S
 from airflow_checkpoint_provider.core.engines.postgres._names import is_own_copy
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
 from airflow_checkpoint_provider.core.errors import AuthenticationError, CheckpointError, NotFoundError, ToolError
@@ -201,23 +202,12 @@ class _Options:
     server_version: str
 
 
-def _pg_dump_argv(opts: _Options, target: PostgresTarget, dbname: str, snapshot: str, outdir: str | None) -> list[str]:
-    argv = [opts.tool.path, f"--dbname={C.conninfo(target, dbname)}", "--no-password",
+def _pg_dump_argv(opts: _Options, auth: S.ToolAuth, dbname: str, snapshot: str, outdir: str | None) -> list[str]:
+    argv = [opts.tool.path, f"--dbname={auth.conninfo(dbname)}", "--no-password",
             f"--format={opts.dump_format}", "--compress=0", f"--snapshot={snapshot}"]
     if outdir is not None:
         argv += [f"--jobs={opts.jobs}", f"--file={outdir}"]
     return argv + opts.filters.pg_dump_args()
-
-
-def _tool_env(target: PostgresTarget, workdir: str) -> dict[str, str]:
-    env = C.tool_env()
-    if target.password is not None:
-        env.pop("PGPASSWORD", None)
-        if "\n" in target.password or "\r" in target.password:
-            env["PGPASSWORD"] = target.password  # a passfile cannot hold line breaks
-        else:
-            env["PGPASSFILE"] = C.write_passfile(workdir, target)
-    return env
 
 
 def _capture_one(target: PostgresTarget, staging: Staging, dbname: str, opts: _Options) -> Artifact:
@@ -226,7 +216,7 @@ def _capture_one(target: PostgresTarget, staging: Staging, dbname: str, opts: _O
     kind = KIND_CUSTOM if opts.dump_format == "custom" else KIND_DIRECTORY
     conn = F.open_snapshot_connection(target, dbname, "opening the snapshot transaction")
     try:
-        with _private_dir(None, "ckpt-pg-") as secrets_dir:
+        with S.tool_auth(target) as auth:
             try:
                 exported_at = format_ts(utcnow())
                 snapshot = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
@@ -242,16 +232,15 @@ def _capture_one(target: PostgresTarget, staging: Staging, dbname: str, opts: _O
                     hint="grant SELECT on them (or pg_read_all_data), or leave them out with "
                     "exclude_tables/exclude_schemas",
                 )
-            env = _tool_env(target, secrets_dir)
             with staging.artifact(name, store=STORE, kind=kind, engine=ENGINE, engine_version=opts.server_version,
                                   compression="zstd", level=opts.compression_level) as sink:
                 sink.capture_start = exported_at
                 if opts.dump_format == "custom":
-                    _run_dump(target, dbname, opts, conn, selection, env, sink, snapshot, None)
+                    _run_dump(target, dbname, opts, conn, selection, auth, sink, snapshot, None)
                 else:
                     with _private_dir(_work_parent(staging), ".tmp-pgdump-") as work:
                         outdir = os.path.join(work, "dump")
-                        _run_dump(target, dbname, opts, conn, selection, env, sink, snapshot, outdir)
+                        _run_dump(target, dbname, opts, conn, selection, auth, sink, snapshot, outdir)
                 sink.meta = {
                     "database": dbname,
                     "format": opts.dump_format,
@@ -275,13 +264,13 @@ def _run_dump(
     opts: _Options,
     conn: psycopg.Connection,
     selection: F.Selection,
-    env: dict[str, str],
+    auth: S.ToolAuth,
     sink: ArtifactSink,
     snapshot: str,
     outdir: str | None,
 ) -> None:
     """Run pg_dump in the snapshot while the fingerprints are computed in the same transaction."""
-    argv = _pg_dump_argv(opts, target, dbname, snapshot, outdir)
+    argv = _pg_dump_argv(opts, auth, dbname, snapshot, outdir)
     log.info("pg_dump of %s/%s (%s format%s) in snapshot %s", target.label, dbname, opts.dump_format,
              f", {opts.jobs} jobs" if outdir else "", snapshot)
     log.debug("argv: %s", argv)
@@ -296,7 +285,8 @@ def _run_dump(
 
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if outdir is None else
-                                subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, close_fds=True)
+                                subprocess.DEVNULL, stderr=subprocess.PIPE, env=auth.env, close_fds=True,
+                                pass_fds=auth.pass_fds)
     except OSError as exc:
         raise ToolError(f"{target.label}/{dbname}: cannot start {opts.tool.path!r}: {exc}",
                         hint="check the pg_dump path and its permissions") from None
@@ -318,7 +308,7 @@ def _run_dump(
             worker.join(2)
             if isinstance(result.get("error"), psycopg.Error):
                 raise C.translate(result["error"], target, dbname, "computing fingerprints")
-            raise C.translate_tool_failure(target, dbname, "pg_dump", rc, errors.text())
+            raise auth.failure() or C.translate_tool_failure(target, dbname, "pg_dump", rc, errors.text())
         log.info("pg_dump of %s/%s finished in %.1fs", target.label, dbname, time.monotonic() - started)
         if outdir is not None:
             n = _tar_directory(outdir, sink)

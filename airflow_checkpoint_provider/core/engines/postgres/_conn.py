@@ -43,6 +43,10 @@ _AUTH_MARKERS = (
     "role \"",  # FATAL: role "x" does not exist
 )
 _PERMISSION_MARKERS = ("permission denied", "must be owner", "must be superuser")
+_PLAIN_REFUSED_HINT = ("the server takes connections from here only over TLS (hostssl): set sslmode of the "
+                       "connection to verify-full (with sslrootcert) or require")
+_TLS_MARKERS = ("ssl error", "ssl syscall", "certificate", "server does not support ssl", "sslmode value",
+                "ssl connection", "private key file", "tls")
 _VERSION_MISMATCH_MARKERS = ("server version mismatch", "aborting because of server version")
 
 
@@ -50,13 +54,19 @@ _VERSION_MISMATCH_MARKERS = ("server version mismatch", "aborting because of ser
 
 
 def scrub(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` (plain or URL-encoded) masked."""
+    """``text`` with every occurrence of ``secret`` (plain, URL-encoded or whitespace-collapsed) masked."""
     if not text or not secret:
         return text
-    for form in {secret, quote(secret, safe=""), quote(secret)}:
+    for form in sorted({secret, quote(secret, safe=""), quote(secret), " ".join(secret.split())}, key=len,
+                       reverse=True):
         if form:
             text = text.replace(form, MASK)
     return text
+
+
+def scrub_target(text: str, target: PostgresTarget) -> str:
+    """``text`` without ``target``'s password and sslpassword."""
+    return scrub(scrub(text, target.password), target.ssl.get("sslpassword"))
 
 
 # --------------------------------------------------------------------------- versions
@@ -100,8 +110,9 @@ def parse_tool_version(text: str) -> tuple[str, int] | None:
 
 
 def tool_env() -> dict[str, str]:
-    """Environment for the PostgreSQL client tools: messages in English (matched by translate_tool_failure)."""
-    env = dict(os.environ)
+    """Environment for the PostgreSQL client tools: messages in English (matched by translate_tool_failure),
+    and without the worker's Airflow connections and variables (they may hold secrets the tools never need)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
     env.pop("LANGUAGE", None)
     env["LC_ALL"] = "C"
     return env
@@ -175,13 +186,14 @@ def _markers(text: str, markers: tuple[str, ...]) -> bool:
 
 def translate(exc: BaseException, target: PostgresTarget, dbname: str | None, action: str) -> EngineError:
     """Turn a psycopg error into the matching :class:`EngineError` (message scrubbed)."""
-    msg = scrub(" ".join(str(exc).split()), target.password)
+    msg = scrub_target(" ".join(str(exc).split()), target)
     state = getattr(exc, "sqlstate", None) or ""
     where = f"{target.label}/{dbname}" if dbname else target.label
     if state.startswith("28") or _markers(msg, _AUTH_MARKERS):
         return AuthenticationError(
             f"{where}: authentication failed for user {target.user!r} while {action}: {msg}",
-            hint="check the login and password of the connection (and pg_hba.conf on the server)",
+            hint=_PLAIN_REFUSED_HINT if "no encryption" in msg else
+            "check the login and password of the connection (and pg_hba.conf on the server)",
         )
     if state == "3D000" or (_markers(msg, ("database \"",)) and "does not exist" in msg):
         return NotFoundError(f"{where}: database {dbname!r} does not exist ({msg})",
@@ -192,6 +204,10 @@ def translate(exc: BaseException, target: PostgresTarget, dbname: str | None, ac
             hint="grant the role CONNECT on the database and SELECT on every captured table and sequence "
             "(or use a role with pg_read_all_data)",
         )
+    if isinstance(exc, psycopg.OperationalError) and not state:
+        failed = tls_error(where, action, msg, target)
+        if failed is not None:
+            return failed
     if isinstance(exc, psycopg.OperationalError) and (not state or state[:2] in ("08", "57")):
         return ConnectionFailedError(
             f"{where}: cannot connect while {action}: {msg}",
@@ -204,14 +220,18 @@ def translate(exc: BaseException, target: PostgresTarget, dbname: str | None, ac
 
 def translate_tool_failure(target: PostgresTarget, dbname: str, name: str, rc: int, stderr: str) -> EngineError:
     """The error for a client tool that exited with ``rc`` (stderr already collected)."""
-    err = scrub(stderr.strip(), target.password) or "(no output)"
+    err = scrub_target(stderr.strip(), target) or "(no output)"
     where = f"{target.label}/{dbname}"
     if _markers(err, _VERSION_MISMATCH_MARKERS):
         return ToolError(f"{where}: {name} refused to dump: server version mismatch:\n{err}",
                          hint=f"pass {name}= the path of a {name} at least as new as the server")
-    if _markers(err, ("password authentication failed", "no pg_hba.conf entry", "no password supplied")):
+    if _markers(err, ("authentication failed", "no pg_hba.conf entry", "no password supplied")):
         return AuthenticationError(f"{where}: {name} could not log in as {target.user!r}:\n{err}",
-                                   hint="check the login and password of the connection")
+                                   hint=_PLAIN_REFUSED_HINT if "no encryption" in err else
+                                   "check the login and password of the connection")
+    failed = tls_error(where, name, err, target) if _markers(err, ("connection to server",)) else None
+    if failed is not None:
+        return failed
     if _markers(err, ("permission denied",)):
         return AuthenticationError(
             f"{where}: {name} failed: user {target.user!r} lacks a permission:\n{err}",
@@ -226,26 +246,27 @@ def translate_tool_failure(target: PostgresTarget, dbname: str, name: str, rc: i
 # --------------------------------------------------------------------------- connections
 
 
+def connect_kwargs(target: PostgresTarget, dbname: str, application_name: str = APPLICATION_NAME) -> dict[str, object]:
+    """psycopg's keyword arguments for ``target``: the password and every TLS option included."""
+    kwargs: dict[str, object] = {"host": target.host, "port": target.port, "user": target.user, "dbname": dbname,
+                                 "application_name": application_name}
+    if target.password is not None:
+        kwargs["password"] = target.password  # in-process: libpq keeps it in memory
+    if target.sslmode:
+        kwargs["sslmode"] = target.sslmode
+    kwargs.update(target.ssl)
+    if target.connect_timeout:
+        kwargs["connect_timeout"] = target.connect_timeout
+    return kwargs
+
+
 def connect(
     target: PostgresTarget, dbname: str | None = None, *, autocommit: bool = True, action: str = "connecting"
 ) -> psycopg.Connection:
     """A psycopg connection to ``dbname`` (default: ``target.dbname``), errors translated."""
     db = dbname or target.dbname
-    kwargs: dict[str, object] = {
-        "host": target.host,
-        "port": target.port,
-        "user": target.user,
-        "dbname": db,
-        "application_name": APPLICATION_NAME,
-    }
-    if target.password is not None:
-        kwargs["password"] = target.password
-    if target.sslmode:
-        kwargs["sslmode"] = target.sslmode
-    if target.connect_timeout:
-        kwargs["connect_timeout"] = target.connect_timeout
     try:
-        return psycopg.connect(autocommit=autocommit, **kwargs)  # type: ignore[arg-type]
+        return psycopg.connect(autocommit=autocommit, **connect_kwargs(target, db))  # type: ignore[arg-type]
     except psycopg.Error as exc:
         raise translate(exc, target, db, action) from None
 
@@ -284,29 +305,51 @@ def list_databases(target: PostgresTarget) -> list[str]:
         return connectable(database_rows(conn))
 
 
-def conninfo(target: PostgresTarget, dbname: str, application_name: str = PG_DUMP_APPLICATION_NAME) -> str:
-    """A libpq connection string without the password (that goes through a passfile)."""
+def conninfo(target: PostgresTarget, dbname: str, application_name: str = PG_DUMP_APPLICATION_NAME,
+             *, via: dict[str, object] | None = None) -> str:
+    """A libpq connection string for a client tool, without the password and the sslpassword.
+
+    Those reach the tool through :mod:`._secrets`; ``via`` replaces the server address and TLS
+    options when it connects through :class:`._relay.AuthRelay`.
+    """
 
     def q(value: object) -> str:
         return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
-    parts = {"host": target.host, "port": target.port, "user": target.user, "dbname": dbname,
-             "application_name": application_name}
-    if target.sslmode:
-        parts["sslmode"] = target.sslmode
+    parts: dict[str, object] = {"host": target.host, "port": target.port, "user": target.user, "dbname": dbname,
+                                "application_name": application_name}
+    if via is None:
+        if target.sslmode:
+            parts["sslmode"] = target.sslmode
+        parts.update((k, v) for k, v in target.ssl.items() if k != "sslpassword")
+    else:
+        parts.update(via)
     if target.connect_timeout:
         parts["connect_timeout"] = target.connect_timeout
     return " ".join(f"{k}={q(v)}" for k, v in parts.items())
 
 
-def write_passfile(directory: str, target: PostgresTarget) -> str:
-    """A 0600 libpq password file for ``target`` inside ``directory`` (which must be private)."""
+def tls_note(target: PostgresTarget) -> str:
+    """`` (sslmode=..., sslrootcert=...)``: the TLS settings a TLS error message should name."""
+    shown = {"sslmode": target.sslmode or "prefer (libpq's default)"}
+    shown.update((k, target.ssl[k]) for k in ("sslrootcert", "sslcert", "sslkey", "sslcrl") if k in target.ssl)
+    if "sslrootcert" not in target.ssl:
+        shown["sslrootcert"] = "~/.postgresql/root.crt (libpq's default)"
+    return " (" + ", ".join(f"{k}={v!r}" if "default" not in v else f"{k}={v}" for k, v in shown.items()) + ")"
 
-    def esc(value: str) -> str:
-        return value.replace("\\", "\\\\").replace(":", "\\:")
 
-    path = os.path.join(directory, "pgpass")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(f"*:*:*:{esc(target.user)}:{esc(target.password or '')}\n")
-    return path
+def tls_error(where: str, what: str, err: str, target: PostgresTarget) -> EngineError | None:
+    """A :class:`ConnectionFailedError` naming the TLS files when ``err`` is a TLS failure, else None."""
+    if not _markers(err, _TLS_MARKERS):
+        return None
+    low = err.lower()
+    if "certificate verify failed" in low or "root certificate" in low:
+        hint = ("set sslrootcert to the CA certificate that signed the server's certificate "
+                "(verify-full also needs host to be a name or address the certificate lists)")
+    elif "private key" in low or "client certificate" in low or "certificate file" in low:
+        hint = "check sslcert and sslkey: a PEM certificate and its key, the key readable only by its owner (0600)"
+    elif "server does not support ssl" in low:
+        hint = "enable ssl on the server, or lower sslmode"
+    else:
+        hint = "check the TLS settings of the connection against the server's certificate and ssl settings"
+    return ConnectionFailedError(f"{where}: {what} failed over TLS{tls_note(target)}:\n{err}", hint=hint)

@@ -31,8 +31,9 @@ class ConnectionGuard:
 
     def __init__(self, target: PostgresTarget, database: str, *, limit: int = -1, maintenance_db: str = "postgres"
                  ) -> None:
-        self.config = {"host": target.host, "port": target.port, "user": target.user, "password": target.password,
-                       "dbname": maintenance_db, "sslmode": target.sslmode, "connect_timeout": target.connect_timeout,
+        from airflow_checkpoint_provider.core.engines.postgres._conn import connect_kwargs
+
+        self.config = {"connect": connect_kwargs(target, maintenance_db, "airflow-checkpoint-guard"),
                        "database": database, "limit": int(limit)}
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -81,9 +82,8 @@ def _watch() -> int:
     rest = sys.stdin.buffer.read()  # returns at EOF: when the restore said done, or died
     if rest.startswith(DONE):
         return 0
-    database, limit = config.pop("database"), config.pop("limit")
-    kwargs = {k: v for k, v in config.items() if v is not None}
-    with psycopg.connect(autocommit=True, application_name="airflow-checkpoint-guard", **kwargs) as conn:
+    database, limit = config["database"], config["limit"]
+    with psycopg.connect(autocommit=True, **config["connect"]) as conn:
         row = conn.execute("SELECT datallowconn FROM pg_catalog.pg_database WHERE datname = %s",
                            (database,)).fetchone()
         if row is not None and not row[0]:

@@ -69,7 +69,7 @@ def health(target: PostgresTarget, expectations: dict[str, Any], *, tolerance: f
                     one = conn.execute("SELECT 1").fetchone()[0]
                     version = C.version_string(C.server_version_num(conn))
                 except psycopg.Error as exc:
-                    err = C.scrub(" ".join(str(exc).split()), target.password)
+                    err = C.scrub_target(" ".join(str(exc).split()), target)
                     checks.append(HealthCheck(COMPONENT, f"{db}: connect", False, detail=f"{where}: SELECT 1 failed: "
                                               f"{err}\nHINT: see the PostgreSQL server log"))
                     continue

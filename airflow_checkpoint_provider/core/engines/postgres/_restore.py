@@ -27,6 +27,7 @@ from psycopg import sql
 
 from airflow_checkpoint_provider.core.engines.postgres import _capture as K
 from airflow_checkpoint_provider.core.engines.postgres import _conn as C
+from airflow_checkpoint_provider.core.engines.postgres import _secrets as S
 from airflow_checkpoint_provider.core.engines.postgres._cutover import CutoverError, Server, Switch
 from airflow_checkpoint_provider.core.engines.postgres._names import (
     _ROLLBACK_RE,
@@ -508,14 +509,16 @@ class PostgresRestore:
         item.details["extract_seconds"] = round(time.monotonic() - t0, 3)
         return path
 
-    def _run_tool(self, argv: list[str], env: dict[str, str], *, dbname: str,
+    def _run_tool(self, argv: list[str], auth: S.ToolAuth | None, *, dbname: str,
                   feed: Callable[[IO[bytes]], None] | None = None, capture: bool = False) -> str:
-        """Run pg_restore; stdin fed by ``feed`` (in a thread when capturing stdout). Returns stdout."""
+        """Run pg_restore (``auth``: its secrets, None when it does not connect); stdin fed by
+        ``feed`` (in a thread when capturing stdout). Returns stdout."""
         log.debug("argv: %s", argv)
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
                                     stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, env=env, close_fds=True)
+                                    stderr=subprocess.PIPE, env=auth.env if auth else C.tool_env(), close_fds=True,
+                                    pass_fds=auth.pass_fds if auth else ())
         except OSError as exc:
             raise ToolError(f"{self.target.label}/{dbname}: cannot start {argv[0]!r}: {exc}",
                             hint="check the pg_restore path and its permissions") from None
@@ -561,11 +564,11 @@ class PostgresRestore:
         if failure:
             raise failure[0]
         if rc != 0:
-            raise self._tool_failure(dbname, rc, errors.text())
+            raise (auth.failure() if auth else None) or self._tool_failure(dbname, rc, errors.text())
         return out.decode("utf-8", "replace")
 
     def _tool_failure(self, dbname: str, rc: int, stderr: str) -> EngineError:
-        err = C.scrub(stderr.strip(), self.target.password) or "(no output)"
+        err = C.scrub_target(stderr.strip(), self.target) or "(no output)"
         where = f"{self.target.label}/{dbname}"
         low = err.lower()
         how = f"was killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
@@ -596,8 +599,9 @@ class PostgresRestore:
         versions = [i.artifact.meta.get("pg_dump_version") for i in items if i.artifact.meta.get("pg_dump_version")]
         return str(max(versions, key=lambda v: _major(v) or 0)).split(".")[0] if versions else None
 
-    def _env(self, secrets_dir: str, *, with_options: bool) -> dict[str, str]:
-        env = K._tool_env(self.target, secrets_dir)
+    def _with_options(self, env: dict[str, str], *, with_options: bool) -> dict[str, str]:
+        """``env`` plus ``PGOPTIONS`` carrying the session options (when ``with_options``)."""
+        env = dict(env)
         if with_options and self.session_options:
             def esc(value: str) -> str:
                 return str(value).replace("\\", "\\\\").replace(" ", "\\ ")
@@ -613,7 +617,6 @@ class PostgresRestore:
         info = DumpInfo()
         source = f"{self.checkpoint_id}:{item.artifact.name}"
         with K._private_dir(None, "ckpt-pgrestore-") as work:
-            env = C.tool_env()
             if item.fmt == "directory":
                 toc_dir = os.path.join(work, "toc")
                 os.mkdir(toc_dir, 0o700)
@@ -622,7 +625,7 @@ class PostgresRestore:
                 args, feed = ["--format=directory", toc_dir], None
             else:
                 args, feed = ["--format=custom"], self._feed(item)
-            listing = self._run_tool([tool.path, "--create", "--list", *args], env, dbname=item.target_db,
+            listing = self._run_tool([tool.path, "--create", "--list", *args], None, dbname=item.target_db,
                                      feed=feed, capture=True)
             db_lines = info.parse_listing(listing)
             if db_lines:
@@ -630,7 +633,7 @@ class PostgresRestore:
                 with open(list_file, "w", encoding="utf-8") as fh:
                     fh.write("\n".join(db_lines) + "\n")
                 text = self._run_tool([tool.path, "--create", "--schema-only", f"--use-list={list_file}",
-                                       "--file=-", *args], env, dbname=item.target_db,
+                                       "--file=-", *args], None, dbname=item.target_db,
                                       feed=self._feed(item) if feed else None, capture=True)
                 info.parse_database_sql(text)
         item.info = info
@@ -882,8 +885,7 @@ class PostgresRestore:
 
     def _pg_restore(self, item: _Item, dbname: str, *, in_place: bool) -> None:
         tool = self._tool()
-        argv = [tool.path, f"--dbname={C.conninfo(self.target, dbname, PG_RESTORE_APPLICATION_NAME)}",
-                "--no-password", "--exit-on-error", f"--format={item.fmt}"]
+        argv = [tool.path, "--no-password", "--exit-on-error", f"--format={item.fmt}"]
         if self.no_owner:
             argv.append("--no-owner")
         if self.no_privileges:
@@ -896,18 +898,19 @@ class PostgresRestore:
             argv.append(f"--jobs={self.jobs}")
         stream = item.fmt == "custom" and self.jobs == 1 and not in_place
         item.details["pg_restore"] = {"jobs": self.jobs, "input": "stdin" if stream else "file",
-                                      "options": [a for a in argv[2:] if not a.startswith("--dbname")]}
+                                      "options": argv[1:]}
         log.info("pg_restore of %s into %s/%s (%s format, %d job(s), %s)", item.artifact.name, self.target.label,
                  dbname, item.fmt, self.jobs, "streamed" if stream else "from a temporary copy")
         t0 = time.monotonic()
-        with K._private_dir(None, "ckpt-pgrestore-") as secrets_dir:
-            env = self._env(secrets_dir, with_options=not in_place)
+        with S.tool_auth(self.target) as auth:
+            auth.env = self._with_options(auth.env, with_options=not in_place)
+            argv.insert(1, f"--dbname={auth.conninfo(dbname, PG_RESTORE_APPLICATION_NAME)}")
             if stream:
-                self._run_tool(argv, env, dbname=dbname, feed=self._feed(item))
+                self._run_tool(argv, auth, dbname=dbname, feed=self._feed(item))
             else:
                 with K._private_dir(self.workdir, ".tmp-pgrestore-") as work:
                     path = self._materialize(item, work)
-                    self._run_tool([*argv, path], env, dbname=dbname)
+                    self._run_tool([*argv, path], auth, dbname=dbname)
         item.details["pg_restore_seconds"] = round(time.monotonic() - t0, 3)
         log.info("pg_restore into %s/%s finished in %.1fs", self.target.label, dbname, time.monotonic() - t0)
 

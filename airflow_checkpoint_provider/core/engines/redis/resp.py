@@ -9,6 +9,7 @@ sent once, in ``AUTH``, and never appears in a message or a log record.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -210,6 +211,8 @@ class Connection:
         self.close()
 
     def _lost(self, exc: OSError) -> ConnectionFailedError:
+        if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError):
+            return _handshake_error(self.target, exc, after=True)  # TLS 1.3 refuses a client certificate here
         if isinstance(exc, (TimeoutError, socket.timeout)):
             return ConnectionFailedError(
                 f"{self.target.label} did not answer within {self.target.socket_timeout:g}s",
@@ -218,9 +221,84 @@ class Connection:
                                      hint="check the server log (restarts, maxclients, client-output-buffer-limit)")
 
 
+def tls_context(target: RedisTarget) -> ssl.SSLContext:
+    """The client TLS context of ``target``, built the way redis-py builds it from the same options."""
+    ctx = ssl.create_default_context()
+    mode = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}[target.ssl_cert_reqs]
+    ctx.check_hostname = target.ssl_check_hostname and mode != ssl.CERT_NONE
+    ctx.verify_mode = mode
+    for option, path in (("ssl_certfile", target.ssl_certfile), ("ssl_keyfile", target.ssl_keyfile),
+                         ("ssl_ca_certs", target.ssl_ca_certs)):
+        if path and not os.path.isfile(path):
+            raise ConnectionFailedError(f"{target.label}: {option} file {path!r} does not exist",
+                                        hint=f"set {option} of the connection to a readable PEM file")
+    try:
+        if target.ssl_certfile:
+            ctx.load_cert_chain(certfile=target.ssl_certfile, keyfile=target.ssl_keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConnectionFailedError(
+            f"{target.label}: cannot load the client certificate {target.ssl_certfile!r}"
+            f"{f' with key {target.ssl_keyfile!r}' if target.ssl_keyfile else ''}: {exc}",
+            hint="ssl_certfile must be a PEM certificate and ssl_keyfile its unencrypted PEM private key") from None
+    try:
+        if target.ssl_ca_certs:
+            ctx.load_verify_locations(cafile=target.ssl_ca_certs)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConnectionFailedError(f"{target.label}: cannot load the CA file {target.ssl_ca_certs!r}: {exc}",
+                                    hint="ssl_ca_certs must hold PEM certificates") from None
+    return ctx
+
+
+def _handshake_error(target: RedisTarget, exc: BaseException, *, after: bool = False) -> ConnectionFailedError:
+    """The error for a failed TLS handshake (``after``: a TLS alert received once it had completed)."""
+    ca = repr(target.ssl_ca_certs) if target.ssl_ca_certs else "the system CA store"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or str(exc)
+        if "hostname" in reason.lower() or "ip address mismatch" in reason.lower():
+            hint = (f"connect by a name the server's certificate lists (not {target.host!r}), "
+                    "or set ssl_check_hostname to false")
+        else:
+            hint = "set ssl_ca_certs to the CA that signed the server's certificate"
+        return ConnectionFailedError(
+            f"TLS handshake with {target.label} failed: the server's certificate was not accepted ({reason}); "
+            f"verified against {ca}", hint=hint)
+    text = str(exc)
+    if "certificate required" in text.lower() or "alert_certificate_required" in text.lower():
+        return ConnectionFailedError(f"TLS handshake with {target.label} failed: the server requires a client "
+                                     f"certificate ({text})",
+                                     hint="set ssl_certfile and ssl_keyfile of the connection")
+    return ConnectionFailedError(
+        f"TLS {'error on the connection to' if after else 'handshake with'} {target.label}"
+        f"{'' if after else ' failed'}: {text or type(exc).__name__}",
+        hint="check that the port speaks TLS (tls-port), and ssl_ca_certs / ssl_certfile / ssl_keyfile "
+        "of the connection")
+
+
+def _probe_plaintext(conn: Connection, timeout: float) -> None:
+    """Before a password goes out unencrypted, check with ``PING`` that the port speaks plain RESP."""
+    conn.sock.settimeout(min(timeout, 10.0))
+    try:
+        conn.send(("PING",))
+        conn.read_reply()
+    except ConnectionFailedError as exc:
+        raise ConnectionFailedError(
+            f"{conn.target.label} did not answer PING in plain text ({exc.message}); the password was not sent",
+            hint="if the server listens with TLS (tls-port), use a rediss connection (or extra ssl: true) "
+            "with ssl_ca_certs",
+        ) from None
+    finally:
+        conn.sock.settimeout(timeout)
+
+
 def connect(target: RedisTarget, *, timeout: float | None = None) -> Connection:
-    """Open a connection (TLS when ``target.ssl``) and authenticate it."""
+    """Open a connection (TLS when ``target.ssl``) and authenticate it.
+
+    Without TLS, a ``PING`` goes first: a port that answers it with no RESP reply (a TLS port)
+    fails before the password is sent. Over TLS, the first reply is read here, where a refused
+    client certificate shows.
+    """
     timeout = target.socket_timeout if timeout is None else timeout
+    ctx = tls_context(target) if target.ssl else None
     try:
         sock = socket.create_connection((target.host, target.port), timeout=min(timeout, 30.0))
     except OSError as exc:
@@ -232,30 +310,54 @@ def connect(target: RedisTarget, *, timeout: float | None = None) -> Connection:
     try:
         sock.settimeout(timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if target.ssl:
-            ctx = ssl.create_default_context(cafile=target.ssl_ca_certs)
+        if ctx is not None:
             sock = ctx.wrap_socket(sock, server_hostname=target.host)
     except (OSError, ssl.SSLError) as exc:
         sock.close()
-        raise ConnectionFailedError(
-            f"TLS handshake with {target.label} failed: {exc}",
-            hint="check ssl and ssl_ca_certs of the connection, and the server's certificate",
-        ) from None
+        raise _handshake_error(target, exc) from None
     conn = Connection(target, sock)
     try:
-        if target.password:
-            args = ("AUTH", target.username, target.password) if target.username else ("AUTH", target.password)
-            conn.send(args)
-            reply = conn.read_reply()
-            if isinstance(reply, RespError) and not _no_password_set(reply):
-                raise AuthenticationError(
-                    f"{target.label} refused the credentials: {_redact(reply.message, target)}",
-                    hint="check the user name and password of the connection (and that the ACL user is enabled)",
-                )
+        if ctx is None and target.password:
+            _probe_plaintext(conn, timeout)
+        try:
+            reply = _first_exchange(conn, tls=ctx is not None)
+        except ConnectionFailedError as exc:
+            if ctx is None or "client certificate" in exc.message:
+                raise
+            raise _closed_after_handshake(target, exc) from None
+        if target.password and isinstance(reply, RespError) and not _no_password_set(reply):
+            raise AuthenticationError(
+                f"{target.label} refused the credentials: {_redact(reply.message, target)}",
+                hint="check the user name and password of the connection (and that the ACL user is enabled)",
+            )
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _first_exchange(conn: Connection, *, tls: bool) -> Any:
+    """``AUTH`` (with a password) or, over TLS, ``PING``: a TLS server that refuses the client's
+    certificate says so only once the handshake is over, at the first reply."""
+    target = conn.target
+    if target.password:
+        conn.send(("AUTH", target.username, target.password) if target.username else ("AUTH", target.password))
+    elif tls:
+        conn.send(("PING",))
+    else:
+        return None
+    return conn.read_reply()
+
+
+def _closed_after_handshake(target: RedisTarget, exc: ConnectionFailedError) -> ConnectionFailedError:
+    if target.ssl_certfile:
+        hint = (f"the server may refuse the client certificate {target.ssl_certfile!r}: it must be signed by "
+                "the server's tls-ca-cert-file")
+    else:
+        hint = ("the server may require a client certificate (tls-auth-clients yes): set ssl_certfile and "
+                "ssl_keyfile of the connection")
+    return ConnectionFailedError(f"{target.label} ended the TLS connection right after the handshake "
+                                 f"({exc.message})", hint=hint)
 
 
 def _no_password_set(err: RespError) -> bool:
