@@ -9,6 +9,7 @@ Commands::
     airflow-checkpoint delete ID [--force]
     airflow-checkpoint cleanup [--dry-run]
     airflow-checkpoint recover-interrupted [--dry-run]
+    airflow-checkpoint rollbacks list|drop [NAME...] [--keep-last N] [--older-than S] [--execute]
     airflow-checkpoint audit [--json]
 
 ``--root`` (or ``AIRFLOW__CHECKPOINT__STORAGE_ROOT``) selects the store.
@@ -213,6 +214,58 @@ def cmd_audit(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _targets(args: argparse.Namespace) -> dict[str, Any]:
+    """The live servers to look at, from Airflow connections (default: the ``[checkpoint]`` ids)."""
+    from airflow_checkpoint_provider import settings
+    from airflow_checkpoint_provider.operators.heal import resolve_target
+
+    wanted = {"postgres": args.postgres_conn_id or settings.postgres_conn_id(),
+              "redis": args.redis_conn_id or settings.redis_conn_id(),
+              "search": args.elasticsearch_conn_id or settings.elasticsearch_conn_id()}
+    only = set(args.component or wanted)
+    return {c: resolve_target(c, {"conn_id": conn_id}) for c, conn_id in wanted.items() if c in only}
+
+
+def cmd_rollbacks(store: Store, args: argparse.Namespace) -> int:
+    """List rollback copies in the live stores, or drop them (a dry run unless --execute)."""
+    from airflow_checkpoint_provider.core import rollbacks
+    from airflow_checkpoint_provider.core.lease import live_holders, target_key
+
+    rows: list[tuple[Any, Any]] = []
+    for component, target in _targets(args).items():
+        rows += [(c, target) for c in rollbacks.list_copies(component, target)]
+    if args.action == "list":
+        if args.json:
+            _print_json([c.to_dict() for c, _ in rows])
+            return EXIT_OK
+        if not rows:
+            print("no rollback copies")
+        for c, _ in rows:
+            size = _human_size(c.size) if c.size is not None else "-"
+            print(f"{c.component:<9} {_safe(c.name):<64} of {_safe(c.of):<28} {c.created_at[:19].replace('T', ' ')} "
+                  f"({c.age / 3600:.1f} h) {size:>10}")
+        return EXIT_OK
+    policy = rollbacks.RollbackPolicy(args.keep_last, args.older_than)
+    names = set(args.names)
+    doomed = [(c, t) for c, t in rows if c.name in names] if names else         [(c, t) for c, t in rows if c in policy.expired([r for r, _ in rows])]
+    if names - {c.name for c, _ in doomed}:
+        print(f"error: not a rollback copy: {', '.join(sorted(names - {c.name for c, _ in doomed}))}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    for c, target in doomed:
+        busy = live_holders(store.fs, [target_key(c.component, target.public())])
+        if busy:
+            print(f"skipped {c.component} {_safe(c.name)}: restore {busy[0].holder} is running on that server")
+            continue
+        if args.execute:
+            rollbacks.drop_copy(c.component, target, c.name)
+        print(f"{'dropped' if args.execute else 'would drop'} {c.component} {_safe(c.name)} "
+              f"(copy of {_safe(c.of)}, {c.age / 3600:.1f} h old)")
+    if not args.execute and doomed:
+        print("dry run: nothing was dropped; add --execute to drop them")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airflow-checkpoint", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -258,6 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}-conn-id", help=f"Airflow connection of the {name} server, if the journal "
                        "records none or it changed")
     p.set_defaults(func=cmd_recover_interrupted)
+
+    p = sub.add_parser("rollbacks", help="rollback copies kept in the live stores: list, or drop (dry run first)")
+    p.add_argument("action", choices=["list", "drop"])
+    p.add_argument("names", nargs="*", help="drop: these copies (default: those the policy options select)")
+    p.add_argument("--component", action="append", choices=["postgres", "redis", "search"])
+    p.add_argument("--keep-last", type=int, help="drop: keep the newest N copies of each original")
+    p.add_argument("--older-than", type=float, help="drop: copies older than this many seconds")
+    p.add_argument("--execute", action="store_true", help="drop: really drop (default: only say what would go)")
+    p.add_argument("--json", action="store_true")
+    for name in ("postgres", "redis", "elasticsearch"):
+        p.add_argument(f"--{name}-conn-id", help=f"Airflow connection of the {name} server "
+                       "(default: the [checkpoint] option)")
+    p.set_defaults(func=cmd_rollbacks)
 
     p = sub.add_parser("audit", help="the restore audit trail: when, which run, which checkpoint, health")
     p.add_argument("--json", action="store_true")

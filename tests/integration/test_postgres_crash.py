@@ -148,3 +148,27 @@ def test_kill_at_point_then_recover(pg, setup, point):
                          dbname=old, autocommit=True) as conn:
         conn.execute("CREATE TABLE written_after_recovery (x int)")  # serving and writable
     Journal.load(store.fs, restore_id).close()
+
+
+def test_recover_interrupted_cli_finishes_a_killed_restore(pg, setup, airflow_conn_env, capsys):
+    from airflow_checkpoint_provider import cli
+
+    old = setup["old"]
+    S.seed_postgres(pg, old, customers=60, orders=300)
+    damage(pg, old)
+    restore_id = f"cli-{uuid.uuid4().hex[:8]}"
+    child = run_child(setup, "postgres.rename.intent", restore_id)
+    assert child.returncode == -9
+    root = setup["store"].root
+    assert cli.main(["--root", root, "recover-interrupted", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{restore_id} of {setup['manifest'].checkpoint_id}" in out and "would finish" in out
+    assert restore_id in open_journals(setup["store"].fs)  # a dry run changes nothing
+    assert cli.main(["--root", root, "recover-interrupted", "--postgres-conn-id", "postgres_default"]) == 0
+    out = capsys.readouterr().out
+    assert f"{restore_id} of {setup['manifest'].checkpoint_id}: recovered" in out
+    assert "finished the cut-over of " + old in out
+    assert open_journals(setup["store"].fs) == []
+    assert S.state_postgres(pg, old) == setup["states"]["old"]
+    audit = [r for r in setup["store"].audit_log() if r.get("restore_id") == restore_id]
+    assert audit and audit[0]["action"] == "recover-interrupted" and audit[0]["status"] == "recovered"
