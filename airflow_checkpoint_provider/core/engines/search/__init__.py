@@ -99,15 +99,34 @@ from airflow_checkpoint_provider.core.engines.search._client import (
     async_wait_for_snapshot,
     safe_url,
 )
-from airflow_checkpoint_provider.core.engines.search.health import drop_rollback, health, list_rollbacks
+from airflow_checkpoint_provider.core.engines.search._capture import resolve_capture
+from airflow_checkpoint_provider.core.engines.search._maintenance import (
+    delete_orphan_snapshots,
+    drop_leftovers,
+    drop_rollback,
+    find_leftovers,
+    find_orphan_snapshots,
+    list_rollbacks,
+    prune_rollbacks,
+)
+from airflow_checkpoint_provider.core.engines.search._names import is_own_copy
+from airflow_checkpoint_provider.core.engines.search._ops import SERVER_ASSIGNED_SETTINGS
+from airflow_checkpoint_provider.core.engines.search.health import health
 from airflow_checkpoint_provider.core.engines.search.restore import (
+    STEPS,
     CutOverError,
+    Prepared,
     RestoreRefusedError,
     RestoreVerificationError,
+    abort,
     collect_aliases,
     compatibility_problems,
+    cut_over,
     plan_restore,
+    prepare_restore,
+    recover,
     restore,
+    roll_back,
 )
 from airflow_checkpoint_provider.core.engines.search._logic import (
     ARTIFACT_KIND,
@@ -127,6 +146,21 @@ from airflow_checkpoint_provider.core.engines.search._logic import (
 )
 
 __all__ = [
+    "SERVER_ASSIGNED_SETTINGS",
+    "STEPS",
+    "Prepared",
+    "abort",
+    "cut_over",
+    "delete_orphan_snapshots",
+    "drop_leftovers",
+    "find_leftovers",
+    "find_orphan_snapshots",
+    "is_own_copy",
+    "prepare_restore",
+    "prune_rollbacks",
+    "recover",
+    "resolve_capture",
+    "roll_back",
     "ARTIFACT_KIND",
     "ARTIFACT_NAME",
     "AsyncSearchClient",
