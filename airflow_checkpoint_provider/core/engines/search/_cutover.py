@@ -262,15 +262,16 @@ def _index(ctx: Ctx, it: dict[str, Any]) -> None:
 
 
 def _add_aliases(ctx: Ctx, it: dict[str, Any]) -> None:
-    """The aliases of a freshly restored index: the replaced index's (no record), or the checkpoint's
-    (without ``is_write_index``: the alias may still have another write index until the reconcile)."""
+    """The aliases of a freshly restored index: the replaced index's, except those the checkpoint
+    records (as a restore over the closed index keeps them), and the checkpoint's (without
+    ``is_write_index``: the alias may still have another write index until the reconcile)."""
     x = it["target"]
     recorded = ctx.record.get("recorded_aliases")
-    if recorded is None:
-        wanted = it.get("old_aliases") or {}
-    else:
-        wanted = {a: {k: v for k, v in holders[it["source"]].items() if k != "is_write_index"}
-                  for a, holders in recorded.items() if it["source"] in holders}
+    governed = set(ctx.record.get("alias_names") or [])
+    wanted = {a: p for a, p in (it.get("old_aliases") or {}).items() if a not in governed}
+    if recorded is not None:
+        wanted.update({a: {k: v for k, v in holders[it["source"]].items() if k != "is_write_index"}
+                       for a, holders in recorded.items() if it["source"] in holders})
     have = O.cluster_view(ctx.client).aliases_of(x)
     missing = {a: p for a, p in wanted.items() if a not in have}
     if missing:

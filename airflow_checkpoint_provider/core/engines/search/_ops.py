@@ -181,6 +181,7 @@ def wait_for_primaries(client: SearchClient, names: list[str], *, timeout: float
         return
     deadline = time.monotonic() + max(1.0, float(timeout))
     red_since: float | None = None
+    delay = 0.05  # small indices are ready in milliseconds: poll fast first, then every poll_interval
     while True:
         rows: list[dict[str, Any]] = []
         for batch in L.url_batches(names):
@@ -208,7 +209,8 @@ def wait_for_primaries(client: SearchClient, names: list[str], *, timeout: float
                 hint="see GET /_cluster/allocation/explain and GET /_cat/recovery?active_only; raise "
                 "wait_timeout for large indices",
             )
-        time.sleep(min(poll_interval, max(0.05, deadline - now)))
+        time.sleep(min(delay, poll_interval, max(0.05, deadline - now)))
+        delay *= 2
 
 
 # --------------------------------------------------------------------------- snapshots
@@ -276,14 +278,20 @@ def snapshot_size(client: SearchClient, repository: str, snapshot: str) -> int |
 # --------------------------------------------------------------------------- data streams
 
 
+def no_data_streams(exc: EngineError) -> bool:
+    """The answer of a cluster without data streams (Elasticsearch without its data-streams module
+    takes ``_data_stream`` for an index name, or knows no GET handler for it)."""
+    return "(HTTP 405)" in exc.message or "Invalid index name [_data_stream]" in exc.message
+
+
 def data_streams(client: SearchClient, expression: str = "*") -> dict[str, list[str]]:
     """``{name: [backing indices]}`` of the data streams matching ``expression``. A cluster without data
     streams (Elasticsearch without its data-streams module) has none; an unknown explicit name too."""
     try:
         body = send(client, _Req("GET", f"_data_stream/{_index_path(expression)}", "list the data streams",
-                                 params={"expand_wildcards": "all"}, missing_ok=True))
-    except EngineError as exc:  # 400/405: this build has no data streams
-        if "_data_stream" in exc.message or "(HTTP 405)" in exc.message or "(HTTP 400)" in exc.message:
+                                 missing_ok=True))
+    except EngineError as exc:
+        if no_data_streams(exc):
             return {}
         raise
     out: dict[str, list[str]] = {}

@@ -28,6 +28,7 @@ from airflow_checkpoint_provider.core.engines.search._ops import (
     ClusterView,
     cluster_view,
     list_snapshots,
+    no_data_streams,
     send,
     settings_flat,
     snapshot_shard_counts,
@@ -374,8 +375,10 @@ def make_plan(client: SearchClient, source: SnapshotSource, *, checkpoint_id: st
 def _has_stream_api(client: SearchClient) -> bool:
     try:
         body = send(client, _Req("GET", "_data_stream", "list the data streams", missing_ok=True))
-    except EngineError:
-        return False
+    except EngineError as exc:
+        if no_data_streams(exc):
+            return False
+        raise
     return isinstance(body, dict) and "data_streams" in body
 
 

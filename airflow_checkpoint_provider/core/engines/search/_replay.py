@@ -101,7 +101,8 @@ def _index(ctx: Ctx, it: dict[str, Any]) -> None:
         return
     status = ctx.status(x)
     ours = status == "open" and ctx.started("restore_index", index=x) and ctx.ours(x)
-    foreign = status == "open" and not ours and ctx.started("delete", index=x)
+    foreign = status == "open" and not ours and ctx.started("delete", index=x) \
+        and not ctx.started("rollback_clone", index=x)
     if ours or foreign:
         if ours:
             try:
@@ -138,32 +139,39 @@ def _index(ctx: Ctx, it: dict[str, Any]) -> None:
         settings = O.settings_flat(c, rb)
         with ctx.step("rollback_clone", {"source": rb, "index": x}, {"delete": x},
                       f"{x}: recreating it from the rollback copy {rb}"):
-            O.clone(c, rb, x, _clone_settings(settings, orig_block))
+            O.clone(c, rb, x, _clone_settings(settings, True))
         ctx.wait([x], f"clone of {rb} back to {x}")
         got, want = O.refresh_count(c, [x])[x], O.refresh_count(c, [rb])[rb]
         if got != want:
             raise EngineError(f"search cluster {c.where}: {x} recreated from {rb} holds {got} documents, {rb} "
                               f"{want}", hint=f"keep {rb}; check the cluster and clone it again")
-        old = it.get("old_aliases") or {}
-        if old:
-            actions = [O.add(x, a, p) for a, p in sorted(old.items())]
-            with ctx.step("rollback_alias", {"index": x, "actions": actions}, {"index": x},
-                          f"{x}: re-adding its aliases {', '.join(sorted(old))}"):
-                O.update_aliases(c, actions, f"re-add the aliases of {x!r}")
         ctx.state[x] = f"recreated from the rollback copy {rb}"
-    elif status == "close" or (ctx.started("block_writes", index=x)
-                               and str(O.settings_flat(c, x).get("index.blocks.write")).lower() !=
-                               str(orig_block).lower()):
+        status = "recreated"
+    elif status == "open" and ctx.started("rollback_clone", index=x):
+        ctx.wait([x], f"clone of {rb} back to {x}")
+        ctx.state[x] = f"recreated from the rollback copy {rb}"
+        status = "recreated"
+    if status == "recreated":
+        old = it.get("old_aliases") or {}
+        missing = {a: p for a, p in old.items() if a not in O.cluster_view(c).aliases_of(x)}
+        if missing:
+            actions = [O.add(x, a, p) for a, p in sorted(missing.items())]
+            with ctx.step("rollback_alias", {"index": x, "actions": actions}, {"index": x},
+                          f"{x}: re-adding its aliases {', '.join(sorted(missing))}"):
+                O.update_aliases(c, actions, f"re-add the aliases of {x!r}")
+    block_now = O.settings_flat(c, x).get("index.blocks.write") if status != "close" else None
+    blocked = str(block_now).lower() != str(orig_block).lower()
+    if status == "close" or (blocked and (status == "recreated" or ctx.started("block_writes", index=x))):
         with ctx.step("unblock", {"index": x, "open": status == "close", "index.blocks.write": orig_block},
                       {"index": x}, f"{x}: {'opening it and ' if status == 'close' else ''}lifting the write block"):
             if status == "close":
                 O.open_index(c, x)
                 ctx.wait([x], f"opening {x}")
             O.put_settings(c, x, {"index.blocks.write": orig_block})
-        ctx.state[x] = "untouched (opened, write block lifted)" if status == "close" else \
-            "untouched (write block lifted)"
-    else:
-        ctx.state.setdefault(x, "untouched")
+        if status != "recreated":
+            ctx.state[x] = "untouched (opened, write block lifted)" if status == "close" else \
+                "untouched (write block lifted)"
+    ctx.state.setdefault(x, "untouched")
     if rb and ctx.status(rb) != "missing":
         O.delete_index(c, rb)  # the original serves again: its copy is not needed
 

@@ -65,9 +65,9 @@ class Ctx:
         with self.journal.step(name, intent=intent, undo=undo):
             yield
 
-    def started(self, name: str, **match: Any) -> bool:
-        """Whether this restore's journal has a step ``name`` whose intent matches ``match``."""
-        return any(s.name == name and all(s.intent.get(k) == v for k, v in match.items())
+    def started(self, step: str, **match: Any) -> bool:
+        """Whether this restore's journal has a step ``step`` whose intent matches ``match``."""
+        return any(s.name == step and all(s.intent.get(k) == v for k, v in match.items())
                    for s in self.journal.entry.steps)
 
     def noted(self, key: str) -> list[str]:
