@@ -90,7 +90,7 @@ def _has_streams(http: httpx.Client) -> bool:
 def test_restored_index_settings_equal_the_original(node, http, client, uid, tmp_path, clean):
     p = f"r{uid}"
     http.put(f"/{p}-rich", json={"settings": {
-        "number_of_shards": 2, "number_of_replicas": 0, "refresh_interval": "7s", "max_result_window": 5000,
+        "number_of_shards": 2, "number_of_replicas": 0, "refresh_interval": "7s", "max_result_window": 20000,
         "routing_partition_size": 1, "analysis": {"analyzer": {"folded": {"tokenizer": "standard",
                                                                           "filter": ["lowercase", "asciifolding"]}}}},
         "mappings": {"properties": {"title": {"type": "text", "analyzer": "folded"}, "n": {"type": "integer"},
