@@ -307,3 +307,37 @@ def test_kill_at_crash_point_then_recover_leaves_every_index_serving_and_writabl
         again = search.recover(SearchTarget(url=w.node["url"], timeout=120), entry, poll_interval=0.1)
         assert again and not any("WARNING" in line for line in again), again
         _assert_final(http, w, forward, keys)
+
+
+def test_kill_while_the_copies_load_then_recover_drops_them_and_touches_nothing(world):
+    """A kill between the journal's ``loading`` phase and ``verified`` (no crash point there: the
+    copies' restore request was sent, the process died waiting): the replay rolls back, deleting the
+    copies, even while the server is still restoring them."""
+    from airflow_checkpoint_provider.core.engines.search import _ops, _plan
+    from airflow_checkpoint_provider.core.engines.search._source import snapshot_source
+
+    w = world
+    with httpx.Client(base_url=w.node["url"], timeout=120) as http, \
+            search.SearchClient(SearchTarget(url=w.node["url"], timeout=120)) as client:
+        _damage(http, w)
+        store = Store.open(w.store_root)
+        artifact = store.get(w.cid).manifest.artifact("search/snapshot.json")
+        with store.open_artifact(w.cid, "search/snapshot.json") as f:
+            doc = json.loads(f.read())
+        planned = _plan.make_plan(client, snapshot_source(artifact, doc), checkpoint_id=w.cid, indices=None,
+                                  swap="auto", include_global_state=False, repository_settings=None)
+        journal = Journal.begin(store.fs, checkpoint_id=w.cid)
+        cj = journal.component("search", {"url": w.node["url"]})
+        cj.note(plan=planned.record())
+        cj.phase("loading", staging=planned.copies())
+        names = [it["source"] for it in planned.items if it["kind"] == "index"] + \
+            [b for it in planned.items if it["kind"] == "stream" for b in it["staging_backing"]]
+        _ops.restore_snapshot(client, w.repo, doc["snapshot"]["name"], names, suffix="__restoring_" + planned.short)
+        entry = Journal.load(store.fs, journal.restore_id).components["search"]
+        assert not entry.roll_forward
+
+        lines = search.recover(client, entry, poll_interval=0.1)
+
+        assert any("rolling back" in line for line in lines), lines
+        _assert_final(http, w, False, [])
+        journal.close()
