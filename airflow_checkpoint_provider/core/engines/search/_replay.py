@@ -37,7 +37,12 @@ from airflow_checkpoint_provider.core.engines.search._plan import holders_text
 from airflow_checkpoint_provider.core.engines.search._steps import Ctx, EntryJournal
 from airflow_checkpoint_provider.core.engines.search._templates import delete_template, get_template, put_template
 from airflow_checkpoint_provider.core.engines.targets import SearchTarget
-from airflow_checkpoint_provider.core.errors import CheckpointError, EngineError
+from airflow_checkpoint_provider.core.errors import (
+    AuthenticationError,
+    CheckpointError,
+    ConnectionFailedError,
+    EngineError,
+)
 from airflow_checkpoint_provider.core.journal import ComponentEntry
 
 _log = logging.getLogger(__name__)
@@ -265,6 +270,8 @@ def recover(target: SearchTarget | SearchClient, entry: ComponentEntry, *, timeo
                          f"(phase {entry.phase}): finishing the cut-over")
             try:
                 forward(ctx)
+            except (ConnectionFailedError, AuthenticationError):
+                raise  # the cluster is not reachable now: the replay is retried later, with the same policy
             except CheckpointError as exc:
                 lines.append(f"finishing failed ({exc.message.splitlines()[0]}): rolling back instead")
                 backward(ctx)
