@@ -21,7 +21,9 @@ Public API::
     async_wait_for_snapshot(target, repository, snapshot, *, poll_interval, timeout) -> state dict
 
     capture(target, staging, *, repository, repository_settings=None, indices=None,
-            include_global_state=False, snapshot=None, poll_interval=1.0, timeout=3600) -> [Artifact]
+            include_global_state=False, snapshot=None, poll_interval=1.0, timeout=3600,
+            include_own_copies=False) -> [Artifact]
+    resolve_capture(client, indices, *, include_own_copies=False) -> (indices, mappings, data streams)
     capture_begin(client, *, repository, repository_settings=None, indices=None,
                   include_global_state=False, snapshot=None, key="checkpoint") -> SnapshotStart
     capture_finish(client, staging, *, repository, snapshot, started=None, state=None) -> Artifact
@@ -58,28 +60,48 @@ are exactly what it holds. ``mapping_sha256`` is the sha256 of the canonical JSO
 compact) of the index's ``mappings`` from ``GET /<index>/_mapping``.
 
 **Artifact** ``search/snapshot.json`` (store ``search``, kind ``search/snapshot``, engine = flavor):
-a JSON document with the repository (name, type, settings with secret-looking values redacted),
-the snapshot (name, uuid, state, indices, shard stats, start/end, include_global_state), the
-requested expressions, when the counts were taken, and the fingerprints. ``meta`` is
+a JSON document (format version 2) with the repository (name, type, settings with secret-looking
+values redacted), the snapshot (name, uuid, state, indices, shard stats, start/end,
+include_global_state), the requested expressions, when the counts were taken, the fingerprints,
+the aliases, the data streams (backing indices, timestamp field, template) and the templates that
+match the captured indices (:mod:`._templates`). ``meta`` is
 ``{"repository", "snapshot", "uuid"}``. ``capture_start``/``capture_end`` are the snapshot's own
 start and end times (cluster clock). The snapshot data stays in the (incremental) repository.
 
-**Restore** (:mod:`.restore`, :mod:`.health`): side by side, then cut over::
+**Restore** (:mod:`.restore`, :mod:`.health`): side by side, then cut over, journaled::
 
     plan_restore(client, artifact, doc=None, *, checkpoint_id, indices=None, swap="auto",
-                 include_global_state=False, repository_settings=None) -> RestorePlan   # dry run
+                 include_global_state=False, repository_settings=None, restore_templates=None) -> RestorePlan
     restore(client, artifact, doc=None, *, checkpoint_id, indices=None, swap="auto",
-            include_global_state=False, wait_timeout=3600, log=None, repository_settings=None)
-        -> RestoreOutcome
+            include_global_state=False, wait_timeout=3600, log=None, repository_settings=None,
+            poll_interval=1.0, restore_templates=None, journal=None) -> RestoreOutcome
+    prepare_restore(...) -> Prepared;  cut_over(prepared);  roll_back(prepared);  abort(prepared)
+    recover(target, entry) -> [str]          # finish or undo an interrupted restore from its journal entry
     health(client, expectations, *, tolerance=0.0, mappings=True) -> [HealthCheck]
-    list_rollbacks(client) -> [dict];  drop_rollback(client, name)
     compatibility_problems(snapshot_flavor, snapshot_version, cluster_flavor, cluster_version) -> [str]
     collect_aliases(client, indices) -> {alias: {index: properties}}   # for the document's "aliases"
 
-Each index ``X`` is restored as ``X__restoring_<short id>``, its ``_count`` and mapping hash are
-checked against the fingerprints, then ``X`` is switched over: an alias is switched atomically, a
-concrete index is copied to ``X__rollback_<short id>_<UTC yyyymmddhhmmss>`` and replaced by a
-clone of the restored copy. Failures roll back (:class:`CutOverError` says what state remains).
+**Leftovers and lifecycle** (:mod:`._maintenance`; ``target`` a SearchTarget or a SearchClient)::
+
+    find_leftovers(target, *, protected=(), older_than=0.0) -> [copy]
+    drop_leftovers(target, *, protected=(), older_than=0.0, dry_run=True) -> [copy]
+    find_orphan_snapshots(target, repository, *, referenced, older_than) -> [snapshot]
+    delete_orphan_snapshots(target, repository, *, referenced, older_than, dry_run=True) -> [snapshot]
+    list_rollbacks(target, *, checkpoints=(), repository=None) -> [rollback]
+    drop_rollback(target, name, *, repository=None)
+    prune_rollbacks(target, *, keep=1, max_age=None, protected=(), checkpoints=(), repository=None,
+                    dry_run=True) -> [rollback]
+
+**Own copies.** ``X__restoring_<id>`` (side by side), ``X__rollback_<id>_<stamp>`` (the replaced
+index) and ``X__drill_...`` are never captured as application data (:func:`resolve_capture`,
+``include_own_copies=True`` to take them), except a ``__restoring_`` copy an alias serves.
+
+Each index ``X`` is restored as ``X__restoring_<short id>`` and checked against the fingerprints;
+then an existing ``X`` is write-blocked, cloned to ``X__rollback_<short id>_<stamp>``, closed and
+restored over from the snapshot (exact settings); an alias ``X`` is switched atomically; a data
+stream is kept in a rollback snapshot, deleted and restored as a data stream. Missing templates of
+the captured indices are created first. Every destructive step is journaled; failures run the
+backward pass (:class:`CutOverError` says what state remains).
 
 **Errors** (each names the cluster URL, never credentials, and ends with a HINT): unreachable ->
 ``ConnectionFailedError``; 401/403 -> ``AuthenticationError``; unknown repository, snapshot or
@@ -99,15 +121,34 @@ from airflow_checkpoint_provider.core.engines.search._client import (
     async_wait_for_snapshot,
     safe_url,
 )
-from airflow_checkpoint_provider.core.engines.search.health import drop_rollback, health, list_rollbacks
+from airflow_checkpoint_provider.core.engines.search._capture import resolve_capture
+from airflow_checkpoint_provider.core.engines.search._maintenance import (
+    delete_orphan_snapshots,
+    drop_leftovers,
+    drop_rollback,
+    find_leftovers,
+    find_orphan_snapshots,
+    list_rollbacks,
+    prune_rollbacks,
+)
+from airflow_checkpoint_provider.core.engines.search._names import is_own_copy
+from airflow_checkpoint_provider.core.engines.search._ops import SERVER_ASSIGNED_SETTINGS
+from airflow_checkpoint_provider.core.engines.search.health import health
 from airflow_checkpoint_provider.core.engines.search.restore import (
+    STEPS,
     CutOverError,
+    Prepared,
     RestoreRefusedError,
     RestoreVerificationError,
+    abort,
     collect_aliases,
     compatibility_problems,
+    cut_over,
     plan_restore,
+    prepare_restore,
+    recover,
     restore,
+    roll_back,
 )
 from airflow_checkpoint_provider.core.engines.search._logic import (
     ARTIFACT_KIND,
@@ -127,6 +168,21 @@ from airflow_checkpoint_provider.core.engines.search._logic import (
 )
 
 __all__ = [
+    "SERVER_ASSIGNED_SETTINGS",
+    "STEPS",
+    "Prepared",
+    "abort",
+    "cut_over",
+    "delete_orphan_snapshots",
+    "drop_leftovers",
+    "find_leftovers",
+    "find_orphan_snapshots",
+    "is_own_copy",
+    "prepare_restore",
+    "prune_rollbacks",
+    "recover",
+    "resolve_capture",
+    "roll_back",
     "ARTIFACT_KIND",
     "ARTIFACT_NAME",
     "AsyncSearchClient",

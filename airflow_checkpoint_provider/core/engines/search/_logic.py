@@ -27,7 +27,8 @@ from airflow_checkpoint_provider.core.manifest import format_ts, utcnow
 ARTIFACT_NAME = "search/snapshot.json"
 ARTIFACT_KIND = "search/snapshot"
 DOCUMENT_FORMAT = "airflow-checkpoint-search-snapshot"
-DOCUMENT_FORMAT_VERSION = 1
+#: 2 adds the data streams described as such and the templates of the captured indices
+DOCUMENT_FORMAT_VERSION = 2
 
 #: Snapshot names this package accepts: lowercase, portable across ES 7-9 and OpenSearch 1-3.
 SNAPSHOT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,199}\Z")
@@ -423,6 +424,8 @@ def snapshot_document(
     requested: list[str] | None,
     counted_at: str,
     aliases: dict[str, Any] | None = None,
+    data_streams: dict[str, Any] | None = None,
+    templates: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON content of ``search/snapshot.json``: everything a restore needs to find the snapshot."""
     return {
@@ -452,4 +455,6 @@ def snapshot_document(
         "counted_at": counted_at,
         "fingerprints": fingerprints,
         "aliases": aliases or {},
+        "data_streams": data_streams or {},
+        "templates": templates or {},
     }

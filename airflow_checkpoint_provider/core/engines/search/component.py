@@ -1,10 +1,11 @@
 """``SearchRestore``: the search engine as one component of a checkpoint restore.
 
-The search restore loads side by side, verifies and cuts over in one call
-(:func:`.restore.restore`, with its own journaled rollback), so the orchestration runs it
-last: :meth:`SearchRestore.prepare` only re-checks the plan, and :meth:`cutover` does the
-work. If it fails, the search indices are put back by the engine and the components cut
-over before it are rolled back by the orchestration.
+:meth:`SearchRestore.prepare` registers a missing repository (``repository_settings``), restores
+the copies side by side and verifies them (journal phases ``loading`` -> ``verified``);
+:meth:`cutover` runs the journaled forward pass (``cutting_over`` -> ``cut_over``), undoing itself
+on failure; :meth:`rollback` undoes a completed cut-over (``rolled_back``) and :meth:`abort` drops
+the copies (``aborted``). The orchestration sets :attr:`journal` before :meth:`prepare`; an
+interrupted restore is finished or undone by :func:`.restore.recover`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any
 from airflow_checkpoint_provider.core.engines.search._capture import capture
 from airflow_checkpoint_provider.core.engines.search._client import SearchClient
 from airflow_checkpoint_provider.core.engines.search.health import health as search_health
-from airflow_checkpoint_provider.core.engines.search.restore import plan_restore
-from airflow_checkpoint_provider.core.engines.search.restore import restore as search_restore
+from airflow_checkpoint_provider.core.engines.search.restore import COMPONENT, Prepared, abort, cut_over, plan_restore
+from airflow_checkpoint_provider.core.engines.search.restore import prepare_restore, roll_back
 from airflow_checkpoint_provider.core.engines.targets import SearchTarget
-from airflow_checkpoint_provider.core.errors import EngineError, FormatError, NotFoundError
+from airflow_checkpoint_provider.core.errors import EngineError, FormatError
+from airflow_checkpoint_provider.core.journal import ComponentJournal, NullJournal
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, RestoreOutcome
 from airflow_checkpoint_provider.core.safejson import load_json
@@ -33,11 +35,18 @@ class SearchRestore:
 
     def __init__(self, target: SearchTarget, store: Store, checkpoint_id: str, artifact: Artifact, *,
                  indices: list[str] | None = None, swap: str = "auto", include_global_state: bool = False,
-                 repository_settings: dict[str, Any] | None = None, wait_timeout: float = 3600.0) -> None:
+                 repository_settings: dict[str, Any] | None = None, wait_timeout: float = 3600.0,
+                 restore_templates: bool | None = None) -> None:
+        """``repository_settings`` (e.g. ``{"type": "fs", "settings": {"location": "/path"}}``) register
+        the snapshot repository when the target cluster lacks it; ``restore_templates``: see
+        :mod:`._templates` (None: create the templates the cluster lacks)."""
         self.target, self.store, self.checkpoint_id, self.artifact = target, store, checkpoint_id, artifact
         self.indices, self.swap, self.include_global_state = indices, swap, include_global_state
         self.repository_settings, self.wait_timeout = repository_settings, wait_timeout
         self._doc: dict[str, Any] | None = None
+        self.restore_templates = restore_templates
+        self.journal: ComponentJournal = NullJournal(COMPONENT)
+        self._prepared: Prepared | None = None
         self.outcome: RestoreOutcome | None = None
 
     @property
@@ -59,45 +68,54 @@ class SearchRestore:
         with self._client() as client:
             plan = plan_restore(client, self.artifact, doc, checkpoint_id=self.checkpoint_id,
                                 indices=self.indices, swap=self.swap, include_global_state=self.include_global_state,
-                                repository_settings=self.repository_settings)
+                                repository_settings=self.repository_settings, restore_templates=self.restore_templates)
         return plan.items, plan.problems
 
     def safety_capture(self, staging: Staging) -> list[Artifact]:
-        """Snapshot the indices that would be replaced (those that exist now) into the same repository."""
-        names = [i for i in (self.indices or self.doc["snapshot"]["indices"]) if not i.startswith(".")]
-        with self._client() as client:
-            try:
-                live, _ = client.resolve_indices(None)
-            except NotFoundError:
-                live = []
-        existing = [i for i in live if i in set(names)]
+        """Snapshot the indices and data streams that would be replaced into the same repository."""
+        items, _ = self.plan()
+        existing = sorted({i.target for i in items if i.action in ("replace", "replace-stream")})
         if not existing:
             return []
         return capture(self.target, staging, repository=self.doc["repository"]["name"],
                        repository_settings=self.repository_settings, indices=existing)
 
     def prepare(self) -> None:
-        items, problems = self.plan()
-        if problems:
-            raise EngineError("; ".join(problems), hint="nothing was changed")
+        """Plan (refusing on problems), register a missing repository, load the copies, verify them."""
+        with self._client() as client:
+            self._prepared = prepare_restore(
+                client, self.artifact, self.doc, checkpoint_id=self.checkpoint_id, indices=self.indices,
+                swap=self.swap, include_global_state=self.include_global_state, wait_timeout=self.wait_timeout,
+                log=log, repository_settings=self.repository_settings, restore_templates=self.restore_templates,
+                journal=self.journal)
 
     def cutover(self) -> RestoreOutcome:
+        if self._prepared is None:
+            self.outcome = RestoreOutcome(component=COMPONENT, details={"note": "nothing to restore"})
+            return self.outcome
         with self._client() as client:
-            self.outcome = search_restore(client, self.artifact, self.doc, checkpoint_id=self.checkpoint_id,
-                                          indices=self.indices, swap=self.swap,
-                                          include_global_state=self.include_global_state,
-                                          wait_timeout=self.wait_timeout, log=log,
-                                          repository_settings=self.repository_settings)
+            self._prepared.ctx.client = client
+            self.outcome = cut_over(self._prepared)
         return self.outcome
 
     def rollback(self) -> None:
-        raise EngineError(
-            f"search restore of {self.checkpoint_id} into {self.target.label} cannot be undone automatically",
-            hint=f"the previous indices are kept as rollback copies: {self.outcome.rollback if self.outcome else []}",
-        )
+        """Undo the completed cut-over: every target serves what it served before (journaled)."""
+        if self._prepared is None or not self._prepared.cut:
+            return
+        with self._client() as client:
+            self._prepared.ctx.client = client
+            roll_back(self._prepared)
 
     def abort(self) -> None:
-        """Nothing to drop: the engine removes its side-by-side copies when it fails."""
+        """Drop the side-by-side copies :meth:`prepare` made (idempotent)."""
+        if self._prepared is None or self._prepared.cut:
+            return
+        with self._client() as client:
+            kept = abort(self._prepared, client, log)
+        if kept:
+            raise EngineError(f"search restore of {self.checkpoint_id}: could not drop the side-by-side copies "
+                              f"{', '.join(kept)}", hint="delete them by hand (DELETE /<index>), or let the next "
+                              "run's cleanup drop them (drop_leftovers)")
 
     def health(self, tolerance: float) -> list[HealthCheck]:
         expected = self.artifact.fingerprints

@@ -1,11 +1,10 @@
-"""Search health after a restore, and the rollback copies a restore keeps.
+"""Search health after a restore.
 
 Public API::
 
     health(client, expectations, *, tolerance=0.0, mappings=True) -> [HealthCheck]
-    list_rollbacks(client) -> [{"index", "source", "short_id", "stamp", "created", "size_bytes",
-                                "docs", "health", "status", "aliases"}]
-    drop_rollback(client, name) -> None
+
+(``list_rollbacks`` and ``drop_rollback`` moved to :mod:`._maintenance`; still importable here.)
 
 ``expectations`` has the fingerprint shape ``{"indices": {name: {"docs": n[, "mapping_sha256": h]}}}``
 (the artifact's ``fingerprints`` can be passed as they are; a bare ``{name: {...}}`` works too).
@@ -17,16 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_checkpoint_provider.core.engines.search import _logic as L
-from airflow_checkpoint_provider.core.engines.search._client import SearchClient, _index_path, _Req
-from airflow_checkpoint_provider.core.engines.search.restore import (
-    COMPONENT,
-    ROLLBACK_RE,
-    _delete_index,
-    _send,
-    cluster_view,
-)
-from airflow_checkpoint_provider.core.errors import EngineError, NotFoundError
+from airflow_checkpoint_provider.core.engines.search._client import SearchClient
+from airflow_checkpoint_provider.core.engines.search._maintenance import drop_rollback, list_rollbacks
+from airflow_checkpoint_provider.core.engines.search._ops import cluster_view
+from airflow_checkpoint_provider.core.engines.search._plan import COMPONENT
+from airflow_checkpoint_provider.core.errors import EngineError
 from airflow_checkpoint_provider.core.restore import HealthCheck, within
+
+__all__ = ["drop_rollback", "health", "list_rollbacks"]  # the rollback helpers live in ._maintenance
 
 
 def _expected_indices(expectations: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -56,6 +53,11 @@ def health(client: SearchClient, expectations: dict[str, Any], *, tolerance: flo
     checks = [HealthCheck(COMPONENT, "cluster health", status in ("green", "yellow"), expected="green or yellow",
                           actual=status, detail=f"red indices: {', '.join(red)}" if red else "")]
     view = cluster_view(client)
+    streams = expectations.get("data_streams") if isinstance(expectations, dict) \
+        and isinstance(expectations.get("data_streams"), dict) else {}
+    for name in sorted(streams):
+        checks.append(HealthCheck(COMPONENT, f"data stream {name} exists", name in view.streams,
+                                  expected="a data stream", actual="present" if name in view.streams else "missing"))
     for name, want in sorted(_expected_indices(expectations).items()):
         if name in view.indices:
             concrete, kind = [name], "index"
@@ -92,54 +94,3 @@ def health(client: SearchClient, expectations: dict[str, Any], *, tolerance: flo
             checks.append(HealthCheck(COMPONENT, f"index {name} mapping", hashes == [want["mapping_sha256"]],
                                       expected=want["mapping_sha256"], actual=", ".join(hashes)))
     return checks
-
-
-def list_rollbacks(client: SearchClient) -> list[dict[str, Any]]:
-    """The rollback copies restores kept (``<index>__rollback_<short id>_<yyyymmddhhmmss>``), newest first."""
-    rows = _send(client, _Req("GET", "_cat/indices/*__rollback_*", "list rollback copies (_cat/indices)", params={
-        "format": "json", "h": "index,creation.date,store.size,docs.count,health,status", "bytes": "b",
-        "expand_wildcards": "all"})) or []
-    view = cluster_view(client)
-    out = []
-    for r in rows:
-        name = str(r.get("index") or "")
-        m = ROLLBACK_RE.match(name)
-        if not m:
-            continue
-        created_ms = int(r["creation.date"]) if str(r.get("creation.date") or "").isdigit() else 0
-        out.append({
-            "index": name,
-            "source": m.group("source"),
-            "short_id": m.group("short"),
-            "stamp": m.group("stamp"),
-            "created": L.ms_to_ts(created_ms),
-            "size_bytes": int(r["store.size"]) if str(r.get("store.size") or "").isdigit() else None,
-            "docs": int(r["docs.count"]) if str(r.get("docs.count") or "").isdigit() else None,
-            "health": r.get("health"),
-            "status": r.get("status"),
-            "aliases": sorted(view.aliases_of(name)),
-        })
-    return sorted(out, key=lambda x: (x["created"], x["index"]), reverse=True)
-
-
-def drop_rollback(client: SearchClient, name: str) -> None:
-    """Delete one rollback copy. Refuses anything not named like one, and copies an alias points at."""
-    if not isinstance(name, str) or not ROLLBACK_RE.match(name) or any(ch in name for ch in "*?,"):
-        raise EngineError(
-            f"refusing to drop {name!r}: it is not a rollback copy (<index>__rollback_<id>_<yyyymmddhhmmss>)",
-            hint="list the rollback copies with list_rollbacks (airflow-checkpoint search rollbacks)",
-        )
-    rows = _send(client, _Req("GET", f"_cat/indices/{_index_path(name)}", f"look up index {name!r}",
-                              params={"format": "json", "h": "index", "expand_wildcards": "all"},
-                              missing_ok=True))
-    if not rows or not any(r.get("index") == name for r in rows):
-        raise NotFoundError(f"search cluster {client.where}: no rollback copy {name!r}",
-                            hint="list the rollback copies with list_rollbacks")
-    aliases = sorted(cluster_view(client).aliases_of(name))
-    if aliases:
-        raise EngineError(
-            f"search cluster {client.where}: refusing to drop {name}: the aliases {', '.join(aliases)} point at it, "
-            "so it is serving",
-            hint=f"remove the aliases first (POST /_aliases) if {name} really is no longer needed",
-        )
-    _delete_index(client, name, missing_ok=False)

@@ -319,3 +319,48 @@ def test_safe_url_and_auth():
     assert kw["auth"] == ("u", "p") and kw["verify"] is False and kw["base_url"] == "https://h:9200/"
     kw = _client_kwargs(SearchTarget("https://h:9200", username="u", password="p", api_key="k"))
     assert kw["auth"] is None and kw["headers"]["Authorization"] == "ApiKey k"
+
+
+# --------------------------------------------------------------------------- own copies, templates, journal steps
+# (pure logic of the provider's own: no server involved)
+
+
+def test_own_copy_names_are_recognised_and_trailing_newlines_refused():
+    from airflow_checkpoint_provider.core.engines.search import _names as N
+
+    assert N.is_own_copy("orders__restoring_7c4e1a") and N.is_own_copy("orders__rollback_7c4e1a_20260101000000")
+    assert N.is_own_copy("orders__drill_x") and not N.is_own_copy("orders") and not N.is_own_copy("my__rest")
+    assert N.ROLLBACK_RE.match("orders__rollback_7c4e1a_20260101000000").group("source") == "orders"
+    assert not N.ROLLBACK_RE.match("orders__rollback_7c4e1a_20260101000000\n")
+    assert not N.STAGING_RE.match("orders__restoring_7c4e1a\n")
+    assert N.rollback_snapshot_name("7c4e1a", "20260101000000") == "ckpt-rollback-7c4e1a-20260101000000"
+    L.validate_snapshot_name(N.rollback_snapshot_name("7c4e1a-2", "20260101000000"))
+
+
+def test_rollback_copies_name_their_checkpoint_through_the_short_id():
+    from airflow_checkpoint_provider.core.engines.search._maintenance import _checkpoint_of
+
+    cids = ["ckpt-20260101T000000Z-aaaaaa", "ckpt-20260102T000000Z-7c4e1a"]
+    assert _checkpoint_of("7c4e1a", cids) == cids[1]
+    assert _checkpoint_of("7c4e1a-3", cids) == cids[1]  # a second restore of the same checkpoint
+    assert _checkpoint_of("bbbbbb", cids) is None
+
+
+def test_template_difference_names_each_differing_setting():
+    from airflow_checkpoint_provider.core.engines.search._templates import difference
+
+    have = {"index_patterns": ["a-*"], "template": {"settings": {"index": {"number_of_shards": "3"}}}, "priority": 1}
+    want = {"index_patterns": ["a-*"], "template": {"settings": {"index": {"number_of_shards": "1"}}}, "priority": 1,
+            "version": 2}
+    text = difference(have, want)
+    assert "template.settings.index.number_of_shards: '3' (checkpoint: '1')" in text
+    assert "version: '<absent>' (checkpoint: 2)" in text and "priority" not in text
+
+
+def test_every_journaled_step_of_the_search_engine_has_crash_points():
+    from airflow_checkpoint_provider.core import crashpoints
+    from airflow_checkpoint_provider.core.engines.search import _steps
+
+    for step in _steps.STEPS:
+        assert {f"search.{step}.intent", f"search.{step}.applied"} <= crashpoints.REGISTERED
+    assert not set(_steps.FORWARD_STEPS) & set(_steps.BACKWARD_STEPS)
