@@ -28,7 +28,8 @@ from airflow_checkpoint_provider.core.engines.redis import capture, health, list
 from airflow_checkpoint_provider.core.engines.redis import _load as L
 from airflow_checkpoint_provider.core.engines.redis import restore as R
 from airflow_checkpoint_provider.core.engines.redis.encoding import crc64
-from airflow_checkpoint_provider.core.engines.redis.health import drop_rollback, library_name, max_rdb_version
+from airflow_checkpoint_provider.core.engines.redis.copies import PREFIX, drop_rollback
+from airflow_checkpoint_provider.core.engines.redis.health import library_name, max_rdb_version
 from airflow_checkpoint_provider.core.engines.redis.logical import FORMAT_VERSION, MAGIC
 from airflow_checkpoint_provider.core.engines.redis.resp import connect
 from airflow_checkpoint_provider.core.engines.targets import RedisTarget
@@ -137,7 +138,7 @@ def unchanged(before: tuple[dict, list[str]], info: dict[str, Any]) -> bool:
 def without_marker(state: dict[int, dict]) -> dict[int, dict]:
     out = {}
     for db, keys in state.items():
-        keys = {k: v for k, v in keys.items() if k != R.MARKER}
+        keys = {k: v for k, v in keys.items() if not k.startswith(PREFIX)}
         if keys:
             out[db] = keys
     return out
@@ -187,18 +188,20 @@ def test_round_trip_side_by_side(server, store, mode, caplog) -> None:
     assert client(info).fcall("hello", 0) == b"hi"
     assert report.healthy, [str(h) for h in report.health]
     assert report.safety_checkpoint_id and store.exists(report.safety_checkpoint_id)
-    assert report.outcomes[0].rollback == ["db0 -> db15", "db1 -> db14"]
-    # the rollback dbs hold the damaged state, and are listed
-    rollbacks = {r["db"]: r for r in list_rollbacks(target(info))}
-    assert sorted(rollbacks) == [14, 15]
-    assert rollbacks[15]["state"] == "rollback" and rollbacks[15]["of_db"] == 0
-    assert rollbacks[15]["checkpoint_id"] == manifest.checkpoint_id
-    assert rollbacks[14]["keys"] == 0  # db1 was flushed by the damage
+    # db1 was flushed by the damage: an empty db keeps no rollback copy, db14 is free again
+    assert report.outcomes[0].rollback == ["db0 -> db15"]
+    # the rollback db holds the damaged state, and is listed (from the store's index, and by a scan)
+    for rollbacks in ({r["db"]: r for r in list_rollbacks(target(info))},
+                      {r["db"]: r for r in list_rollbacks(target(info), store=store)}):
+        assert sorted(rollbacks) == [15]
+        assert rollbacks[15]["state"] == "rollback" and rollbacks[15]["of_db"] == 0
+        assert rollbacks[15]["checkpoint_id"] == manifest.checkpoint_id
+        assert rollbacks[15]["keys"] == len(damaged[0]) and rollbacks[15]["memory_bytes"] > 0
     after_all = without_marker(S.state_redis(info, ALL))
     assert S.same_redis_state({0: damaged[0]}, {0: after_all[15]}) == []
-    assert 14 not in after_all
-    # health ignores the markers and reports expected/actual
-    checks = health(target(info), {"keys": {"0": len(original[0]), "15": len(damaged[0])}})
+    assert 14 not in S.state_redis(info, ALL)
+    # health reports expected/actual
+    checks = health(target(info), {"keys": {"0": len(original[0]), "1": len(original[1])}})
     assert all(c.ok for c in checks), [str(c) for c in checks]
     wrong = health(target(info), {"keys": {"0": len(original[0]) + 5}}, tolerance=0.0)
     assert not wrong[-1].ok and wrong[-1].expected == len(original[0]) + 5 and wrong[-1].actual == len(original[0])
@@ -254,15 +257,16 @@ def test_subset_of_dbs_into_a_chosen_spare(server, store) -> None:
     original = S.state_redis(info, SEEDED)
     manifest = checkpoint(store, info)
     damage(info)
-    damaged0 = S.state_redis(info, [0])
-    report = run_restore(store, manifest.checkpoint_id, info, dbs=[1], spare_db=5)
-    assert report.outcomes[0].rollback == ["db1 -> db5"]
+    client(info, 1).set("after", "damage")
+    damaged1 = S.state_redis(info, [1])
+    report = run_restore(store, manifest.checkpoint_id, info, dbs=[0], spare_db=5)
+    assert report.outcomes[0].rollback == ["db0 -> db5"]
     after = S.state_redis(info, ALL)
-    assert S.same_redis_state(damaged0, {0: after[0]}) == []  # db0 was not selected
-    assert S.same_redis_state({1: original[1]}, {1: after[1]}) == []
+    assert S.same_redis_state(damaged1, {1: after[1]}) == []  # db1 was not selected
+    assert S.same_redis_state({0: original[0]}, {0: after[0]}) == []
     assert [r["db"] for r in list_rollbacks(target(info))] == [5]
     # dropping: only marked dbs, and then the db is free again
-    with pytest.raises(NotFoundError, match="not a rollback copy"):
+    with pytest.raises(NotFoundError, match="db0 is not a copy made by a restore"):
         drop_rollback(target(info), 0)
     drop_rollback(target(info), 5)
     assert list_rollbacks(target(info)) == [] and client(info, 5).dbsize() == 0

@@ -27,6 +27,7 @@ Errors are :class:`~.encoding.RdbError` with the byte offset; callers wrap them 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,8 @@ from .encoding import (
     RDB_VERSION_MIN,
     TYPE_NAMES,
     RdbError,
+    crc64,
+    decode_length,
     module_type_name,
     restore_payload,
 )
@@ -94,11 +97,73 @@ class ModuleAux:
     length: int
 
 
+class DbFilter:
+    """Copy an RDB to ``out`` as :class:`RdbParser` consumes it, leaving out the dbs in ``exclude``.
+
+    A db's section runs from its ``SELECTDB`` opcode to the next ``SELECTDB`` or global opcode
+    (``AUX``, ``FUNCTION2``, ``MODULE_AUX``, ``EOF``); the parser reports those offsets
+    (:meth:`cut`) before the bytes they start leave its window (:meth:`feed`). :meth:`finish`
+    writes the CRC64 of what was copied, in place of the original's. The parser still checks the
+    original CRC64, and its fingerprints count only what was copied.
+    """
+
+    def __init__(self, out: Any, exclude: Any) -> None:
+        self.out, self.exclude = out, frozenset(exclude)
+        self.include = True
+        self.crc = 0
+        self.written = self.dropped = 0
+        self.excluded_types = [0] * 256
+        self.excluded_modules: dict[str, int] = {}
+        self._cuts: deque[tuple[int, bool]] = deque()
+        self._types = [0] * 256
+        self._modules: dict[str, int] = {}
+
+    def cut(self, offset: int, db: int | None) -> None:
+        """From stream offset ``offset`` on, bytes belong to ``db`` (None: to no db)."""
+        self._cuts.append((offset, db is None or db not in self.exclude))
+
+    def feed(self, view: memoryview, start: int) -> None:
+        """The bytes at stream offsets ``start ..`` are leaving the parser's window."""
+        i, cuts = 0, self._cuts
+        while cuts and cuts[0][0] < start + len(view):
+            offset, include = cuts.popleft()
+            j = max(0, offset - start)
+            if j > i:
+                self._emit(view[i:j])
+                i = j
+            self.include = include
+        if i < len(view):
+            self._emit(view[i:] if i else view)
+
+    def _emit(self, piece: memoryview) -> None:
+        if self.include:
+            self.crc = crc64(piece, self.crc)
+            self.out(piece)
+            self.written += len(piece)
+        else:
+            self.dropped += len(piece)
+
+    def section(self, db: int, types: list[int], modules: dict[str, int]) -> None:
+        """The section of ``db`` ended with these running type counts: book it if left out."""
+        if db in self.exclude:
+            for t, (now, before) in enumerate(zip(types, self._types)):
+                self.excluded_types[t] += now - before
+            for name, n in modules.items():
+                self.excluded_modules[name] = self.excluded_modules.get(name, 0) + n - self._modules.get(name, 0)
+        self._types, self._modules = list(types), dict(modules)
+
+    def finish(self) -> None:
+        self.out(self.crc.to_bytes(8, "little"))
+        self.written += 8
+
+
 class RdbParser(RdbWindow):
     """One pass over one RDB stream; see the module docstring."""
 
-    def __init__(self, src: Readable, *, chunk_size: int = CHUNK, strict_end: bool = True) -> None:
+    def __init__(self, src: Readable, *, chunk_size: int = CHUNK, strict_end: bool = True,
+                 db_filter: DbFilter | None = None) -> None:
         super().__init__(src, chunk_size)
+        self._route = db_filter
         self._strict_end = strict_end
         self._started = False
         self.version = 0
@@ -125,17 +190,24 @@ class RdbParser(RdbWindow):
         return self._run(emit=True, values=values)
 
     def fingerprints(self) -> dict[str, Any]:
+        """Counts of what the stream holds (with a :class:`DbFilter`: of what it let through)."""
+        route = self._route
+        drop = route.exclude if route is not None else frozenset()
+        counts = self._types if route is None else [a - b for a, b in zip(self._types, route.excluded_types)]
+        modules = self._modules if route is None else \
+            {k: v - route.excluded_modules.get(k, 0) for k, v in self._modules.items()}
         types: dict[str, int] = {}
-        for t, n in enumerate(self._types):
+        for t, n in enumerate(counts):
             if n and t != 7:
                 name = TYPE_NAMES.get(t, f"unknown-{t}")
                 types[name] = types.get(name, 0) + n
-        for name, n in self._modules.items():
-            types[name] = types.get(name, 0) + n
+        for name, n in modules.items():
+            if n:
+                types[name] = types.get(name, 0) + n
         return {
             "rdb_version": self.version,
-            "keys": {str(db): n for db, n in sorted(self.keys.items()) if n},
-            "expires": {str(db): n for db, n in sorted(self.expires.items()) if n},
+            "keys": {str(db): n for db, n in sorted(self.keys.items()) if n and db not in drop},
+            "expires": {str(db): n for db, n in sorted(self.expires.items()) if n and db not in drop},
             "types": dict(sorted(types.items())),
             "functions": self.functions,
         }
@@ -239,6 +311,8 @@ class RdbParser(RdbWindow):
             elif t == 0xFE:  # SELECTDB
                 db_first = self._count(db, db_first, n_exp)
                 n_exp = 0
+                if self._route is not None:  # the db number is in the window: the loop keeps 64 bytes ahead
+                    self._route.cut(self._base + pos - 1, decode_length(self._buf, pos)[0])
                 db, pos = self._len(pos)
             elif t == 0xFB:  # RESIZEDB
                 keys, pos = self._len(pos)
@@ -247,12 +321,16 @@ class RdbParser(RdbWindow):
                 if emit:
                     yield ResizeDb(db, keys, exps)
             elif t == 0xFA:  # AUX
+                if self._route is not None:
+                    self._route.cut(self._base + pos - 1, None)
                 name, pos = self._read_string(pos)
                 value_, pos = self._read_string(pos)
                 self.aux[name.decode("utf-8", "replace")] = value_.decode("utf-8", "replace")
                 if emit:
                     yield Aux(name, value_)
             elif t == 0xF5:  # FUNCTION2
+                if self._route is not None:
+                    self._route.cut(self._base + pos - 1, None)
                 code, pos = self._read_string(pos)
                 self.functions += 1
                 if emit:
@@ -262,6 +340,8 @@ class RdbParser(RdbWindow):
                     _, pos = self._len(pos)
             elif t == 0xF7:  # MODULE_AUX: module id, when-opcode, when, module opcodes
                 start = self._base + pos - 1
+                if self._route is not None:
+                    self._route.cut(start, None)
                 module_id, pos = self._len(pos)
                 when_op, pos = self._len(pos)
                 _, pos = self._len(pos)
@@ -272,6 +352,8 @@ class RdbParser(RdbWindow):
                     yield ModuleAux(module_type_name(module_id), start, self._base + pos - start)
             elif t == 0xFF:  # EOF
                 self._count(db, db_first, n_exp)
+                if self._route is not None:
+                    self._route.cut(self._base + pos - 1, None)
                 self._finish(pos)
                 return
             elif t == 0xF6:
@@ -291,6 +373,8 @@ class RdbParser(RdbWindow):
             self.keys[db] = self.keys.get(db, 0) + total - first
         if n_exp:
             self.expires[db] = self.expires.get(db, 0) + n_exp
+        if self._route is not None:
+            self._route.section(db, self._types, self._modules)
         return total
 
     def _skip_value(self, t: int, pos: int) -> int:  # noqa: C901 - one branch per RDB type

@@ -6,14 +6,15 @@ which is what makes the walk fast. This class keeps that window filled from the 
 * ``_more(pos)`` guarantees at least ``_HDR`` bytes at ``pos`` (unless the stream ends), first
   consuming from the source any gap when a skip jumped past the buffer (``_spill``): values
   larger than the window are skipped without ever being held in memory;
-* every byte leaves the window through ``_consume``, which feeds the running CRC64 and, while
-  ``_keep`` is set, retains the bytes (to return a key or a value to :meth:`RdbParser.records`);
+* every byte leaves the window through ``_consume``, which feeds the running CRC64, a
+  :class:`~.rdb.DbFilter` if one is attached, and, while ``_keep`` is set, retains the bytes
+  (to return a key or a value to :meth:`RdbParser.records`);
 * positions are relative to the window; ``_base + pos`` is the offset in the stream.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from .encoding import RdbError, crc64, decode_length, decode_string
 
@@ -40,6 +41,7 @@ class RdbWindow:
         self._crc_from = 0  # CRC covers the stream up to _base + _crc_from
         self._keep = -1  # absolute offset from which consumed bytes are retained (-1: off)
         self._kept: list[bytes] = []
+        self._route: Any = None  #: a :class:`~.rdb.DbFilter` fed every byte consumed (None: off)
         self.size = 0
 
     def _len(self, pos: int) -> tuple[int, int]:
@@ -110,7 +112,10 @@ class RdbWindow:
     def _consume(self, upto: int) -> None:
         """Bytes of the buffer before ``upto`` are about to be dropped: CRC (and keep) them."""
         if upto > self._crc_from:
-            self._crc = crc64(memoryview(self._buf)[self._crc_from:upto], self._crc)
+            view = memoryview(self._buf)[self._crc_from:upto]
+            self._crc = crc64(view, self._crc)
+            if self._route is not None:
+                self._route.feed(view, self._base + self._crc_from)
             self._crc_from = upto
         if self._keep >= 0:
             start = self._keep - self._base
