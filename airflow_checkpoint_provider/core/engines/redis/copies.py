@@ -107,6 +107,8 @@ def parse_marker(name: bytes, value: Any, db: int) -> Copy | None:
         obj = json.loads(value)
         if not isinstance(obj, dict) or obj.get("format") != MARKER_FORMAT or obj.get("state") not in STATES:
             return None
+        if int(obj["spare"]) != db or not name.startswith(PREFIX + str(obj["restore_id"]).encode() + b":"):
+            return None  # a marker copied into another db (a capture that included it): not a claim of this db
         return Copy(db=db, marker=name, state=obj["state"], of_db=int(obj["db"]),
                     checkpoint_id=str(obj.get("checkpoint_id")), restore_id=str(obj.get("restore_id")),
                     created_at=str(obj.get("created_at")))
