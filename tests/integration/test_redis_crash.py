@@ -33,7 +33,6 @@ from airflow_checkpoint_provider.core.engines.redis.copies import PREFIX, parse_
 from airflow_checkpoint_provider.core.errors import CheckpointError
 from airflow_checkpoint_provider.core.journal import Journal
 from tests.integration.redis_support import (  # noqa: F401 - server and store are fixtures
-    ALL,
     SEEDED,
     S,
     checkpoint,

@@ -51,9 +51,6 @@ from tests.unit.core.helpers import archive_path, flip_byte, member_data_offsets
 
 pytestmark = pytest.mark.integration
 
-ALL = range(16)
-SEEDED = range(2)
-
 
 # --------------------------------------------------------------------------- round trips
 
