@@ -27,7 +27,6 @@ Errors are :class:`~.encoding.RdbError` with the byte offset; callers wrap them 
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,12 +36,11 @@ from .encoding import (
     RDB_VERSION_MIN,
     TYPE_NAMES,
     RdbError,
-    crc64,
     decode_length,
     module_type_name,
     restore_payload,
 )
-from .window import _INT_SKIP, CHUNK, RdbWindow, Readable
+from .window import _INT_SKIP, CHUNK, DbFilter, RdbWindow, Readable
 
 _ONE_STRING = frozenset({0, 9, 10, 11, 12, 13, 16, 17, 20, 23})  # value = one RDB string
 
@@ -95,66 +93,6 @@ class ModuleAux:
     module: str
     offset: int
     length: int
-
-
-class DbFilter:
-    """Copy an RDB to ``out`` as :class:`RdbParser` consumes it, leaving out the dbs in ``exclude``.
-
-    A db's section runs from its ``SELECTDB`` opcode to the next ``SELECTDB`` or global opcode
-    (``AUX``, ``FUNCTION2``, ``MODULE_AUX``, ``EOF``); the parser reports those offsets
-    (:meth:`cut`) before the bytes they start leave its window (:meth:`feed`). :meth:`finish`
-    writes the CRC64 of what was copied, in place of the original's. The parser still checks the
-    original CRC64, and its fingerprints count only what was copied.
-    """
-
-    def __init__(self, out: Any, exclude: Any) -> None:
-        self.out, self.exclude = out, frozenset(exclude)
-        self.include = True
-        self.crc = 0
-        self.written = self.dropped = 0
-        self.excluded_types = [0] * 256
-        self.excluded_modules: dict[str, int] = {}
-        self._cuts: deque[tuple[int, bool]] = deque()
-        self._types = [0] * 256
-        self._modules: dict[str, int] = {}
-
-    def cut(self, offset: int, db: int | None) -> None:
-        """From stream offset ``offset`` on, bytes belong to ``db`` (None: to no db)."""
-        self._cuts.append((offset, db is None or db not in self.exclude))
-
-    def feed(self, view: memoryview, start: int) -> None:
-        """The bytes at stream offsets ``start ..`` are leaving the parser's window."""
-        i, cuts = 0, self._cuts
-        while cuts and cuts[0][0] < start + len(view):
-            offset, include = cuts.popleft()
-            j = max(0, offset - start)
-            if j > i:
-                self._emit(view[i:j])
-                i = j
-            self.include = include
-        if i < len(view):
-            self._emit(view[i:] if i else view)
-
-    def _emit(self, piece: memoryview) -> None:
-        if self.include:
-            self.crc = crc64(piece, self.crc)
-            self.out(piece)
-            self.written += len(piece)
-        else:
-            self.dropped += len(piece)
-
-    def section(self, db: int, types: list[int], modules: dict[str, int]) -> None:
-        """The section of ``db`` ended with these running type counts: book it if left out."""
-        if db in self.exclude:
-            for t, (now, before) in enumerate(zip(types, self._types)):
-                self.excluded_types[t] += now - before
-            for name, n in modules.items():
-                self.excluded_modules[name] = self.excluded_modules.get(name, 0) + n - self._modules.get(name, 0)
-        self._types, self._modules = list(types), dict(modules)
-
-    def finish(self) -> None:
-        self.out(self.crc.to_bytes(8, "little"))
-        self.written += 8
 
 
 class RdbParser(RdbWindow):
