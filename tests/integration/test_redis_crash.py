@@ -220,3 +220,27 @@ def test_kill_mid_fence_blocks_writers_only_until_the_pause_times_out(server, st
     held = time.monotonic() - t0
     assert 0.5 < held < 4.0, held
     assert client(info).get("written:after-the-kill") == b"1"
+
+
+def test_abort_killed_after_the_copies_verified_is_finished_not_cut_over(server, store) -> None:
+    """Another component failed, so the restore aborts; it dies right after journaling that
+    decision (the first thing ``abort`` does). The copies had verified, but the replay must not
+    cut over: it drops them and the data from before the restore keeps serving."""
+    info = server()
+    S.seed_redis(info)
+    manifest = checkpoint(store, info)
+    damage(info)
+    original = serving(info)
+    journal = Journal.begin(store.fs, checkpoint_id=manifest.checkpoint_id, restore_id="aborted-midway")
+    part = RedisRestore(target(info), store, manifest.checkpoint_id, manifest.artifacts)
+    part.journal = journal.component(part.component, target(info).public())
+    part.plan()
+    part.prepare()
+    part.journal.note(aborting=True)  # abort() starts so, then is killed before it drops anything
+    entry = Journal.load(store.fs, "aborted-midway").components["redis"]
+    assert entry.roll_forward and len(loading_markers(info)) == 2
+    lines = recover(target(info), entry, store=store)
+    assert sum("dropped the side-by-side copy" in line for line in lines) == 2
+    assert_state(info, original, "after recover")
+    assert loading_markers(info) == [] and markers(info) == {}
+    assert find_leftovers(target(info), [], store=store) == []

@@ -2,8 +2,8 @@
 
 The policy is the journal's (:mod:`~airflow_checkpoint_provider.core.journal`): **roll forward**
 when the replacement had verified (phase ``verified`` or later) and is still intact, otherwise
-**roll back**. A rollback that had begun (a ``swap_back`` or ``unplace_file`` step) is finished:
-the restore was undoing itself. Whether a pending step took effect is read off the live server:
+**roll back**. A rollback or an abort that had begun (a ``swap_back`` or ``unplace_file`` step,
+or the ``aborting`` note) is finished: the restore was undoing itself. Whether a pending step took effect is read off the live server:
 
 * side by side: each spare's marker, which the cut-over's transaction changes atomically with
   the ``SWAPDB``: ``loading`` means not swapped, ``rollback`` swapped, none: never claimed or
@@ -29,7 +29,7 @@ from airflow_checkpoint_provider.core.engines.targets import RedisTarget
 from airflow_checkpoint_provider.core.errors import CheckpointError, EngineError
 from airflow_checkpoint_provider.core.journal import ComponentEntry
 
-from ._load import _transaction
+from ._load import _Refused, _transaction
 from ._swap import SWAP_IN_WIDTH, decode_blob, decode_commands, swap_back_commands, swap_in_commands
 from .copies import PREFIX, Copy, drop_copy, index_remove, marker_value, parse_marker
 from .health import db_sizes
@@ -74,7 +74,7 @@ def _side_by_side(target: RedisTarget, entry: ComponentEntry, store: Store | Non
     rid = str(data.get("restore_id") or "")
     with connect(target) as conn:
         states = _states(conn, pairs, markers, rid)
-        rolling_back = any(s.name == "swap_back" for s in entry.steps)
+        rolling_back = bool(data.get("aborting")) or any(s.name == "swap_back" for s in entry.steps)
         lines: list[str] | None = None
         if entry.roll_forward and not rolling_back:
             lines = _forward(conn, entry, pairs, markers, states)
@@ -125,7 +125,11 @@ def _forward(conn: Connection, entry: ComponentEntry, pairs: list[tuple[int, int
             log.warning("Cannot finish the cut-over of %s on %s (%s): rolling back", cid, conn.target.label, why)
             return None
         values = {s: marker_value("rollback", checkpoint_id=cid, restore_id=rid, db=t, spare=s) for t, s in todo}
-        res = _transaction(conn, list(fns) + swap_in_commands(todo, markers, values))
+        try:
+            res = _transaction(conn, list(fns) + swap_in_commands(todo, markers, values))
+        except _Refused as exc:  # queued commands refused (ACL): nothing changed
+            log.warning("Cannot finish the cut-over of %s on %s (%s): rolling back", cid, conn.target.label, exc)
+            return None
         errors = [r.message for r in res if isinstance(r, RespError)]
         if errors:
             raise CheckpointError(f"finishing the cut-over of {cid} on {conn.target.label} failed: "

@@ -203,6 +203,7 @@ class _SideBySideMixin:
         swapped = {s for _, s in self._swapped}
         todo = [s for s in self._claimed if s not in swapped]
         if todo:
+            self.journal.note(aborting=True)  # the decision first: a replay drops the copies, never cuts over
             of = {s: t for t, s in self.pairs}
             with connect(self.target) as conn:
                 for s in todo:
