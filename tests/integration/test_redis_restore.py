@@ -10,142 +10,46 @@ exact value, TTL) before and after.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import struct
-import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from airflow_checkpoint_provider.core import Store, staging_key
-from airflow_checkpoint_provider.core.engines.redis import capture, health, list_rollbacks
+from airflow_checkpoint_provider.core.engines.redis import health, list_rollbacks
 from airflow_checkpoint_provider.core.engines.redis import _load as L
 from airflow_checkpoint_provider.core.engines.redis import restore as R
+from airflow_checkpoint_provider.core.engines.redis.copies import drop_rollback
 from airflow_checkpoint_provider.core.engines.redis.encoding import crc64
-from airflow_checkpoint_provider.core.engines.redis.health import drop_rollback, library_name, max_rdb_version
+from airflow_checkpoint_provider.core.engines.redis.health import max_rdb_version
 from airflow_checkpoint_provider.core.engines.redis.logical import FORMAT_VERSION, MAGIC
-from airflow_checkpoint_provider.core.engines.redis.resp import connect
-from airflow_checkpoint_provider.core.engines.targets import RedisTarget
 from airflow_checkpoint_provider.core.errors import EngineError, NotFoundError, VerificationFailedError
 from airflow_checkpoint_provider.core.manifest import Manifest
-from airflow_checkpoint_provider.core.recovery import (
-    RestoreFailedError,
-    RestoreRefusedError,
-    RestoreReport,
-    RestoreRequest,
-    restore,
+from airflow_checkpoint_provider.core.recovery import RestoreFailedError, RestoreRefusedError
+from tests.integration.redis_support import (  # noqa: F401 - server and store are fixtures
+    ALL,
+    SEEDED,
+    S,
+    checkpoint,
+    client,
+    damage,
+    full_state,
+    functions,
+    restart_script,
+    run_restore,
+    server,
+    store,
+    target,
+    unchanged,
+    without_marker,
 )
 from tests.unit.core.helpers import archive_path, flip_byte, member_data_offsets
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import sample_data as S  # noqa: E402
-
 pytestmark = pytest.mark.integration
-
-ALL = range(16)
-SEEDED = range(2)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def server(services_module: Any, tmp_path: Path) -> Callable[[str], dict[str, Any]]:
-    """Start private Redis servers (``server("a")``); all are stopped at the end, even restarted ones."""
-    started: list[tuple[Path, dict[str, Any]]] = []
-
-    def start(name: str = "a") -> dict[str, Any]:
-        state = tmp_path / f"svc-{name}"
-        info = services_module.start(state, only=["redis"])["redis"]
-        started.append((state, info))
-        client(info).config_set("repl-diskless-sync-delay", 0)  # no 5 s wait for more replicas per capture
-        return info
-
-    yield start
-    for state, info in started:
-        with contextlib.suppress(EngineError, OSError):  # a restarted server has another pid than services.json says
-            with connect(target(info)) as conn:
-                conn.call_nothrow("SHUTDOWN", "NOSAVE")
-        services_module.stop(state)
-
-
-def client(info: dict[str, Any], db: int = 0, **kw: Any) -> redis.Redis:
-    return redis.Redis(host=info["host"], port=info["port"], password=info["password"], db=db, **kw)
-
-
-def target(info: dict[str, Any], **kw: Any) -> RedisTarget:
-    kw.setdefault("password", info["password"])
-    return RedisTarget(host=info["host"], port=int(info["port"]), socket_timeout=30, **kw)
-
-
-def checkpoint(store: Store, info: dict[str, Any], mode: str = "rdb") -> Manifest:
-    staging = store.staging(staging_key("test", mode, str(len(store.list()))))
-    capture(target(info), staging, mode=mode)
-    return store.seal(staging)
-
-
-def run_restore(store: Store, cid: str, info: dict[str, Any], *, made: list | None = None,
-                cls: type = R.RedisRestore, tgt: RedisTarget | None = None, dry_run: bool = False,
-                safety: bool = True, artifacts: Callable | None = None, **kw: Any) -> RestoreReport:
-    def build(s: Store, m: Manifest, r: RestoreRequest) -> list:
-        arts = artifacts(m.artifacts) if artifacts else m.artifacts
-        part = cls(tgt or target(info), s, m.checkpoint_id, arts, mode=r.mode, **kw)
-        if made is not None:
-            made.append(part)
-        return [part]
-
-    mode = kw.pop("mode", "side_by_side")
-    request = RestoreRequest(checkpoint_id=cid, components=("redis",), mode=mode, dry_run=dry_run,
-                             safety_checkpoint=safety)
-    return restore(store, request, build)
-
-
-def damage(info: dict[str, Any]) -> None:
-    r0, r1 = client(info, 0), client(info, 1)
-    r0.delete(*[f"session:{i}" for i in range(10)], "list:small", "stream:events")
-    r0.set("junk:1", "x")
-    r0.hset("junk:2", mapping={"a": "b"})
-    r0.expire("counter", 50)
-    r0.persist("hash:small")
-    r0.set("big:text", "overwritten")
-    r1.flushdb()
-    r0.function_delete("checkpointlib")
-
-
-def functions(info: dict[str, Any]) -> list[str]:
-    return sorted(library_name(lib) for lib in client(info).function_list())
-
-
-def full_state(info: dict[str, Any]) -> tuple[dict, list[str]]:
-    return S.state_redis(info, ALL), functions(info)
-
-
-def unchanged(before: tuple[dict, list[str]], info: dict[str, Any]) -> bool:
-    """Every key of every db (type, value; TTLs within 30 s of time passing) and the functions."""
-    state, libs = full_state(info)
-    diffs = S.same_redis_state(before[0], state, ttl_tolerance_ms=30_000)
-    assert (diffs, libs) == ([], before[1])
-    return True
-
-
-def without_marker(state: dict[int, dict]) -> dict[int, dict]:
-    out = {}
-    for db, keys in state.items():
-        keys = {k: v for k, v in keys.items() if k != R.MARKER}
-        if keys:
-            out[db] = keys
-    return out
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store.open(tmp_path / "store", create=True)
 
 
 # --------------------------------------------------------------------------- round trips
@@ -187,18 +91,20 @@ def test_round_trip_side_by_side(server, store, mode, caplog) -> None:
     assert client(info).fcall("hello", 0) == b"hi"
     assert report.healthy, [str(h) for h in report.health]
     assert report.safety_checkpoint_id and store.exists(report.safety_checkpoint_id)
-    assert report.outcomes[0].rollback == ["db0 -> db15", "db1 -> db14"]
-    # the rollback dbs hold the damaged state, and are listed
-    rollbacks = {r["db"]: r for r in list_rollbacks(target(info))}
-    assert sorted(rollbacks) == [14, 15]
-    assert rollbacks[15]["state"] == "rollback" and rollbacks[15]["of_db"] == 0
-    assert rollbacks[15]["checkpoint_id"] == manifest.checkpoint_id
-    assert rollbacks[14]["keys"] == 0  # db1 was flushed by the damage
+    # db1 was flushed by the damage: an empty db keeps no rollback copy, db14 is free again
+    assert report.outcomes[0].rollback == ["db0 -> db15"]
+    # the rollback db holds the damaged state, and is listed (from the store's index, and by a scan)
+    for rollbacks in ({r["db"]: r for r in list_rollbacks(target(info))},
+                      {r["db"]: r for r in list_rollbacks(target(info), store=store)}):
+        assert sorted(rollbacks) == [15]
+        assert rollbacks[15]["state"] == "rollback" and rollbacks[15]["of_db"] == 0
+        assert rollbacks[15]["checkpoint_id"] == manifest.checkpoint_id
+        assert rollbacks[15]["keys"] == len(damaged[0]) and rollbacks[15]["memory_bytes"] > 0
     after_all = without_marker(S.state_redis(info, ALL))
     assert S.same_redis_state({0: damaged[0]}, {0: after_all[15]}) == []
-    assert 14 not in after_all
-    # health ignores the markers and reports expected/actual
-    checks = health(target(info), {"keys": {"0": len(original[0]), "15": len(damaged[0])}})
+    assert 14 not in S.state_redis(info, ALL)
+    # health reports expected/actual
+    checks = health(target(info), {"keys": {"0": len(original[0]), "1": len(original[1])}})
     assert all(c.ok for c in checks), [str(c) for c in checks]
     wrong = health(target(info), {"keys": {"0": len(original[0]) + 5}}, tolerance=0.0)
     assert not wrong[-1].ok and wrong[-1].expected == len(original[0]) + 5 and wrong[-1].actual == len(original[0])
@@ -254,15 +160,16 @@ def test_subset_of_dbs_into_a_chosen_spare(server, store) -> None:
     original = S.state_redis(info, SEEDED)
     manifest = checkpoint(store, info)
     damage(info)
-    damaged0 = S.state_redis(info, [0])
-    report = run_restore(store, manifest.checkpoint_id, info, dbs=[1], spare_db=5)
-    assert report.outcomes[0].rollback == ["db1 -> db5"]
+    client(info, 1).set("after", "damage")
+    damaged1 = S.state_redis(info, [1])
+    report = run_restore(store, manifest.checkpoint_id, info, dbs=[0], spare_db=5)
+    assert report.outcomes[0].rollback == ["db0 -> db5"]
     after = S.state_redis(info, ALL)
-    assert S.same_redis_state(damaged0, {0: after[0]}) == []  # db0 was not selected
-    assert S.same_redis_state({1: original[1]}, {1: after[1]}) == []
+    assert S.same_redis_state(damaged1, {1: after[1]}) == []  # db1 was not selected
+    assert S.same_redis_state({0: original[0]}, {0: after[0]}) == []
     assert [r["db"] for r in list_rollbacks(target(info))] == [5]
     # dropping: only marked dbs, and then the db is free again
-    with pytest.raises(NotFoundError, match="not a rollback copy"):
+    with pytest.raises(NotFoundError, match="db0 is not a copy made by a restore"):
         drop_rollback(target(info), 0)
     drop_rollback(target(info), 5)
     assert list_rollbacks(target(info)) == [] and client(info, 5).dbsize() == 0
@@ -275,16 +182,7 @@ def test_file_placement_round_trip(server, store, tmp_path) -> None:
     manifest = checkpoint(store, info)
     damage(info)
     damaged = S.state_redis(info, ALL)
-    script = tmp_path / "restart.sh"
-    script.write_text(f"""#!/bin/sh
-redis-cli -h {info['host']} -p {info['port']} SHUTDOWN NOSAVE >/dev/null 2>&1
-i=0
-while redis-cli -h {info['host']} -p {info['port']} PING >/dev/null 2>&1; do
-  i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.1
-done
-cd {info['dir']} && setsid redis-server {info['config']} >> {info['dir']}/restart.log 2>&1 < /dev/null &
-""")
-    script.chmod(0o700)
+    script = restart_script(info, tmp_path)
     made: list[R.RedisRestore] = []
     report = run_restore(store, manifest.checkpoint_id, info, made=made, placement_dir=info["dir"],
                          restart_command=f"sh {script}")

@@ -22,9 +22,7 @@ from typing import Any
 
 from airflow_checkpoint_provider.core.errors import ConnectionFailedError, EngineError
 
-from .health import (
-    MARKER,
-)
+from .copies import PREFIX
 from .encoding import RdbError, crc64
 from .logical import LogicalKey, read_logical
 from .rdb import Function, ModuleAux, RdbParser
@@ -252,7 +250,6 @@ class _DbLoad:
     streamed: int = 0  #: entries of this db in the artifact
     restored: int = 0
     expired: int = 0  #: skipped: already expired
-    markers: int = 0  #: skipped: a restore marker captured along with the data
     duplicates: int = 0  #: keys listed twice (logical captures)
     soon: array = field(default_factory=lambda: array("q"))  #: expiries within the horizon
     sample: list[tuple[bytes, int, int | None]] = field(default_factory=list)
@@ -283,7 +280,7 @@ def restore_stream(conn: Connection, items: Iterator[Any], rdb_version: int | No
     horizon = now + _HORIZON_MS
     cur, st, soon, sample, hashes = None, None, None, None, None
     n = r = size = 0  # entries streamed and keys sent for the current db; bytes in the batch
-    marker, big, mask, tb, pack = MARKER, _BIG_VALUE, _SAMPLE_EVERY - 1, _TB, _Q
+    big, mask, tb, pack = _BIG_VALUE, _SAMPLE_EVERY - 1, _TB, _Q
     for item in items:
         if type(item) is not tuple:
             if on_record is not None:
@@ -303,9 +300,6 @@ def restore_stream(conn: Connection, items: Iterator[Any], rdb_version: int | No
         if st is None:
             continue
         n += 1
-        if key == marker:
-            st.markers += 1
-            continue
         if expire is not None:
             if expire <= now:
                 st.expired += 1
@@ -389,7 +383,11 @@ def _describe(cmd: tuple[Any, ...]) -> str:
     """A command for messages: its name and small arguments (never values, payloads or code)."""
     if cmd[0] == "FUNCTION":
         return f"FUNCTION {cmd[1]}"
-    return " ".join("marker" if a == MARKER else str(a) for a in cmd[:3] if a == MARKER or isinstance(a, (int, str)))
+    def word(a: Any) -> str:
+        return "<marker>" if isinstance(a, bytes) and a.startswith(PREFIX) else str(a)
+
+    return " ".join(word(a) for a in cmd[:3] if isinstance(a, (int, str)) or (isinstance(a, bytes)
+                                                                              and a.startswith(PREFIX)))
 
 
 class _Tee:

@@ -27,7 +27,7 @@ from .health import (
     wait_ready,
 )
 from .capture import RDB_KIND
-from .resp import Connection, RespError, connect
+from .resp import Connection, RespError, connect, info
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,9 @@ class _PlacementMixin:
     def _prepare_placement(self) -> None:
         folder, name = Path(self.placement_dir or ""), self._placed.get("name", "dump.rdb")
         tmp = folder / f"{name}.tmp-{secrets.token_hex(4)}"
+        self.journal.note(mode="file_placement", checkpoint_id=self.checkpoint_id, restore_id=self.restore_id,
+                          dir=str(folder), name=name, tmp=tmp.name)
+        self.journal.phase("loading", file=tmp.name)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._placed["tmp"] = str(tmp)
         counts: dict[int, int] = {}
@@ -89,24 +92,37 @@ class _PlacementMixin:
             self.abort()
             raise
         self._placed["soon"] = soon
+        self.journal.phase("verified")
 
     def _cutover_placement(self) -> RestoreOutcome:
         folder, name = Path(self.placement_dir or ""), self._placed.get("name", "dump.rdb")
         final, tmp = folder / name, Path(self._placed["tmp"])
+        self.journal.phase("cutting_over")
         saved = False
         if self._placed.get("same_dir"):
             saved = self._save()
-        if final.exists():
-            backup = folder / f"{name}.rollback-{utcnow().strftime('%Y%m%dT%H%M%SZ')}"
-            os.replace(final, backup)
-            self._placed["rollback"] = str(backup)
-        os.replace(tmp, final)
-        self._placed.pop("tmp", None)
-        _fsync_dir(folder)
-        self._placed["placed"] = True
+        backup = folder / f"{name}.rollback-{utcnow().strftime('%Y%m%dT%H%M%SZ')}" if final.exists() else None
+        with connect(self.target) as conn:
+            self._placed["run_id"] = info(conn, "server").get("run_id", "")
+        self.journal.note(backup=backup.name if backup else None, run_id=self._placed["run_id"])
+        renames = ([[name, backup.name]] if backup else []) + [[tmp.name, name]]
+        with self.journal.step("place_file", intent={"dir": str(folder), "rename": renames},
+                               undo={"dir": str(folder), "rename": [[backup.name, name]] if backup else [],
+                                     "remove": [] if backup else [name]}):
+            if backup is not None:
+                os.replace(final, backup)
+                self._placed["rollback"] = str(backup)
+            os.replace(tmp, final)
+            self._placed.pop("tmp", None)
+            _fsync_dir(folder)
+            self._placed["placed"] = True
         try:
-            self._restart()
-            self._verify_placement()
+            with self.journal.step("restart", intent={"file": name, "command": "the configured restart command"},
+                                   undo={"rename": [[backup.name, name]] if backup else [], "then": "restart"}):
+                self._restart()
+                self._verify_placement()
+            with connect(self.target) as conn:
+                self.journal.note(run_id_placed=info(conn, "server").get("run_id", ""))
         except Exception as exc:
             try:
                 self._rollback_placement()
@@ -118,6 +134,7 @@ class _PlacementMixin:
             raise RedisRestoreError(f"the file-placement restore into {self.target.label} failed: {exc}",
                                     hint="the previous file was put back and the server restarted") from exc
         rollback = [self._placed["rollback"]] if self._placed.get("rollback") else []
+        self.journal.phase("cut_over")
         return RestoreOutcome(self.component, restored=[f"db{d}" for d in sorted(self.expected)], rollback=rollback,
                               details={"mode": "file_placement", "file": str(final), "live_state_saved": saved})
 
@@ -181,11 +198,21 @@ class _PlacementMixin:
         folder, name = Path(self.placement_dir or ""), self._placed.get("name", "dump.rdb")
         final = folder / name
         backup = self._placed.get("rollback")
-        if backup:
-            os.replace(backup, final)
-        else:
-            final.unlink(missing_ok=True)
-        _fsync_dir(folder)
-        self._placed["placed"] = False
-        self._restart()
+        try:
+            with connect(self.target, timeout=5.0) as conn:
+                self.journal.note(run_id_unplace=info(conn, "server").get("run_id", ""))
+        except EngineError:
+            self.journal.note(run_id_unplace=None)  # the server is down: any later run id means it restarted
+        with self.journal.step("unplace_file", intent={"dir": str(folder), "rename": [[Path(backup).name, name]]
+                                                       if backup else [], "remove": [] if backup else [name],
+                                                       "then": "restart"},
+                               undo={"note": "placing the restored file again finishes the cut-over"}):
+            if backup:
+                os.replace(backup, final)
+            else:
+                final.unlink(missing_ok=True)
+            _fsync_dir(folder)
+            self._placed["placed"] = False
+            self._restart()
+        self.journal.phase("rolled_back")
 

@@ -1,38 +1,32 @@
-"""Redis server facts, restore markers, health checks and rollback copies.
+"""Redis server facts, health checks, and the lookups a restore makes before it starts.
 
 * :func:`server_facts`: what a restore needs to know about a server in one round of queries
   (version, the highest RDB version it accepts for ``RESTORE``, number of logical dbs, cluster
-  mode, keys per db, the restore markers found).
-* **Markers.** A db that a restore owns holds one small string key, :data:`MARKER`
-  (``__airflow_checkpoint_rollback__``), whose value is a JSON object::
-
-      {"format": "airflow-checkpoint-redis-marker", "state": "loading" | "rollback",
-       "checkpoint_id": ..., "restore_id": ..., "db": <the db it belongs to>, "created_at": ...}
-
-  ``loading``: a spare db being filled side by side (``db`` is the target it will replace); a
-  restore that died half-way leaves it behind. ``rollback``: after ``SWAPDB`` the spare holds
-  what ``db`` held before the restore. Key counts (health, verification) never count the marker.
+  mode, keys per db, the provider's own copies found, :mod:`.copies`).
 * :func:`health`: ``PING``, then keys per db against ``{"keys": {"0": n, ...}}`` within a
-  tolerance, and optionally the function libraries.
-* :func:`list_rollbacks` / :func:`drop_rollback`: find and drop the dbs holding a marker.
+  tolerance, allowing for the keys that expired in between (``"expired"``, ``"expiring"``),
+  and optionally the function libraries.
+
+The markers of the provider's own copies, listing and dropping rollback copies, retention and
+leftovers live in :mod:`.copies`.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_checkpoint_provider.core.engines.targets import RedisTarget
-from airflow_checkpoint_provider.core.errors import ConnectionFailedError, EngineError, NotFoundError
+from airflow_checkpoint_provider.core.errors import ConnectionFailedError, EngineError
+from airflow_checkpoint_provider.core.fs import StoreFS
 from airflow_checkpoint_provider.core.restore import HealthCheck, within
 
+from .copies import Copy, find_copies, nonempty_dbs
 from .resp import Connection, RespError, connect, encode_command, info
 
 COMPONENT = "redis"
-MARKER = b"__airflow_checkpoint_rollback__"
-MARKER_FORMAT = "airflow-checkpoint-redis-marker"
 
 #: (major, minor) of the server -> highest RDB version its RESTORE accepts (rdb.h RDB_VERSION).
 _RDB_BY_SERVER = ((7, 4, 12), (7, 2, 11), (7, 0, 10), (5, 0, 9), (4, 0, 8), (3, 2, 7), (2, 6, 6))
@@ -89,12 +83,12 @@ class ServerFacts:
     databases: int
     cluster: bool
     keyspace: dict[int, int]  #: non-empty dbs -> keys (markers included)
-    markers: dict[int, dict[str, Any]] = field(default_factory=dict)
+    copies: dict[int, Copy] = field(default_factory=dict)  #: dbs holding the provider's own copies
     databases_source: str = "CONFIG GET databases"
 
     def keys(self, db: int) -> int:
         """Keys of ``db`` without its marker."""
-        return self.keyspace.get(db, 0) - (1 if db in self.markers else 0)
+        return self.keyspace.get(db, 0) - (1 if db in self.copies else 0)
 
 
 def db_count(conn: Connection) -> tuple[int, str]:
@@ -115,77 +109,54 @@ def db_count(conn: Connection) -> tuple[int, str]:
     return lo, "probing SELECT (CONFIG GET is not allowed)"
 
 
-def server_facts(conn: Connection) -> ServerFacts:
+def server_facts(conn: Connection, *, fs: StoreFS | None = None) -> ServerFacts:
+    """The facts of the module docstring; the copies through the store's index (``fs``), else by
+    scanning every non-empty db."""
     server = info(conn, "server")
     version = server.get("redis_version", "")
     cluster = info(conn, "cluster").get("cluster_enabled", "0") == "1"
-    keyspace = {int(k[2:]): int(v.split(",")[0].split("=")[1])
-                for k, v in info(conn, "keyspace").items() if k.startswith("db") and k[2:].isdigit()}
-    keyspace = {d: n for d, n in keyspace.items() if n}
+    keyspace = nonempty_dbs(conn)
     if cluster:
         databases, source = 1, "cluster mode"
     else:
         databases, source = db_count(conn)
     return ServerFacts(version, max_rdb_version(version), databases, cluster, keyspace,
-                       read_markers(conn, sorted(keyspace)), source)
+                       find_copies(conn, fs=fs), source)
 
 
-def read_markers(conn: Connection, dbs: list[int]) -> dict[int, dict[str, Any]]:
-    """The parsed marker of every db in ``dbs`` that has one (leaves db 0 selected)."""
-    if not dbs:
-        return {}
-    conn.sendall(b"".join(encode_command("SELECT", d) + encode_command("GET", MARKER) for d in dbs)
-                 + encode_command("SELECT", 0))
-    out: dict[int, dict[str, Any]] = {}
-    for d in dbs:
-        selected, value = conn.read_reply(), conn.read_reply()
-        if isinstance(selected, RespError):
-            raise EngineError(f"{conn.target.label}: SELECT {d} failed: {selected.message}")
-        marker = parse_marker(value)
-        if marker is not None:
-            out[d] = marker
-    conn.read_reply()
-    return out
-
-
-def parse_marker(value: Any) -> dict[str, Any] | None:
-    if not isinstance(value, bytes):  # nil, or WRONGTYPE: a key of the application, not ours
-        return None
-    try:
-        obj = json.loads(value)
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) and obj.get("format") == MARKER_FORMAT else None
-
-
-def marker_value(state: str, *, checkpoint_id: str, restore_id: str, db: int, created_at: str,
-                 **extra: Any) -> bytes:
-    body = {"format": MARKER_FORMAT, "state": state, "checkpoint_id": checkpoint_id, "restore_id": restore_id,
-            "db": db, "created_at": created_at, **extra}
-    return json.dumps(body, sort_keys=True).encode()
-
-
-def db_sizes(conn: Connection, dbs: list[int]) -> dict[int, int]:
-    """Keys per db, not counting a marker (one pipeline; leaves the last db selected)."""
-    parts = [encode_command("SELECT", d) + encode_command("DBSIZE") + encode_command("EXISTS", MARKER) for d in dbs]
+def db_sizes(conn: Connection, dbs: list[int], markers: dict[int, bytes] | None = None) -> dict[int, int]:
+    """Keys per db, not counting the marker named in ``markers`` (one pipeline; leaves the last db selected)."""
+    markers = markers or {}
+    parts = [encode_command("SELECT", d) + encode_command("DBSIZE")
+             + (encode_command("EXISTS", markers[d]) if d in markers else b"") for d in dbs]
     conn.sendall(b"".join(parts))
     out = {}
     for d in dbs:
-        replies = [conn.read_reply() for _ in range(3)]
+        replies = [conn.read_reply() for _ in range(3 if d in markers else 2)]
         for r in replies:
             if isinstance(r, RespError):
                 raise EngineError(f"{conn.target.label}: counting the keys of db{d} failed: {r.message}",
                                   hint="the ACL user needs +select +dbsize +exists")
-        out[d] = replies[1] - replies[2]
+        out[d] = replies[1] - (replies[2] if d in markers else 0)
     return out
 
 
 # --------------------------------------------------------------------------- health
 
 
-def health(target: RedisTarget, expectations: dict[str, Any], *, tolerance: float = 0.0) -> list[HealthCheck]:
-    """PING, then keys per db (``expectations["keys"]``) within ``tolerance``; with
-    ``expectations["functions"]`` (a count) or ``["libraries"]`` (names), the function libraries."""
+def health(target: RedisTarget, expectations: dict[str, Any], *, tolerance: float = 0.0,
+           expiring: dict[int, Sequence[int]] | None = None) -> list[HealthCheck]:
+    """PING, then keys per db against the checkpoint's counts; the function libraries.
+
+    ``expectations["keys"]``: the checkpoint's keys per db (its manifest fingerprints). Keys
+    known to be absent are subtracted: ``expectations["expired"]`` (per db: keys whose TTL ran
+    out before the restore loaded them) and ``["duplicates"]`` (keys a logical capture listed
+    twice). ``expiring`` (per db: absolute expiry times in ms of restored keys) allows for keys
+    whose TTL ran out since: the count may be lower by those due by the server's ``TIME``. Each
+    check reports what it allowed for in its detail. ``tolerance`` is a relative difference
+    allowed on top. ``expectations["functions"]`` (a count) or ``["libraries"]`` (names): the
+    function libraries.
+    """
     checks: list[HealthCheck] = []
     try:
         conn = connect(target)
@@ -199,15 +170,39 @@ def health(target: RedisTarget, expectations: dict[str, Any], *, tolerance: floa
             if isinstance(pong, RespError):
                 return checks
             expected = per_db(expectations.get("keys"))
+            expired, dups = per_db(expectations.get("expired")), per_db(expectations.get("duplicates"))
+            now = 0
+            if expiring:
+                secs, usecs = conn.call("TIME")
+                now = int(secs) * 1000 + int(usecs) // 1000 + 1000
             sizes = db_sizes(conn, sorted(expected)) if expected else {}
             for db, want in sorted(expected.items()):
+                base = want - expired.get(db, 0) - dups.get(db, 0)
+                since = sum(1 for e in (expiring or {}).get(db, ()) if e <= now)
                 got = sizes[db]
-                checks.append(HealthCheck(COMPONENT, f"db{db} keys", within(want, got, tolerance), want, got,
-                                          detail="" if got == want else f"tolerance {tolerance:g}"))
+                ok = base - since <= got <= base or within(base, got, tolerance)
+                checks.append(HealthCheck(COMPONENT, f"db{db} keys", ok, base, got,
+                                          detail=_keys_detail(want, expired.get(db, 0), dups.get(db, 0), since,
+                                                              base - got, tolerance)))
             checks += _function_checks(conn, expectations)
         except EngineError as exc:
             checks.append(HealthCheck(COMPONENT, "query", False, detail=exc.message))
     return checks
+
+
+def _keys_detail(want: int, expired: int, dups: int, since: int, short: int, tolerance: float) -> str:
+    parts = []
+    if expired or dups or since:
+        parts.append(f"the checkpoint holds {want}")
+    if expired:
+        parts.append(f"{expired} had expired before the restore")
+    if dups:
+        parts.append(f"{dups} were listed twice by the capture")
+    if since:
+        parts.append(f"{short if 0 <= short <= since else f'up to {since}'} expired since")
+    if short and not 0 <= short <= since:
+        parts.append(f"tolerance {tolerance:g}")
+    return "; ".join(parts)
 
 
 def _function_checks(conn: Connection, expectations: dict[str, Any]) -> list[HealthCheck]:
@@ -233,52 +228,6 @@ def library_name(entry: Any) -> str:
             if k in (b"library_name", "library_name"):
                 return v.decode() if isinstance(v, bytes) else str(v)
     return "?"
-
-
-# --------------------------------------------------------------------------- rollback copies
-
-
-def list_rollbacks(target: RedisTarget) -> list[dict[str, Any]]:
-    """Every db holding a restore marker, newest first: ``db``, ``state`` (``rollback``: the data
-    ``of_db`` held before a restore; ``loading``: a side-by-side copy left by an interrupted
-    restore), ``checkpoint_id``, ``created_at``, ``keys`` (without the marker)."""
-    with connect(target) as conn:
-        facts = server_facts(conn)
-    out = []
-    for db, marker in facts.markers.items():
-        out.append({"db": db, "state": marker.get("state"), "of_db": marker.get("db"),
-                    "checkpoint_id": marker.get("checkpoint_id"), "created_at": marker.get("created_at"),
-                    "restore_id": marker.get("restore_id"), "keys": facts.keys(db)})
-    out.sort(key=lambda r: (str(r["created_at"]), r["db"]), reverse=True)
-    return out
-
-
-def drop_rollback(target: RedisTarget, db: int) -> None:
-    """Flush ``db`` if (and only if) it holds a restore marker; refuses any other db.
-
-    ``WATCH`` on the marker makes the check and the ``FLUSHDB`` one step: if a restore swaps or
-    rewrites the db in between, nothing is flushed and an error says so.
-    """
-    with connect(target) as conn:
-        selected = conn.call_nothrow("SELECT", db)
-        if isinstance(selected, RespError):
-            raise NotFoundError(f"{target.label}: db{db} does not exist ({selected.message})")
-        conn.call("WATCH", MARKER)
-        marker = parse_marker(conn.call_nothrow("GET", MARKER))
-        if marker is None:
-            conn.call("UNWATCH")
-            left = [f"db{r['db']}" for r in list_rollbacks(target)]
-            raise NotFoundError(f"{target.label}: db{db} is not a rollback copy (it has no {MARKER.decode()} "
-                                "marker); refusing to flush it",
-                                hint=f"rollback copies: {', '.join(left)}" if left else "there are none")
-        conn.sendall(encode_command("MULTI") + encode_command("FLUSHDB", "ASYNC") + encode_command("EXEC"))
-        replies = [conn.read_reply() for _ in range(3)]
-        if replies[2] is None:
-            raise EngineError(f"{target.label}: db{db} changed while it was being dropped; nothing was flushed",
-                              hint="list the rollback copies again and retry")
-        for r in replies:
-            if isinstance(r, RespError):
-                raise EngineError(f"{target.label}: dropping db{db} failed: {r.message}")
 
 
 def wait_ready(target: RedisTarget, timeout: float) -> str:

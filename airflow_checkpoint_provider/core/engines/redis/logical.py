@@ -151,15 +151,16 @@ def keyspace_dbs(conn: Connection) -> list[int]:
 
 
 def capture_logical(target: RedisTarget, staging: Staging, *, pause_ms: int | None = None,
-                    level: int = 3) -> Artifact:
-    """Stream SCAN + DUMP of every db into ``redis/logical.bin``; see the module docstring."""
+                    level: int = 3, left_out: dict[str, str] | None = None) -> Artifact:
+    """Stream SCAN + DUMP of every db (but those of ``left_out``) into ``redis/logical.bin``; see
+    the module docstring."""
     with connect(target) as conn:
         version = info(conn, "server").get("redis_version", "")
         major = _major(version)
         with write_fence(conn, pause_ms) as fence, \
                 staging.artifact(ARTIFACT, store="redis", kind=KIND, engine="redis", engine_version=version,
                                  level=level) as sink:
-            dbs = keyspace_dbs(conn)
+            dbs = [d for d in keyspace_dbs(conn) if str(d) not in (left_out or {})]
             functions = _function_dump(conn, major)
             meta = {"redis_version": version, "dbs": dbs, "expire": "unix-ms"}
             meta_bytes = json.dumps(meta, sort_keys=True).encode()
@@ -182,7 +183,8 @@ def capture_logical(target: RedisTarget, staging: Staging, *, pause_ms: int | No
                                  "expires": {str(d): n for d, n in sorted(state.expires.items()) if n},
                                  "types": dict(sorted(state.types.items())), "functions": n_functions}
             sink.meta = {"mode": "logical", "format_version": FORMAT_VERSION, "dbs": dbs,
-                         **({"pause": fence.describe()} if fence is not None else {})}
+                         **({"pause": fence.describe()} if fence is not None else {}),
+                         **({"left_out": left_out} if left_out else {})}
     assert sink.artifact is not None
     log.info("Captured %d keys of %s logically (%d bytes)", state.total, target.label, sink.artifact.raw_size or 0)
     return sink.artifact

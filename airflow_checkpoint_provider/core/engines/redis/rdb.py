@@ -36,10 +36,11 @@ from .encoding import (
     RDB_VERSION_MIN,
     TYPE_NAMES,
     RdbError,
+    decode_length,
     module_type_name,
     restore_payload,
 )
-from .window import _INT_SKIP, CHUNK, RdbWindow, Readable
+from .window import _INT_SKIP, CHUNK, DbFilter, RdbWindow, Readable
 
 _ONE_STRING = frozenset({0, 9, 10, 11, 12, 13, 16, 17, 20, 23})  # value = one RDB string
 
@@ -97,8 +98,10 @@ class ModuleAux:
 class RdbParser(RdbWindow):
     """One pass over one RDB stream; see the module docstring."""
 
-    def __init__(self, src: Readable, *, chunk_size: int = CHUNK, strict_end: bool = True) -> None:
+    def __init__(self, src: Readable, *, chunk_size: int = CHUNK, strict_end: bool = True,
+                 db_filter: DbFilter | None = None) -> None:
         super().__init__(src, chunk_size)
+        self._route = db_filter
         self._strict_end = strict_end
         self._started = False
         self.version = 0
@@ -125,17 +128,24 @@ class RdbParser(RdbWindow):
         return self._run(emit=True, values=values)
 
     def fingerprints(self) -> dict[str, Any]:
+        """Counts of what the stream holds (with a :class:`DbFilter`: of what it let through)."""
+        route = self._route
+        drop = route.exclude if route is not None else frozenset()
+        counts = self._types if route is None else [a - b for a, b in zip(self._types, route.excluded_types)]
+        modules = self._modules if route is None else \
+            {k: v - route.excluded_modules.get(k, 0) for k, v in self._modules.items()}
         types: dict[str, int] = {}
-        for t, n in enumerate(self._types):
+        for t, n in enumerate(counts):
             if n and t != 7:
                 name = TYPE_NAMES.get(t, f"unknown-{t}")
                 types[name] = types.get(name, 0) + n
-        for name, n in self._modules.items():
-            types[name] = types.get(name, 0) + n
+        for name, n in modules.items():
+            if n:
+                types[name] = types.get(name, 0) + n
         return {
             "rdb_version": self.version,
-            "keys": {str(db): n for db, n in sorted(self.keys.items()) if n},
-            "expires": {str(db): n for db, n in sorted(self.expires.items()) if n},
+            "keys": {str(db): n for db, n in sorted(self.keys.items()) if n and db not in drop},
+            "expires": {str(db): n for db, n in sorted(self.expires.items()) if n and db not in drop},
             "types": dict(sorted(types.items())),
             "functions": self.functions,
         }
@@ -239,6 +249,8 @@ class RdbParser(RdbWindow):
             elif t == 0xFE:  # SELECTDB
                 db_first = self._count(db, db_first, n_exp)
                 n_exp = 0
+                if self._route is not None:  # the db number is in the window: the loop keeps 64 bytes ahead
+                    self._route.cut(self._base + pos - 1, decode_length(self._buf, pos)[0])
                 db, pos = self._len(pos)
             elif t == 0xFB:  # RESIZEDB
                 keys, pos = self._len(pos)
@@ -247,12 +259,16 @@ class RdbParser(RdbWindow):
                 if emit:
                     yield ResizeDb(db, keys, exps)
             elif t == 0xFA:  # AUX
+                if self._route is not None:
+                    self._route.cut(self._base + pos - 1, None)
                 name, pos = self._read_string(pos)
                 value_, pos = self._read_string(pos)
                 self.aux[name.decode("utf-8", "replace")] = value_.decode("utf-8", "replace")
                 if emit:
                     yield Aux(name, value_)
             elif t == 0xF5:  # FUNCTION2
+                if self._route is not None:
+                    self._route.cut(self._base + pos - 1, None)
                 code, pos = self._read_string(pos)
                 self.functions += 1
                 if emit:
@@ -262,6 +278,8 @@ class RdbParser(RdbWindow):
                     _, pos = self._len(pos)
             elif t == 0xF7:  # MODULE_AUX: module id, when-opcode, when, module opcodes
                 start = self._base + pos - 1
+                if self._route is not None:
+                    self._route.cut(start, None)
                 module_id, pos = self._len(pos)
                 when_op, pos = self._len(pos)
                 _, pos = self._len(pos)
@@ -272,6 +290,8 @@ class RdbParser(RdbWindow):
                     yield ModuleAux(module_type_name(module_id), start, self._base + pos - start)
             elif t == 0xFF:  # EOF
                 self._count(db, db_first, n_exp)
+                if self._route is not None:
+                    self._route.cut(self._base + pos - 1, None)
                 self._finish(pos)
                 return
             elif t == 0xF6:
@@ -291,6 +311,8 @@ class RdbParser(RdbWindow):
             self.keys[db] = self.keys.get(db, 0) + total - first
         if n_exp:
             self.expires[db] = self.expires.get(db, 0) + n_exp
+        if self._route is not None:
+            self._route.section(db, self._types, self._modules)
         return total
 
     def _skip_value(self, t: int, pos: int) -> int:  # noqa: C901 - one branch per RDB type

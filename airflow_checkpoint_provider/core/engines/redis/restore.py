@@ -7,23 +7,34 @@
 **Side by side** (default). ``plan`` checks that the checkpoint's RDB version is one the server's
 ``RESTORE`` accepts (:func:`~.health.max_rdb_version`), that the server is not in cluster mode,
 that there are enough *empty* logical dbs besides the targets (the highest ones, or
-``spare_db, spare_db+1, ...``), and with ``ACL DRYRUN`` (else a no-op ``SWAPDB s s``) that the
-user may run ``SWAPDB``; it counts, per target db, the keys the checkpoint will replace and
-those that will disappear (one pass over the artifact with ``EXISTS`` batches). ``prepare`` claims
-each spare atomically (``MULTI`` ``DBSIZE`` + ``SET marker NX``: a db that is not empty is never
-loaded into), streams the artifact (``redis/rdb`` through a specialised walk of
-:class:`~.rdb.RdbParser`, or ``redis/logical``) into pipelined ``RESTORE key <abs ms> payload
-ABSTTL`` (keys already expired are skipped and counted), checking every reply, then verifies
-each spare: ``DBSIZE`` equals the keys loaded (less those that expired meanwhile), the loaded
-count equals the manifest's fingerprint, and a sample of keys has the right ``TYPE`` and exact
-``PEXPIRETIME``. Any failure flushes exactly the spares it claimed. ``cutover`` runs one
-``MULTI``/``EXEC``: the checkpoint's functions (``FUNCTION LOAD REPLACE <code>`` for RDB records,
-``FUNCTION RESTORE <payload> REPLACE`` for a logical capture; the previous ``FUNCTION DUMP`` is
-kept), then per db ``SWAPDB <target> <spare>`` with the marker turned into a ``rollback``
-marker in the spare, which now holds the previous data: the rollback copy (``"db0 -> db15"``,
-:func:`~.health.list_rollbacks`, :func:`~.health.drop_rollback`). A refused command (ACL) aborts
-the whole transaction: nothing changed. ``rollback`` swaps back, drops the marker, frees the
-spare and restores the previous functions.
+``spare_db, spare_db+1, ...``; when they run short, rollback copies beyond the retention
+policy, ``rollback_keep`` per db and none older than ``rollback_max_age``, are counted in and
+named in the plan), and with ``ACL DRYRUN`` (else a no-op ``SWAPDB s s``) that the user may run
+``SWAPDB``; it counts, per target db, the keys the checkpoint will replace and those that will
+disappear (one pass over the artifact with ``EXISTS`` batches). ``prepare`` (:mod:`._side`)
+drops the reclaimed copies, claims each spare atomically (``MULTI`` ``DBSIZE`` + ``SET <marker>
+NX``, a random marker name recorded in the store and the journal, :mod:`.copies`: a db that is
+not empty is never loaded into), streams the artifact (``redis/rdb`` through a specialised walk
+of :class:`~.rdb.RdbParser`, or ``redis/logical``) into pipelined ``RESTORE key <abs ms> payload
+ABSTTL`` (keys already expired are skipped and counted; every other key is restored, whatever
+its name), checking every reply, then verifies each spare: ``DBSIZE`` equals the keys loaded
+(less those that expired meanwhile), the loaded count equals the manifest's fingerprint, and a
+sample of keys has the right ``TYPE`` and exact ``PEXPIRETIME``. Any failure flushes exactly the
+spares it claimed. ``cutover`` runs one ``MULTI``/``EXEC``: the checkpoint's functions
+(``FUNCTION LOAD REPLACE <code>`` for RDB records, ``FUNCTION RESTORE <payload> REPLACE`` for a
+logical capture; the previous ``FUNCTION DUMP`` is kept), then per db ``SWAPDB <target> <spare>``
+with the marker turned into a ``rollback`` marker in the spare, which now holds the previous
+data: the rollback copy (``"db0 -> db15"``, :func:`~.copies.list_rollbacks`,
+:func:`~.copies.drop_rollback`, :func:`~.copies.prune_rollbacks`). A db that was empty keeps no
+rollback copy: nothing is left behind. A refused command (ACL) aborts the whole transaction:
+nothing changed. ``rollback`` swaps back, drops the marker, frees the spare and restores the
+previous functions.
+
+**Journal.** The orchestration sets ``journal`` (a
+:class:`~airflow_checkpoint_provider.core.journal.ComponentJournal`) before ``prepare``; every
+destructive step (``reclaim``, ``swapdb``, ``swap_back``, ``load_in_place``, :mod:`._swap`) is
+journaled with its intent and undo, and :func:`~._recover.recover` finishes or undoes a restore
+that was killed at any point.
 
 **In place** (``mode="in_place"``; for servers without spare dbs): nothing happens before the
 cut-over; ``cutover`` loads straight into the targets with ``RESTORE ... REPLACE``, then
@@ -42,8 +53,8 @@ restarts again. The restart command must stop the server without saving (``SHUTD
 
 A logical capture may list a key twice (SCAN during a rehash): side by side the first copy
 stays (its ``BUSYKEY`` replies are counted, not fatal), in place the last one wins; the
-verification allows for both. A key named like the marker inside a checkpoint (a capture that
-included rollback dbs) is skipped.
+verification and the health check allow for both. Health compares with the manifest's counts,
+less the keys that expired before or since the restore (counted, and reported in the details).
 
 Performance (``bench/redis_restore.py``, 1M mixed keys, 2 cores): prepare + cut-over at about
 375k keys/s on an idle machine (230-280k with other load), peak RSS under 80 MB; ``redis-cli
@@ -65,27 +76,39 @@ from pathlib import Path
 from typing import Any
 
 from airflow_checkpoint_provider.core.engines.targets import RedisTarget
-from airflow_checkpoint_provider.core.manifest import Artifact, format_ts, utcnow
+from airflow_checkpoint_provider.core.journal import ComponentJournal, NullJournal, open_journals
+from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, RestoreOutcome
 from airflow_checkpoint_provider.core.staging import Staging
 from airflow_checkpoint_provider.core.store import Store
 
+from ._load import (
+    MODES,
+    RedisRestoreError,
+    _DbLoad,
+    _logical_items,
+    _ReplyError,
+    _transaction,
+    _Walk,
+    restore_stream,
+)
+from ._placement import _PlacementMixin
+from ._side import _SideBySideMixin
+from ._swap import STEPS
+from .capture import RDB_KIND, capture
+from .copies import Copy, nonempty_dbs, rollback_policy
+from .encoding import TYPE_NAMES, RdbError
 from .health import (
     COMPONENT,
-    MARKER,
     ServerFacts,
     db_sizes,
     health,
-    marker_value,
     max_rdb_version,
-    parse_marker,
     parse_version,
     per_db,
     server_facts,
     server_for_rdb,
 )
-from .capture import RDB_KIND, capture
-from .encoding import TYPE_NAMES, RdbError
 from .logical import KIND as LOGICAL_KIND
 from .logical import LogicalFunctions
 from .rdb import Function, ModuleAux
@@ -93,20 +116,7 @@ from .resp import Connection, RespError, connect, encode_command
 
 log = logging.getLogger(__name__)
 
-
-from ._load import (
-    MODES,
-    RedisRestoreError,
-    _DbLoad,
-    _describe,
-    _logical_items,
-    _Refused,
-    _ReplyError,
-    _transaction,
-    _Walk,
-    restore_stream,
-)
-from ._placement import _PlacementMixin
+__all__ = ["STEPS", "RedisRestore", "RedisRestoreError"]
 
 # --------------------------------------------------------------------------- the component
 
@@ -125,7 +135,7 @@ def _library(code: bytes) -> str:
     return "?"
 
 
-class RedisRestore(_PlacementMixin):
+class RedisRestore(_SideBySideMixin, _PlacementMixin):
     """Restore the Redis data of one checkpoint (a ``ComponentRestore``); see the module docstring.
 
     :param dbs: restore only these logical dbs (a db absent from the checkpoint is emptied).
@@ -135,6 +145,11 @@ class RedisRestore(_PlacementMixin):
     :param function_policy: ``REPLACE`` (libraries of the same name are replaced, others stay) or
         ``FLUSH`` (the server ends up with exactly the checkpoint's libraries).
     :param capture_options: keyword arguments of :func:`~.capture.capture` for the safety checkpoint.
+    :param rollback_keep: the retention policy applied when spare dbs run short: rollback copies
+        kept per target db (newest first; None: no limit) ...
+    :param rollback_max_age: ... and none older than this many seconds (None: no limit). Copies
+        beyond the policy are dropped to make room, never those of a restore still running
+        (one with a journal in the store).
     """
 
     component = COMPONENT
@@ -143,7 +158,8 @@ class RedisRestore(_PlacementMixin):
                  mode: str = "side_by_side", dbs: list[int] | None = None, spare_db: int | None = None,
                  placement_dir: str | None = None, restart_command: str | None = None, batch: int = 1000,
                  restore_functions: bool = True, function_policy: str = "REPLACE",
-                 capture_options: dict[str, Any] | None = None, restart_timeout: float = 120.0) -> None:
+                 capture_options: dict[str, Any] | None = None, restart_timeout: float = 120.0,
+                 rollback_keep: int | None = 1, rollback_max_age: float | None = 86400.0) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if function_policy.upper() not in ("REPLACE", "FLUSH"):
@@ -158,11 +174,18 @@ class RedisRestore(_PlacementMixin):
         fp = self.artifact.fingerprints if self.artifact else {}
         self.expected = per_db(fp.get("keys"))
         self.dbs = sorted({int(d) for d in dbs}) if dbs is not None else sorted(self.expected)
-        self.restore_id = secrets.token_hex(6)
+        if rollback_keep is not None and int(rollback_keep) < 0:
+            raise ValueError(f"rollback_keep must be 0 or more, not {rollback_keep!r}")
+        self.rollback_keep, self.rollback_max_age = rollback_keep, rollback_max_age
+        self.journal: ComponentJournal = NullJournal(COMPONENT)
+        self._own_id = secrets.token_hex(6)
         self.pairs: list[tuple[int, int]] = []  # (target db, spare db)
         self.facts: ServerFacts | None = None
+        self._markers: dict[int, bytes] = {}  # spare db -> its marker's name
+        self._reclaim: list[Copy] = []  # rollback copies beyond the policy the plan chose as spares
         self._claimed: list[int] = []
         self._swapped: list[tuple[int, int]] = []
+        self._emptied: list[tuple[int, int]] = []  # swapped pairs whose target was empty: no rollback copy
         self._stats: dict[int, _DbLoad] = {}
         self._codes: list[bytes] = []
         self._fn_payload: bytes | None = None
@@ -171,6 +194,12 @@ class RedisRestore(_PlacementMixin):
         self._placed: dict[str, Any] = {}
 
     # ---- facts about the checkpoint -------------------------------------------------------------
+
+    @property
+    def restore_id(self) -> str:
+        """The journal's restore id (a random one without a journal): it names the markers."""
+        rid = self.journal.restore_id
+        return self._own_id if rid == "unjournaled" else rid
 
     @property
     def kind(self) -> str:
@@ -215,7 +244,7 @@ class RedisRestore(_PlacementMixin):
         label = self.target.label
         self.pairs = []
         with connect(self.target) as conn:
-            facts = self.facts = server_facts(conn)
+            facts = self.facts = server_facts(conn, fs=self.store.fs)
             problems = self._compat(facts)
             if self.placement:
                 problems += self._placement_checks(conn)
@@ -242,10 +271,8 @@ class RedisRestore(_PlacementMixin):
                 if now - counts[t]:
                     item.conflicts.append(f"{now - counts[t]} keys of db{t} are not in the checkpoint and will "
                                           "disappear" + (f" (kept in the rollback copy db{spare})" if spare else ""))
-            if t in facts.markers:
-                m = facts.markers[t]
-                item.conflicts.append(f"db{t} is a {m.get('state')} copy (checkpoint {m.get('checkpoint_id')}); "
-                                      "it will be replaced")
+            if t in facts.copies:
+                item.conflicts.append(f"{facts.copies[t].describe()}; it will be replaced")
             items.append(item)
         if items:
             items[0].notes += self._notes(facts)
@@ -273,23 +300,43 @@ class RedisRestore(_PlacementMixin):
         return problems
 
     def _pick_spares(self, facts: ServerFacts) -> list[str]:
+        """Choose the spare dbs: empty ones, then rollback copies beyond the retention policy."""
         need = len(self.dbs)
         empty = [d for d in range(facts.databases) if not facts.keyspace.get(d) and d not in self.dbs]
+        beyond = {c.db: c for c in self._beyond_policy(facts) if c.db not in self.dbs}
+        self._reclaim = []
         if self.spare_db is not None:
             wanted = list(range(self.spare_db, self.spare_db + need))
-            busy = [d for d in wanted if d not in empty]
+            busy = [d for d in wanted if d not in empty and d not in beyond]
             if busy:
                 return [f"spare db{', db'.join(map(str, busy))} of {self.target.label} cannot be used: "
                         f"{'it is' if len(busy) == 1 else 'they are'} not empty, a target or beyond the "
                         f"{facts.databases} dbs; choose another spare_db or leave it unset"]
         else:
             wanted = sorted(empty, reverse=True)[:need]
+            oldest = sorted(beyond.values(), key=lambda c: (c.created_at, c.db))
+            wanted += [c.db for c in oldest[:need - len(wanted)]]
             if len(wanted) < need:
+                kept = sorted(d for d, c in facts.copies.items() if c.state == "rollback" and d not in beyond)
+                held = (f"; db{', db'.join(map(str, kept))} hold rollback copies within the retention policy "
+                        f"({self._policy_text()}) or of restores still running" if kept else "")
                 return [f"a side-by-side restore needs {need} empty logical db(s) besides the targets, but "
-                        f"{self.target.label} has only {len(wanted)} ({facts.databases} dbs); empty one "
-                        "(drop_rollback for old rollback copies), raise 'databases', or use mode='in_place'"]
+                        f"{self.target.label} has only {len(wanted)} ({facts.databases} dbs{held}); empty one "
+                        "(prune_rollbacks or drop_rollback for old rollback copies), raise 'databases', or use "
+                        "mode='in_place'"]
+        self._reclaim = [beyond[d] for d in wanted if d in beyond]
         self.pairs = list(zip(self.dbs, wanted))
         return []
+
+    def _beyond_policy(self, facts: ServerFacts) -> list[Copy]:
+        running = set(open_journals(self.store.fs)) | {self.restore_id}
+        return rollback_policy(facts.copies.values(), keep=self.rollback_keep, max_age=self.rollback_max_age,
+                               live_restore_ids=running)
+
+    def _policy_text(self) -> str:
+        keep = "all" if self.rollback_keep is None else str(self.rollback_keep)
+        age = "" if self.rollback_max_age is None else f", none older than {self.rollback_max_age:g} s"
+        return f"keep {keep} per db{age}"
 
     def _permission(self, conn: Connection) -> list[str]:
         """``ACL DRYRUN`` of the commands the restore needs; without it (Redis < 7.0, or ACL not
@@ -352,7 +399,7 @@ class RedisRestore(_PlacementMixin):
                 if item[0] != cur:
                     flush()
                     cur = item[0]
-                if cur in busy and item[1] != MARKER:
+                if cur in busy:
                     keys.append(item[1])
                     if len(keys) >= 1000:
                         flush()
@@ -366,15 +413,20 @@ class RedisRestore(_PlacementMixin):
         if self.mode == "in_place" and not self.placement:
             notes.append("in place: keys are overwritten and extra keys deleted; there is no rollback copy "
                          "(the safety checkpoint is the way back)")
-        others = [d for d in sorted(facts.keyspace) if d not in self.dbs and d not in facts.markers
+        others = [d for d in sorted(facts.keyspace) if d not in self.dbs and d not in facts.copies
                   and d not in dict(self.pairs).values()]
         if others and not self.placement:
             notes.append(f"db{', db'.join(map(str, others))} hold keys but are not restored (not in the checkpoint "
                          "or not selected): left as they are")
-        for d, m in sorted(facts.markers.items()):
-            if d not in self.dbs:
-                notes.append(f"db{d} holds a {m.get('state')} copy of db{m.get('db')} from checkpoint "
-                             f"{m.get('checkpoint_id')} ({m.get('created_at')}); drop_rollback(target, {d}) frees it")
+        reclaim = {c.db for c in self._reclaim}
+        for d, c in sorted(facts.copies.items()):
+            if d in self.dbs:
+                continue
+            if d in reclaim:
+                notes.append(f"{c.describe()}, {c.age() / 3600:.1f} h old, is beyond the retention policy "
+                             f"({self._policy_text()}): it will be dropped to make room")
+            else:
+                notes.append(f"{c.describe()}, {c.age() / 3600:.1f} h old; drop_rollback(target, {d}) frees it")
         fns = int(self.artifact.fingerprints.get("functions") or 0) if self.artifact else 0
         if fns and self.restore_functions:
             notes.append(f"{fns} function libraries will be loaded at cut-over ({self.function_policy}; "
@@ -395,7 +447,7 @@ class RedisRestore(_PlacementMixin):
 
     def _replaces_nothing(self) -> bool:
         with connect(self.target) as conn:
-            keyspace = server_facts(conn).keyspace
+            keyspace = nonempty_dbs(conn)
             if any(keyspace.get(d) for d in (keyspace if self.placement else self.dbs)):
                 return False
             if self.restore_functions or self.placement:
@@ -419,39 +471,10 @@ class RedisRestore(_PlacementMixin):
             return self._prepare_placement()
         if self.mode == "in_place":
             return None  # loaded at cut-over, after the safety checkpoint
-        try:
-            with connect(self.target) as conn:
-                self._claim(conn)
-                self._stats = self._load(conn, dict(self.pairs), replace=False)
-                self._verify(conn, dict(self.pairs))
-        except BaseException as exc:
-            try:
-                self.abort()
-            except Exception:  # noqa: BLE001 - the original error matters more
-                log.exception("Dropping the side-by-side copies on %s failed", self.target.label)
-            if isinstance(exc, RedisRestoreError) or not isinstance(exc, Exception):
-                raise
-            raise RedisRestoreError(f"loading {self.checkpoint_id} into the spare dbs of {self.target.label} "
-                                    f"failed: {exc}", hint="the spare dbs were flushed; the serving dbs are untouched"
-                                    ) from exc
+        self._prepare_side_by_side()
         log.info("Loaded %s side by side on %s: %s", self.checkpoint_id, self.target.label,
                  ", ".join(f"db{t} -> db{s}: {self._stats.get(t, _DbLoad()).restored} keys" for t, s in self.pairs))
-
-    def _claim(self, conn: Connection) -> None:
-        """Mark each spare ``loading``, atomically with checking it is empty."""
-        created = format_ts(utcnow())
-        for t, s in self.pairs:
-            value = marker_value("loading", checkpoint_id=self.checkpoint_id, restore_id=self.restore_id, db=t,
-                                   created_at=created)
-            res = _transaction(conn, [("SELECT", s), ("DBSIZE",), ("SET", MARKER, value, "NX")])
-            if res[2] == "OK":
-                self._claimed.append(s)
-            if res[1] != 0 or res[2] != "OK":
-                if res[2] == "OK":
-                    _transaction(conn, [("SELECT", s), ("DEL", MARKER)])
-                    self._claimed.remove(s)
-                raise RedisRestoreError(f"spare db{s} of {self.target.label} is no longer empty ({res[1]} keys): "
-                                        "refusing to load into it", hint="retry: the plan picks other spare dbs")
+        return None
 
     def _load(self, conn: Connection, mapping: dict[int, int], *, replace: bool,
               keep_hashes: bool = False) -> dict[int, _DbLoad]:
@@ -486,12 +509,13 @@ class RedisRestore(_PlacementMixin):
                 pass
         return stats
 
-    def _verify(self, conn: Connection, mapping: dict[int, int]) -> None:
-        """Keys per db (allowing for keys that expired meanwhile), and a sample's TYPE and expiry."""
+    def _verify(self, conn: Connection, mapping: dict[int, int]) -> dict[int, int]:
+        """Keys per db (allowing for keys that expired meanwhile), and a sample's TYPE and expiry;
+        returns the keys per destination db (markers not counted)."""
         secs, usecs = conn.call("TIME")
         now = int(secs) * 1000 + int(usecs) // 1000 + 1000
         exact_ttl = (parse_version(self.facts.version if self.facts else "") or (0, 0))[0] >= 7
-        sizes = db_sizes(conn, sorted(mapping.values()))
+        sizes = db_sizes(conn, sorted(mapping.values()), self._markers)
         problems = []
         for src, dst in sorted(mapping.items()):
             st = self._stats.get(src) or _DbLoad()
@@ -507,6 +531,7 @@ class RedisRestore(_PlacementMixin):
         if problems:
             raise RedisRestoreError(f"verification of {self.checkpoint_id} on {self.target.label} failed: "
                                     + "; ".join(problems[:10]))
+        return sizes
 
     def _check_sample(self, conn: Connection, db: int, sample: list[tuple[bytes, int, int | None]], now: int,
                       exact_ttl: bool) -> list[str]:
@@ -547,44 +572,7 @@ class RedisRestore(_PlacementMixin):
             return self._cutover_placement()
         if self.mode == "in_place":
             return self._cutover_in_place()
-        label = self.target.label
-        fns = self._function_commands(self._major())
-        created = format_ts(utcnow())
-        with connect(self.target) as conn:
-            if fns:
-                prev = conn.call_nothrow("FUNCTION", "DUMP")
-                if not isinstance(prev, bytes):
-                    raise RedisRestoreError(f"FUNCTION DUMP on {label} failed ({prev}): the previous functions "
-                                            "could not be saved for a rollback; nothing was changed",
-                                            hint="grant +function, or pass restore_functions=False")
-                self._prev_functions = prev
-            cmds = list(fns)
-            for t, s in self.pairs:
-                value = marker_value("rollback", checkpoint_id=self.checkpoint_id, restore_id=self.restore_id, db=t,
-                                       created_at=created)
-                cmds += [("SELECT", s), ("DEL", MARKER), ("SWAPDB", t, s), ("SELECT", s), ("SET", MARKER, value)]
-            try:
-                res = _transaction(conn, cmds)
-            except _Refused as exc:
-                raise RedisRestoreError(f"the cut-over on {label} was refused: {exc}; the transaction was discarded: "
-                                        "nothing was changed", hint="grant the ACL user the refused command "
-                                        "(e.g. +swapdb), or use mode='in_place'") from None
-        self._functions_loaded = bool(fns) and not all(isinstance(r, RespError) for r in res[:len(fns)])
-        self._swapped = [p for i, p in enumerate(self.pairs) if res[len(fns) + 5 * i + 2] == "OK"]
-        errors = [f"{_describe(c)}: {r.message}" for c, r in zip(cmds, res) if isinstance(r, RespError)]
-        if errors:
-            try:
-                self.rollback()
-            except Exception as exc:  # noqa: BLE001
-                raise RedisRestoreError(f"the cut-over on {label} failed ({'; '.join(errors)}) and undoing it failed "
-                                        f"too: {exc}", hint="see list_rollbacks(); restore the safety checkpoint"
-                                        ) from exc
-            raise RedisRestoreError(f"the cut-over on {label} failed: {'; '.join(errors)}; the dbs already swapped "
-                                    "were swapped back", hint="the previous data is serving again")
-        log.info("Cut over %s on %s: %s", self.checkpoint_id, label,
-                 ", ".join(f"db{t} (previous data in db{s})" for t, s in self.pairs))
-        return RestoreOutcome(self.component, restored=[f"db{t}" for t, _ in self.pairs],
-                              rollback=[f"db{t} -> db{s}" for t, s in self.pairs], details=self._details(fns))
+        return self._cutover_side_by_side()
 
     def _details(self, fns: list[Any]) -> dict[str, Any]:
         return {"mode": self.mode, "artifact": self.artifact.name if self.artifact else None,
@@ -598,65 +586,42 @@ class RedisRestore(_PlacementMixin):
         if self.mode == "in_place":
             raise RedisRestoreError(f"an in-place restore of {self.target.label} keeps no rollback copy",
                                     hint="restore the safety checkpoint taken before the restore")
-        cmds: list[tuple[Any, ...]] = []
-        for t, s in reversed(self._swapped):
-            cmds += [("SWAPDB", t, s), ("SELECT", t), ("DEL", MARKER), ("SELECT", s), ("FLUSHDB", "ASYNC")]
-        if self._functions_loaded and self._prev_functions is not None:
-            cmds.append(("FUNCTION", "RESTORE", self._prev_functions, "FLUSH"))
-        if not cmds:
-            return None
-        with connect(self.target) as conn:
-            res = _transaction(conn, cmds)
-        errors = [r.message for r in res if isinstance(r, RespError)]
-        if errors:
-            raise RedisRestoreError(f"rolling back on {self.target.label} failed: {'; '.join(errors)}",
-                                    hint="see list_rollbacks(); restore the safety checkpoint")
-        spares = {s for _, s in self._swapped}
-        self._claimed = [s for s in self._claimed if s not in spares]
-        self._swapped, self._functions_loaded = [], False
-        log.info("Rolled back the Redis restore of %s on %s", self.checkpoint_id, self.target.label)
-        return None
+        return self._rollback_side_by_side()
 
     def abort(self) -> None:
         """Flush the spare dbs this restore claimed (only those still marked by it)."""
         tmp = self._placed.pop("tmp", None)
         if tmp:
             Path(tmp).unlink(missing_ok=True)
-        swapped = {s for _, s in self._swapped}
-        todo = [s for s in self._claimed if s not in swapped]
-        if not todo:
-            return
-        with connect(self.target) as conn:
-            for s in todo:
-                conn.call("SELECT", s)
-                marker = parse_marker(conn.call_nothrow("GET", MARKER))
-                if marker is None or marker.get("restore_id") == self.restore_id:
-                    conn.call("FLUSHDB", "ASYNC")
-                else:
-                    log.warning("db%d of %s is marked by another restore (%s): not flushed", s, self.target.label,
-                                marker.get("restore_id"))
-                self._claimed.remove(s)
+        self._abort_side_by_side()
 
     def health(self, tolerance: float) -> list[HealthCheck]:
-        keys = {}
-        for d in self.dbs:
-            st = self._stats.get(d)
-            keys[str(d)] = st.restored if st is not None else self.expected.get(d, 0) - self._placed.get(
-                "expired", {}).get(d, 0)
-        expectations: dict[str, Any] = {"keys": keys}
+        """Keys per db against the manifest's counts, less the keys that expired before the load
+        (counted while loading) and those that may have expired since (reported per check)."""
+        expectations: dict[str, Any] = {"keys": {str(d): self.expected.get(d, 0) for d in self.dbs}}
+        if self._stats:
+            expectations["expired"] = {str(d): st.expired for d, st in self._stats.items() if st.expired}
+            expectations["duplicates"] = {str(d): st.duplicates for d, st in self._stats.items() if st.duplicates}
+            expiring = {d: st.soon for d, st in self._stats.items()}
+        else:
+            expiring = dict(self._placed.get("soon", {}))
         if self.restore_functions and self._codes:
             expectations["libraries"] = sorted({_library(c) for c in self._codes})
         elif self.restore_functions and self.artifact is not None:
             expectations["functions"] = int(self.artifact.fingerprints.get("functions") or 0)
-        return health(self.target, expectations, tolerance=tolerance)
+        return health(self.target, expectations, tolerance=tolerance, expiring=expiring)
 
     # ---- in place -------------------------------------------------------------------------------
 
     def _cutover_in_place(self) -> RestoreOutcome:
         mapping = {t: t for t in self.dbs}
         fns: list[Any] = []
+        self.journal.note(mode="in_place", checkpoint_id=self.checkpoint_id, restore_id=self.restore_id, dbs=self.dbs)
+        self.journal.phase("cutting_over")
         try:
-            with connect(self.target) as conn:
+            with connect(self.target) as conn, \
+                    self.journal.step("load_in_place", intent={"dbs": self.dbs, "checkpoint_id": self.checkpoint_id},
+                                      undo={"restore": "the safety checkpoint taken before the restore"}):
                 self._stats = self._load(conn, mapping, replace=True, keep_hashes=True)
                 removed = self._remove_extra(conn)
                 self._verify(conn, mapping)
@@ -669,6 +634,7 @@ class RedisRestore(_PlacementMixin):
             raise RedisRestoreError(f"the in-place restore of {self.checkpoint_id} into {self.target.label} failed: "
                                     f"{exc}", hint="the dbs are partly restored: restore the safety checkpoint, or "
                                     "retry") from exc
+        self.journal.phase("cut_over")
         details = {**self._details(fns), "removed": removed}
         return RestoreOutcome(self.component, restored=[f"db{t}" for t in self.dbs], details=details)
 

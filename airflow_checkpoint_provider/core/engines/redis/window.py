@@ -6,20 +6,82 @@ which is what makes the walk fast. This class keeps that window filled from the 
 * ``_more(pos)`` guarantees at least ``_HDR`` bytes at ``pos`` (unless the stream ends), first
   consuming from the source any gap when a skip jumped past the buffer (``_spill``): values
   larger than the window are skipped without ever being held in memory;
-* every byte leaves the window through ``_consume``, which feeds the running CRC64 and, while
-  ``_keep`` is set, retains the bytes (to return a key or a value to :meth:`RdbParser.records`);
+* every byte leaves the window through ``_consume``, which feeds the running CRC64, a
+  :class:`DbFilter` if one is attached, and, while ``_keep`` is set, retains the bytes
+  (to return a key or a value to :meth:`RdbParser.records`);
 * positions are relative to the window; ``_base + pos`` is the offset in the stream.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections import deque
+from typing import Any, Protocol
 
 from .encoding import RdbError, crc64, decode_length, decode_string
 
 CHUNK = 1 << 20
 _HDR = 64  # bytes guaranteed in the buffer before any header is decoded inline
 _INT_SKIP = {0xC0: 2, 0xC1: 3, 0xC2: 5}  # integer-encoded strings: header byte + 1, 2 or 4 bytes
+
+
+class DbFilter:
+    """Copy an RDB to ``out`` as the parser consumes it, leaving out the dbs in ``exclude``.
+
+    A db's section runs from its ``SELECTDB`` opcode to the next ``SELECTDB`` or global opcode
+    (``AUX``, ``FUNCTION2``, ``MODULE_AUX``, ``EOF``); the parser reports those offsets
+    (:meth:`cut`) before the bytes they start leave its window (:meth:`feed`). :meth:`finish`
+    writes the CRC64 of what was copied, in place of the original's. The parser still checks the
+    original CRC64, and its fingerprints count only what was copied.
+    """
+
+    def __init__(self, out: Any, exclude: Any) -> None:
+        self.out, self.exclude = out, frozenset(exclude)
+        self.include = True
+        self.crc = 0
+        self.written = self.dropped = 0
+        self.excluded_types = [0] * 256
+        self.excluded_modules: dict[str, int] = {}
+        self._cuts: deque[tuple[int, bool]] = deque()
+        self._types = [0] * 256
+        self._modules: dict[str, int] = {}
+
+    def cut(self, offset: int, db: int | None) -> None:
+        """From stream offset ``offset`` on, bytes belong to ``db`` (None: to no db)."""
+        self._cuts.append((offset, db is None or db not in self.exclude))
+
+    def feed(self, view: memoryview, start: int) -> None:
+        """The bytes at stream offsets ``start ..`` are leaving the parser's window."""
+        i, cuts = 0, self._cuts
+        while cuts and cuts[0][0] < start + len(view):
+            offset, include = cuts.popleft()
+            j = max(0, offset - start)
+            if j > i:
+                self._emit(view[i:j])
+                i = j
+            self.include = include
+        if i < len(view):
+            self._emit(view[i:] if i else view)
+
+    def _emit(self, piece: memoryview) -> None:
+        if self.include:
+            self.crc = crc64(piece, self.crc)
+            self.out(piece)
+            self.written += len(piece)
+        else:
+            self.dropped += len(piece)
+
+    def section(self, db: int, types: list[int], modules: dict[str, int]) -> None:
+        """The section of ``db`` ended with these running type counts: book it if left out."""
+        if db in self.exclude:
+            for t, (now, before) in enumerate(zip(types, self._types)):
+                self.excluded_types[t] += now - before
+            for name, n in modules.items():
+                self.excluded_modules[name] = self.excluded_modules.get(name, 0) + n - self._modules.get(name, 0)
+        self._types, self._modules = list(types), dict(modules)
+
+    def finish(self) -> None:
+        self.out(self.crc.to_bytes(8, "little"))
+        self.written += 8
 
 
 class Readable(Protocol):
@@ -40,6 +102,7 @@ class RdbWindow:
         self._crc_from = 0  # CRC covers the stream up to _base + _crc_from
         self._keep = -1  # absolute offset from which consumed bytes are retained (-1: off)
         self._kept: list[bytes] = []
+        self._route: DbFilter | None = None  #: a :class:`DbFilter` fed every byte consumed (None: off)
         self.size = 0
 
     def _len(self, pos: int) -> tuple[int, int]:
@@ -110,7 +173,10 @@ class RdbWindow:
     def _consume(self, upto: int) -> None:
         """Bytes of the buffer before ``upto`` are about to be dropped: CRC (and keep) them."""
         if upto > self._crc_from:
-            self._crc = crc64(memoryview(self._buf)[self._crc_from:upto], self._crc)
+            view = memoryview(self._buf)[self._crc_from:upto]
+            self._crc = crc64(view, self._crc)
+            if self._route is not None:
+                self._route.feed(view, self._base + self._crc_from)
             self._crc_from = upto
         if self._keep >= 0:
             start = self._keep - self._base
