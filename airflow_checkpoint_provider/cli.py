@@ -153,9 +153,19 @@ def cmd_cleanup(store: Store, args: argparse.Namespace) -> int:
     from airflow_checkpoint_provider import settings
 
     removed = store.cleanup(stale_after=settings.stale_staging_after(), dry_run=args.dry_run)
+    if not args.store_only:
+        from airflow_checkpoint_provider.core import leftovers
+
+        for component, target in _targets(args).items():
+            options = {"repository": settings.search_repository(),
+                       "snapshot_age": settings.orphan_snapshot_after()} if component == "search" else {}
+            try:
+                removed += leftovers.drop(component, target, store, dry_run=args.dry_run, **options)
+            except CheckpointError as exc:
+                print(f"{component}: cannot look for leftovers: {exc}", file=sys.stderr)
     verb = "would remove" if args.dry_run else "removed"
     for rel in removed:
-        print(f"{verb} {rel}")
+        print(f"{verb} {_safe(rel)}")
     print(f"{len(removed)} leftover(s) {'found (dry run: nothing removed)' if args.dry_run else 'removed'}")
     return EXIT_OK
 
@@ -223,7 +233,15 @@ def _targets(args: argparse.Namespace) -> dict[str, Any]:
               "redis": args.redis_conn_id or settings.redis_conn_id(),
               "search": args.elasticsearch_conn_id or settings.elasticsearch_conn_id()}
     only = set(args.component or wanted)
-    return {c: resolve_target(c, {"conn_id": conn_id}) for c, conn_id in wanted.items() if c in only}
+    out = {}
+    for component, conn_id in wanted.items():
+        if component not in only:
+            continue
+        try:
+            out[component] = resolve_target(component, {"conn_id": conn_id})
+        except Exception as exc:  # noqa: BLE001 - an undefined connection: say so, go on with the others
+            print(f"{component}: connection {conn_id!r} cannot be used: {str(exc).splitlines()[0]}", file=sys.stderr)
+    return out
 
 
 def cmd_rollbacks(store: Store, args: argparse.Namespace) -> int:
@@ -233,7 +251,7 @@ def cmd_rollbacks(store: Store, args: argparse.Namespace) -> int:
 
     rows: list[tuple[Any, Any]] = []
     for component, target in _targets(args).items():
-        rows += [(c, target) for c in rollbacks.list_copies(component, target)]
+        rows += [(c, target) for c in rollbacks.list_copies(component, target, store)]
     if args.action == "list":
         if args.json:
             _print_json([c.to_dict() for c, _ in rows])
@@ -258,7 +276,7 @@ def cmd_rollbacks(store: Store, args: argparse.Namespace) -> int:
             print(f"skipped {c.component} {_safe(c.name)}: restore {busy[0].holder} is running on that server")
             continue
         if args.execute:
-            rollbacks.drop_copy(c.component, target, c.name)
+            rollbacks.drop_copy(c.component, target, c.name, store)
         print(f"{'dropped' if args.execute else 'would drop'} {c.component} {_safe(c.name)} "
               f"(copy of {_safe(c.of)}, {c.age / 3600:.1f} h old)")
     if not args.execute and doomed:
@@ -300,8 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_delete)
 
-    p = sub.add_parser("cleanup", help="remove leftovers of crashed or abandoned writers")
+    p = sub.add_parser("cleanup", help="remove leftovers of crashed or abandoned writers, in the store and in "
+                                       "the live servers")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    p.add_argument("--store-only", action="store_true", help="only the store (no server connections)")
+    p.add_argument("--component", action="append", choices=["postgres", "redis", "search"])
+    for name in ("postgres", "redis", "elasticsearch"):
+        p.add_argument(f"--{name}-conn-id", help=f"Airflow connection of the {name} server "
+                       "(default: the [checkpoint] option)")
     p.set_defaults(func=cmd_cleanup)
 
     p = sub.add_parser("recover-interrupted",

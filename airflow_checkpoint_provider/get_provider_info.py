@@ -104,6 +104,13 @@ CONFIG: dict[str, Any] = {
                 "integer",
                 "120",
             ),
+            "orphan_snapshot_after": _option(
+                "Seconds after which a search snapshot the provider took, that no sealed checkpoint references "
+                "(its capture was killed), is deleted by the next capture or `airflow-checkpoint cleanup`. "
+                "Keep it above the longest capture.",
+                "integer",
+                "7200",
+            ),
             "rollback_keep": _option(
                 "Rollback copies kept after each successful restore, per restored database, Redis db or "
                 "index: 'last=N' keeps the newest N, 'max_age=SECONDS' drops older ones; both may be given, "

@@ -96,3 +96,7 @@ def lease_ttl() -> float:
 
 def rollback_keep() -> str:
     return _get("rollback_keep")
+
+
+def orphan_snapshot_after() -> float:
+    return float(_get("orphan_snapshot_after"))

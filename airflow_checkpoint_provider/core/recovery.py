@@ -247,13 +247,14 @@ def _run(store: Store, parts: list[ComponentRestore], cid: str, request: Restore
         report.health += part.health(request.tolerance)
     # 7. expire rollback copies beyond the policy, still under the lease
     if report.healthy:
-        _expire_rollbacks(parts, RollbackPolicy.parse(request.rollback_keep), report)
+        _expire_rollbacks(store, parts, RollbackPolicy.parse(request.rollback_keep), report)
 
 
-def _expire_rollbacks(parts: list[ComponentRestore], policy: RollbackPolicy, report: RestoreReport) -> None:
+def _expire_rollbacks(store: Store, parts: list[ComponentRestore], policy: RollbackPolicy,
+                      report: RestoreReport) -> None:
     for part in parts:
         try:
-            dropped = expire(part.component, part.target, policy)
+            dropped = expire(part.component, part.target, policy, store)
         except Exception as exc:  # noqa: BLE001 - the restore itself succeeded
             log.warning("Expiring the rollback copies of %s failed: %s", part.component, exc)
             continue

@@ -50,17 +50,13 @@ class Replay:
                 "error": self.error}
 
 
-def default_replayers() -> dict[str, Replayer]:
-    """The ``recover`` function of every engine that journals its restores."""
-    from airflow_checkpoint_provider.core.engines import postgres
+def default_replayers(store: Store) -> dict[str, Replayer]:
+    """The ``recover`` function of every engine, bound to the store where it needs it."""
+    from airflow_checkpoint_provider.core.engines import postgres, redis, search
 
-    out: dict[str, Replayer] = {"postgres": postgres.recover}
-    for name, module in (("redis", "airflow_checkpoint_provider.core.engines.redis"),
-                         ("search", "airflow_checkpoint_provider.core.engines.search")):
-        recover = getattr(__import__(module, fromlist=["recover"]), "recover", None)
-        if recover is not None:
-            out[name] = recover
-    return out
+    return {"postgres": postgres.recover,
+            "redis": lambda target, entry: redis.recover(target, entry, store=store),
+            "search": search.recover}
 
 
 def interrupted(store: Store, *, is_alive: Callable[[LeaseRecord], bool | None] | None = None) -> list[Journal]:
@@ -87,7 +83,7 @@ def replay_interrupted(store: Store, resolve: Resolver, *, replayers: dict[str, 
     :param must_heal: target keys the caller is about to work on: if a journal touching one of
         them cannot be replayed, :class:`ReplayError` is raised (others are only reported).
     """
-    replayers = replayers if replayers is not None else default_replayers()
+    replayers = replayers if replayers is not None else default_replayers(store)
     wanted = set(must_heal)
     done = []
     for journal in interrupted(store, is_alive=is_alive):

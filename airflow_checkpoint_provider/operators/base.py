@@ -139,10 +139,21 @@ class CaptureOperator(BaseOperator):
         from airflow_checkpoint_provider.core.lease import target_key, wait_for_restores
         from airflow_checkpoint_provider.operators.heal import heal, liveness
 
+        from airflow_checkpoint_provider.core import leftovers
+
         key = target_key(self.component, target.public())
         heal(store, context, [key])
         wait_for_restores(store.fs, [key], timeout=settings.capture_lease_wait(), is_alive=liveness(context))
+        try:
+            for line in leftovers.drop(self.component, target, store, **self.leftover_options()):
+                self.log.info("Removed the leftover %s of a restore or capture that died", line)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not fail the capture
+            self.log.warning("Removing leftovers on %s failed: %s", target.label, exc)
         return key
+
+    def leftover_options(self) -> dict[str, Any]:
+        """Engine-specific options of :func:`core.leftovers.drop` (the search repository)."""
+        return {}
 
     def execute(self, context: Context) -> dict[str, Any]:
         if str(self.enabled).lower() in ("false", "0", "no", "off", "none", ""):

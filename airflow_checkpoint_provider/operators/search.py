@@ -91,6 +91,11 @@ class EsSnapshotOperator(CaptureOperator):
     def target(self) -> Any:
         return SearchCheckpointHook(elasticsearch_conn_id=self.elasticsearch_conn_id).target()
 
+    def leftover_options(self) -> dict[str, Any]:
+        from airflow_checkpoint_provider import settings
+
+        return {"repository": self.repository, "snapshot_age": settings.orphan_snapshot_after()}
+
     def capture(self, staging: Staging, target: Any) -> list[Artifact]:
         from airflow_checkpoint_provider.core.engines import search
 

@@ -67,6 +67,12 @@ EXPECT = {
     "redis.restart.applied": ("restored", "restored"),
     "redis.unplace_file.intent": ("restored", "raises"),
     "redis.unplace_file.applied": ("original", "original"),
+    # phases, side by side: before the copies verified the replay goes back, after it goes forward
+    "redis.phase.loading": ("original", "original"),
+    "redis.phase.verified": ("original", "restored"),
+    "redis.phase.cutting_over": ("original", "restored"),
+    "redis.phase.cut_over": ("restored", "restored"),
+    "redis.phase.rolling_back": ("restored", "original"),
 }
 
 
@@ -142,10 +148,10 @@ def test_kill_at_point_then_recover(server, store, tmp_path, point) -> None:
     client(info, 0).set("written:before-restore", "kept only by the original", ex=3600)
     original = serving(info)
     others = S.state_redis(info, range(2, 14))
-    rid = f"crash-{step}"
+    rid = f"crash-{point.replace('.', '-')}"
 
     proc = run_child(store.fs.root, info, manifest.checkpoint_id, point, restore_id=rid, options=options,
-                     rollback=step in ("swap_back", "unplace_file"))
+                     rollback=step in ("swap_back", "unplace_file") or point == "redis.phase.rolling_back")
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
     at_kill, after = EXPECT[point]
     states = {"original": original, "restored": restored}

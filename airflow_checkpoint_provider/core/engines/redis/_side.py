@@ -181,6 +181,7 @@ class _SideBySideMixin:
         cmds = swap_back_commands(back, flush, self._markers, prev)
         if not cmds:
             return
+        self.journal.phase("rolling_back")
         with connect(self.target) as conn:
             with self.journal.step("swap_back", intent={"swapdb": [list(p) for p in back], "flush": flush,
                                                         "functions": prev is not None},

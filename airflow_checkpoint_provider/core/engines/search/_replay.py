@@ -51,6 +51,7 @@ _log = logging.getLogger(__name__)
 def backward(ctx: Ctx) -> None:
     """Undo whatever the forward pass did (idempotent); see the module docstring."""
     ctx.journal.note(rolling_back=True)
+    ctx.journal.phase("rolling_back")
     for s in reversed(ctx.journal.entry.steps):
         if s.name == "alias_switch" and s.intent.get("alias") == "*reconcile*":
             _undo_actions(ctx, s.undo.get("actions") or [], "switching the checkpoint's aliases back")

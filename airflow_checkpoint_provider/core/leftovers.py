@@ -1,0 +1,96 @@
+"""Leftovers of dead restores and captures in the live stores, and their removal.
+
+A restore's journal names every copy it makes, so the replay of a killed restore removes them.
+What no journal names any more (a journal removed by hand, a restore of an older version, a
+capture's search snapshot whose staging area died) is found by name and removed here:
+
+* PostgreSQL: ``<db>__restoring`` databases;
+* Redis: spare dbs marked ``loading`` by a restore that is not running;
+* search: ``__restoring_`` indices, and snapshots the provider took that no sealed checkpoint
+  references and that are older than the longest capture.
+
+Nothing that a live restore (one holding a lease, :mod:`.lease`) made is ever touched. The next
+capture of a server calls :func:`drop` for it, and ``airflow-checkpoint cleanup`` for every
+server (``--dry-run`` lists them first).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow_checkpoint_provider.core.journal import Journal, open_journals
+from airflow_checkpoint_provider.core.lease import read_leases
+from airflow_checkpoint_provider.core.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def live_restores(store: Store) -> tuple[set[str], set[str]]:
+    """(restore ids holding a live lease, the copies their journals name)."""
+    live = {r.holder for r in read_leases(store.fs) if r.live()}
+    copies: set[str] = set()
+    for rid in open_journals(store.fs):
+        if rid not in live:
+            continue
+        try:
+            journal = Journal.load(store.fs, rid)
+        except Exception:  # noqa: BLE001 - an unreadable journal protects nothing
+            continue
+        for entry in journal.components.values():
+            for names in entry.copies.values():
+                copies.update(str(n) for n in (names if isinstance(names, list) else [names]))
+    return live, copies
+
+
+def referenced_snapshots(store: Store) -> set[str]:
+    """Search snapshots that sealed checkpoints reference."""
+    out = set()
+    for info in store.list():
+        for art in info.manifest.artifacts:
+            if art.store == "search" and art.meta.get("snapshot"):
+                out.add(str(art.meta["snapshot"]))
+    return out
+
+
+def _postgres(target: Any, store: Store, live: set[str], protected: set[str], dry_run: bool) -> list[str]:
+    from airflow_checkpoint_provider.core.engines.postgres import _conn as C
+    from airflow_checkpoint_provider.core.engines.postgres._cutover import RESTORING_SUFFIX, server
+
+    with C.connect(target, action="listing side-by-side copies") as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_catalog.pg_database").fetchall()]
+    doomed = [n for n in names if n.endswith(RESTORING_SUFFIX) and n not in protected]
+    if doomed and not dry_run:
+        with server(target, set(doomed), action="dropping side-by-side copies") as srv:
+            for name in doomed:
+                srv.drop_copy(name)
+    return [f"postgres database {n}" for n in doomed]
+
+
+def _redis(target: Any, store: Store, live: set[str], protected: set[str], dry_run: bool) -> list[str]:
+    from airflow_checkpoint_provider.core.engines import redis
+
+    return [f"redis {x}" for x in redis.drop_leftovers(target, live, store=store, dry_run=dry_run)]
+
+
+def _search(target: Any, store: Store, live: set[str], protected: set[str], dry_run: bool, *,
+            repository: str | None = None, snapshot_age: float = 7200.0) -> list[str]:
+    from airflow_checkpoint_provider.core.engines import search
+
+    out = [f"search index {x['index']}" for x in search.drop_leftovers(target, protected=protected, dry_run=dry_run)]
+    if repository:
+        out += [f"search snapshot {repository}/{x['snapshot']}" for x in search.delete_orphan_snapshots(
+            target, repository, referenced=referenced_snapshots(store), older_than=snapshot_age, dry_run=dry_run)]
+    return out
+
+
+ENGINES = {"postgres": _postgres, "redis": _redis, "search": _search}
+
+
+def drop(component: str, target: Any, store: Store, *, dry_run: bool = False, **options: Any) -> list[str]:
+    """Remove (or with ``dry_run`` list) the leftovers on one server; returns what, named."""
+    live, protected = live_restores(store)
+    found = ENGINES[component](target, store, live, protected, dry_run, **options)
+    for line in found:
+        log.info("%s leftover %s", "Found" if dry_run else "Removed", line)
+    return found
