@@ -587,7 +587,8 @@ def _plan(client: SearchClient, source: SnapshotSource, *, checkpoint_id: str, i
                 problems.append(f"index {name} is red (a primary shard is unassigned): no rollback copy can be "
                                 f"taken; fix it (GET /_cluster/allocation/explain) or delete it before restoring")
             else:
-                conflicts.append(f"index {name} exists and is open ({row.get('docs.count')} documents now): it "
+                # top-level documents (_count), as the checkpoint counted them; _cat's docs.count adds nested ones
+                conflicts.append(f"index {name} exists and is open ({client.count(name)} documents now): it "
                                  f"will be replaced; its current data is kept in the rollback copy "
                                  f"{rollback_name(name, short, stamp_example)}")
             current = view.aliases_of(name)
