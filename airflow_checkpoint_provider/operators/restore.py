@@ -201,5 +201,5 @@ class RestoreOperator(BaseOperator):
             self.log.info("health: %s", check)
         # separate keys, so the health check can take them as XComArgs (no native rendering of the id)
         context["ti"].xcom_push(key="checkpoint_id", value=report.checkpoint_id)
-        context["ti"].xcom_push(key="expectations", value=result["expectations"])
+        context["ti"].xcom_push(key="expectations", value=result["expectations"] or {})  # None would read as missing
         return result
