@@ -105,6 +105,7 @@ def test_dry_run_changes_nothing(airflow_env, services, lkg):
     result = run_dag(airflow_env, "restore_checkpoint", {"checkpoint_id": cid, "dry_run": True})
     assert result["state"] == "success", (result["tasks"], result["log"][-6000:])
     assert result["tasks"]["health_check"] == "skipped"
+    assert result["log"].count("restore plan for") == 1  # the plan is logged once
     plan = result["xcom"]["restore"]["plan"]
     assert {i["component"] for i in plan["items"]} == {"postgres", "redis", "search"}
     assert any(i["action"] == "replace" for i in plan["items"])

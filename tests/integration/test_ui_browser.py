@@ -152,6 +152,7 @@ def airflow(servers, services_module, tmp_path_factory) -> Iterator[Airflow]:
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",  # restore_checkpoint re-reads its choices
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "AIRFLOW__CHECKPOINT__STORAGE_ROOT": str(home / "checkpoints_data"),
         "AIRFLOW__CHECKPOINT__SEARCH_REPOSITORY_LOCATION": str(Path(servers["opensearch"]["path_repo"]) / "ui"),
@@ -225,6 +226,7 @@ def _login(driver: Any, airflow: Airflow) -> None:
     wait.until(lambda d: "login" not in d.current_url.lower() and d.find_elements(By.CSS_SELECTOR, "a[href$='/dags']"))
 
 
+CHOICE = "//button[contains(normalize-space(), 'last-known-good (now')]"  # the Checkpoint drop-down
 OPEN_FORM = "//button[@aria-label='Trigger Dag']"  # the DAG page's button that opens the trigger form
 TRIGGER = "(//button[normalize-space()='Trigger' and not(@aria-label)])[last()]"  # the form's own button
 
@@ -285,6 +287,11 @@ def _finish(driver: Any, airflow: Airflow, run: dict[str, Any], timeout: float =
     return {**finished, "tasks": states}
 
 
+def _xcom(airflow: Airflow, dag_id: str, run_id: str, task_id: str) -> Any:
+    value = airflow.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
+    return value["value"] if not isinstance(value["value"], str) else json.loads(value["value"])
+
+
 def _state(servers: dict[str, Any], indices: list[str]) -> dict[str, Any]:
     return {
         "postgres": sample_data.state_postgres(servers["postgres"], DB),
@@ -305,6 +312,8 @@ def _damage(servers: dict[str, Any], indices: list[str]) -> None:
 
 
 def test_every_trigger_form_is_enabled_with_its_defaults_and_one_click_recovery_works(servers, airflow, browser):
+    from selenium.webdriver.common.by import By
+
     _login(browser, airflow)
     # 1. every form opens with its defaults and a Trigger button that is enabled
     for dag_id in DAG_IDS:
@@ -324,6 +333,22 @@ def test_every_trigger_form_is_enabled_with_its_defaults_and_one_click_recovery_
     checkpoint = _finish(browser, airflow, _trigger(browser, airflow, "checkpoint_scheduled"))
     assert checkpoint["tasks"]["checkpoint.bundle"] == "success"
 
+    # the restore form now offers the new checkpoint, labelled and marked LKG (after the next parse)
+    cid = _xcom(airflow, "checkpoint_scheduled", checkpoint["dag_run_id"], "checkpoint.bundle")["checkpoint_id"]
+
+    def offered() -> bool:
+        params = airflow.api("GET", "/dags/restore_checkpoint/details")["params"]
+        return cid in json.dumps(params)
+
+    _wait("restore_checkpoint to offer the new checkpoint", offered, timeout=120, interval=3)
+    _open_form(browser, airflow, "restore_checkpoint")
+    _waiter(browser).until(lambda d: d.find_element(By.XPATH, CHOICE)).click()
+    time.sleep(1)
+    _shot(browser, "form-restore_checkpoint-choices")
+    text = _page_text(browser)
+    assert f"last-known-good (now {cid} · " in text and f"{cid} · " in text and " · LKG" in text, text[:3000]
+    assert "tags: scheduled" in text
+
     # 3. damage, then the one-click recovery from the UI
     _damage(servers, indices)
     assert _state(servers, indices) != original
@@ -342,6 +367,4 @@ def test_every_trigger_form_is_enabled_with_its_defaults_and_one_click_recovery_
     paused = {d: airflow.api("GET", f"/dags/{d}")["is_paused"] for d in CAPTURE_DAGS}
     assert paused == {"checkpoint_scheduled": False, "checkpoint_pre_migration": True,
                       "checkpoint_pre_deploy": True}
-    drain = airflow.api("GET", f"/dags/recovery_lkg/dagRuns/{recovery['dag_run_id']}/taskInstances/drain/"
-                        "xcomEntries/return_value")["value"]
-    assert (drain if isinstance(drain, dict) else json.loads(drain))["paused"] == ["checkpoint_scheduled"]
+    assert _xcom(airflow, "recovery_lkg", recovery["dag_run_id"], "drain")["paused"] == ["checkpoint_scheduled"]
