@@ -226,7 +226,7 @@ def _login(driver: Any, airflow: Airflow) -> None:
     wait.until(lambda d: "login" not in d.current_url.lower() and d.find_elements(By.CSS_SELECTOR, "a[href$='/dags']"))
 
 
-CHOICE = "//button[contains(normalize-space(), 'last-known-good (now')]"  # the Checkpoint drop-down
+CHOICE = "//*[@id='element_checkpoint_id'][contains(normalize-space(), 'last-known-good (now')]//input"  # drop-down
 OPEN_FORM = "//button[@aria-label='Trigger Dag']"  # the DAG page's button that opens the trigger form
 TRIGGER = "(//button[normalize-space()='Trigger' and not(@aria-label)])[last()]"  # the form's own button
 
@@ -342,7 +342,13 @@ def test_every_trigger_form_is_enabled_with_its_defaults_and_one_click_recovery_
 
     _wait("restore_checkpoint to offer the new checkpoint", offered, timeout=120, interval=3)
     _open_form(browser, airflow, "restore_checkpoint")
-    _waiter(browser).until(lambda d: d.find_element(By.XPATH, CHOICE)).click()
+    try:
+        _waiter(browser).until(lambda d: d.find_element(By.XPATH, CHOICE)).click()  # opens the option list
+        _waiter(browser).until(lambda d: " · LKG" in _page_text(d))
+    except Exception:
+        _shot(browser, "timeout-restore_checkpoint-choices")
+        (ARTIFACTS / "timeout-restore_checkpoint-choices.html").write_text(browser.page_source)
+        raise
     time.sleep(1)
     _shot(browser, "form-restore_checkpoint-choices")
     text = _page_text(browser)
