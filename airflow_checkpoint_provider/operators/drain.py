@@ -24,8 +24,9 @@ from airflow_checkpoint_provider.operators.base import split_list
 from airflow_checkpoint_provider.operators.restore import truthy
 
 if TYPE_CHECKING:
-    from airflow_checkpoint_provider.hooks.airflow_api import Pauser
     from airflow.sdk import Context
+
+    from airflow_checkpoint_provider.hooks.airflow_api import Pauser
 
 
 def _load(path: str) -> Any:
