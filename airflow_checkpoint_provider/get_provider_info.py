@@ -119,6 +119,36 @@ CONFIG: dict[str, Any] = {
                 "last=1,max_age=86400",
                 "last=2",
             ),
+            "drain_command": _option(
+                "Shell command the restore DAGs run before a restore to quiesce writers (stdout and stderr go "
+                "to the task log). Only this option or the DAG file sets it, never a run's trigger conf; a dry "
+                "run does not run it.",
+                "string",
+                "",
+                "systemctl stop app-workers",
+            ),
+            "resume_command": _option(
+                "Shell command the restore DAGs run after a restore, whether it succeeded or not.",
+                "string",
+                "",
+                "systemctl start app-workers",
+            ),
+            "drain_callable": _option(
+                "'package.module:function' the restore DAGs call with action='drain' before and action='resume' "
+                "after a restore.",
+                "string",
+                "",
+                "myapp.ops:quiesce",
+            ),
+            "airflow_api_conn_id": _option(
+                "HTTP connection to Airflow's REST API (host of the api-server, login and password of a user "
+                "allowed to pause DAGs). The restore DAGs use it to pause the capture DAGs during a restore. "
+                "Where it is not defined they fall back to direct database access, which only works outside "
+                "supervised task processes (dag.test()); otherwise they log a warning and restore anyway.",
+                "string",
+                "airflow_api",
+                "airflow_api",
+            ),
         },
     }
 }

@@ -72,9 +72,13 @@ def search_repository() -> str:
     return _get("search_repository")
 
 
+def search_repository_location() -> str | None:
+    return _get("search_repository_location") or None
+
+
 def search_repository_settings() -> dict | None:
     """An fs repository at ``search_repository_location``, or None (the repository must exist)."""
-    location = _get("search_repository_location")
+    location = search_repository_location()
     return {"type": "fs", "settings": {"location": location}} if location else None
 
 
@@ -100,3 +104,19 @@ def rollback_keep() -> str:
 
 def orphan_snapshot_after() -> float:
     return float(_get("orphan_snapshot_after"))
+
+
+def drain_command() -> str | None:
+    return _get("drain_command") or None
+
+
+def resume_command() -> str | None:
+    return _get("resume_command") or None
+
+
+def drain_callable() -> str | None:
+    return _get("drain_callable") or None
+
+
+def airflow_api_conn_id() -> str:
+    return _get("airflow_api_conn_id")

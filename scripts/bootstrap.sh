@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup of a fresh Debian 12 machine (run as root) for development,
 # tests and the demo:
-#   * Debian packages: PostgreSQL, Redis, zstd, and a JDK 17 + Maven for the
+#   * Debian packages: PostgreSQL, Redis, zstd, Chromium and chromedriver (the
+#     browser test of the Airflow UI), and a JDK 17 + Maven for the
 #     OpenSearch / Elasticsearch test nodes;
 #   * uv, and .venv with the project installed editable with its test extra;
 #   * the Maven dependencies of both search runners (cached in ~/.m2) and their
@@ -15,7 +16,7 @@ REPO_ROOT="$(pwd)"
 step() { printf '==> %s\n' "$*"; }
 
 # --------------------------------------------------------------------------- apt
-apt_packages=(postgresql redis-server redis-tools zstd)
+apt_packages=(postgresql redis-server redis-tools zstd chromium chromium-driver)
 if ! command -v javac >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
     apt_packages+=(openjdk-17-jdk-headless)
 fi

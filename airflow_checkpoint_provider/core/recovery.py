@@ -45,7 +45,13 @@ MODES = ("side_by_side", "in_place")
 
 
 class RestoreRefusedError(CheckpointError):
-    """The plan found problems (incompatible versions, unknown components): nothing was changed."""
+    """The plan found problems (incompatible versions, unknown components): nothing was changed.
+
+    ``plan`` is the refused plan (None when the request itself was refused)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, plan: RestorePlan | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.plan = plan
 
 
 class RestoreFailedError(CheckpointError):
@@ -165,9 +171,15 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
     missing = [c for c in request.components if c not in {p.component for p in parts}]
     if missing and not parts:
         plan.problems.append(f"checkpoint {cid} holds none of the requested components {list(request.components)}")
+    if not plan.ok:  # dry runs too: a plan that cannot run is a failure, not a green preview
+        raise RestoreRefusedError(
+            f"restore of {cid} refused: the plan has {len(plan.problems)} problem(s)\n"
+            + "\n".join(f"PROBLEM: {p}" for p in plan.problems),
+            hint="nothing was changed; resolve the problems or pick another checkpoint", plan=plan)
     report = RestoreReport(checkpoint_id=cid, plan=plan, dry_run=request.dry_run, started_at=started)
     log.info("%s", plan)
     if request.dry_run:
+        log.info("Dry run: nothing was changed")
         report.finished_at = format_ts(utcnow())
         return report
     if not plan.ok:

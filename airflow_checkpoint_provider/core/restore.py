@@ -55,11 +55,16 @@ class RestorePlan:
         return {"checkpoint_id": self.checkpoint_id, "items": [i.to_dict() for i in self.items],
                 "problems": list(self.problems), "ok": self.ok}
 
-    def __str__(self) -> str:
+    def describe(self, *, problems: bool = True) -> str:
+        """The plan as text; ``problems=False`` leaves out the PROBLEM lines (to report them last)."""
         lines = [f"restore plan for {self.checkpoint_id}:"]
         lines += [f"  {item}" for item in self.items] or ["  (nothing to restore)"]
-        lines += [f"  PROBLEM: {p}" for p in self.problems]
+        if problems:
+            lines += [f"  PROBLEM: {p}" for p in self.problems]
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()
 
 
 @dataclass

@@ -259,7 +259,8 @@ class Store:
                 except BaseException:
                     self.fs.remove(self._archive_rel(cid))  # never leave an archive without its marker
                     raise
-        log.info("Sealed checkpoint %s (%d artifacts, %d bytes)", cid, len(artifacts), writer.bytes_written)
+        log.info("Sealed checkpoint %s: %d artifacts, archive of %d bytes (artifacts plus manifest and tar headers)",
+                 cid, len(artifacts), writer.bytes_written)
         # 6. staging is no longer needed
         if not keep_staging:
             staging.discard()

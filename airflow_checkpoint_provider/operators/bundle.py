@@ -94,7 +94,8 @@ class BundleOperator(BaseOperator):
                               config_hash=config_hash(config), provenance=provenance(context, self.task_id))
         cid = manifest.checkpoint_id
         consistency = manifest.consistency()
-        self.log.info("Sealed %s: %d artifacts, %d bytes; capture window %s .. %s, skew between stores %d ms",
+        self.log.info("Checkpoint %s holds %d artifacts of %d compressed bytes; capture window %s .. %s, skew "
+                      "between stores %d ms",
                       cid, len(manifest.artifacts), manifest.total_size, consistency["window_start"],
                       consistency["window_end"], consistency["skew_ms"])
         # 3. verify

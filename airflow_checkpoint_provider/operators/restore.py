@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_checkpoint_provider.core import recovery
 from airflow_checkpoint_provider.core.manifest import Manifest
@@ -58,12 +59,18 @@ class RestoreOperator(BaseOperator):
     :param dry_run: print the plan (what would be replaced, the conflicts) and change nothing.
     :param tolerance: allowed relative difference of counts in the final health check.
     :param pg_restore: path of pg_restore; ``jobs``: its -j.
+    :param pg_options: extra arguments for the PostgreSQL restore (e.g. ``no_owner``, ``no_privileges``).
     :param redis_options: extra arguments for the Redis restore (e.g. ``spare_db``, file placement).
-    :param search_options: extra arguments for the search restore (e.g. ``swap``).
+    :param search_options: extra arguments for the search restore (e.g. ``swap``, ``repository_settings``).
+
+    The checkpoint id must arrive as a string: under ``render_template_as_native_obj`` a
+    template such as ``"{{ params.checkpoint_id }}"`` turns ``1_000`` into the number 1000, so
+    pass the guard task's output (an XComArg, resolved without rendering) instead.
     """
 
     template_fields = ("checkpoint_id", "components", "databases", "indices", "rename_databases", "postgres_conn_id",
-                       "redis_conn_id", "elasticsearch_conn_id", "mode", "safety_checkpoint", "dry_run", "storage_root")
+                       "redis_conn_id", "elasticsearch_conn_id", "mode", "safety_checkpoint", "dry_run", "storage_root",
+                       "pg_options", "search_options")
 
     def __init__(
         self,
@@ -82,6 +89,7 @@ class RestoreOperator(BaseOperator):
         tolerance: float = 0.0,
         pg_restore: str = "pg_restore",
         jobs: int = 1,
+        pg_options: dict[str, Any] | None = None,
         redis_options: dict[str, Any] | None = None,
         search_options: dict[str, Any] | None = None,
         storage_root: str | None = None,
@@ -102,6 +110,7 @@ class RestoreOperator(BaseOperator):
         self.tolerance = tolerance
         self.pg_restore = pg_restore
         self.jobs = jobs
+        self.pg_options = pg_options or {}
         self.redis_options = redis_options or {}
         self.search_options = search_options or {}
         self.storage_root = storage_root
@@ -118,7 +127,7 @@ class RestoreOperator(BaseOperator):
             target = PgCheckpointHook(postgres_conn_id=self.postgres_conn_id).target()
             parts.append(PostgresRestore(target, store, cid, by_store["postgres"], mode=request.mode,
                                          databases=as_list(self.databases), rename=as_dict(self.rename_databases),
-                                         pg_restore=self.pg_restore, jobs=int(self.jobs)))
+                                         pg_restore=self.pg_restore, jobs=int(self.jobs), **self._pg_options()))
         if "redis" in request.components and by_store["redis"]:
             from airflow_checkpoint_provider.core.engines.redis import RedisRestore
             from airflow_checkpoint_provider.hooks.redis import RedisCheckpointHook
@@ -147,11 +156,20 @@ class RestoreOperator(BaseOperator):
                 expected["redis"] = {**expected["redis"], "keys": {k.removeprefix("db"): n for k, n in loaded.items()}}
         return expected
 
+    def _pg_options(self) -> dict[str, Any]:
+        flags = ("no_owner", "no_privileges")
+        return {k: truthy(v) if k in flags else v for k, v in self.pg_options.items()}
+
     def execute(self, context: Context) -> dict[str, Any]:
+        if not isinstance(self.checkpoint_id, str):
+            raise AirflowFailException(
+                f"checkpoint_id arrived as {type(self.checkpoint_id).__name__} {self.checkpoint_id!r}, not as a "
+                "string: a natively rendered template changed it (e.g. '1_000' became 1000); nothing was restored. "
+                "HINT: pass the id as a plain string or an XComArg, not through a template")
         store = open_store(self.storage_root, create=False)
         components = tuple(as_list(self.components) or recovery.COMPONENTS)
         request = recovery.RestoreRequest(
-            checkpoint_id=str(self.checkpoint_id), components=components, mode=self.mode,
+            checkpoint_id=self.checkpoint_id, components=components, mode=self.mode,
             safety_checkpoint=truthy(self.safety_checkpoint), dry_run=truthy(self.dry_run), tolerance=self.tolerance,
             provenance=provenance(context, self.task_id),
             conn_ids={"postgres": self.postgres_conn_id, "redis": self.redis_conn_id,
@@ -168,18 +186,21 @@ class RestoreOperator(BaseOperator):
                              "search": self.elasticsearch_conn_id}}
         try:
             report = recovery.restore(store, request, self.build)
+        except recovery.RestoreRefusedError as exc:
+            store.write_audit({**audit, "status": "refused", "error": exc.message,
+                               "plan": exc.plan.to_dict() if exc.plan else None})
+            if exc.plan is not None:
+                self.log.info("%s", exc.plan.describe(problems=False))
+            # the PROBLEM and HINT lines end the message: they are the last lines of the task log
+            raise AirflowFailException(str(exc)) from None
         except Exception as exc:
             store.write_audit({**audit, "status": "failed", "error": str(exc)})
             raise
         result = report.to_dict()
-        if not report.dry_run:
-            result["expectations"] = self.expectations(report, components)
+        result["expectations"] = None if report.dry_run else self.expectations(report, components)
         store.write_audit({**audit, "status": "planned" if report.dry_run else "restored",
                            "checkpoint_id": report.checkpoint_id, "safety_checkpoint_id": report.safety_checkpoint_id,
                            "outcomes": result["outcomes"], "health": result["health"], "plan": result["plan"]})
-        self.log.info("%s", report.plan)
-        if report.dry_run:
-            self.log.info("Dry run: nothing was changed")
         for outcome in report.outcomes:
             self.log.info("%s restored %s; rollback copies: %s", outcome.component, outcome.restored,
                           outcome.rollback)
@@ -188,4 +209,7 @@ class RestoreOperator(BaseOperator):
         if not report.dry_run:  # housekeeping: staging areas of runs that died (a killed safety checkpoint)
             for rel in store.cleanup(stale_after=settings.stale_staging_after(), is_dead=run_ended(context)):
                 self.log.info("Removed %s, left by a run that ended without sealing", rel)
+        # separate keys, so the health check can take them as XComArgs (no native rendering of the id)
+        context["ti"].xcom_push(key="checkpoint_id", value=report.checkpoint_id)
+        context["ti"].xcom_push(key="expectations", value=result["expectations"] or {})  # None would read as missing
         return result

@@ -121,6 +121,18 @@ def test_components_param_selects_stores(airflow_env, seeded):
     assert store.lkg() is None or store.lkg().checkpoint_id != cid
 
 
+def test_redis_fence_param_pauses_writers_for_at_most_its_bound(airflow_env, seeded):
+    result = run_dag(airflow_env, "checkpoint_scheduled", _conf(components=["redis"], mark_lkg=False,
+                                                                redis_fence=7.5))
+    assert result["state"] == "success", (result["tasks"], result["log"][-4000:])
+    [art] = result["xcom"]["checkpoint.redis_snapshot"]["artifacts"]
+    assert art["meta"]["pause"]["max_ms"] == 7500 and not art["meta"]["pause"]["expired"]
+    # without the Param there is no fence
+    result = run_dag(airflow_env, "checkpoint_scheduled", _conf(components=["redis"], mark_lkg=False))
+    [art] = result["xcom"]["checkpoint.redis_snapshot"]["artifacts"]
+    assert "pause" not in art["meta"] or art["meta"]["pause"] is None
+
+
 def test_pre_migration_checkpoint_is_pinned_tagged_and_announced(airflow_env, seeded):
     result = run_dag(airflow_env, "checkpoint_pre_migration", _conf(migration="add-orders-index"))
     assert result["state"] == "success", result["tasks"]

@@ -6,6 +6,7 @@ every table row, every Redis key with type, value and TTL, every search document
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -102,8 +103,9 @@ def test_dry_run_changes_nothing(airflow_env, services, lkg):
     before = _state(services, indices, dbs)
     checkpoints_before = [i.checkpoint_id for i in _store(airflow_env).list()]
     result = run_dag(airflow_env, "restore_checkpoint", {"checkpoint_id": cid, "dry_run": True})
-    assert result["state"] == "success", result["tasks"]
+    assert result["state"] == "success", (result["tasks"], result["log"][-6000:])
     assert result["tasks"]["health_check"] == "skipped"
+    assert result["log"].count("restore plan for") == 1  # the plan is logged once
     plan = result["xcom"]["restore"]["plan"]
     assert {i["component"] for i in plan["items"]} == {"postgres", "redis", "search"}
     assert any(i["action"] == "replace" for i in plan["items"])
@@ -165,3 +167,108 @@ def test_corrupt_archive_is_refused_and_nothing_changes(airflow_env, services, l
         assert store.audit_log()[0]["status"] == "failed"
     finally:
         shutil.copy(backup, path)
+
+
+def _reseal(store: Store, cid: str, new_id: str) -> str:
+    """The same artifacts sealed again under another id (a store may hold any valid id)."""
+    from dataclasses import asdict
+
+    from airflow_checkpoint_provider.core import staging_key
+
+    staging = store.staging(staging_key("reseal", new_id))
+    for art in store.get(cid).manifest.artifacts:
+        with store.open_artifact(cid, art.name, decompress=False) as f:
+            store.fs.write_bytes(staging.data_rel(art.name), f.read())
+        store.fs.write_bytes(staging.desc_rel(art.name), json.dumps(asdict(art), sort_keys=True).encode())
+    return store.seal(staging, checkpoint_id=new_id).checkpoint_id
+
+
+def _airflow(env, *args: str) -> str:
+    import subprocess
+
+    airflow = str(Path(sys.executable).parent / "airflow")
+    proc = subprocess.run([airflow, *args], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_checkpoint_id_1_000_is_restored_as_1_000_not_as_1000(airflow_env, services, lkg):
+    """Natively rendered templates turn '1_000' into the number 1000; the guard's id reaches the restore intact."""
+    cid, *_ = lkg
+    store = _store(airflow_env)
+    for new_id in ("1000", "1_000"):
+        if not store.exists(new_id):
+            _reseal(store, cid, new_id)
+    result = run_dag(airflow_env, "restore_checkpoint", {"other_checkpoint_id": "1_000", "dry_run": True,
+                                                         "components": ["redis"]})
+    assert result["state"] == "success", (result["tasks"], result["log"][-4000:])
+    assert result["xcom"]["check_confirmation"] == "1_000"
+    assert result["xcom"]["restore"]["checkpoint_id"] == "1_000"
+    audit = store.audit_log()[0]
+    assert audit["requested_checkpoint"] == "1_000" and audit["checkpoint_id"] == "1_000"
+
+
+def test_dry_run_whose_plan_has_a_problem_fails_and_is_audited_as_refused(airflow_env, services, lkg):
+    cid, *_ = lkg
+    url = services["opensearch"]["url"]
+    repo = httpx.get(f"{url}/_snapshot/checkpoints").json()["checkpoints"]
+    httpx.delete(f"{url}/_snapshot/checkpoints").raise_for_status()  # unregistered; the snapshots stay on disk
+    try:
+        refused = run_dag(airflow_env, "restore_checkpoint", {"checkpoint_id": cid, "dry_run": True,
+                                                              "components": ["search"],
+                                                              "search_repository_location": None})
+        # the same dry run with the repository location: the restore would register the repository
+        located = run_dag(airflow_env, "restore_checkpoint", {"checkpoint_id": cid, "dry_run": True,
+                                                              "components": ["search"]})
+    finally:
+        httpx.put(f"{url}/_snapshot/checkpoints", json=repo).raise_for_status()
+    assert refused["state"] == "failed" and refused["tasks"]["restore"] == "failed"
+    assert refused["tasks"]["resume"] == "success"
+    log = refused["log"]
+    assert log.count("restore plan for") == 1  # logged once
+    problem = log.index("PROBLEM: snapshot repository 'checkpoints' is not registered")
+    assert log.index("restore plan for") < problem < log.index("HINT: nothing was changed")
+    audit = [a for a in _store(airflow_env).audit_log() if a["run_id"] == refused["run_id"]][0]
+    assert audit["status"] == "refused" and audit["plan"]["problems"]
+    assert located["state"] == "success", (located["tasks"], located["log"][-4000:])
+    notes = [n for i in located["xcom"]["restore"]["plan"]["items"] for n in i["notes"]]
+    assert any("is not registered yet: the restore registers it" in n for n in notes)
+
+
+def test_no_owner_from_the_form_reaches_the_postgres_restore(airflow_env, services, lkg):
+    cid, *_ = lkg
+    notes = {}
+    for no_owner in (True, False):
+        result = run_dag(airflow_env, "restore_checkpoint", {"checkpoint_id": cid, "dry_run": True,
+                                                             "components": ["postgres"], "no_owner": no_owner,
+                                                             "no_privileges": True})
+        assert result["state"] == "success", (result["tasks"], result["log"][-4000:])
+        notes[no_owner] = [n for i in result["xcom"]["restore"]["plan"]["items"] for n in i["notes"]]
+    assert any("(no_owner=True)" in n for n in notes[True])
+    assert not any("(no_owner=True)" in n for n in notes[False])
+
+
+def test_recovery_pauses_the_capture_dags_and_resumes_only_those_it_paused(airflow_env, services, lkg, tmp_path):
+    _airflow(airflow_env, "dags", "unpause", "checkpoint_scheduled")
+    marker = tmp_path / "from-the-conf"
+    # a shell command in the run's conf is never run: commands come from the DAG file or [checkpoint]
+    result = run_dag(airflow_env, "recovery_lkg", {"components": ["redis"], "drain_command": f"touch {marker}",
+                                                   "resume_command": f"touch {marker}"})
+    assert result["state"] == "success", (result["tasks"], result["log"][-4000:])
+    assert not marker.exists()
+    # checkpoint_scheduled was running unpaused: paused during the restore, then unpaused; the other
+    # capture DAGs (paused, or never deployed in this home) were left as they were
+    assert result["xcom"]["drain"]["paused"] == ["checkpoint_scheduled"]
+    assert result["xcom"]["resume"]["unpaused"] == ["checkpoint_scheduled"]
+    listed = _airflow(airflow_env, "dags", "list", "-o", "json").strip().splitlines()[-1]
+    dags = {d["dag_id"]: d["is_paused"] for d in json.loads(listed)}
+    assert str(dags["checkpoint_scheduled"]).lower() == "false"
+    assert "Paused DAG checkpoint_scheduled (through the metadata database)" in result["log"]
+
+
+def test_a_dry_run_drains_nothing(airflow_env, services, lkg, tmp_path):
+    result = run_dag(airflow_env, "recovery_lkg", {"dry_run": True},
+                     extra_env={"AIRFLOW__CHECKPOINT__DRAIN_COMMAND": f"touch {tmp_path / 'drained'}"})
+    assert result["state"] == "success", (result["tasks"], result["log"][-4000:])
+    assert result["xcom"]["drain"] == {"action": "drain", "dry_run": True, "paused": []}
+    assert not (tmp_path / "drained").exists()

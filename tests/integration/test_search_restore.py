@@ -289,6 +289,18 @@ def test_zstd_bomb_in_the_snapshot_document_fails_the_dry_run_plan_and_changes_n
     assert _state(http, uid) == before
 
 
+def test_plan_counts_nested_documents_like_the_checkpoint(node, http, client, uid, tmp_path, cleanup):
+    """An untouched index with nested documents: the plan's "now" and "checkpoint" counts agree."""
+    w = _seed_and_capture(node, http, client, uid, tmp_path)
+    nested = w.names["nested"]
+    cat = http.get(f"/_cat/indices/{nested}", params={"format": "json", "h": "docs.count"}).json()
+    assert int(cat[0]["docs.count"]) == 48  # 12 documents with 3 nested lines each, as _cat counts them
+    plan = search.plan_restore(client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, indices=[nested])
+    [item] = plan.items
+    assert "checkpoint: 12 documents" in item.notes
+    assert any(f"index {nested} exists and is open (12 documents now)" in c for c in item.conflicts)
+
+
 def test_plan_refuses_missing_snapshot_and_closed_target(node, http, client, uid, tmp_path, cleanup):
     w = _seed_and_capture(node, http, client, uid, tmp_path)
     http.post(f"/{w.names['users']}/_close").raise_for_status()

@@ -50,3 +50,17 @@ def test_storage_root_default_is_under_airflow_home(tmp_path):
     code = "from airflow_checkpoint_provider import settings; print(settings.storage_root())"
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=True).stdout.strip() == f"{tmp_path}/checkpoints_data"
+
+
+def test_readme_configuration_table_lists_every_checkpoint_option():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]*) \|", section, re.M))
+    options = get_provider_info()["config"]["checkpoint"]["options"]
+    assert set(rows) == set(options), f"README lacks {set(options) - set(rows)}, or has extra {set(rows) - set(options)}"
+    for name, option in options.items():
+        shown = rows[name].strip()
+        assert shown == (f"`{option['default']}`" if option["default"] else "(empty)"), (name, shown)

@@ -25,3 +25,19 @@ def test_expectations_use_the_keys_the_restore_loaded(tmp_path):
     expected = op.expectations(report, ("postgres", "redis"))
     assert expected["redis"]["keys"] == {"0": 8, "1": 2}  # two keys of db0 expired before the restore
     assert expected["postgres"] == {"databases": {"app_copy": {"rows": {"public.t": 5}}}}
+
+
+def test_a_checkpoint_id_that_a_native_template_turned_into_a_number_is_refused(tmp_path):
+    import pytest
+    from airflow.sdk.exceptions import AirflowFailException
+
+    Store.open(tmp_path / "store", create=True)
+    op = RestoreOperator(task_id="restore", storage_root=str(tmp_path / "store"), checkpoint_id=1000)
+    with pytest.raises(AirflowFailException, match="arrived as int 1000, not as a string"):
+        op.execute({"dag": None, "run_id": "r", "ti": None})
+
+
+def test_ownership_switches_reach_pg_restore_as_booleans():
+    op = RestoreOperator(task_id="restore", pg_options={"no_owner": "False", "no_privileges": True})
+    assert op._pg_options() == {"no_owner": False, "no_privileges": True}
+    assert {"pg_options", "search_options"} <= set(RestoreOperator.template_fields)

@@ -101,6 +101,19 @@ def test_plan_problems_refuse_before_any_change(store):
     assert all(c.endswith(".plan") for c in calls) and len(store.list()) == 1
 
 
+def test_dry_run_with_plan_problems_is_refused_not_green(store):
+    m = make_checkpoint(store)
+    calls = []
+    with pytest.raises(RestoreRefusedError) as info:
+        run(store, m.checkpoint_id, calls, dry_run=True, problems={"redis": ["RDB version 12 is too new"]})
+    assert calls == ["postgres.plan", "redis.plan", "search.plan"]
+    assert info.value.plan is not None and info.value.plan.problems == ["RDB version 12 is too new"]
+    # the problem and the hint are the last lines of the message, each on its own line
+    assert str(info.value).splitlines()[-2:] == ["PROBLEM: RDB version 12 is too new",
+                                                 "HINT: nothing was changed; resolve the problems or pick another "
+                                                 "checkpoint"]
+
+
 def test_failed_load_aborts_everything_and_replaces_nothing(store):
     m = make_checkpoint(store)
     calls = []

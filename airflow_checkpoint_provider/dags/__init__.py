@@ -1,0 +1,27 @@
+"""The ready-made DAGs, as factories: a DAG file needs two lines to deploy one.
+
+    # dags/recovery_lkg.py in your dags folder
+    from airflow_checkpoint_provider.dags import recovery_lkg
+    dag = recovery_lkg()
+
+Each factory takes the DAG id (and a few deployment choices, e.g. the drain command of
+``recovery_lkg``) as arguments, so one deployment can hold several variants.
+"""
+
+from airflow_checkpoint_provider.dags.capture import (
+    checkpoint_pre_deploy,
+    checkpoint_pre_migration,
+    checkpoint_scheduled,
+    example_migration_after_checkpoint,
+)
+from airflow_checkpoint_provider.dags.recovery import CAPTURE_DAG_IDS, recovery_lkg, restore_checkpoint
+
+__all__ = [
+    "CAPTURE_DAG_IDS",
+    "checkpoint_pre_deploy",
+    "checkpoint_pre_migration",
+    "checkpoint_scheduled",
+    "example_migration_after_checkpoint",
+    "recovery_lkg",
+    "restore_checkpoint",
+]

@@ -1,0 +1,173 @@
+"""Factories of the ready-made restore DAGs: ``recovery_lkg`` (one click) and ``restore_checkpoint``.
+
+Both drain first and resume afterwards (a setup/teardown pair, so resume runs even when
+the restore fails): they pause the provider's own capture DAGs (and any listed in the
+form), then run the drain callable and command. The callable and the commands come from
+the factory's arguments or the ``[checkpoint]`` options, never from a run's conf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import DAG, Param, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider.dags.choices import checkpoint_choices
+from airflow_checkpoint_provider.dags.params import SEARCH_OPTIONS_FROM_PARAMS, optional_text, restore_params
+from airflow_checkpoint_provider.operators.drain import DrainOperator
+from airflow_checkpoint_provider.operators.restore import RestoreOperator
+from airflow_checkpoint_provider.sensors.health import HealthCheckSensor
+
+#: the provider's own capture DAGs, paused during a restore
+CAPTURE_DAG_IDS = ("checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy")
+
+RECOVERY_DOC = """One click: restore the last-known-good checkpoint, then check health.
+
+First it drains: it pauses the capture DAGs (and the DAGs you list) and runs the drain
+callable and command configured for this deployment; afterwards it resumes them, even if
+the restore fails. The restore loads everything side by side, verifies it against the
+checkpoint's fingerprints and only then cuts over, after taking a safety checkpoint of the
+current state. Use ``dry_run`` to see the plan first.
+"""
+
+RESTORE_DOC = """Restore a chosen checkpoint, into the original servers or other ones, then check health.
+
+Pick the checkpoint (the newest are listed with their time, size, tags and the LKG mark;
+type an older id into *Other checkpoint id*), the components, and the target connections.
+A destructive restore only runs when ``confirm`` equals the checkpoint id; a dry run only
+prints the plan and needs no confirmation.
+"""
+
+
+def _drain_pair(*, drain_callable: str | None, drain_command: str | None, resume_command: str | None,
+                pause_dags: Sequence[str] = ()) -> tuple[DrainOperator, DrainOperator]:
+    kwargs: dict[str, Any] = {
+        "callable_path": drain_callable if drain_callable is not None else settings.drain_callable(),
+        "pause_dags": "{{ %r + (params.pause_dags or []) }}" % (list(pause_dags),),
+        "optional_pause_dags": "{{ %s if params.pause_capture_dags else [] }}" % (list(CAPTURE_DAG_IDS),),
+        "dry_run": "{{ params.dry_run }}",
+    }
+    drain = DrainOperator(task_id="drain", action="drain",
+                          command=drain_command if drain_command is not None else settings.drain_command(), **kwargs)
+    resume = DrainOperator(task_id="resume", action="resume",
+                           command=resume_command if resume_command is not None else settings.resume_command(),
+                           **kwargs)
+    return drain, resume
+
+
+def _restore_kwargs() -> dict[str, Any]:
+    return {
+        "components": "{{ params.components }}", "postgres_conn_id": "{{ params.postgres_conn_id }}",
+        "redis_conn_id": "{{ params.redis_conn_id }}", "elasticsearch_conn_id": "{{ params.elasticsearch_conn_id }}",
+        "dry_run": "{{ params.dry_run }}", "safety_checkpoint": "{{ params.safety_checkpoint }}",
+        "search_options": dict(SEARCH_OPTIONS_FROM_PARAMS),
+    }
+
+
+def _health(restore: RestoreOperator, **kwargs: Any) -> HealthCheckSensor:
+    return HealthCheckSensor(
+        task_id="health_check", checkpoint_id=restore.output["checkpoint_id"],
+        expectations=restore.output["expectations"], components="{{ params.components }}",
+        postgres_conn_id="{{ params.postgres_conn_id }}", redis_conn_id="{{ params.redis_conn_id }}",
+        elasticsearch_conn_id="{{ params.elasticsearch_conn_id }}", enabled="{{ not params.dry_run }}",
+        poke_interval=5, timeout=300, **kwargs,
+    )
+
+
+def recovery_lkg(dag_id: str = "recovery_lkg", *, drain_callable: str | None = None,
+                 drain_command: str | None = None, resume_command: str | None = None,
+                 pause_dags: Sequence[str] = ()) -> DAG:
+    """Restore the last-known-good checkpoint, then verify health.
+
+    :param drain_callable: ``"pkg.mod:func"`` called with ``action="drain"``/``"resume"``;
+        default ``[checkpoint] drain_callable``.
+    :param drain_command: shell command run before the restore; default ``[checkpoint] drain_command``.
+    :param resume_command: shell command run after it; default ``[checkpoint] resume_command``.
+    :param pause_dags: DAG ids always paused during the restore (besides the capture DAGs).
+    """
+    with DAG(dag_id=dag_id, description="Restore the last-known-good checkpoint, then verify health",
+             schedule=None, start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
+             render_template_as_native_obj=True, params=restore_params(), tags=["checkpoint", "restore"],
+             doc_md=RECOVERY_DOC) as dag:
+        drain, resume = _drain_pair(drain_callable=drain_callable, drain_command=drain_command,
+                                    resume_command=resume_command, pause_dags=pause_dags)
+        restore = RestoreOperator(task_id="restore", checkpoint_id="last-known-good", **_restore_kwargs())
+        health = _health(restore)
+        drain >> restore >> health >> resume
+        drain.as_setup() >> resume.as_teardown(setups=drain)
+    return dag
+
+
+def restore_checkpoint(dag_id: str = "restore_checkpoint", *, drain_callable: str | None = None,
+                       drain_command: str | None = None, resume_command: str | None = None,
+                       pause_dags: Sequence[str] = (), choices: int = 25) -> DAG:
+    """Restore a chosen checkpoint (confirmation required), then verify health.
+
+    :param choices: how many of the newest checkpoints the form offers.
+    Other parameters as for :func:`recovery_lkg`.
+    """
+    ids, labels = checkpoint_choices(limit=choices)
+    params: dict[str, Param] = {
+        "checkpoint_id": Param(ids[0], type="string", enum=ids, values_display=labels, title="Checkpoint",
+                               description="last-known-good, or one of the newest checkpoints (id, time, size, "
+                                           "tags; LKG marks the last-known-good)."),
+        "other_checkpoint_id": optional_text(
+            "Other checkpoint id",
+            "Any checkpoint id (see `airflow-checkpoint list`), e.g. one too old to be listed above; when set it "
+            "is restored instead of Checkpoint."),
+        "confirm": optional_text("Confirm",
+                                 "Type the checkpoint id again (or last-known-good) to allow a restore that replaces "
+                                 "data. Not needed for a dry run."),
+        "databases": optional_text("PostgreSQL databases",
+                                   "Comma-separated subset of the checkpoint's databases; empty for all."),
+        "rename_databases": Param(None, type=["null", "object"], title="Restore databases under other names",
+                                  description='e.g. {"app": "app_restored"}; the original stays untouched.'),
+        "indices": optional_text("Search indices", "Comma-separated subset of the checkpoint's indices; empty for all."),
+        "no_owner": Param(True, type="boolean", title="Skip ownership (pg_restore --no-owner)",
+                          description="Objects belong to the target connection's user instead of their original "
+                                      "owners; needed when the target lacks the source's roles."),
+        "no_privileges": Param(False, type="boolean", title="Skip privileges (pg_restore --no-privileges)",
+                               description="Leave out GRANT/REVOKE; needed when the target lacks the roles they name."),
+        **restore_params(),
+    }
+    with DAG(dag_id=dag_id, description="Restore a chosen checkpoint (confirmation required), then verify health",
+             schedule=None, start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
+             render_template_as_native_obj=True, params=params, tags=["checkpoint", "restore"],
+             doc_md=RESTORE_DOC) as dag:
+
+        @task
+        def check_confirmation(params: dict) -> str:
+            """Return the exact checkpoint id the restore will use; refuse a destructive restore unless
+            ``confirm`` repeats it."""
+            cid = params.get("other_checkpoint_id") or params["checkpoint_id"]
+            if not isinstance(cid, str) or not cid.strip():
+                raise AirflowFailException(f"checkpoint id {cid!r} is not a non-empty string; nothing was restored")
+            cid = cid.strip()
+            if params["dry_run"]:
+                print(f"dry run of {cid}: no confirmation needed")
+                return cid
+            confirm = params.get("confirm")
+            if not isinstance(confirm, str) or confirm.strip() != cid:
+                raise AirflowFailException(
+                    f"confirm ({confirm!r}) does not equal the checkpoint id ({cid!r}); nothing was restored. "
+                    "Type the checkpoint id into 'confirm', or run a dry run first."
+                )
+            return cid
+
+        drain, resume = _drain_pair(drain_callable=drain_callable, drain_command=drain_command,
+                                    resume_command=resume_command, pause_dags=pause_dags)
+        confirmed = check_confirmation()
+        restore = RestoreOperator(
+            task_id="restore", checkpoint_id=confirmed, databases="{{ params.databases }}",
+            indices="{{ params.indices }}", rename_databases="{{ params.rename_databases }}",
+            pg_options={"no_owner": "{{ params.no_owner }}", "no_privileges": "{{ params.no_privileges }}"},
+            **_restore_kwargs(),
+        )
+        health = _health(restore, rename_databases="{{ params.rename_databases }}")
+        confirmed >> drain >> restore >> health >> resume
+        drain.as_setup() >> resume.as_teardown(setups=drain)
+    return dag
