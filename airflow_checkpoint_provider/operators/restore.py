@@ -10,6 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_checkpoint_provider.core import recovery
 from airflow_checkpoint_provider.core.manifest import Manifest
+from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy
 from airflow_checkpoint_provider.core.store import Store
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.operators.base import open_store, provenance
@@ -133,7 +134,9 @@ class RestoreOperator(BaseOperator):
             from airflow_checkpoint_provider.hooks.redis import RedisCheckpointHook
 
             target = RedisCheckpointHook(redis_conn_id=self.redis_conn_id).target()
-            parts.append(RedisRestore(target, store, cid, by_store["redis"], mode=request.mode, **self.redis_options))
+            policy = RollbackPolicy.parse(request.rollback_keep)  # also what may be reclaimed when spares run short
+            options = {"rollback_keep": policy.keep_last, "rollback_max_age": policy.max_age, **self.redis_options}
+            parts.append(RedisRestore(target, store, cid, by_store["redis"], mode=request.mode, **options))
         if "search" in request.components and by_store["search"]:
             from airflow_checkpoint_provider.core.engines.search.component import SearchRestore
             from airflow_checkpoint_provider.hooks.search import SearchCheckpointHook
