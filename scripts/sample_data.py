@@ -116,7 +116,7 @@ def seed_redis(rd: dict[str, Any], *, flush: bool = True) -> None:
 
 
 def state_redis(rd: dict[str, Any], dbs: range = range(16)) -> dict[int, dict[bytes, tuple]]:
-    """Every key of every non-empty db: (type, exact value, ttl in ms or -1)."""
+    """Every key of every non-empty db: (type, exact value, expiry: absolute unix ms, or -1)."""
     out: dict[int, dict[bytes, tuple]] = {}
     for db in dbs:
         r = redis_client(rd, db)
@@ -141,9 +141,18 @@ def state_redis(rd: dict[str, Any], dbs: range = range(16)) -> dict[int, dict[by
                 value = (tuple((i, tuple(sorted(f.items()))) for i, f in r.xrange(key)), tuple(sorted(groups)))
             else:
                 value = r.dump(key)
-            state[key] = (kind, value, r.pttl(key))
+            state[key] = (kind, value, _expiry(r, key))
         out[db] = state
     return out
+
+
+def _expiry(r: Any, key: bytes) -> int:
+    """When ``key`` expires, as absolute unix ms (Redis 7: PEXPIRETIME), or -1: states taken at
+    different times compare exactly. Older servers only tell the remaining ms (PTTL)."""
+    try:
+        return int(r.execute_command("PEXPIRETIME", key))
+    except redis_py.ResponseError:
+        return int(r.pttl(key))
 
 
 def same_redis_state(a: dict, b: dict, ttl_tolerance_ms: int = 120_000) -> list[str]:

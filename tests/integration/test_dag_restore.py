@@ -232,7 +232,7 @@ def test_dry_run_whose_plan_has_a_problem_fails_and_is_audited_as_refused(airflo
     assert audit["status"] == "refused" and audit["plan"]["problems"]
     assert located["state"] == "success", (located["tasks"], located["log"][-4000:])
     notes = [n for i in located["xcom"]["restore"]["plan"]["items"] for n in i["notes"]]
-    assert any("is not registered yet: the restore registers it" in n for n in notes)
+    assert any("is not registered yet: the restore registers" in n for n in notes), notes
 
 
 def test_no_owner_from_the_form_reaches_the_postgres_restore(airflow_env, services, lkg):
