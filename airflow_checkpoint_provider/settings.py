@@ -35,6 +35,21 @@ def _get(key: str) -> str:
     return value
 
 
+def option(key: str, fallback: str) -> str:
+    """``[checkpoint] <key>`` if set (or declared by the provider), else ``fallback``: for options an
+    engine of another distribution may rely on without declaring them."""
+    if key in _OPTIONS:
+        return _get(key)
+    env = os.environ.get(f"AIRFLOW__{SECTION.upper()}__{key.upper()}")
+    if env is not None:
+        return env
+    try:
+        from airflow.configuration import conf
+    except Exception:  # noqa: BLE001
+        return fallback
+    return conf.get(SECTION, key, fallback=None) or fallback
+
+
 def storage_root() -> str:
     """The store root; ``{AIRFLOW_HOME}`` in the value is replaced by $AIRFLOW_HOME."""
     return _get("storage_root").replace("{AIRFLOW_HOME}", _airflow_home())

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from airflow_checkpoint_provider.core.engines import registry
 from airflow_checkpoint_provider.core.errors import CheckpointError, VerificationFailedError
 from airflow_checkpoint_provider.core.journal import ComponentJournal, Journal, new_restore_id
 from airflow_checkpoint_provider.core.lease import DEFAULT_TTL, Lease, LeaseRecord, target_key, this_process
@@ -40,7 +41,6 @@ from airflow_checkpoint_provider.core.store import Store
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("postgres", "redis", "search")
 MODES = ("side_by_side", "in_place")
 
 
@@ -90,7 +90,7 @@ class ComponentRestore(Protocol):
 @dataclass
 class RestoreRequest:
     checkpoint_id: str
-    components: tuple[str, ...] = COMPONENTS
+    components: tuple[str, ...] = field(default_factory=lambda: registry.names())
     mode: str = "side_by_side"
     safety_checkpoint: bool = True
     dry_run: bool = False
@@ -105,10 +105,10 @@ class RestoreRequest:
     rollback_keep: str = "all"
 
     def validate(self) -> None:
-        unknown = set(self.components) - set(COMPONENTS)
+        unknown = set(self.components) - set(registry.names())
         if unknown:
             raise RestoreRefusedError(f"unknown component(s) {sorted(unknown)}",
-                                      hint=f"choose among {', '.join(COMPONENTS)}")
+                                      hint=f"choose among {', '.join(registry.names())}")
         if self.mode not in MODES:
             raise RestoreRefusedError(f"unknown restore mode {self.mode!r}", hint=f"use one of {', '.join(MODES)}")
 

@@ -51,12 +51,11 @@ class Replay:
 
 
 def default_replayers(store: Store) -> dict[str, Replayer]:
-    """The ``recover`` function of every engine, bound to the store where it needs it."""
-    from airflow_checkpoint_provider.core.engines import postgres, redis, search
+    """The ``recover`` function of every registered engine, bound to the store."""
+    from airflow_checkpoint_provider.core.engines import registry
 
-    return {"postgres": postgres.recover,
-            "redis": lambda target, entry: redis.recover(target, entry, store=store),
-            "search": search.recover}
+    return {name: (lambda target, entry, e=engine: e.recover(target, entry, store))
+            for name, engine in registry.engines().items()}
 
 
 def interrupted(store: Store, *, is_alive: Callable[[LeaseRecord], bool | None] | None = None) -> list[Journal]:

@@ -28,24 +28,14 @@ _ENDED = frozenset({"success", "failed", "up_for_retry", "upstream_failed", "ski
 
 def resolve_target(component: str, public: dict[str, Any]) -> Any:
     """The engine target of ``component`` from the connection id a journal recorded."""
+    from airflow_checkpoint_provider import engines
+
     conn_id = public.get("conn_id")
     if not conn_id:
         raise ReplayError(f"the journal of the interrupted {component} restore records no connection id",
-                          hint="run `airflow-checkpoint recover-interrupted --<component>-conn-id ...` naming the "
-                          "connection of the server it restored")
-    if component == "postgres":
-        from airflow_checkpoint_provider.hooks.postgres import PgCheckpointHook
-
-        return PgCheckpointHook(postgres_conn_id=conn_id).target()
-    if component == "redis":
-        from airflow_checkpoint_provider.hooks.redis import RedisCheckpointHook
-
-        return RedisCheckpointHook(redis_conn_id=conn_id).target()
-    if component == "search":
-        from airflow_checkpoint_provider.hooks.search import SearchCheckpointHook
-
-        return SearchCheckpointHook(elasticsearch_conn_id=conn_id).target()
-    raise ReplayError(f"unknown component {component!r} in a journal", hint="upgrade airflow-checkpoint-provider")
+                          hint="run `airflow-checkpoint recover-interrupted --conn-id <component>=<connection>` naming "
+                          "the connection of the server it restored")
+    return engines.target(component, conn_id)
 
 
 def liveness(context: Context | None) -> Callable[[LeaseRecord], bool | None]:
