@@ -29,7 +29,8 @@ from psycopg import sql
 
 from airflow_checkpoint_provider.core import Store
 from airflow_checkpoint_provider.core.engines import postgres as P
-from airflow_checkpoint_provider.core.engines.postgres import _restore as R
+from airflow_checkpoint_provider.core.engines import postgres as R  # the package exports the restore
+from airflow_checkpoint_provider.core.engines.postgres import _switching
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
@@ -539,7 +540,7 @@ def test_cutover_name_collision_puts_the_original_back(pg, target, store, seeded
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(taken)))
     part = P.PostgresRestore(target, store, manifest.checkpoint_id, manifest.artifacts)
     part.prepare()
-    monkeypatch.setattr(R, "rollback_name", lambda *a, **k: taken)
+    monkeypatch.setattr(_switching, "rollback_name", lambda *a, **k: taken)
     with pytest.raises(P.CutoverError, match="back in place") as err:
         part.cutover()
     assert "HINT" in str(err.value)

@@ -38,10 +38,21 @@ from psycopg import sql
 from airflow_checkpoint_provider.core import crashpoints
 from airflow_checkpoint_provider.core.engines.postgres import _conn as C
 from airflow_checkpoint_provider.core.engines.postgres._guard import ConnectionGuard
-from airflow_checkpoint_provider.core.engines.postgres._names import RESTORING_SUFFIX, rollback_name
+from airflow_checkpoint_provider.core.engines.postgres._names import (
+    RESTORING_SUFFIX,
+    rollback_name,
+)
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
-from airflow_checkpoint_provider.core.errors import CheckpointError, EngineError, NotFoundError
-from airflow_checkpoint_provider.core.journal import ComponentEntry, ComponentJournal, NullJournal
+from airflow_checkpoint_provider.core.errors import (
+    CheckpointError,
+    EngineError,
+    NotFoundError,
+)
+from airflow_checkpoint_provider.core.journal import (
+    ComponentEntry,
+    ComponentJournal,
+    NullJournal,
+)
 
 log = logging.getLogger("airflow_checkpoint_provider.core.engines.postgres.restore")
 

@@ -5,9 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_checkpoint_provider.core.engines.contract import ConnectionInfo, Engine
-from airflow_checkpoint_provider.core.engines.postgres import _capture, _conn, _cutover, _names, _restore
-from airflow_checkpoint_provider.core.engines.postgres._health import health as pg_health
-from airflow_checkpoint_provider.core.engines.targets import LIBPQ_SSL_OPTIONS, PostgresTarget
+from airflow_checkpoint_provider.core.engines.postgres import (
+    _conn,
+    _cutover,
+    _names,
+    _rollbacks,
+)
+from airflow_checkpoint_provider.core.engines.postgres.capture import (
+    KIND_CUSTOM,
+    KIND_DIRECTORY,
+    STORE,
+    capture,
+    fingerprint,
+)
+from airflow_checkpoint_provider.core.engines.postgres.health import health as pg_health
+from airflow_checkpoint_provider.core.engines.postgres.restore import PostgresRestore
+from airflow_checkpoint_provider.core.engines.targets import (
+    LIBPQ_SSL_OPTIONS,
+    PostgresTarget,
+)
 from airflow_checkpoint_provider.core.journal import ComponentEntry
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.rollbacks import RollbackCopy, normal_ts
@@ -32,10 +48,10 @@ def target_from_connection(info: ConnectionInfo) -> PostgresTarget:
 
 def restore(target: PostgresTarget, store: Any, checkpoint_id: str, artifacts: list[Artifact], *,
             databases: Any = None, rename: Any = None, jobs: Any = 1, no_owner: Any = True, no_privileges: Any = False,
-            rollback_policy: Any = None, **options: Any) -> _restore.PostgresRestore:
+            rollback_policy: Any = None, **options: Any) -> PostgresRestore:
     """:class:`PostgresRestore` from options as templates deliver them (comma-separated names,
     JSON objects, "True"); ``rollback_policy`` is applied by the orchestration after the restore."""
-    return _restore.PostgresRestore(target, store, checkpoint_id, artifacts, databases=as_list(databases),
+    return PostgresRestore(target, store, checkpoint_id, artifacts, databases=as_list(databases),
                                     rename=as_dict(rename), jobs=int(jobs), no_owner=flag(no_owner),
                                     no_privileges=flag(no_privileges), **options)
 
@@ -53,11 +69,11 @@ def expectations(artifacts: list[Artifact], options: dict[str, Any]) -> dict[str
 
 def rollbacks(target: PostgresTarget, store: Any = None) -> list[RollbackCopy]:
     return [RollbackCopy("postgres", r["name"], r["database"], r["checkpoint"], normal_ts(r["created_at"]),
-                         size=r["size"]) for r in _restore.list_rollbacks(target)]
+                         size=r["size"]) for r in _rollbacks.list_rollbacks(target)]
 
 
 def drop_rollback(target: PostgresTarget, name: str, store: Any = None) -> None:
-    _restore.drop_rollback(target, name, force=True)
+    _rollbacks.drop_rollback(target, name, force=True)
 
 
 def leftovers(target: PostgresTarget, store: Any, live: set[str], protected: set[str], dry_run: bool,
@@ -82,16 +98,16 @@ def _recover(target: PostgresTarget, entry: ComponentEntry, store: Any = None) -
 
 
 ENGINE = Engine(
-    name=_capture.STORE,
+    name=STORE,
     title="PostgreSQL",
-    kinds=(_capture.KIND_CUSTOM, _capture.KIND_DIRECTORY),
+    kinds=(KIND_CUSTOM, KIND_DIRECTORY),
     conn_param="postgres_conn_id",
     default_conn_id="postgres_default",
     conn_types=("postgres",),
     operator="airflow_checkpoint_provider.operators.postgres:PgDumpOperator",
     target_from_connection=target_from_connection,
-    capture=_capture.capture,
-    fingerprint=_capture.fingerprint,
+    capture=capture,
+    fingerprint=fingerprint,
     restore=restore,
     health=health,
     expectations=expectations,
