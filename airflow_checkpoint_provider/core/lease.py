@@ -27,10 +27,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.errors import FormatError, StoreError
 from airflow_checkpoint_provider.core.fs import TMP_MARK, StoreFS
 from airflow_checkpoint_provider.core.manifest import format_ts, parse_ts, utcnow
+from airflow_checkpoint_provider.core.safejson import load_json
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow_checkpoint_provider.core.errors import ManifestError, UnsupportedFormatError
+from airflow_checkpoint_provider.core.errors import (
+    ManifestError,
+    UnsupportedFormatError,
+)
 from airflow_checkpoint_provider.core.safejson import describe, load_json
 
 FORMAT_NAME = "airflow-checkpoint"

@@ -30,11 +30,34 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from airflow_checkpoint_provider.core.engines import registry
-from airflow_checkpoint_provider.core.errors import CheckpointError, VerificationFailedError
-from airflow_checkpoint_provider.core.journal import ComponentJournal, Journal, new_restore_id
-from airflow_checkpoint_provider.core.lease import DEFAULT_TTL, Lease, LeaseRecord, target_key, this_process
-from airflow_checkpoint_provider.core.manifest import Artifact, Manifest, format_ts, utcnow
-from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, RestoreOutcome, RestorePlan
+from airflow_checkpoint_provider.core.errors import (
+    CheckpointError,
+    VerificationFailedError,
+)
+from airflow_checkpoint_provider.core.journal import (
+    ComponentJournal,
+    Journal,
+    new_restore_id,
+)
+from airflow_checkpoint_provider.core.lease import (
+    DEFAULT_TTL,
+    Lease,
+    LeaseRecord,
+    target_key,
+    this_process,
+)
+from airflow_checkpoint_provider.core.manifest import (
+    Artifact,
+    Manifest,
+    format_ts,
+    utcnow,
+)
+from airflow_checkpoint_provider.core.restore import (
+    HealthCheck,
+    PlanItem,
+    RestoreOutcome,
+    RestorePlan,
+)
 from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy, expire
 from airflow_checkpoint_provider.core.staging import Staging, staging_key
 from airflow_checkpoint_provider.core.store import Store

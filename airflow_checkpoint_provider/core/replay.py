@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_checkpoint_provider.core.errors import CheckpointError, FormatError
-from airflow_checkpoint_provider.core.journal import ComponentEntry, Journal, open_journals
+from airflow_checkpoint_provider.core.journal import (
+    ComponentEntry,
+    Journal,
+    open_journals,
+)
 from airflow_checkpoint_provider.core.lease import LeaseRecord, break_lease, read_leases
 from airflow_checkpoint_provider.core.store import Store
 

@@ -22,11 +22,11 @@ from airflow_checkpoint_provider.core.errors import EngineError
 from airflow_checkpoint_provider.core.manifest import utcnow
 from airflow_checkpoint_provider.core.restore import RestoreOutcome
 
+from .capture import RDB_KIND
 from .health import (
     db_sizes,
     wait_ready,
 )
-from .capture import RDB_KIND
 from .resp import Connection, RespError, connect, info
 
 log = logging.getLogger(__name__)

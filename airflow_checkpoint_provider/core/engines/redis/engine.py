@@ -16,7 +16,8 @@ from airflow_checkpoint_provider.core.rollbacks import RollbackCopy, normal_ts
 from . import copies
 from ._recover import recover as _recover
 from .capture import RDB_KIND, capture
-from .health import COMPONENT, health as redis_health, per_db
+from .health import COMPONENT, per_db
+from .health import health as redis_health
 from .logical import KIND as LOGICAL_KIND
 from .resp import connect, server_info
 from .restore import RedisRestore

@@ -23,7 +23,10 @@ from typing import Any
 from airflow_checkpoint_provider.core.engines.search import _logic as L
 from airflow_checkpoint_provider.core.engines.search import _names as N
 from airflow_checkpoint_provider.core.engines.search._client import SearchClient, _Req
-from airflow_checkpoint_provider.core.engines.search._compat import compatibility_problems, product
+from airflow_checkpoint_provider.core.engines.search._compat import (
+    compatibility_problems,
+    product,
+)
 from airflow_checkpoint_provider.core.engines.search._ops import (
     ClusterView,
     cluster_view,

@@ -17,7 +17,11 @@ from typing import Any
 from airflow_checkpoint_provider.core import crashpoints
 from airflow_checkpoint_provider.core.engines.search import _ops as O
 from airflow_checkpoint_provider.core.engines.search._client import SearchClient
-from airflow_checkpoint_provider.core.journal import ComponentEntry, ComponentJournal, NullJournal
+from airflow_checkpoint_provider.core.journal import (
+    ComponentEntry,
+    ComponentJournal,
+    NullJournal,
+)
 
 COMPONENT = "search"
 #: forward (cut-over) steps, then backward (rollback) steps: distinct names, so that a crash test can

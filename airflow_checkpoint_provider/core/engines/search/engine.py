@@ -13,8 +13,8 @@ from airflow_checkpoint_provider.core.values import as_list
 
 from . import _maintenance as M
 from ._capture import capture
-from ._logic import ARTIFACT_KIND as KIND
 from ._client import SearchClient
+from ._logic import ARTIFACT_KIND as KIND
 from ._names import is_own_copy
 from .component import SearchRestore
 from .health import health as search_health

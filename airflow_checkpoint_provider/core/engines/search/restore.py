@@ -47,7 +47,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_checkpoint_provider.core.engines.search._client import SearchClient
-from airflow_checkpoint_provider.core.engines.search._compat import compatibility_problems, parse_version
+from airflow_checkpoint_provider.core.engines.search._compat import (
+    compatibility_problems,
+    parse_version,
+)
 from airflow_checkpoint_provider.core.engines.search._cutover import (
     RestoreVerificationError,
     drop_copies,
@@ -72,9 +75,17 @@ from airflow_checkpoint_provider.core.engines.search._ops import (
     collect_aliases,
     wait_for_primaries,
 )
-from airflow_checkpoint_provider.core.engines.search._plan import COMPONENT, SWAP_MODES, Planned, make_plan
+from airflow_checkpoint_provider.core.engines.search._plan import (
+    COMPONENT,
+    SWAP_MODES,
+    Planned,
+    make_plan,
+)
 from airflow_checkpoint_provider.core.engines.search._replay import backward, recover
-from airflow_checkpoint_provider.core.engines.search._source import SnapshotSource, snapshot_source
+from airflow_checkpoint_provider.core.engines.search._source import (
+    SnapshotSource,
+    snapshot_source,
+)
 from airflow_checkpoint_provider.core.engines.search._steps import STEPS, Ctx
 from airflow_checkpoint_provider.core.errors import EngineError
 from airflow_checkpoint_provider.core.journal import ComponentJournal, NullJournal
