@@ -242,7 +242,7 @@ def _targets(args: argparse.Namespace) -> dict[str, Any]:
         conn_id = conn_id or engines.default_conn_id(engines.engines()[component])
         try:
             out[component] = engines.target(component, conn_id)
-        except Exception as exc:  # noqa: BLE001 - an undefined connection: say so, go on with the others
+        except Exception as exc:
             print(f"{component}: connection {conn_id!r} cannot be used: {str(exc).splitlines()[0]}", file=sys.stderr)
     return out
 

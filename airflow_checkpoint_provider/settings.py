@@ -26,7 +26,7 @@ def _get(key: str) -> str:
         return env
     try:
         from airflow.configuration import conf
-    except Exception:  # noqa: BLE001 - Airflow missing or misconfigured: fall back to defaults
+    except Exception:
         value = None
     else:
         value = conf.get(SECTION, key, fallback=None)
@@ -45,7 +45,7 @@ def option(key: str, fallback: str) -> str:
         return env
     try:
         from airflow.configuration import conf
-    except Exception:  # noqa: BLE001
+    except Exception:
         return fallback
     return conf.get(SECTION, key, fallback=None) or fallback
 

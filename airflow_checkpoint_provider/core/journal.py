@@ -239,7 +239,7 @@ class NullJournal(ComponentJournal):
     """For component restores used without a journal (tests of one engine, dry runs): records nothing,
     but still passes through the crash points."""
 
-    def __init__(self, component: str) -> None:  # noqa: D107 - no journal behind it
+    def __init__(self, component: str) -> None:
         self.entry = ComponentEntry(component=component, target={})
 
     @property

@@ -183,7 +183,7 @@ class Lease:
         while not self._stop.wait(self.ttl / 4):
             try:
                 self.heartbeat()
-            except Exception:  # noqa: BLE001 - a missed beat is retried; expiry takes ttl
+            except Exception:
                 log.warning("Lease heartbeat of %s failed", self.holder, exc_info=True)
 
     def heartbeat(self) -> None:

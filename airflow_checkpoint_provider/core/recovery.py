@@ -290,7 +290,7 @@ def _expire_rollbacks(store: Store, parts: list[ComponentRestore], policy: Rollb
     for part in parts:
         try:
             dropped = expire(part.component, part.target, policy, store)
-        except Exception as exc:  # noqa: BLE001 - the restore itself succeeded
+        except Exception as exc:
             log.warning("Expiring the rollback copies of %s failed: %s", part.component, exc)
             continue
         for copy in dropped:
@@ -305,7 +305,7 @@ def _each(parts: Any, method: str) -> list[str]:
     for part in parts:
         try:
             getattr(part, method)()
-        except Exception:  # noqa: BLE001 - best effort on the way out; the original error is raised
+        except Exception:
             log.exception("%s of %s failed", method, part.component)
             failed.append(part.component)
     return failed

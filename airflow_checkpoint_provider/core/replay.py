@@ -105,7 +105,7 @@ def replay_interrupted(store: Store, resolve: Resolver, *, replayers: dict[str, 
                 for line in rep.actions[name]:
                     log.warning("Interrupted restore %s of %s, %s: %s", journal.restore_id, journal.checkpoint_id,
                                 name, line)
-        except Exception as exc:  # noqa: BLE001 - reported, and raised for the caller's own targets
+        except Exception as exc:
             rep.error = str(exc)
             log.error("Replaying the interrupted restore %s failed: %s", journal.restore_id, exc)
             store.write_audit({"action": "recover-interrupted", "status": "failed", "restore_id": rep.restore_id,

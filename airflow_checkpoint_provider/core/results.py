@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from airflow_checkpoint_provider.core.manifest import Manifest
 
 
-class ProblemKind(str, enum.Enum):
+class ProblemKind(str, enum.Enum):  # noqa: UP042 - values are spelled out where printed
     MISSING_MEMBER = "missing_member"
     SIZE_MISMATCH = "size_mismatch"
     CHECKSUM_MISMATCH = "checksum_mismatch"

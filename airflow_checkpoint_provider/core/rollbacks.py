@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from datetime import UTC
 from typing import Any
 
 from airflow_checkpoint_provider.core.errors import CheckpointError
@@ -94,13 +95,13 @@ class RollbackPolicy:
 
 def normal_ts(value: str) -> str:
     """``2026-12-01T08:46:51Z`` (or with microseconds) -> the format's RFC 3339 form."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from airflow_checkpoint_provider.core.manifest import format_ts
 
     for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
         try:
-            return format_ts(datetime.strptime(value, fmt).replace(tzinfo=timezone.utc))
+            return format_ts(datetime.strptime(value, fmt).replace(tzinfo=UTC))
         except (TypeError, ValueError):
             continue
     return value

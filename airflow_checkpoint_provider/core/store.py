@@ -192,7 +192,7 @@ class Store(_UpkeepMixin, _LkgMixin):
     def root(self) -> str:
         return self.fs.root
 
-    def lock(self):  # noqa: ANN201
+    def lock(self):
         """Exclusive writer lock for publishing, deleting and moving the LKG."""
         return self.fs.lock("locks/store.lock", self.lock_timeout)
 

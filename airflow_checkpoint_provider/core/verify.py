@@ -139,7 +139,7 @@ def verify_archive(
     return result
 
 
-def _artifact_by_member(manifest: Manifest | None, member: str):  # noqa: ANN202
+def _artifact_by_member(manifest: Manifest | None, member: str):
     if manifest is None:
         return None
     for art in manifest.artifacts:

@@ -167,10 +167,9 @@ class CaptureOperator(BaseOperator):
 
     def before_capture(self, context: Context, store: Store, target: Any) -> str:
         """Heal interrupted restores, then wait until no restore holds this server. Returns its lease key."""
+        from airflow_checkpoint_provider.core import leftovers
         from airflow_checkpoint_provider.core.lease import target_key, wait_for_restores
         from airflow_checkpoint_provider.operators.heal import heal, liveness
-
-        from airflow_checkpoint_provider.core import leftovers
 
         key = target_key(self.component, target.public())
         heal(store, context, [key])
@@ -178,7 +177,7 @@ class CaptureOperator(BaseOperator):
         try:
             for line in leftovers.drop(self.component, target, store, **self.leftover_options()):
                 self.log.info("Removed the leftover %s of a restore or capture that died", line)
-        except Exception as exc:  # noqa: BLE001 - housekeeping must not fail the capture
+        except Exception as exc:
             self.log.warning("Removing leftovers on %s failed: %s", target.label, exc)
         return key
 

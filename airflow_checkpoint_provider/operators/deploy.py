@@ -26,7 +26,7 @@ def check_connections(conn_ids: list[str]) -> list[str]:
     for conn_id in conn_ids:
         try:
             conn = BaseHook.get_connection(conn_id)
-        except Exception as exc:  # noqa: BLE001 - any lookup failure means "not configured"
+        except Exception as exc:
             problems.append(f"connection {conn_id!r} is not defined ({type(exc).__name__})")
             continue
         kind = conn.conn_type
@@ -40,7 +40,7 @@ def check_connections(conn_ids: list[str]) -> list[str]:
         else:
             try:
                 ok, message = conn.get_hook().test_connection()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 ok, message = False, f"cannot test connections of type {kind!r}: {exc}"
         if not ok:
             problems.append(f"connection {conn_id!r} ({kind}) is not reachable: {message.splitlines()[0]}")

@@ -54,7 +54,7 @@ def liveness(context: Context | None) -> Callable[[LeaseRecord], bool | None]:
         try:
             states = ti.get_task_states(dag_id=owner["dag_id"], run_ids=[owner["run_id"]],
                                         task_ids=[owner["task_id"]])
-        except Exception:  # noqa: BLE001 - no answer: let the heartbeat decide
+        except Exception:
             return None
         found = [s for by_task in (states or {}).values() for s in (by_task or {}).values()]
         return False if found and all(s in _ENDED for s in found) else None
@@ -73,7 +73,7 @@ def run_ended(context: Context | None) -> Callable[[dict[str, Any]], bool | None
             return False
         try:
             state = ti.get_dagrun_state(dag_id=owner["dag_id"], run_id=owner["run_id"])
-        except Exception:  # noqa: BLE001 - unknown run (deleted): its area is an orphan
+        except Exception:
             return True
         return str(state).split(".")[-1].lower() not in ("running", "queued")
 

@@ -12,9 +12,9 @@ from airflow_checkpoint_provider.core import recovery
 from airflow_checkpoint_provider.core.manifest import Manifest
 from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy
 from airflow_checkpoint_provider.core.store import Store
+from airflow_checkpoint_provider.core.values import as_dict, as_list, truthy
 from airflow_checkpoint_provider.operators.base import open_store, provenance
 from airflow_checkpoint_provider.operators.heal import heal, liveness, run_ended
-from airflow_checkpoint_provider.core.values import as_dict, as_list, truthy
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -45,7 +45,7 @@ from airflow_checkpoint_provider.core.recovery import RestoreFailedError, Restor
 from tests.unit.core.helpers import archive_path, flip_byte, member_data_offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import sample_data as S  # noqa: E402
+import sample_data as S
 
 pytestmark = pytest.mark.integration
 
@@ -637,7 +637,7 @@ def test_list_and_drop_rollbacks(pg, target, store, seeded, names):
     assert len(copies) == 2 and all(len(c.encode()) <= 63 for c in copies)
 
     listed = {r["name"]: r for r in P.list_rollbacks(target)}
-    for copy, source in zip(copies, [db, long_db]):
+    for copy, source in zip(copies, [db, long_db], strict=True):
         entry = listed[copy]
         assert entry["database"] == source and entry["database_exists"]
         assert entry["checkpoint"] == manifest.checkpoint_id[-6:] and entry["size"] > 0

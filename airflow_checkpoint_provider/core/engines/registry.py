@@ -53,7 +53,7 @@ def engines() -> dict[str, Engine]:
             continue
         try:
             engine = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not take the provider down
+        except Exception as exc:
             log.error("Engine entry point %s=%s cannot be loaded: %s", ep.name, ep.value, exc)
             continue
         if isinstance(engine, Engine) and engine.name == ep.name:

@@ -173,27 +173,27 @@ __all__ = [
 ]
 
 # --- restore (appended) ---
-from airflow_checkpoint_provider.core.engines.postgres._common import (  # noqa: E402
+from airflow_checkpoint_provider.core.engines.postgres._common import (
     PG_RESTORE_APPLICATION_NAME,
     RestoreVerificationError,
 )
-from airflow_checkpoint_provider.core.engines.postgres._cutover import (  # noqa: E402
+from airflow_checkpoint_provider.core.engines.postgres._cutover import (
     STEPS,
-    CutoverError,  # noqa: E402
+    CutoverError,
     recover,
 )
-from airflow_checkpoint_provider.core.engines.postgres._dump import untar_dump_directory  # noqa: E402
-from airflow_checkpoint_provider.core.engines.postgres._names import (  # noqa: E402
+from airflow_checkpoint_provider.core.engines.postgres._dump import untar_dump_directory
+from airflow_checkpoint_provider.core.engines.postgres._names import (
     is_rollback_name,
     restoring_name,
     rollback_name,
 )
-from airflow_checkpoint_provider.core.engines.postgres._rollbacks import (  # noqa: E402
+from airflow_checkpoint_provider.core.engines.postgres._rollbacks import (
     drop_rollback,
     list_rollbacks,
 )
-from airflow_checkpoint_provider.core.engines.postgres.health import health  # noqa: E402
-from airflow_checkpoint_provider.core.engines.postgres.restore import PostgresRestore  # noqa: E402
+from airflow_checkpoint_provider.core.engines.postgres.health import health
+from airflow_checkpoint_provider.core.engines.postgres.restore import PostgresRestore
 
 __all__ += [
     "PG_RESTORE_APPLICATION_NAME",

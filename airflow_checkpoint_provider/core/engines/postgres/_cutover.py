@@ -185,7 +185,7 @@ class Server:
                                                      "connection_limit": limit}, undo={}):
                     self.set_connections(name, allow, limit)
                 state = f"{name} is back in place with its original data and accepts connections again"
-            except Exception as again:  # noqa: BLE001 - reported in the message
+            except Exception as again:
                 state = (f"{name} holds its original data but still refuses connections ({_one_line(again)}); "
                          f"run ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true, or "
                          "`airflow-checkpoint recover-interrupted`")

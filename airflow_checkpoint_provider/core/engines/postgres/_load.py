@@ -19,6 +19,7 @@ from airflow_checkpoint_provider.core.engines.postgres._common import (
 from airflow_checkpoint_provider.core.engines.postgres._dump import (
     DumpInfo,
 )
+from airflow_checkpoint_provider.core.engines.postgres._tool import _ToolMixin
 from airflow_checkpoint_provider.core.engines.postgres.capture import (
     capture,
     fingerprint,
@@ -31,7 +32,7 @@ from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.staging import Staging
 
 
-class _LoadMixin:
+class _LoadMixin(_ToolMixin):
     """Loading side by side, database properties, and the verification against the fingerprints. Mixed into :class:`~.restore.PostgresRestore`."""
 
     def safety_capture(self, staging: Staging) -> list[Artifact]:

@@ -18,7 +18,8 @@ from airflow_checkpoint_provider.core.engines.postgres._names import (
     _ROLLBACK_RE,
     rollback_name,
 )
-from airflow_checkpoint_provider.core.engines.postgres._rollbacks import _rollback_base  # noqa: E402
+from airflow_checkpoint_provider.core.engines.postgres._rollbacks import _rollback_base
+from airflow_checkpoint_provider.core.engines.postgres._tool import _ToolMixin
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
     EngineError,
@@ -32,7 +33,7 @@ def _tempdir() -> str:
     return tempfile.gettempdir()
 
 
-class _PlanMixin:
+class _PlanMixin(_ToolMixin):
     """Planning: what the restore would change, its conflicts, and the problems that forbid it. Mixed into :class:`~.restore.PostgresRestore`."""
 
     def plan(self) -> tuple[list[PlanItem], list[str]]:

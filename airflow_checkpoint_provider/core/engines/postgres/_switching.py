@@ -15,6 +15,7 @@ from airflow_checkpoint_provider.core.engines.postgres._cutover import (
     Server,
     Switch,
 )
+from airflow_checkpoint_provider.core.engines.postgres._load import _LoadMixin
 from airflow_checkpoint_provider.core.engines.postgres._names import (
     rollback_name,
 )
@@ -24,7 +25,7 @@ from airflow_checkpoint_provider.core.errors import (
 from airflow_checkpoint_provider.core.restore import RestoreOutcome
 
 
-class _SwitchMixin:
+class _SwitchMixin(_LoadMixin):
     """The component's cut-over, rollback and abort over the journaled renames of ``_cutover``. Mixed into :class:`~.restore.PostgresRestore`."""
 
     def cutover(self) -> RestoreOutcome:
@@ -43,7 +44,7 @@ class _SwitchMixin:
             self.journal.phase("cutting_over")
             done: list[_Item] = []
             try:
-                for item, sw in zip(self.items, switches):
+                for item, sw in zip(self.items, switches, strict=True):
                     self._switch(srv, item, sw)
                     done.append(item)
             except BaseException as exc:
@@ -110,7 +111,7 @@ class _SwitchMixin:
             assert item.switch is not None
             try:
                 srv.switch_back(item.switch, self.journal)
-            except Exception as exc:  # noqa: BLE001 - reported by the caller
+            except Exception as exc:
                 log.exception("rolling back %s failed", item.target_db)
                 failed.append(f"{item.target_db}: {exc}")
                 continue

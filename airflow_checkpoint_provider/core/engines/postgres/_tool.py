@@ -14,6 +14,7 @@ from typing import IO, BinaryIO
 
 from airflow_checkpoint_provider.core.engines.postgres import _conn as C
 from airflow_checkpoint_provider.core.engines.postgres import _secrets as S
+from airflow_checkpoint_provider.core.engines.postgres._base import _RestoreBase
 from airflow_checkpoint_provider.core.engines.postgres._common import (
     _F_SETPIPE_SZ,
     PG_RESTORE_APPLICATION_NAME,
@@ -38,7 +39,7 @@ from airflow_checkpoint_provider.core.errors import (
 from airflow_checkpoint_provider.core.streams import CHUNK_SIZE
 
 
-class _ToolMixin:
+class _ToolMixin(_RestoreBase):
     """Running pg_restore: the tool, its input (streamed or materialized), its failures, the dump's TOC. Mixed into :class:`~.restore.PostgresRestore`."""
 
     def _tool(self) -> C.ToolVersion:
@@ -106,7 +107,7 @@ class _ToolMixin:
                 feed(proc.stdin)
             except BrokenPipeError:
                 pass  # pg_restore stopped reading: its exit code says why
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            except BaseException as exc:
                 failure.append(exc)
                 _stop(proc)
             finally:

@@ -294,7 +294,7 @@ def _run_dump(
         try:
             result["value"] = compute(conn, selection, exact_counts=opts.exact_counts,
                                         server_version=opts.server_version)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        except BaseException as exc:
             result["error"] = exc
 
     try:

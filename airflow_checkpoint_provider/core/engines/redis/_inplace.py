@@ -9,6 +9,7 @@ from airflow_checkpoint_provider.core.restore import (
     RestoreOutcome,
 )
 
+from ._base import _RestoreBase
 from ._load import (
     RedisRestoreError,
     _transaction,
@@ -18,7 +19,7 @@ from .resp import Connection, RespError, connect
 log = logging.getLogger("airflow_checkpoint_provider.core.engines.redis.restore")
 
 
-class _InPlaceMixin:
+class _InPlaceMixin(_RestoreBase):
     """The in-place Redis restore: RESTORE REPLACE into the serving dbs, then remove the keys the checkpoint does not hold. Mixed into :class:`RedisRestore`."""
 
     def _cutover_in_place(self) -> RestoreOutcome:

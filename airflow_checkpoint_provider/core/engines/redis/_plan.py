@@ -15,6 +15,7 @@ from airflow_checkpoint_provider.core.restore import (
 from ._load import (
     RedisRestoreError,
 )
+from ._placement import _PlacementMixin
 from .capture import RDB_KIND
 from .copies import Copy, rollback_policy
 from .encoding import RdbError
@@ -28,7 +29,7 @@ from .resp import Connection, RespError, connect, encode_command
 log = logging.getLogger("airflow_checkpoint_provider.core.engines.redis.restore")
 
 
-class _PlanMixin:
+class _PlanMixin(_PlacementMixin):
     """Planning a Redis restore: compatibility, spare dbs (reclaiming expired rollback copies), permissions, what the checkpoint would replace. Mixed into :class:`RedisRestore`."""
 
     def plan(self) -> tuple[list[PlanItem], list[str]]:
@@ -120,7 +121,7 @@ class _PlanMixin:
                         "(prune_rollbacks or drop_rollback for old rollback copies), raise 'databases', or use "
                         "mode='in_place'"]
         self._reclaim = [beyond[d] for d in wanted if d in beyond]
-        self.pairs = list(zip(self.dbs, wanted))
+        self.pairs = list(zip(self.dbs, wanted, strict=True))
         return []
 
 
@@ -175,7 +176,7 @@ class _PlanMixin:
     def _count_existing(self, conn: Connection, facts: ServerFacts) -> dict[int, int]:
         """Per target db with keys now: how many of the checkpoint's keys exist there (EXISTS batches)."""
         busy = {t for t in self.dbs if facts.keys(t)}
-        counts = {t: 0 for t in busy}
+        counts = dict.fromkeys(busy, 0)
         if not busy:
             return counts
         with self._open() as src:

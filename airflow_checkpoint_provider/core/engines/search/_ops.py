@@ -32,7 +32,7 @@ SERVER_ASSIGNED_SETTINGS = ("index.uuid", "index.creation_date", "index.provided
 
 
 def send(client: SearchClient, req: _Req) -> Any:
-    return client._send(req)  # noqa: SLF001 - same package: the client's transport and error mapping
+    return client._send(req)
 
 
 # --------------------------------------------------------------------------- indices

@@ -82,7 +82,7 @@ def _units(source: SnapshotSource) -> dict[str, str]:
     """What can be selected: ``{name: "index" | "stream"}`` (backing indices go with their stream)."""
     backing = {i for d in source.data_streams.values() for i in d["backing_indices"]}
     units = {n: "index" for n in source.expected if n not in backing}
-    units.update({d: "stream" for d in source.data_streams})
+    units.update(dict.fromkeys(source.data_streams, "stream"))
     return units
 
 

@@ -37,7 +37,7 @@ class EntryJournal(NullJournal):
     """A replay's journal: no file behind it, but the steps of ``entry`` (the killed restore's) are
     what :meth:`Ctx.started` looks at."""
 
-    def __init__(self, entry: ComponentEntry) -> None:  # noqa: D107
+    def __init__(self, entry: ComponentEntry) -> None:
         self.entry = entry
 
 

@@ -235,7 +235,7 @@ def _failure(ctx: Ctx, checkpoint_id: str, exc: BaseException, failed_at: str, d
              f"({failed_at}: {doing}): {reason}"]
     try:
         backward(ctx)
-    except Exception as undo_exc:  # noqa: BLE001 - report both
+    except Exception as undo_exc:
         lines.append("ROLLBACK INCOMPLETE: " + (undo_exc.message if isinstance(undo_exc, EngineError)
                                                 else str(undo_exc)))
         lines += [f"  - {k}: {v}" for k, v in sorted(ctx.state.items())]
@@ -264,7 +264,7 @@ def cut_over(prepared: Prepared) -> RestoreOutcome:
     ctx.journal.phase("cutting_over")
     try:
         counts = forward(ctx)
-    except BaseException as exc:  # noqa: BLE001 - undo on anything, even an interrupt, then re-raise
+    except BaseException as exc:
         error = _failure(ctx, cid, exc, ctx.current, ctx.doing)
         if not isinstance(exc, Exception):
             _log.error("%s", error)
