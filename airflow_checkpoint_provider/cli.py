@@ -157,10 +157,9 @@ def cmd_cleanup(store: Store, args: argparse.Namespace) -> int:
         from airflow_checkpoint_provider.core import leftovers
 
         for component, target in _targets(args).items():
-            options = {"repository": settings.search_repository(),
-                       "snapshot_age": settings.orphan_snapshot_after()} if component == "search" else {}
             try:
-                removed += leftovers.drop(component, target, store, dry_run=args.dry_run, **options)
+                removed += leftovers.drop(component, target, store, dry_run=args.dry_run,
+                                          **_leftover_options(component))
             except CheckpointError as exc:
                 print(f"{component}: cannot look for leftovers: {exc}", file=sys.stderr)
     verb = "would remove" if args.dry_run else "removed"
@@ -185,7 +184,7 @@ def cmd_recover_interrupted(store: Store, args: argparse.Namespace) -> int:
                 print(f"{j.restore_id} of {j.checkpoint_id} ({j.owner.get('dag_id') or 'no DAG'}): {name} stopped "
                       f"in phase {entry.phase} with {len(entry.pending())} pending step(s): would {policy}")
         return EXIT_OK
-    overrides = {"postgres": args.postgres_conn_id, "redis": args.redis_conn_id, "search": args.elasticsearch_conn_id}
+    overrides = _conn_ids(args)
 
     def resolve(component: str, public: dict[str, Any]) -> Any:
         from airflow_checkpoint_provider.operators.heal import resolve_target
@@ -224,24 +223,36 @@ def cmd_audit(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _conn_ids(args: argparse.Namespace) -> dict[str, str | None]:
+    """The connection id per engine that the command line names (``--postgres-conn-id`` ...)."""
+    from airflow_checkpoint_provider.core.engines import registry
+
+    return {name: getattr(args, engine.conn_param, None) for name, engine in registry.engines().items()}
+
+
 def _targets(args: argparse.Namespace) -> dict[str, Any]:
     """The live servers to look at, from Airflow connections (default: the ``[checkpoint]`` ids)."""
-    from airflow_checkpoint_provider import settings
-    from airflow_checkpoint_provider.operators.heal import resolve_target
+    from airflow_checkpoint_provider import engines
 
-    wanted = {"postgres": args.postgres_conn_id or settings.postgres_conn_id(),
-              "redis": args.redis_conn_id or settings.redis_conn_id(),
-              "search": args.elasticsearch_conn_id or settings.elasticsearch_conn_id()}
-    only = set(args.component or wanted)
+    only = set(args.component or engines.names())
     out = {}
-    for component, conn_id in wanted.items():
+    for component, conn_id in _conn_ids(args).items():
         if component not in only:
             continue
+        conn_id = conn_id or engines.default_conn_id(engines.engines()[component])
         try:
-            out[component] = resolve_target(component, {"conn_id": conn_id})
-        except Exception as exc:  # noqa: BLE001 - an undefined connection: say so, go on with the others
+            out[component] = engines.target(component, conn_id)
+        except Exception as exc:
             print(f"{component}: connection {conn_id!r} cannot be used: {str(exc).splitlines()[0]}", file=sys.stderr)
     return out
+
+
+def _leftover_options(component: str) -> dict[str, Any]:
+    """What the engine's leftovers need besides the target, as its capture operator says (the
+    search repository, the age of orphan snapshots)."""
+    from airflow_checkpoint_provider import engines
+
+    return engines.operator_class(component).default_leftover_options()
 
 
 def cmd_rollbacks(store: Store, args: argparse.Namespace) -> int:
@@ -284,6 +295,22 @@ def cmd_rollbacks(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _conn_arguments(p: argparse.ArgumentParser, when: str = "default: the [checkpoint] option") -> None:
+    from airflow_checkpoint_provider.core.engines import registry
+
+    for engine in registry.engines().values():
+        p.add_argument(f"--{engine.conn_param.replace('_', '-')}", dest=engine.conn_param,
+                       help=f"Airflow connection of the {engine.title} server ({when})")
+
+
+def _component_arguments(p: argparse.ArgumentParser, *, conns: bool = True) -> None:
+    from airflow_checkpoint_provider.core.engines import registry
+
+    p.add_argument("--component", action="append", choices=list(registry.names()))
+    if conns:
+        _conn_arguments(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airflow-checkpoint", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -322,31 +349,24 @@ def build_parser() -> argparse.ArgumentParser:
                                        "the live servers")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
     p.add_argument("--store-only", action="store_true", help="only the store (no server connections)")
-    p.add_argument("--component", action="append", choices=["postgres", "redis", "search"])
-    for name in ("postgres", "redis", "elasticsearch"):
-        p.add_argument(f"--{name}-conn-id", help=f"Airflow connection of the {name} server "
-                       "(default: the [checkpoint] option)")
+    _component_arguments(p)
     p.set_defaults(func=cmd_cleanup)
 
     p = sub.add_parser("recover-interrupted",
                        help="finish or undo the cut-over of restores that were killed (from their journals)")
     p.add_argument("--dry-run", action="store_true", help="say what would be done; change nothing")
-    for name in ("postgres", "redis", "elasticsearch"):
-        p.add_argument(f"--{name}-conn-id", help=f"Airflow connection of the {name} server, if the journal "
-                       "records none or it changed")
+    _conn_arguments(p, "if the journal records none or it changed")
     p.set_defaults(func=cmd_recover_interrupted)
 
     p = sub.add_parser("rollbacks", help="rollback copies kept in the live stores: list, or drop (dry run first)")
     p.add_argument("action", choices=["list", "drop"])
     p.add_argument("names", nargs="*", help="drop: these copies (default: those the policy options select)")
-    p.add_argument("--component", action="append", choices=["postgres", "redis", "search"])
+    _component_arguments(p, conns=False)
     p.add_argument("--keep-last", type=int, help="drop: keep the newest N copies of each original")
     p.add_argument("--older-than", type=float, help="drop: copies older than this many seconds")
     p.add_argument("--execute", action="store_true", help="drop: really drop (default: only say what would go)")
     p.add_argument("--json", action="store_true")
-    for name in ("postgres", "redis", "elasticsearch"):
-        p.add_argument(f"--{name}-conn-id", help=f"Airflow connection of the {name} server "
-                       "(default: the [checkpoint] option)")
+    _conn_arguments(p)
     p.set_defaults(func=cmd_rollbacks)
 
     p = sub.add_parser("audit", help="the restore audit trail: when, which run, which checkpoint, health")

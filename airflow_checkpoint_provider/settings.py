@@ -26,13 +26,28 @@ def _get(key: str) -> str:
         return env
     try:
         from airflow.configuration import conf
-    except Exception:  # noqa: BLE001 - Airflow missing or misconfigured: fall back to defaults
+    except Exception:
         value = None
     else:
         value = conf.get(SECTION, key, fallback=None)
     if value is None:
         value = _OPTIONS[key]["default"]
     return value
+
+
+def option(key: str, fallback: str) -> str:
+    """``[checkpoint] <key>`` if set (or declared by the provider), else ``fallback``: for options an
+    engine of another distribution may rely on without declaring them."""
+    if key in _OPTIONS:
+        return _get(key)
+    env = os.environ.get(f"AIRFLOW__{SECTION.upper()}__{key.upper()}")
+    if env is not None:
+        return env
+    try:
+        from airflow.configuration import conf
+    except Exception:
+        return fallback
+    return conf.get(SECTION, key, fallback=None) or fallback
 
 
 def storage_root() -> str:

@@ -7,10 +7,10 @@
         migrate = SQLExecuteQueryOperator(task_id="migrate", ...)
         checkpoint >> migrate        # migrate runs only if the checkpoint sealed and verified
 
-Inside the group the captures run in parallel (shrinking the window between stores),
-then ``bundle`` seals, verifies and optionally marks the LKG, and ``discard_staging``
-cleans up after a failed run. The group's result (checkpoint id) is the XCom of
-``<group_id>.bundle``.
+Inside the group one capture per registered engine runs in parallel (shrinking the window
+between stores), then ``bundle`` seals, verifies and optionally marks the LKG, and
+``discard_staging`` cleans up after a failed run. The group's result (checkpoint id) is the
+XCom of ``<group_id>.bundle``.
 """
 
 from __future__ import annotations
@@ -20,64 +20,57 @@ from typing import Any
 
 from airflow.sdk import TaskGroup
 
+from airflow_checkpoint_provider import engines
 from airflow_checkpoint_provider.operators.bundle import BundleOperator, DiscardStagingOperator
-from airflow_checkpoint_provider.operators.postgres import PgDumpOperator
-from airflow_checkpoint_provider.operators.redis import RedisSnapshotOperator
-from airflow_checkpoint_provider.operators.search import EsSnapshotOperator
-
-COMPONENTS = ("postgres", "redis", "search")
 
 
 def checkpoint_task_group(
     group_id: str = "checkpoint",
     *,
-    components: Sequence[str] = COMPONENTS,
-    postgres_conn_id: str = "postgres_default",
-    redis_conn_id: str = "redis_default",
-    elasticsearch_conn_id: str = "elasticsearch_default",
-    databases: str | list[str] | None = None,
-    redis_mode: str = "auto",
-    search_repository: str = "checkpoints",
-    search_repository_settings: dict[str, Any] | str | None = None,
-    search_indices: str | list[str] | None = None,
+    components: Sequence[str] | None = None,
+    conn_ids: dict[str, str] | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
     tags: Sequence[str] = (),
     pinned: bool | str = False,
     mark_lkg: bool | str = False,
     enabled: dict[str, Any] | None = None,
     storage_root: str | None = None,
-    pg_options: dict[str, Any] | None = None,
-    redis_options: dict[str, Any] | None = None,
-    search_options: dict[str, Any] | None = None,
-    **group_kwargs: Any,
+    **kwargs: Any,
 ) -> TaskGroup:
-    """Build the capture -> bundle -> discard_staging group.
+    """Build the captures -> bundle -> discard_staging group.
 
-    :param components: which stores to capture (any of ``postgres``, ``redis``, ``search``).
+    :param components: which stores to capture (default: every registered engine).
+    :param conn_ids: ``{component: Airflow connection id}``; each engine's own argument works too
+        (``postgres_conn_id=``, ``redis_conn_id=``, ``elasticsearch_conn_id=``).
+    :param options: ``{component: {...}}``: arguments of that engine's capture operator. The
+        engines' shorthand arguments work too: ``databases``, ``pg_options``, ``redis_mode``,
+        ``redis_options``, ``search_indices``, ``search_repository``, ``search_repository_settings``,
+        ``search_options``.
     :param enabled: per component, a (templated) switch; a disabled capture is skipped at run time.
     :param tags: checkpoint tags; each also gets its own asset (``checkpoint/<tag>``).
     :param pinned: protect the checkpoint from retention.
     :param mark_lkg: move the LKG pointer once the checkpoint verified.
+
+    Other keyword arguments go to the TaskGroup.
     """
-    unknown = set(components) - set(COMPONENTS)
+    registered = engines.names()
+    chosen = list(components) if components is not None else list(registered)
+    unknown = set(chosen) - set(registered)
     if unknown:
-        raise ValueError(f"unknown component(s) {sorted(unknown)}; use {COMPONENTS}")
+        raise ValueError(f"unknown component(s) {sorted(unknown)}; use {registered}")
+    legacy_conn_ids, legacy_options = engines.take_engine_kwargs(kwargs, "group_options")
+    conn_ids = {**legacy_conn_ids, **(conn_ids or {})}
+    options = engines.merge_options(legacy_options, options)
     enabled = enabled or {}
-    with TaskGroup(group_id=group_id, **group_kwargs) as group:
+    with TaskGroup(group_id=group_id, **kwargs) as group:
         captures = []
-        if "postgres" in components:
-            captures.append(PgDumpOperator(task_id="pg_dump", postgres_conn_id=postgres_conn_id,
-                                           databases=databases, storage_root=storage_root,
-                                           enabled=enabled.get("postgres", True), **(pg_options or {})))
-        if "redis" in components:
-            captures.append(RedisSnapshotOperator(task_id="redis_snapshot", redis_conn_id=redis_conn_id,
-                                                  mode=redis_mode, storage_root=storage_root,
-                                                  enabled=enabled.get("redis", True), **(redis_options or {})))
-        if "search" in components:
-            captures.append(EsSnapshotOperator(task_id="search_snapshot", elasticsearch_conn_id=elasticsearch_conn_id,
-                                               repository=search_repository,
-                                               repository_settings=search_repository_settings,
-                                               indices=search_indices, storage_root=storage_root,
-                                               enabled=enabled.get("search", True), **(search_options or {})))
+        for name in registered:
+            if name not in chosen:
+                continue
+            engine, cls = engines.engines()[name], engines.operator_class(name)
+            captures.append(cls(task_id=cls.task_name, storage_root=storage_root, enabled=enabled.get(name, True),
+                                **{engine.conn_param: conn_ids.get(name) or engines.default_conn_id(engine)},
+                                **options.get(name, {})))
         bundle = BundleOperator(task_id="bundle", tags=list(tags), pinned=pinned, mark_lkg=mark_lkg,
                                 storage_root=storage_root, trigger_rule="none_failed_min_one_success")
         discard = DiscardStagingOperator(task_id="discard_staging", storage_root=storage_root)

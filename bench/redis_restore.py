@@ -187,7 +187,8 @@ def time_redis_cli(info: dict, path: str, db: int) -> tuple[float, int]:
 
 
 def wait_lazyfree(info: dict) -> None:
-    from airflow_checkpoint_provider.core.engines.redis.resp import connect, info as server_info
+    from airflow_checkpoint_provider.core.engines.redis.resp import connect
+    from airflow_checkpoint_provider.core.engines.redis.resp import info as server_info
 
     with connect(_target(info)) as conn:
         while server_info(conn, "memory").get("lazyfree_pending_objects", "0") != "0":

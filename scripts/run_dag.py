@@ -41,7 +41,7 @@ def main(dag_id: str, conf: dict) -> dict:
             "xcom": {k: _decode(v) for k, v in xcoms.items()}, "asset_events": events}
 
 
-def _decode(value):  # noqa: ANN001, ANN202
+def _decode(value):
     if isinstance(value, (bytes, str)):
         try:
             return json.loads(value)

@@ -63,7 +63,7 @@ def state_postgres(pg: dict[str, Any], dbname: str) -> dict[str, Any]:
             out[f"{schema}.{table}"] = [r[0] for r in rows]
         seqs = conn.execute("SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences "
                             "ORDER BY 1").fetchall()
-        out["__sequences__"] = {name: value for name, value in seqs}
+        out["__sequences__"] = dict(seqs)
     return out
 
 

@@ -903,7 +903,7 @@ def _normalize_only(only: Iterable[str] | str | None) -> list[str]:
     if only is None:
         return list(ALL)
     if isinstance(only, str):
-        only = [s for s in only.split(",")]
+        only = list(only.split(","))
     names = [s.strip().lower() for s in only if s and s.strip()]
     aliases = {
         "postgresql": "postgres",
@@ -1029,7 +1029,7 @@ def start(state_dir: Path, only: Iterable[str] = ALL) -> dict[str, Any]:
             "seconds_per_service": timings,
         }
         _write_outputs(state_dir, info)
-    return {k: v for k, v in info.items()}
+    return dict(info.items())
 
 
 def stop(state_dir: Path) -> None:
@@ -1045,7 +1045,7 @@ def stop(state_dir: Path) -> None:
     def stop_one(name: str) -> None:
         try:
             _STOPPERS[name](info[name])
-        except Exception as exc:  # noqa: BLE001 - report all, keep stopping the rest
+        except Exception as exc:
             errors.append(f"[{name}] {exc}")
 
     names = [n for n in ALL if isinstance(info.get(n), dict)]

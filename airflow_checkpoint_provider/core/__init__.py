@@ -14,7 +14,12 @@ The lifecycle, top to bottom::
 from airflow_checkpoint_provider.core.errors import CheckpointError
 from airflow_checkpoint_provider.core.manifest import FORMAT_VERSION, Artifact, Manifest
 from airflow_checkpoint_provider.core.staging import Staging, staging_key
-from airflow_checkpoint_provider.core.store import CheckpointInfo, LkgPointer, Store, default_root
+from airflow_checkpoint_provider.core.store import (
+    CheckpointInfo,
+    LkgPointer,
+    Store,
+    default_root,
+)
 from airflow_checkpoint_provider.core.verify import Problem, ProblemKind, VerifyResult
 
 __all__ = [

@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from airflow_checkpoint_provider.core.verify import VerifyResult
+    from airflow_checkpoint_provider.core.results import VerifyResult
 
 
 class CheckpointError(Exception):

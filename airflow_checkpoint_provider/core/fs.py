@@ -164,7 +164,7 @@ class LocalFS:
 
     def open_read(self, rel: str) -> BinaryIO:
         try:
-            return open(self.path(rel), "rb", buffering=CHUNK)  # noqa: SIM115
+            return open(self.path(rel), "rb", buffering=CHUNK)
         except OSError as exc:
             raise translate_os_error(exc, self.path(rel), "opening") from None
 

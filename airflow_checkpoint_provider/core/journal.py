@@ -40,10 +40,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airflow_checkpoint_provider.core.crashpoints import crashpoint
-from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.errors import FormatError
 from airflow_checkpoint_provider.core.fs import TMP_MARK, StoreFS
 from airflow_checkpoint_provider.core.manifest import format_ts, utcnow
+from airflow_checkpoint_provider.core.safejson import load_json
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class NullJournal(ComponentJournal):
     """For component restores used without a journal (tests of one engine, dry runs): records nothing,
     but still passes through the crash points."""
 
-    def __init__(self, component: str) -> None:  # noqa: D107 - no journal behind it
+    def __init__(self, component: str) -> None:
         self.entry = ComponentEntry(component=component, target={})
 
     @property

@@ -27,10 +27,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.errors import FormatError, StoreError
 from airflow_checkpoint_provider.core.fs import TMP_MARK, StoreFS
 from airflow_checkpoint_provider.core.manifest import format_ts, parse_ts, utcnow
+from airflow_checkpoint_provider.core.safejson import load_json
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class Lease:
         while not self._stop.wait(self.ttl / 4):
             try:
                 self.heartbeat()
-            except Exception:  # noqa: BLE001 - a missed beat is retried; expiry takes ttl
+            except Exception:
                 log.warning("Lease heartbeat of %s failed", self.holder, exc_info=True)
 
     def heartbeat(self) -> None:

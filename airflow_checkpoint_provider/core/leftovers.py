@@ -35,7 +35,7 @@ def live_restores(store: Store) -> tuple[set[str], set[str]]:
             continue
         try:
             journal = Journal.load(store.fs, rid)
-        except Exception:  # noqa: BLE001 - an unreadable journal protects nothing
+        except Exception:
             continue
         for entry in journal.components.values():
             for names in entry.copies.values():
@@ -43,54 +43,12 @@ def live_restores(store: Store) -> tuple[set[str], set[str]]:
     return live, copies
 
 
-def referenced_snapshots(store: Store) -> set[str]:
-    """Search snapshots that sealed checkpoints reference."""
-    out = set()
-    for info in store.list():
-        for art in info.manifest.artifacts:
-            if art.store == "search" and art.meta.get("snapshot"):
-                out.add(str(art.meta["snapshot"]))
-    return out
-
-
-def _postgres(target: Any, store: Store, live: set[str], protected: set[str], dry_run: bool) -> list[str]:
-    from airflow_checkpoint_provider.core.engines.postgres import _conn as C
-    from airflow_checkpoint_provider.core.engines.postgres._cutover import RESTORING_SUFFIX, server
-
-    with C.connect(target, action="listing side-by-side copies") as conn:
-        names = [r[0] for r in conn.execute("SELECT datname FROM pg_catalog.pg_database").fetchall()]
-    doomed = [n for n in names if n.endswith(RESTORING_SUFFIX) and n not in protected]
-    if doomed and not dry_run:
-        with server(target, set(doomed), action="dropping side-by-side copies") as srv:
-            for name in doomed:
-                srv.drop_copy(name)
-    return [f"postgres database {n}" for n in doomed]
-
-
-def _redis(target: Any, store: Store, live: set[str], protected: set[str], dry_run: bool) -> list[str]:
-    from airflow_checkpoint_provider.core.engines import redis
-
-    return [f"redis {x}" for x in redis.drop_leftovers(target, live, store=store, dry_run=dry_run)]
-
-
-def _search(target: Any, store: Store, live: set[str], protected: set[str], dry_run: bool, *,
-            repository: str | None = None, snapshot_age: float = 7200.0) -> list[str]:
-    from airflow_checkpoint_provider.core.engines import search
-
-    out = [f"search index {x['index']}" for x in search.drop_leftovers(target, protected=protected, dry_run=dry_run)]
-    if repository:
-        out += [f"search snapshot {repository}/{x['snapshot']}" for x in search.delete_orphan_snapshots(
-            target, repository, referenced=referenced_snapshots(store), older_than=snapshot_age, dry_run=dry_run)]
-    return out
-
-
-ENGINES = {"postgres": _postgres, "redis": _redis, "search": _search}
-
-
 def drop(component: str, target: Any, store: Store, *, dry_run: bool = False, **options: Any) -> list[str]:
     """Remove (or with ``dry_run`` list) the leftovers on one server; returns what, named."""
+    from airflow_checkpoint_provider.core.engines import registry
+
     live, protected = live_restores(store)
-    found = ENGINES[component](target, store, live, protected, dry_run, **options)
+    found = registry.get(component).leftovers(target, store, live, protected, dry_run, **options)
     for line in found:
         log.info("%s leftover %s", "Found" if dry_run else "Removed", line)
     return found

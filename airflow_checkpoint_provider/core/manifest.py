@@ -31,7 +31,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow_checkpoint_provider.core.errors import ManifestError, UnsupportedFormatError
+from airflow_checkpoint_provider.core.errors import (
+    ManifestError,
+    UnsupportedFormatError,
+)
 from airflow_checkpoint_provider.core.safejson import describe, load_json
 
 FORMAT_NAME = "airflow-checkpoint"
@@ -442,7 +445,7 @@ def first_difference(theirs: Any, ours: Any, where: str = "") -> tuple[str, Any,
                 return found
         return "", None, None
     if isinstance(theirs, list) and isinstance(ours, list) and len(theirs) == len(ours):
-        for i, (a, b) in enumerate(zip(theirs, ours)):
+        for i, (a, b) in enumerate(zip(theirs, ours, strict=False)):
             found = first_difference(a, b, f"{where}[{i}]")
             if found[0]:
                 return found

@@ -29,18 +29,41 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from airflow_checkpoint_provider.core.errors import CheckpointError, VerificationFailedError
-from airflow_checkpoint_provider.core.journal import ComponentJournal, Journal, new_restore_id
-from airflow_checkpoint_provider.core.lease import DEFAULT_TTL, Lease, LeaseRecord, target_key, this_process
-from airflow_checkpoint_provider.core.manifest import Artifact, Manifest, format_ts, utcnow
-from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, RestoreOutcome, RestorePlan
+from airflow_checkpoint_provider.core.engines import registry
+from airflow_checkpoint_provider.core.errors import (
+    CheckpointError,
+    VerificationFailedError,
+)
+from airflow_checkpoint_provider.core.journal import (
+    ComponentJournal,
+    Journal,
+    new_restore_id,
+)
+from airflow_checkpoint_provider.core.lease import (
+    DEFAULT_TTL,
+    Lease,
+    LeaseRecord,
+    target_key,
+    this_process,
+)
+from airflow_checkpoint_provider.core.manifest import (
+    Artifact,
+    Manifest,
+    format_ts,
+    utcnow,
+)
+from airflow_checkpoint_provider.core.restore import (
+    HealthCheck,
+    PlanItem,
+    RestoreOutcome,
+    RestorePlan,
+)
 from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy, expire
 from airflow_checkpoint_provider.core.staging import Staging, staging_key
 from airflow_checkpoint_provider.core.store import Store
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("postgres", "redis", "search")
 MODES = ("side_by_side", "in_place")
 
 
@@ -90,7 +113,7 @@ class ComponentRestore(Protocol):
 @dataclass
 class RestoreRequest:
     checkpoint_id: str
-    components: tuple[str, ...] = COMPONENTS
+    components: tuple[str, ...] = field(default_factory=lambda: registry.names())
     mode: str = "side_by_side"
     safety_checkpoint: bool = True
     dry_run: bool = False
@@ -105,10 +128,10 @@ class RestoreRequest:
     rollback_keep: str = "all"
 
     def validate(self) -> None:
-        unknown = set(self.components) - set(COMPONENTS)
+        unknown = set(self.components) - set(registry.names())
         if unknown:
             raise RestoreRefusedError(f"unknown component(s) {sorted(unknown)}",
-                                      hint=f"choose among {', '.join(COMPONENTS)}")
+                                      hint=f"choose among {', '.join(registry.names())}")
         if self.mode not in MODES:
             raise RestoreRefusedError(f"unknown restore mode {self.mode!r}", hint=f"use one of {', '.join(MODES)}")
 
@@ -267,7 +290,7 @@ def _expire_rollbacks(store: Store, parts: list[ComponentRestore], policy: Rollb
     for part in parts:
         try:
             dropped = expire(part.component, part.target, policy, store)
-        except Exception as exc:  # noqa: BLE001 - the restore itself succeeded
+        except Exception as exc:
             log.warning("Expiring the rollback copies of %s failed: %s", part.component, exc)
             continue
         for copy in dropped:
@@ -282,7 +305,7 @@ def _each(parts: Any, method: str) -> list[str]:
     for part in parts:
         try:
             getattr(part, method)()
-        except Exception:  # noqa: BLE001 - best effort on the way out; the original error is raised
+        except Exception:
             log.exception("%s of %s failed", method, part.component)
             failed.append(part.component)
     return failed

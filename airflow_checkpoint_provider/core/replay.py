@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_checkpoint_provider.core.errors import CheckpointError, FormatError
-from airflow_checkpoint_provider.core.journal import ComponentEntry, Journal, open_journals
+from airflow_checkpoint_provider.core.journal import (
+    ComponentEntry,
+    Journal,
+    open_journals,
+)
 from airflow_checkpoint_provider.core.lease import LeaseRecord, break_lease, read_leases
 from airflow_checkpoint_provider.core.store import Store
 
@@ -51,12 +55,11 @@ class Replay:
 
 
 def default_replayers(store: Store) -> dict[str, Replayer]:
-    """The ``recover`` function of every engine, bound to the store where it needs it."""
-    from airflow_checkpoint_provider.core.engines import postgres, redis, search
+    """The ``recover`` function of every registered engine, bound to the store."""
+    from airflow_checkpoint_provider.core.engines import registry
 
-    return {"postgres": postgres.recover,
-            "redis": lambda target, entry: redis.recover(target, entry, store=store),
-            "search": search.recover}
+    return {name: (lambda target, entry, e=engine: e.recover(target, entry, store))
+            for name, engine in registry.engines().items()}
 
 
 def interrupted(store: Store, *, is_alive: Callable[[LeaseRecord], bool | None] | None = None) -> list[Journal]:
@@ -102,7 +105,7 @@ def replay_interrupted(store: Store, resolve: Resolver, *, replayers: dict[str, 
                 for line in rep.actions[name]:
                     log.warning("Interrupted restore %s of %s, %s: %s", journal.restore_id, journal.checkpoint_id,
                                 name, line)
-        except Exception as exc:  # noqa: BLE001 - reported, and raised for the caller's own targets
+        except Exception as exc:
             rep.error = str(exc)
             log.error("Replaying the interrupted restore %s failed: %s", journal.restore_id, exc)
             store.write_audit({"action": "recover-interrupted", "status": "failed", "restore_id": rep.restore_id,

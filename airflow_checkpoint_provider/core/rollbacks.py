@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from datetime import UTC
 from typing import Any
 
 from airflow_checkpoint_provider.core.errors import CheckpointError
@@ -92,85 +93,36 @@ class RollbackPolicy:
         return out
 
 
-def _normal_ts(value: str) -> str:
+def normal_ts(value: str) -> str:
     """``2026-12-01T08:46:51Z`` (or with microseconds) -> the format's RFC 3339 form."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from airflow_checkpoint_provider.core.manifest import format_ts
 
     for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
         try:
-            return format_ts(datetime.strptime(value, fmt).replace(tzinfo=timezone.utc))
+            return format_ts(datetime.strptime(value, fmt).replace(tzinfo=UTC))
         except (TypeError, ValueError):
             continue
     return value
 
 
-def _postgres_list(target: Any, store: Any) -> list[RollbackCopy]:
-    from airflow_checkpoint_provider.core.engines import postgres
-
-    return [RollbackCopy("postgres", r["name"], r["database"], r["checkpoint"], _normal_ts(r["created_at"]),
-                         size=r["size"]) for r in postgres.list_rollbacks(target)]
-
-
-def _postgres_drop(target: Any, name: str, store: Any) -> None:
-    from airflow_checkpoint_provider.core.engines import postgres
-
-    postgres.drop_rollback(target, name, force=True)
-
-
-def _redis_list(target: Any, store: Any) -> list[RollbackCopy]:
-    from airflow_checkpoint_provider.core.engines import redis
-
-    return [RollbackCopy("redis", f"db{r['db']}", f"db{r['of_db']}", str(r["checkpoint_id"] or ""),
-                         _normal_ts(str(r["created_at"])), size=r.get("memory_bytes"), items=r.get("keys"))
-            for r in redis.list_rollbacks(target, store=store) if r["state"] == "rollback"]
-
-
-def _redis_drop(target: Any, name: str, store: Any) -> None:
-    from airflow_checkpoint_provider.core.engines import redis
-
-    if not name.startswith("db") or not name[2:].isdigit():
-        raise CheckpointError(f"{name!r} is not a Redis rollback copy (those are named db<N>)",
-                              hint="`airflow-checkpoint rollbacks list` shows them")
-    redis.drop_rollback(target, int(name[2:]), store=store)
-
-
-def _search_list(target: Any, store: Any) -> list[RollbackCopy]:
-    from airflow_checkpoint_provider.core.engines import search
-
-    ids = [i.checkpoint_id for i in store.list()] if store is not None else []
-    return [RollbackCopy("search", r["index"], r["source"], str(r["checkpoint"] or r["short_id"]),
-                         _normal_ts(str(r["created_at"])), size=r.get("size_bytes"), items=r.get("docs"))
-            for r in search.list_rollbacks(target, checkpoints=ids) if r["kind"] == "index"]
-
-
-def _search_drop(target: Any, name: str, store: Any) -> None:
-    from airflow_checkpoint_provider.core.engines import search
-
-    search.drop_rollback(target, name)
-
-
-#: per component: (list the rollback copies on a target, drop one by name)
-ENGINES: dict[str, tuple[Any, Any]] = {"postgres": (_postgres_list, _postgres_drop),
-                                       "redis": (_redis_list, _redis_drop),
-                                       "search": (_search_list, _search_drop)}
-
-
 def list_copies(component: str, target: Any, store: Any = None) -> list[RollbackCopy]:
-    if component not in ENGINES:
-        return []
-    return ENGINES[component][0](target, store)
+    from airflow_checkpoint_provider.core.engines import registry
+
+    return registry.get(component).rollbacks(target, store)
 
 
 def drop_copy(component: str, target: Any, name: str, store: Any = None) -> None:
-    ENGINES[component][1](target, name, store)
+    from airflow_checkpoint_provider.core.engines import registry
+
+    registry.get(component).drop_rollback(target, name, store)
 
 
 def expire(component: str, target: Any, policy: RollbackPolicy, store: Any = None) -> list[RollbackCopy]:
     """Drop the copies on ``target`` that ``policy`` expires. The caller holds the server's lease
     (after a restore) or has checked that no restore holds it (the CLI)."""
-    if component not in ENGINES or policy == RollbackPolicy():
+    if policy == RollbackPolicy():
         return []
     doomed = policy.expired(list_copies(component, target, store))
     for c in doomed:

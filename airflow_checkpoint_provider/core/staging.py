@@ -22,15 +22,19 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from airflow_checkpoint_provider.core.errors import CheckpointError, FormatError, StoreError
+from airflow_checkpoint_provider.core.errors import (
+    CheckpointError,
+    FormatError,
+    StoreError,
+)
 from airflow_checkpoint_provider.core.fs import StoreFS
-from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.manifest import (
     Artifact,
     format_ts,
     utcnow,
     validate_artifact_name,
 )
+from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.streams import (
     CHUNK_SIZE,
     DEFAULT_ZSTD_LEVEL,

@@ -29,8 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,6 @@ from airflow_checkpoint_provider.core.errors import (
     LkgBindingError,
     StoreError,
     StoreNotFoundError,
-    VerificationFailedError,
 )
 from airflow_checkpoint_provider.core.fs import TMP_MARK, LocalFS, StoreFS
 from airflow_checkpoint_provider.core.lkg import LKG_ALIASES, LKG_FORMAT, LkgPointer  # noqa: F401 - re-exported
@@ -60,15 +58,20 @@ from airflow_checkpoint_provider.core.manifest import (
     Manifest,
     format_ts,
     new_checkpoint_id,
-    parse_ts,
     utcnow,
     validate_checkpoint_id,
 )
 from airflow_checkpoint_provider.core.reading import CheckedReader, RawSizeReader
 from airflow_checkpoint_provider.core.safejson import load_json
-from airflow_checkpoint_provider.core.staging import Staging, staging_owners
+from airflow_checkpoint_provider.core.staging import Staging
+from airflow_checkpoint_provider.core.store_lkg import _LkgMixin
+from airflow_checkpoint_provider.core.store_upkeep import _UpkeepMixin
 from airflow_checkpoint_provider.core.streams import CHUNK_SIZE
-from airflow_checkpoint_provider.core.verify import ProblemKind, VerifyResult, verify_archive
+from airflow_checkpoint_provider.core.verify import (
+    ProblemKind,
+    VerifyResult,
+    verify_archive,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +132,7 @@ def parse_root(root: str | os.PathLike[str]) -> StoreFS:
     )
 
 
-class Store:
+class Store(_UpkeepMixin, _LkgMixin):
     """A checkpoint store over a :class:`StoreFS`. Create one with :meth:`Store.open`."""
 
     def __init__(self, fs: StoreFS, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
@@ -189,7 +192,7 @@ class Store:
     def root(self) -> str:
         return self.fs.root
 
-    def lock(self):  # noqa: ANN201
+    def lock(self):
         """Exclusive writer lock for publishing, deleting and moving the LKG."""
         return self.fs.lock("locks/store.lock", self.lock_timeout)
 
@@ -481,177 +484,10 @@ class Store:
             self.fs.remove(self._archive_rel(cid))
         log.info("Deleted checkpoint %s", cid)
 
-    def cleanup(self, *, stale_after: float = 24 * 3600, dry_run: bool = False,
-                is_dead: Callable[[dict[str, Any]], bool | None] | None = None) -> list[str]:
-        """Remove leftovers of crashed writers: temporary files, archives without a manifest, the
-        staging areas of runs that ended without sealing, and any staging area older than
-        ``stale_after``. Returns what was removed (with ``dry_run``: what would be).
-
-        A staging area belongs to a dead run when every writer that claimed it
-        (:meth:`Staging.claim`) is dead: ``is_dead(owner)`` (Airflow's view of the owner's run) says
-        so, or, for a writer outside Airflow, its process on this host no longer runs."""
-        from airflow_checkpoint_provider.core.lease import owner_gone
-
-        def dead(owner: dict[str, Any]) -> bool:
-            if owner.get("dag_id"):
-                return is_dead is not None and is_dead(owner) is True
-            return owner_gone(owner)
-
-        now = time.time()
-        with self.lock():
-            doomed = []
-            for entry in self.fs.listdir("checkpoints"):
-                rel = f"checkpoints/{entry}"
-                orphan = entry.endswith(".tar") and not self.fs.exists(rel[: -len(".tar")] + ".manifest.json")
-                if orphan or (entry.startswith(TMP_MARK) and self._age(rel, now) >= min(stale_after, 60.0)):
-                    doomed.append((rel, False))
-            for entry in self.fs.listdir("staging"):
-                rel = f"staging/{entry}"
-                owners = staging_owners(self.fs, rel)
-                if self._age(rel, now) >= stale_after or (owners and all(dead(o) for o in owners)):
-                    doomed.append((rel, True))
-            for rel, tree in [] if dry_run else doomed:
-                if tree:
-                    self.fs.remove_tree(rel)
-                else:
-                    self.fs.remove(rel)
-        return [rel for rel, _ in doomed]
-
-    def _age(self, rel: str, now: float) -> float:
-        p = self.fs.local_path(rel)
-        return now - p.stat().st_mtime if p is not None and p.exists() else 0.0
-
     # ---- audit -------------------------------------------------------------------------------------
-
-    def write_audit(self, record: dict[str, Any]) -> str:
-        """Append one audit record (a new file, never rewritten). Returns its path in the store."""
-        now = format_ts(utcnow())
-        body = {"format": AUDIT_FORMAT, "format_version": 1, "recorded_at": now, **record}
-        rel = f"audit/{_audit_name(now)}"
-        self.fs.makedirs("audit")
-        self.fs.write_bytes(rel, (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode())
-        return rel
-
-    def audit_log(self) -> list[dict[str, Any]]:
-        """Every audit record, newest first."""
-        out = []
-        for entry in self.fs.listdir("audit"):
-            if entry.startswith(TMP_MARK) or not entry.endswith(".json"):
-                continue
-            try:
-                record = load_json(self.fs.read_bytes(f"audit/{entry}"), source=f"audit/{entry}")
-            except FormatError as exc:
-                log.warning("Skipping damaged audit record %s: %s", entry, exc.message)
-                continue
-            if isinstance(record, dict) and isinstance(record.get("recorded_at", ""), str):
-                out.append(record)
-        out.sort(key=lambda r: r.get("recorded_at", ""), reverse=True)
-        return out
 
     # ---- last known good -------------------------------------------------------------------------
 
-    def lkg(self) -> LkgPointer | None:
-        """The current LKG pointer, or None if none was ever set."""
-        if not self.fs.exists("refs/lkg.json"):
-            return None
-        try:
-            return LkgPointer.from_bytes(self.fs.read_bytes("refs/lkg.json"), "refs/lkg.json")
-        except FormatError as exc:
-            history = self.lkg_history()
-            if not history:
-                raise
-            log.warning("%s; falling back to the newest LKG history record", exc.message)
-            return history[0]
-
-    def lkg_history(self) -> list[LkgPointer]:
-        """Every LKG move, newest first."""
-        out = []
-        for entry in self.fs.listdir("refs/lkg-history"):
-            if entry.startswith(TMP_MARK) or not entry.endswith(".json"):
-                continue
-            try:
-                out.append(LkgPointer.from_bytes(self.fs.read_bytes(f"refs/lkg-history/{entry}"), entry))
-            except FormatError as exc:
-                log.warning("Skipping LKG history record %s: %s", entry, exc.message)
-        out.sort(key=lambda p: p.set_at, reverse=True)
-        return out
-
-    def _current_lkg(self) -> LkgPointer:
-        pointer = self.lkg()
-        if pointer is None:
-            raise CheckpointNotFoundError(
-                f"no last-known-good checkpoint is set in {self.root}",
-                hint="run checkpoint_scheduled (it marks the LKG after verification) or `airflow-checkpoint "
-                "lkg set <id>`",
-            )
-        return pointer
-
-    def _binding_problem(self, pointer: LkgPointer, manifest: Manifest | None = None) -> str | None:
-        """Why ``pointer`` no longer names the manifest it was verified with, or None if it still does."""
-        cid = pointer.checkpoint_id
-        if manifest is None:
-            if not self.exists(cid):
-                return f"the last-known-good pointer names checkpoint {cid}, which is not in {self.root}"
-            try:
-                manifest = self._info(cid).manifest
-            except CheckpointError as exc:
-                return f"the last-known-good checkpoint {cid} cannot be read: {exc.message}"
-        if manifest.manifest_sha256 != pointer.manifest_sha256:
-            return (f"the last-known-good pointer binds checkpoint {cid} to manifest_sha256 "
-                    f"{pointer.manifest_sha256}, but its manifest is now {manifest.manifest_sha256}: the checkpoint "
-                    "was replaced after it was verified")
-        return None
-
-    def _lkg_fallback_hint(self, pointer: LkgPointer) -> str:
-        """Names the LKG history's previous entry that still matches its checkpoint."""
-        for entry in self.lkg_history():
-            if entry.checkpoint_id != pointer.checkpoint_id and self._binding_problem(entry) is None:
-                return (f"do not restore it; the LKG history's previous verified entry is {entry.checkpoint_id} "
-                        f"(marked {entry.set_at}): check it with `airflow-checkpoint verify {entry.checkpoint_id}` "
-                        f"and move the LKG back with `airflow-checkpoint lkg set {entry.checkpoint_id}`")
-        return ("do not restore it; no earlier entry of the LKG history still matches its checkpoint: find a good "
-                "one with `airflow-checkpoint verify --all` and mark it with `airflow-checkpoint lkg set <id>`")
-
-    def mark_lkg(self, checkpoint_id: str, *, result: VerifyResult | None = None, reason: str = "") -> LkgPointer:
-        """Point the LKG at a checkpoint, but only if it verifies.
-
-        ``result`` may carry a verification just made by the caller (the bundle step verifies
-        right after sealing); it is accepted only if it is a clean result for this very
-        manifest. Otherwise the archive is verified here.
-        """
-        info = self.get(checkpoint_id)
-        cid = info.checkpoint_id
-        sha = info.manifest.manifest_sha256
-        if result is None or not result.ok or result.checkpoint_id != cid or result.manifest is None or \
-                result.manifest.manifest_sha256 != sha:
-            result = self.verify(cid)  # outside the lock: verification reads the whole archive
-        if not result.ok:
-            raise VerificationFailedError(result)
-        with self.lock():
-            # the checkpoint must still be the one that was verified
-            current = self.get(cid).manifest.manifest_sha256
-            if current != sha:
-                raise StoreError(f"checkpoint {cid} changed while it was being verified",
-                                 hint="verify it again and retry")
-            previous = self.lkg()
-            now = format_ts(utcnow())
-            pointer = LkgPointer(
-                checkpoint_id=cid,
-                manifest_sha256=sha,
-                set_at=now,
-                previous=previous.checkpoint_id if previous else None,
-                reason=reason,
-                verified_at=now,
-            )
-            data = pointer.to_bytes()
-            stamp = parse_ts(now).strftime("%Y%m%dT%H%M%S%fZ")
-            self.fs.write_bytes("refs/lkg.json", data)  # the move happens here, atomically
-            self.fs.write_bytes(f"refs/lkg-history/{stamp}-{cid}.json", data)
-        log.info("Last-known-good is now %s (was %s)", cid, pointer.previous)
-        return pointer
-
-
-AUDIT_FORMAT = "airflow-checkpoint-audit"
 
 
 def _match_expected(staging: Staging, staged: list[Artifact], expected: list[Artifact]) -> list[Artifact]:
@@ -672,12 +508,6 @@ def _match_expected(staging: Staging, staged: list[Artifact], expected: list[Art
             )
         out.append(have)
     return sorted(out, key=lambda a: a.name)
-
-
-def _audit_name(now: str) -> str:
-    import secrets
-
-    return f"{parse_ts(now).strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(3)}.json"
 
 
 def default_root(airflow_home: str | None = None) -> str:

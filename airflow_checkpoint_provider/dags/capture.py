@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup
 
-from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider import engines, settings
 from airflow_checkpoint_provider.dags.params import capture_params, group_kwargs_from_params, optional_list
 from airflow_checkpoint_provider.task_groups import checkpoint_task_group
 
@@ -102,10 +102,9 @@ def checkpoint_pre_deploy(dag_id: str = "checkpoint_pre_deploy") -> DAG:
             ValidateDeploymentOperator(task_id="environment", check="env", items="{{ params.required_env or [] }}")
             ValidateDeploymentOperator(
                 task_id="connections", check="connections",
-                items="{{ params.required_connections if params.required_connections else "
-                      "([params.postgres_conn_id] if 'postgres' in params.components else []) + "
-                      "([params.redis_conn_id] if 'redis' in params.components else []) + "
-                      "([params.elasticsearch_conn_id] if 'search' in params.components else []) }}",
+                items="{{ params.required_connections if params.required_connections else %s }}" % " + ".join(
+                    f"([params.{e.conn_param}] if {e.name!r} in params.components else [])"
+                    for e in engines.engines().values()),
             )
             ValidateDeploymentOperator(task_id="config_files", check="files", items="{{ params.required_files or [] }}")
             ValidateDeploymentOperator(task_id="dependencies", check="dependencies",

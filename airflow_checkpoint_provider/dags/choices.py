@@ -43,10 +43,10 @@ def checkpoint_choices(root: str | None = None, limit: int = 25) -> tuple[list[s
                         if n.endswith(SIDECAR) and not n.startswith(".")), reverse=True)
         try:
             pointer = store.lkg()
-        except Exception:  # noqa: BLE001 - a damaged pointer only loses the LKG mark
+        except Exception:
             pointer = None
         lkg_id = pointer.checkpoint_id if pointer else None
-    except Exception as exc:  # noqa: BLE001 - no store yet (or unreadable): only last-known-good
+    except Exception as exc:
         log.debug("no checkpoint choices: %s", exc)
         return ids, labels
     rows = []
@@ -59,7 +59,7 @@ def checkpoint_choices(root: str | None = None, limit: int = 25) -> tuple[list[s
             if manifest.checkpoint_id != cid:
                 continue
             rows.append((manifest.created_at, cid, manifest.total_size, list(manifest.tags)))
-        except Exception as exc:  # noqa: BLE001 - one bad sidecar hides only itself
+        except Exception as exc:
             log.debug("checkpoint %s left out of the choices: %s", cid, exc)
     for created_at, cid, size, tags in sorted(rows, reverse=True):
         ids.append(cid)

@@ -17,7 +17,12 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.dags.choices import checkpoint_choices
-from airflow_checkpoint_provider.dags.params import SEARCH_OPTIONS_FROM_PARAMS, optional_text, restore_params
+from airflow_checkpoint_provider.dags.params import (
+    health_kwargs_from_params,
+    optional_text,
+    restore_kwargs_from_params,
+    restore_params,
+)
 from airflow_checkpoint_provider.operators.drain import DrainOperator
 from airflow_checkpoint_provider.operators.restore import RestoreOperator
 from airflow_checkpoint_provider.sensors.health import HealthCheckSensor
@@ -59,22 +64,11 @@ def _drain_pair(*, drain_callable: str | None, drain_command: str | None, resume
     return drain, resume
 
 
-def _restore_kwargs() -> dict[str, Any]:
-    return {
-        "components": "{{ params.components }}", "postgres_conn_id": "{{ params.postgres_conn_id }}",
-        "redis_conn_id": "{{ params.redis_conn_id }}", "elasticsearch_conn_id": "{{ params.elasticsearch_conn_id }}",
-        "dry_run": "{{ params.dry_run }}", "safety_checkpoint": "{{ params.safety_checkpoint }}",
-        "search_options": dict(SEARCH_OPTIONS_FROM_PARAMS),
-    }
-
-
 def _health(restore: RestoreOperator, **kwargs: Any) -> HealthCheckSensor:
     return HealthCheckSensor(
         task_id="health_check", checkpoint_id=restore.output["checkpoint_id"],
-        expectations=restore.output["expectations"], components="{{ params.components }}",
-        postgres_conn_id="{{ params.postgres_conn_id }}", redis_conn_id="{{ params.redis_conn_id }}",
-        elasticsearch_conn_id="{{ params.elasticsearch_conn_id }}", enabled="{{ not params.dry_run }}",
-        poke_interval=5, timeout=300, **kwargs,
+        expectations=restore.output["expectations"], enabled="{{ not params.dry_run }}",
+        poke_interval=5, timeout=300, **health_kwargs_from_params(), **kwargs,
     )
 
 
@@ -95,7 +89,7 @@ def recovery_lkg(dag_id: str = "recovery_lkg", *, drain_callable: str | None = N
              doc_md=RECOVERY_DOC) as dag:
         drain, resume = _drain_pair(drain_callable=drain_callable, drain_command=drain_command,
                                     resume_command=resume_command, pause_dags=pause_dags)
-        restore = RestoreOperator(task_id="restore", checkpoint_id="last-known-good", **_restore_kwargs())
+        restore = RestoreOperator(task_id="restore", checkpoint_id="last-known-good", **restore_kwargs_from_params())
         health = _health(restore)
         drain >> restore >> health >> resume
         drain.as_setup() >> resume.as_teardown(setups=drain)
@@ -122,17 +116,7 @@ def restore_checkpoint(dag_id: str = "restore_checkpoint", *, drain_callable: st
         "confirm": optional_text("Confirm",
                                  "Type the checkpoint id again (or last-known-good) to allow a restore that replaces "
                                  "data. Not needed for a dry run."),
-        "databases": optional_text("PostgreSQL databases",
-                                   "Comma-separated subset of the checkpoint's databases; empty for all."),
-        "rename_databases": Param(None, type=["null", "object"], title="Restore databases under other names",
-                                  description='e.g. {"app": "app_restored"}; the original stays untouched.'),
-        "indices": optional_text("Search indices", "Comma-separated subset of the checkpoint's indices; empty for all."),
-        "no_owner": Param(True, type="boolean", title="Skip ownership (pg_restore --no-owner)",
-                          description="Objects belong to the target connection's user instead of their original "
-                                      "owners; needed when the target lacks the source's roles."),
-        "no_privileges": Param(False, type="boolean", title="Skip privileges (pg_restore --no-privileges)",
-                               description="Leave out GRANT/REVOKE; needed when the target lacks the roles they name."),
-        **restore_params(),
+        **restore_params(chosen=True),
     }
     with DAG(dag_id=dag_id, description="Restore a chosen checkpoint (confirmation required), then verify health",
              schedule=None, start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
@@ -161,13 +145,8 @@ def restore_checkpoint(dag_id: str = "restore_checkpoint", *, drain_callable: st
         drain, resume = _drain_pair(drain_callable=drain_callable, drain_command=drain_command,
                                     resume_command=resume_command, pause_dags=pause_dags)
         confirmed = check_confirmation()
-        restore = RestoreOperator(
-            task_id="restore", checkpoint_id=confirmed, databases="{{ params.databases }}",
-            indices="{{ params.indices }}", rename_databases="{{ params.rename_databases }}",
-            pg_options={"no_owner": "{{ params.no_owner }}", "no_privileges": "{{ params.no_privileges }}"},
-            **_restore_kwargs(),
-        )
-        health = _health(restore, rename_databases="{{ params.rename_databases }}")
+        restore = RestoreOperator(task_id="restore", checkpoint_id=confirmed, **restore_kwargs_from_params(chosen=True))
+        health = _health(restore)
         confirmed >> drain >> restore >> health >> resume
         drain.as_setup() >> resume.as_teardown(setups=drain)
     return dag

@@ -87,7 +87,7 @@ class DatabasePauser:
             from airflow.utils.session import create_session
 
             return create_session()
-        except Exception as exc:  # noqa: BLE001 - blocked ORM in supervised task processes
+        except Exception as exc:
             raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: BaseException) -> PauseUnavailableError:
@@ -106,7 +106,7 @@ class DatabasePauser:
                 return None if model is None else bool(model.is_paused)
         except PauseUnavailableError:
             raise
-        except Exception as exc:  # noqa: BLE001 - same: the ORM refuses inside supervised tasks
+        except Exception as exc:
             raise self._unavailable(exc) from exc
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
@@ -137,7 +137,7 @@ class AirflowApiHook(BaseHook):
         """The REST API when the connection exists, else the metadata database."""
         try:
             conn = self.get_connection(self.airflow_api_conn_id)
-        except Exception:  # noqa: BLE001 - AirflowNotFoundException: fall back to the database
+        except Exception:
             return DatabasePauser(self.airflow_api_conn_id)
         host = (conn.host or "localhost").rstrip("/")
         if "://" not in host:

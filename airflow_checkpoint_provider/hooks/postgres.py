@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-from airflow_checkpoint_provider.core.engines.targets import LIBPQ_SSL_OPTIONS, PostgresTarget
+from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
 
 
 class PgCheckpointHook(PostgresHook):
@@ -19,18 +19,9 @@ class PgCheckpointHook(PostgresHook):
     hook_name = "Checkpoint: PostgreSQL"
 
     def target(self) -> PostgresTarget:
-        conn = self.get_connection(self.get_conn_id())
-        extra = conn.extra_dejson
-        return PostgresTarget(
-            host=conn.host or "localhost",
-            port=int(conn.port or 5432),
-            user=conn.login or "postgres",
-            password=conn.password or None,
-            dbname=conn.schema or "postgres",
-            sslmode=extra.get("sslmode") or None,
-            connect_timeout=int(extra.get("connect_timeout", 10)),
-            ssl={k: v for k, v in extra.items() if k in LIBPQ_SSL_OPTIONS and v not in (None, "")},
-        )
+        from airflow_checkpoint_provider import engines
+
+        return engines.target("postgres", self.get_conn_id())
 
     def test_connection(self) -> tuple[bool, str]:
         from airflow_checkpoint_provider.core.engines import postgres

@@ -31,22 +31,9 @@ class SearchCheckpointHook(BaseHook):
         self.elasticsearch_conn_id = elasticsearch_conn_id
 
     def target(self) -> SearchTarget:
-        conn = self.get_connection(self.elasticsearch_conn_id)
-        extra = conn.extra_dejson
-        host = conn.host or "localhost"
-        scheme = (conn.schema or extra.get("scheme") or "http").lower()
-        if "://" in host:
-            scheme, host = host.split("://", 1)
-        host = host.rstrip("/")
-        port = conn.port or 9200
-        return SearchTarget(
-            url=f"{scheme}://{host}:{port}",
-            username=conn.login or None,
-            password=conn.password or None,
-            api_key=extra.get("api_key"),
-            verify_certs=str(extra.get("verify_certs", True)).lower() not in ("0", "false", "no"),
-            ca_certs=extra.get("ca_certs"),
-        )
+        from airflow_checkpoint_provider import engines
+
+        return engines.target("search", self.elasticsearch_conn_id)
 
     def get_conn(self) -> Any:
         from airflow_checkpoint_provider.core.engines.search import SearchClient

@@ -12,19 +12,13 @@ from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.staging import Staging, staging_key
 from airflow_checkpoint_provider.core.store import Store
+from airflow_checkpoint_provider.core.values import split_list
 from airflow_checkpoint_provider.version import __version__
+
+__all__ = ["CaptureOperator", "open_store", "split_list"]
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-
-def split_list(value: Any) -> list[str]:
-    """A templated list: a list, or a comma-separated string; empty items dropped."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v).strip() for v in value if str(v).strip()]
 
 
 def open_store(storage_root: str | None = None, *, create: bool = True) -> Store:
@@ -109,7 +103,12 @@ class CaptureOperator(BaseOperator):
     """
 
     component: str = ""
+    task_name: str = ""  #: the task id the checkpoint task group gives it
     template_fields: tuple[str, ...] = ("storage_root", "staging_key", "enabled")
+    #: ``checkpoint_task_group`` keyword -> this operator's keyword ("*": a dict merged into the kwargs)
+    group_options: dict[str, str] = {}
+    #: ``RestoreOperator`` keyword -> an option of this engine's restore ("*": a dict merged into them)
+    restore_kwargs: dict[str, str] = {}
 
     def __init__(
         self,
@@ -124,9 +123,41 @@ class CaptureOperator(BaseOperator):
         self.staging_key = staging_key
         self.enabled = enabled
 
+    @property
+    def conn_id(self) -> str:
+        """The Airflow connection this capture reads (the engine's ``conn_param`` argument)."""
+        from airflow_checkpoint_provider.core.engines import registry
+
+        return getattr(self, registry.get(self.component).conn_param)
+
     def target(self) -> Any:
-        """The engine target, from the operator's connection (through its hook)."""
-        raise NotImplementedError
+        """The engine target, from the operator's connection."""
+        from airflow_checkpoint_provider import engines
+
+        return engines.target(self.component, self.conn_id)
+
+    # ---- how the ready-made DAGs offer this engine (trigger-form Params) -------------------------
+
+    @classmethod
+    def capture_params(cls) -> dict[str, Any]:
+        """This engine's fields of the capture DAGs' trigger forms."""
+        return {}
+
+    @classmethod
+    def capture_kwargs(cls) -> dict[str, Any]:
+        """This operator's keywords in the capture DAGs, templated on :meth:`capture_params`."""
+        return {}
+
+    @classmethod
+    def restore_params(cls, *, chosen: bool) -> dict[str, Any]:
+        """This engine's fields of the restore DAGs' forms (``chosen``: restore_checkpoint, where a
+        subset can be picked; else recovery_lkg too)."""
+        return {}
+
+    @classmethod
+    def restore_options(cls, *, chosen: bool) -> dict[str, Any]:
+        """This engine's restore options in the restore DAGs, templated on :meth:`restore_params`."""
+        return {}
 
     def capture(self, staging: Staging, target: Any) -> list[Artifact]:
         raise NotImplementedError
@@ -136,10 +167,9 @@ class CaptureOperator(BaseOperator):
 
     def before_capture(self, context: Context, store: Store, target: Any) -> str:
         """Heal interrupted restores, then wait until no restore holds this server. Returns its lease key."""
+        from airflow_checkpoint_provider.core import leftovers
         from airflow_checkpoint_provider.core.lease import target_key, wait_for_restores
         from airflow_checkpoint_provider.operators.heal import heal, liveness
-
-        from airflow_checkpoint_provider.core import leftovers
 
         key = target_key(self.component, target.public())
         heal(store, context, [key])
@@ -147,12 +177,17 @@ class CaptureOperator(BaseOperator):
         try:
             for line in leftovers.drop(self.component, target, store, **self.leftover_options()):
                 self.log.info("Removed the leftover %s of a restore or capture that died", line)
-        except Exception as exc:  # noqa: BLE001 - housekeeping must not fail the capture
+        except Exception as exc:
             self.log.warning("Removing leftovers on %s failed: %s", target.label, exc)
         return key
 
     def leftover_options(self) -> dict[str, Any]:
-        """Engine-specific options of :func:`core.leftovers.drop` (the search repository)."""
+        """Engine-specific options of :func:`core.leftovers.drop` for this task (the search repository)."""
+        return self.default_leftover_options()
+
+    @classmethod
+    def default_leftover_options(cls) -> dict[str, Any]:
+        """The same from the ``[checkpoint]`` options (for ``airflow-checkpoint cleanup``)."""
         return {}
 
     def execute(self, context: Context) -> dict[str, Any]:

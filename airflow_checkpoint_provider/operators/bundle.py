@@ -10,10 +10,10 @@ from airflow_checkpoint_provider.core.errors import CheckpointError, Verificatio
 from airflow_checkpoint_provider.core.manifest import config_hash
 from airflow_checkpoint_provider.operators.base import (
     artifacts_from_xcom,
-    split_list,
     open_store,
     provenance,
     run_staging_key,
+    split_list,
 )
 
 if TYPE_CHECKING:

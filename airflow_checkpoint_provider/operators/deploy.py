@@ -16,29 +16,31 @@ CHECKS = ("env", "connections", "files", "dependencies")
 
 
 def check_connections(conn_ids: list[str]) -> list[str]:
-    """Each connection must exist and answer (PostgreSQL SELECT, Redis PING, search GET /)."""
-    from airflow_checkpoint_provider.hooks.postgres import PgCheckpointHook
-    from airflow_checkpoint_provider.hooks.redis import RedisCheckpointHook
-    from airflow_checkpoint_provider.hooks.search import SearchCheckpointHook
+    """Each connection must exist and answer: an engine's connection type by a round trip to its
+    server (``server_version``), any other type by its hook's ``test_connection``."""
+    from airflow_checkpoint_provider import engines
+    from airflow_checkpoint_provider.core.errors import CheckpointError
 
+    by_type = {t: e for e in engines.engines().values() for t in e.conn_types}
     problems = []
     for conn_id in conn_ids:
         try:
             conn = BaseHook.get_connection(conn_id)
-        except Exception as exc:  # noqa: BLE001 - any lookup failure means "not configured"
+        except Exception as exc:
             problems.append(f"connection {conn_id!r} is not defined ({type(exc).__name__})")
             continue
         kind = conn.conn_type
-        if kind == "postgres":
-            ok, message = PgCheckpointHook(postgres_conn_id=conn_id).test_connection()
-        elif kind == "redis":
-            ok, message = RedisCheckpointHook(redis_conn_id=conn_id).test_connection()
-        elif kind in ("elasticsearch", "opensearch"):
-            ok, message = SearchCheckpointHook(elasticsearch_conn_id=conn_id).test_connection()
+        engine = by_type.get(kind) or (by_type.get("elasticsearch") if kind == "opensearch" else None)
+        if engine is not None:
+            try:
+                version = engine.server_version(engine.target_from_connection(engines.connection_info(conn_id)))
+                ok, message = True, f"{engine.title} {version}"
+            except CheckpointError as exc:
+                ok, message = False, str(exc)
         else:
             try:
                 ok, message = conn.get_hook().test_connection()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 ok, message = False, f"cannot test connections of type {kind!r}: {exc}"
         if not ok:
             problems.append(f"connection {conn_id!r} ({kind}) is not reachable: {message.splitlines()[0]}")

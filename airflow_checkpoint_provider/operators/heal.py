@@ -28,24 +28,14 @@ _ENDED = frozenset({"success", "failed", "up_for_retry", "upstream_failed", "ski
 
 def resolve_target(component: str, public: dict[str, Any]) -> Any:
     """The engine target of ``component`` from the connection id a journal recorded."""
+    from airflow_checkpoint_provider import engines
+
     conn_id = public.get("conn_id")
     if not conn_id:
         raise ReplayError(f"the journal of the interrupted {component} restore records no connection id",
-                          hint="run `airflow-checkpoint recover-interrupted --<component>-conn-id ...` naming the "
-                          "connection of the server it restored")
-    if component == "postgres":
-        from airflow_checkpoint_provider.hooks.postgres import PgCheckpointHook
-
-        return PgCheckpointHook(postgres_conn_id=conn_id).target()
-    if component == "redis":
-        from airflow_checkpoint_provider.hooks.redis import RedisCheckpointHook
-
-        return RedisCheckpointHook(redis_conn_id=conn_id).target()
-    if component == "search":
-        from airflow_checkpoint_provider.hooks.search import SearchCheckpointHook
-
-        return SearchCheckpointHook(elasticsearch_conn_id=conn_id).target()
-    raise ReplayError(f"unknown component {component!r} in a journal", hint="upgrade airflow-checkpoint-provider")
+                          hint="run `airflow-checkpoint recover-interrupted --conn-id <component>=<connection>` naming "
+                          "the connection of the server it restored")
+    return engines.target(component, conn_id)
 
 
 def liveness(context: Context | None) -> Callable[[LeaseRecord], bool | None]:
@@ -64,7 +54,7 @@ def liveness(context: Context | None) -> Callable[[LeaseRecord], bool | None]:
         try:
             states = ti.get_task_states(dag_id=owner["dag_id"], run_ids=[owner["run_id"]],
                                         task_ids=[owner["task_id"]])
-        except Exception:  # noqa: BLE001 - no answer: let the heartbeat decide
+        except Exception:
             return None
         found = [s for by_task in (states or {}).values() for s in (by_task or {}).values()]
         return False if found and all(s in _ENDED for s in found) else None
@@ -83,7 +73,7 @@ def run_ended(context: Context | None) -> Callable[[dict[str, Any]], bool | None
             return False
         try:
             state = ti.get_dagrun_state(dag_id=owner["dag_id"], run_id=owner["run_id"])
-        except Exception:  # noqa: BLE001 - unknown run (deleted): its area is an orphan
+        except Exception:
             return True
         return str(state).split(".")[-1].lower() not in ("running", "queued")
 

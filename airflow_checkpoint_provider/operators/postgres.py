@@ -7,9 +7,7 @@ from typing import Any
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.staging import Staging
-from airflow_checkpoint_provider.hooks.postgres import PgCheckpointHook
 from airflow_checkpoint_provider.operators.base import CaptureOperator, split_list
-
 
 
 class PgDumpOperator(CaptureOperator):
@@ -32,6 +30,10 @@ class PgDumpOperator(CaptureOperator):
     """
 
     component = "postgres"
+    task_name = "pg_dump"  #: its task id in the checkpoint task group
+    group_options = {"postgres_conn_id": "postgres_conn_id", "databases": "databases", "pg_options": "*"}
+    restore_kwargs = {"databases": "databases", "rename_databases": "rename", "pg_restore": "pg_restore",
+                      "jobs": "jobs", "pg_options": "*"}
     template_fields = (*CaptureOperator.template_fields, "databases", "dump_format", "jobs", "schemas",
                        "exclude_schemas", "tables", "exclude_tables", "pg_dump", "postgres_conn_id")
 
@@ -72,8 +74,45 @@ class PgDumpOperator(CaptureOperator):
                 "exclude_schemas": split_list(self.exclude_schemas), "tables": split_list(self.tables),
                 "exclude_tables": split_list(self.exclude_tables), "exact_counts": bool(self.exact_counts)}
 
-    def target(self) -> Any:
-        return PgCheckpointHook(postgres_conn_id=self.postgres_conn_id).target()
+    @classmethod
+    def capture_params(cls) -> dict[str, Any]:
+        from airflow_checkpoint_provider.dags.params import optional_text
+
+        return {"databases": optional_text(
+            "PostgreSQL databases",
+            "Comma-separated database names, or 'all' (or empty) for every connectable database.", "all")}
+
+    @classmethod
+    def capture_kwargs(cls) -> dict[str, Any]:
+        return {"databases": "{{ params.databases or 'all' }}"}
+
+    @classmethod
+    def restore_params(cls, *, chosen: bool) -> dict[str, Any]:
+        from airflow.sdk import Param
+
+        from airflow_checkpoint_provider.dags.params import optional_text
+
+        if not chosen:
+            return {}
+        return {
+            "databases": optional_text("PostgreSQL databases",
+                                       "Comma-separated subset of the checkpoint's databases; empty for all."),
+            "rename_databases": Param(None, type=["null", "object"], title="Restore databases under other names",
+                                      description='e.g. {"app": "app_restored"}; the original stays untouched.'),
+            "no_owner": Param(True, type="boolean", title="Skip ownership (pg_restore --no-owner)",
+                              description="Objects belong to the target connection's user instead of their "
+                                          "original owners; needed when the target lacks the source's roles."),
+            "no_privileges": Param(False, type="boolean", title="Skip privileges (pg_restore --no-privileges)",
+                                   description="Leave out GRANT/REVOKE; needed when the target lacks the roles "
+                                               "they name."),
+        }
+
+    @classmethod
+    def restore_options(cls, *, chosen: bool) -> dict[str, Any]:
+        if not chosen:
+            return {}
+        return {"databases": "{{ params.databases }}", "rename": "{{ params.rename_databases }}",
+                "no_owner": "{{ params.no_owner }}", "no_privileges": "{{ params.no_privileges }}"}
 
     def capture(self, staging: Staging, target: Any) -> list[Artifact]:
         from airflow_checkpoint_provider.core.engines import postgres

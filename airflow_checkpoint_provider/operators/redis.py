@@ -7,10 +7,11 @@ from typing import Any
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.staging import Staging
-from airflow_checkpoint_provider.hooks.redis import RedisCheckpointHook
 from airflow_checkpoint_provider.operators.base import CaptureOperator
 
 MODES = ("rdb", "logical", "auto")
+#: the longest Redis write fence a run of the ready-made DAGs may ask for, in seconds
+MAX_FORM_FENCE_S = 300
 
 
 class RedisSnapshotOperator(CaptureOperator):
@@ -25,6 +26,9 @@ class RedisSnapshotOperator(CaptureOperator):
     """
 
     component = "redis"
+    task_name = "redis_snapshot"  #: its task id in the checkpoint task group
+    group_options = {"redis_conn_id": "redis_conn_id", "redis_mode": "mode", "redis_options": "*"}
+    restore_kwargs = {"redis_options": "*"}
     template_fields = (*CaptureOperator.template_fields, "mode", "redis_conn_id", "pause_writes")
 
     def __init__(
@@ -43,8 +47,28 @@ class RedisSnapshotOperator(CaptureOperator):
     def config(self) -> dict[str, Any]:
         return {"conn_id": self.redis_conn_id, "mode": self.mode, "pause_writes": str(self.pause_writes)}
 
-    def target(self) -> Any:
-        return RedisCheckpointHook(redis_conn_id=self.redis_conn_id).target()
+    @classmethod
+    def capture_params(cls) -> dict[str, Any]:
+        from airflow.sdk import Param
+
+        from airflow_checkpoint_provider.core.engines.redis.fence import MAX_PAUSE_S
+
+        bound = int(min(MAX_PAUSE_S, MAX_FORM_FENCE_S))
+        return {
+            "redis_mode": Param("auto", type="string", enum=["auto", "rdb", "logical"], title="Redis capture mode",
+                                description="rdb: point-in-time RDB over replication; logical: SCAN+DUMP (managed "
+                                            "services); auto: rdb, falling back to logical when SYNC is refused."),
+            "redis_fence": Param(
+                None, type=["null", "number"], minimum=0, maximum=bound, title="Redis write fence (seconds)",
+                description="Hold Redis writes with CLIENT PAUSE WRITE while the capture takes its point in time "
+                            "(rdb: until the server forked its snapshot; logical: the whole SCAN). Reads go on. "
+                            f"The value is the bound: writers wait at most this long (up to {bound}), even if the "
+                            "capture dies mid-fence. Empty or 0: no fence."),
+        }
+
+    @classmethod
+    def capture_kwargs(cls) -> dict[str, Any]:
+        return {"mode": "{{ params.redis_mode }}", "pause_writes": "{{ params.redis_fence or False }}"}
 
     def capture(self, staging: Staging, target: Any) -> list[Artifact]:
         from airflow_checkpoint_provider.core.engines import redis

@@ -2,44 +2,28 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_checkpoint_provider import engines, settings
 from airflow_checkpoint_provider.core import recovery
 from airflow_checkpoint_provider.core.manifest import Manifest
 from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy
 from airflow_checkpoint_provider.core.store import Store
-from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider.core.values import as_dict, as_list, truthy
 from airflow_checkpoint_provider.operators.base import open_store, provenance
 from airflow_checkpoint_provider.operators.heal import heal, liveness, run_ended
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-
-def as_list(value: Any) -> list[str] | None:
-    if value in (None, "", [], "all"):
-        return None
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()] or None
-    return [str(v) for v in value if str(v).strip()] or None
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    if value in (None, "", {}):
-        return {}
-    return json.loads(value) if isinstance(value, str) else dict(value)
-
-
-def truthy(value: Any) -> bool:
-    return str(value).lower() in ("1", "true", "yes", "on")
+__all__ = ["RestoreOperator", "as_dict", "as_list", "truthy"]
 
 
 class RestoreOperator(BaseOperator):
-    """Restore a checkpoint into PostgreSQL, Redis and search, never destroying the current state first.
+    """Restore a checkpoint into the registered stores, never destroying the current state first.
 
     The archive is verified, the plan checked for incompatibilities, a safety checkpoint of
     the current state taken, every component loaded side by side and verified against the
@@ -48,120 +32,79 @@ class RestoreOperator(BaseOperator):
     restore, dry runs included, writes an audit record into the store.
 
     :param checkpoint_id: the checkpoint, or ``last-known-good``.
-    :param components: any of ``postgres``, ``redis``, ``search``.
-    :param databases: PostgreSQL databases to restore (default: all in the checkpoint).
-    :param indices: search indices to restore (default: all in the checkpoint).
-    :param rename_databases: ``{"app": "app_copy"}`` restores a database under another name.
-    :param postgres_conn_id: target PostgreSQL (may differ from where the checkpoint came from).
-    :param redis_conn_id: target Redis.
-    :param elasticsearch_conn_id: target search cluster.
+    :param components: which stores (default: every registered engine the checkpoint holds).
+    :param conn_ids: ``{component: Airflow connection id}`` of the targets (which may differ from
+        where the checkpoint came from); each engine's own argument works too
+        (``postgres_conn_id=``, ``redis_conn_id=``, ``elasticsearch_conn_id=``).
+    :param options: ``{component: {...}}``: arguments of that engine's restore, e.g.
+        ``{"postgres": {"databases": ["app"], "rename": {"app": "app_copy"}, "no_owner": True},
+        "redis": {"spare_db": 10}, "search": {"indices": ["products"], "swap": "alias"}}``. The
+        engines' shorthand arguments work too: ``databases``, ``rename_databases``,
+        ``pg_restore``, ``jobs``, ``pg_options``, ``indices``, ``search_options``, ``redis_options``.
     :param mode: ``side_by_side`` (default) or ``in_place`` (then the safety checkpoint is the rollback).
     :param safety_checkpoint: checkpoint the current state before changing it (default True).
     :param dry_run: print the plan (what would be replaced, the conflicts) and change nothing.
     :param tolerance: allowed relative difference of counts in the final health check.
-    :param pg_restore: path of pg_restore; ``jobs``: its -j.
-    :param pg_options: extra arguments for the PostgreSQL restore (e.g. ``no_owner``, ``no_privileges``).
-    :param redis_options: extra arguments for the Redis restore (e.g. ``spare_db``, file placement).
-    :param search_options: extra arguments for the search restore (e.g. ``swap``, ``repository_settings``).
 
     The checkpoint id must arrive as a string: under ``render_template_as_native_obj`` a
     template such as ``"{{ params.checkpoint_id }}"`` turns ``1_000`` into the number 1000, so
     pass the guard task's output (an XComArg, resolved without rendering) instead.
     """
 
-    template_fields = ("checkpoint_id", "components", "databases", "indices", "rename_databases", "postgres_conn_id",
-                       "redis_conn_id", "elasticsearch_conn_id", "mode", "safety_checkpoint", "dry_run", "storage_root",
-                       "pg_options", "search_options")
+    template_fields = ("checkpoint_id", "components", "conn_ids", "options", "mode", "safety_checkpoint", "dry_run",
+                       "storage_root")
 
     def __init__(
         self,
         *,
         checkpoint_id: str = "last-known-good",
-        components: list[str] | str = recovery.COMPONENTS,
-        databases: list[str] | str | None = None,
-        indices: list[str] | str | None = None,
-        rename_databases: dict[str, str] | str | None = None,
-        postgres_conn_id: str = "postgres_default",
-        redis_conn_id: str = "redis_default",
-        elasticsearch_conn_id: str = "elasticsearch_default",
+        components: list[str] | str | None = None,
+        conn_ids: dict[str, str] | None = None,
+        options: dict[str, dict[str, Any]] | None = None,
         mode: str = "side_by_side",
         safety_checkpoint: bool | str = True,
         dry_run: bool | str = False,
         tolerance: float = 0.0,
-        pg_restore: str = "pg_restore",
-        jobs: int = 1,
-        pg_options: dict[str, Any] | None = None,
-        redis_options: dict[str, Any] | None = None,
-        search_options: dict[str, Any] | None = None,
         storage_root: str | None = None,
         **kwargs: Any,
     ) -> None:
+        legacy_conn_ids, legacy_options = engines.take_engine_kwargs(kwargs, "restore_kwargs")
         super().__init__(**kwargs)
         self.checkpoint_id = checkpoint_id
         self.components = components
-        self.databases = databases
-        self.indices = indices
-        self.rename_databases = rename_databases
-        self.postgres_conn_id = postgres_conn_id
-        self.redis_conn_id = redis_conn_id
-        self.elasticsearch_conn_id = elasticsearch_conn_id
+        self.conn_ids = {**legacy_conn_ids, **(conn_ids or {})}
+        self.options = engines.merge_options(legacy_options, options)
         self.mode = mode
         self.safety_checkpoint = safety_checkpoint
         self.dry_run = dry_run
         self.tolerance = tolerance
-        self.pg_restore = pg_restore
-        self.jobs = jobs
-        self.pg_options = pg_options or {}
-        self.redis_options = redis_options or {}
-        self.search_options = search_options or {}
         self.storage_root = storage_root
 
+    def _conn_id(self, name: str) -> str:
+        return (self.conn_ids or {}).get(name) or engines.default_conn_id(engines.engines()[name])
+
     def build(self, store: Store, manifest: Manifest, request: recovery.RestoreRequest) -> list[Any]:
-        """One component restore per requested store present in the checkpoint, search last."""
+        """One component restore per requested store the checkpoint holds, in registry order."""
         parts: list[Any] = []
-        cid = manifest.checkpoint_id
-        by_store = {c: [a for a in manifest.artifacts if a.store == c] for c in recovery.COMPONENTS}
-        if "postgres" in request.components and by_store["postgres"]:
-            from airflow_checkpoint_provider.core.engines.postgres import PostgresRestore
-            from airflow_checkpoint_provider.hooks.postgres import PgCheckpointHook
-
-            target = PgCheckpointHook(postgres_conn_id=self.postgres_conn_id).target()
-            parts.append(PostgresRestore(target, store, cid, by_store["postgres"], mode=request.mode,
-                                         databases=as_list(self.databases), rename=as_dict(self.rename_databases),
-                                         pg_restore=self.pg_restore, jobs=int(self.jobs), **self._pg_options()))
-        if "redis" in request.components and by_store["redis"]:
-            from airflow_checkpoint_provider.core.engines.redis import RedisRestore
-            from airflow_checkpoint_provider.hooks.redis import RedisCheckpointHook
-
-            target = RedisCheckpointHook(redis_conn_id=self.redis_conn_id).target()
-            policy = RollbackPolicy.parse(request.rollback_keep)  # also what may be reclaimed when spares run short
-            options = {"rollback_keep": policy.keep_last, "rollback_max_age": policy.max_age, **self.redis_options}
-            parts.append(RedisRestore(target, store, cid, by_store["redis"], mode=request.mode, **options))
-        if "search" in request.components and by_store["search"]:
-            from airflow_checkpoint_provider.core.engines.search.component import SearchRestore
-            from airflow_checkpoint_provider.hooks.search import SearchCheckpointHook
-
-            target = SearchCheckpointHook(elasticsearch_conn_id=self.elasticsearch_conn_id).target()
-            parts.append(SearchRestore(target, store, cid, by_store["search"][0], indices=as_list(self.indices),
-                                       **self.search_options))
+        policy = RollbackPolicy.parse(request.rollback_keep)  # also what may be reclaimed when space runs short
+        for name, engine in engines.engines().items():
+            artifacts = engine.artifacts_of(manifest.artifacts)
+            if name not in request.components or not artifacts:
+                continue
+            target = engines.target(name, self._conn_id(name))
+            parts.append(engine.restore(target, store, manifest.checkpoint_id, artifacts, mode=request.mode,
+                                        rollback_policy=policy, **(self.options or {}).get(name, {})))
         return parts
 
     def expectations(self, report: recovery.RestoreReport, components: tuple[str, ...]) -> dict[str, Any]:
-        """What a health check should find now: the manifest's fingerprints, except that Redis keys
-        whose TTL ran out between the checkpoint and the restore were (rightly) not restored."""
+        """What a health check should find now: each engine's reading of the manifest's fingerprints,
+        given its options and what its restore did (e.g. Redis keys that expired meanwhile)."""
         from airflow_checkpoint_provider.sensors.health import expectations_from_manifest
 
-        expected = expectations_from_manifest(self.storage_root, report.checkpoint_id, list(components),
-                                              as_dict(self.rename_databases))
-        for outcome in report.outcomes:
-            loaded = outcome.details.get("keys") if outcome.component == "redis" else None
-            if loaded is not None and "redis" in expected:
-                expected["redis"] = {**expected["redis"], "keys": {k.removeprefix("db"): n for k, n in loaded.items()}}
-        return expected
-
-    def _pg_options(self) -> dict[str, Any]:
-        flags = ("no_owner", "no_privileges")
-        return {k: truthy(v) if k in flags else v for k, v in self.pg_options.items()}
+        details = {o.component: o.details for o in report.outcomes}
+        options = {name: {**(self.options or {}).get(name, {}), "outcome": details.get(name, {})}
+                   for name in components}
+        return expectations_from_manifest(self.storage_root, report.checkpoint_id, list(components), options)
 
     def execute(self, context: Context) -> dict[str, Any]:
         if not isinstance(self.checkpoint_id, str):
@@ -170,13 +113,12 @@ class RestoreOperator(BaseOperator):
                 "string: a natively rendered template changed it (e.g. '1_000' became 1000); nothing was restored. "
                 "HINT: pass the id as a plain string or an XComArg, not through a template")
         store = open_store(self.storage_root, create=False)
-        components = tuple(as_list(self.components) or recovery.COMPONENTS)
+        components = tuple(as_list(self.components) or engines.names())
         request = recovery.RestoreRequest(
             checkpoint_id=self.checkpoint_id, components=components, mode=self.mode,
             safety_checkpoint=truthy(self.safety_checkpoint), dry_run=truthy(self.dry_run), tolerance=self.tolerance,
             provenance=provenance(context, self.task_id),
-            conn_ids={"postgres": self.postgres_conn_id, "redis": self.redis_conn_id,
-                      "search": self.elasticsearch_conn_id},
+            conn_ids={name: self._conn_id(name) for name in components},
             is_alive=liveness(context), lease_ttl=settings.lease_ttl(), rollback_keep=settings.rollback_keep(),
         )
         if not request.dry_run:
@@ -185,8 +127,7 @@ class RestoreOperator(BaseOperator):
                  "requested_checkpoint": request.checkpoint_id, "components": list(components),
                  "mode": request.mode, "dag_id": context["dag"].dag_id, "run_id": context["run_id"],
                  "task_id": self.task_id,
-                 "targets": {"postgres": self.postgres_conn_id, "redis": self.redis_conn_id,
-                             "search": self.elasticsearch_conn_id}}
+                 "targets": {name: self._conn_id(name) for name in components}}
         try:
             report = recovery.restore(store, request, self.build)
         except recovery.RestoreRefusedError as exc:

@@ -15,7 +15,6 @@ from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.staging import Staging
-from airflow_checkpoint_provider.hooks.search import SearchCheckpointHook
 from airflow_checkpoint_provider.operators.base import (
     CaptureOperator,
     artifacts_to_xcom,
@@ -58,6 +57,11 @@ class EsSnapshotOperator(CaptureOperator):
     """
 
     component = "search"
+    task_name = "search_snapshot"  #: its task id in the checkpoint task group
+    group_options = {"elasticsearch_conn_id": "elasticsearch_conn_id", "search_repository": "repository",
+                     "search_repository_settings": "repository_settings", "search_indices": "indices",
+                     "search_options": "*"}
+    restore_kwargs = {"indices": "indices", "search_options": "*"}
     template_fields = (*CaptureOperator.template_fields, "repository", "repository_settings", "indices",
                        "include_global_state", "elasticsearch_conn_id")
 
@@ -88,13 +92,53 @@ class EsSnapshotOperator(CaptureOperator):
         return {"conn_id": self.elasticsearch_conn_id, "repository": self.repository,
                 "indices": _indices(self.indices), "include_global_state": bool(self.include_global_state)}
 
-    def target(self) -> Any:
-        return SearchCheckpointHook(elasticsearch_conn_id=self.elasticsearch_conn_id).target()
+    @classmethod
+    def capture_params(cls) -> dict[str, Any]:
+        from airflow_checkpoint_provider.dags.params import optional_text
 
-    def leftover_options(self) -> dict[str, Any]:
+        return {"search_indices": optional_text(
+            "Search indices", "Comma-separated indices or patterns; empty for every non-hidden index.")}
+
+    @classmethod
+    def capture_kwargs(cls) -> dict[str, Any]:
         from airflow_checkpoint_provider import settings
 
-        return {"repository": self.repository, "snapshot_age": settings.orphan_snapshot_after()}
+        return {"indices": "{{ params.search_indices or None }}", "repository": settings.search_repository(),
+                "repository_settings": settings.search_repository_settings()}
+
+    @classmethod
+    def restore_params(cls, *, chosen: bool) -> dict[str, Any]:
+        from airflow_checkpoint_provider import settings
+        from airflow_checkpoint_provider.dags.params import optional_text
+
+        fields = {"search_repository_location": optional_text(
+            "Search repository location",
+            "Filesystem location of the snapshot repository on the target cluster (listed in its path.repo), "
+            "used to register the repository when the target does not have it yet, e.g. a new cluster. "
+            "Default: [checkpoint] search_repository_location; empty: the repository must exist.",
+            settings.search_repository_location())}
+        if chosen:
+            fields["indices"] = optional_text("Search indices",
+                                              "Comma-separated subset of the checkpoint's indices; empty for all.")
+        return fields
+
+    @classmethod
+    def restore_options(cls, *, chosen: bool) -> dict[str, Any]:
+        options = {"repository_settings": "{{ {'type': 'fs', 'settings': {'location': "
+                                          "params.search_repository_location}} "
+                                          "if params.search_repository_location else None }}"}
+        if chosen:
+            options["indices"] = "{{ params.indices }}"
+        return options
+
+    def leftover_options(self) -> dict[str, Any]:
+        return {**self.default_leftover_options(), "repository": self.repository}
+
+    @classmethod
+    def default_leftover_options(cls) -> dict[str, Any]:
+        from airflow_checkpoint_provider import settings
+
+        return {"repository": settings.search_repository(), "snapshot_age": settings.orphan_snapshot_after()}
 
     def capture(self, staging: Staging, target: Any) -> list[Artifact]:
         from airflow_checkpoint_provider.core.engines import search
@@ -148,7 +192,7 @@ class EsSnapshotOperator(CaptureOperator):
         from airflow_checkpoint_provider.core.errors import CaptureError
 
         payload = event["payload"]
-        target = SearchCheckpointHook(elasticsearch_conn_id=self.elasticsearch_conn_id).target()
+        target = self.target()
         with search.SearchClient(target) as client:
             if event["status"] != "success":
                 client.delete_snapshot(event["repository"], event["snapshot"], missing_ok=True)

@@ -10,64 +10,40 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from airflow_checkpoint_provider.core.restore import HealthCheck
+from airflow_checkpoint_provider.core.values import as_dict, as_list
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-COMPONENTS = ("postgres", "redis", "search")
-
-
 def expectations_from_manifest(storage_root: str | None, checkpoint_id: str, components: list[str],
-                               rename: dict[str, str] | None = None) -> dict[str, Any]:
-    """Turn a manifest's fingerprints into per-component expectations."""
+                               options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Turn a manifest's fingerprints into per-component expectations (each engine's own shape)."""
+    from airflow_checkpoint_provider.core.engines import registry
     from airflow_checkpoint_provider.operators.base import open_store
 
     manifest = open_store(storage_root, create=False).get(checkpoint_id).manifest
     out: dict[str, Any] = {}
-    for art in manifest.artifacts:
-        if art.store not in components:
-            continue
-        if art.store == "postgres":
-            db = (rename or {}).get(art.meta.get("database"), art.meta.get("database"))
-            out.setdefault("postgres", {"databases": {}})["databases"][db] = {"rows": art.fingerprints.get("rows", {})}
-        elif art.store == "redis":
-            out["redis"] = {"keys": art.fingerprints.get("keys", {})}
-        elif art.store == "search":
-            out["search"] = {"indices": art.fingerprints.get("indices", {})}
+    for name in components:
+        engine = registry.get(name)
+        artifacts = engine.artifacts_of(manifest.artifacts)
+        if artifacts:
+            out[name] = engine.expectations(artifacts, (options or {}).get(name, {}))
     return out
 
 
 def run_health_checks(spec: dict[str, Any]) -> list[HealthCheck]:
     """Run every check of ``spec`` (components, conn ids, expectations, tolerance). Never raises for a
     failed check: an unreachable server is a failed ``connect`` check."""
+    from airflow_checkpoint_provider import engines
     from airflow_checkpoint_provider.core.errors import CheckpointError
 
     checks: list[HealthCheck] = []
     tolerance = float(spec.get("tolerance", 0.0))
-    expectations = spec["expectations"]
     for component in spec["components"]:
-        expected = expectations.get(component, {})
         try:
-            if component == "postgres":
-                from airflow_checkpoint_provider.core.engines.postgres import health
-                from airflow_checkpoint_provider.hooks.postgres import PgCheckpointHook
-
-                target = PgCheckpointHook(postgres_conn_id=spec["postgres_conn_id"]).target()
-                checks += health(target, expected, tolerance=tolerance)
-            elif component == "redis":
-                from airflow_checkpoint_provider.core.engines.redis import health
-                from airflow_checkpoint_provider.hooks.redis import RedisCheckpointHook
-
-                target = RedisCheckpointHook(redis_conn_id=spec["redis_conn_id"]).target()
-                checks += health(target, expected, tolerance=tolerance)
-            elif component == "search":
-                from airflow_checkpoint_provider.core.engines.search import SearchClient
-                from airflow_checkpoint_provider.core.engines.search.health import health
-                from airflow_checkpoint_provider.hooks.search import SearchCheckpointHook
-
-                target = SearchCheckpointHook(elasticsearch_conn_id=spec["elasticsearch_conn_id"]).target()
-                with SearchClient(target) as client:
-                    checks += health(client, expected, tolerance=tolerance)
+            target = engines.target(component, spec["conn_ids"][component])
+            checks += engines.engines()[component].health(target, spec["expectations"].get(component, {}),
+                                                          tolerance)
         except CheckpointError as exc:
             checks.append(HealthCheck(component, "connect", False, detail=exc.message))
     return checks
@@ -87,39 +63,42 @@ class HealthCheckSensor(BaseSensorOperator):
 
     :param checkpoint_id: take expectations from this checkpoint (``last-known-good`` allowed).
     :param expectations: explicit expectations instead.
+    :param components: the stores to check (default: every registered engine).
+    :param conn_ids: ``{component: Airflow connection id}``; each engine's own argument
+        (``postgres_conn_id=``...) works too.
+    :param options: ``{component: {...}}`` for the expectations (e.g. PostgreSQL's ``rename``).
     :param tolerance: allowed relative difference of counts (0.0 = exact).
     :param deferrable: wait in the triggerer between checks.
     """
 
-    template_fields = ("checkpoint_id", "components", "postgres_conn_id", "redis_conn_id", "elasticsearch_conn_id",
-                       "expectations", "rename_databases", "storage_root", "enabled")
+    template_fields = ("checkpoint_id", "components", "conn_ids", "expectations", "options", "storage_root",
+                       "enabled")
 
     def __init__(
         self,
         *,
         checkpoint_id: str | None = "last-known-good",
         expectations: dict[str, Any] | None = None,
-        components: list[str] | str = COMPONENTS,
-        postgres_conn_id: str = "postgres_default",
-        redis_conn_id: str = "redis_default",
-        elasticsearch_conn_id: str = "elasticsearch_default",
-        rename_databases: dict[str, str] | str | None = None,
+        components: list[str] | str | None = None,
+        conn_ids: dict[str, str] | None = None,
+        options: dict[str, dict[str, Any]] | None = None,
         tolerance: float = 0.0,
         storage_root: str | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         enabled: bool | str = True,
         **kwargs: Any,
     ) -> None:
+        from airflow_checkpoint_provider import engines
+
+        legacy_conn_ids, legacy_options = engines.take_engine_kwargs(kwargs, "restore_kwargs")
         kwargs.setdefault("poke_interval", 10)
         kwargs.setdefault("timeout", 600)
         super().__init__(**kwargs)
         self.checkpoint_id = checkpoint_id
         self.expectations = expectations
         self.components = components
-        self.postgres_conn_id = postgres_conn_id
-        self.redis_conn_id = redis_conn_id
-        self.elasticsearch_conn_id = elasticsearch_conn_id
-        self.rename_databases = rename_databases
+        self.conn_ids = {**legacy_conn_ids, **(conn_ids or {})}
+        self.options = engines.merge_options(legacy_options, options)
         self.tolerance = tolerance
         self.storage_root = storage_root
         self.deferrable = deferrable
@@ -127,15 +106,16 @@ class HealthCheckSensor(BaseSensorOperator):
         self._last: list[HealthCheck] = []
 
     def spec(self) -> dict[str, Any]:
-        from airflow_checkpoint_provider.operators.restore import as_dict, as_list
+        from airflow_checkpoint_provider import engines
 
-        components = as_list(self.components) or list(COMPONENTS)
+        components = as_list(self.components) or list(engines.names())
         expectations = as_dict(self.expectations) or expectations_from_manifest(
-            self.storage_root, str(self.checkpoint_id), components, as_dict(self.rename_databases))
+            self.storage_root, str(self.checkpoint_id), components, self.options)
         components = [c for c in components if c in expectations]
+        conn_ids = {c: (self.conn_ids or {}).get(c) or engines.default_conn_id(engines.engines()[c])
+                    for c in components}
         return {"components": components, "expectations": expectations, "tolerance": self.tolerance,
-                "postgres_conn_id": self.postgres_conn_id, "redis_conn_id": self.redis_conn_id,
-                "elasticsearch_conn_id": self.elasticsearch_conn_id}
+                "conn_ids": conn_ids}
 
     def _report(self, checks: list[HealthCheck]) -> bool:
         self._last = checks

@@ -26,7 +26,7 @@ from airflow_checkpoint_provider.core.manifest import Manifest
 from airflow_checkpoint_provider.core.recovery import RestoreReport, RestoreRequest, restore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import sample_data as S  # noqa: E402
+import sample_data as S
 
 ALL = range(16)
 SEEDED = range(2)

@@ -16,7 +16,6 @@ from airflow_checkpoint_provider.core.engines import search
 from airflow_checkpoint_provider.core.engines.targets import SearchTarget
 
 
-
 @pytest.fixture(params=["opensearch", "elasticsearch"])
 def node(request) -> dict[str, Any]:
     info = dict(request.getfixturevalue(request.param))

@@ -22,7 +22,7 @@ from airflow_checkpoint_provider.core.engines.redis.rdb import Entry, RdbParser
 from tests.integration.conftest import run_dag
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import sample_data  # noqa: E402
+import sample_data
 
 DB = "dag_app"
 PREFIX = "dagtest-"

@@ -17,7 +17,7 @@ from airflow_checkpoint_provider.core import Store
 from tests.integration.conftest import REPO, run_dag
 
 sys.path.insert(0, str(REPO / "scripts"))
-import sample_data  # noqa: E402
+import sample_data
 
 pytestmark = pytest.mark.integration
 

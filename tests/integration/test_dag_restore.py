@@ -17,7 +17,7 @@ from airflow_checkpoint_provider.core import Store
 from tests.integration.conftest import run_dag
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import sample_data  # noqa: E402
+import sample_data
 
 DB = "restore_app"
 PREFIX = "restoretest-"

@@ -20,7 +20,7 @@ from tests.integration.conftest import run_dag
 from tests.integration.tls import HOST, Pki, postgres_tls_server, redis_tls_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import sample_data as S  # noqa: E402
+import sample_data as S
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,7 @@ from airflow_checkpoint_provider.core.journal import Journal, open_journals
 from tests.integration.test_postgres_restore import admin, checkpoint, damage, databases, make_target
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import sample_data as S  # noqa: E402
+import sample_data as S
 
 pytestmark = pytest.mark.integration
 

@@ -285,7 +285,7 @@ class CaptureThread(threading.Thread):
     def run(self) -> None:
         try:
             self.result = P.capture(*self.args, **self.kwargs)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             self.error = exc
 
 

@@ -29,7 +29,8 @@ from psycopg import sql
 
 from airflow_checkpoint_provider.core import Store
 from airflow_checkpoint_provider.core.engines import postgres as P
-from airflow_checkpoint_provider.core.engines.postgres import _restore as R
+from airflow_checkpoint_provider.core.engines import postgres as R  # the package exports the restore
+from airflow_checkpoint_provider.core.engines.postgres import _switching
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
@@ -44,7 +45,7 @@ from airflow_checkpoint_provider.core.recovery import RestoreFailedError, Restor
 from tests.unit.core.helpers import archive_path, flip_byte, member_data_offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import sample_data as S  # noqa: E402
+import sample_data as S
 
 pytestmark = pytest.mark.integration
 
@@ -539,7 +540,7 @@ def test_cutover_name_collision_puts_the_original_back(pg, target, store, seeded
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(taken)))
     part = P.PostgresRestore(target, store, manifest.checkpoint_id, manifest.artifacts)
     part.prepare()
-    monkeypatch.setattr(R, "rollback_name", lambda *a, **k: taken)
+    monkeypatch.setattr(_switching, "rollback_name", lambda *a, **k: taken)
     with pytest.raises(P.CutoverError, match="back in place") as err:
         part.cutover()
     assert "HINT" in str(err.value)
@@ -636,7 +637,7 @@ def test_list_and_drop_rollbacks(pg, target, store, seeded, names):
     assert len(copies) == 2 and all(len(c.encode()) <= 63 for c in copies)
 
     listed = {r["name"]: r for r in P.list_rollbacks(target)}
-    for copy, source in zip(copies, [db, long_db]):
+    for copy, source in zip(copies, [db, long_db], strict=True):
         entry = listed[copy]
         assert entry["database"] == source and entry["database_exists"]
         assert entry["checkpoint"] == manifest.checkpoint_id[-6:] and entry["size"] > 0

@@ -32,7 +32,7 @@ from tests.integration.test_postgres_engine import admin, gate_locked, pg_dump_w
 from tests.integration.tls import recorded_runs, recording_tool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import sample_data as S  # noqa: E402
+import sample_data as S
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,7 @@ from airflow_checkpoint_provider.core.recovery import RestoreRequest, restore
 from tests.integration.tls import HOST, Pki, postgres_tls_server, recorded_runs, recording_tool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import sample_data as S  # noqa: E402
+import sample_data as S
 
 pytestmark = pytest.mark.integration
 

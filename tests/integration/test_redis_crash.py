@@ -193,7 +193,7 @@ def _wait_ping(info: dict[str, Any]) -> None:
         try:
             if client(info, socket_timeout=1).ping():
                 return
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:
             time.sleep(0.1)
     raise AssertionError("the server did not come back")
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from airflow_checkpoint_provider.core import Store, staging_key
-from airflow_checkpoint_provider.core.engines.redis import health, list_rollbacks
 from airflow_checkpoint_provider.core.engines.redis import _load as L
+from airflow_checkpoint_provider.core.engines.redis import health, list_rollbacks
 from airflow_checkpoint_provider.core.engines.redis import restore as R
 from airflow_checkpoint_provider.core.engines.redis.copies import drop_rollback
 from airflow_checkpoint_provider.core.engines.redis.encoding import crc64

@@ -23,7 +23,7 @@ from airflow_checkpoint_provider.core.recovery import RestoreRequest, restore
 from tests.integration.tls import Pki, WireTap, redis_tls_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import sample_data as S  # noqa: E402
+import sample_data as S
 
 pytestmark = pytest.mark.integration
 

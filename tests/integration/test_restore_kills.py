@@ -29,7 +29,7 @@ from airflow_checkpoint_provider.core.lease import read_leases
 from tests.integration.conftest import REPO, run_dag
 
 sys.path.insert(0, str(REPO / "scripts"))
-import sample_data  # noqa: E402
+import sample_data
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +124,7 @@ def _leftovers(services: dict[str, Any], store: Store) -> list[str]:
     out += [f"write block on {i}" for i, s in settings.items()
             if str(s.get("settings", {}).get("index.blocks.write")).lower() == "true" and "__rollback_" not in i]
     r = sample_data.redis_client(services["redis"])
-    for db, info in r.info("keyspace").items():
+    for db in r.info("keyspace"):
         n = int(db[2:])
         if n not in DBS and _loading_claim(services, n):
             out.append(f"redis db{n} holds a side-by-side copy of a dead restore")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 from airflow_checkpoint_provider.core import rollbacks
 from airflow_checkpoint_provider.core.engines import search
@@ -20,11 +22,8 @@ from tests.integration.redis_support import (  # noqa: F401 - fixtures are used 
 from tests.integration.search_helpers import cleanup, client, http, node, uid  # noqa: F401
 from tests.integration.test_search_restore import _seed_and_capture
 
-import sys
-from pathlib import Path
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import sample_data as S  # noqa: E402
+import sample_data as S
 
 
 def test_redis_rollback_copies_are_listed_per_db_and_expired_by_the_policy(server, store):

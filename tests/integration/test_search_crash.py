@@ -95,7 +95,7 @@ def _wipe(http: httpx.Client, w: World, *, keep_snapshot: bool = True) -> None:
 
 
 def _stream_docs(http: httpx.Client, name: str) -> dict[str, Any]:
-    return {k: v for k, v in _docs(http, name).items()}
+    return dict(_docs(http, name))
 
 
 def _write_stream(http: httpx.Client, name: str, docs: dict[str, dict[str, Any]]) -> None:

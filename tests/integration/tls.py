@@ -121,7 +121,7 @@ def redis_tls_server(directory: Path, pki: Pki, *, auth_clients: str = "no",
         fh.write(f"port 0\ntls-port {port}\nbind {HOST}\ntls-cert-file {cert}\ntls-key-file {key}\n"
                  f"tls-ca-cert-file {pki.ca}\ntls-auth-clients {auth_clients}\nrequirepass {password}\n"
                  f"save \"\"\nappendonly no\ndir {directory}\nrepl-diskless-sync-delay 0\ndatabases 16\n")
-    log = open(directory / "redis.log", "wb")  # noqa: SIM115 - closed below
+    log = open(directory / "redis.log", "wb")
     proc = subprocess.Popen([exe, str(conf)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     tls = {"ssl": True, "ssl_ca_certs": pki.ca, "ssl_certfile": client_cert, "ssl_keyfile": client_key,
            "ssl_check_hostname": HOST in hosts}

@@ -1,14 +1,15 @@
 """The engine contract: everything the provider needs from one kind of data store.
 
-An :class:`Engine` is a plain record of functions. The orchestration (capture, seal, restore,
-replay, health, rollback retention), the operators, the DAG Params, the CLI and the docs read
-engines from the registry (:mod:`.registry`); none of them names one. Adding a data store
-means writing one package under ``core/engines/`` (or a separate distribution, through the
-``airflow_checkpoint_provider.engines`` entry point group) and one registry line.
+An :class:`Engine` is a plain record of functions. The orchestration (capture, restore, replay,
+health, rollback retention, leftovers), the operators, the sensor, the task group, the DAG
+Params, the CLI and docs/FORMAT.md read engines from the registry (:mod:`.registry`); none of
+them names one. Adding a data store means one package under ``core/engines/`` (or a separate
+distribution, through the ``airflow_checkpoint_provider.engines`` entry point group), its
+operator, and one registry line.
 
 Every function takes the engine's own *target* (host, port, credentials: a frozen dataclass
-with ``label`` and ``public()``), built from a plain connection record by
-:attr:`Engine.target_from_connection`, so that the core never sees Airflow.
+with ``label`` and ``public()``), which :attr:`Engine.target_from_connection` builds from a
+plain :class:`ConnectionInfo`, so the core never sees Airflow.
 """
 
 from __future__ import annotations
@@ -17,11 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_checkpoint_provider.core.journal import ComponentEntry
 from airflow_checkpoint_provider.core.manifest import Artifact
-from airflow_checkpoint_provider.core.restore import HealthCheck
-from airflow_checkpoint_provider.core.rollbacks import RollbackCopy
-from airflow_checkpoint_provider.core.staging import Staging
 
 
 @dataclass(frozen=True)
@@ -29,7 +26,7 @@ class ConnectionInfo:
     """An Airflow connection, as plain data: what ``target_from_connection`` reads."""
 
     conn_id: str
-    conn_type: str
+    conn_type: str = ""
     host: str | None = None
     port: int | None = None
     login: str | None = None
@@ -38,51 +35,61 @@ class ConnectionInfo:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
+def _no_problems(artifact: Artifact, server_version: str) -> list[str]:
+    return []
+
+
 @dataclass(frozen=True)
 class Engine:
-    """One data store's implementation of the provider (see the module docstring).
+    """One data store's implementation (see the module docstring). The callables:
 
-    :param name: the component name in manifests, Params, the CLI and lease keys (``postgres``).
-    :param title: what the UI calls it (``PostgreSQL``).
-    :param kinds: the artifact kinds it writes; a checkpoint's artifacts of these kinds are its.
-    :param conn_types: Airflow connection types it reads (the first is the default's).
-    :param default_conn_id: the connection id used when none is given.
-    :param target_from_connection: ``ConnectionInfo -> target``.
-    :param capture: ``(target, staging, **options) -> [Artifact]``: stream the store into staging.
-    :param restore: ``(target, store, checkpoint_id, artifacts, **options) -> ComponentRestore``.
-    :param health: ``(target, expectations, *, tolerance) -> [HealthCheck]``.
-    :param expectations: ``(artifacts) -> expectations`` a health check compares with.
-    :param recover: ``(target, journal entry) -> [what it did]``: replay an interrupted restore.
-    :param rollbacks: ``target -> [RollbackCopy]``; ``drop_rollback(target, name)`` drops one.
-    :param is_own_copy: whether a database/db/index name is one of the provider's own copies.
-    :param compatibility: ``(artifact, server_version) -> [problems]``: can this server take it.
-    :param server_version: ``target -> str``.
+    - ``target_from_connection(info) -> target``;
+    - ``capture(target, staging, **options) -> [Artifact]``: stream the store into staging;
+    - ``fingerprint(target, **options) -> dict``: the counts and hashes a capture records;
+    - ``restore(target, store, checkpoint_id, artifacts, **options) -> ComponentRestore``;
+    - ``health(target, expectations, tolerance) -> [HealthCheck]``;
+    - ``expectations(artifacts, options) -> dict``: what ``health`` should find after a restore;
+    - ``recover(target, entry, store) -> [str]``: replay an interrupted restore (its journal entry);
+    - ``rollbacks(target, store) -> [RollbackCopy]``; ``drop_rollback(target, name, store)``;
+    - ``leftovers(target, store, live, protected, dry_run, **options) -> [str]``: copies of dead
+      restores and captures (``live``: restore ids still running; ``protected``: their copies);
+    - ``is_own_copy(name) -> bool``: a database, db or index name of the provider's own copies,
+      which captures leave out;
+    - ``server_version(target) -> str``; ``compatibility(artifact, server_version) -> [problem]``.
+
+    :param name: the component in manifests (``store``), Params, the CLI and lease keys.
+    :param title: what people call it (``PostgreSQL``).
+    :param kinds: the artifact kinds it writes.
+    :param conn_param: the operators' connection argument (``postgres_conn_id``), also the
+        ``[checkpoint]`` option holding the default connection id.
+    :param default_conn_id: the connection id when neither names one.
+    :param conn_types: the Airflow connection types it reads.
+    :param operator: ``"module:Class"`` of its capture operator (imported by the Airflow layer only).
     """
 
     name: str
     title: str
     kinds: tuple[str, ...]
-    conn_types: tuple[str, ...]
+    conn_param: str
     default_conn_id: str
+    conn_types: tuple[str, ...]
+    operator: str
     target_from_connection: Callable[[ConnectionInfo], Any]
     capture: Callable[..., list[Artifact]]
+    fingerprint: Callable[..., dict[str, Any]]
     restore: Callable[..., Any]
-    health: Callable[..., list[HealthCheck]]
-    expectations: Callable[[list[Artifact]], dict[str, Any]]
-    recover: Callable[[Any, ComponentEntry], list[str]]
-    rollbacks: Callable[[Any], list[RollbackCopy]]
-    drop_rollback: Callable[[Any, str], None]
+    health: Callable[..., list[Any]]
+    expectations: Callable[[list[Artifact], dict[str, Any]], dict[str, Any]]
+    recover: Callable[..., list[str]]
+    rollbacks: Callable[..., list[Any]]
+    drop_rollback: Callable[..., None]
+    leftovers: Callable[..., list[str]]
     is_own_copy: Callable[[str], bool]
     server_version: Callable[[Any], str]
-    compatibility: Callable[[Artifact, str], list[str]] = lambda artifact, server: []
+    compatibility: Callable[[Artifact, str], list[str]] = _no_problems
 
     def owns(self, artifact: Artifact) -> bool:
         return artifact.store == self.name and artifact.kind in self.kinds
 
     def artifacts_of(self, artifacts: list[Artifact]) -> list[Artifact]:
         return [a for a in artifacts if self.owns(a)]
-
-
-#: the signature of :attr:`Engine.capture`, for type checkers
-Capture = Callable[..., list[Artifact]]
-__all__ = ["Capture", "ConnectionInfo", "Engine", "Staging"]

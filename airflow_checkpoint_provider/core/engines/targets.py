@@ -6,8 +6,8 @@ what goes into logs, XCom, manifests and the configuration hash.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_checkpoint_provider.core.errors import CheckpointError

@@ -21,11 +21,10 @@ from airflow_checkpoint_provider.core.engines.search.component import SearchRest
 from airflow_checkpoint_provider.core.engines.targets import SearchTarget  # noqa: E402
 
 
-
 def main(root: str, checkpoint_id: str, mode: str, url: str = "http://127.0.0.1:9") -> None:
     """``url``: the search cluster to plan against (default: the discard port, where nothing listens)."""
 
-    def build(store, manifest, request):  # noqa: ANN001, ANN202
+    def build(store, manifest, request):
         art = next(a for a in manifest.artifacts if a.store == "search")
         return [SearchRestore(SearchTarget(url, timeout=30.0), store, manifest.checkpoint_id, art)]
 
@@ -38,7 +37,7 @@ def main(root: str, checkpoint_id: str, mode: str, url: str = "http://127.0.0.1:
         else:
             result = store.verify(checkpoint_id, deep=True)
             out["problems"] = [p.to_dict() for p in result.problems]
-    except BaseException as exc:  # noqa: BLE001 - the parent asserts on what was raised
+    except BaseException as exc:
         out["error"], out["message"] = type(exc).__name__, str(exc)
     out["max_rss_mb"] = _peak_rss_mb()
     print(json.dumps(out))

@@ -11,7 +11,6 @@ from airflow_checkpoint_provider.core.archive import ArchiveReader, ArchiveWrite
 from airflow_checkpoint_provider.core.errors import FormatError, IntegrityError, UnsafeArchiveError
 from airflow_checkpoint_provider.core.verify import ProblemKind, verify_archive
 
-
 _DATA: dict[int, bytes] = {}
 
 

@@ -42,7 +42,7 @@ def test_concurrent_writers_keep_store_and_lkg_consistent(store):
     history = list(reversed(store.lkg_history()))
     assert len(history) == writers * each
     assert history[0].previous is None
-    for before, after in zip(history, history[1:]):
+    for before, after in zip(history, history[1:], strict=False):
         assert after.previous == before.checkpoint_id
     assert store.lkg() == history[-1]
     assert not [f for f in os.listdir(os.path.join(store.root, "checkpoints")) if f.startswith(".tmp-")]

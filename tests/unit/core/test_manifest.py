@@ -26,9 +26,9 @@ def _manifest(**kw) -> Manifest:
                  raw_size=25, engine="redis", engine_version="7.0.15", capture_start="2026-11-22T10:00:01.500000Z",
                  capture_end="2026-11-22T10:00:02.000000Z"),
     ]
-    defaults = dict(checkpoint_id="ckpt-20261122T100000Z-abcdef", created_at="2026-11-22T10:00:06.000000Z",
-                    artifacts=arts, tags=["scheduled"], provenance={"dag_id": "d", "run_id": "r", "task_id": "t",
-                                                                     "provider_version": "0.1.0"})
+    defaults = {"checkpoint_id": "ckpt-20261122T100000Z-abcdef", "created_at": "2026-11-22T10:00:06.000000Z",
+                    "artifacts": arts, "tags": ["scheduled"], "provenance": {"dag_id": "d", "run_id": "r", "task_id": "t",
+                                                                     "provider_version": "0.1.0"}}
     defaults.update(kw)
     return Manifest(**defaults)
 

@@ -11,9 +11,9 @@ import pytest
 
 import airflow_checkpoint_provider
 from airflow_checkpoint_provider.core.archive import member_name_problem
-from airflow_checkpoint_provider.core.engines.postgres._capture import artifact_base
-from airflow_checkpoint_provider.core.engines.postgres._health import split_qname
-from airflow_checkpoint_provider.core.engines.postgres._restore import is_rollback_name, untar_dump_directory
+from airflow_checkpoint_provider.core.engines.postgres import is_rollback_name, untar_dump_directory
+from airflow_checkpoint_provider.core.engines.postgres.capture import artifact_base
+from airflow_checkpoint_provider.core.engines.postgres.health import split_qname
 from airflow_checkpoint_provider.core.engines.search._logic import validate_snapshot_name
 from airflow_checkpoint_provider.core.engines.search.restore import ROLLBACK_RE, STAGING_RE
 from airflow_checkpoint_provider.core.errors import CheckpointError, CheckpointNotFoundError, UnsafeArchiveError

@@ -55,7 +55,7 @@ def test_files_and_directories_are_owner_only(store):
         store.mark_lkg(m.checkpoint_id)
     finally:
         os.umask(old)
-    for dirpath, dirnames, filenames in os.walk(store.root):
+    for dirpath, _dirnames, filenames in os.walk(store.root):
         assert stat.S_IMODE(os.stat(dirpath).st_mode) == 0o700, dirpath
         for f in filenames:
             assert stat.S_IMODE(os.stat(os.path.join(dirpath, f)).st_mode) == 0o600, f

@@ -72,7 +72,7 @@ pg_dump failing -> :class:`ToolError` with its (scrubbed) stderr. A failed call 
 nothing in staging: the artifact being written is discarded, and the artifacts this call
 already committed for other databases are removed.
 
-Restore (``_restore.py``, ``_health.py``)
+Restore (``restore.py`` with ``_plan.py``, ``_load.py``, ``_tool.py``, ``_switching.py``, ``_cutover.py``; ``health.py``)
 =========================================
 
 ::
@@ -138,7 +138,12 @@ changes.
 (expected, actual, diff); estimate-count checkpoints check existence only.
 """
 
-from airflow_checkpoint_provider.core.engines.postgres._capture import (
+from airflow_checkpoint_provider.core.engines.postgres._conn import (
+    PG_DUMP_APPLICATION_NAME,
+    list_databases,
+    server_version,
+)
+from airflow_checkpoint_provider.core.engines.postgres.capture import (
     ENGINE,
     KIND_CUSTOM,
     KIND_DIRECTORY,
@@ -147,12 +152,10 @@ from airflow_checkpoint_provider.core.engines.postgres._capture import (
     capture,
     fingerprint,
 )
-from airflow_checkpoint_provider.core.engines.postgres._conn import (
-    PG_DUMP_APPLICATION_NAME,
-    list_databases,
-    server_version,
+from airflow_checkpoint_provider.core.engines.postgres.fingerprint import (
+    Filters,
+    pattern_to_regexes,
 )
-from airflow_checkpoint_provider.core.engines.postgres._fingerprint import Filters, pattern_to_regexes
 
 __all__ = [
     "ENGINE",
@@ -170,19 +173,27 @@ __all__ = [
 ]
 
 # --- restore (appended) ---
-from airflow_checkpoint_provider.core.engines.postgres._cutover import STEPS, recover  # noqa: E402
-from airflow_checkpoint_provider.core.engines.postgres._health import health  # noqa: E402
-from airflow_checkpoint_provider.core.engines.postgres._restore import (  # noqa: E402
+from airflow_checkpoint_provider.core.engines.postgres._common import (
     PG_RESTORE_APPLICATION_NAME,
-    CutoverError,
-    PostgresRestore,
     RestoreVerificationError,
-    drop_rollback,
+)
+from airflow_checkpoint_provider.core.engines.postgres._cutover import (
+    STEPS,
+    CutoverError,
+    recover,
+)
+from airflow_checkpoint_provider.core.engines.postgres._dump import untar_dump_directory
+from airflow_checkpoint_provider.core.engines.postgres._names import (
     is_rollback_name,
-    list_rollbacks,
     restoring_name,
     rollback_name,
 )
+from airflow_checkpoint_provider.core.engines.postgres._rollbacks import (
+    drop_rollback,
+    list_rollbacks,
+)
+from airflow_checkpoint_provider.core.engines.postgres.health import health
+from airflow_checkpoint_provider.core.engines.postgres.restore import PostgresRestore
 
 __all__ += [
     "PG_RESTORE_APPLICATION_NAME",
@@ -197,4 +208,5 @@ __all__ += [
     "recover",
     "restoring_name",
     "rollback_name",
+    "untar_dump_directory",
 ]

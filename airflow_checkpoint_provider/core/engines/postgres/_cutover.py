@@ -38,10 +38,21 @@ from psycopg import sql
 from airflow_checkpoint_provider.core import crashpoints
 from airflow_checkpoint_provider.core.engines.postgres import _conn as C
 from airflow_checkpoint_provider.core.engines.postgres._guard import ConnectionGuard
-from airflow_checkpoint_provider.core.engines.postgres._names import RESTORING_SUFFIX, rollback_name
+from airflow_checkpoint_provider.core.engines.postgres._names import (
+    RESTORING_SUFFIX,
+    rollback_name,
+)
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
-from airflow_checkpoint_provider.core.errors import CheckpointError, EngineError, NotFoundError
-from airflow_checkpoint_provider.core.journal import ComponentEntry, ComponentJournal, NullJournal
+from airflow_checkpoint_provider.core.errors import (
+    CheckpointError,
+    EngineError,
+    NotFoundError,
+)
+from airflow_checkpoint_provider.core.journal import (
+    ComponentEntry,
+    ComponentJournal,
+    NullJournal,
+)
 
 log = logging.getLogger("airflow_checkpoint_provider.core.engines.postgres.restore")
 
@@ -174,7 +185,7 @@ class Server:
                                                      "connection_limit": limit}, undo={}):
                     self.set_connections(name, allow, limit)
                 state = f"{name} is back in place with its original data and accepts connections again"
-            except Exception as again:  # noqa: BLE001 - reported in the message
+            except Exception as again:
                 state = (f"{name} holds its original data but still refuses connections ({_one_line(again)}); "
                          f"run ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true, or "
                          "`airflow-checkpoint recover-interrupted`")

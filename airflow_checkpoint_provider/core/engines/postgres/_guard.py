@@ -31,7 +31,9 @@ class ConnectionGuard:
 
     def __init__(self, target: PostgresTarget, database: str, *, limit: int = -1, maintenance_db: str = "postgres"
                  ) -> None:
-        from airflow_checkpoint_provider.core.engines.postgres._conn import connect_kwargs
+        from airflow_checkpoint_provider.core.engines.postgres._conn import (
+            connect_kwargs,
+        )
 
         self.config = {"connect": connect_kwargs(target, maintenance_db, "airflow-checkpoint-guard"),
                        "database": database, "limit": int(limit)}

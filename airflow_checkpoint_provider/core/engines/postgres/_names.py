@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow_checkpoint_provider.core.manifest import utcnow
 
@@ -46,7 +46,7 @@ def short_checkpoint_id(checkpoint_id: str) -> str:
 
 def rollback_name(dbname: str, checkpoint_id: str, when: datetime | None = None) -> str:
     """``<db>__rollback_<short checkpoint id>_<UTC yyyymmddhhmmss>`` (shortened to 63 bytes if needed)."""
-    stamp = (when or utcnow()).astimezone(timezone.utc).strftime("%Y%m%d%H%M%S")
+    stamp = (when or utcnow()).astimezone(UTC).strftime("%Y%m%d%H%M%S")
     return fit_name(dbname, f"{ROLLBACK_INFIX}{short_checkpoint_id(checkpoint_id)}_{stamp}")
 
 

@@ -97,7 +97,7 @@ class Scram:
         without_proof = f"c=biws,r={attrs['r']}"
         message = f"{self.first_bare},{text},{without_proof}".encode()
         signature = hmac.digest(hashlib.sha256(client_key).digest(), message, "sha256")
-        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
         self.server_signature = hmac.digest(hmac.digest(salted, b"Server Key", "sha256"), message, "sha256")
         return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
 
@@ -111,8 +111,8 @@ class Scram:
 
 
 def md5_response(password: str, user: str, salt: bytes) -> bytes:
-    inner = hashlib.md5(password.encode() + user.encode()).hexdigest()  # noqa: S324 - the protocol's own
-    return b"md5" + hashlib.md5(inner.encode() + salt).hexdigest().encode()  # noqa: S324
+    inner = hashlib.md5(password.encode() + user.encode()).hexdigest()
+    return b"md5" + hashlib.md5(inner.encode() + salt).hexdigest().encode()
 
 
 # --------------------------------------------------------------------------- TLS
@@ -226,7 +226,7 @@ class AuthRelay:
     # ---- lifecycle
 
     def __enter__(self) -> AuthRelay:
-        parent = None if len(tempfile.gettempdir()) < 60 else "/tmp"  # noqa: S108 - socket paths are short
+        parent = None if len(tempfile.gettempdir()) < 60 else "/tmp"
         self.directory = tempfile.mkdtemp(prefix="ckpt-pgrelay-", dir=parent)
         os.chmod(self.directory, 0o700)
         self._loop = asyncio.new_event_loop()
@@ -309,7 +309,7 @@ class AuthRelay:
                 raise _Refused(f"unsupported protocol {code >> 16}.{code & 0xFFFF}", "use a PostgreSQL 7.4+ client",
                                "08P01")
             items = packet[8:].split(b"\0")
-            params = dict(zip(items[0::2], items[1::2]))
+            params = dict(zip(items[0::2], items[1::2], strict=False))
             if params.get(b"user", b"").decode("utf-8", "replace") != self.target.user:
                 raise _Refused("this relay logs in only as the connection's user", "connect as that user", "28000")
             up_reader, upstream = await self._open()
@@ -366,7 +366,7 @@ class AuthRelay:
             root = t.ssl.get("sslrootcert") or _home_file("root.crt")
             raise _Refused(f"SSL error: certificate verify failed: {exc.verify_message} (sslrootcert={root!r})",
                            "set sslrootcert to the CA certificate that signed the server's certificate") from None
-        except (ssl.SSLError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ssl.SSLError, OSError) as exc:
             raise _Refused(f"cannot connect to the server: {exc or type(exc).__name__}",
                            "check host and port of the connection and its TLS settings") from None
 

@@ -70,11 +70,11 @@ __all__ = [
 ]
 
 # Restore (side by side + SWAPDB, in place, file placement), its replay, health and the own copies.
-from ._recover import recover  # noqa: E402
-from .copies import (  # noqa: E402
+from ._recover import recover
+from .copies import (
     PREFIX as MARKER_PREFIX,
 )
-from .copies import (  # noqa: E402
+from .copies import (
     drop_leftovers,
     drop_rollback,
     find_leftovers,
@@ -82,8 +82,8 @@ from .copies import (  # noqa: E402
     prune_rollbacks,
     rollback_policy,
 )
-from .health import health, max_rdb_version  # noqa: E402
-from .restore import STEPS, RedisRestore, RedisRestoreError  # noqa: E402
+from .health import health, max_rdb_version
+from .restore import STEPS, RedisRestore, RedisRestoreError
 
 __all__ += ["MARKER_PREFIX", "STEPS", "RedisRestore", "RedisRestoreError", "drop_leftovers", "drop_rollback",
             "find_leftovers", "health", "list_rollbacks", "max_rdb_version", "prune_rollbacks", "recover",

@@ -66,7 +66,7 @@ class _Walk(RdbParser):
             raise RdbError("the RDB ends in the middle of a record (truncated or corrupt)",
                            self._base + self._end) from None
 
-    def _entries(self, values: bool) -> Iterator[Any]:  # noqa: C901 - one tight loop on purpose
+    def _entries(self, values: bool) -> Iterator[Any]:
         pos, buf, end = self._pos0, self._buf, self._end
         db, expire, idle, freq = 0, None, None, None
         while True:
@@ -225,7 +225,7 @@ class _Pipe:
         lines = rx.split(b"\n", n)
         self.rx = lines[n] if len(lines) > n else b""
         errors = []
-        for label, line in zip(labels, lines):
+        for label, line in zip(labels, lines, strict=False):
             if type(label) is tuple:
                 db = label[1]
             if line[:1] == b"-":
@@ -370,7 +370,7 @@ def _transaction(conn: Connection, commands: list[tuple[Any, ...]]) -> list[Any]
     """``MULTI`` + commands + ``EXEC`` in one write; the EXEC results (errors as RespError values)."""
     conn.sendall(encode_command("MULTI") + b"".join(encode_command(*c) for c in commands) + encode_command("EXEC"))
     replies = [conn.read_reply() for _ in range(len(commands) + 2)]
-    for cmd, reply in zip([("MULTI",), *commands], replies):
+    for cmd, reply in zip([("MULTI",), *commands], replies, strict=False):
         if isinstance(reply, RespError):
             raise _Refused(f"{_describe(cmd)}: {reply.message}")
     result = replies[-1]

@@ -22,20 +22,19 @@ from airflow_checkpoint_provider.core.errors import EngineError
 from airflow_checkpoint_provider.core.manifest import utcnow
 from airflow_checkpoint_provider.core.restore import RestoreOutcome
 
+from ._base import _RestoreBase
+from ._load import _HORIZON_MS, RedisRestoreError, _fsync_dir, _Tee
+from .capture import RDB_KIND
 from .health import (
     db_sizes,
     wait_ready,
 )
-from .capture import RDB_KIND
 from .resp import Connection, RespError, connect, info
 
 log = logging.getLogger(__name__)
 
 
-from ._load import _HORIZON_MS, RedisRestoreError, _fsync_dir, _Tee
-
-
-class _PlacementMixin:
+class _PlacementMixin(_RestoreBase):
     """The file-placement steps of a Redis restore."""
 
     def _placement_checks(self, conn: Connection) -> list[str]:
@@ -126,7 +125,7 @@ class _PlacementMixin:
         except Exception as exc:
             try:
                 self._rollback_placement()
-            except Exception as again:  # noqa: BLE001
+            except Exception as again:
                 raise RedisRestoreError(f"the file-placement restore into {self.target.label} failed ({exc}) and "
                                         f"putting the previous file back failed too: {again}",
                                         hint=f"check {folder} and the server; restore the safety checkpoint"

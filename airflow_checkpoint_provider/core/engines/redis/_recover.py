@@ -30,7 +30,13 @@ from airflow_checkpoint_provider.core.errors import CheckpointError, EngineError
 from airflow_checkpoint_provider.core.journal import ComponentEntry
 
 from ._load import _Refused, _transaction
-from ._swap import SWAP_IN_WIDTH, decode_blob, decode_commands, swap_back_commands, swap_in_commands
+from ._swap import (
+    SWAP_IN_WIDTH,
+    decode_blob,
+    decode_commands,
+    swap_back_commands,
+    swap_in_commands,
+)
 from .copies import PREFIX, Copy, drop_copy, index_remove, marker_value, parse_marker
 from .health import db_sizes
 from .resp import Connection, RespError, connect, encode_command, info

@@ -25,6 +25,7 @@ from typing import Any
 from airflow_checkpoint_provider.core.manifest import format_ts, utcnow
 from airflow_checkpoint_provider.core.restore import RestoreOutcome
 
+from ._base import _RestoreBase
 from ._load import RedisRestoreError, _describe, _Refused, _transaction
 from ._swap import (
     SWAP_IN_WIDTH,
@@ -39,7 +40,7 @@ from .resp import Connection, RespError, connect
 log = logging.getLogger(__name__)
 
 
-class _SideBySideMixin:
+class _SideBySideMixin(_RestoreBase):
     """The side-by-side steps of a Redis restore (see the module docstring)."""
 
     # ---- prepare --------------------------------------------------------------------------------
@@ -59,7 +60,7 @@ class _SideBySideMixin:
         except BaseException as exc:
             try:
                 self.abort()
-            except Exception:  # noqa: BLE001 - the original error matters more
+            except Exception:
                 log.exception("Dropping the side-by-side copies on %s failed", self.target.label)
             if isinstance(exc, RedisRestoreError) or not isinstance(exc, Exception):
                 raise
@@ -138,14 +139,14 @@ class _SideBySideMixin:
             self._functions_loaded = bool(fns) and not all(isinstance(r, RespError) for r in res[:len(fns)])
             base = len(fns)
             self._swapped = [p for i, p in enumerate(self.pairs) if res[base + SWAP_IN_WIDTH * i + 2] == "OK"]
-            errors = [f"{_describe(c)}: {r.message}" for c, r in zip(cmds, res) if isinstance(r, RespError)]
+            errors = [f"{_describe(c)}: {r.message}" for c, r in zip(cmds, res, strict=False) if isinstance(r, RespError)]
             if not errors:
                 self._drop_empty_copies(conn, [p for i, p in enumerate(self.pairs)
                                                if res[base + SWAP_IN_WIDTH * i + 5] == 1])
         if errors:
             try:
                 self.rollback()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise RedisRestoreError(f"the cut-over on {label} failed ({'; '.join(errors)}) and undoing it failed "
                                         f"too: {exc}", hint="see list_rollbacks(); restore the safety checkpoint"
                                         ) from exc
@@ -168,7 +169,7 @@ class _SideBySideMixin:
         for _, s in pairs:
             cmds += [("SELECT", s), ("DEL", self._markers[s])]
         _transaction(conn, cmds)
-        for t, s in pairs:
+        for _, s in pairs:
             index_remove(self.store.fs, self.target, self.restore_id, s)
         self._emptied = list(pairs)
 

@@ -40,7 +40,11 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_checkpoint_provider.core.engines.targets import RedisTarget
-from airflow_checkpoint_provider.core.errors import EngineError, NotFoundError, StoreError
+from airflow_checkpoint_provider.core.errors import (
+    EngineError,
+    NotFoundError,
+    StoreError,
+)
 from airflow_checkpoint_provider.core.fs import TMP_MARK, StoreFS
 from airflow_checkpoint_provider.core.lease import target_key
 from airflow_checkpoint_provider.core.manifest import format_ts, parse_ts, utcnow

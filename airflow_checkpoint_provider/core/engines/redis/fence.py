@@ -18,7 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from airflow_checkpoint_provider.core.crashpoints import crashpoint
-from airflow_checkpoint_provider.core.errors import AuthenticationError, CaptureError, CheckpointError
+from airflow_checkpoint_provider.core.errors import (
+    AuthenticationError,
+    CaptureError,
+    CheckpointError,
+)
 
 from .resp import Connection, RespError, connect
 

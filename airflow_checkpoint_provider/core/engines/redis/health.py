@@ -224,7 +224,7 @@ def _function_checks(conn: Connection, expectations: dict[str, Any]) -> list[Hea
 def library_name(entry: Any) -> str:
     """The library name of one ``FUNCTION LIST`` entry (a flat [key, value, ...] list)."""
     if isinstance(entry, list):
-        for k, v in zip(entry[::2], entry[1::2]):
+        for k, v in zip(entry[::2], entry[1::2], strict=False):
             if k in (b"library_name", "library_name"):
                 return v.decode() if isinstance(v, bytes) else str(v)
     return "?"

@@ -39,7 +39,11 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from airflow_checkpoint_provider.core.engines.targets import RedisTarget
-from airflow_checkpoint_provider.core.errors import AuthenticationError, CaptureError, FormatError
+from airflow_checkpoint_provider.core.errors import (
+    AuthenticationError,
+    CaptureError,
+    FormatError,
+)
 from airflow_checkpoint_provider.core.manifest import MAX_METADATA_BYTES, Artifact
 from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.staging import ArtifactSink, Staging

@@ -131,7 +131,7 @@ class RdbParser(RdbWindow):
         """Counts of what the stream holds (with a :class:`DbFilter`: of what it let through)."""
         route = self._route
         drop = route.exclude if route is not None else frozenset()
-        counts = self._types if route is None else [a - b for a, b in zip(self._types, route.excluded_types)]
+        counts = self._types if route is None else [a - b for a, b in zip(self._types, route.excluded_types, strict=True)]
         modules = self._modules if route is None else \
             {k: v - route.excluded_modules.get(k, 0) for k, v in self._modules.items()}
         types: dict[str, int] = {}
@@ -167,7 +167,7 @@ class RdbParser(RdbWindow):
             raise RdbError("the RDB ends in the middle of a record (truncated or corrupt)",
                            self._base + self._end) from None
 
-    def _walk(self, emit: bool, values: bool) -> Iterator[Any]:  # noqa: C901 - one tight loop on purpose
+    def _walk(self, emit: bool, values: bool) -> Iterator[Any]:
         pos = self._header()
         buf, end = self._buf, self._end
         types, one_string = self._types, _ONE_STRING
@@ -315,7 +315,7 @@ class RdbParser(RdbWindow):
             self._route.section(db, self._types, self._modules)
         return total
 
-    def _skip_value(self, t: int, pos: int) -> int:  # noqa: C901 - one branch per RDB type
+    def _skip_value(self, t: int, pos: int) -> int:
         """Skip the value of type ``t`` at ``pos``; may return a position past the buffer."""
         skip = self._skip_strings
         if t in _ONE_STRING:

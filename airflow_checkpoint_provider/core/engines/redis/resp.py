@@ -16,7 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from airflow_checkpoint_provider.core.engines.targets import RedisTarget
-from airflow_checkpoint_provider.core.errors import AuthenticationError, ConnectionFailedError
+from airflow_checkpoint_provider.core.errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+)
 
 _RECV = 1 << 20
 

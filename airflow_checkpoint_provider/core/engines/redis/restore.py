@@ -70,61 +70,37 @@ one concatenation and one CRC64 (anycrc), a command one ``%`` format; batches of
 from __future__ import annotations
 
 import logging
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from airflow_checkpoint_provider.core.engines.targets import RedisTarget
-from airflow_checkpoint_provider.core.journal import ComponentJournal, NullJournal, open_journals
 from airflow_checkpoint_provider.core.manifest import Artifact
-from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, RestoreOutcome
+from airflow_checkpoint_provider.core.restore import (
+    HealthCheck,
+    RestoreOutcome,
+)
 from airflow_checkpoint_provider.core.staging import Staging
-from airflow_checkpoint_provider.core.store import Store
 
+from ._inplace import _InPlaceMixin
 from ._load import (
-    MODES,
     RedisRestoreError,
     _DbLoad,
-    _logical_items,
-    _ReplyError,
-    _transaction,
-    _Walk,
-    restore_stream,
 )
-from ._placement import _PlacementMixin
+from ._plan import _PlanMixin
 from ._side import _SideBySideMixin
 from ._swap import STEPS
-from .capture import RDB_KIND, capture
-from .copies import Copy, nonempty_dbs, rollback_policy
-from .encoding import TYPE_NAMES, RdbError
+from .capture import capture
+from .copies import nonempty_dbs
 from .health import (
     COMPONENT,
-    ServerFacts,
-    db_sizes,
     health,
-    max_rdb_version,
-    parse_version,
-    per_db,
-    server_facts,
-    server_for_rdb,
 )
-from .logical import KIND as LOGICAL_KIND
-from .logical import LogicalFunctions
-from .rdb import Function, ModuleAux
-from .resp import Connection, RespError, connect, encode_command
+from .resp import RespError, connect
 
 log = logging.getLogger(__name__)
 
 __all__ = ["STEPS", "RedisRestore", "RedisRestoreError"]
 
 # --------------------------------------------------------------------------- the component
-
-
-def _artifact_of(artifacts: list[Artifact]) -> Artifact | None:
-    mine = [a for a in artifacts if a.store == "redis" and a.kind in (RDB_KIND, LOGICAL_KIND)]
-    mine.sort(key=lambda a: a.kind != RDB_KIND)
-    return mine[0] if mine else None
 
 
 def _library(code: bytes) -> str:
@@ -135,7 +111,7 @@ def _library(code: bytes) -> str:
     return "?"
 
 
-class RedisRestore(_SideBySideMixin, _PlacementMixin):
+class RedisRestore(_InPlaceMixin, _PlanMixin, _SideBySideMixin):
     """Restore the Redis data of one checkpoint (a ``ComponentRestore``); see the module docstring.
 
     :param dbs: restore only these logical dbs (a db absent from the checkpoint is emptied).
@@ -154,284 +130,9 @@ class RedisRestore(_SideBySideMixin, _PlacementMixin):
 
     component = COMPONENT
 
-    def __init__(self, target: RedisTarget, store: Store, checkpoint_id: str, artifacts: list[Artifact], *,
-                 mode: str = "side_by_side", dbs: list[int] | None = None, spare_db: int | None = None,
-                 placement_dir: str | None = None, restart_command: str | None = None, batch: int = 1000,
-                 restore_functions: bool = True, function_policy: str = "REPLACE",
-                 capture_options: dict[str, Any] | None = None, restart_timeout: float = 120.0,
-                 rollback_keep: int | None = 1, rollback_max_age: float | None = 86400.0) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        if function_policy.upper() not in ("REPLACE", "FLUSH"):
-            raise ValueError(f"function_policy must be REPLACE or FLUSH, not {function_policy!r}")
-        self.target, self.store, self.checkpoint_id, self.mode = target, store, checkpoint_id, mode
-        self.spare_db, self.batch, self.restore_functions = spare_db, max(1, int(batch)), restore_functions
-        self.function_policy = function_policy.upper()
-        self.placement_dir, self.restart_command = placement_dir, restart_command
-        self.placement = bool(placement_dir and restart_command)
-        self.capture_options, self.restart_timeout = dict(capture_options or {}), restart_timeout
-        self.artifact = _artifact_of(artifacts)
-        fp = self.artifact.fingerprints if self.artifact else {}
-        self.expected = per_db(fp.get("keys"))
-        self.dbs = sorted({int(d) for d in dbs}) if dbs is not None else sorted(self.expected)
-        if rollback_keep is not None and int(rollback_keep) < 0:
-            raise ValueError(f"rollback_keep must be 0 or more, not {rollback_keep!r}")
-        self.rollback_keep, self.rollback_max_age = rollback_keep, rollback_max_age
-        self.journal: ComponentJournal = NullJournal(COMPONENT)
-        self._own_id = secrets.token_hex(6)
-        self.pairs: list[tuple[int, int]] = []  # (target db, spare db)
-        self.facts: ServerFacts | None = None
-        self._markers: dict[int, bytes] = {}  # spare db -> its marker's name
-        self._reclaim: list[Copy] = []  # rollback copies beyond the policy the plan chose as spares
-        self._claimed: list[int] = []
-        self._swapped: list[tuple[int, int]] = []
-        self._emptied: list[tuple[int, int]] = []  # swapped pairs whose target was empty: no rollback copy
-        self._stats: dict[int, _DbLoad] = {}
-        self._codes: list[bytes] = []
-        self._fn_payload: bytes | None = None
-        self._prev_functions: bytes | None = None
-        self._functions_loaded = False
-        self._placed: dict[str, Any] = {}
-
     # ---- facts about the checkpoint -------------------------------------------------------------
 
-    @property
-    def restore_id(self) -> str:
-        """The journal's restore id (a random one without a journal): it names the markers."""
-        rid = self.journal.restore_id
-        return self._own_id if rid == "unjournaled" else rid
-
-    @property
-    def kind(self) -> str:
-        return self.artifact.kind if self.artifact else ""
-
-    @property
-    def rdb_version(self) -> int | None:
-        """The RDB version of the payloads: the RDB header's, or the capturing server's DUMP version."""
-        if self.artifact is None:
-            return None
-        if self.kind == RDB_KIND:
-            v = self.artifact.fingerprints.get("rdb_version") or self.artifact.meta.get("rdb_version")
-            return int(v) if v else None
-        return max_rdb_version(self.artifact.meta.get("redis_version") or self.artifact.engine_version)
-
-    def _open(self) -> Any:
-        assert self.artifact is not None
-        return self.store.open_artifact(self.checkpoint_id, self.artifact.name)
-
-    def _items(self, src: Any, *, values: bool = True) -> tuple[Iterator[Any], int | None]:
-        if self.kind == RDB_KIND:
-            walk = _Walk(src)
-            version = walk.begin()
-            top = self.facts.max_rdb if self.facts else None
-            if top is not None and version > top:
-                raise RedisRestoreError(self._version_problem(version))
-            return walk.entries(values=values), version
-        return _logical_items(src), None
-
-    def _version_problem(self, version: int) -> str:
-        facts = self.facts
-        assert facts is not None
-        return (f"the checkpoint's data is RDB version {version} (written by Redis {server_for_rdb(version)} or "
-                f"newer), but {self.target.label} runs Redis {facts.version}, whose RESTORE accepts RDB versions up "
-                f"to {facts.max_rdb}: restore into a Redis {server_for_rdb(version)} or newer server")
-
     # ---- plan -----------------------------------------------------------------------------------
-
-    def plan(self) -> tuple[list[PlanItem], list[str]]:
-        if self.artifact is None:
-            return [], ["the checkpoint holds no Redis artifact (redis/rdb or redis/logical)"]
-        label = self.target.label
-        self.pairs = []
-        with connect(self.target) as conn:
-            facts = self.facts = server_facts(conn, fs=self.store.fs)
-            problems = self._compat(facts)
-            if self.placement:
-                problems += self._placement_checks(conn)
-            elif not facts.cluster:
-                if self.mode == "side_by_side":
-                    problems += self._pick_spares(facts)
-                if self.pairs or self.mode == "in_place":
-                    problems += self._permission(conn)
-            counts = {}
-            if not problems:
-                try:
-                    counts = self._count_existing(conn, facts)
-                except (RedisRestoreError, RdbError) as exc:
-                    problems.append(f"{self.artifact.name}: {exc}")
-        items = []
-        for t in self.dbs:
-            now, want = facts.keys(t), self.expected.get(t, 0)
-            spare = dict(self.pairs).get(t)
-            item = PlanItem(self.component, f"db{t}", f"db{t}", "replace" if now else "create",
-                            staging_name=f"db{spare}" if spare is not None else "",
-                            notes=[f"the checkpoint holds {want} keys; db{t} holds {now} now"])
-            if t in counts:
-                item.conflicts.append(f"{counts[t]} keys of db{t} will be replaced by the checkpoint's values")
-                if now - counts[t]:
-                    item.conflicts.append(f"{now - counts[t]} keys of db{t} are not in the checkpoint and will "
-                                          "disappear" + (f" (kept in the rollback copy db{spare})" if spare else ""))
-            if t in facts.copies:
-                item.conflicts.append(f"{facts.copies[t].describe()}; it will be replaced")
-            items.append(item)
-        if items:
-            items[0].notes += self._notes(facts)
-        log.info("Planned the Redis restore of %s into %s: %d problem(s)", self.checkpoint_id, label, len(problems))
-        return items, problems
-
-    def _compat(self, facts: ServerFacts) -> list[str]:
-        problems = []
-        version, top = self.rdb_version, facts.max_rdb
-        if version is not None and top is not None and version > top:
-            problems.append(self._version_problem(version))
-        if facts.cluster and not self.placement:
-            problems.append(f"{self.target.label} runs in cluster mode: SWAPDB and logical dbs other than 0 are "
-                            "not available and keys would have to be routed to their shards; restore by file "
-                            "placement on each node instead")
-        bad = [d for d in self.dbs if d >= facts.databases]
-        if bad:
-            problems.append(f"{self.target.label} has {facts.databases} logical dbs ({facts.databases_source}); "
-                            f"the checkpoint needs db{', db'.join(map(str, bad))}: raise 'databases'")
-        fns = int(self.artifact.fingerprints.get("functions") or 0) if self.artifact else 0
-        major = (parse_version(facts.version) or (0, 0))[0]
-        if fns and self.restore_functions and major < 7 and not self.placement:
-            problems.append(f"the checkpoint holds {fns} function libraries but {self.target.label} runs Redis "
-                            f"{facts.version} (functions need 7.0); pass restore_functions=False to skip them")
-        return problems
-
-    def _pick_spares(self, facts: ServerFacts) -> list[str]:
-        """Choose the spare dbs: empty ones, then rollback copies beyond the retention policy."""
-        need = len(self.dbs)
-        empty = [d for d in range(facts.databases) if not facts.keyspace.get(d) and d not in self.dbs]
-        beyond = {c.db: c for c in self._beyond_policy(facts) if c.db not in self.dbs}
-        self._reclaim = []
-        if self.spare_db is not None:
-            wanted = list(range(self.spare_db, self.spare_db + need))
-            busy = [d for d in wanted if d not in empty and d not in beyond]
-            if busy:
-                return [f"spare db{', db'.join(map(str, busy))} of {self.target.label} cannot be used: "
-                        f"{'it is' if len(busy) == 1 else 'they are'} not empty, a target or beyond the "
-                        f"{facts.databases} dbs; choose another spare_db or leave it unset"]
-        else:
-            wanted = sorted(empty, reverse=True)[:need]
-            oldest = sorted(beyond.values(), key=lambda c: (c.created_at, c.db))
-            wanted += [c.db for c in oldest[:need - len(wanted)]]
-            if len(wanted) < need:
-                kept = sorted(d for d, c in facts.copies.items() if c.state == "rollback" and d not in beyond)
-                held = (f"; db{', db'.join(map(str, kept))} hold rollback copies within the retention policy "
-                        f"({self._policy_text()}) or of restores still running" if kept else "")
-                return [f"a side-by-side restore needs {need} empty logical db(s) besides the targets, but "
-                        f"{self.target.label} has only {len(wanted)} ({facts.databases} dbs{held}); empty one "
-                        "(prune_rollbacks or drop_rollback for old rollback copies), raise 'databases', or use "
-                        "mode='in_place'"]
-        self._reclaim = [beyond[d] for d in wanted if d in beyond]
-        self.pairs = list(zip(self.dbs, wanted))
-        return []
-
-    def _beyond_policy(self, facts: ServerFacts) -> list[Copy]:
-        running = set(open_journals(self.store.fs)) | {self.restore_id}
-        return rollback_policy(facts.copies.values(), keep=self.rollback_keep, max_age=self.rollback_max_age,
-                               live_restore_ids=running)
-
-    def _policy_text(self) -> str:
-        keep = "all" if self.rollback_keep is None else str(self.rollback_keep)
-        age = "" if self.rollback_max_age is None else f", none older than {self.rollback_max_age:g} s"
-        return f"keep {keep} per db{age}"
-
-    def _permission(self, conn: Connection) -> list[str]:
-        """``ACL DRYRUN`` of the commands the restore needs; without it (Redis < 7.0, or ACL not
-        allowed) a no-op ``SWAPDB s s`` tells whether SWAPDB is allowed."""
-        if self.mode == "in_place":
-            probes: list[tuple[Any, ...]] = [("RESTORE", "k", 0, "x"), ("SCAN", 0), ("UNLINK", "k"), ("SELECT", 0)]
-        else:
-            t, s = self.pairs[0]
-            probes = [("SWAPDB", t, s), ("RESTORE", "k", 0, "x"), ("FLUSHDB",), ("SELECT", s), ("DBSIZE",)]
-        if self._functions_expected():
-            probes.append(("FUNCTION", "LOAD", "x") if self.kind == RDB_KIND else ("FUNCTION", "RESTORE", "x"))
-        user = conn.call_nothrow("ACL", "WHOAMI")
-        out = []
-        if isinstance(user, bytes):
-            for probe in probes:
-                reply = conn.call_nothrow("ACL", "DRYRUN", user, *probe)
-                if isinstance(reply, RespError):
-                    break  # ACL DRYRUN itself is not available: probe SWAPDB below
-                if reply != "OK":
-                    out.append(f"{self.target.label}: the ACL user may not run {probe[0]} "
-                               f"({reply.decode('utf-8', 'replace') if isinstance(reply, bytes) else reply})")
-            else:
-                return out
-        if self.mode == "in_place":
-            return out
-        reply = conn.call_nothrow("SWAPDB", s, s)  # swapping an empty db with itself changes nothing
-        if isinstance(reply, RespError):
-            return [f"{self.target.label} refuses SWAPDB ({reply.message}): grant +swapdb or use mode='in_place'"]
-        return out
-
-    def _functions_expected(self) -> bool:
-        if not self.restore_functions or self.artifact is None:
-            return False
-        return bool(self.artifact.fingerprints.get("functions")) or self.function_policy == "FLUSH"
-
-    def _count_existing(self, conn: Connection, facts: ServerFacts) -> dict[int, int]:
-        """Per target db with keys now: how many of the checkpoint's keys exist there (EXISTS batches)."""
-        busy = {t for t in self.dbs if facts.keys(t)}
-        counts = {t: 0 for t in busy}
-        if not busy:
-            return counts
-        with self._open() as src:
-            items, _ = self._items(src, values=False)
-            keys: list[bytes] = []
-            cur = None
-
-            def flush() -> None:
-                if keys:
-                    conn.sendall(encode_command("SELECT", cur) + encode_command("EXISTS", *keys))
-                    replies = conn.read_reply(), conn.read_reply()
-                    for reply in replies:
-                        if isinstance(reply, RespError):
-                            raise RedisRestoreError(f"counting the keys db{cur} would lose failed: {reply.message}")
-                    counts[cur] += replies[1]
-                    keys.clear()
-
-            for item in items:
-                if type(item) is not tuple:
-                    continue
-                if item[0] != cur:
-                    flush()
-                    cur = item[0]
-                if cur in busy:
-                    keys.append(item[1])
-                    if len(keys) >= 1000:
-                        flush()
-            flush()
-            while src.read(1 << 20):  # to the end: the sha256 check
-                pass
-        return counts
-
-    def _notes(self, facts: ServerFacts) -> list[str]:
-        notes = []
-        if self.mode == "in_place" and not self.placement:
-            notes.append("in place: keys are overwritten and extra keys deleted; there is no rollback copy "
-                         "(the safety checkpoint is the way back)")
-        others = [d for d in sorted(facts.keyspace) if d not in self.dbs and d not in facts.copies
-                  and d not in dict(self.pairs).values()]
-        if others and not self.placement:
-            notes.append(f"db{', db'.join(map(str, others))} hold keys but are not restored (not in the checkpoint "
-                         "or not selected): left as they are")
-        reclaim = {c.db for c in self._reclaim}
-        for d, c in sorted(facts.copies.items()):
-            if d in self.dbs:
-                continue
-            if d in reclaim:
-                notes.append(f"{c.describe()}, {c.age() / 3600:.1f} h old, is beyond the retention policy "
-                             f"({self._policy_text()}): it will be dropped to make room")
-            else:
-                notes.append(f"{c.describe()}, {c.age() / 3600:.1f} h old; drop_rollback(target, {d}) frees it")
-        fns = int(self.artifact.fingerprints.get("functions") or 0) if self.artifact else 0
-        if fns and self.restore_functions:
-            notes.append(f"{fns} function libraries will be loaded at cut-over ({self.function_policy}; "
-                         "functions are server-wide)")
-        return notes
 
     # ---- safety checkpoint and loading ----------------------------------------------------------
 
@@ -476,96 +177,7 @@ class RedisRestore(_SideBySideMixin, _PlacementMixin):
                  ", ".join(f"db{t} -> db{s}: {self._stats.get(t, _DbLoad()).restored} keys" for t, s in self.pairs))
         return None
 
-    def _load(self, conn: Connection, mapping: dict[int, int], *, replace: bool,
-              keep_hashes: bool = False) -> dict[int, _DbLoad]:
-        self._codes, self._fn_payload = [], None
-
-        def on_record(rec: Any) -> None:
-            if isinstance(rec, Function):
-                self._codes.append(rec.code)
-            elif isinstance(rec, LogicalFunctions):
-                self._fn_payload = rec.payload
-            elif isinstance(rec, ModuleAux):
-                log.warning("The checkpoint holds module auxiliary data, which RESTORE cannot load: skipped")
-
-        with self._open() as src:
-            items, version = self._items(src)
-            try:
-                stats = restore_stream(conn, items, version, mapping, replace=replace, batch=self.batch,
-                                       keep_hashes=keep_hashes, tolerate_busy=self.kind == LOGICAL_KIND,
-                                       on_record=on_record)
-            except _ReplyError as exc:
-                what = f"RESTORE of key {exc.label[:100]!r}" if isinstance(exc.label, bytes) else \
-                    " ".join(map(str, exc.label))
-                hint = ""
-                if "payload version" in exc.message:
-                    source = f"RDB version {version}" if version else \
-                        f"DUMP payloads of Redis {self.artifact.engine_version if self.artifact else '?'}"
-                    hint = f" (the checkpoint holds {source}; the server accepts RDB versions up to " \
-                           f"{self.facts.max_rdb if self.facts else '?'})"
-                raise RedisRestoreError(f"{self.target.label} refused {what} into db{exc.db}: {exc.message}{hint}"
-                                        + (f" ({exc.count} errors in that batch)" if exc.count > 1 else "")) from None
-            while src.read(1 << 20):  # to the end of the artifact: its sha256 is checked there
-                pass
-        return stats
-
-    def _verify(self, conn: Connection, mapping: dict[int, int]) -> dict[int, int]:
-        """Keys per db (allowing for keys that expired meanwhile), and a sample's TYPE and expiry;
-        returns the keys per destination db (markers not counted)."""
-        secs, usecs = conn.call("TIME")
-        now = int(secs) * 1000 + int(usecs) // 1000 + 1000
-        exact_ttl = (parse_version(self.facts.version if self.facts else "") or (0, 0))[0] >= 7
-        sizes = db_sizes(conn, sorted(mapping.values()), self._markers)
-        problems = []
-        for src, dst in sorted(mapping.items()):
-            st = self._stats.get(src) or _DbLoad()
-            want = self.expected.get(src, 0)
-            if st.streamed != want:
-                problems.append(f"db{src}: the artifact holds {st.streamed} keys but its fingerprints say {want}")
-            gone = sum(1 for e in st.soon if e <= now)
-            loaded = st.restored
-            if not loaded - gone <= sizes[dst] <= loaded:
-                problems.append(f"db{dst} holds {sizes[dst]} keys, expected {loaded}"
-                                + (f" (or down to {loaded - gone}: keys expiring meanwhile)" if gone else ""))
-            problems += self._check_sample(conn, dst, st.sample, now, exact_ttl)
-        if problems:
-            raise RedisRestoreError(f"verification of {self.checkpoint_id} on {self.target.label} failed: "
-                                    + "; ".join(problems[:10]))
-        return sizes
-
-    def _check_sample(self, conn: Connection, db: int, sample: list[tuple[bytes, int, int | None]], now: int,
-                      exact_ttl: bool) -> list[str]:
-        if not sample:
-            return []
-        cmds = [encode_command("SELECT", db)]
-        for key, _, _ in sample:
-            cmds.append(encode_command("TYPE", key) + encode_command("PEXPIRETIME" if exact_ttl else "EXISTS", key))
-        conn.sendall(b"".join(cmds))
-        conn.read_reply()
-        bad = []
-        for key, t, expire in sample:
-            kind, ttl = conn.read_reply(), conn.read_reply()
-            if expire is not None and expire <= now and kind == "none":
-                continue  # expired since
-            name = TYPE_NAMES.get(t)
-            if kind == "none" or (name not in (None, "module") and kind != name):
-                bad.append(f"db{db} key {key[:60]!r}: TYPE is {kind}, expected {name}")
-            elif exact_ttl and ttl != (-1 if expire is None else expire):
-                bad.append(f"db{db} key {key[:60]!r}: expires at {ttl}, expected {expire}")
-        return bad[:5]
-
     # ---- cut-over, rollback, abort, health ------------------------------------------------------
-
-    def _function_commands(self, major: int) -> list[tuple[Any, ...]]:
-        if not self.restore_functions or major < 7:
-            return []
-        if self._fn_payload is not None:
-            return [("FUNCTION", "RESTORE", self._fn_payload, self.function_policy)]
-        cmds: list[tuple[Any, ...]] = [("FUNCTION", "FLUSH")] if self.function_policy == "FLUSH" else []
-        return cmds + [("FUNCTION", "LOAD", "REPLACE", code) for code in self._codes]
-
-    def _major(self) -> int:
-        return (parse_version(self.facts.version if self.facts else "") or (0, 0))[0]
 
     def cutover(self) -> RestoreOutcome:
         if self.placement:
@@ -573,12 +185,6 @@ class RedisRestore(_SideBySideMixin, _PlacementMixin):
         if self.mode == "in_place":
             return self._cutover_in_place()
         return self._cutover_side_by_side()
-
-    def _details(self, fns: list[Any]) -> dict[str, Any]:
-        return {"mode": self.mode, "artifact": self.artifact.name if self.artifact else None,
-                "keys": {f"db{d}": st.restored for d, st in sorted(self._stats.items())},
-                "skipped_expired": {f"db{d}": st.expired for d, st in sorted(self._stats.items()) if st.expired},
-                "function_commands": len(fns), "restore_id": self.restore_id}
 
     def rollback(self) -> None:
         if self.placement:
@@ -612,49 +218,6 @@ class RedisRestore(_SideBySideMixin, _PlacementMixin):
         return health(self.target, expectations, tolerance=tolerance, expiring=expiring)
 
     # ---- in place -------------------------------------------------------------------------------
-
-    def _cutover_in_place(self) -> RestoreOutcome:
-        mapping = {t: t for t in self.dbs}
-        fns: list[Any] = []
-        self.journal.note(mode="in_place", checkpoint_id=self.checkpoint_id, restore_id=self.restore_id, dbs=self.dbs)
-        self.journal.phase("cutting_over")
-        try:
-            with connect(self.target) as conn, \
-                    self.journal.step("load_in_place", intent={"dbs": self.dbs, "checkpoint_id": self.checkpoint_id},
-                                      undo={"restore": "the safety checkpoint taken before the restore"}):
-                self._stats = self._load(conn, mapping, replace=True, keep_hashes=True)
-                removed = self._remove_extra(conn)
-                self._verify(conn, mapping)
-                fns = self._function_commands(self._major())
-                if fns:
-                    errors = [r.message for r in _transaction(conn, fns) if isinstance(r, RespError)]
-                    if errors:
-                        raise RedisRestoreError(f"loading the functions failed: {'; '.join(errors)}")
-        except Exception as exc:
-            raise RedisRestoreError(f"the in-place restore of {self.checkpoint_id} into {self.target.label} failed: "
-                                    f"{exc}", hint="the dbs are partly restored: restore the safety checkpoint, or "
-                                    "retry") from exc
-        self.journal.phase("cut_over")
-        details = {**self._details(fns), "removed": removed}
-        return RestoreOutcome(self.component, restored=[f"db{t}" for t in self.dbs], details=details)
-
-    def _remove_extra(self, conn: Connection) -> dict[str, int]:
-        """UNLINK the keys of each target db that the checkpoint does not hold."""
-        removed = {}
-        for t in self.dbs:
-            st = self._stats.get(t)
-            keep = st.hashes if st is not None and st.hashes is not None else set()
-            conn.call("SELECT", t)
-            cursor, n = b"0", 0
-            while True:
-                cursor, keys = conn.call("SCAN", cursor, "COUNT", 1000)
-                extra = [k for k in keys if hash(k) not in keep]
-                if extra:
-                    n += conn.call("UNLINK", *extra)
-                if cursor in (b"0", 0, "0"):
-                    break
-            removed[f"db{t}"] = n
-        return removed
 
     # ---- file placement -------------------------------------------------------------------------
 

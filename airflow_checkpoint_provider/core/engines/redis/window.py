@@ -73,7 +73,7 @@ class DbFilter:
     def section(self, db: int, types: list[int], modules: dict[str, int]) -> None:
         """The section of ``db`` ended with these running type counts: book it if left out."""
         if db in self.exclude:
-            for t, (now, before) in enumerate(zip(types, self._types)):
+            for t, (now, before) in enumerate(zip(types, self._types, strict=True)):
                 self.excluded_types[t] += now - before
             for name, n in modules.items():
                 self.excluded_modules[name] = self.excluded_modules.get(name, 0) + n - self._modules.get(name, 0)

@@ -114,41 +114,13 @@ from airflow_checkpoint_provider.core.engines.search._capture import (
     capture,
     capture_begin,
     capture_finish,
+    resolve_capture,
 )
 from airflow_checkpoint_provider.core.engines.search._client import (
     AsyncSearchClient,
     SearchClient,
     async_wait_for_snapshot,
     safe_url,
-)
-from airflow_checkpoint_provider.core.engines.search._capture import resolve_capture
-from airflow_checkpoint_provider.core.engines.search._maintenance import (
-    delete_orphan_snapshots,
-    drop_leftovers,
-    drop_rollback,
-    find_leftovers,
-    find_orphan_snapshots,
-    list_rollbacks,
-    prune_rollbacks,
-)
-from airflow_checkpoint_provider.core.engines.search._names import is_own_copy
-from airflow_checkpoint_provider.core.engines.search._ops import SERVER_ASSIGNED_SETTINGS
-from airflow_checkpoint_provider.core.engines.search.health import health
-from airflow_checkpoint_provider.core.engines.search.restore import (
-    STEPS,
-    CutOverError,
-    Prepared,
-    RestoreRefusedError,
-    RestoreVerificationError,
-    abort,
-    collect_aliases,
-    compatibility_problems,
-    cut_over,
-    plan_restore,
-    prepare_restore,
-    recover,
-    restore,
-    roll_back,
 )
 from airflow_checkpoint_provider.core.engines.search._logic import (
     ARTIFACT_KIND,
@@ -165,6 +137,36 @@ from airflow_checkpoint_provider.core.engines.search._logic import (
     snapshot_failure,
     validate_repository_name,
     validate_snapshot_name,
+)
+from airflow_checkpoint_provider.core.engines.search._maintenance import (
+    delete_orphan_snapshots,
+    drop_leftovers,
+    drop_rollback,
+    find_leftovers,
+    find_orphan_snapshots,
+    list_rollbacks,
+    prune_rollbacks,
+)
+from airflow_checkpoint_provider.core.engines.search._names import is_own_copy
+from airflow_checkpoint_provider.core.engines.search._ops import (
+    SERVER_ASSIGNED_SETTINGS,
+)
+from airflow_checkpoint_provider.core.engines.search.health import health
+from airflow_checkpoint_provider.core.engines.search.restore import (
+    STEPS,
+    CutOverError,
+    Prepared,
+    RestoreRefusedError,
+    RestoreVerificationError,
+    abort,
+    collect_aliases,
+    compatibility_problems,
+    cut_over,
+    plan_restore,
+    prepare_restore,
+    recover,
+    restore,
+    roll_back,
 )
 
 __all__ = [

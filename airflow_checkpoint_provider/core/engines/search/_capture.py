@@ -293,7 +293,7 @@ def capture(
         except L.SnapshotFailedError as exc:
             try:
                 deleted = client.delete_snapshot(repository, started.snapshot, missing_ok=True)
-            except Exception as del_exc:  # noqa: BLE001 - keep the original failure as the error
+            except Exception as del_exc:
                 log.warning("could not delete failed snapshot %s:%s: %s", repository, started.snapshot, del_exc)
                 raise exc from None
             raise L.snapshot_failure(client.where, repository, exc.state, deleted=deleted) from None

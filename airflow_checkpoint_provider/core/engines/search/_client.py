@@ -46,7 +46,7 @@ def safe_url(url: str) -> str:
     """The target URL without any user-info (credentials never reach messages or logs)."""
     try:
         u = httpx.URL(url)
-    except Exception:  # noqa: BLE001 - an unparsable URL is reported as is, minus a possible user-info
+    except Exception:
         return url.split("@")[-1]
     if u.userinfo:
         u = u.copy_with(username=None, password=None)

@@ -35,9 +35,15 @@ from typing import Any
 from airflow_checkpoint_provider.core.engines.search import _logic as L
 from airflow_checkpoint_provider.core.engines.search import _names as N
 from airflow_checkpoint_provider.core.engines.search import _ops as O
-from airflow_checkpoint_provider.core.engines.search._plan import RESTORES_TARGET, Planned
+from airflow_checkpoint_provider.core.engines.search._plan import (
+    RESTORES_TARGET,
+    Planned,
+)
 from airflow_checkpoint_provider.core.engines.search._steps import Ctx
-from airflow_checkpoint_provider.core.engines.search._templates import get_template, put_template
+from airflow_checkpoint_provider.core.engines.search._templates import (
+    get_template,
+    put_template,
+)
 from airflow_checkpoint_provider.core.errors import CaptureError, EngineError
 from airflow_checkpoint_provider.version import __version__
 

@@ -21,7 +21,11 @@ from airflow_checkpoint_provider.core.engines.search._errors import (  # noqa: F
     error_index,
     error_text,
 )
-from airflow_checkpoint_provider.core.errors import CaptureError, EngineError, NotFoundError
+from airflow_checkpoint_provider.core.errors import (
+    CaptureError,
+    EngineError,
+    NotFoundError,
+)
 from airflow_checkpoint_provider.core.manifest import format_ts, utcnow
 
 ARTIFACT_NAME = "search/snapshot.json"

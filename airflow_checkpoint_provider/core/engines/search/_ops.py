@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_checkpoint_provider.core.engines.search import _logic as L
-from airflow_checkpoint_provider.core.engines.search._client import SearchClient, _index_path, _Req, _seg
+from airflow_checkpoint_provider.core.engines.search._client import (
+    SearchClient,
+    _index_path,
+    _Req,
+    _seg,
+)
 from airflow_checkpoint_provider.core.errors import EngineError, NotFoundError
 
 #: Alias properties carried over by ``POST /_aliases`` ``add`` actions.
@@ -27,7 +32,7 @@ SERVER_ASSIGNED_SETTINGS = ("index.uuid", "index.creation_date", "index.provided
 
 
 def send(client: SearchClient, req: _Req) -> Any:
-    return client._send(req)  # noqa: SLF001 - same package: the client's transport and error mapping
+    return client._send(req)
 
 
 # --------------------------------------------------------------------------- indices

@@ -23,7 +23,10 @@ from typing import Any
 from airflow_checkpoint_provider.core.engines.search import _logic as L
 from airflow_checkpoint_provider.core.engines.search import _names as N
 from airflow_checkpoint_provider.core.engines.search._client import SearchClient, _Req
-from airflow_checkpoint_provider.core.engines.search._compat import compatibility_problems, product
+from airflow_checkpoint_provider.core.engines.search._compat import (
+    compatibility_problems,
+    product,
+)
 from airflow_checkpoint_provider.core.engines.search._ops import (
     ClusterView,
     cluster_view,
@@ -79,7 +82,7 @@ def _units(source: SnapshotSource) -> dict[str, str]:
     """What can be selected: ``{name: "index" | "stream"}`` (backing indices go with their stream)."""
     backing = {i for d in source.data_streams.values() for i in d["backing_indices"]}
     units = {n: "index" for n in source.expected if n not in backing}
-    units.update({d: "stream" for d in source.data_streams})
+    units.update(dict.fromkeys(source.data_streams, "stream"))
     return units
 
 

@@ -35,7 +35,11 @@ from airflow_checkpoint_provider.core.engines.search._cutover import (
 )
 from airflow_checkpoint_provider.core.engines.search._plan import holders_text
 from airflow_checkpoint_provider.core.engines.search._steps import Ctx, EntryJournal
-from airflow_checkpoint_provider.core.engines.search._templates import delete_template, get_template, put_template
+from airflow_checkpoint_provider.core.engines.search._templates import (
+    delete_template,
+    get_template,
+    put_template,
+)
 from airflow_checkpoint_provider.core.engines.targets import SearchTarget
 from airflow_checkpoint_provider.core.errors import (
     AuthenticationError,

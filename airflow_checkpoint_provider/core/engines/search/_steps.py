@@ -17,7 +17,11 @@ from typing import Any
 from airflow_checkpoint_provider.core import crashpoints
 from airflow_checkpoint_provider.core.engines.search import _ops as O
 from airflow_checkpoint_provider.core.engines.search._client import SearchClient
-from airflow_checkpoint_provider.core.journal import ComponentEntry, ComponentJournal, NullJournal
+from airflow_checkpoint_provider.core.journal import (
+    ComponentEntry,
+    ComponentJournal,
+    NullJournal,
+)
 
 COMPONENT = "search"
 #: forward (cut-over) steps, then backward (rollback) steps: distinct names, so that a crash test can
@@ -33,7 +37,7 @@ class EntryJournal(NullJournal):
     """A replay's journal: no file behind it, but the steps of ``entry`` (the killed restore's) are
     what :meth:`Ctx.started` looks at."""
 
-    def __init__(self, entry: ComponentEntry) -> None:  # noqa: D107
+    def __init__(self, entry: ComponentEntry) -> None:
         self.entry = entry
 
 

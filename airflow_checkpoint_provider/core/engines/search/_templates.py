@@ -21,7 +21,11 @@ import fnmatch
 from typing import Any
 
 from airflow_checkpoint_provider.core.engines.search import _logic as L
-from airflow_checkpoint_provider.core.engines.search._client import SearchClient, _Req, _seg
+from airflow_checkpoint_provider.core.engines.search._client import (
+    SearchClient,
+    _Req,
+    _seg,
+)
 from airflow_checkpoint_provider.core.engines.search._ops import send
 
 #: template kind -> (path, label); components first: index templates are composed of them

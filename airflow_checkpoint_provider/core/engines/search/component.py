@@ -15,14 +15,27 @@ from typing import Any
 
 from airflow_checkpoint_provider.core.engines.search._capture import capture
 from airflow_checkpoint_provider.core.engines.search._client import SearchClient
-from airflow_checkpoint_provider.core.engines.search.health import health as search_health
-from airflow_checkpoint_provider.core.engines.search.restore import COMPONENT, Prepared, abort, cut_over, plan_restore
-from airflow_checkpoint_provider.core.engines.search.restore import prepare_restore, roll_back
+from airflow_checkpoint_provider.core.engines.search.health import (
+    health as search_health,
+)
+from airflow_checkpoint_provider.core.engines.search.restore import (
+    COMPONENT,
+    Prepared,
+    abort,
+    cut_over,
+    plan_restore,
+    prepare_restore,
+    roll_back,
+)
 from airflow_checkpoint_provider.core.engines.targets import SearchTarget
 from airflow_checkpoint_provider.core.errors import EngineError, FormatError
 from airflow_checkpoint_provider.core.journal import ComponentJournal, NullJournal
 from airflow_checkpoint_provider.core.manifest import Artifact
-from airflow_checkpoint_provider.core.restore import HealthCheck, PlanItem, RestoreOutcome
+from airflow_checkpoint_provider.core.restore import (
+    HealthCheck,
+    PlanItem,
+    RestoreOutcome,
+)
 from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.staging import Staging
 from airflow_checkpoint_provider.core.store import Store

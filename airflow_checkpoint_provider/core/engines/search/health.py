@@ -17,7 +17,10 @@ from typing import Any
 
 from airflow_checkpoint_provider.core.engines.search import _logic as L
 from airflow_checkpoint_provider.core.engines.search._client import SearchClient
-from airflow_checkpoint_provider.core.engines.search._maintenance import drop_rollback, list_rollbacks
+from airflow_checkpoint_provider.core.engines.search._maintenance import (
+    drop_rollback,
+    list_rollbacks,
+)
 from airflow_checkpoint_provider.core.engines.search._ops import cluster_view
 from airflow_checkpoint_provider.core.engines.search._plan import COMPONENT
 from airflow_checkpoint_provider.core.errors import EngineError

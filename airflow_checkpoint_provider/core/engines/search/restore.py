@@ -47,7 +47,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_checkpoint_provider.core.engines.search._client import SearchClient
-from airflow_checkpoint_provider.core.engines.search._compat import compatibility_problems, parse_version
+from airflow_checkpoint_provider.core.engines.search._compat import (
+    compatibility_problems,
+    parse_version,
+)
 from airflow_checkpoint_provider.core.engines.search._cutover import (
     RestoreVerificationError,
     drop_copies,
@@ -72,9 +75,17 @@ from airflow_checkpoint_provider.core.engines.search._ops import (
     collect_aliases,
     wait_for_primaries,
 )
-from airflow_checkpoint_provider.core.engines.search._plan import COMPONENT, SWAP_MODES, Planned, make_plan
+from airflow_checkpoint_provider.core.engines.search._plan import (
+    COMPONENT,
+    SWAP_MODES,
+    Planned,
+    make_plan,
+)
 from airflow_checkpoint_provider.core.engines.search._replay import backward, recover
-from airflow_checkpoint_provider.core.engines.search._source import SnapshotSource, snapshot_source
+from airflow_checkpoint_provider.core.engines.search._source import (
+    SnapshotSource,
+    snapshot_source,
+)
 from airflow_checkpoint_provider.core.engines.search._steps import STEPS, Ctx
 from airflow_checkpoint_provider.core.errors import EngineError
 from airflow_checkpoint_provider.core.journal import ComponentJournal, NullJournal
@@ -224,7 +235,7 @@ def _failure(ctx: Ctx, checkpoint_id: str, exc: BaseException, failed_at: str, d
              f"({failed_at}: {doing}): {reason}"]
     try:
         backward(ctx)
-    except Exception as undo_exc:  # noqa: BLE001 - report both
+    except Exception as undo_exc:
         lines.append("ROLLBACK INCOMPLETE: " + (undo_exc.message if isinstance(undo_exc, EngineError)
                                                 else str(undo_exc)))
         lines += [f"  - {k}: {v}" for k, v in sorted(ctx.state.items())]
@@ -253,7 +264,7 @@ def cut_over(prepared: Prepared) -> RestoreOutcome:
     ctx.journal.phase("cutting_over")
     try:
         counts = forward(ctx)
-    except BaseException as exc:  # noqa: BLE001 - undo on anything, even an interrupt, then re-raise
+    except BaseException as exc:
         error = _failure(ctx, cid, exc, ctx.current, ctx.doing)
         if not isinstance(exc, Exception):
             _log.error("%s", error)

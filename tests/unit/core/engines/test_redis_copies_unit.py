@@ -25,7 +25,6 @@ from airflow_checkpoint_provider.core.errors import CheckpointError
 from airflow_checkpoint_provider.core.manifest import format_ts, utcnow
 from tests.unit.core.engines.test_rdb import ENTRIES, ENTRIES_DB1, Chunked, build_rdb
 
-
 # --------------------------------------------------------------------------- the RDB db filter
 
 

@@ -329,7 +329,7 @@ def schema_sha256(description: dict[str, Any]) -> str:
 
 def count_rows(conn: psycopg.Connection, selection: Selection, exact: bool) -> dict[str, int | None]:
     rows: dict[str, int | None] = {}
-    for oid, qname, reltuples in selection.tables:
+    for _oid, qname, reltuples in selection.tables:
         if exact:
             query = sql.SQL("SELECT pg_catalog.count(*) FROM ONLY {}").format(sql.SQL(qname))
             rows[qname] = int(conn.execute(query).fetchone()[0])

@@ -21,11 +21,25 @@ from typing import IO, Any
 import psycopg
 
 from airflow_checkpoint_provider.core.engines.postgres import _conn as C
-from airflow_checkpoint_provider.core.engines.postgres import _fingerprint as F
 from airflow_checkpoint_provider.core.engines.postgres import _secrets as S
 from airflow_checkpoint_provider.core.engines.postgres._names import is_own_copy
+from airflow_checkpoint_provider.core.engines.postgres.fingerprint import (
+    Filters,
+    Selection,
+    check_selection,
+    compute,
+    fingerprint_in_transaction,
+    open_snapshot_connection,
+    select_relations,
+    unreadable,
+)
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
-from airflow_checkpoint_provider.core.errors import AuthenticationError, CheckpointError, NotFoundError, ToolError
+from airflow_checkpoint_provider.core.errors import (
+    AuthenticationError,
+    CheckpointError,
+    NotFoundError,
+    ToolError,
+)
 from airflow_checkpoint_provider.core.manifest import Artifact, format_ts, utcnow
 from airflow_checkpoint_provider.core.staging import ArtifactSink, Staging
 
@@ -195,7 +209,7 @@ def _tar_directory(directory: str, sink: ArtifactSink) -> int:
 class _Options:
     dump_format: str
     jobs: int
-    filters: F.Filters
+    filters: Filters
     exact_counts: bool
     compression_level: int
     tool: C.ToolVersion
@@ -214,15 +228,15 @@ def _capture_one(target: PostgresTarget, staging: Staging, dbname: str, opts: _O
     where = f"{target.label}/{dbname}"
     name = artifact_name(dbname, opts.dump_format)
     kind = KIND_CUSTOM if opts.dump_format == "custom" else KIND_DIRECTORY
-    conn = F.open_snapshot_connection(target, dbname, "opening the snapshot transaction")
+    conn = open_snapshot_connection(target, dbname, "opening the snapshot transaction")
     try:
         with S.tool_auth(target) as auth:
             try:
                 exported_at = format_ts(utcnow())
                 snapshot = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
-                F.check_selection(conn, opts.filters, where)
-                selection = F.select_relations(conn, opts.filters)
-                denied = F.unreadable(conn, selection)
+                check_selection(conn, opts.filters, where)
+                selection = select_relations(conn, opts.filters)
+                denied = unreadable(conn, selection)
             except psycopg.Error as exc:
                 raise C.translate(exc, target, dbname, "exporting the snapshot") from None
             if denied:
@@ -263,7 +277,7 @@ def _run_dump(
     dbname: str,
     opts: _Options,
     conn: psycopg.Connection,
-    selection: F.Selection,
+    selection: Selection,
     auth: S.ToolAuth,
     sink: ArtifactSink,
     snapshot: str,
@@ -278,9 +292,9 @@ def _run_dump(
 
     def fingerprints() -> None:
         try:
-            result["value"] = F.compute(conn, selection, exact_counts=opts.exact_counts,
+            result["value"] = compute(conn, selection, exact_counts=opts.exact_counts,
                                         server_version=opts.server_version)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        except BaseException as exc:
             result["error"] = exc
 
     try:
@@ -363,7 +377,7 @@ def capture(
         raise ValueError(f"jobs must be a positive integer, not {jobs!r}")
     if jobs > 1 and dump_format != "directory":
         raise ValueError("jobs > 1 needs dump_format='directory' (pg_dump dumps in parallel only to a directory)")
-    filters = F.Filters.of(schemas, exclude_schemas, tables, exclude_tables)
+    filters = Filters.of(schemas, exclude_schemas, tables, exclude_tables)
 
     tool = C.tool_version(target, pg_dump)
     fallback = None if databases is None or databases == "all" else (
@@ -419,12 +433,12 @@ def fingerprint(
     exact_counts: bool = True,
 ) -> dict[str, Any]:
     """The fingerprints :func:`capture` records, for the database as it is now."""
-    filters = F.Filters.of(schemas, exclude_schemas, tables, exclude_tables)
-    conn = F.open_snapshot_connection(target, dbname, "computing fingerprints")
+    filters = Filters.of(schemas, exclude_schemas, tables, exclude_tables)
+    conn = open_snapshot_connection(target, dbname, "computing fingerprints")
     try:
         try:
             version = C.version_string(C.server_version_num(conn))
-            return F.fingerprint_in_transaction(conn, filters, exact_counts=exact_counts, server_version=version)
+            return fingerprint_in_transaction(conn, filters, exact_counts=exact_counts, server_version=version)
         except psycopg.Error as exc:
             raise C.translate(exc, target, dbname, "computing fingerprints") from None
     finally:

@@ -1,0 +1,106 @@
+"""Upkeep of a store: removing what crashed writers left, and the audit trail of restores."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from airflow_checkpoint_provider.core.errors import (
+    FormatError,
+)
+from airflow_checkpoint_provider.core.fs import TMP_MARK
+from airflow_checkpoint_provider.core.lkg import LKG_ALIASES, LKG_FORMAT, LkgPointer  # noqa: F401 - re-exported
+from airflow_checkpoint_provider.core.manifest import (
+    format_ts,
+    parse_ts,
+    utcnow,
+)
+from airflow_checkpoint_provider.core.safejson import load_json
+from airflow_checkpoint_provider.core.staging import staging_owners
+
+log = logging.getLogger("airflow_checkpoint_provider.core.store")
+
+
+AUDIT_FORMAT = "airflow-checkpoint-audit"
+
+
+def _audit_name(now: str) -> str:
+    import secrets
+
+    return f"{parse_ts(now).strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(3)}.json"
+
+
+class _UpkeepMixin:
+    """Upkeep of a store: removing what crashed writers left, and the audit trail of restores. Mixed into :class:`Store`."""
+
+    def cleanup(self, *, stale_after: float = 24 * 3600, dry_run: bool = False,
+                is_dead: Callable[[dict[str, Any]], bool | None] | None = None) -> list[str]:
+        """Remove leftovers of crashed writers: temporary files, archives without a manifest, the
+        staging areas of runs that ended without sealing, and any staging area older than
+        ``stale_after``. Returns what was removed (with ``dry_run``: what would be).
+
+        A staging area belongs to a dead run when every writer that claimed it
+        (:meth:`Staging.claim`) is dead: ``is_dead(owner)`` (Airflow's view of the owner's run) says
+        so, or, for a writer outside Airflow, its process on this host no longer runs."""
+        from airflow_checkpoint_provider.core.lease import owner_gone
+
+        def dead(owner: dict[str, Any]) -> bool:
+            if owner.get("dag_id"):
+                return is_dead is not None and is_dead(owner) is True
+            return owner_gone(owner)
+
+        now = time.time()
+        with self.lock():
+            doomed = []
+            for entry in self.fs.listdir("checkpoints"):
+                rel = f"checkpoints/{entry}"
+                orphan = entry.endswith(".tar") and not self.fs.exists(rel[: -len(".tar")] + ".manifest.json")
+                if orphan or (entry.startswith(TMP_MARK) and self._age(rel, now) >= min(stale_after, 60.0)):
+                    doomed.append((rel, False))
+            for entry in self.fs.listdir("staging"):
+                rel = f"staging/{entry}"
+                owners = staging_owners(self.fs, rel)
+                if self._age(rel, now) >= stale_after or (owners and all(dead(o) for o in owners)):
+                    doomed.append((rel, True))
+            for rel, tree in [] if dry_run else doomed:
+                if tree:
+                    self.fs.remove_tree(rel)
+                else:
+                    self.fs.remove(rel)
+        return [rel for rel, _ in doomed]
+
+
+    def _age(self, rel: str, now: float) -> float:
+        p = self.fs.local_path(rel)
+        return now - p.stat().st_mtime if p is not None and p.exists() else 0.0
+
+
+    def write_audit(self, record: dict[str, Any]) -> str:
+        """Append one audit record (a new file, never rewritten). Returns its path in the store."""
+        now = format_ts(utcnow())
+        body = {"format": AUDIT_FORMAT, "format_version": 1, "recorded_at": now, **record}
+        rel = f"audit/{_audit_name(now)}"
+        self.fs.makedirs("audit")
+        self.fs.write_bytes(rel, (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode())
+        return rel
+
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        """Every audit record, newest first."""
+        out = []
+        for entry in self.fs.listdir("audit"):
+            if entry.startswith(TMP_MARK) or not entry.endswith(".json"):
+                continue
+            try:
+                record = load_json(self.fs.read_bytes(f"audit/{entry}"), source=f"audit/{entry}")
+            except FormatError as exc:
+                log.warning("Skipping damaged audit record %s: %s", entry, exc.message)
+                continue
+            if isinstance(record, dict) and isinstance(record.get("recorded_at", ""), str):
+                out.append(record)
+        out.sort(key=lambda r: r.get("recorded_at", ""), reverse=True)
+        return out
+
