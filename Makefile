@@ -1,5 +1,5 @@
 # The two commands of the README, plus helpers. Everything installs what it needs first.
-.PHONY: setup demo test unit bench services-stop
+.PHONY: setup demo test lint unit bench services-stop
 
 setup:
 	bash scripts/bootstrap.sh
@@ -8,9 +8,13 @@ setup:
 demo: setup
 	.venv/bin/python scripts/demo.py
 
-# Every test, with real PostgreSQL, Redis, OpenSearch and Elasticsearch started by the tests.
-test: setup
+# Lint, then every test, with real PostgreSQL, Redis, OpenSearch and Elasticsearch started by the tests.
+test: setup lint
 	.venv/bin/python -m pytest
+
+# ruff (lint) over the package, the tests, the scripts and the benchmarks.
+lint: setup
+	.venv/bin/ruff check .
 
 # Unit tests only (no servers).
 unit: setup

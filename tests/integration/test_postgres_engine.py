@@ -26,8 +26,8 @@ from psycopg import sql
 
 from airflow_checkpoint_provider.core import Store
 from airflow_checkpoint_provider.core.engines import postgres as P
-from airflow_checkpoint_provider.core.engines.postgres._names import is_own_copy
 from airflow_checkpoint_provider.core.engines.postgres import _conn as pgconn
+from airflow_checkpoint_provider.core.engines.postgres._names import is_own_copy
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
 from airflow_checkpoint_provider.core.errors import (
     AuthenticationError,
