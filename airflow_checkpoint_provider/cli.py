@@ -132,14 +132,14 @@ def cmd_lkg(store: Store, args: argparse.Namespace) -> int:
         for p in [] if args.json else history:
             print(f"{p.set_at}  {p.checkpoint_id}  (previous: {p.previous or '-'}) {_safe(p.reason)}")
         return EXIT_OK
-    pointer = store.lkg()
+    current = store.lkg()
     if args.json:
-        _print_json(pointer.to_dict() if pointer else None)
-    elif pointer is None:
+        _print_json(current.to_dict() if current else None)
+    elif current is None:
         print(f"no last-known-good checkpoint in {store.root}")
     else:
-        print(f"last-known-good: {pointer.checkpoint_id}\n  set at:   {pointer.set_at}\n"
-              f"  previous: {pointer.previous or '-'}\n  reason:   {_safe(pointer.reason or '-')}")
+        print(f"last-known-good: {current.checkpoint_id}\n  set at:   {current.set_at}\n"
+              f"  previous: {current.previous or '-'}\n  reason:   {_safe(current.reason or '-')}")
     return EXIT_OK
 
 

@@ -104,7 +104,7 @@ class ArchiveWriter:
         ti.type = tarfile.REGTYPE
         self._write(ti.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict"))
 
-    def _write(self, data: bytes | memoryview) -> None:
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
         self._f.write(data)
         self.bytes_written += len(data)
 
@@ -136,7 +136,7 @@ class ArchiveWriter:
         self._write(b"\0" * _pad(size))
         return digest
 
-    def write(self, data: bytes | memoryview) -> int:  # used by copy_exact
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # used by copy_exact
         self._write(data)
         return len(data)
 

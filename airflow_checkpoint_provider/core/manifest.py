@@ -332,7 +332,7 @@ class Manifest:
     @property
     def manifest_sha256(self) -> str:
         """The self-checksum: what the LKG pointer binds to."""
-        return self.to_dict()["manifest_sha256"]
+        return str(self.to_dict()["manifest_sha256"])
 
     def canonical(self) -> bytes:
         """Canonical bytes of the whole manifest; two manifests are the same iff these are."""

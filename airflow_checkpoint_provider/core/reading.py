@@ -32,7 +32,7 @@ class CheckedReader:
         self._checked = False
 
     def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
+        data: bytes = self._stream.read(n)
         self._sha.update(data)
         self._n += len(data)
         if not data or (self._n == self._art.size and n != 0):
@@ -86,7 +86,7 @@ class RawSizeReader:
         if n == 0:
             return b""
         # ask for one byte more than may come, so that a longer stream is noticed right here
-        data = self._stream.read(min(n, self._limit - self.n + 1))
+        data: bytes = self._stream.read(min(n, self._limit - self.n + 1))
         self.n += len(data)
         if self.n > self._limit:
             raise IntegrityError(

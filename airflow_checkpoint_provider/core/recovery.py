@@ -216,7 +216,7 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
                                 restore_id=restore_id)
         for part in parts:
             public = {**part.target.public(), "conn_id": request.conn_ids.get(part.component)}
-            part.journal = journal.component(part.component, public)  # type: ignore[attr-defined]
+            part.journal = journal.component(part.component, public)
         _run(store, parts, cid, request, report, journal)
         journal.close()
     finally:

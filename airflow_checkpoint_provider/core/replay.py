@@ -57,9 +57,12 @@ class Replay:
 def default_replayers(store: Store) -> dict[str, Replayer]:
     """The ``recover`` function of every registered engine, bound to the store."""
     from airflow_checkpoint_provider.core.engines import registry
+    from airflow_checkpoint_provider.core.engines.contract import Engine
 
-    return {name: (lambda target, entry, e=engine: e.recover(target, entry, store))
-            for name, engine in registry.engines().items()}
+    def bound(engine: Engine) -> Replayer:
+        return lambda target, entry: engine.recover(target, entry, store)
+
+    return {name: bound(engine) for name, engine in registry.engines().items()}
 
 
 def interrupted(store: Store, *, is_alive: Callable[[LeaseRecord], bool | None] | None = None) -> list[Journal]:

@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import zstandard
 
@@ -40,6 +40,7 @@ from airflow_checkpoint_provider.core.streams import (
     DEFAULT_ZSTD_LEVEL,
     CountingWriter,
     HashingWriter,
+    Writable,
     zstd_compressor,
 )
 
@@ -90,16 +91,16 @@ class ArtifactSink:
         self._file = self._writer_cm.__enter__()
         self._hashing = HashingWriter(self._file)
         if self.compression == "zstd":
-            self._zstd = zstd_compressor(self._level).stream_writer(
-                self._hashing, closefd=False, write_return_read=True
+            self._zstd: zstandard.ZstdCompressionWriter | None = zstd_compressor(self._level).stream_writer(
+                cast(IO[bytes], self._hashing), closefd=False, write_return_read=True
             )
-            self._raw = CountingWriter(self._zstd)
+            self._raw = CountingWriter(cast(Writable, self._zstd))
         else:
             self._zstd = None
             self._raw = CountingWriter(self._hashing)
         return self
 
-    def write(self, data: bytes | memoryview) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         return self._raw.write(data)
 
     def write_from(self, src: BinaryIO, chunk: int = CHUNK_SIZE) -> int:
@@ -119,7 +120,7 @@ class ArtifactSink:
             if exc_type is None:
                 if self._zstd is not None:
                     self._zstd.flush(zstandard.FLUSH_FRAME)
-                    self._zstd.close()
+                    self._zstd.close()  # type: ignore[no-untyped-call]  # zstandard's stubs leave close() untyped
                 if not self.capture_end:
                     self.mark_captured()
                 self._file.commit()

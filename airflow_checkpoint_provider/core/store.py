@@ -26,14 +26,15 @@ manifest: neither is ever listed, and :meth:`Store.cleanup` removes them.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 from urllib.parse import unquote, urlparse
 
 import zstandard
@@ -49,7 +50,9 @@ from airflow_checkpoint_provider.core.errors import (
     StoreNotFoundError,
 )
 from airflow_checkpoint_provider.core.fs import TMP_MARK, LocalFS, StoreFS
-from airflow_checkpoint_provider.core.lkg import LKG_ALIASES, LKG_FORMAT, LkgPointer  # noqa: F401 - re-exported
+from airflow_checkpoint_provider.core.lkg import LKG_ALIASES as LKG_ALIASES
+from airflow_checkpoint_provider.core.lkg import LKG_FORMAT as LKG_FORMAT
+from airflow_checkpoint_provider.core.lkg import LkgPointer as LkgPointer
 from airflow_checkpoint_provider.core.manifest import (
     MANIFEST_MEMBER,
     MAX_MANIFEST_BYTES,
@@ -192,7 +195,7 @@ class Store(_UpkeepMixin, _LkgMixin):
     def root(self) -> str:
         return self.fs.root
 
-    def lock(self):
+    def lock(self) -> AbstractContextManager[None]:
         """Exclusive writer lock for publishing, deleting and moving the LKG."""
         return self.fs.lock("locks/store.lock", self.lock_timeout)
 
@@ -333,7 +336,7 @@ class Store(_UpkeepMixin, _LkgMixin):
         damaged.sort(key=lambda d: d.checkpoint_id, reverse=True)
         return out, damaged
 
-    def list(self, *, tag: str | None = None) -> list[CheckpointInfo]:
+    def list(self, *, tag: str | None = None) -> builtins.list[CheckpointInfo]:
         """Complete checkpoints, newest first; only those carrying ``tag`` if given (see :meth:`scan`)."""
         return self.scan(tag=tag)[0]
 
@@ -387,7 +390,7 @@ class Store(_UpkeepMixin, _LkgMixin):
                     continue
                 checked = CheckedReader(stream, art)
                 if decompress and art.compression == "zstd":
-                    with zstandard.ZstdDecompressor().stream_reader(checked, read_size=CHUNK_SIZE,
+                    with zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], checked), read_size=CHUNK_SIZE,
                                                                     closefd=False) as reader:
                         yield RawSizeReader(reader, art, checked)  # type: ignore[misc]
                 else:
@@ -449,7 +452,7 @@ class Store(_UpkeepMixin, _LkgMixin):
                 result.add(ProblemKind.LKG_MISMATCH, "refs/lkg.json", problem, hint=self._lkg_fallback_hint(pointer))
         return result
 
-    def verify_all(self, *, deep: bool = False) -> list[VerifyResult]:
+    def verify_all(self, *, deep: bool = False) -> builtins.list[VerifyResult]:
         """Verify every checkpoint, newest first; a damaged entry gets a failed result, not an exception."""
         infos, damaged = self.scan()
         results = [self.verify(i.checkpoint_id, deep=deep) for i in infos]
@@ -490,7 +493,7 @@ class Store(_UpkeepMixin, _LkgMixin):
 
 
 
-def _match_expected(staging: Staging, staged: list[Artifact], expected: list[Artifact]) -> list[Artifact]:
+def _match_expected(staging: Staging, staged: builtins.list[Artifact], expected: builtins.list[Artifact]) -> builtins.list[Artifact]:
     by_name = {a.name: a for a in staged}
     out = []
     for art in expected:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
@@ -23,10 +25,25 @@ from airflow_checkpoint_provider.core.verify import (
     VerifyResult,
 )
 
+if TYPE_CHECKING:
+    from airflow_checkpoint_provider.core.fs import StoreFS
+    from airflow_checkpoint_provider.core.store import CheckpointInfo
+
 log = logging.getLogger("airflow_checkpoint_provider.core.store")
 
 
 class _LkgMixin:
+    if TYPE_CHECKING:  # provided by Store
+        fs: StoreFS
+
+        @property
+        def root(self) -> str: ...
+        def lock(self) -> AbstractContextManager[None]: ...
+        def exists(self, checkpoint_id: str) -> bool: ...
+        def _info(self, cid: str) -> CheckpointInfo: ...
+        def get(self, checkpoint_id: str) -> CheckpointInfo: ...
+        def verify(self, checkpoint_id: str, *, deep: bool = False) -> VerifyResult: ...
+
     """The last-known-good pointer of a store: read it (checking its binding to the manifest), its history, and move it only to a checkpoint that verified. Mixed into :class:`Store`."""
 
     def lkg(self) -> LkgPointer | None:

@@ -6,7 +6,8 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from airflow_checkpoint_provider.core.errors import (
     FormatError,
@@ -21,6 +22,9 @@ from airflow_checkpoint_provider.core.manifest import (
 from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.staging import staging_owners
 
+if TYPE_CHECKING:
+    from airflow_checkpoint_provider.core.fs import StoreFS
+
 log = logging.getLogger("airflow_checkpoint_provider.core.store")
 
 
@@ -34,6 +38,11 @@ def _audit_name(now: str) -> str:
 
 
 class _UpkeepMixin:
+    if TYPE_CHECKING:  # provided by Store
+        fs: StoreFS
+
+        def lock(self) -> AbstractContextManager[None]: ...
+
     """Upkeep of a store: removing what crashed writers left, and the audit trail of restores. Mixed into :class:`Store`."""
 
     def cleanup(self, *, stale_after: float = 24 * 3600, dry_run: bool = False,

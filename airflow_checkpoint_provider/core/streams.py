@@ -16,7 +16,7 @@ DEFAULT_ZSTD_LEVEL = 3
 
 
 class Writable(Protocol):
-    def write(self, data: bytes | memoryview, /) -> int | None: ...
+    def write(self, data: bytes | bytearray | memoryview, /) -> int | None: ...
 
 
 class HashingWriter:
@@ -27,7 +27,7 @@ class HashingWriter:
         self._sha = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes | memoryview) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         self._target.write(data)
         self._sha.update(data)
         n = len(data)
@@ -50,7 +50,7 @@ class CountingWriter:
         self._target = target
         self.size = 0
 
-    def write(self, data: bytes | memoryview) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         self._target.write(data)
         self.size += len(data)
         return len(data)

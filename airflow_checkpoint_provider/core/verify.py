@@ -15,7 +15,7 @@ decompressing an artifact as soon as it passes its ``raw_size`` (a zstd bomb cos
 from __future__ import annotations
 
 import hashlib
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import zstandard
 
@@ -29,6 +29,7 @@ from airflow_checkpoint_provider.core.errors import (
 from airflow_checkpoint_provider.core.manifest import (
     MANIFEST_MEMBER,
     MAX_MANIFEST_BYTES,
+    Artifact,
     Manifest,
     first_difference,
 )
@@ -139,7 +140,7 @@ def verify_archive(
     return result
 
 
-def _artifact_by_member(manifest: Manifest | None, member: str):
+def _artifact_by_member(manifest: Manifest | None, member: str) -> Artifact | None:
     if manifest is None:
         return None
     for art in manifest.artifacts:
@@ -170,7 +171,7 @@ def _hash_member(stream: Any, *, deep: bool, raw_size: int | None = None) -> tup
     """sha256 of the member; with ``deep``, also its decompressed size (same pass, bounded by ``raw_size``)."""
     sha = hashlib.sha256()
     counter = _Count(raw_size)
-    dec = zstandard.ZstdDecompressor().stream_writer(counter, write_return_read=True) if deep else None
+    dec = zstandard.ZstdDecompressor().stream_writer(cast(IO[bytes], counter), write_return_read=True) if deep else None
     error = None
     while piece := stream.read(CHUNK_SIZE):
         sha.update(piece)

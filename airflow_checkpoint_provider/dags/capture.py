@@ -143,5 +143,5 @@ def example_migration_after_checkpoint(dag_id: str = "example_migration_after_ch
                       "ON CONFLICT (version) DO UPDATE SET checkpoint_id = EXCLUDED.checkpoint_id"],
                      parameters={"cid": cid})
 
-        migrate(checkpoint_id())
+        migrate(checkpoint_id())  # type: ignore[arg-type]  # an XComArg, resolved at run time
     return dag

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException
@@ -66,8 +66,8 @@ def _drain_pair(*, drain_callable: str | None, drain_command: str | None, resume
 
 def _health(restore: RestoreOperator, **kwargs: Any) -> HealthCheckSensor:
     return HealthCheckSensor(
-        task_id="health_check", checkpoint_id=restore.output["checkpoint_id"],
-        expectations=restore.output["expectations"], enabled="{{ not params.dry_run }}",
+        task_id="health_check", checkpoint_id=cast(Any, restore.output)["checkpoint_id"],
+        expectations=cast(Any, restore.output)["expectations"], enabled="{{ not params.dry_run }}",
         poke_interval=5, timeout=300, **health_kwargs_from_params(), **kwargs,
     )
 
@@ -144,7 +144,7 @@ def restore_checkpoint(dag_id: str = "restore_checkpoint", *, drain_callable: st
 
         drain, resume = _drain_pair(drain_callable=drain_callable, drain_command=drain_command,
                                     resume_command=resume_command, pause_dags=pause_dags)
-        confirmed = check_confirmation()
+        confirmed = check_confirmation()  # type: ignore[call-arg]  # Airflow passes params
         restore = RestoreOperator(task_id="restore", checkpoint_id=confirmed, **restore_kwargs_from_params(chosen=True))
         health = _health(restore)
         confirmed >> drain >> restore >> health >> resume

@@ -23,7 +23,7 @@ class PgCheckpointHook(PostgresHook):
 
         return engines.target("postgres", self.get_conn_id())
 
-    def test_connection(self) -> tuple[bool, str]:
+    def test_connection(self) -> tuple[bool, str]:  # type: ignore[override]  # Airflow's UI reads (ok, message)
         from airflow_checkpoint_provider.core.engines import postgres
         from airflow_checkpoint_provider.core.errors import CheckpointError
 

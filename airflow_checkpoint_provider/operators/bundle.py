@@ -56,7 +56,7 @@ class BundleOperator(BaseOperator):
         self,
         *,
         capture_task_ids: list[str] | None = None,
-        tags: list[str] | str = (),
+        tags: list[str] | tuple[str, ...] | str = (),
         pinned: bool | str = False,
         mark_lkg: bool | str = False,
         storage_root: str | None = None,
@@ -115,7 +115,7 @@ class BundleOperator(BaseOperator):
                 lkg = True
                 self.log.info("Last-known-good is now %s", cid)
         # 5. asset events
-        extra = {"checkpoint_id": cid, "tags": tags, "lkg": lkg}
+        extra: dict[str, Any] = {"checkpoint_id": cid, "tags": tags, "lkg": lkg}
         outlet_events = context.get("outlet_events")
         if outlet_events is not None:
             for outlet in self.outlets:

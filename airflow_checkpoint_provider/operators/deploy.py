@@ -30,7 +30,7 @@ def check_connections(conn_ids: list[str]) -> list[str]:
             problems.append(f"connection {conn_id!r} is not defined ({type(exc).__name__})")
             continue
         kind = conn.conn_type
-        engine = by_type.get(kind) or (by_type.get("elasticsearch") if kind == "opensearch" else None)
+        engine = by_type.get(kind or "") or (by_type.get("elasticsearch") if kind == "opensearch" else None)
         if engine is not None:
             try:
                 version = engine.server_version(engine.target_from_connection(engines.connection_info(conn_id)))

@@ -49,7 +49,7 @@ class DrainOperator(BaseOperator):
     :param airflow_api_conn_id: the REST API connection used to pause DAGs.
     """
 
-    template_fields = ("pause_dags", "optional_pause_dags", "dry_run")
+    template_fields = ("pause_dags", "optional_pause_dags", "plan_only")
 
     def __init__(self, *, action: str, callable_path: str | None = None, command: str | None = None,
                  pause_dags: Sequence[str] | str | None = None, optional_pause_dags: Sequence[str] | str | None = None,
@@ -63,7 +63,7 @@ class DrainOperator(BaseOperator):
         self.command = command
         self.pause_dags = pause_dags
         self.optional_pause_dags = optional_pause_dags
-        self.dry_run = dry_run
+        self.plan_only = dry_run  #: ``dry_run``; BaseOperator.dry_run() is another thing
         self.drain_task_id = drain_task_id
         self.airflow_api_conn_id = airflow_api_conn_id
 
@@ -74,7 +74,7 @@ class DrainOperator(BaseOperator):
         return AirflowApiHook(self.airflow_api_conn_id or settings.airflow_api_conn_id()).pauser()
 
     def execute(self, context: Context) -> dict[str, Any]:
-        if truthy(self.dry_run):
+        if truthy(self.plan_only):
             self.log.info("Dry run: nothing is %s", "drained" if self.action == "drain" else "resumed")
             return {"action": self.action, "dry_run": True, "paused": []}
         if self.action == "drain":

@@ -51,13 +51,13 @@ class RestoreOperator(BaseOperator):
     pass the guard task's output (an XComArg, resolved without rendering) instead.
     """
 
-    template_fields = ("checkpoint_id", "components", "conn_ids", "options", "mode", "safety_checkpoint", "dry_run",
+    template_fields = ("checkpoint_id", "components", "conn_ids", "options", "mode", "safety_checkpoint", "plan_only",
                        "storage_root")
 
     def __init__(
         self,
         *,
-        checkpoint_id: str = "last-known-good",
+        checkpoint_id: Any = "last-known-good",
         components: list[str] | str | None = None,
         conn_ids: dict[str, str] | None = None,
         options: dict[str, dict[str, Any]] | None = None,
@@ -76,7 +76,7 @@ class RestoreOperator(BaseOperator):
         self.options = engines.merge_options(legacy_options, options)
         self.mode = mode
         self.safety_checkpoint = safety_checkpoint
-        self.dry_run = dry_run
+        self.plan_only = dry_run  #: ``dry_run``; BaseOperator.dry_run() is another thing
         self.tolerance = tolerance
         self.storage_root = storage_root
 
@@ -116,7 +116,7 @@ class RestoreOperator(BaseOperator):
         components = tuple(as_list(self.components) or engines.names())
         request = recovery.RestoreRequest(
             checkpoint_id=self.checkpoint_id, components=components, mode=self.mode,
-            safety_checkpoint=truthy(self.safety_checkpoint), dry_run=truthy(self.dry_run), tolerance=self.tolerance,
+            safety_checkpoint=truthy(self.safety_checkpoint), dry_run=truthy(self.plan_only), tolerance=self.tolerance,
             provenance=provenance(context, self.task_id),
             conn_ids={name: self._conn_id(name) for name in components},
             is_alive=liveness(context), lease_ttl=settings.lease_ttl(), rollback_keep=settings.rollback_keep(),

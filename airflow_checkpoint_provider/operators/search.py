@@ -8,7 +8,7 @@ their doc counts and mapping hashes.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.configuration import conf
 from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
@@ -153,13 +153,13 @@ class EsSnapshotOperator(CaptureOperator):
         if not self.deferrable:
             return super().execute(context)
         try:
-            return self._execute_deferred(context)
+            self._execute_deferred(context)
         except TaskDeferred:
             raise
         except Exception as exc:
             raise fail_fast(exc) from exc
 
-    def _execute_deferred(self, context: Context) -> None:
+    def _execute_deferred(self, context: Context) -> NoReturn:
         """Start the snapshot here; the trigger waits; :meth:`execute_complete` records it."""
         from airflow_checkpoint_provider.core.engines import search
         from airflow_checkpoint_provider.triggers.search import SearchSnapshotTrigger

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -271,8 +272,17 @@ def connect(
         raise translate(exc, target, db, action) from None
 
 
-def server_version_num(conn: psycopg.Connection) -> int:
-    return int(conn.execute("SELECT pg_catalog.current_setting('server_version_num')").fetchone()[0])
+def one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The single row a query must return (a catalogue lookup, a count)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise EngineError("the server returned no row where it must return one",
+                          hint="check the server's logs; this is a bug if the server is healthy")
+    return tuple(row)
+
+
+def server_version_num(conn: psycopg.Connection[Any]) -> int:
+    return int(one(conn.execute("SELECT pg_catalog.current_setting('server_version_num')"))[0])
 
 
 def server_version(target: PostgresTarget) -> str:
@@ -289,7 +299,7 @@ FROM pg_catalog.pg_database ORDER BY datname
 
 
 def database_rows(conn: psycopg.Connection) -> list[tuple[str, bool, bool, bool]]:
-    return [tuple(r) for r in conn.execute(_DB_QUERY).fetchall()]  # type: ignore[misc]
+    return [(str(r[0]), bool(r[1]), bool(r[2]), bool(r[3])) for r in conn.execute(_DB_QUERY).fetchall()]
 
 
 def connectable(rows: list[tuple[str, bool, bool, bool]]) -> list[str]:

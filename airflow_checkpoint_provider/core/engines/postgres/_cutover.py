@@ -132,8 +132,8 @@ class Server:
                     "sessions; or stop the clients and retry",
                 )
             for pid in pids:
-                if pid not in ended and self.exec("SELECT pg_catalog.pg_terminate_backend(%s)", (pid,),
-                                                  action="terminating sessions").fetchone()[0]:
+                if pid not in ended and C.one(self.exec("SELECT pg_catalog.pg_terminate_backend(%s)", (pid,),
+                                                  action="terminating sessions"))[0]:
                     ended.add(pid)
             time.sleep(0.05)
 

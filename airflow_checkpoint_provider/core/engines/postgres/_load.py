@@ -35,6 +35,9 @@ from airflow_checkpoint_provider.core.staging import Staging
 class _LoadMixin(_ToolMixin):
     """Loading side by side, database properties, and the verification against the fingerprints. Mixed into :class:`~.restore.PostgresRestore`."""
 
+    def abort(self) -> None:
+        raise NotImplementedError  # :class:`~._switching._SwitchMixin` drops the copies
+
     def safety_capture(self, staging: Staging) -> list[Artifact]:
         with self._admin("listing databases for the safety checkpoint") as conn:
             existing = set(self._databases(conn))

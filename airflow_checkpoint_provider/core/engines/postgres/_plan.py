@@ -50,9 +50,9 @@ class _PlanMixin(_ToolMixin):
             return [], problems + [str(exc)]
         with conn:
             num = C.server_version_num(conn)
-            rolsuper, createdb, signal = self._exec(conn, """
+            rolsuper, createdb, signal = C.one(self._exec(conn, """
                 SELECT r.rolsuper, r.rolcreatedb, pg_catalog.pg_has_role('pg_signal_backend', 'MEMBER')
-                FROM pg_catalog.pg_roles r WHERE r.rolname = current_user""", action="reading the role").fetchone()
+                FROM pg_catalog.pg_roles r WHERE r.rolname = current_user""", action="reading the role"))
             dbs = self._databases(conn)
             roles = {r[0] for r in self._exec(conn, "SELECT rolname FROM pg_catalog.pg_roles",
                                               action="listing roles").fetchall()}

@@ -208,7 +208,7 @@ def _same_user(sock: socket.socket | None) -> bool:
     if sock is None or option is None:
         return True  # the socket's private directory already keeps other users out
     _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
-    return uid == os.geteuid()
+    return bool(uid == os.geteuid())
 
 
 class AuthRelay:

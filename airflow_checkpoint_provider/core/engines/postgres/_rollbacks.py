@@ -32,7 +32,7 @@ def _rollback_base(name: str, others: Any) -> str | None:
     suffix = name[len(m.group("base")):]
     for db in others:
         if db != name and not _ROLLBACK_RE.match(db) and fit_name(db, suffix) == name:
-            return db
+            return str(db)
     return m.group("base")
 
 

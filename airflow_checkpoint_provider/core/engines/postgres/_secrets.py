@@ -83,7 +83,7 @@ def needs_relay(target: PostgresTarget) -> bool:
     if target.password is not None and not passfile_can_hold(target):
         return True
     sslpassword = target.ssl.get("sslpassword")
-    return bool(sslpassword) and not service_file_can_hold(sslpassword)
+    return bool(sslpassword) and not service_file_can_hold(str(sslpassword))
 
 
 @contextlib.contextmanager

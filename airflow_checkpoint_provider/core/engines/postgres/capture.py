@@ -233,7 +233,7 @@ def _capture_one(target: PostgresTarget, staging: Staging, dbname: str, opts: _O
         with S.tool_auth(target) as auth:
             try:
                 exported_at = format_ts(utcnow())
-                snapshot = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
+                snapshot = C.one(conn.execute("SELECT pg_catalog.pg_export_snapshot()"))[0]
                 check_selection(conn, opts.filters, where)
                 selection = select_relations(conn, opts.filters)
                 denied = unreadable(conn, selection)
@@ -341,10 +341,10 @@ def _run_dump(
             if pipe is not None:
                 pipe.close()
     if "error" in result:
-        exc = result["error"]
-        if isinstance(exc, psycopg.Error):
-            raise C.translate(exc, target, dbname, "computing fingerprints") from None
-        raise exc
+        failure = result["error"]
+        if isinstance(failure, psycopg.Error):
+            raise C.translate(failure, target, dbname, "computing fingerprints") from None
+        raise failure
     sink.fingerprints = result["value"]
 
 

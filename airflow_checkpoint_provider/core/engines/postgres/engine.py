@@ -61,7 +61,7 @@ def expectations(artifacts: list[Artifact], options: dict[str, Any]) -> dict[str
     rename = as_dict(options.get("rename"))
     dbs = {}
     for art in artifacts:
-        db = art.meta.get("database")
+        db = str(art.meta.get("database"))
         dbs[rename.get(db, db)] = {"rows": art.fingerprints.get("rows", {}),
                                    "row_counts": art.fingerprints.get("row_counts", "exact")}
     return {"databases": dbs}

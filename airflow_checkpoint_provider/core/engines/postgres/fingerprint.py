@@ -42,6 +42,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from airflow_checkpoint_provider.core.engines.postgres._conn import one
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
 from airflow_checkpoint_provider.core.errors import NotFoundError
 from airflow_checkpoint_provider.core.manifest import canonical_json
@@ -216,11 +217,11 @@ def check_selection(conn: psycopg.Connection, filters: Filters, where: str) -> N
                                 hint="patterns use psql syntax (schema.table, *, ?); unqualified names "
                                 "match tables on the search_path; names are case-folded unless quoted")
     elif filters.schemas:
-        n = conn.execute(
+        n = one(conn.execute(
             "SELECT count(*) FROM pg_catalog.pg_namespace n, pg_catalog.unnest(%s::text[]) AS s(re) "
             "WHERE n.nspname OPERATOR(pg_catalog.~) s.re COLLATE pg_catalog.default",
             ([schema_regex(p) for p in filters.schemas],),
-        ).fetchone()[0]
+        ))[0]
         if not n:
             raise NotFoundError(f"{where}: no schema matches schemas={list(filters.schemas)}",
                                 hint="check the schema names (case-folded unless quoted)")
@@ -332,7 +333,7 @@ def count_rows(conn: psycopg.Connection, selection: Selection, exact: bool) -> d
     for _oid, qname, reltuples in selection.tables:
         if exact:
             query = sql.SQL("SELECT pg_catalog.count(*) FROM ONLY {}").format(sql.SQL(qname))
-            rows[qname] = int(conn.execute(query).fetchone()[0])
+            rows[qname] = int(one(conn.execute(query))[0])
         else:
             rows[qname] = int(round(reltuples)) if reltuples >= 0 else None
     return rows
@@ -345,7 +346,7 @@ def compute(
     conn.execute("SELECT pg_catalog.set_config('search_path', '', true)")
     description = describe(conn, selection)
     rows = count_rows(conn, selection, exact_counts)
-    size = conn.execute("SELECT pg_catalog.pg_database_size(pg_catalog.current_database())").fetchone()[0]
+    size = one(conn.execute("SELECT pg_catalog.pg_database_size(pg_catalog.current_database())"))[0]
     return {
         "rows": rows,
         "row_counts": "exact" if exact_counts else "estimate",

@@ -66,14 +66,14 @@ def health(target: PostgresTarget, expectations: dict[str, Any], *, tolerance: f
         try:
             with conn:
                 try:
-                    one = conn.execute("SELECT 1").fetchone()[0]
+                    answer = C.one(conn.execute("SELECT 1"))[0]
                     version = C.version_string(C.server_version_num(conn))
                 except psycopg.Error as exc:
                     err = C.scrub_target(" ".join(str(exc).split()), target)
                     checks.append(HealthCheck(COMPONENT, f"{db}: connect", False, detail=f"{where}: SELECT 1 failed: "
                                               f"{err}\nHINT: see the PostgreSQL server log"))
                     continue
-                checks.append(HealthCheck(COMPONENT, f"{db}: connect", one == 1,
+                checks.append(HealthCheck(COMPONENT, f"{db}: connect", answer == 1,
                                           detail=f"{where}: SELECT 1 answered (PostgreSQL {version})"))
                 estimates = (expected or {}).get("row_counts") == "estimate"
                 for qname, want in sorted(((expected or {}).get("rows") or {}).items()):
@@ -93,13 +93,13 @@ def _table_check(conn: psycopg.Connection, where: str, db: str, qname: str, want
                            f"{where}: {qname!r} is not a schema-qualified table name\n"
                            "HINT: the checkpoint's fingerprints are damaged; verify the checkpoint")
     try:
-        exists = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (qname,)).fetchone()[0]
+        exists = C.one(conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (qname,)))[0]
         if not exists:
             return HealthCheck(COMPONENT, name, False, want, None,
                                f"{where}: table {qname} is missing\nHINT: the restore did not bring it back; "
                                "restore the checkpoint again or check what dropped it")
-        actual = int(conn.execute(sql.SQL("SELECT pg_catalog.count(*) FROM ONLY {}").format(
-            sql.Identifier(*parts))).fetchone()[0])
+        actual = int(C.one(conn.execute(sql.SQL("SELECT pg_catalog.count(*) FROM ONLY {}").format(
+            sql.Identifier(*parts))))[0])
     except psycopg.Error as exc:
         return HealthCheck(COMPONENT, name, False, want, None,
                            f"{where}: counting {qname} failed: {' '.join(str(exc).split())}\n"

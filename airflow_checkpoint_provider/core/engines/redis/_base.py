@@ -56,6 +56,13 @@ class _RestoreBase:
 
     component = COMPONENT
 
+
+    def abort(self) -> None:
+        raise NotImplementedError  # the restore strategy's own (side by side, placement)
+
+    def rollback(self) -> None:
+        raise NotImplementedError
+
     def __init__(self, target: RedisTarget, store: Store, checkpoint_id: str, artifacts: list[Artifact], *,
                  mode: str = "side_by_side", dbs: list[int] | None = None, spare_db: int | None = None,
                  placement_dir: str | None = None, restart_command: str | None = None, batch: int = 1000,

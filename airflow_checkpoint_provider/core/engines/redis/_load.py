@@ -251,7 +251,7 @@ class _DbLoad:
     restored: int = 0
     expired: int = 0  #: skipped: already expired
     duplicates: int = 0  #: keys listed twice (logical captures)
-    soon: array = field(default_factory=lambda: array("q"))  #: expiries within the horizon
+    soon: array[int] = field(default_factory=lambda: array("q"))  #: expiries within the horizon
     sample: list[tuple[bytes, int, int | None]] = field(default_factory=list)
     hashes: set[int] | None = None
 
@@ -278,7 +278,11 @@ def restore_stream(conn: Connection, items: Iterator[Any], rdb_version: int | No
     clock0, mono0 = int(secs) * 1000 + int(usecs) // 1000, time.monotonic()
     now = clock0
     horizon = now + _HORIZON_MS
-    cur, st, soon, sample, hashes = None, None, None, None, None
+    cur: int | None = None
+    st: _DbLoad | None = None
+    soon: array[int] = array("q")  # the current db's: rebound when the db changes
+    sample: list[tuple[bytes, int, int | None]] = []
+    hashes: set[int] | None = None
     n = r = size = 0  # entries streamed and keys sent for the current db; bytes in the batch
     big, mask, tb, pack = _BIG_VALUE, _SAMPLE_EVERY - 1, _TB, _Q
     for item in items:
@@ -397,7 +401,7 @@ class _Tee:
         self.src, self.out = src, out
 
     def read(self, n: int = -1) -> bytes:
-        data = self.src.read(n)
+        data: bytes = self.src.read(n)
         if data:
             self.out.write(data)
         return data

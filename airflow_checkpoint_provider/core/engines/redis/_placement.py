@@ -55,7 +55,7 @@ class _PlacementMixin(_RestoreBase):
         self._placed["name"] = config.get("dbfilename") or "dump.rdb"
         if config.get("appendonly") == "yes":
             problems.append(f"{label} runs with appendonly yes: it would load its AOF at start, not the placed RDB")
-        server_dir = config.get("dir")
+        server_dir = str(config.get("dir") or "")
         self._placed["same_dir"] = bool(server_dir) and folder.is_dir() and os.path.realpath(server_dir) == \
             os.path.realpath(folder)
         return problems
@@ -69,7 +69,7 @@ class _PlacementMixin(_RestoreBase):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._placed["tmp"] = str(tmp)
         counts: dict[int, int] = {}
-        soon: dict[int, array] = {}
+        soon: dict[int, array[int]] = {}
         horizon = int(time.time() * 1000) + _HORIZON_MS
         try:
             with os.fdopen(fd, "wb") as out, self._open() as src:

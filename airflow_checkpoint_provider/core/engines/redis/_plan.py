@@ -182,7 +182,7 @@ class _PlanMixin(_PlacementMixin):
         with self._open() as src:
             items, _ = self._items(src, values=False)
             keys: list[bytes] = []
-            cur = None
+            cur = -1
 
             def flush() -> None:
                 if keys:

@@ -61,9 +61,10 @@ from .copies import find_copies
 from .encoding import RdbError
 from .fence import DEFAULT_MAX_PAUSE_S, pause_ms, write_fence
 from .logical import capture_logical
-from .rdb import DbFilter, RdbParser
+from .rdb import RdbParser
 from .replication import SyncRefused, SyncStream, start_sync
 from .resp import connect, info
+from .window import DbFilter
 
 log = logging.getLogger(__name__)
 

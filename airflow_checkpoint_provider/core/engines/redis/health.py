@@ -14,7 +14,7 @@ leftovers live in :mod:`.copies`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,7 +145,7 @@ def db_sizes(conn: Connection, dbs: list[int], markers: dict[int, bytes] | None 
 
 
 def health(target: RedisTarget, expectations: dict[str, Any], *, tolerance: float = 0.0,
-           expiring: dict[int, Sequence[int]] | None = None) -> list[HealthCheck]:
+           expiring: Mapping[int, Sequence[int]] | None = None) -> list[HealthCheck]:
     """PING, then keys per db against the checkpoint's counts; the function libraries.
 
     ``expectations["keys"]``: the checkpoint's keys per db (its manifest fingerprints). Keys
@@ -218,7 +218,7 @@ def _function_checks(conn: Connection, expectations: dict[str, Any]) -> list[Hea
         missing = sorted(set(names) - set(have))
         return [HealthCheck(COMPONENT, "function libraries", not missing, sorted(names), have,
                             detail=f"missing: {', '.join(missing)}" if missing else "")]
-    return [HealthCheck(COMPONENT, "function libraries", len(have) >= int(count), int(count), len(have))]
+    return [HealthCheck(COMPONENT, "function libraries", len(have) >= int(count or 0), int(count or 0), len(have))]
 
 
 def library_name(entry: Any) -> str:

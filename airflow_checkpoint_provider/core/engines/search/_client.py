@@ -206,7 +206,7 @@ class SearchClient(_Base):
     def cluster_health(self, indices: list[str] | str | None = None, *, level: str | None = None,
                        wait_for_status: str | None = None, timeout: str | None = None) -> dict[str, Any]:
         """``GET /_cluster/health[/<indices>]`` as returned by the server (``status`` green/yellow/red)."""
-        return self._send(_req_health(indices, level, wait_for_status, timeout))
+        return dict(self._send(_req_health(indices, level, wait_for_status, timeout)))
 
     # ------------------------------------------------------------------ repository
 
@@ -281,13 +281,13 @@ class SearchClient(_Base):
             body["metadata"] = metadata
         log.info("starting snapshot %s:%s of %s on %s", repository, snapshot, body.get("indices", "all indices"),
                  self.where)
-        return self._send(_Req("PUT", f"_snapshot/{_seg(repository)}/{_seg(snapshot)}",
-                               f"start snapshot {repository}:{snapshot}",
-                               params={"wait_for_completion": "false"}, body=body))
+        return dict(self._send(_Req("PUT", f"_snapshot/{_seg(repository)}/{_seg(snapshot)}",
+                                    f"start snapshot {repository}:{snapshot}",
+                                    params={"wait_for_completion": "false"}, body=body)))
 
     def get_snapshot(self, repository: str, snapshot: str) -> dict[str, Any]:
         """The raw ``GET /_snapshot/<repo>/<snap>`` answer."""
-        return self._send(_req_get_snapshot(repository, snapshot))
+        return dict(self._send(_req_get_snapshot(repository, snapshot)))
 
     def snapshot_state(self, repository: str, snapshot: str) -> dict[str, Any]:
         """``{"state", "uuid", "indices", "shards", "failures", "start_time", "end_time", ...}``."""
@@ -471,7 +471,7 @@ class AsyncSearchClient(_Base):
 
     async def cluster_health(self, indices: list[str] | str | None = None, *, level: str | None = None,
                              wait_for_status: str | None = None, timeout: str | None = None) -> dict[str, Any]:
-        return await self._send(_req_health(indices, level, wait_for_status, timeout))
+        return dict(await self._send(_req_health(indices, level, wait_for_status, timeout)))
 
     async def snapshot_state(self, repository: str, snapshot: str) -> dict[str, Any]:
         body = await self._send(_req_get_snapshot(repository, snapshot))

@@ -291,7 +291,7 @@ def _add_aliases(ctx: Ctx, it: dict[str, Any]) -> None:
 def stream_restored(ctx: Ctx, it: dict[str, Any], snapshot: str | None = None) -> bool:
     """The data stream exists and every backing index of it came from ``snapshot`` (default: ours)."""
     d = it["target"]
-    backing = O.data_streams(ctx.client, d).get(d)
+    backing = O.data_streams(ctx.client, d).get(d) or []
     return bool(backing) and all(ctx.ours(b, snapshot) for b in backing)
 
 
@@ -361,7 +361,7 @@ def final_target(ctx: Ctx, source: str) -> str | None:
         if it["source"] == source:
             if it["kind"] == "stream":
                 return None
-            return it["target"] if it["action"] in RESTORES_TARGET else it["staging"]
+            return str(it["target"] if it["action"] in RESTORES_TARGET else it["staging"])
     return source
 
 

@@ -15,12 +15,10 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow_checkpoint_provider.core.engines.search._errors import (  # noqa: F401 - re-exported
-    error_details,
-    error_for,
-    error_index,
-    error_text,
-)
+from airflow_checkpoint_provider.core.engines.search._errors import error_details as error_details
+from airflow_checkpoint_provider.core.engines.search._errors import error_for as error_for
+from airflow_checkpoint_provider.core.engines.search._errors import error_index as error_index
+from airflow_checkpoint_provider.core.engines.search._errors import error_text as error_text
 from airflow_checkpoint_provider.core.errors import (
     CaptureError,
     EngineError,

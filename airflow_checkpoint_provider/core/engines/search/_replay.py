@@ -258,7 +258,7 @@ def recover(target: SearchTarget | SearchClient, entry: ComponentEntry, *, timeo
     """
     lines: list[str] = []
     own = isinstance(target, SearchTarget)
-    client = SearchClient(target) if own else target
+    client = SearchClient(target) if isinstance(target, SearchTarget) else target
     try:
         record = entry.data.get("plan")
         if not record:  # killed before the plan was recorded: at most copies exist
@@ -295,4 +295,4 @@ def recover(target: SearchTarget | SearchClient, entry: ComponentEntry, *, timeo
         return lines
     finally:
         if own:
-            client.close()
+            client.close()  # ours: opened above

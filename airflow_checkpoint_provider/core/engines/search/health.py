@@ -34,7 +34,7 @@ def _expected_indices(expectations: dict[str, Any]) -> dict[str, dict[str, Any]]
         raise EngineError("search health expectations must be a JSON object",
                           hint='pass {"indices": {"orders": {"docs": 1200}}} (the artifact\'s fingerprints)')
     inner = expectations.get("indices") if isinstance(expectations.get("indices"), dict) else expectations
-    return {str(k): dict(v) for k, v in inner.items() if isinstance(v, dict)}
+    return {str(k): dict(v) for k, v in (inner or {}).items() if isinstance(v, dict)}
 
 
 def health(client: SearchClient, expectations: dict[str, Any], *, tolerance: float = 0.0,
@@ -58,7 +58,7 @@ def health(client: SearchClient, expectations: dict[str, Any], *, tolerance: flo
     view = cluster_view(client)
     streams = expectations.get("data_streams") if isinstance(expectations, dict) \
         and isinstance(expectations.get("data_streams"), dict) else {}
-    for name in sorted(streams):
+    for name in sorted(streams or {}):
         checks.append(HealthCheck(COMPONENT, f"data stream {name} exists", name in view.streams,
                                   expected="a data stream", actual="present" if name in view.streams else "missing"))
     for name, want in sorted(_expected_indices(expectations).items()):

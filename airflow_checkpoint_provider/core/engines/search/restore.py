@@ -44,7 +44,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from airflow_checkpoint_provider.core.engines.search._client import SearchClient
 from airflow_checkpoint_provider.core.engines.search._compat import (
@@ -125,7 +125,7 @@ def _say(log: Any) -> Callable[[str], None]:
     if isinstance(log, logging.Logger | logging.LoggerAdapter):
         return log.info
     if callable(log):
-        return log
+        return cast(Callable[[str], None], log)
     return _log.info
 
 
