@@ -144,7 +144,7 @@ def restore_checkpoint(dag_id: str = "restore_checkpoint", *, drain_callable: st
 
         drain, resume = _drain_pair(drain_callable=drain_callable, drain_command=drain_command,
                                     resume_command=resume_command, pause_dags=pause_dags)
-        confirmed = check_confirmation()  # type: ignore[call-arg]  # Airflow passes params
+        confirmed = check_confirmation()  # type: ignore[call-arg,misc]  # Airflow passes params
         restore = RestoreOperator(task_id="restore", checkpoint_id=confirmed, **restore_kwargs_from_params(chosen=True))
         health = _health(restore)
         confirmed >> drain >> restore >> health >> resume
