@@ -13,6 +13,7 @@ from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy
 from airflow_checkpoint_provider.core.store import Store
 from tests.integration.redis_support import (  # noqa: F401 - fixtures are used by name
     checkpoint,
+    client as redis_client,
     damage,
     run_restore,
     server,
@@ -31,7 +32,8 @@ def test_redis_rollback_copies_are_listed_per_db_and_expired_by_the_policy(serve
     S.seed_redis(info)
     manifest = checkpoint(store, info)
     for _ in range(2):
-        damage(info)
+        damage(info)  # empties db1: an empty db has nothing to keep, so give it a key of its own
+        redis_client(info, 1).set("junk:db1", "x")
         run_restore(store, manifest.checkpoint_id, info, safety=False)
         time.sleep(1.1)
     copies = rollbacks.list_copies("redis", target(info), store)
