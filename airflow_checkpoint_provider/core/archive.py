@@ -56,10 +56,15 @@ _TYPE_NAMES = {
 }
 
 
-def member_name_problem(name: str, type_: bytes = tarfile.REGTYPE) -> str | None:
-    """Why a member is unsafe to read, or None. Checks the type, then the name."""
-    if type_ not in _REGULAR:
-        return f"is a {_TYPE_NAMES.get(type_, f'entry of type {type_!r}')}, only regular files are allowed"
+def type_name(type_: bytes) -> str:
+    """What a tar entry type is, in words (``symbolic link``, ``FIFO``, ...)."""
+    return _TYPE_NAMES.get(type_, f"entry of type {type_!r}")
+
+
+def path_problem(name: str) -> str | None:
+    """Why a member path could escape the directory it is read into, or None: an empty name, an
+    absolute path, a backslash or NUL byte, a ``..`` component. Shared by every reader of tar
+    entries (the checkpoint archive here, the trees of the files engine)."""
     if not name:
         return "has an empty name"
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
@@ -68,6 +73,16 @@ def member_name_problem(name: str, type_: bytes = tarfile.REGTYPE) -> str | None
         return "contains a backslash or NUL byte"
     if ".." in name.split("/"):
         return "contains a '..' path component"
+    return None
+
+
+def member_name_problem(name: str, type_: bytes = tarfile.REGTYPE) -> str | None:
+    """Why a member is unsafe to read, or None. Checks the type, then the name."""
+    if type_ not in _REGULAR:
+        return f"is a {type_name(type_)}, only regular files are allowed"
+    problem = path_problem(name)
+    if problem:
+        return problem
     if name == MANIFEST_MEMBER:
         return None
     if name.startswith(ARTIFACT_PREFIX) and ARTIFACT_NAME_RE.fullmatch(name[len(ARTIFACT_PREFIX) :]):

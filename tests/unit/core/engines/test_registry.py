@@ -19,8 +19,10 @@ FORMAT = PACKAGE.parent / "docs" / "FORMAT.md"
 def test_every_engine_fulfils_the_contract(name):
     engine = registry.get(name)
     assert isinstance(engine, Engine) and engine.name == name and engine.kinds and engine.title
+    # what a connection of any engine may carry: a server, credentials, and a directory in the extra
     target = engine.target_from_connection(ConnectionInfo(conn_id="x", conn_type=engine.conn_types[0],
-                                                          host="db.internal", port=1234, login="u", password="s3"))
+                                                          host="db.internal", port=1234, login="u", password="s3",
+                                                          extra={"path": "/srv/app/uploads"}))
     assert "s3" not in repr(target) and "s3" not in str(target.public())  # the secret stays out
     assert callable(engine.capture) and callable(engine.restore) and callable(engine.recover)
     assert engine.is_own_copy("x__rollback_abc123_20260101000000") in (True, False)
@@ -53,9 +55,14 @@ def test_an_unknown_component_names_the_known_ones():
     assert all(n in err.value.hint for n in registry.names())
 
 
+def _operator_module(name: str) -> str:
+    """``airflow_checkpoint_provider.operators.postgres:PgDumpOperator`` -> ``operators/postgres.py``."""
+    module = registry.get(name).operator.partition(":")[0]
+    return module.removeprefix(f"{PACKAGE.name}.").replace(".", "/") + ".py"
+
+
 #: modules that belong to one engine (its core package, its operator, hook and trigger): they may name it
-ENGINE_MODULES = ("core/engines/", "operators/postgres.py", "operators/redis.py", "operators/search.py",
-                  "hooks/", "triggers/search.py")
+ENGINE_MODULES = ("core/engines/", *(_operator_module(n) for n in registry.names()), "hooks/", "triggers/search.py")
 
 
 def _code_strings(tree: ast.AST) -> list[tuple[int, str]]:
