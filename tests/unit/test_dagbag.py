@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_checkpoint_provider.core.engines import registry
+
 REPO = Path(__file__).resolve().parents[2]
 
 CODE = """
@@ -83,9 +85,10 @@ def test_components_is_a_multi_select_of_the_stores(bag):
                    "restore_checkpoint"):
         schema = bag["dags"][dag_id]["params"]["components"]["schema"]
         # Airflow 3.3's form renders an array with `examples` as a multi-select (FieldMultiSelect)
-        assert schema["type"] == "array" and schema["examples"] == ["postgres", "redis", "search"], dag_id
-        assert schema["items"]["enum"] == ["postgres", "redis", "search"]
-        assert set(schema["values_display"]) == {"postgres", "redis", "search"} and schema["minItems"] == 1
+        names = list(registry.names())  # every registered engine, in registry order
+        assert schema["type"] == "array" and schema["examples"] == names, dag_id
+        assert schema["items"]["enum"] == names
+        assert set(schema["values_display"]) == set(names) and schema["minItems"] == 1
 
 
 def test_connection_id_fields_are_described(bag):
