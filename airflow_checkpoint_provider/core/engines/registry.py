@@ -32,6 +32,7 @@ BUILTIN: dict[str, str] = {
     "postgres": "airflow_checkpoint_provider.core.engines.postgres.engine:ENGINE",
     "redis": "airflow_checkpoint_provider.core.engines.redis.engine:ENGINE",
     "search": "airflow_checkpoint_provider.core.engines.search.engine:ENGINE",
+    "files": "airflow_checkpoint_provider.core.engines.files.engine:ENGINE",
 }
 
 
