@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from airflow_checkpoint_provider.core.archive import type_name
+from airflow_checkpoint_provider.core.crashpoints import crashpoint
 from airflow_checkpoint_provider.core.engines.files._tree import (
     DIR,
     FILE,
@@ -32,6 +33,8 @@ from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.store import Store
 from airflow_checkpoint_provider.core.streams import CHUNK_SIZE, copy_exact
 
+#: crash point after each file extracted (a kill there leaves a partial side-by-side copy)
+EXTRACTED_FILE = "files.extract.file"
 _KINDS = {tarfile.REGTYPE: FILE, tarfile.AREGTYPE: FILE, tarfile.DIRTYPE: DIR, tarfile.SYMTYPE: SYMLINK}
 _HINT = "refusing this tree: it was not written by this provider or was tampered with; verify the checkpoint"
 
@@ -64,7 +67,7 @@ def _open(stream: Any, where: str) -> tarfile.TarFile:
     try:
         return tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="strict")
     except (tarfile.TarError, UnicodeError, ValueError) as exc:
-        raise FormatError(f"{where} is not a readable tar ({exc})", hint=_HINT) from None
+        raise _unreadable(where, exc) from None
 
 
 def _next(tar: tarfile.TarFile, where: str) -> tarfile.TarInfo | None:
@@ -72,9 +75,17 @@ def _next(tar: tarfile.TarFile, where: str) -> tarfile.TarInfo | None:
     try:
         ti = tar.next()
     except (tarfile.TarError, UnicodeError, ValueError) as exc:
-        raise FormatError(f"{where} has a damaged or undecodable member header ({exc})", hint=_HINT) from None
+        raise _unreadable(where, exc) from None
     tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every member it read; a stream needs none
     return ti
+
+
+def _unreadable(where: str, exc: Exception) -> FormatError:
+    if isinstance(exc, UnicodeDecodeError):
+        raw = exc.object[max(exc.start - 40, 0): exc.end + 40]
+        return UnsafeArchiveError(f"{where}: a member's name or link target is not valid UTF-8 (near {raw!r})",
+                                  hint=_HINT)
+    return FormatError(f"{where} has a damaged member header ({exc})", hint=_HINT)
 
 
 def _expect_empty(stream: Any, where: str) -> None:
@@ -132,6 +143,7 @@ class _Writer:
                                  f"says {want.size} bytes, {want.sha256}", hint=_HINT)
         os.chmod(full, want.mode)
         os.utime(full, ns=(want.mtime_ns, want.mtime_ns))
+        crashpoint(EXTRACTED_FILE)
 
     def _close_dir(self, key: tuple[str, ...]) -> None:
         """Its contents are in place: sync it, then give it its mode and mtime."""

@@ -276,7 +276,8 @@ class _Copier:
             return replace(final, sha256=digest) if self._same(before, fd, full) and not src.read(1) else None
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY, dir=self.spool_dir) as spool:
             sha, size = hashlib.sha256(), 0
-            while piece := src.read(CHUNK_SIZE):
+            # at most one byte past the size it had: a file that keeps growing is not read forever
+            while size <= before.st_size and (piece := src.read(min(CHUNK_SIZE, before.st_size + 1 - size))):
                 sha.update(piece)
                 spool.write(piece)
                 size += len(piece)
