@@ -142,7 +142,10 @@ class RestoreOperator(BaseOperator):
             raise
         result = report.to_dict()
         result["expectations"] = None if report.dry_run else self.expectations(report, components)
+        touched = sorted({i.component for i in report.plan.items} | {o.component for o in report.outcomes},
+                         key=list(components).index)  # what the checkpoint held of those asked for
         store.write_audit({**audit, "status": "planned" if report.dry_run else "restored",
+                           "components": touched, "requested_components": list(components),
                            "checkpoint_id": report.checkpoint_id, "safety_checkpoint_id": report.safety_checkpoint_id,
                            "outcomes": result["outcomes"], "health": result["health"], "plan": result["plan"]})
         for outcome in report.outcomes:

@@ -94,7 +94,8 @@ def test_recovery_lkg_restores_every_store_exactly(airflow_env, services, lkg):
     audit = store.audit_log()[0]
     assert audit["status"] == "restored" and audit["checkpoint_id"] == cid
     assert audit["dag_id"] == "recovery_lkg" and audit["health"]["ok"] is True
-    assert set(audit["components"]) == {"postgres", "redis", "search"}
+    assert audit["components"] == ["postgres", "redis", "search"]  # what it held; files was asked for too
+    assert set(audit["requested_components"]) == {"postgres", "redis", "search", "files"}
 
 
 def test_dry_run_changes_nothing(airflow_env, services, lkg):
