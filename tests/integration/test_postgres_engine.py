@@ -351,7 +351,10 @@ def test_fingerprint_tracks_schema_not_data(pg, target, newdb):
     db = newdb()
     seed(pg, db)
     before = P.fingerprint(target, db)
-    assert before == P.fingerprint(target, db)
+    again = P.fingerprint(target, db)
+    # the database's physical size moves on its own (autovacuum, statistics): it is informational
+    assert {k: v for k, v in again.items() if k != "database_size"} == {
+        k: v for k, v in before.items() if k != "database_size"}
     with admin(pg, db) as conn:
         conn.execute("INSERT INTO audit_log VALUES (now(), 'one more')")
     after_insert = P.fingerprint(target, db)
