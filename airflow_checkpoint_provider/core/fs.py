@@ -237,7 +237,13 @@ class LocalFS:
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
+                    if _still_at(fd, p):
+                        break
+                    # the file was deleted (or replaced) while we waited: lock the one now at the path
+                    fresh = os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+                    os.close(fd)
+                    fd = fresh
+                    continue
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         holder = _read_holder(fd)
@@ -256,6 +262,14 @@ class LocalFS:
             yield
         finally:
             os.close(fd)  # closing releases the flock
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is the file at ``path``: a lock file may be deleted by whoever holds it."""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _read_holder(fd: int) -> str:
