@@ -132,7 +132,10 @@ def example_resumable_simulation(dag_id: str = "example_resumable_simulation") -
 
         @task(retries=settings.task_retries(), retry_delay=timedelta(seconds=settings.retry_delay()))
         def simulate(**context: Any) -> dict[str, Any]:
-            from airflow_checkpoint_provider.workflow import DataTargets, workflow_checkpoints
+            from airflow_checkpoint_provider.workflow import (
+                DataTargets,
+                workflow_checkpoints,
+            )
 
             p = context["params"]
             sim = Simulation(p["postgres_conn_id"], p["schema"])

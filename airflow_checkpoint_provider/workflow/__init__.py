@@ -17,7 +17,7 @@ from typing import Any
 
 _NAMES = {"workflow_checkpoints": "task", "DataTargets": "data", "CheckpointStateBackend": "state_backend"}
 
-__all__ = sorted(_NAMES)
+__all__ = ["CheckpointStateBackend", "DataTargets", "workflow_checkpoints"]
 
 
 def __getattr__(name: str) -> Any:

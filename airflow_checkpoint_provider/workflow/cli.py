@@ -22,9 +22,13 @@ from datetime import timedelta
 from typing import Any
 
 from airflow_checkpoint_provider.core.store import Store
-from airflow_checkpoint_provider.core.workflow import FileWorkflowStore, WorkflowStore, expire
+from airflow_checkpoint_provider.core.workflow import (
+    FileWorkflowStore,
+    WorkflowStore,
+    expire,
+)
 from airflow_checkpoint_provider.core.workflow.errors import StateDamagedError
-from airflow_checkpoint_provider.core.workflow.pgstore import DEFAULT_TABLE
+from airflow_checkpoint_provider.core.workflow.records import DEFAULT_TABLE
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 

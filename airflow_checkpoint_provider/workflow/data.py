@@ -18,8 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core import recovery
-from airflow_checkpoint_provider.core.errors import CheckpointError, VerificationFailedError
-from airflow_checkpoint_provider.core.lease import target_key, this_process, wait_for_restores
+from airflow_checkpoint_provider.core.errors import (
+    CheckpointError,
+    VerificationFailedError,
+)
+from airflow_checkpoint_provider.core.lease import (
+    target_key,
+    this_process,
+    wait_for_restores,
+)
 from airflow_checkpoint_provider.core.manifest import config_hash, format_ts, utcnow
 from airflow_checkpoint_provider.core.staging import staging_key
 from airflow_checkpoint_provider.core.store import Store

@@ -26,7 +26,12 @@ from airflow.sdk.state import AssetScope, BaseStoreBackend, TaskScope
 
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core.store import Store
-from airflow_checkpoint_provider.core.workflow.blobs import TaskStateBlobs, asset_rel, rel_of, task_rel
+from airflow_checkpoint_provider.core.workflow.blobs import (
+    TaskStateBlobs,
+    asset_rel,
+    rel_of,
+    task_rel,
+)
 
 
 def _rel(scope: Any, key: str | None = None, *, all_map_indices: bool = False) -> str:

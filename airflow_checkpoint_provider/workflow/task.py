@@ -46,8 +46,11 @@ from airflow_checkpoint_provider.core.workflow import (
     Workflow,
     WorkflowStore,
 )
-from airflow_checkpoint_provider.core.workflow.errors import ResumeRefusedError, StateNotSerializableError
-from airflow_checkpoint_provider.core.workflow.pgstore import DEFAULT_TABLE
+from airflow_checkpoint_provider.core.workflow.errors import (
+    ResumeRefusedError,
+    StateNotSerializableError,
+)
+from airflow_checkpoint_provider.core.workflow.records import DEFAULT_TABLE
 from airflow_checkpoint_provider.core.workflow.resume import Validator
 from airflow_checkpoint_provider.workflow.data import DataTargets, EngineDataCheckpoints
 
@@ -91,19 +94,19 @@ def open_store(*, postgres_conn_id: str | None = None, table: str = DEFAULT_TABL
 class TaskWorkflow(Workflow):
     """A :class:`Workflow` whose refusals fail the task without retries."""
 
-    def _open(self):  # noqa: ANN202
+    def _open(self):
         try:
             return super()._open()
         except _PERMANENT as exc:
             raise AirflowFailException(str(exc)) from exc
 
-    def save(self, step: Any, state: Any, **kwargs: Any):  # noqa: ANN201
+    def save(self, step: Any, state: Any, **kwargs: Any):
         try:
             return super().save(step, state, **kwargs)
         except _PERMANENT as exc:
             raise AirflowFailException(str(exc)) from exc
 
-    def steps(self, items: Any):  # noqa: ANN201
+    def steps(self, items: Any):
         try:
             yield from super().steps(items)
         except _PERMANENT as exc:

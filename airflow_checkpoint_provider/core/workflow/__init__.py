@@ -26,10 +26,20 @@ from airflow_checkpoint_provider.core.workflow.errors import (
     WorkflowLockLostError,
 )
 from airflow_checkpoint_provider.core.workflow.filestore import FileWorkflowStore
-from airflow_checkpoint_provider.core.workflow.pgstore import PostgresWorkflowStore
-from airflow_checkpoint_provider.core.workflow.records import Entry, StateHeader, WorkflowInfo, WorkflowStore
-from airflow_checkpoint_provider.core.workflow.resume import DataCheckpoints, ResumeOptions
-from airflow_checkpoint_provider.core.workflow.retention import DEFAULT_RETENTION_DAYS, expire
+from airflow_checkpoint_provider.core.workflow.records import (
+    Entry,
+    StateHeader,
+    WorkflowInfo,
+    WorkflowStore,
+)
+from airflow_checkpoint_provider.core.workflow.resume import (
+    DataCheckpoints,
+    ResumeOptions,
+)
+from airflow_checkpoint_provider.core.workflow.retention import (
+    DEFAULT_RETENTION_DAYS,
+    expire,
+)
 from airflow_checkpoint_provider.core.workflow.workflow import DEFAULT_HISTORY, Workflow
 
 __all__ = [
@@ -55,3 +65,11 @@ __all__ = [
     "WorkflowStore",
     "expire",
 ]
+
+
+def __getattr__(name: str):  # noqa: ANN202 - psycopg is imported only by those who use the PostgreSQL store
+    if name == "PostgresWorkflowStore":
+        from airflow_checkpoint_provider.core.workflow.pgstore import PostgresWorkflowStore
+
+        return PostgresWorkflowStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

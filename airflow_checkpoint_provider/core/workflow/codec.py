@@ -23,7 +23,10 @@ import zstandard
 
 from airflow_checkpoint_provider.core.errors import FormatError
 from airflow_checkpoint_provider.core.safejson import load_json
-from airflow_checkpoint_provider.core.workflow.errors import StateDamagedError, StateNotSerializableError
+from airflow_checkpoint_provider.core.workflow.errors import (
+    StateDamagedError,
+    StateNotSerializableError,
+)
 
 #: payloads at least this large are zstd-compressed
 COMPRESS_THRESHOLD = 4096
@@ -95,8 +98,13 @@ def _plain(value: Any) -> bool:
     """Whether every dict key is a str and every value a JSON scalar or container (no cycle check:
     ``json.dumps`` reports cycles)."""
     stack = [value]
+    seen: set[int] = set()
     while stack:
         item = stack.pop()
+        if isinstance(item, (dict, list, tuple)):
+            if id(item) in seen:
+                continue  # shared or cyclic: json.dumps reports a cycle
+            seen.add(id(item))
         if isinstance(item, dict):
             if item and set(map(type, item)) != {str}:
                 return False
@@ -125,11 +133,17 @@ def not_serializable(value: Any, what: str, exc: BaseException | None = None) ->
 
 
 def find_unserializable(value: Any, what: str) -> tuple[str | None, str]:
-    """The path of the first value strict JSON cannot carry, and why (iterative: no recursion limit)."""
+    """The path of the first value strict JSON cannot carry, and why (iterative: no recursion limit;
+    a container shared by two parents is fine, one that contains itself is a cycle)."""
     stack: list[tuple[Any, str, int]] = [(value, what, 0)]
-    seen: set[int] = set()
+    on_path: set[int] = set()
+    done: set[int] = set()
     while stack:
         item, path, depth = stack.pop()
+        if path is _EXIT:
+            on_path.discard(item)
+            done.add(item)
+            continue
         if depth > 10_000:
             return path, "is nested more than 10000 levels deep"
         if type(item) in (str, bool, int, type(None)):
@@ -139,9 +153,12 @@ def find_unserializable(value: Any, what: str) -> tuple[str | None, str]:
                 return path, f"is {item!r}, which JSON cannot carry"
             continue
         if isinstance(item, (dict, list, tuple)):
-            if id(item) in seen:
+            if id(item) in on_path:
                 return path, "refers back to itself (a reference cycle)"
-            seen.add(id(item))
+            if id(item) in done:
+                continue
+            on_path.add(id(item))
+            stack.append((id(item), _EXIT, depth))
         if isinstance(item, dict):
             for key, sub in item.items():
                 if not isinstance(key, str):
@@ -154,6 +171,9 @@ def find_unserializable(value: Any, what: str) -> tuple[str | None, str]:
         else:
             return path, f"is a {type(item).__module__}.{type(item).__qualname__}, not a JSON value"
     return None, ""
+
+
+_EXIT: Any = object()  # marks the end of a container's subtree on the walk's stack
 
 
 def decode_state(encoding: str, compression: str, payload: bytes, *, raw_size: int, source: str) -> Any:

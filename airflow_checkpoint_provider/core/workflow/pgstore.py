@@ -30,11 +30,19 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from airflow_checkpoint_provider.core.errors import CheckpointError, LockTimeoutError, StoreError
+from airflow_checkpoint_provider.core.errors import (
+    CheckpointError,
+    LockTimeoutError,
+    StoreError,
+)
 from airflow_checkpoint_provider.core.manifest import parse_ts
 from airflow_checkpoint_provider.core.workflow.codec import DAMAGED_HINT
-from airflow_checkpoint_provider.core.workflow.errors import StateDamagedError, WorkflowLockLostError
+from airflow_checkpoint_provider.core.workflow.errors import (
+    StateDamagedError,
+    WorkflowLockLostError,
+)
 from airflow_checkpoint_provider.core.workflow.records import (
+    DEFAULT_TABLE,
     Entry,
     StateHeader,
     StateRecord,
@@ -44,7 +52,6 @@ from airflow_checkpoint_provider.core.workflow.records import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TABLE = "workflow_checkpoints"
 #: seconds a session waits for the server to come back after its connection broke
 RECONNECT_TIMEOUT = 60.0
 _SCHEMA_LOCK = 0x57464B43  # "WFKC": serialises CREATE TABLE IF NOT EXISTS of concurrent first writers

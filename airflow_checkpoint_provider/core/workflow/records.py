@@ -24,13 +24,18 @@ from airflow_checkpoint_provider.core.workflow.codec import (
     validate_step,
     verify_payload,
 )
-from airflow_checkpoint_provider.core.workflow.errors import StateDamagedError, StateNotSerializableError
+from airflow_checkpoint_provider.core.workflow.errors import (
+    StateDamagedError,
+    StateNotSerializableError,
+)
 
 STATE_FORMAT = "airflow-checkpoint-workflow-state"
 STATE_VERSION = 1
 #: the longest workflow id
 MAX_WORKFLOW_ID_CHARS = 512
 STATUSES = ("running", "completed")
+#: base name of the PostgreSQL store's tables
+DEFAULT_TABLE = "workflow_checkpoints"
 
 
 def validate_workflow_id(workflow_id: Any) -> str:

@@ -22,7 +22,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from airflow_checkpoint_provider.core.workflow.codec import canonical, changed_keys, encode_json, step_key
+from airflow_checkpoint_provider.core.workflow.codec import (
+    canonical,
+    changed_keys,
+    encode_json,
+    step_key,
+)
 from airflow_checkpoint_provider.core.workflow.errors import (
     ConfigDriftError,
     DataMismatchError,
@@ -31,7 +36,11 @@ from airflow_checkpoint_provider.core.workflow.errors import (
     StateDamagedError,
     UnknownStepError,
 )
-from airflow_checkpoint_provider.core.workflow.records import Entry, Session, StateHeader
+from airflow_checkpoint_provider.core.workflow.records import (
+    Entry,
+    Session,
+    StateHeader,
+)
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,10 @@ from datetime import datetime, timedelta
 
 from airflow_checkpoint_provider.core.errors import LockTimeoutError
 from airflow_checkpoint_provider.core.manifest import utcnow
-from airflow_checkpoint_provider.core.workflow.records import WorkflowInfo, WorkflowStore
+from airflow_checkpoint_provider.core.workflow.records import (
+    WorkflowInfo,
+    WorkflowStore,
+)
 
 log = logging.getLogger(__name__)
 

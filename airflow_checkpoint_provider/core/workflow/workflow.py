@@ -29,12 +29,20 @@ from airflow_checkpoint_provider.core.workflow.codec import (
     step_key,
     validate_step,
 )
-from airflow_checkpoint_provider.core.workflow.errors import UnknownStepError, WorkflowError
-from airflow_checkpoint_provider.core.workflow.records import Session, StateHeader, WorkflowStore, validate_workflow_id
+from airflow_checkpoint_provider.core.workflow.errors import (
+    UnknownStepError,
+    WorkflowError,
+)
+from airflow_checkpoint_provider.core.workflow.records import (
+    Session,
+    StateHeader,
+    WorkflowStore,
+    validate_workflow_id,
+)
 from airflow_checkpoint_provider.core.workflow.resume import (
     DataCheckpoints,
-    ResumeOptions,
     Resumed,
+    ResumeOptions,
     Validator,
     resume,
 )
