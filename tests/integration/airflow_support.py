@@ -170,6 +170,15 @@ class Airflow:
         if isinstance(body, dict):
             content = body.get("content")
             if isinstance(content, list):
-                return "\n".join(c.get("event", "") if isinstance(c, dict) else str(c) for c in content)
+                return "\n".join(_line(c) for c in content)
             return str(content)
         return str(body)
+
+
+def _line(entry: Any) -> str:
+    """One structured log entry as text: the event, and the exceptions it carries."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    errors = [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in entry.get("error_detail") or []
+              if isinstance(e, dict)]
+    return "\n".join([str(entry.get("event", "")), *errors])

@@ -19,6 +19,7 @@ import pytest
 from airflow_checkpoint_provider.core import Store
 from airflow_checkpoint_provider.core.workflow import FileWorkflowStore, PostgresWorkflowStore, Workflow
 from tests.integration.workflow_child import payload
+from tests.integration.workflow_support import restart_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 #: kills per store: the file store gets the full 20, the PostgreSQL store (slower to start) 10
@@ -154,12 +155,6 @@ def private_pg(services_module, tmp_path_factory):
         services_module.stop(state)
 
 
-def _restart(services_module, info: dict[str, Any]) -> None:
-    cmd = services_module._as_pg_user([str(Path(info["bin_dir"]) / "pg_ctl"), "-D", info["data_dir"], "-l",
-                                       info["log"], "-m", "fast", "-w", "-t", "60", "restart"])
-    subprocess.run(cmd, check=True, capture_output=True, timeout=90, cwd="/")
-
-
 def test_postgres_store_survives_a_server_restart_between_attempts(private_pg, services_module):
     db = _db(private_pg, "wf_restart")
     proc = _child("save-loop", f"pg:{db}", "attempts", env=_pg_env(private_pg))
@@ -168,7 +163,7 @@ def test_postgres_store_survives_a_server_restart_between_attempts(private_pg, s
     os.kill(proc.pid, signal.SIGKILL)  # the first attempt dies after step 3 was saved
     out, _ = proc.communicate(timeout=30)
     acknowledged = max(int(ln.split()[1]) for ln in ["saved 3"] + out.splitlines() if ln.startswith("saved"))
-    _restart(services_module, private_pg)
+    restart_postgres(services_module, private_pg)
     wf = Workflow(_pg_store(private_pg, db), "attempts", history=3)  # the second attempt
     assert next(iter(wf.steps(range(1, 100)))) == acknowledged + 1
     assert wf.state == payload(acknowledged)
@@ -185,7 +180,7 @@ def test_postgres_session_reconnects_and_keeps_its_lock_when_the_server_restarts
     for step in steps:
         wf.save(step, {"step": step})
         if step == 2:
-            _restart(services_module, private_pg)  # the session's connection (and its lock) is gone
+            restart_postgres(services_module, private_pg)  # the session's connection (and its lock) is gone
     wf.summary()
     assert "broke while saving state 3" in caplog.text and "took the lock of workflow 'midrun' back" in caplog.text
     assert [e.header.step for e in store.entries("midrun")] == [4, 3, 2, 1]

@@ -19,7 +19,6 @@ import os
 import random
 import sys
 import time
-from itertools import count
 
 from airflow_checkpoint_provider.core import Store
 from airflow_checkpoint_provider.core.workflow import FileWorkflowStore, Workflow
