@@ -106,7 +106,7 @@ def cmd_show(store: Store, args: argparse.Namespace) -> int:
         entries = [e for e in entries if e.seq == args.seq]
     elif args.step is not None:
         want = json.dumps(_step(args.step))
-        entries = [e for e in entries if json.dumps(e.header.step) == want]
+        entries = [e for e in entries if e.header is not None and json.dumps(e.header.step) == want]
     if not entries:
         print(f"error: no such saved state of workflow {_safe(args.workflow_id)!r} in {wstore.location}",
               file=sys.stderr)

@@ -195,7 +195,7 @@ class _Pointer:
         if self.tss is not None:
             try:
                 got = self.tss.get(STATE_KEY)
-            except Exception as exc:  # noqa: BLE001 - Airflow's API down: behave as without task state
+            except Exception as exc:
                 log.warning("Cannot read task_state_store key %s: %s", STATE_KEY, exc)
                 self.tss = None
             else:
@@ -242,7 +242,7 @@ class _Pointer:
             value["status"] = "running"
         try:
             self.tss.set(STATE_KEY, value)
-        except Exception as exc:  # noqa: BLE001 - the store is the source of truth; the pointer is for the UI
+        except Exception as exc:
             log.warning("Cannot write task_state_store key %s: %s", STATE_KEY, exc)
             return
         self.value = value

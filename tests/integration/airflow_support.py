@@ -38,7 +38,7 @@ def wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 
     while time.monotonic() < deadline:
         try:
             last = check()
-        except Exception as exc:  # noqa: BLE001 - not up yet; keep the last error for the message
+        except Exception as exc:
             last = exc
         else:
             if last:
@@ -98,7 +98,7 @@ class Airflow:
         assert proc.returncode == 0, proc.stderr[-3000:]
         for name in self.components:
             args = [airflow, name] + (["--port", str(self.port)] if name == "api-server" else [])
-            log = open(self.home / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+            log = open(self.home / f"{name}.log", "wb")
             self.procs.append(subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                                start_new_session=True))
 

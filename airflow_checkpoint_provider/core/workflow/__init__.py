@@ -14,6 +14,8 @@ interface), ``filestore`` and ``pgstore`` (the two stores), ``resume`` (the resu
 task-state values for Airflow's ``[workers] state_store_backend``), ``errors``.
 """
 
+from typing import Any
+
 from airflow_checkpoint_provider.core.workflow.errors import (
     ConfigDriftError,
     DataMismatchError,
@@ -67,7 +69,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # noqa: ANN202 - psycopg is imported only by those who use the PostgreSQL store
+def __getattr__(name: str) -> Any:
     if name == "PostgresWorkflowStore":
         from airflow_checkpoint_provider.core.workflow.pgstore import PostgresWorkflowStore
 

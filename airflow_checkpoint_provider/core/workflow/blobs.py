@@ -93,7 +93,8 @@ class TaskStateBlobs:
         payload = data[end + 1:]
         verify_payload(payload, size=body["size"], sha256=body["sha256"], source=rel)
         raw = decode_state("bytes", body["compression"], payload, raw_size=body["raw_size"], source=rel)
-        return raw.decode("utf-8")
+        text: str = raw.decode("utf-8")
+        return text
 
     def delete(self, rel: str) -> None:
         self.store.fs.remove(rel)
@@ -104,13 +105,13 @@ class TaskStateBlobs:
     def expire(self, older_than_s: float, *, dry_run: bool = False) -> list[str]:
         """Remove values not written for ``older_than_s`` seconds (and stale temporary files)."""
         now, doomed = time.time(), []
-        root = self.store.fs.local_path(ROOT)
-        if root is None or not root.exists():
+        root, base = self.store.fs.local_path(ROOT), self.store.fs.local_path("")
+        if root is None or base is None or not root.exists():
             return []
         for path in root.rglob("*"):
             if path.is_file() and (path.suffix == ".json" or path.name.startswith(TMP_MARK)) and \
                     now - path.stat().st_mtime >= older_than_s:
-                doomed.append(str(path.relative_to(self.store.fs.local_path(""))))
+                doomed.append(str(path.relative_to(base)))
         for rel in [] if dry_run else doomed:
             self.store.fs.remove(rel)
         return doomed

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +109,7 @@ def _plain(value: Any) -> bool:
         if isinstance(item, dict):
             if item and set(map(type, item)) != {str}:
                 return False
-            values = item.values()
+            values: Iterable[Any] = item.values()
         elif isinstance(item, (list, tuple)):
             values = item
         else:

@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from airflow_checkpoint_provider.core.errors import LockTimeoutError, StoreNotFoundError
-from airflow_checkpoint_provider.core.fs import TMP_MARK
+from airflow_checkpoint_provider.core.fs import TMP_MARK, LocalFS
 from airflow_checkpoint_provider.core.manifest import format_ts, utcnow
 from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.staging import staging_key
@@ -133,7 +133,7 @@ class FileWorkflowStore:
             return None
         try:
             obj = load_json(self.fs.read_bytes(rel), source=rel)
-        except Exception as exc:  # noqa: BLE001 - a damaged descriptor must not hide the states
+        except Exception as exc:
             log.warning("%s is damaged: %s", rel, exc)
             return {"workflow_id": workflow_id, "status": "unknown"}
         return obj if isinstance(obj, dict) else None
@@ -146,7 +146,7 @@ class FileWorkflowStore:
             rel = f"{ROOT}/{key}/workflow.json"
             try:
                 desc = load_json(self.fs.read_bytes(rel), source=rel) if self.fs.exists(rel) else None
-            except Exception as exc:  # noqa: BLE001 - report and go on with the others
+            except Exception as exc:
                 log.warning("Skipping %s: %s", rel, exc)
                 continue
             if not isinstance(desc, dict) or not isinstance(desc.get("workflow_id"), str):
@@ -250,7 +250,8 @@ class FileSession:
             return
         try:
             src.rename(dst)
-            self._fs.fsync_dir(src.parent)
+            if isinstance(self._fs, LocalFS):
+                self._fs.fsync_dir(src.parent)
         except FileNotFoundError:
             pass
         log.warning("Set aside state %s of workflow %r: %s", seq, self.workflow_id, problem)

@@ -30,6 +30,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from airflow_checkpoint_provider.core.engines.postgres._conn import one
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
     LockTimeoutError,
@@ -166,7 +167,7 @@ class PostgresWorkflowStore:
     def busy(self, workflow_id: str) -> bool:
         k1, k2 = self.lock_keys(self.table, workflow_id)
         with self.connection() as conn:
-            got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (k1, k2)).fetchone()[0]
+            got = one(conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (k1, k2)))[0]
             if got:
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", (k1, k2))
             return not got
@@ -196,7 +197,7 @@ class PgSession:
 
     def _lock(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", self._keys).fetchone()[0]:
+        while not one(self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", self._keys))[0]:
             if time.monotonic() >= deadline:
                 holder = self._conn.execute(
                     "SELECT a.pid, a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
@@ -213,10 +214,10 @@ class PgSession:
             time.sleep(0.1)
 
     def _max_seq(self) -> int:
-        return int(self._conn.execute(self._store.q("SELECT coalesce(max(seq), 0) FROM {t} WHERE workflow_id = %s"),
-                                      (self.workflow_id,)).fetchone()[0])
+        return int(one(self._conn.execute(self._store.q("SELECT coalesce(max(seq), 0) FROM {t} WHERE workflow_id = %s"),
+                                          (self.workflow_id,)))[0])
 
-    def _run(self, action: str, fn: Callable[[psycopg.Connection], Any], *, retry: Callable[[], Any] | None = None):
+    def _run(self, action: str, fn: Callable[[psycopg.Connection], Any], *, retry: Callable[[], Any] | None = None) -> Any:
         """Run ``fn``; if the connection broke, reconnect (retaking the lock) and run ``retry`` or ``fn`` once more."""
         try:
             return fn(self._conn)
@@ -243,7 +244,7 @@ class PgSession:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.5)
-        if not self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", self._keys).fetchone()[0]:
+        if not one(self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", self._keys))[0]:
             raise WorkflowLockLostError(
                 f"workflow {self.workflow_id!r}: the connection to {self._store.location} broke and another writer "
                 "took the workflow's lock meanwhile", hint="this writer stops; the other one goes on")
@@ -253,7 +254,8 @@ class PgSession:
         return iter(self._run("listing states", lambda c: list(self._store._entries(c, self.workflow_id))))
 
     def load(self, seq: int) -> StateRecord:
-        return self._run(f"loading state {seq}", lambda c: self._store._load(c, self.workflow_id, seq))
+        record: StateRecord = self._run(f"loading state {seq}", lambda c: self._store._load(c, self.workflow_id, seq))
+        return record
 
     def append(self, header: StateHeader, payload: bytes, *, keep: int | None) -> StateHeader:
         header = replace(header, seq=self._last + 1)
@@ -286,7 +288,7 @@ class PgSession:
                                             "the connection was broken", hint="this writer stops")
             return write(self._conn)
 
-        saved = self._run(f"saving state {header.seq}", write, retry=again)
+        saved: StateHeader = self._run(f"saving state {header.seq}", write, retry=again)
         self._last = saved.seq
         return saved
 
@@ -309,12 +311,12 @@ class PgSession:
     def reset(self) -> int:
         def drop(conn: psycopg.Connection) -> int:
             with conn.transaction():
-                n = conn.execute(self._store.q("SELECT count(*) FROM {t} WHERE workflow_id = %s"),
-                                 (self.workflow_id,)).fetchone()[0]
+                n = one(conn.execute(self._store.q("SELECT count(*) FROM {t} WHERE workflow_id = %s"),
+                                     (self.workflow_id,)))[0]
                 conn.execute(self._store.q("DELETE FROM {w} WHERE workflow_id = %s"), (self.workflow_id,))
             return int(n)
 
-        count = self._run("deleting the workflow", drop)
+        count = int(self._run("deleting the workflow", drop))
         self._last = 0
         return count
 

@@ -90,7 +90,7 @@ def resume(session: Session, *, workflow_id: str, digest: dict[str, str], option
            depth: int | None = None) -> Resumed:
     """Run the recipe of the module docstring; raises a :class:`ResumeRefusedError` to refuse."""
     out = Resumed()
-    entries = (e for e in session.entries() if not e.damaged)
+    entries: Iterator[Entry] = (e for e in session.entries() if not e.damaged)
     # 1. + 2. what may be resumed
     if options.force_restart:
         seqs = [e.seq for e in entries]

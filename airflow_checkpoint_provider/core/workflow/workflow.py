@@ -149,7 +149,7 @@ class Workflow:
         items = [validate_step(s) for s in items]
         keys = [step_key(s) for s in items]
         if len(set(keys)) != len(keys):
-            dup = next(s for s, k in zip(items, keys) if keys.count(k) > 1)
+            dup = next(s for s, k in zip(items, keys, strict=True) if keys.count(k) > 1)
             raise WorkflowError(f"step {dup!r} appears twice in the steps of workflow {self.workflow_id!r}",
                                 hint="give each step a distinct name")
         self._open()

@@ -217,7 +217,7 @@ def test_fingerprint_mismatch_refuses_the_resume_naming_the_step_keys_and_values
     wf.summary()
     live[2026] = 0  # the table of 2026 lost its rows
     with pytest.raises(DataMismatchError) as err:
-        Workflow(wstore, "sim", validate=validate).state
+        _ = Workflow(wstore, "sim", validate=validate).state
     assert "step 2026: rows: saved 120, now 0" in err.value.message
     assert "resume_from=2026" in err.value.hint
 
