@@ -64,6 +64,7 @@ def translate_os_error(exc: OSError, path: str | os.PathLike[str], action: str) 
 
 class AtomicFile(Protocol):
     def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
+    def pwrite(self, data: bytes, offset: int, /) -> None: ...
     def commit(self) -> None: ...
 
 
@@ -104,6 +105,14 @@ class _LocalAtomicFile:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         try:
             return self._f.write(data)
+        except OSError as exc:
+            raise translate_os_error(exc, self.final, "writing") from None
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        """Overwrite bytes written earlier (a header whose fields are known only at the end)."""
+        try:
+            self._f.flush()
+            os.pwrite(self._f.fileno(), data, offset)
         except OSError as exc:
             raise translate_os_error(exc, self.final, "writing") from None
 

@@ -63,16 +63,25 @@ def canonical(value: Any) -> bytes:
 def encode_state(state: Any, *, what: str = "state", level: int = DEFAULT_LEVEL,
                  threshold: int = COMPRESS_THRESHOLD) -> Encoded:
     """Serialise, maybe compress, and checksum ``state``; raises before returning anything partial."""
+    return encode_raw(*raw_state(state, what=what), level=level, threshold=threshold)
+
+
+def raw_state(state: Any, *, what: str) -> tuple[bytes | memoryview, str]:
+    """The bytes to store for ``state`` and their encoding (``bytes`` as they are, anything else as JSON)."""
     if isinstance(state, (bytes, bytearray, memoryview)):
-        raw, encoding = bytes(state) if not isinstance(state, bytes) else state, "bytes"
-    else:
-        raw, encoding = encode_json(state, what=what), "json"
+        return (state if isinstance(state, bytes) else memoryview(state).cast("B")), "bytes"
+    return encode_json(state, what=what), "json"
+
+
+def encode_raw(raw: bytes | memoryview, encoding: str, *, level: int = DEFAULT_LEVEL,
+               threshold: int = COMPRESS_THRESHOLD) -> Encoded:
+    """Maybe compress, and checksum, the raw bytes of a state."""
     if len(raw) >= threshold:
         threads = -1 if len(raw) >= THREADED_THRESHOLD else 0
         payload = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True).compress(raw)
         compression = "zstd"
     else:
-        payload, compression = raw, "none"
+        payload, compression = bytes(raw), "none"
     return Encoded(encoding, compression, payload, len(raw), hashlib.sha256(payload).hexdigest())
 
 
@@ -179,6 +188,11 @@ _EXIT: Any = object()  # marks the end of a container's subtree on the walk's st
 
 def decode_state(encoding: str, compression: str, payload: bytes, *, raw_size: int, source: str) -> Any:
     """The state back from a verified payload; :class:`StateDamagedError` if it does not decode."""
+    return decode_raw(encoding, decompress(compression, payload, raw_size=raw_size, source=source), source=source)
+
+
+def decompress(compression: str, payload: bytes, *, raw_size: int, source: str) -> bytes:
+    """The raw bytes of a verified payload."""
     if compression == "zstd":
         try:
             raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=raw_size)
@@ -189,6 +203,11 @@ def decode_state(encoding: str, compression: str, payload: bytes, *, raw_size: i
     if len(raw) != raw_size:
         raise StateDamagedError(f"{source}: the payload is {len(raw)} bytes decompressed, the header says {raw_size}",
                                 hint=DAMAGED_HINT)
+    return raw
+
+
+def decode_raw(encoding: str, raw: bytes, *, source: str) -> Any:
+    """The state from its raw bytes (JSON parsed; bytes as they are)."""
     if encoding == "bytes":
         return raw
     try:
@@ -202,10 +221,14 @@ DAMAGED_HINT = ("the resume falls back to the previous intact state; `airflow-ch
 
 
 def verify_payload(payload: bytes, *, size: int, sha256: str, source: str) -> None:
-    if len(payload) != size:
-        raise StateDamagedError(f"{source}: the payload is {len(payload)} bytes, the header says {size}",
+    check_payload(len(payload), hashlib.sha256(payload).hexdigest(), size=size, sha256=sha256, source=source)
+
+
+def check_payload(actual_size: int, actual: str, *, size: int, sha256: str, source: str) -> None:
+    """:class:`StateDamagedError` unless the payload read has the header's size and sha256."""
+    if actual_size != size:
+        raise StateDamagedError(f"{source}: the payload is {actual_size} bytes, the header says {size}",
                                 hint=DAMAGED_HINT)
-    actual = hashlib.sha256(payload).hexdigest()
     if actual != sha256:
         raise StateDamagedError(f"{source}: the payload's sha256 is {actual}, the header says {sha256}",
                                 hint=DAMAGED_HINT)

@@ -38,6 +38,7 @@ from airflow_checkpoint_provider.core.workflow.records import (
     WorkflowInfo,
     validate_workflow_id,
 )
+from airflow_checkpoint_provider.core.workflow.stream import STREAM_THRESHOLD, PayloadFile, StreamedPayload
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ class FileWorkflowStore:
         if header.seq != seq or header.workflow_id != workflow_id:
             raise StateDamagedError(f"{rel}: the header belongs to {header.workflow_id!r} seq {header.seq}",
                                     hint=DAMAGED_HINT)
+        if header.size >= STREAM_THRESHOLD:  # read in chunks when the state is wanted
+            return StateRecord(header, PayloadFile(lambda: self.fs.open_read(rel), offset), rel)
         with self.fs.open_read(rel) as f:
             f.seek(offset)
             payload = f.read(header.size + 1)  # one more: a longer file is damaged too
@@ -215,13 +218,22 @@ class FileSession:
     def load(self, seq: int) -> StateRecord:
         return self._store.load(self.workflow_id, seq)
 
-    def append(self, header: StateHeader, payload: bytes, *, keep: int | None) -> StateHeader:
+    def append(self, header: StateHeader, payload: bytes | StreamedPayload, *, keep: int | None) -> StateHeader:
         seqs = self._store._seqs(self.workflow_id) + self._store._seqs(self.workflow_id, "damaged")
         header = replace(header, seq=max(seqs, default=0) + 1)
         rel = self._store._state_rel(self.workflow_id, header.seq)
         with self._fs.atomic_writer(rel) as out:  # temporary name, fsync, rename, fsync of the directory
-            out.write(header.to_line())
-            out.write(payload)
+            if isinstance(payload, StreamedPayload):
+                # room for the header with the widest size; written last, padded with spaces
+                room = len(replace(header, size=2**63 - 1, sha256="0" * 64).to_line())
+                out.write(b" " * room)
+                size, sha256 = payload.write_to(out.write)
+                header = replace(header, size=size, sha256=sha256)
+                line = header.to_line()
+                out.pwrite(line[:-1] + b" " * (room - len(line)) + b"\n", 0)
+            else:
+                out.write(header.to_line())
+                out.write(payload)
             out.commit()
         if keep is not None:
             self._prune(keep)

@@ -50,6 +50,7 @@ from airflow_checkpoint_provider.core.workflow.records import (
     WorkflowInfo,
     validate_workflow_id,
 )
+from airflow_checkpoint_provider.core.workflow.stream import StreamedPayload
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +258,11 @@ class PgSession:
         record: StateRecord = self._run(f"loading state {seq}", lambda c: self._store._load(c, self.workflow_id, seq))
         return record
 
-    def append(self, header: StateHeader, payload: bytes, *, keep: int | None) -> StateHeader:
+    def append(self, header: StateHeader, payload: bytes | StreamedPayload, *, keep: int | None) -> StateHeader:
         header = replace(header, seq=self._last + 1)
+        if isinstance(payload, StreamedPayload):  # a bytea parameter is sent whole
+            payload, size, sha256 = payload.materialize()
+            header = replace(header, size=size, sha256=sha256)
         q = self._store.q
 
         def write(conn: psycopg.Connection) -> StateHeader:

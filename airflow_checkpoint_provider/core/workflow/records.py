@@ -20,6 +20,7 @@ from airflow_checkpoint_provider.core.workflow.codec import (
     DAMAGED_HINT,
     ENCODINGS,
     canonical,
+    decode_raw,
     decode_state,
     validate_step,
     verify_payload,
@@ -28,6 +29,7 @@ from airflow_checkpoint_provider.core.workflow.errors import (
     StateDamagedError,
     StateNotSerializableError,
 )
+from airflow_checkpoint_provider.core.workflow.stream import PayloadFile, StreamedPayload
 
 STATE_FORMAT = "airflow-checkpoint-workflow-state"
 STATE_VERSION = 1
@@ -147,15 +149,17 @@ class StateRecord:
     """A header with its payload, checked against each other."""
 
     header: StateHeader
-    payload: bytes
+    payload: bytes | PayloadFile  #: a large payload stays in its file until :meth:`state` streams it
     source: str
 
-    def verify(self) -> None:
-        verify_payload(self.payload, size=self.header.size, sha256=self.header.sha256, source=self.source)
-
     def state(self) -> Any:
-        self.verify()
+        """The saved state, after checking the payload's size and sha256."""
         h = self.header
+        if isinstance(self.payload, PayloadFile):
+            raw = self.payload.read(size=h.size, sha256=h.sha256, compression=h.compression, raw_size=h.raw_size,
+                                    source=self.source)
+            return decode_raw(h.encoding, raw, source=self.source)
+        verify_payload(self.payload, size=h.size, sha256=h.sha256, source=self.source)
         return decode_state(h.encoding, h.compression, self.payload, raw_size=h.raw_size, source=self.source)
 
 
@@ -203,9 +207,10 @@ class Session(Protocol):
     def load(self, seq: int) -> StateRecord:
         """The record of ``seq`` (raises :class:`StateDamagedError` when it cannot be read)."""
 
-    def append(self, header: StateHeader, payload: bytes, *, keep: int | None) -> StateHeader:
-        """Publish a new state atomically; ``header.seq`` is replaced by the next number. Keeps the newest
-        ``keep`` states (None: all)."""
+    def append(self, header: StateHeader, payload: bytes | StreamedPayload, *, keep: int | None) -> StateHeader:
+        """Publish a new state atomically; ``header.seq`` is replaced by the next number (and, for a
+        streamed payload, ``size`` and ``sha256`` by what was written). Keeps the newest ``keep``
+        states (None: all)."""
 
     def discard(self, seqs: list[int]) -> None:
         """Delete these states, newest first."""

@@ -25,7 +25,8 @@ from airflow_checkpoint_provider.core.workflow.codec import (
     config_digest,
     config_hash,
     encode_json,
-    encode_state,
+    encode_raw,
+    raw_state,
     step_key,
     validate_step,
 )
@@ -46,6 +47,7 @@ from airflow_checkpoint_provider.core.workflow.resume import (
     Validator,
     resume,
 )
+from airflow_checkpoint_provider.core.workflow.stream import STREAM_THRESHOLD, StreamedPayload
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +183,13 @@ class Workflow:
         recorded in the state's header.
         """
         step = validate_step(step)
-        encoded = encode_state(state, what=f"the state of step {step!r}", level=self._level)
+        raw, encoding = raw_state(state, what=f"the state of step {step!r}")
+        payload: bytes | StreamedPayload
+        if len(raw) >= STREAM_THRESHOLD:  # compressed while written: the store fills in size and sha256
+            payload, compression, size, sha256 = StreamedPayload(raw, level=self._level), "zstd", 0, ""
+        else:
+            enc = encode_raw(raw, encoding, level=self._level)
+            payload, compression, size, sha256 = enc.payload, enc.compression, enc.size, enc.sha256
         if fingerprints is None and self._validate is not None:
             fingerprints = self._validate(step)
         prints = dict(fingerprints or {})
@@ -196,10 +204,10 @@ class Workflow:
         header = StateHeader(
             workflow_id=self.workflow_id, seq=0, step=step, parent=self._latest.seq if self._latest else None,
             saved_at=format_ts(utcnow()), config_hash=self.config_hash, config_digest=self._digest,
-            fingerprints=prints, data_checkpoint=checkpoint_id, encoding=encoded.encoding,
-            compression=encoded.compression, size=encoded.size, raw_size=encoded.raw_size, sha256=encoded.sha256,
+            fingerprints=prints, data_checkpoint=checkpoint_id, encoding=encoding,
+            compression=compression, size=size, raw_size=len(raw), sha256=sha256,
             writer=self._writer)
-        saved = session.append(header, encoded.payload, keep=self.history)
+        saved = session.append(header, payload, keep=self.history)
         self._latest, self._state = saved, state
         self._run.append(step)
         log.info("Workflow %r: saved step %r as state %d (%d bytes stored, %d raw%s)", self.workflow_id, step,

@@ -303,3 +303,50 @@ def test_expire_deletes_old_workflows_but_skips_one_whose_writer_runs(wstore):
 def test_expire_on_success_deletes_the_states_when_the_workflow_completes(wstore):
     wf, _ = run(wstore, expire_on_success=True)
     assert wf.summary()["status"] == "expired" and wstore.workflows() == [] and wstore.entries("sim") == []
+
+
+def _streamed_state(n: int = 12 * 1024 * 1024) -> bytes:
+    """A state above the streaming threshold: random bytes over 16 symbols (compresses about 2:1)."""
+    import random
+
+    return random.Random(n).randbytes(n).translate(bytes(b"abcdefghijklmnop"[i % 16] for i in range(256)))
+
+
+def test_a_streamed_large_state_is_published_with_its_header_first_and_comes_back_exact(wstore):
+    from airflow_checkpoint_provider.core.workflow.stream import STREAM_THRESHOLD
+
+    state = _streamed_state()
+    assert len(state) >= STREAM_THRESHOLD
+    wf = Workflow(wstore, "sim")
+    saved = wf.save(1, state)
+    wf.save(2, {"rows": [1, 2, 3]} | {"blob": state[:STREAM_THRESHOLD].decode()})  # a JSON state is streamed too
+    wf.close()
+    data = wstore.fs.local_path(f"workflows/{workflow_key('sim')}/states/000000000001.state").read_bytes()
+    line, _, payload = data.partition(b"\n")
+    header = json.loads(line)  # the header line, padded with spaces to the room left for it
+    assert line.endswith(b" ") and header["size"] == len(payload) == saved.size < len(state) / 1.5
+    assert header["sha256"] == saved.sha256 and header["raw_size"] == len(state) and header["compression"] == "zstd"
+    again = Workflow(wstore, "sim")
+    assert again.state["blob"] == state[:STREAM_THRESHOLD].decode()
+    assert wstore.load("sim", 1).state() == state
+    assert [e.problem for e in wstore.entries("sim")] == [None, None]
+
+
+@pytest.mark.parametrize("damage", ["flipped_byte", "truncated", "appended"])
+def test_a_damaged_streamed_state_is_refused_and_the_resume_falls_back(wstore, damage):
+    state = _streamed_state()
+    wf = Workflow(wstore, "sim")
+    wf.save(1, {"first": True})
+    wf.save(2, state)
+    wf.close()
+    path = wstore.fs.local_path(f"workflows/{workflow_key('sim')}/states/000000000002.state")
+    data = bytearray(path.read_bytes())
+    if damage == "flipped_byte":
+        data[len(data) // 2] ^= 0x01
+    path.write_bytes({"flipped_byte": bytes(data), "truncated": bytes(data[:-1000]),
+                      "appended": bytes(data) + b"x"}[damage])
+    with pytest.raises(Exception, match="sha256|bytes, the header says") as err:
+        wstore.load("sim", 2).state()
+    assert "the header says" in str(err.value) or "sha256" in str(err.value)
+    again = Workflow(wstore, "sim")
+    assert again.state == {"first": True} and again.summary_dict()["fallbacks"][0]["seq"] == 2
