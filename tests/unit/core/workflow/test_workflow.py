@@ -118,7 +118,8 @@ def test_changed_config_is_refused_naming_the_keys_but_not_their_values(wstore):
         run(wstore, config=changed)
     assert err.value.changed == ["growth_rate", "new", "rules.retirement_age"]
     assert "changed keys: growth_rate, new, rules.retirement_age" in err.value.message
-    assert "0.05" not in str(err.value) and "67" not in str(err.value)
+    text = str(err.value).replace(str(wstore.store.root), "<store>")  # its tmp path may hold any digits
+    assert "0.05" not in text and "67" not in text
     assert "force_restart=True" in err.value.hint and "allow_config_drift=True" in err.value.hint
     assert len(state_files(wstore)) == 2  # refused: nothing discarded
 
