@@ -9,16 +9,25 @@ dag-processor; runs triggered through the REST API) against real PostgreSQL serv
 * two runs of one workflow id are serialized;
 * a dropped year table refuses the resume, and ``resume_from`` + ``restore_data`` restores the data
   checkpoint of the year before and re-runs from there, in one run;
-* with the PostgreSQL workflow store, the server restarts between the killed attempt and its retry.
+* with the PostgreSQL workflow store, the server restarts between the killed attempt and its retry;
+* a state that cannot be serialised fails its task at once (no retry), before anything of it is
+  written (``workflow_unserializable_state``, a DAG of this module's own).
+
+Airflow runs with ``[workers] state_store_backend`` set to ``CheckpointStateBackend`` and a low
+offload threshold, so the workflow's ``task_state_store`` pointer is kept in the checkpoint store
+and read back through the backend by every retry.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -26,6 +35,7 @@ import pytest
 
 from airflow_checkpoint_provider.core import Store
 from airflow_checkpoint_provider.core.workflow import FileWorkflowStore
+from airflow_checkpoint_provider.workflow import CheckpointStateBackend
 from tests.integration.airflow_support import REPO, Airflow, admin_password, airflow_env, free_port, wait
 from tests.integration.workflow_support import restart_postgres
 
@@ -33,6 +43,29 @@ pytestmark = pytest.mark.integration
 
 DAG = "example_resumable_simulation"
 YEARS = [2025, 2026, 2027, 2028, 2029]
+UNSERIALIZABLE = "workflow_unserializable_state"
+UNSERIALIZABLE_DAG = '''"""Saves a state holding a set at its second step (a test DAG of test_workflow_dag.py)."""
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+
+
+@dag(schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
+def workflow_unserializable_state():
+    @task(retries=2, retry_delay=timedelta(seconds=2))
+    def save_a_set(**context):
+        from airflow_checkpoint_provider.workflow import workflow_checkpoints
+
+        wf = workflow_checkpoints(context, workflow_id="unserializable")
+        for step in wf.steps([1, 2]):
+            wf.save(step, {"year": step, "seen": [1, 2] if step == 1 else {1, 2}})
+        return wf.summary()
+
+    save_a_set()
+
+
+workflow_unserializable_state()
+'''
 
 
 def _connect(pg: dict[str, Any], db: str) -> psycopg.Connection:
@@ -67,12 +100,18 @@ def airflow(pg, store_pg, services, services_module, tmp_path_factory) -> Iterat
                    "AIRFLOW_CONN_WF_SIM": _fresh_db(pg, "wf_sim"),
                    "AIRFLOW_CONN_WF_RESTORE": _fresh_db(pg, "wf_restore"),
                    "AIRFLOW_CONN_WF_STORE": _fresh_db(store_pg, "wf_store")}
-    env = airflow_env(home, connections, port=port, password_file=passwords, dags_folder=REPO / "dags", extra={
+    dags = home / "dags"  # the shipped example and this module's own DAG
+    dags.mkdir()
+    shutil.copy(REPO / "dags" / f"{DAG}.py", dags)
+    (dags / f"{UNSERIALIZABLE}.py").write_text(UNSERIALIZABLE_DAG)
+    env = airflow_env(home, connections, port=port, password_file=passwords, dags_folder=dags, extra={
         "AIRFLOW__CHECKPOINT__TASK_RETRIES": "2",
         "AIRFLOW__CHECKPOINT__RETRY_DELAY": "2",
-        "AIRFLOW__CHECKPOINT__SCHEDULE": "0 0 29 2 *",  # the shipped capture DAGs never run on their own
+        "AIRFLOW__WORKERS__STATE_STORE_BACKEND": "airflow_checkpoint_provider.workflow.CheckpointStateBackend",
+        "AIRFLOW__CHECKPOINT__TASK_STATE_OFFLOAD_BYTES": "256",  # the workflow's pointer goes to the store
     })
-    af = Airflow(home, env, port, password, components=("api-server", "scheduler", "dag-processor"), dag_ids=[DAG])
+    af = Airflow(home, env, port, password, components=("api-server", "scheduler", "dag-processor"),
+                 dag_ids=[DAG, UNSERIALIZABLE])
     try:
         af.start()
         wait("Airflow to be healthy with the simulation DAG parsed", af.ready, timeout=180)
@@ -88,14 +127,15 @@ def _store(af: Airflow) -> FileWorkflowStore:
     return FileWorkflowStore(Store.open(af.env["AIRFLOW__CHECKPOINT__STORAGE_ROOT"]))
 
 
-def _run(af: Airflow, conf: dict[str, Any], *, state: str = "success") -> dict[str, Any]:
-    run_id = af.trigger(DAG, conf)
-    run = af.finish(DAG, run_id)
+def _run(af: Airflow, conf: dict[str, Any], *, state: str = "success", dag_id: str = DAG,
+         task_id: str = "simulate") -> dict[str, Any]:
+    run_id = af.trigger(dag_id, conf)
+    run = af.finish(dag_id, run_id)
     if run["state"] != state:
-        log = af.task_log(DAG, run_id, "simulate", run["tasks"]["simulate"][1])
+        log = af.task_log(dag_id, run_id, task_id, run["tasks"][task_id][1])
         raise AssertionError(f"run {run_id} ended {run['state']}, expected {state}:\n{log[-5000:]}\n{af.logs()}")
     if state == "success":
-        run["result"] = af.xcom(DAG, run_id, "simulate")
+        run["result"] = af.xcom(dag_id, run_id, task_id)
     return run
 
 
@@ -151,10 +191,16 @@ def test_sigkill_mid_loop_retry_resumes_at_the_next_year_and_saved_years_ran_exa
     # the same outcome as the uninterrupted run: the final state and every year's table
     assert result["result"] == plain["result"]["result"] and result["result"]["years"] == YEARS
     assert _tables(pg, "wf_sim", "sim_killed") == _tables(pg, "wf_sim", "sim_plain") != {}
-    # Airflow's task state shows the workflow's progress (what the UI lists for the task instance)
+    # Airflow's task state shows the workflow's progress (what the UI lists for the task instance);
+    # with the state backend, Airflow's database holds a reference to the value in the checkpoint store
     entries = airflow.api("GET", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/simulate/state-store")
-    pointer = {e["key"]: e["value"] for e in entries["task_state_store"]}["workflow_checkpoint"]
-    pointer = pointer if isinstance(pointer, dict) else json.loads(pointer)
+    stored = {e["key"]: e["value"] for e in entries["task_state_store"]}["workflow_checkpoint"]
+    stored = stored if isinstance(stored, dict) else json.loads(stored)
+    ref = stored["__airflow_state_ref__"]
+    assert ref.startswith("checkpoint-store:task-state/tasks/") and wid not in json.dumps(stored)
+    assert (Path(airflow.env["AIRFLOW__CHECKPOINT__STORAGE_ROOT"]) / ref.partition(":")[2]).is_file()
+    pointer = CheckpointStateBackend(airflow.env["AIRFLOW__CHECKPOINT__STORAGE_ROOT"]) \
+        .deserialize_task_state_store_from_ref(ref)
     assert pointer["workflow_id"] == wid and pointer["latest"]["step"] == 2029 and pointer["status"] == "completed"
 
 
@@ -209,7 +255,7 @@ def test_dropped_year_table_refuses_the_resume_and_restore_data_brings_it_back_i
         conn.execute('DROP TABLE "sim"."year_2027"')
     refused = _run(airflow, base, state="failed")
     text = airflow.task_log(DAG, refused["dag_run_id"], "simulate", refused["tasks"]["simulate"][1])
-    assert "step 2027: rows: saved" in text and "now 0" in text
+    assert re.search(r"step 2027: payroll_cents: saved \d+, now 0, rows: saved \d+, now 0", text), text[-3000:]
     assert "resume_from=2028 with restore_data=True restores the data checkpoint of step 2027" in text
     restored = _run(airflow, {**base, "resume_from": 2028, "restore_data": True})
     result = restored["result"]
@@ -244,3 +290,16 @@ def test_postgres_workflow_store_survives_a_restart_between_the_killed_attempt_a
     assert result["store"].startswith("postgresql://") and latest_saved() == 2029
     log = [r for r in _log(pg, "wf_sim", "sim_pgstore") if r[1] == run_id]
     assert Counter(r[0] for r in log) == {2025: 1, 2026: 1, 2027: 2, 2028: 1, 2029: 1}
+
+
+def test_a_state_that_cannot_be_serialized_fails_the_task_at_once_before_anything_of_it_is_written(airflow):
+    run = _run(airflow, {}, state="failed", dag_id=UNSERIALIZABLE, task_id="save_a_set")
+    assert run["tasks"]["save_a_set"] == ("failed", 1)  # no retry: another try would fail the same way
+    text = airflow.task_log(UNSERIALIZABLE, run["dag_run_id"], "save_a_set", 1)
+    assert "the state of step 2['seen'] is a builtins.set, not a JSON value; nothing was saved" in text
+    assert "convert sets to lists" in text
+    store = _store(airflow)
+    assert [e.header.step for e in store.entries("unserializable")] == [1]  # step 1's state, nothing of step 2
+    assert store.load("unserializable", 1).state() == {"year": 1, "seen": [1, 2]}
+    states = store.fs.local_path(f"{store._dir('unserializable')}/states")
+    assert sorted(p.name for p in states.iterdir()) == ["000000000001.state"]  # no temporary file either

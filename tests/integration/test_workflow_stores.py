@@ -64,7 +64,7 @@ def _child(*args: str, env: dict[str, str]) -> subprocess.Popen:
 def test_sigkill_at_random_points_of_save_always_leaves_a_complete_earlier_or_later_state(stores):
     spec, store, env = stores
     rng = random.Random(20260101)
-    torn_writes = 0
+    torn_writes, streamed_kills = 0, 0
     kills = KILLS[spec.partition(":")[0]]
     for attempt in range(kills):
         proc = _child("save-loop", spec, "killed", env=env)
@@ -81,6 +81,7 @@ def test_sigkill_at_random_points_of_save_always_leaves_a_complete_earlier_or_la
             elif int(step) >= first + target and durations:
                 time.sleep(rng.uniform(0, max(durations) * 1.1))
                 os.kill(proc.pid, signal.SIGKILL)
+                streamed_kills += int(step) % 2  # odd steps are streamed saves
                 break
         out, _ = proc.communicate(timeout=30)
         acknowledged = max([acknowledged] + [int(ln.split()[1]) for ln in out.splitlines() if ln.startswith("saved")])
@@ -100,6 +101,7 @@ def test_sigkill_at_random_points_of_save_always_leaves_a_complete_earlier_or_la
         wf.close()
     if spec.startswith("file:"):
         assert torn_writes >= 2, f"only {torn_writes} of {kills} kills landed while a state file was being written"
+    assert streamed_kills >= 2, f"only {streamed_kills} of {kills} kills hit a streamed save"
 
 
 def test_two_writers_of_one_workflow_are_serialized(stores):

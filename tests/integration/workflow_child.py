@@ -7,7 +7,7 @@ Usage::
 
 STORE is ``file:<store root>`` or ``pg:<database>``; the PostgreSQL server's host, port, user
 and password come in the environment variable ``WF_TEST_PG`` (JSON), never in argv.
-``save-loop`` saves steps 1, 2, 3, ... forever (each state a 4 MiB function of its step),
+``save-loop`` saves steps 1, 2, 3, ... forever (each state a 4 or 9 MiB function of its step),
 printing ``saving N`` before and ``saved N`` after each save. ``writer`` runs steps 1..STEPS
 (sleeping DELAY seconds in each), printing ``ran N``, and stops after STOP_AFTER.
 """
@@ -24,11 +24,13 @@ from airflow_checkpoint_provider.core import Store
 from airflow_checkpoint_provider.core.workflow import FileWorkflowStore, Workflow
 
 STATE_BYTES = 4 * 1024 * 1024
+#: odd steps are above the streaming threshold (core/workflow/stream.py), so kills land in both kinds of save
+STREAMED_BYTES = 9 * 1024 * 1024
 
 
 def payload(step: int) -> bytes:
     """The state of ``step``: deterministic, so the parent can tell a complete one from a torn one."""
-    return random.Random(step).randbytes(STATE_BYTES)
+    return random.Random(step).randbytes(STREAMED_BYTES if step % 2 else STATE_BYTES)
 
 
 def open_store(spec: str):
