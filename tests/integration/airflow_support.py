@@ -153,7 +153,7 @@ class Airflow:
             current = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
             return current if current["state"] in ("success", "failed") else None
 
-        run = wait(f"{dag_id} run {run_id} to finish", done, timeout=timeout, interval=2)
+        run = wait(f"{dag_id} run {run_id} to finish", done, timeout=timeout, interval=0.5)
         run["tasks"] = {t["task_id"]: (t["state"], t["try_number"]) for t in self.task_instances(dag_id, run_id)}
         return run
 
