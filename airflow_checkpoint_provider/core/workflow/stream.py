@@ -1,12 +1,14 @@
 """Large payloads streamed: compressed while they are written, checked while they are read.
 
-A state of at least :data:`STREAM_THRESHOLD` bytes is never held twice in memory. Saving
-compresses it chunk by chunk (on every core) straight into the store's temporary file,
-hashing what is written, so its size and sha256 are known once the last chunk is out (the
-file store then writes the header into the room it left at the start of the file). Loading
-reads the file chunk by chunk, hashing and decompressing into the one buffer that becomes
-the state. What these add to the state's own memory is a few MiB of buffers, whatever the
-state's size (``bench/workflow.py`` measures it).
+The compressed payload of a state of at least :data:`STREAM_THRESHOLD` raw bytes is never
+held in memory. Saving compresses the raw bytes (a ``bytes`` state itself, or a JSON state's
+text) chunk by chunk, on every core, straight into the store's temporary file, hashing what
+is written, so its size and sha256 are known once the last chunk is out (the file store then
+writes the header into the room it left at the start of the file). Loading reads the file
+chunk by chunk, hashing and decompressing into the one buffer that becomes the state (or the
+JSON text it is parsed from). For a ``bytes`` state, what this adds to the state's own memory
+is some MiB of buffers whatever its size (``bench/workflow.py`` measures it). The PostgreSQL
+store sends a payload as one bytea parameter, so it holds the compressed payload once.
 """
 
 from __future__ import annotations
