@@ -73,12 +73,12 @@ class _Sink:
 class PayloadFile:
     """A payload left in its file (at ``offset``), read and checked when the state is wanted."""
 
-    open: Callable[[], BinaryIO]
+    opener: Callable[[], BinaryIO]
     offset: int
 
     def read(self, *, size: int, sha256: str, compression: str, raw_size: int, source: str) -> bytes:
         """The raw bytes, after checking the payload's length and sha256 (:class:`StateDamagedError`)."""
-        with self.open() as f:
+        with self.opener() as f:
             f.seek(self.offset)
             reader = _Hashing(f)
             out = _Bounded(raw_size)
