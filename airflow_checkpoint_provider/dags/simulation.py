@@ -113,12 +113,12 @@ def example_resumable_simulation(dag_id: str = "example_resumable_simulation") -
                                   title="PostgreSQL connection id",
                                   description="Airflow connection of the simulation database. Default: [checkpoint] "
                                               "postgres_conn_id."),
-        "workflow_store": Param("file", type="string", enum=["file", "postgres"], title="Workflow store",
+        "workflow_store": Param("file", type="string", enum=["file", "postgresql"], title="Workflow store",
                                 description="Where the yearly states are kept: the checkpoint store's files, or a "
                                             "PostgreSQL table."),
         "workflow_store_conn_id": Param(None, type=["null", "string"], title="Workflow store connection id",
                                         description="Airflow connection (type postgres) of the workflow store, used "
-                                                    "when the workflow store is postgres. Unlike the [checkpoint] "
+                                                    "when the workflow store is postgresql. Unlike the [checkpoint] "
                                                     "connection options it has no default: keep it apart from the "
                                                     "simulation database."),
         "year_seconds": Param(None, type=["null", "number"], minimum=0, maximum=600, title="Seconds per year",
@@ -142,9 +142,9 @@ def example_resumable_simulation(dag_id: str = "example_resumable_simulation") -
             config = {"growth_rate": p["growth_rate"], "employees": p["employees"], "seed": p["seed"]}
             data = DataTargets(postgres=[sim.database], postgres_conn_id=p["postgres_conn_id"]) \
                 if p["checkpoint_data"] else None
-            store_conn = p["workflow_store_conn_id"] if p["workflow_store"] == "postgres" else None
-            if p["workflow_store"] == "postgres" and not store_conn:
-                raise AirflowFailException("workflow_store is 'postgres' but no workflow_store_conn_id was given. "
+            store_conn = p["workflow_store_conn_id"] if p["workflow_store"] == "postgresql" else None
+            if p["workflow_store"] == "postgresql" and not store_conn:
+                raise AirflowFailException("workflow_store is 'postgresql' but no workflow_store_conn_id was given. "
                                            "HINT: name the PostgreSQL connection that holds the workflow states")
             wf = workflow_checkpoints(context, config=config, validate=sim.fingerprints, data=data,
                                       postgres_conn_id=store_conn, expire_on_success=p["expire_on_success"])

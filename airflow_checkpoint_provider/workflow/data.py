@@ -16,17 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_checkpoint_provider import engines as registered
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core import recovery
+from airflow_checkpoint_provider.core.engines import registry
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
     VerificationFailedError,
 )
-from airflow_checkpoint_provider.core.lease import (
-    target_key,
-    this_process,
-    wait_for_restores,
-)
+from airflow_checkpoint_provider.core.lease import this_process
 from airflow_checkpoint_provider.core.manifest import config_hash, format_ts, utcnow
 from airflow_checkpoint_provider.core.staging import staging_key
 from airflow_checkpoint_provider.core.store import Store
@@ -40,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DataTargets:
-    """What a step's data checkpoint holds.
+    """What a step's data checkpoint holds: one field per engine, named after it.
 
     :param postgres: database names to pg_dump (empty: none).
     :param redis: capture the Redis server too.
@@ -59,8 +57,8 @@ class DataTargets:
     extra_tags: Sequence[str] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        for name in ("postgres", "search"):
-            value = getattr(self, name)
+        for name in registry.names():
+            value = getattr(self, name, None)
             if isinstance(value, str):
                 object.__setattr__(self, name, tuple(v.strip() for v in value.split(",") if v.strip()))
         if not (self.postgres or self.redis or self.search):
@@ -68,19 +66,18 @@ class DataTargets:
                                   hint="e.g. DataTargets(postgres=['simulation'])")
 
     def components(self) -> dict[str, Sequence[str] | None]:
+        """The engines to capture, in registry order, with their names (None: everything)."""
         out: dict[str, Sequence[str] | None] = {}
-        if self.postgres:
-            out["postgres"] = list(self.postgres)
-        if self.redis:
-            out["redis"] = None
-        if self.search:
-            out["search"] = list(self.search)
+        for name in registry.names():
+            value = getattr(self, name, None)
+            if value:
+                out[name] = None if value is True else list(value)
         return out
 
     def conn_ids(self) -> dict[str, str]:
-        return {"postgres": self.postgres_conn_id or settings.postgres_conn_id(),
-                "redis": self.redis_conn_id or settings.redis_conn_id(),
-                "search": self.elasticsearch_conn_id or settings.elasticsearch_conn_id()}
+        """Every engine's connection id: the field named after its ``conn_param``, else the default."""
+        return {name: getattr(self, engine.conn_param, None) or registered.default_conn_id(engine)
+                for name, engine in registered.engines().items()}
 
 
 class EngineDataCheckpoints:
@@ -96,18 +93,14 @@ class EngineDataCheckpoints:
 
     def capture(self, workflow_id: str, step: int | str) -> str:
         """Capture every target, seal, verify; returns the checkpoint id."""
-        from airflow_checkpoint_provider.operators.heal import liveness
-
         conn_ids = self.targets.conn_ids()
         staging = self.store.staging(staging_key("workflow", workflow_id, str(step), format_ts(utcnow())))
         staging.claim({**self._provenance(), **this_process()})
         try:
             config = {}
             for component, names in self.targets.components().items():
-                tgt = engines.target(component, conn_ids[component])
-                wait_for_restores(self.store.fs, [target_key(component, tgt.public())],
-                                  timeout=settings.capture_lease_wait(), is_alive=liveness(self.context))
-                arts = engines.capture(component, tgt, staging, names=names)
+                arts = engines.capture(component, conn_ids[component], staging, names=names, context=self.context,
+                                       store=self.store)
                 config[component] = {"conn_id": conn_ids[component], "names": names}
                 log.info("Data checkpoint of step %r: captured %s (%s)", step, component,
                          ", ".join(a.name for a in arts))
@@ -129,7 +122,7 @@ class EngineDataCheckpoints:
         from airflow_checkpoint_provider.operators.heal import heal, liveness
 
         manifest = self.store.get(checkpoint_id).manifest
-        components = tuple(c for c in engines.COMPONENTS if c in manifest.stores())
+        components = tuple(c for c in registry.names() if c in manifest.stores())
         conn_ids = self.targets.conn_ids()
         heal(self.store, self.context)
         request = recovery.RestoreRequest(

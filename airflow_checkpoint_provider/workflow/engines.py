@@ -1,8 +1,8 @@
-"""The one place where workflow checkpoints reach the engines: everything else in this package
-goes through these few functions, so that they are easy to re-point when the engines move.
+"""The one place where workflow checkpoints reach the engines, all through the registry: each
+engine's own capture operator captures a step's data, the ``RestoreOperator``'s builder restores
+it, and the PostgreSQL hook opens the PostgreSQL workflow store.
 
-* :func:`target` -- an engine target from an Airflow connection (through the provider's hooks);
-* :func:`capture` -- one component's capture into a staging area (the engines' public ``capture``);
+* :func:`capture` -- one engine's capture into a staging area, as its capture task would do it;
 * :func:`restore_builder` -- the component restores of a checkpoint, built exactly as the
   ``RestoreOperator`` builds them (for :func:`core.recovery.restore`);
 * :func:`pg_connect` -- a psycopg connection for the PostgreSQL workflow store.
@@ -11,68 +11,48 @@ goes through these few functions, so that they are easy to re-point when the eng
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from airflow_checkpoint_provider import engines as registered
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.staging import Staging
+from airflow_checkpoint_provider.core.store import Store
 
-COMPONENTS = ("postgres", "redis", "search")
-
-
-def target(component: str, conn_id: str) -> Any:
-    """The engine target of ``component`` for the Airflow connection ``conn_id``."""
-    if component == "postgres":
-        from airflow_checkpoint_provider.hooks.postgres import PgCheckpointHook
-
-        return PgCheckpointHook(postgres_conn_id=conn_id).target()
-    if component == "redis":
-        from airflow_checkpoint_provider.hooks.redis import RedisCheckpointHook
-
-        return RedisCheckpointHook(redis_conn_id=conn_id).target()
-    from airflow_checkpoint_provider.hooks.search import SearchCheckpointHook
-
-    return SearchCheckpointHook(elasticsearch_conn_id=conn_id).target()
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
-def capture(component: str, tgt: Any, staging: Staging, *, names: Sequence[str] | None) -> list[Artifact]:
-    """Capture ``names`` (databases, or index patterns; None: everything) of ``component`` into ``staging``."""
-    level = settings.compression_level()
-    if component == "postgres":
-        from airflow_checkpoint_provider.core.engines import postgres
-
-        return postgres.capture(tgt, staging, databases=list(names) if names else None, compression_level=level)
-    if component == "redis":
-        from airflow_checkpoint_provider.core.engines import redis
-
-        return redis.capture(tgt, staging, mode="auto", compression_level=level)
-    from airflow_checkpoint_provider.core.engines import search
-
-    return search.capture(tgt, staging, repository=settings.search_repository(),
-                          repository_settings=settings.search_repository_settings(),
-                          indices=list(names) if names else None)
+def capture(name: str, conn_id: str, staging: Staging, *, names: Sequence[str] | None, context: Context,
+            store: Store) -> list[Artifact]:
+    """Capture ``names`` (its ``names_option``: databases, indices; None: everything) of engine ``name``
+    through its capture operator: heal interrupted restores, wait for running ones, drop leftovers, capture."""
+    engine = registered.engines()[name]
+    cls = registered.operator_class(name)
+    kwargs: dict[str, Any] = {engine.conn_param: conn_id}
+    if names and cls.names_option:
+        kwargs[cls.names_option] = list(names)
+    operator = cls(task_id=f"workflow_data_{name}", **kwargs)
+    target = operator.target()
+    operator.before_capture(context, store, target)
+    return operator.capture(staging, target)
 
 
-def restore_builder(conn_ids: dict[str, str], *, databases: Sequence[str] | None = None,
-                    indices: Sequence[str] | None = None, storage_root: str | None = None) -> Callable[..., list]:
+def restore_builder(conn_ids: dict[str, str], *, storage_root: str | None = None) -> Callable[..., list[Any]]:
     """``build(store, manifest, request)`` of :func:`core.recovery.restore`: the RestoreOperator's own."""
     from airflow_checkpoint_provider.operators.restore import RestoreOperator
 
-    operator = RestoreOperator(
-        task_id="workflow_restore_data", postgres_conn_id=conn_ids.get("postgres", settings.postgres_conn_id()),
-        redis_conn_id=conn_ids.get("redis", settings.redis_conn_id()),
-        elasticsearch_conn_id=conn_ids.get("search", settings.elasticsearch_conn_id()),
-        databases=list(databases) if databases else None, indices=list(indices) if indices else None,
-        storage_root=storage_root,
-        search_options={"repository_settings": settings.search_repository_settings()}
-        if settings.search_repository_settings() else None)
+    repository = settings.search_repository_settings()
+    operator = RestoreOperator(task_id="workflow_restore_data", conn_ids=conn_ids, storage_root=storage_root,
+                               search_options={"repository_settings": repository} if repository else None)
     return operator.build
 
 
 def pg_connect(conn_id: str) -> tuple[Callable[[], Any], str, Any]:
     """A connection factory for the PostgreSQL workflow store, its label, and the target."""
     from airflow_checkpoint_provider.core.engines.postgres._conn import connect
+    from airflow_checkpoint_provider.hooks.postgres import PgCheckpointHook
 
-    tgt = target("postgres", conn_id)
+    tgt = PgCheckpointHook(postgres_conn_id=conn_id).target()
     return (lambda: connect(tgt, autocommit=True, action="opening the workflow checkpoint store"),
             f"{tgt.label}/{tgt.dbname}", tgt)

@@ -171,10 +171,10 @@ def workflow_checkpoints(
 
 
 def _refuse_store_among_data(conn_id: str, data: DataTargets) -> None:
-    from airflow_checkpoint_provider.workflow import engines
+    from airflow_checkpoint_provider.hooks.postgres import PgCheckpointHook
 
-    store_target = engines.target("postgres", conn_id)
-    data_target = engines.target("postgres", data.conn_ids()["postgres"])
+    store_target = PgCheckpointHook(postgres_conn_id=conn_id).target()
+    data_target = PgCheckpointHook(postgres_conn_id=data.postgres_conn_id or settings.postgres_conn_id()).target()
     same_server = (store_target.host, store_target.port) == (data_target.host, data_target.port)
     if same_server and store_target.dbname in set(data.postgres):
         raise AirflowFailException(

@@ -276,7 +276,7 @@ def test_dropped_year_table_refuses_the_resume_and_restore_data_brings_it_back_i
 def test_postgres_workflow_store_survives_a_restart_between_the_killed_attempt_and_its_retry(
         airflow, pg, store_pg, services_module):
     conf = {"postgres_conn_id": "wf_sim", "checkpoint_data": False, "schema": "sim_pgstore", "year_seconds": YEAR_SECONDS,
-            "workflow_store": "postgres", "workflow_store_conn_id": "wf_store"}
+            "workflow_store": "postgresql", "workflow_store_conn_id": "wf_store"}
     run_id = airflow.trigger(DAG, conf)
     wid = f"{DAG}/{run_id}/simulate"
 
