@@ -11,6 +11,7 @@ Commands::
     airflow-checkpoint recover-interrupted [--dry-run]
     airflow-checkpoint rollbacks list|drop [NAME...] [--keep-last N] [--older-than S] [--execute]
     airflow-checkpoint audit [--json]
+    airflow-checkpoint workflow list|show|history|reset|expire ...
 
 ``--root`` (or ``AIRFLOW__CHECKPOINT__STORAGE_ROOT``) selects the store.
 
@@ -372,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="the restore audit trail: when, which run, which checkpoint, health")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
+
+    # workflow checkpoints: list, show, history, reset, expire (airflow_checkpoint_provider/workflow/cli.py)
+    from airflow_checkpoint_provider.workflow.cli import add_parser as add_workflow_parser
+
+    add_workflow_parser(sub)
     return parser
 
 

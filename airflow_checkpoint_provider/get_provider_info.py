@@ -149,6 +149,25 @@ CONFIG: dict[str, Any] = {
                 "airflow_api",
                 "airflow_api",
             ),
+            "workflow_history": _option(
+                "Workflow checkpoints: how many saved states each workflow keeps (its history); a resume_from "
+                "can go back as far as these reach.",
+                "integer",
+                "10",
+            ),
+            "workflow_retention_days": _option(
+                "Workflow checkpoints: `airflow-checkpoint workflow expire` deletes workflows not saved for this "
+                "many days.",
+                "float",
+                "7",
+            ),
+            "task_state_offload_bytes": _option(
+                "With [workers] state_store_backend = airflow_checkpoint_provider.workflow.CheckpointStateBackend, "
+                "task_state_store values of at least this many bytes (as JSON) go into the checkpoint store "
+                "(task-state/, compressed and checksummed); smaller ones stay in Airflow's database.",
+                "integer",
+                "4096",
+            ),
         },
     }
 }

@@ -135,3 +135,15 @@ def drain_callable() -> str | None:
 
 def airflow_api_conn_id() -> str:
     return _get("airflow_api_conn_id")
+
+
+def workflow_history() -> int:
+    return int(_get("workflow_history"))
+
+
+def workflow_retention_days() -> float:
+    return float(_get("workflow_retention_days"))
+
+
+def task_state_offload_bytes() -> int:
+    return int(_get("task_state_offload_bytes"))

@@ -135,6 +135,10 @@ def parse_root(root: str | os.PathLike[str]) -> StoreFS:
     )
 
 
+#: the entries of a store's root that :meth:`Store.open` creates
+_INIT_ENTRIES = frozenset({"checkpoints", "staging", "refs", "audit", "locks"})
+
+
 class Store(_UpkeepMixin, _LkgMixin):
     """A checkpoint store over a :class:`StoreFS`. Create one with :meth:`Store.open`."""
 
@@ -163,7 +167,9 @@ class Store(_UpkeepMixin, _LkgMixin):
         if local is not None and local.exists() and not local.is_dir():
             raise StoreNotFoundError(f"store root {fs.root} exists and is not a directory",
                                      hint="point [checkpoint] storage_root at a directory")
-        if local is not None and local.is_dir() and any(local.iterdir()):
+        # what another process creating the store at the same moment may have made already
+        if local is not None and local.is_dir() and any(p.name not in _INIT_ENTRIES and not p.name.startswith(TMP_MARK)
+                                                        for p in local.iterdir()):
             raise StoreNotFoundError(
                 f"{fs.root} is not empty and is not a checkpoint store (it has no {STORE_MARKER})",
                 hint="point [checkpoint] storage_root at an empty or new directory",
@@ -171,6 +177,9 @@ class Store(_UpkeepMixin, _LkgMixin):
         fs.makedirs("")
         for d in ("checkpoints", "staging", "refs/lkg-history", "audit", "locks"):
             fs.makedirs(d)
+        if fs.exists(STORE_MARKER):  # the other creator finished first
+            store._check_marker()
+            return store
         marker = {"format": STORE_FORMAT, "format_version": STORE_VERSION, "created_at": format_ts(utcnow())}
         fs.write_bytes(STORE_MARKER, (json.dumps(marker, indent=2) + "\n").encode())
         log.info("Initialised checkpoint store at %s", fs.root)

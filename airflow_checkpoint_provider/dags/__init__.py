@@ -15,6 +15,7 @@ from airflow_checkpoint_provider.dags.capture import (
     example_migration_after_checkpoint,
 )
 from airflow_checkpoint_provider.dags.recovery import CAPTURE_DAG_IDS, recovery_lkg, restore_checkpoint
+from airflow_checkpoint_provider.dags.simulation import example_resumable_simulation
 
 __all__ = [
     "CAPTURE_DAG_IDS",
@@ -22,6 +23,7 @@ __all__ = [
     "checkpoint_pre_migration",
     "checkpoint_scheduled",
     "example_migration_after_checkpoint",
+    "example_resumable_simulation",
     "recovery_lkg",
     "restore_checkpoint",
 ]

@@ -46,7 +46,8 @@ def bag(tmp_path_factory):
 def test_every_dag_imports_without_errors(bag):
     assert bag["errors"] == {}
     assert set(bag["dags"]) == {"checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy",
-                                "example_migration_after_checkpoint", "recovery_lkg", "restore_checkpoint"}
+                                "example_migration_after_checkpoint", "recovery_lkg", "restore_checkpoint",
+                                "example_resumable_simulation"}
 
 
 def test_scheduled_dag_runs_every_30_minutes_one_at_a_time(bag):
