@@ -68,6 +68,7 @@ from airflow_checkpoint_provider.core.reading import CheckedReader, RawSizeReade
 from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.staging import Staging
 from airflow_checkpoint_provider.core.store_lkg import _LkgMixin
+from airflow_checkpoint_provider.core.store_states import _StatesMixin
 from airflow_checkpoint_provider.core.store_upkeep import _UpkeepMixin
 from airflow_checkpoint_provider.core.streams import CHUNK_SIZE
 from airflow_checkpoint_provider.core.verify import (
@@ -135,7 +136,7 @@ def parse_root(root: str | os.PathLike[str]) -> StoreFS:
     )
 
 
-class Store(_UpkeepMixin, _LkgMixin):
+class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
     """A checkpoint store over a :class:`StoreFS`. Create one with :meth:`Store.open`."""
 
     def __init__(self, fs: StoreFS, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
@@ -349,6 +350,11 @@ class Store(_UpkeepMixin, _LkgMixin):
                 missing = not self.exists(pointer.checkpoint_id)
                 raise (CheckpointNotFoundError if missing else LkgBindingError)(
                     problem, hint=self._lkg_fallback_hint(pointer))
+            problem = self.lkg_problem(pointer)
+            if problem:
+                raise LkgBindingError(problem, hint="the checkpoint_verify DAG (or `airflow-checkpoint verify "
+                                                    "--level standard --all`) moves the LKG to a good checkpoint; "
+                                                    + self._lkg_fallback_hint(pointer))
             return pointer.checkpoint_id
         try:
             return validate_checkpoint_id(checkpoint_id)
