@@ -135,3 +135,27 @@ def drain_callable() -> str | None:
 
 def airflow_api_conn_id() -> str:
     return _get("airflow_api_conn_id")
+
+
+def lkg_requires() -> str:
+    return _get("lkg_requires").strip()
+
+
+def verify_level() -> str:
+    return _get("verify_level").strip()
+
+
+def verify_schedule() -> str:
+    return _get("verify_schedule")
+
+
+def verify_sample() -> int:
+    return int(_get("verify_sample"))
+
+
+def retention() -> str:
+    return _get("retention")
+
+
+def retention_schedule() -> str:
+    return _get("retention_schedule")

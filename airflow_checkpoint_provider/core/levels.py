@@ -29,6 +29,7 @@ from typing import Any
 from airflow_checkpoint_provider.core.archive import BLOCK, member_name_problem
 from airflow_checkpoint_provider.core.engines import registry
 from airflow_checkpoint_provider.core.errors import CheckpointError
+from airflow_checkpoint_provider.core.lkg import LKG_ALIASES
 from airflow_checkpoint_provider.core.manifest import MANIFEST_MEMBER, MAX_MANIFEST_BYTES, Manifest
 from airflow_checkpoint_provider.core.results import ProblemKind, VerifyResult
 from airflow_checkpoint_provider.core.states import CORRUPT, VERIFIED, StateRecord, check_level, level_rank
@@ -124,16 +125,22 @@ def _deep(store: Store, info: CheckpointInfo, result: VerifyResult, targets: dic
 
 def verify_at(store: Store, checkpoint_id: str, level: str, *, targets: dict[str, Any] | None = None,
               by: dict[str, Any] | None = None) -> tuple[VerifyResult, StateRecord]:
-    """Verify one checkpoint at ``level`` and record the outcome (see the module docstring)."""
+    """Verify one checkpoint (or ``last-known-good``) at ``level`` and record the outcome (see the module
+    docstring). ``targets``: engine name -> target, for the deep checks that need a server."""
     check_level(level)
-    info = store.get(checkpoint_id)
+    pointer = store.lkg() if checkpoint_id in LKG_ALIASES else None
+    info = store.get(pointer.checkpoint_id if pointer is not None else checkpoint_id)
     started = time.monotonic()
     evidence: dict[str, Any] = {}
     unchecked: list[str] = []
     if level == "basic":
         result = verify_basic(store, info)
+        problem = store._binding_problem(pointer, info.manifest) if pointer is not None else None
+        if problem:
+            result.add(ProblemKind.LKG_MISMATCH, "refs/lkg.json", problem)
     else:
-        result = store.verify(info.checkpoint_id, deep=level == "deep")
+        # the alias itself, so that the LKG pointer's binding to the manifest is checked too
+        result = store.verify(checkpoint_id if pointer is not None else info.checkpoint_id, deep=level == "deep")
         result.level = level
         if level == "deep" and result.ok:
             evidence, unchecked = _deep(store, info, result, targets or {})

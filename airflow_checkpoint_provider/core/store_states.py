@@ -38,7 +38,7 @@ class _StatesMixin:
         folder = f"{STATE_DIR}/{info.checkpoint_id}"
         self.fs.makedirs(folder)
         self.fs.write_bytes(f"{folder}/{record.file_name()}", data)
-        log.info("Recorded %s %s%s of %s", record.kind, record.outcome, f" at {level}" if level else "",
+        log.debug("Recorded %s %s%s of %s", record.kind, record.outcome, f" at {level}" if level else "",
                  info.checkpoint_id)
         return record
 
