@@ -14,6 +14,7 @@ from airflow_checkpoint_provider.dags.capture import (
     checkpoint_scheduled,
     example_migration_after_checkpoint,
 )
+from airflow_checkpoint_provider.dags.lifecycle import checkpoint_verify
 from airflow_checkpoint_provider.dags.recovery import CAPTURE_DAG_IDS, recovery_lkg, restore_checkpoint
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "checkpoint_pre_deploy",
     "checkpoint_pre_migration",
     "checkpoint_scheduled",
+    "checkpoint_verify",
     "example_migration_after_checkpoint",
     "recovery_lkg",
     "restore_checkpoint",

@@ -46,7 +46,8 @@ def bag(tmp_path_factory):
 def test_every_dag_imports_without_errors(bag):
     assert bag["errors"] == {}
     assert set(bag["dags"]) == {"checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy",
-                                "example_migration_after_checkpoint", "recovery_lkg", "restore_checkpoint"}
+                                "example_migration_after_checkpoint", "recovery_lkg", "restore_checkpoint",
+                                "checkpoint_verify"}
 
 
 def test_scheduled_dag_runs_every_30_minutes_one_at_a_time(bag):
@@ -174,3 +175,10 @@ def test_a_pip_user_deploys_a_factory_with_a_two_line_dag_file(tmp_path_factory)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["errors"] == {} and list(out["dags"]) == ["recovery_lkg_1"]
     assert out["dags"]["recovery_lkg_1"]["tasks"] == ["drain", "health_check", "restore", "resume"]
+
+
+def test_verify_dag_runs_daily_at_the_configured_level_one_at_a_time(bag):
+    dag = bag["dags"]["checkpoint_verify"]
+    assert dag["schedule"] == "0 0 * * *" and dag["max_active_runs"] == 1 and dag["tasks"] == ["verify"]
+    assert dag["params"]["level"]["default"] == "standard"
+    assert dag["params"]["level"]["schema"]["enum"] == ["basic", "standard", "deep"]

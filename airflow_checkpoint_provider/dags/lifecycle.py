@@ -1,0 +1,39 @@
+"""Factories of the lifecycle DAGs: ``checkpoint_verify`` (integrity monitoring) and ``checkpoint_retention``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Param
+
+from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider.core.states import LEVELS
+
+VERIFY_DOC = """Integrity monitoring: verify every checkpoint not yet verified at the level, plus a rolling sample.
+
+Levels: ``basic`` (sizes, the manifests' checksums), ``standard`` (the sha256 of every artifact),
+``deep`` (also decompress and parse every artifact: ``pg_restore --list``, the full RDB walk with
+its CRC64, the search snapshot in its repository). Each outcome is recorded beside the archive.
+A damaged checkpoint is marked ``corrupt`` and is never restored as the LKG; if it was the LKG,
+the LKG falls back to the newest good checkpoint and this run fails, so that alerting fires.
+"""
+
+
+def checkpoint_verify(dag_id: str = "checkpoint_verify", *, schedule: Any = None) -> DAG:
+    """Verify the store's checkpoints on a schedule (``[checkpoint] verify_schedule``, daily)."""
+    from airflow_checkpoint_provider.operators.lifecycle import VerifyCheckpointsOperator
+
+    params = {
+        "level": Param(settings.verify_level(), type="string", enum=list(LEVELS), title="Verification level",
+                       description="basic: sizes and manifests; standard: sha256 of every artifact; deep: also "
+                                   "decompress and parse every artifact and check the search snapshot."),
+        "sample": Param(settings.verify_sample(), type="integer", minimum=0, title="Rolling sample",
+                        description="Already verified checkpoints to verify again (verified longest ago first)."),
+    }
+    with DAG(dag_id=dag_id, description="Verify checkpoints at a level; a damaged LKG falls back",
+             schedule=schedule or settings.verify_schedule(), start_date=datetime(2026, 1, 1), catchup=False,
+             max_active_runs=1, render_template_as_native_obj=True, params=params,
+             dagrun_timeout=timedelta(hours=12), tags=["checkpoint", "lifecycle"], doc_md=VERIFY_DOC) as dag:
+        VerifyCheckpointsOperator(task_id="verify", level="{{ params.level }}", sample="{{ params.sample }}")
+    return dag
