@@ -30,6 +30,7 @@ def deep_check(store: Any, checkpoint_id: str, artifacts: list[Artifact], target
             continue
         work = tempfile.mkdtemp(prefix="ckpt-deep-files-")
         try:
+            os.mkdir(os.path.join(work, "tree"), 0o700)
             count = extract(store, checkpoint_id, tree, listing, os.path.join(work, "tree"))
             want = listing.fingerprints.get("entries")
             if isinstance(want, int) and count != want:
@@ -37,6 +38,8 @@ def deep_check(store: Any, checkpoint_id: str, artifacts: list[Artifact], target
             result.evidence[art.name] = {"entries": count}
         except CheckpointError as exc:
             result.problems.append((art.member, exc.message))
+        except OSError as exc:
+            result.problems.append((art.member, f"extracting the tree failed: {exc}"))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return result
