@@ -28,6 +28,5 @@ def test_verify_dag_marks_a_damaged_lkg_corrupt_falls_back_and_fails_the_run(air
     assert store.state_of(store.get(lkg.checkpoint_id)).state == "corrupt"
     [record] = [r for r in store.state_records(lkg.checkpoint_id) if r.outcome == "corrupt"]
     assert record.by["dag_id"] == "checkpoint_verify" and record.problems[0]["kind"] == "checksum_mismatch"
-    # the other was verified by the same run (not yet verified at standard by a sweep? it was, by mark_lkg:
-    # then it is the rolling sample) and stays good
+    # the older one was in the run's rolling sample and stays good
     assert store.state_of(store.get(older.checkpoint_id)).label == "verified:standard"
