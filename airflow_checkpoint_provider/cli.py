@@ -7,6 +7,7 @@ Commands::
     airflow-checkpoint verify ID|last-known-good|--all [--level basic|standard|deep] [--json]
     airflow-checkpoint lkg [show|history|set ID]
     airflow-checkpoint delete ID [--force]
+    airflow-checkpoint expire [--execute] [--policy JSON] [--json]
     airflow-checkpoint cleanup [--dry-run]
     airflow-checkpoint recover-interrupted [--dry-run]
     airflow-checkpoint rollbacks list|drop [NAME...] [--keep-last N] [--older-than S] [--execute]
@@ -128,8 +129,12 @@ def cmd_lkg(store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_delete(store: Store, args: argparse.Namespace) -> int:
-    store.delete(args.checkpoint_id, force=args.force)
+    from airflow_checkpoint_provider.cli_lifecycle import expire_targets
+
+    pending = store.delete(args.checkpoint_id, force=args.force, targets=expire_targets(args))
     print(f"deleted {args.checkpoint_id}")
+    for line in pending:
+        print(f"  left for the next `airflow-checkpoint expire --execute`: {_safe(line)}")
     return EXIT_OK
 
 
@@ -324,10 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lkg)
 
-    p = sub.add_parser("delete", help="delete a checkpoint (never the LKG; pinned ones need --force)")
+    p = sub.add_parser("delete", help="delete a checkpoint with its search snapshot (never the LKG; pinned ones "
+                                      "need --force)")
     p.add_argument("checkpoint_id")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--no-servers", action="store_true", help="only the store; the snapshot waits for a later run")
+    _component_arguments(p)
     p.set_defaults(func=cmd_delete)
+    cli_lifecycle.add_expire_parser(sub)
 
     p = sub.add_parser("cleanup", help="remove leftovers of crashed or abandoned writers, in the store and in "
                                        "the live servers")

@@ -137,3 +137,62 @@ def show_history(store: Store, info: CheckpointInfo, *, as_json: bool) -> int:
     print("manifest:")
     sys.stdout.write(info.manifest.to_bytes().decode())
     return EXIT_OK
+
+
+def expire_targets(args: argparse.Namespace) -> dict[str, Any]:
+    """The servers holding data of checkpoints outside the store (the search snapshots), from connections."""
+    from airflow_checkpoint_provider.core.engines import registry
+
+    if getattr(args, "no_servers", False):
+        return {}
+    if not args.component:
+        args.component = [n for n, e in registry.engines().items() if e.expire is not None]
+    return _targets(args)
+
+
+def cmd_expire(store: Store, args: argparse.Namespace) -> int:
+    """Apply the retention policy: print each checkpoint with the rule that keeps it or why it goes."""
+    from airflow_checkpoint_provider import settings
+    from airflow_checkpoint_provider.core.expire import expire
+    from airflow_checkpoint_provider.core.retention import Policy
+
+    policy = Policy.parse(args.policy if args.policy is not None else settings.retention())
+    targets = expire_targets(args) if args.execute else {}
+    report = expire(store, policy, requires=settings.lkg_requires(), targets=targets, execute=args.execute)
+    if args.json:
+        _print_json(report.to_dict())
+        return EXIT_PROBLEMS if report.pending else EXIT_OK
+    for o in report.finished:
+        print(f"finished the deletion of {o.checkpoint_id}: {_safe('; '.join(o.done) or 'nothing left')}")
+    gone = {o.checkpoint_id: o for o in report.deleted}
+    for d in report.plan.decisions:
+        if d.keep:
+            verb = "keep  "
+        elif args.execute:
+            verb = "REFUSED" if gone.get(d.checkpoint_id) and gone[d.checkpoint_id].refused else "deleted"
+        else:
+            verb = "delete"
+        print(_safe(f"{verb} {d.checkpoint_id:<32} {d.created_at.strftime('%Y-%m-%d %H:%M')}  "
+                    f"{_human_size(d.size):>10}  {'; '.join(d.reasons)}"))
+        outcome = gone.get(d.checkpoint_id)
+        if outcome and outcome.refused:
+            print(f"    {_safe(outcome.refused)}")
+    for warning in report.plan.warnings:
+        print(f"warning: {_safe(warning)}", file=sys.stderr)
+    for line in report.pending:
+        print(f"pending (a later run retries): {_safe(line)}", file=sys.stderr)
+    n = len(report.plan.doomed)
+    print(f"{n} checkpoint(s) {'deleted' if args.execute else 'would be deleted (dry run: add --execute)'}, "
+          f"{_human_size(report.plan.kept_bytes)} kept")
+    return EXIT_PROBLEMS if report.pending else EXIT_OK
+
+
+def add_expire_parser(sub: Any) -> None:
+    p = sub.add_parser("expire", help="apply the retention policy ([checkpoint] retention); a dry run unless "
+                                      "--execute")
+    p.add_argument("--execute", action="store_true", help="really delete (default: only print the plan)")
+    p.add_argument("--policy", help="a policy as JSON instead of [checkpoint] retention")
+    p.add_argument("--no-servers", action="store_true", help="leave search snapshots for a later run")
+    p.add_argument("--json", action="store_true")
+    _component_arguments(p)
+    p.set_defaults(func=cmd_expire)

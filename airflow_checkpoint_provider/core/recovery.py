@@ -34,6 +34,7 @@ from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
     VerificationFailedError,
 )
+from airflow_checkpoint_provider.core.expire import use_key
 from airflow_checkpoint_provider.core.journal import (
     ComponentJournal,
     Journal,
@@ -209,7 +210,8 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
         raise RestoreRefusedError(str(plan), hint="nothing was changed; resolve the problems or pick another checkpoint")
     restore_id = new_restore_id()
     keys = [target_key(p.component, p.target.public()) for p in parts]
-    lease = Lease(store.fs, store.lock, restore_id, keys, owner=request.provenance, ttl=request.lease_ttl)
+    lease = Lease(store.fs, store.lock, restore_id, [*keys, use_key(cid, restore_id)], owner=request.provenance,
+                  ttl=request.lease_ttl)  # the use key keeps retention off the checkpoint while it is read
     lease.acquire(is_alive=request.is_alive)
     try:
         journal = Journal.begin(store.fs, checkpoint_id=cid, owner={**lease.owner, "keys": keys},

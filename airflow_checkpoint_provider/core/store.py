@@ -475,23 +475,17 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
 
     # ---- deleting --------------------------------------------------------------------------------
 
-    def delete(self, checkpoint_id: str, *, force: bool = False) -> None:
-        """Delete a checkpoint. The LKG and pinned checkpoints need ``force=True``."""
-        with self.lock():
-            info = self.get(checkpoint_id)
-            cid = info.checkpoint_id
-            lkg = self.lkg()
-            if lkg and lkg.checkpoint_id == cid:
-                raise StoreError(
-                    f"checkpoint {cid} is the last-known-good",
-                    hint="mark another checkpoint as LKG first (`airflow-checkpoint lkg set <id>`)",
-                )
-            if info.pinned and not force:
-                raise StoreError(f"checkpoint {cid} is pinned", hint="pass force=True (--force) to delete it anyway")
-            # manifest first: the checkpoint stops existing atomically; the archive is then garbage
-            self.fs.remove(self._manifest_rel(cid))
-            self.fs.remove(self._archive_rel(cid))
-        log.info("Deleted checkpoint %s", cid)
+    def delete(self, checkpoint_id: str, *, force: bool = False, targets: dict[str, Any] | None = None) -> builtins.list[str]:
+        """Delete a checkpoint as one unit (core/expire.py). The LKG and pinned checkpoints need ``force=True``.
+
+        Returns what is left for a later run (the search snapshot without a ``targets`` entry or with
+        a cluster that does not answer): its tombstone stays until a run finishes it."""
+        from airflow_checkpoint_provider.core import expire
+
+        outcome = expire.delete(self, checkpoint_id, targets=targets, force=force, reason="deleted by request")
+        log.info("Deleted checkpoint %s%s", outcome.checkpoint_id,
+                 f"; left for a later run: {'; '.join(outcome.pending)}" if outcome.pending else "")
+        return outcome.pending
 
     # ---- audit -------------------------------------------------------------------------------------
 

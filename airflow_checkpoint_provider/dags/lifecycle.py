@@ -37,3 +37,32 @@ def checkpoint_verify(dag_id: str = "checkpoint_verify", *, schedule: Any = None
              dagrun_timeout=timedelta(hours=12), tags=["checkpoint", "lifecycle"], doc_md=VERIFY_DOC) as dag:
         VerifyCheckpointsOperator(task_id="verify", level="{{ params.level }}", sample="{{ params.sample }}")
     return dag
+
+
+RETENTION_DOC = """Retention: delete the checkpoints no rule of ``[checkpoint] retention`` keeps (daily, 02:00 UTC).
+
+Rules: keep_last, keep_within, keep_hourly/daily/weekly/monthly/yearly, rules per tag and the
+storage cap max_total_bytes. Always kept: the LKG, pinned checkpoints, the newest checkpoint in
+the ``lkg_requires`` state, and checkpoints a restore uses. Each checkpoint is logged with the
+rule that keeps it or the reason it goes; ``dry_run`` only logs. A checkpoint goes as a unit:
+its store copy of the manifest first, then the archive, its records and its search snapshot; a
+crash or a search cluster that is down leaves a tombstone the next run finishes.
+"""
+
+
+def checkpoint_retention(dag_id: str = "checkpoint_retention", *, schedule: Any = None) -> DAG:
+    """Expire checkpoints by the retention policy (``[checkpoint] retention_schedule``, 02:00 UTC)."""
+    from airflow_checkpoint_provider.operators.lifecycle import ExpireCheckpointsOperator
+
+    params = {
+        "dry_run": Param(False, type="boolean", title="Dry run", description="Only log what would be deleted."),
+        "policy": Param(None, type=["null", "string"], title="Policy (JSON)",
+                        description="A retention policy for this run instead of [checkpoint] retention."),
+    }
+    with DAG(dag_id=dag_id, description="Delete the checkpoints no retention rule keeps",
+             schedule=schedule or settings.retention_schedule(), start_date=datetime(2026, 1, 1), catchup=False,
+             max_active_runs=1, render_template_as_native_obj=True, params=params,
+             tags=["checkpoint", "lifecycle"], doc_md=RETENTION_DOC) as dag:
+        ExpireCheckpointsOperator(task_id="expire", policy="{{ params.policy or '' }}",
+                                  dry_run="{{ params.dry_run }}")
+    return dag

@@ -70,3 +70,41 @@ class VerifyCheckpointsOperator(BaseOperator):
                 lines.append(f"the last-known-good {fb['from']} fell back to {fb['to'] or 'nothing'}: {fb['reason']}")
             raise AirflowFailException("checkpoint verification found damage:\n  " + "\n  ".join(lines))
         return summary
+
+
+class ExpireCheckpointsOperator(BaseOperator):
+    """Apply the retention policy: finish earlier deletions, then delete what no rule keeps.
+
+    Every checkpoint is logged with the rule that keeps it or the reason it goes. Search snapshots
+    of a cluster that does not answer stay in their tombstones for the next run (logged as
+    warnings, and in the XCom under ``pending``).
+
+    :param policy: JSON of a retention policy; default ``[checkpoint] retention``.
+    :param dry_run: only log the plan.
+    """
+
+    template_fields = ("policy", "dry_run", "storage_root")
+
+    def __init__(self, *, policy: str | None = None, dry_run: bool | str = False, storage_root: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.policy = policy
+        self.dry_run = dry_run
+        self.storage_root = storage_root
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_checkpoint_provider.core.expire import expire
+        from airflow_checkpoint_provider.core.retention import Policy
+
+        execute = str(self.dry_run).lower() not in ("1", "true", "yes", "on")
+        targets = {k: v for k, v in default_targets(self.log).items() if engines.engines()[k].expire is not None}
+        report = expire(open_store(self.storage_root), Policy.parse(self.policy or settings.retention()),
+                        requires=settings.lkg_requires(), targets=targets if execute else {}, execute=execute)
+        for d in report.plan.decisions:
+            self.log.info("%s %s: %s", "keep" if d.keep else ("delete" if execute else "would delete"),
+                          d.checkpoint_id, "; ".join(d.reasons))
+        for warning in report.plan.warnings:
+            self.log.warning("%s", warning)
+        for line in report.pending:
+            self.log.warning("Left for a later run: %s", line)
+        return report.to_dict()

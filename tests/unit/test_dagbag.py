@@ -47,7 +47,7 @@ def test_every_dag_imports_without_errors(bag):
     assert bag["errors"] == {}
     assert set(bag["dags"]) == {"checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy",
                                 "example_migration_after_checkpoint", "recovery_lkg", "restore_checkpoint",
-                                "checkpoint_verify"}
+                                "checkpoint_verify", "checkpoint_retention"}
 
 
 def test_scheduled_dag_runs_every_30_minutes_one_at_a_time(bag):
@@ -182,3 +182,9 @@ def test_verify_dag_runs_daily_at_the_configured_level_one_at_a_time(bag):
     assert dag["schedule"] == "0 0 * * *" and dag["max_active_runs"] == 1 and dag["tasks"] == ["verify"]
     assert dag["params"]["level"]["default"] == "standard"
     assert dag["params"]["level"]["schema"]["enum"] == ["basic", "standard", "deep"]
+
+
+def test_retention_dag_runs_daily_at_two_utc_and_deletes_unless_a_dry_run(bag):
+    dag = bag["dags"]["checkpoint_retention"]
+    assert dag["schedule"] == "0 2 * * *" and dag["max_active_runs"] == 1 and dag["tasks"] == ["expire"]
+    assert dag["params"]["dry_run"]["default"] is False and dag["params"]["policy"]["default"] is None
