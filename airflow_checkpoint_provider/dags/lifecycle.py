@@ -64,5 +64,5 @@ def checkpoint_retention(dag_id: str = "checkpoint_retention", *, schedule: Any 
              max_active_runs=1, render_template_as_native_obj=True, params=params,
              tags=["checkpoint", "lifecycle"], doc_md=RETENTION_DOC) as dag:
         ExpireCheckpointsOperator(task_id="expire", policy="{{ params.policy or '' }}",
-                                  dry_run="{{ params.dry_run }}")
+                                  plan_only="{{ params.dry_run }}")
     return dag

@@ -80,23 +80,23 @@ class ExpireCheckpointsOperator(BaseOperator):
     warnings, and in the XCom under ``pending``).
 
     :param policy: JSON of a retention policy; default ``[checkpoint] retention``.
-    :param dry_run: only log the plan.
+    :param plan_only: only log the plan (a dry run).
     """
 
-    template_fields = ("policy", "dry_run", "storage_root")
+    template_fields = ("policy", "plan_only", "storage_root")
 
-    def __init__(self, *, policy: str | None = None, dry_run: bool | str = False, storage_root: str | None = None,
+    def __init__(self, *, policy: str | None = None, plan_only: bool | str = False, storage_root: str | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.policy = policy
-        self.dry_run = dry_run
+        self.plan_only = plan_only
         self.storage_root = storage_root
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_checkpoint_provider.core.expire import expire
         from airflow_checkpoint_provider.core.retention import Policy
 
-        execute = str(self.dry_run).lower() not in ("1", "true", "yes", "on")
+        execute = str(self.plan_only).lower() not in ("1", "true", "yes", "on")
         targets = {k: v for k, v in default_targets(self.log).items() if engines.engines()[k].expire is not None}
         report = expire(open_store(self.storage_root), Policy.parse(self.policy or settings.retention()),
                         requires=settings.lkg_requires(), targets=targets if execute else {}, execute=execute)
