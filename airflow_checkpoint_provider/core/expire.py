@@ -11,7 +11,9 @@ Deleting a checkpoint, in order (pgBackRest's expire, restic's forget + prune):
 5. remove the tombstone.
 
 A crash anywhere leaves a tombstone that the next run finishes (:func:`finish_tombstones`); a
-search cluster that does not answer leaves the tombstone, reported, for a later run.
+search cluster that does not answer leaves the tombstone, reported, for a later run. A crash
+between steps 1 and 2 leaves a whole, listed checkpoint with a tombstone: if it became the LKG
+or got used meanwhile, the next run calls the deletion off instead.
 """
 
 from __future__ import annotations
@@ -143,8 +145,14 @@ def finish(store: Store, cid: str, targets: dict[str, Any]) -> Outcome:
         raise FormatError(f"{rel} is not a tombstone of {cid}", hint="move it aside; it was not written by this "
                                                                      "provider")
     out = Outcome(cid)
-    if store.fs.exists(store._manifest_rel(cid)):  # killed between the tombstone and step 2
-        store.fs.remove(store._manifest_rel(cid))
+    if store.fs.exists(store._manifest_rel(cid)):  # killed between the tombstone and step 2: still whole
+        with store.lock():
+            why = _now_protected(store, cid)
+            if why:  # it became the LKG or got used meanwhile: the deletion is called off
+                store.fs.remove(rel)
+                out.refused = f"checkpoint {cid} is {why} now; its deletion was called off"
+                return out
+            store.fs.remove(store._manifest_rel(cid))
     store.fs.remove(store._archive_rel(cid))
     crashpoint("expire.archive")
     store.drop_states(cid)
@@ -167,6 +175,14 @@ def finish(store: Store, cid: str, targets: dict[str, Any]) -> Outcome:
     if not out.pending:
         store.fs.remove(rel)
     return out
+
+
+def _now_protected(store: Store, cid: str) -> str:
+    lkg = store.lkg()
+    if lkg is not None and lkg.checkpoint_id == cid:
+        return "the last-known-good"
+    user = in_use(store).get(cid)
+    return f"in use by {user}" if user else ""
 
 
 def tombstones(store: Store) -> list[str]:
