@@ -127,6 +127,8 @@ class RestoreRequest:
     lease_ttl: float = DEFAULT_TTL
     #: which rollback copies to keep after a healthy restore (``[checkpoint] rollback_keep``)
     rollback_keep: str = "all"
+    #: a restore drill (core/drill.py): load side by side and verify, then drop the copies; never cut over
+    drill: bool = False
 
     def validate(self) -> None:
         unknown = set(self.components) - set(registry.names())
@@ -231,9 +233,10 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
 def _run(store: Store, parts: list[ComponentRestore], cid: str, request: RestoreRequest, report: RestoreReport,
          journal: Journal) -> None:
     """Steps 3 to 6, under the lease. On failure, the journal is closed only if every component
-    undid itself; otherwise it stays for the replay (`airflow-checkpoint recover-interrupted`)."""
+    undid itself; otherwise it stays for the replay (`airflow-checkpoint recover-interrupted`).
+    A drill runs step 4 only, then drops the copies (nothing is replaced)."""
     # 3. safety checkpoint of what will be replaced
-    if request.safety_checkpoint:
+    if request.safety_checkpoint and not request.drill:
         report.safety_checkpoint_id = _safety_checkpoint(store, parts, cid, request)
     # 4. load side by side and verify everything before replacing anything
     prepared: list[ComponentRestore] = []
@@ -254,6 +257,12 @@ def _run(store: Store, parts: list[ComponentRestore], cid: str, request: Restore
             f"restore of {cid} failed while loading {part.component}: {exc}",
             hint=f"nothing was replaced: the current data is untouched; {state}",
         ) from exc
+    if request.drill:  # the copies loaded and verified: that is the proof; production is never touched
+        left = _each(reversed(prepared), "abort")
+        if left:
+            raise RestoreFailedError(f"drill of {cid}: the side-by-side copies of {', '.join(left)} could not be "
+                                     "removed", hint="`airflow-checkpoint recover-interrupted` removes them")
+        return
     # 5. cut over, rolling back what was already cut over if one fails
     done: list[ComponentRestore] = []
     try:
