@@ -193,6 +193,17 @@ CONFIG: dict[str, Any] = {
                 "string",
                 "0 2 * * *",
             ),
+            "drill_schedule": _option(
+                "Schedule of the checkpoint_restore_drill DAG.",
+                "string",
+                "@weekly",
+                "0 3 * * 0",
+            ),
+            "drill_pre_migration": _option(
+                "Also run checkpoint_restore_drill after each pre-migration checkpoint, drilling that one.",
+                "boolean",
+                "False",
+            ),
         },
     }
 }

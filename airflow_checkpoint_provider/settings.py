@@ -159,3 +159,11 @@ def retention() -> str:
 
 def retention_schedule() -> str:
     return _get("retention_schedule")
+
+
+def drill_schedule() -> str:
+    return _get("drill_schedule")
+
+
+def drill_pre_migration() -> bool:
+    return _get("drill_pre_migration").strip().lower() in ("1", "true", "yes", "on")

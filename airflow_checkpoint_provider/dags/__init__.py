@@ -14,13 +14,14 @@ from airflow_checkpoint_provider.dags.capture import (
     checkpoint_scheduled,
     example_migration_after_checkpoint,
 )
-from airflow_checkpoint_provider.dags.lifecycle import checkpoint_retention, checkpoint_verify
+from airflow_checkpoint_provider.dags.lifecycle import checkpoint_restore_drill, checkpoint_retention, checkpoint_verify
 from airflow_checkpoint_provider.dags.recovery import CAPTURE_DAG_IDS, recovery_lkg, restore_checkpoint
 
 __all__ = [
     "CAPTURE_DAG_IDS",
     "checkpoint_pre_deploy",
     "checkpoint_pre_migration",
+    "checkpoint_restore_drill",
     "checkpoint_retention",
     "checkpoint_scheduled",
     "checkpoint_verify",

@@ -66,3 +66,48 @@ def checkpoint_retention(dag_id: str = "checkpoint_retention", *, schedule: Any 
         ExpireCheckpointsOperator(task_id="expire", policy="{{ params.policy or '' }}",
                                   plan_only="{{ params.dry_run }}")
     return dag
+
+
+DRILL_DOC = """Restore drill: prove a checkpoint restores, without touching production (weekly).
+
+It restores the LKG (or the chosen checkpoint, or the newest verified one) side by side on the
+target servers (production or scratch connections), compares every copy with the manifest's
+fingerprints, records the evidence (per-store durations, sizes) and drops the copies: no safety
+checkpoint, no cut-over, no session terminated. A failure marks the checkpoint ``drill_failed``
+and fails the run; the LKG stays where it is. With ``[checkpoint] drill_pre_migration`` it also
+runs after each pre-migration checkpoint, and drills that one.
+"""
+
+
+def checkpoint_restore_drill(dag_id: str = "checkpoint_restore_drill", *, schedule: Any = None) -> DAG:
+    """Drill a checkpoint on a schedule (``[checkpoint] drill_schedule``, weekly), and after each pre-migration
+    checkpoint when ``[checkpoint] drill_pre_migration`` is on."""
+    from airflow_checkpoint_provider.dags.params import components_param, connection_params
+    from airflow_checkpoint_provider.operators.bundle import tag_asset
+    from airflow_checkpoint_provider.operators.drill import NEWEST, DrillCheckpointOperator
+
+    default = "last-known-good" if settings.lkg_requires() == "verified" else NEWEST
+    params = {
+        "checkpoint_id": Param(default, type="string", minLength=1, title="Checkpoint",
+                               description=f"A checkpoint id, last-known-good, or {NEWEST}."),
+        "components": components_param("drill"),
+        **connection_params("Drill "),
+    }
+    if schedule is None:
+        schedule = settings.drill_schedule()
+        if settings.drill_pre_migration():
+            from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
+            from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
+
+            schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable(schedule, timezone="UTC"),
+                                           assets=tag_asset("pre-migration"))
+    with DAG(dag_id=dag_id, description="Restore a checkpoint side by side, verify it, drop the copies",
+             schedule=schedule, start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
+             render_template_as_native_obj=True, params=params, dagrun_timeout=timedelta(hours=12),
+             tags=["checkpoint", "lifecycle"], doc_md=DRILL_DOC) as dag:
+        from airflow_checkpoint_provider import engines
+
+        DrillCheckpointOperator(task_id="drill", checkpoint_id="{{ params.checkpoint_id }}",
+                                components="{{ params.components }}",
+                                conn_ids={e.name: "{{ params.%s }}" % e.conn_param for e in engines.engines().values()})
+    return dag
