@@ -76,8 +76,8 @@ class Engine:
       artifacts (``target`` is None when no connection is known; only engines whose data lives
       outside the archive need it);
     - optional ``expire(target, artifacts) -> [str]``: delete what the artifacts keep outside the
-      archive when the checkpoint is deleted (a search snapshot); ``external_size(target, artifacts)
-      -> int | None`` its size in bytes.
+      archive when the checkpoint is deleted (a search snapshot; its size is reported by the deep
+      check as ``evidence["external_bytes"]``).
 
     :param name: the component in manifests (``store``), Params, the CLI and lease keys.
     :param title: what people call it (``PostgreSQL``).
@@ -111,7 +111,6 @@ class Engine:
     compatibility: Callable[[Artifact, str], list[str]] = _no_problems
     deep_check: Callable[..., DeepCheck] | None = None
     expire: Callable[..., list[str]] | None = None
-    external_size: Callable[..., int | None] | None = None
 
     def owns(self, artifact: Artifact) -> bool:
         return artifact.store == self.name and artifact.kind in self.kinds

@@ -13,7 +13,6 @@ import json
 from typing import Any
 
 from airflow_checkpoint_provider.core.engines.contract import DeepCheck
-from airflow_checkpoint_provider.core.engines.search import _logic as L
 from airflow_checkpoint_provider.core.engines.search._client import SearchClient, _Req, _seg
 from airflow_checkpoint_provider.core.engines.targets import SearchTarget
 from airflow_checkpoint_provider.core.errors import CheckpointError, ConnectionFailedError, NotFoundError
@@ -83,18 +82,6 @@ def deep_check(store: Any, checkpoint_id: str, artifacts: list[Artifact], target
     return result
 
 
-def external_size(target: SearchTarget, artifacts: list[Artifact]) -> int | None:
-    """Bytes of the snapshots the artifacts name (None if one is unknown to the cluster)."""
-    total = 0
-    with SearchClient(target) as client:
-        for art in artifacts:
-            size = snapshot_size(client, *_where(art))
-            if size is None:
-                return None
-            total += size
-    return total
-
-
 def expire(target: SearchTarget, artifacts: list[Artifact]) -> list[str]:
     """Delete the snapshots of a deleted checkpoint (an already missing one is fine). A cluster that
     does not answer raises ConnectionFailedError: the caller keeps the tombstone and retries."""
@@ -107,6 +94,3 @@ def expire(target: SearchTarget, artifacts: list[Artifact]) -> list[str]:
             deleted = client.delete_snapshot(repository, snapshot, missing_ok=True)
             done.append(f"search snapshot {repository}:{snapshot} {'deleted' if deleted else 'was already gone'}")
     return done
-
-
-__all__ = ["L", "deep_check", "expire", "external_size", "snapshot_size"]

@@ -17,7 +17,7 @@ from ._client import SearchClient
 from ._logic import ARTIFACT_KIND as KIND
 from ._names import is_own_copy
 from .component import SearchRestore
-from .deep import deep_check, expire, external_size
+from .deep import deep_check, expire
 from .health import health as search_health
 from .restore import recover as _recover
 
@@ -124,5 +124,4 @@ ENGINE = Engine(
     server_version=server_version,
     deep_check=deep_check,
     expire=expire,
-    external_size=external_size,
 )

@@ -27,9 +27,8 @@ def test_every_engine_fulfils_the_contract(name):
     assert callable(engine.capture) and callable(engine.restore) and callable(engine.recover)
     assert engine.is_own_copy("x__rollback_abc123_20260101000000") in (True, False)
     # the optional lifecycle functions: the deep check of its artifacts, and what lives outside the archive
-    for optional in (engine.deep_check, engine.expire, engine.external_size):
+    for optional in (engine.deep_check, engine.expire):
         assert optional is None or callable(optional)
-    assert (engine.expire is None) == (engine.external_size is None), "expire and external_size go together"
 
 
 @pytest.mark.parametrize("name", registry.names())
