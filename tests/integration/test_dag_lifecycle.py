@@ -30,3 +30,17 @@ def test_verify_dag_marks_a_damaged_lkg_corrupt_falls_back_and_fails_the_run(air
     assert record.by["dag_id"] == "checkpoint_verify" and record.problems[0]["kind"] == "checksum_mismatch"
     # the older one was in the run's rolling sample and stays good
     assert store.state_of(store.get(older.checkpoint_id)).label == "verified:standard"
+
+
+def test_retention_dag_deletes_what_no_rule_keeps_and_never_the_lkg(airflow_env, tmp_path):
+    store = Store.open(tmp_path / "store", create=True)
+    ms = [make_checkpoint(store, run=f"r{i}") for i in range(4)]
+    store.mark_lkg(ms[0].checkpoint_id)
+    env = {"AIRFLOW__CHECKPOINT__STORAGE_ROOT": store.root}
+    result = run_dag(airflow_env, "checkpoint_retention", {"policy": '{"keep_last": 1}'}, extra_env=env)
+    assert result["state"] == "success", result["log"][-3000:]
+    report = result["xcom"]["expire"]
+    assert report["executed"] is True and sorted(report["plan"]["delete"]) == sorted(
+        [ms[1].checkpoint_id, ms[2].checkpoint_id])
+    assert {i.checkpoint_id for i in store.list()} == {ms[0].checkpoint_id, ms[3].checkpoint_id}
+    assert f"keep {ms[0].checkpoint_id}: protected: last-known-good" in result["log"]
