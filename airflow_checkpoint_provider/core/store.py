@@ -68,6 +68,7 @@ from airflow_checkpoint_provider.core.reading import CheckedReader, RawSizeReade
 from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.staging import Staging
 from airflow_checkpoint_provider.core.store_lkg import _LkgMixin
+from airflow_checkpoint_provider.core.store_states import _StatesMixin
 from airflow_checkpoint_provider.core.store_upkeep import _UpkeepMixin
 from airflow_checkpoint_provider.core.streams import CHUNK_SIZE
 from airflow_checkpoint_provider.core.verify import (
@@ -139,7 +140,7 @@ def parse_root(root: str | os.PathLike[str]) -> StoreFS:
 _INIT_ENTRIES = frozenset({"checkpoints", "staging", "refs", "audit", "locks"})
 
 
-class Store(_UpkeepMixin, _LkgMixin):
+class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
     """A checkpoint store over a :class:`StoreFS`. Create one with :meth:`Store.open`."""
 
     def __init__(self, fs: StoreFS, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
@@ -358,6 +359,11 @@ class Store(_UpkeepMixin, _LkgMixin):
                 missing = not self.exists(pointer.checkpoint_id)
                 raise (CheckpointNotFoundError if missing else LkgBindingError)(
                     problem, hint=self._lkg_fallback_hint(pointer))
+            problem = self.lkg_problem(pointer)
+            if problem:
+                raise LkgBindingError(problem, hint="the checkpoint_verify DAG (or `airflow-checkpoint verify "
+                                                    "--level standard --all`) moves the LKG to a good checkpoint; "
+                                                    + self._lkg_fallback_hint(pointer))
             return pointer.checkpoint_id
         try:
             return validate_checkpoint_id(checkpoint_id)
@@ -478,23 +484,17 @@ class Store(_UpkeepMixin, _LkgMixin):
 
     # ---- deleting --------------------------------------------------------------------------------
 
-    def delete(self, checkpoint_id: str, *, force: bool = False) -> None:
-        """Delete a checkpoint. The LKG and pinned checkpoints need ``force=True``."""
-        with self.lock():
-            info = self.get(checkpoint_id)
-            cid = info.checkpoint_id
-            lkg = self.lkg()
-            if lkg and lkg.checkpoint_id == cid:
-                raise StoreError(
-                    f"checkpoint {cid} is the last-known-good",
-                    hint="mark another checkpoint as LKG first (`airflow-checkpoint lkg set <id>`)",
-                )
-            if info.pinned and not force:
-                raise StoreError(f"checkpoint {cid} is pinned", hint="pass force=True (--force) to delete it anyway")
-            # manifest first: the checkpoint stops existing atomically; the archive is then garbage
-            self.fs.remove(self._manifest_rel(cid))
-            self.fs.remove(self._archive_rel(cid))
-        log.info("Deleted checkpoint %s", cid)
+    def delete(self, checkpoint_id: str, *, force: bool = False, targets: dict[str, Any] | None = None) -> builtins.list[str]:
+        """Delete a checkpoint as one unit (core/expire.py). The LKG and pinned checkpoints need ``force=True``.
+
+        Returns what is left for a later run (the search snapshot without a ``targets`` entry or with
+        a cluster that does not answer): its tombstone stays until a run finishes it."""
+        from airflow_checkpoint_provider.core import expire
+
+        outcome = expire.delete(self, checkpoint_id, targets=targets, force=force, reason="deleted by request")
+        log.info("Deleted checkpoint %s%s", outcome.checkpoint_id,
+                 f"; left for a later run: {'; '.join(outcome.pending)}" if outcome.pending else "")
+        return outcome.pending
 
     # ---- audit -------------------------------------------------------------------------------------
 
