@@ -13,12 +13,14 @@ from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy
 from airflow_checkpoint_provider.core.store import Store
 from tests.integration.redis_support import (  # noqa: F401 - fixtures are used by name
     checkpoint,
-    client as redis_client,
     damage,
     run_restore,
     server,
     store,
     target,
+)
+from tests.integration.redis_support import (
+    client as redis_client,
 )
 from tests.integration.search_helpers import cleanup, client, http, node, uid  # noqa: F401
 from tests.integration.test_search_restore import _seed_and_capture
