@@ -107,7 +107,7 @@ def _check_confirm(checkpoint_id: str, confirm: str) -> None:
 
 def create_app() -> FastAPI:
     """The app the plugin mounts."""
-    app = FastAPI(title="Checkpoints", version="1", description=__doc__, root_path=PREFIX)
+    app = FastAPI(title="Checkpoints", version="1", description=__doc__)
 
     @app.get("/ui/", response_class=HTMLResponse, summary="List view")
     def list_view(_user: User) -> str:
