@@ -3,7 +3,7 @@
 Routes (every one needs an authenticated Airflow user: the UI's session cookie or a bearer token):
 
 * ``GET /ui/`` and ``GET /ui/{id}``: the list and detail pages (HTML, rendered server-side);
-* ``GET /api/checkpoints?type=database|deployment|migration|scheduled``, ``GET /api/checkpoints/{id}``,
+* ``GET /api/checkpoints?type=database|workflow|deployment|migration|scheduled``, ``GET /api/checkpoints/{id}``,
   ``GET /api/lkg``: the same as JSON;
 * ``POST /api/checkpoints/database``: starts ``checkpoint_scheduled`` and returns its run id;
 * ``POST /api/checkpoints/deployment``: starts ``checkpoint_pre_deploy``;
@@ -20,12 +20,12 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import httpx
+from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
-from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
-from airflow.api_fastapi.core_api.security import get_user
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core.errors import CheckpointError, CheckpointNotFoundError
 from airflow_checkpoint_provider.core.store import Store
@@ -115,7 +115,7 @@ def create_app() -> FastAPI:
         data = model.listing(store)
         total = len(data.rows)
         data = model.Listing(data.rows[:PAGE_ROWS], data.damaged, data.lkg, data.lkg_history, data.restores)
-        return html.list_page(data, base=PREFIX, total=total)
+        return html.list_page(data, base=PREFIX, total=total, workflows=model.workflows(store)[:PAGE_ROWS])
 
     @app.get("/ui/{checkpoint_id}", response_class=HTMLResponse, summary="Detail view")
     def detail_view(checkpoint_id: str, _user: User) -> str:
@@ -131,8 +131,11 @@ def create_app() -> FastAPI:
         return RedirectResponse(f"/dags/{run['dag_id']}/runs/{run['dag_run_id']}", status_code=303)
 
     @app.get("/api/checkpoints", summary="Checkpoints, newest first")
-    def list_checkpoints(_user: User, type: Annotated[str | None, Query()] = None,  # noqa: A002 - the API's name
+    def list_checkpoints(_user: User, type: Annotated[str | None, Query()] = None,
                          limit: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+        if type == "workflow":
+            rows = model.workflows(_store())
+            return {"workflows": rows[:limit] if limit else rows}
         try:
             data = model.listing(_store(), type_=type, limit=limit)
         except ValueError as exc:

@@ -17,7 +17,7 @@ h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #e2e8f0}
 th{background:#f7fafc}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:0 .4rem;border-radius:.3rem;font-size:.8rem;margin-right:.2rem;background:#edf2f7}
-.lkg{background:#2f855a;color:#fff}.pinned{background:#2b6cb0;color:#fff}.bad{background:#c53030;color:#fff}
+.lkg{background:#2f855a;color:#fff}.verified,.drilled{background:#c6f6d5}.pinned{background:#2b6cb0;color:#fff}.bad{background:#c53030;color:#fff}
 a.button,summary.button{display:inline-block;padding:.3rem .8rem;border-radius:.3rem;background:#2b6cb0;color:#fff;
 text-decoration:none;margin-right:.5rem}
 code{font-size:.85rem}.muted{color:#718096}
@@ -43,6 +43,13 @@ def _e(value: Any) -> str:
 def _page(title: str, body: str) -> str:
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
             f"<style>{_CSS}</style></head><body>{body}</body></html>")
+
+
+def _state(r: dict[str, Any]) -> str:
+    state = r["state"]
+    css = "bad" if state["state"] in ("corrupt", "drill_failed") else state["state"]
+    title = f' title="{_e(state["reason"])}"' if state.get("reason") else ""
+    return f'<span class="badge state {_e(css)}"{title}>{_e(state["label"])}</span>'
 
 
 def _badges(r: dict[str, Any]) -> str:
@@ -87,7 +94,30 @@ def _restores(records: list[dict[str, Any]], limit: int = 20) -> str:
             f"<th>Health</th><th>Run</th></tr>{rows}</table>")
 
 
-def list_page(data: Listing, *, base: str, total: int) -> str:
+def _records(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return '<p class=muted>Never verified or drilled since it was sealed.</p>'
+    rows = "".join(
+        f"<tr><td>{_e(r['recorded_at'][:19].replace('T', ' '))}</td><td>{_e(r['kind'])}</td>"
+        f"<td>{_e(r.get('level') or '-')}</td><td>{_e(r['outcome'])}</td><td class=num>{_e(r['duration_ms'])} ms</td>"
+        f"<td>{_e('; '.join(str(p.get('detail') or p) for p in r.get('problems') or []))}</td></tr>"
+        for r in sorted(records, key=lambda r: r["recorded_at"], reverse=True))
+    return ("<table id=records><tr><th>When (UTC)</th><th>Kind</th><th>Level</th><th>Outcome</th><th>Took</th>"
+            f"<th>Problems</th></tr>{rows}</table>")
+
+
+def _workflows(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return '<p class=muted>No workflow checkpoints.</p>'
+    body = "".join(f"<tr><td><code>{_e(w.get('workflow_id', ''))}</code></td><td>{_e(w.get('status', ''))}</td>"
+                   f"<td class=num>{_e(w.get('states', ''))}</td><td>{_e(w.get('latest_step', ''))}</td>"
+                   f"<td>{_e(str(w.get('updated_at', ''))[:19].replace('T', ' '))}</td>"
+                   f"<td class=num>{_e(size(w.get('size')))}</td></tr>" for w in rows)
+    return ("<table id=workflows><tr><th>Workflow</th><th>Status</th><th>States</th><th>Latest step</th>"
+            f"<th>Updated (UTC)</th><th>Size</th></tr>{body}</table>")
+
+
+def list_page(data: Listing, *, base: str, total: int, workflows: list[dict[str, Any]] | None = None) -> str:
     """The list view: checkpoints, LKG history, restores and the storage chart."""
     rows = "".join(
         f"<tr class=checkpoint data-id=\"{_e(r['checkpoint_id'])}\"><td><a href=\"{_e(base)}/ui/"
@@ -95,9 +125,9 @@ def list_page(data: Listing, *, base: str, total: int) -> str:
         f"<td>{_e(r['created_at'][:19].replace('T', ' '))}</td><td class=num>{_e(size(r['size']))}"
         + (f" <span class=muted>+ {_e(size(r['search_snapshot_bytes']))} search</span>"
            if r["search_snapshot_bytes"] else "")
-        + f"</td><td>{_e(', '.join(r['stores']))}</td><td class=num>{_e(r['skew_ms'])} ms</td>"
+        + f"</td><td>{_e(', '.join(r['stores']))}</td><td>{_state(r)}</td><td class=num>{_e(r['skew_ms'])} ms</td>"
         f"<td>{_badges(r)}</td></tr>" for r in data.rows)
-    damaged = "".join(f"<tr><td>{_e(d['checkpoint_id'])}</td><td colspan=5><span class=\"badge bad\">damaged</span> "
+    damaged = "".join(f"<tr><td>{_e(d['checkpoint_id'])}</td><td colspan=6><span class=\"badge bad\">damaged</span> "
                       f"{_e(d['problem'])}</td></tr>" for d in data.damaged)
     lkg = data.lkg
     head = (f"<p>Last known good: <a id=lkg href=\"{_e(base)}/ui/{quote(lkg['checkpoint_id'])}\">"
@@ -108,18 +138,20 @@ def list_page(data: Listing, *, base: str, total: int) -> str:
                       f"<td>{_e(p['reason'])}</td></tr>" for p in data.lkg_history[:20])
     body = (f"<h1>Checkpoints</h1>{head}<p class=muted>{_e(shown)} checkpoint(s)</p>"
             "<table id=checkpoints><tr><th>Checkpoint</th><th>Created (UTC)</th><th>Size</th><th>Stores</th>"
-            f"<th>Skew</th><th></th></tr>{rows}{damaged}</table>"
+            f"<th>State</th><th>Skew</th><th></th></tr>{rows}{damaged}</table>"
             f"<h2>Storage per day</h2>{chart(storage_by_day(data.rows))}"
             f"<h2>Last-known-good history</h2><table id=lkg-history><tr><th>Set (UTC)</th><th>Checkpoint</th>"
             f"<th>Reason</th></tr>{history}</table>"
-            f"<h2>Restores</h2>{_restores(data.restores)}")
+            f"<h2>Restores</h2>{_restores(data.restores)}"
+            f"<h2>Workflow checkpoints</h2>{_workflows(workflows or [])}")
     return _page("Checkpoints", body)
 
 
 def detail_page(d: dict[str, Any], *, base: str) -> str:
     """One checkpoint: manifest fields, fingerprints per store, artifacts, restores, actions."""
     cid = d["checkpoint_id"]
-    fields = [("Created (UTC)", d["created_at"]), ("Archive size", size(d["size"])),
+    fields = [("State", d["state"]["label"] + (f" ({d['state']['reason']})" if d["state"]["reason"] else "")),
+              ("Created (UTC)", d["created_at"]), ("Archive size", size(d["size"])),
               ("Search snapshot", size(d["search_snapshot_bytes"])), ("Stores", ", ".join(d["stores"])),
               ("Engines", "; ".join(f"{k}: {v}" for k, v in d["engines"].items())),
               ("Capture window", f"{d['consistency']['window_start']} .. {d['consistency']['window_end']}"),
@@ -144,6 +176,7 @@ def detail_page(d: dict[str, Any], *, base: str) -> str:
             f"{form}<table id=manifest>{info}</table>"
             f"<h2>Artifacts</h2><table id=artifacts><tr><th>Name</th><th>Kind</th><th>Stored</th><th>Raw</th>"
             f"<th>sha256</th></tr>{arts}</table><h2>Fingerprints</h2><div id=fingerprints>{prints}</div>"
+            f"<h2>Verifications and drills</h2>{_records(d['records'])}"
             f"<h2>Restores of this checkpoint</h2>{_restores(d['restores'])}")
     return _page(cid, body)
 

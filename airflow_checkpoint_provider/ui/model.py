@@ -13,7 +13,7 @@ from typing import Any
 from airflow_checkpoint_provider.core.store import CheckpointInfo, Store
 
 #: checkpoint ``type`` filters of the API, by the tags the ready-made DAGs give
-TYPES = {"database": None, "deployment": "pre-deploy", "migration": "pre-migration", "scheduled": "scheduled"}
+TYPES = {"database": None, "workflow": None, "deployment": "pre-deploy", "migration": "pre-migration", "scheduled": "scheduled"}
 
 
 @dataclass(frozen=True)
@@ -27,16 +27,16 @@ class Listing:
     restores: list[dict[str, Any]]
 
 
-def row(info: CheckpointInfo, lkg_id: str | None) -> dict[str, Any]:
-    """One checkpoint as the list shows it."""
+def row(store: Store, info: CheckpointInfo, lkg_id: str | None) -> dict[str, Any]:
+    """One checkpoint as the list shows it, with its lifecycle state (sealed, verified, drilled, corrupt)."""
     stores = info.manifest.stores()
-    search_bytes = sum(int(a.meta.get("snapshot_size_bytes") or 0) for a in info.manifest.artifacts
-                       if a.store == "search" and isinstance(a.meta.get("snapshot_size_bytes"), int))
+    state = store.state_of(info)
     return {
         "checkpoint_id": info.checkpoint_id,
         "created_at": info.created_at,
         "size": info.size,
-        "search_snapshot_bytes": search_bytes or None,
+        "search_snapshot_bytes": state.snapshot_bytes,  #: known once a deep verify or a drill measured it
+        "state": state.to_dict(),
         "stores": sorted(stores),
         "engines": {name: f"{s['engine']} {s['engine_version']}".strip() for name, s in sorted(stores.items())},
         "tags": list(info.tags),
@@ -50,11 +50,13 @@ def listing(store: Store, *, type_: str | None = None, limit: int | None = None)
     """The checkpoints newest first (optionally those of one ``type``), with the LKG and restores."""
     if type_ is not None and type_ not in TYPES:
         raise ValueError(f"unknown checkpoint type {type_!r}; use one of {', '.join(TYPES)}")
+    if type_ == "workflow":
+        raise ValueError("workflow checkpoints are listed by workflows(), not as data checkpoints")
     tag = TYPES.get(type_) if type_ else None
     infos, damaged = store.scan(tag=tag)
     pointer = store.lkg()
     lkg_id = pointer.checkpoint_id if pointer else None
-    rows = [row(i, lkg_id) for i in sorted(infos, key=lambda i: i.created_at, reverse=True)]
+    rows = [row(store, i, lkg_id) for i in sorted(infos, key=lambda i: i.created_at, reverse=True)]
     return Listing(rows=rows[:limit] if limit else rows, damaged=[d.to_dict() for d in damaged],
                    lkg=pointer.to_dict() if pointer else None,
                    lkg_history=[p.to_dict() for p in store.lkg_history()],
@@ -73,7 +75,8 @@ def detail(store: Store, checkpoint_id: str) -> dict[str, Any]:
     for art in info.manifest.artifacts:
         fingerprints.setdefault(art.store, {})[art.name] = art.fingerprints
     return {
-        **row(info, pointer.checkpoint_id if pointer else None),
+        **row(store, info, pointer.checkpoint_id if pointer else None),
+        "records": [r.to_dict() for r in store.state_records(checkpoint_id)],
         "config_hash": info.manifest.config_hash,
         "provenance": info.manifest.provenance,
         "consistency": info.manifest.consistency(),
@@ -96,3 +99,11 @@ def storage_by_day(rows: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
         entry[0] += int(r["size"]) + int(r["search_snapshot_bytes"] or 0)
         entry[1] += 1
     return [(day, b, n) for day, (b, n) in days.items()]
+
+
+def workflows(store: Store) -> list[dict[str, Any]]:
+    """The workflow checkpoints of the store's file workflow store (``workflows/``), newest first."""
+    from airflow_checkpoint_provider.core.workflow import FileWorkflowStore
+
+    infos = FileWorkflowStore(store).workflows()
+    return sorted((i.to_dict() for i in infos), key=lambda w: w.get("updated_at", ""), reverse=True)

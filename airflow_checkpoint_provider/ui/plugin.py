@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
+
 from airflow_checkpoint_provider.ui.app import PREFIX, create_app
 
 

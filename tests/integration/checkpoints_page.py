@@ -67,7 +67,7 @@ def check_checkpoints_page(driver: Any, airflow: Any, cid: str, *, shot: Callabl
     driver.get(f"{url}/ui/")
     wait(driver).until(lambda d: d.find_elements(By.ID, "checkpoints"))
     row = driver.find_element(By.CSS_SELECTOR, f"tr.checkpoint[data-id='{cid}']")
-    assert "LKG" in row.text and "scheduled" in row.text
+    assert "LKG" in row.text and "scheduled" in row.text and "verified" in row.text
     assert driver.find_elements(By.CSS_SELECTOR, "#storage-chart rect.day")
     assert cid in driver.find_element(By.ID, "restores").text  # the recovery that used it
     shot(driver, "checkpoints-list")

@@ -1,5 +1,6 @@
 """The Airflow UI story in a real browser: every trigger form works with its defaults, and one
-checkpoint -> damage -> one-click recovery cycle succeeds from the UI.
+checkpoint -> damage -> one-click recovery cycle succeeds from the UI; then the Checkpoints page
+and its API show them (``checkpoints_page.py``).
 
 Airflow 3.3 runs for real (api-server, scheduler, dag-processor and triggerer, LocalExecutor,
 a temporary AIRFLOW_HOME and store) with the shipped DAGs, against PostgreSQL, Redis and
@@ -30,6 +31,7 @@ import sample_data  # noqa: E402
 
 from tests.integration.airflow_support import Airflow, admin_password, airflow_env, free_port  # noqa: E402
 from tests.integration.airflow_support import wait as _wait  # noqa: E402
+from tests.integration.checkpoints_page import check_checkpoints_page  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -279,3 +281,7 @@ def test_every_trigger_form_is_enabled_with_its_defaults_and_one_click_recovery_
     assert paused == {"checkpoint_scheduled": False, "checkpoint_pre_migration": True,
                       "checkpoint_pre_deploy": True}
     assert _xcom(airflow, "recovery_lkg", recovery["dag_run_id"], "drain")["paused"] == ["checkpoint_scheduled"]
+
+    # 6. the Checkpoints page and its API show this checkpoint and the recovery, and start runs
+    check_checkpoints_page(browser, airflow, cid, shot=_shot, finish=lambda run: _finish(browser, airflow, run),
+                           wait=_waiter)

@@ -92,3 +92,33 @@ def test_storage_per_day_sums_bytes_and_counts_each_day():
     assert model.storage_by_day(rows) == [("2026-11-30", 15, 1), ("2026-12-01", 10, 2)]
     svg = html.chart(model.storage_by_day(rows))
     assert len(re.findall(r"<rect class=day", svg)) == 2 and "2 checkpoint(s)" in svg
+
+
+def test_states_and_their_records_show_in_the_list_and_the_detail(store):
+    good = make_checkpoint(store, "r1")
+    bad = make_checkpoint(store, "r2")
+    store.record_state(store.get(good.checkpoint_id), kind="verify", outcome="ok", level="standard", duration_ms=12,
+                       evidence={"external_bytes": 4096})
+    store.record_state(store.get(bad.checkpoint_id), kind="verify", outcome="corrupt", level="standard",
+                       problems=[{"kind": "checksum", "subject": "postgres/app.dump", "detail": "sha256 mismatch"}])
+    rows = {r["checkpoint_id"]: r for r in model.listing(store).rows}
+    assert rows[good.checkpoint_id]["state"]["label"] == "verified:standard"
+    assert rows[good.checkpoint_id]["search_snapshot_bytes"] == 4096  # measured by the verification
+    assert rows[bad.checkpoint_id]["state"]["state"] == "corrupt"
+    page = html.list_page(model.listing(store), base="/checkpoints", total=2)
+    assert 'class="badge state bad"' in page and "verified:standard" in page and "+ 4.0 KiB search" in page
+    detail = html.detail_page(model.detail(store, bad.checkpoint_id), base="/checkpoints")
+    assert "id=records" in detail and "sha256 mismatch" in detail and ">corrupt<" in detail
+
+
+def test_workflow_checkpoints_are_listed_on_the_page(store):
+    from airflow_checkpoint_provider.core.workflow import FileWorkflowStore, Workflow
+
+    wf = Workflow(FileWorkflowStore(store), "sim/run1/simulate", history=3)
+    for step in wf.steps([2025, 2026]):
+        wf.save(step, {"year": step})
+    wf.summary()
+    (row,) = model.workflows(store)
+    assert row["workflow_id"] == "sim/run1/simulate" and row["states"] == 2 and row["latest_step"] == 2026
+    page = html.list_page(model.listing(store), base="/checkpoints", total=0, workflows=model.workflows(store))
+    assert "id=workflows" in page and "sim/run1/simulate" in page
