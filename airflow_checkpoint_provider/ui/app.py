@@ -44,6 +44,8 @@ class RunRequest(BaseModel):
     """The conf of the run to start (validated by Airflow against the DAG's Params)."""
 
     conf: dict[str, Any] = Field(default_factory=dict)
+    #: unpause the DAG if it is paused, as the UI's Trigger does by default (a paused DAG's run waits)
+    unpause: bool = True
 
 
 class RestoreRequest(RunRequest):
@@ -82,22 +84,37 @@ def _token(request: Request) -> str:
     return cookie
 
 
-async def _trigger(request: Request, dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
-    """Start a run of ``dag_id`` through Airflow's REST API, as the caller."""
+def _refused(resp: httpx.Response, what: str) -> HTTPException:
+    try:
+        detail = resp.json().get("detail", resp.text)
+    except ValueError:
+        detail = resp.text
+    return HTTPException(resp.status_code, f"Airflow refused to {what}: {detail}")
+
+
+async def _trigger(request: Request, dag_id: str, conf: dict[str, Any], *, unpause: bool = True) -> dict[str, Any]:
+    """Start a run of ``dag_id`` through Airflow's REST API, as the caller; unpause the DAG first
+    if asked (as the UI's Trigger does), since a paused DAG's run would only wait."""
     base = f"{request.url.scheme}://{request.url.netloc}"
     run_id = f"manual__checkpoints_page__{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}_{time.monotonic_ns() % 10**6}"
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    headers = {"Authorization": f"Bearer {_token(request)}"}
+    unpaused = False
+    async with httpx.AsyncClient(base_url=base, timeout=30, headers=headers) as client:
+        dag = await client.get(f"/api/v2/dags/{dag_id}")
+        if dag.status_code >= 400:
+            raise _refused(dag, f"show {dag_id}")
+        if dag.json().get("is_paused") and unpause:
+            patched = await client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+            if patched.status_code >= 400:
+                raise _refused(patched, f"unpause {dag_id}")
+            unpaused = True
         resp = await client.post(f"/api/v2/dags/{dag_id}/dagRuns",
-                                 headers={"Authorization": f"Bearer {_token(request)}"},
                                  json={"dag_run_id": run_id, "logical_date": None, "conf": conf})
     if resp.status_code >= 400:
-        try:
-            detail = resp.json().get("detail", resp.text)
-        except ValueError:
-            detail = resp.text
-        raise HTTPException(resp.status_code, f"Airflow refused to start {dag_id}: {detail}")
+        raise _refused(resp, f"start {dag_id}")
     body = resp.json()
-    return {"dag_id": dag_id, "dag_run_id": body.get("dag_run_id", run_id), "state": body.get("state")}
+    return {"dag_id": dag_id, "dag_run_id": body.get("dag_run_id", run_id), "state": body.get("state"),
+            "unpaused": unpaused, "paused": bool(dag.json().get("is_paused")) and not unpaused}
 
 
 def _check_confirm(checkpoint_id: str, confirm: str) -> None:
@@ -154,11 +171,13 @@ def create_app() -> FastAPI:
 
     @app.post("/api/checkpoints/database", summary="Take a checkpoint now (starts checkpoint_scheduled)")
     async def create_checkpoint(request: Request, _user: User, body: RunRequest | None = None) -> dict[str, Any]:
-        return await _trigger(request, DAGS["database"], (body or RunRequest()).conf)
+        body = body or RunRequest()
+        return await _trigger(request, DAGS["database"], body.conf, unpause=body.unpause)
 
     @app.post("/api/checkpoints/deployment", summary="Validate a deployment and checkpoint (checkpoint_pre_deploy)")
     async def create_deployment(request: Request, _user: User, body: RunRequest | None = None) -> dict[str, Any]:
-        return await _trigger(request, DAGS["deployment"], (body or RunRequest()).conf)
+        body = body or RunRequest()
+        return await _trigger(request, DAGS["deployment"], body.conf, unpause=body.unpause)
 
     @app.post("/api/restore/{checkpoint_id}", summary="Restore a checkpoint (starts restore_checkpoint)")
     async def restore(checkpoint_id: str, body: RestoreRequest, request: Request, _user: User) -> dict[str, Any]:
@@ -166,6 +185,6 @@ def create_app() -> FastAPI:
         if checkpoint_id != "last-known-good":
             _get(_store(), checkpoint_id)  # 404 for an unknown id before anything starts
         conf = {**body.conf, "checkpoint_id": checkpoint_id, "confirm": body.confirm}
-        return await _trigger(request, DAGS["restore"], conf)
+        return await _trigger(request, DAGS["restore"], conf, unpause=body.unpause)
 
     return app
