@@ -67,7 +67,7 @@ def chart(days: list[tuple[str, int, int]], *, width: int = 720, height: int = 1
         return '<p class=muted>No checkpoints yet.</p>'
     top = max(b for _, b, _ in days) or 1
     step = width / len(days)
-    bar = max(step * 0.8, 1.0)
+    bar = min(max(step * 0.8, 1.0), 48.0)
     parts = [f'<svg id=storage-chart xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" '
              f'role=img aria-label="bytes and checkpoints per day">']
     for i, (day, b, n) in enumerate(days):
