@@ -28,6 +28,9 @@ bench: setup
 	.venv/bin/python bench/pg_restore.py
 	.venv/bin/python bench/redis_capture.py
 	.venv/bin/python bench/redis_restore.py
+	.venv/bin/python bench/workflow.py
+	.venv/bin/python bench/verify_throughput.py
+	.venv/bin/python bench/retention_plan.py
 
 services-stop:
 	.venv/bin/python scripts/services.py stop --dir .local/services

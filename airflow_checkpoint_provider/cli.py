@@ -3,14 +3,16 @@
 Commands::
 
     airflow-checkpoint list [--tag T] [--json]
-    airflow-checkpoint show ID|last-known-good
-    airflow-checkpoint verify ID|last-known-good|--all [--deep] [--json]
+    airflow-checkpoint show ID|last-known-good [--manifest|--json]
+    airflow-checkpoint verify ID|last-known-good|--all [--level basic|standard|deep] [--json]
     airflow-checkpoint lkg [show|history|set ID]
     airflow-checkpoint delete ID [--force]
+    airflow-checkpoint expire [--execute] [--policy JSON] [--json]
     airflow-checkpoint cleanup [--dry-run]
     airflow-checkpoint recover-interrupted [--dry-run]
     airflow-checkpoint rollbacks list|drop [NAME...] [--keep-last N] [--older-than S] [--execute]
     airflow-checkpoint audit [--json]
+    airflow-checkpoint workflow list|show|history|reset|expire ...
 
 ``--root`` (or ``AIRFLOW__CHECKPOINT__STORAGE_ROOT``) selects the store.
 
@@ -30,11 +32,11 @@ from typing import Any
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
     CheckpointNotFoundError,
+    LkgRequirementError,
     StoreError,
     VerificationFailedError,
 )
 from airflow_checkpoint_provider.core.store import Store
-from airflow_checkpoint_provider.core.verify import VerifyResult
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
 
@@ -67,17 +69,21 @@ def cmd_list(store: Store, args: argparse.Namespace) -> int:
     for d in damaged:
         print(f"warning: checkpoint {_safe(d.checkpoint_id)} is damaged: {_safe(d.problem)}", file=sys.stderr)
     code = EXIT_PROBLEMS if damaged else EXIT_OK
+    states = {i.checkpoint_id: store.state_of(i) for i in infos}
     if args.json:
-        _print_json([dict(i.to_dict(), lkg=i.checkpoint_id == lkg_id) for i in infos])
+        _print_json([dict(i.to_dict(), lkg=i.checkpoint_id == lkg_id, state=states[i.checkpoint_id].to_dict(),
+                          total_size=i.size + (states[i.checkpoint_id].snapshot_bytes or 0)) for i in infos])
         return code
     if not infos and not damaged:
         print(f"no checkpoints in {store.root}" + (f" tagged {_safe(args.tag)!r}" if args.tag else ""))
         return EXIT_OK
-    print(f"{'CHECKPOINT':<32} {'CREATED (UTC)':<20} {'SIZE':>10}  {'STORES':<24} TAGS")
+    print(f"{'CHECKPOINT':<32} {'CREATED (UTC)':<20} {'SIZE':>10}  {'STATE':<18} {'STORES':<24} TAGS")
     for i in infos:
         mark = " [LKG]" if i.checkpoint_id == lkg_id else ""
         pin = " [pinned]" if i.pinned else ""
-        print(f"{i.checkpoint_id:<32} {i.created_at[:19].replace('T', ' '):<20} {_human_size(i.size):>10}  "
+        state = states[i.checkpoint_id]
+        print(f"{i.checkpoint_id:<32} {i.created_at[:19].replace('T', ' '):<20} "
+              f"{_human_size(i.size + (state.snapshot_bytes or 0)):>10}  {state.label:<18} "
               f"{_safe(','.join(sorted(i.manifest.stores()))):<24} {_safe(','.join(i.tags))}{mark}{pin}")
     for d in damaged:
         print(f"{_safe(d.checkpoint_id):<32} DAMAGED: {_safe(d.problem)}")
@@ -86,35 +92,12 @@ def cmd_list(store: Store, args: argparse.Namespace) -> int:
 
 def cmd_show(store: Store, args: argparse.Namespace) -> int:
     info = store.get(args.checkpoint_id)
-    sys.stdout.write(info.manifest.to_bytes().decode())
-    return EXIT_OK
+    if args.manifest:
+        sys.stdout.write(info.manifest.to_bytes().decode())
+        return EXIT_OK
+    from airflow_checkpoint_provider.cli_lifecycle import show_history
 
-
-def _report(result: VerifyResult, as_json: bool) -> None:
-    if as_json:
-        return
-    cid = _safe(result.checkpoint_id)
-    if result.ok:
-        print(f"{cid}: OK ({len(result.verified)} artifacts, {_human_size(result.bytes_read)} read)")
-        return
-    print(f"{cid}: {len(result.problems)} problem(s)")
-    for p in result.problems:
-        print(f"  {_safe(p)}\n    HINT: {_safe(p.hint)}")
-
-
-def cmd_verify(store: Store, args: argparse.Namespace) -> int:
-    if args.all:
-        results = store.verify_all(deep=args.deep)
-    elif args.checkpoint_id:
-        results = [store.verify(args.checkpoint_id, deep=args.deep)]
-    else:
-        print("verify: give a checkpoint id, 'last-known-good', or --all", file=sys.stderr)
-        return EXIT_USAGE
-    for r in results:
-        _report(r, args.json)
-    if args.json:
-        _print_json([r.to_dict() for r in results])
-    return EXIT_OK if all(r.ok for r in results) else EXIT_PROBLEMS
+    return show_history(store, info, as_json=args.json)
 
 
 def cmd_lkg(store: Store, args: argparse.Namespace) -> int:
@@ -122,7 +105,10 @@ def cmd_lkg(store: Store, args: argparse.Namespace) -> int:
         if not args.checkpoint_id:
             print("lkg set: give the checkpoint id", file=sys.stderr)
             return EXIT_USAGE
-        pointer = store.mark_lkg(args.checkpoint_id, reason=args.reason or "set by airflow-checkpoint lkg set")
+        from airflow_checkpoint_provider import settings
+
+        pointer = store.mark_lkg(args.checkpoint_id, reason=args.reason or "set by airflow-checkpoint lkg set",
+                                 requires=settings.lkg_requires(), by={"cli": "lkg set"})
         print(f"last-known-good: {pointer.checkpoint_id} (was {pointer.previous or 'unset'})")
         return EXIT_OK
     if args.action == "history":
@@ -144,8 +130,12 @@ def cmd_lkg(store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_delete(store: Store, args: argparse.Namespace) -> int:
-    store.delete(args.checkpoint_id, force=args.force)
+    from airflow_checkpoint_provider.cli_lifecycle import expire_targets
+
+    pending = store.delete(args.checkpoint_id, force=args.force, targets=expire_targets(args))
     print(f"deleted {args.checkpoint_id}")
+    for line in pending:
+        print(f"  left for the next `airflow-checkpoint expire --execute`: {_safe(line)}")
     return EXIT_OK
 
 
@@ -322,16 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", help="print a checkpoint's manifest")
+    p = sub.add_parser("show", help="a checkpoint's state and the history of its verifications and drills, "
+                                    "then its manifest")
     p.add_argument("checkpoint_id")
+    p.add_argument("--manifest", action="store_true", help="print only the manifest (JSON)")
+    p.add_argument("--json", action="store_true", help="state, history and manifest as one JSON object")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("verify", help="check sizes and checksums of a checkpoint; reports every problem")
-    p.add_argument("checkpoint_id", nargs="?")
-    p.add_argument("--all", action="store_true", help="verify every checkpoint")
-    p.add_argument("--deep", action="store_true", help="also decompress each artifact")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_verify)
+    from airflow_checkpoint_provider import cli_lifecycle
+
+    cli_lifecycle.add_verify_parser(sub)
 
     p = sub.add_parser("lkg", help="show or move the last-known-good pointer")
     p.add_argument("action", nargs="?", choices=["show", "history", "set"], default="show")
@@ -340,10 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lkg)
 
-    p = sub.add_parser("delete", help="delete a checkpoint (never the LKG; pinned ones need --force)")
+    p = sub.add_parser("delete", help="delete a checkpoint with its search snapshot (never the LKG; pinned ones "
+                                      "need --force)")
     p.add_argument("checkpoint_id")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--no-servers", action="store_true", help="only the store; the snapshot waits for a later run")
+    _component_arguments(p)
     p.set_defaults(func=cmd_delete)
+    cli_lifecycle.add_expire_parser(sub)
 
     p = sub.add_parser("cleanup", help="remove leftovers of crashed or abandoned writers, in the store and in "
                                        "the live servers")
@@ -372,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="the restore audit trail: when, which run, which checkpoint, health")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
+
+    # workflow checkpoints: list, show, history, reset, expire (airflow_checkpoint_provider/workflow/cli.py)
+    from airflow_checkpoint_provider.workflow.cli import add_parser as add_workflow_parser
+
+    add_workflow_parser(sub)
     return parser
 
 
@@ -386,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except VerificationFailedError as exc:
+    except (VerificationFailedError, LkgRequirementError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PROBLEMS
     except StoreError as exc:

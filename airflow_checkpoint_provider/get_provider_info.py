@@ -149,6 +149,80 @@ CONFIG: dict[str, Any] = {
                 "airflow_api",
                 "airflow_api",
             ),
+            "workflow_history": _option(
+                "Workflow checkpoints: how many saved states each workflow keeps (its history); a resume_from "
+                "can go back as far as these reach.",
+                "integer",
+                "10",
+            ),
+            "workflow_retention_days": _option(
+                "Workflow checkpoints: `airflow-checkpoint workflow expire` deletes workflows not saved for this "
+                "many days.",
+                "float",
+                "7",
+            ),
+            "task_state_offload_bytes": _option(
+                "With [workers] state_store_backend = airflow_checkpoint_provider.workflow.CheckpointStateBackend, "
+                "task_state_store values of at least this many bytes (as JSON) go into the checkpoint store "
+                "(task-state/, compressed and checksummed); smaller ones stay in Airflow's database.",
+                "integer",
+                "4096",
+            ),
+            "lkg_requires": _option(
+                "The state a checkpoint must be in before the last-known-good pointer moves to it: 'verified' "
+                "(a passed standard or deep verification; the bundle step verifies every new checkpoint) or "
+                "'drilled' (a passed restore drill). A corrupt or drill_failed checkpoint never becomes LKG.",
+                "string",
+                "verified",
+                "drilled",
+            ),
+            "verify_level": _option(
+                "Level of the checkpoint_verify DAG: 'basic' (sizes and manifest checksums), 'standard' (the "
+                "sha256 of every artifact) or 'deep' (also decompress and parse every artifact, and check the "
+                "search snapshot in its repository).",
+                "string",
+                "standard",
+                "deep",
+            ),
+            "verify_schedule": _option(
+                "Schedule of the checkpoint_verify DAG.",
+                "string",
+                "@daily",
+                "0 4 * * *",
+            ),
+            "verify_sample": _option(
+                "How many already verified checkpoints each checkpoint_verify run verifies again (those verified "
+                "longest ago first), besides every checkpoint not yet verified at the level.",
+                "integer",
+                "3",
+            ),
+            "retention": _option(
+                "Retention policy of the checkpoint_retention DAG and `airflow-checkpoint expire`, as JSON: "
+                "keep_last, keep_within (e.g. '7d', '36h'), keep_hourly, keep_daily, keep_weekly, keep_monthly, "
+                "keep_yearly, max_total_bytes, and 'tags': {tag: rules} for checkpoints carrying that tag "
+                "(judged by those rules instead). The LKG, pinned checkpoints, the newest checkpoint in the "
+                "lkg_requires state and checkpoints a restore uses are always kept.",
+                "string",
+                '{"keep_within": "7d", "keep_last": 3, "tags": {"safety": {"keep_within": "7d"}, '
+                '"pre-migration": {"keep_within": "90d"}}}',
+                '{"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "max_total_bytes": 500000000000}',
+            ),
+            "retention_schedule": _option(
+                "Schedule of the checkpoint_retention DAG (02:00 UTC daily by default).",
+                "string",
+                "0 2 * * *",
+            ),
+            "drill_schedule": _option(
+                "Schedule of the checkpoint_restore_drill DAG.",
+                "string",
+                "@weekly",
+                "0 3 * * 0",
+            ),
+            "drill_pre_migration": _option(
+                "Also run checkpoint_restore_drill after each pre-migration checkpoint, drilling that one.",
+                "boolean",
+                "False",
+            ),
         },
     }
 }

@@ -135,3 +135,47 @@ def drain_callable() -> str | None:
 
 def airflow_api_conn_id() -> str:
     return _get("airflow_api_conn_id")
+
+
+def workflow_history() -> int:
+    return int(_get("workflow_history"))
+
+
+def workflow_retention_days() -> float:
+    return float(_get("workflow_retention_days"))
+
+
+def task_state_offload_bytes() -> int:
+    return int(_get("task_state_offload_bytes"))
+
+
+def lkg_requires() -> str:
+    return _get("lkg_requires").strip()
+
+
+def verify_level() -> str:
+    return _get("verify_level").strip()
+
+
+def verify_schedule() -> str:
+    return _get("verify_schedule")
+
+
+def verify_sample() -> int:
+    return int(_get("verify_sample"))
+
+
+def retention() -> str:
+    return _get("retention")
+
+
+def retention_schedule() -> str:
+    return _get("retention_schedule")
+
+
+def drill_schedule() -> str:
+    return _get("drill_schedule")
+
+
+def drill_pre_migration() -> bool:
+    return _get("drill_pre_migration").strip().lower() in ("1", "true", "yes", "on")

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """PostgreSQL restore against plain pg_restore, on the same pgbench database, in one run.
 
-    .venv/bin/python bench/pg_restore.py [--scale 70] [--repeat 4] [--jobs 1,2] [--workdir DIR]
+    .venv/bin/python bench/pg_restore.py [--scale 70] [--repeat 5] [--jobs 1,2] [--workdir DIR]
 
 It starts a private PostgreSQL with ``scripts/services.py`` (state in a temporary directory,
 stopped at the end), creates a pgbench database (``pgbench -i -I dtGvp -s 70``: about 1 GB),
 writes ``pg_dump -Fc -f FILE`` once and takes our checkpoint of the same database once
-(``capture`` + ``Store.seal``). Then, best of ``--repeat`` rounds in alternating order, each
+(``capture`` + ``Store.seal``). Then ``--repeat`` (5) rounds in alternating order, each
 timed run starting after a ``CHECKPOINT`` and ``sync`` (not timed), so that no run pays for
 the previous one's writes:
 
@@ -20,13 +20,15 @@ the previous one's writes:
   verification: exact ``count(*)`` of every table + the schema hash) and ``cutover()`` (block
   connections, terminate sessions, two renames in one transaction). The health checks that
   follow (another ``count(*)`` per table) are timed and printed separately. It runs in a child
-  process whose peak RSS (including pg_restore, a waited-for descendant) comes from
-  ``os.wait4``. The rollback copy is dropped between rounds (not timed).
+  process that reports its own peak RSS (``VmHWM``); that of the pg_restore it runs, and of the
+  raw one, is sampled from ``/proc`` (``bench/_peak.py``: ``wait4()`` would report the parent's
+  size). The rollback copy is dropped between rounds (not timed).
 
 ``--jobs`` lists the pg_restore job counts of ours to try: 1 streams the dump into pg_restore's
 stdin (no temporary file); 2 writes it to a private temporary file first (pg_restore -j needs
-to seek). Every round's time is printed: on a shared machine single runs vary a lot.
-Targets: ours <= 1.0x raw pg_restore, peak RSS <= 150 MB.
+to seek). Every round's time is printed (on a shared machine single runs vary a lot), then per path
+the median, its ratio to the raw median, and the peak RSS (ours, and the pg_restores).
+Targets: the median of ours <= 1.0x the median of raw pg_restore, peak RSS <= 150 MB.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import importlib.util
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +47,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _peak import PeakRss  # noqa: E402
 
 
 def load_services():
@@ -86,24 +92,43 @@ def child(spec_json: str) -> None:
     seconds = time.perf_counter() - t0
     checks = step("health", part.health, 0.0)
     assert all(c.ok for c in checks), [str(c) for c in checks if not c.ok]
-    print(json.dumps({"seconds": seconds, "steps": steps, "rollback": outcome.rollback,
+    print(json.dumps({"seconds": seconds, "steps": steps, "rollback": outcome.rollback, "peak_rss_mb": self_hwm(),
                       "details": outcome.details[spec["db"]], "session_options": part.session_options}))
 
 
-def run_ours(spec: dict) -> tuple[dict, float, float]:
+def self_hwm() -> float:
+    """This process's peak resident memory (VmHWM), MiB."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+
+
+def run_ours(spec: dict) -> tuple[dict, float, dict[str, float]]:
+    """One restore in a child process; its report, wall time and peak RSS (ours: the Python
+    process, as it reports itself; pg_restore: sampled)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
                             text=True)
-    _, status, rusage = os.wait4(proc.pid, 0)
+    with PeakRss(proc.pid) as peak:
+        out = proc.stdout.read()
+        status = proc.wait()
     wall = time.perf_counter() - t0
-    out = proc.stdout.read()
     proc.stdout.close()
-    if os.waitstatus_to_exitcode(status) != 0:
+    if status != 0:
         raise SystemExit(f"benchmark child failed: {out}")
-    return json.loads(out.strip().splitlines()[-1]), wall, rusage.ru_maxrss / 1024  # KiB -> MiB
+    res = json.loads(out.strip().splitlines()[-1])
+    return res, wall, {"ours": res["peak_rss_mb"], "pg_restore": peak.of("pg_restore")}
 
 
 # --------------------------------------------------------------------------- parent
+
+
+def steps_text(res: dict) -> str:
+    """One round's steps: archive check, plan, prepare (pg_restore, verification), cut-over."""
+    d, st = res["details"], res["steps"]
+    extra = f", extract {d['extract_seconds']:.2f}s" if "extract_seconds" in d else ""
+    return (f"archive {st['archive']:.2f}s, plan {st['plan']:.2f}s, prepare {st['prepare']:.2f}s [pg_restore "
+            f"{d['pg_restore_seconds']:.2f}s ({d['pg_restore']['input']}{extra}), verify {d['verify_seconds']:.2f}s], "
+            f"cut-over {st['cutover']:.2f}s")
 
 
 def mib(n: float) -> str:
@@ -113,7 +138,7 @@ def mib(n: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=70, help="pgbench scale factor (70 is about 1 GB)")
-    ap.add_argument("--repeat", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--jobs", default="1,2", help="pg_restore job counts of ours to try")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -153,7 +178,7 @@ def main() -> None:
         db = f"pgbench_s{args.scale}"
         load = os.getloadavg()[0]
         print(f"PostgreSQL {info['version']} on {info['host']}:{info['port']}; {os.cpu_count()} CPUs (load average "
-              f"{load:.1f} at start); best of {args.repeat}", flush=True)
+              f"{load:.1f} at start); {args.repeat} rounds", flush=True)
         subprocess.run([f"{bin_dir}/createdb", *conn, db], check=True, env=env)
         t0 = time.perf_counter()
         subprocess.run([pgbench, *conn, "-i", "-I", "dtGvp", "-q", "-s", str(args.scale), db], check=True, env=env,
@@ -181,10 +206,9 @@ def main() -> None:
 
         jobs_list = [int(j) for j in args.jobs.split(",") if j]
         raw_key = "raw pg_restore -d fresh FILE"
-        best: dict[str, float] = {}
         rss: dict[str, float] = {}
-        detail: dict[str, dict] = {}
-        rounds: dict[str, list[float]] = {}
+        tool_rss = 0.0  # the pg_restore that ours runs
+        results: dict[str, list[dict]] = {}  # per path: every round's report (raw: seconds and peak RSS only)
         for i in range(args.repeat):
             order = ["raw", *jobs_list] if i % 2 == 0 else [*jobs_list, "raw"]
             for what in order:
@@ -193,50 +217,57 @@ def main() -> None:
                     subprocess.run([f"{bin_dir}/createdb", *conn, fresh], check=True, env=env)
                     settle()
                     t0 = time.perf_counter()
-                    subprocess.run([pg_restore, *conn, "-d", fresh, dump], check=True, env=env)
+                    proc = subprocess.Popen([pg_restore, *conn, "-d", fresh, dump], env=env)
+                    with PeakRss(proc.pid) as peak:
+                        status = proc.wait()
                     t = time.perf_counter() - t0
-                    best[raw_key] = min(best.get(raw_key, t), t)
-                    rounds.setdefault(raw_key, []).append(t)
+                    if status != 0:
+                        raise SystemExit(f"raw pg_restore failed with status {status}")
+                    results.setdefault(raw_key, []).append({"seconds": t})
+                    rss[raw_key] = max(rss.get(raw_key, 0.0), peak.of("pg_restore"))
                     subprocess.run([f"{bin_dir}/dropdb", *conn, fresh], check=True, env=env)
+                    print(f"  round {i + 1}: {raw_key} {t:.2f}s", flush=True)
                     continue
                 key = f"ours jobs={what}"
                 spec = {"target": tdict, "root": root, "checkpoint_id": manifest.checkpoint_id, "db": db,
                         "pg_restore": pg_restore, "jobs": what, "workdir": work}
                 settle()
-                res, _wall, peak = run_ours(spec)
-                rounds.setdefault(key, []).append(res["seconds"])
-                if res["seconds"] < best.get(key, float("inf")):
-                    detail[key] = res
-                best[key] = min(best.get(key, res["seconds"]), res["seconds"])
-                rss[key] = max(rss.get(key, 0.0), peak)
+                res, _wall, peaks = run_ours(spec)
+                results.setdefault(key, []).append(res)
+                rss[key] = max(rss.get(key, 0.0), peaks["ours"])
+                tool_rss = max(tool_rss, peaks["pg_restore"])
                 for copy in res["rollback"]:
                     postgres.drop_rollback(target, copy)
+                print(f"  round {i + 1}: {key} {res['seconds']:.2f}s ({steps_text(res)})", flush=True)
 
-        raw = best[raw_key]
-        print("\n  raw side: pg_restore -h HOST -p PORT -U USER -d fresh FILE  (pg_restore defaults: 1 job; the "
-              "gzip -Fc dump; createdb not timed)")
-        print(f"  {'path':<30}{'seconds':>9}{'x raw':>8}{'peak RSS MB':>13}   every round")
-        print(f"  {raw_key:<30}{raw:>9.2f}{1.0:>8.2f}{'':>13}   {', '.join(f'{t:.2f}' for t in rounds[raw_key])}")
-        for key in [k for k in best if k != raw_key]:
-            d, st = detail[key]["details"], detail[key]["steps"]
-            parts = (f"archive {st['archive']:.2f}s, plan {st['plan']:.2f}s, prepare {st['prepare']:.2f}s "
-                     f"[pg_restore {d['pg_restore_seconds']:.2f}s ({d['pg_restore']['input']}"
-                     + (f", extract {d['extract_seconds']:.2f}s" if "extract_seconds" in d else "")
-                     + f"), verify {d['verify_seconds']:.2f}s], cut-over {st['cutover']:.2f}s (connections "
-                     f"blocked {d['blocked_seconds']:.2f}s)")
-            print(f"  {key:<30}{best[key]:>9.2f}{best[key] / raw:>8.2f}{rss[key]:>13.0f}   "
-                  f"{', '.join(f'{t:.2f}' for t in rounds[key])}")
-            print(f"  {'':<30}best round: {parts}; then health checks {st['health']:.2f}s (not in the time)")
-            print(f"  {'':<30}pg_restore {' '.join(d['pg_restore']['options'])} (PGOPTIONS "
-                  f"{detail[key]['session_options']})")
-        fastest = min((k for k in best if k != raw_key), key=best.get)
-        medians = {k: sorted(v)[len(v) // 2] for k, v in rounds.items()}
-        print(f"\n  ours ({fastest}): best {best[fastest] / raw:.2f}x raw pg_restore (target <= 1.00), median "
-              f"{medians[fastest] / medians[raw_key]:.2f}x; peak RSS {max(rss.values()):.0f} MB (target <= 150)")
-        print(json.dumps({"db_bytes": size, "best_seconds": {k: round(v, 3) for k, v in best.items()},
+        def median(values: list[float]) -> float:
+            return statistics.median(values)
+
+        rounds = {k: [r["seconds"] for r in v] for k, v in results.items()}
+        medians = {k: median(v) for k, v in rounds.items()}
+        raw = medians[raw_key]
+        print(f"\n  raw side: pg_restore -h HOST -p PORT -U USER -d fresh FILE  (pg_restore defaults: 1 job; the "
+              f"gzip -Fc dump; createdb not timed). Median of {args.repeat} rounds, each path in the same run.")
+        print(f"  {'path':<30}{'median s':>9}{'x raw':>8}{'best s':>8}{'peak RSS MB':>13}   every round (s)"
+              "   [peak RSS: raw = pg_restore; ours = our Python process]")
+        for key in [raw_key, *[k for k in results if k != raw_key]]:
+            print(f"  {key:<30}{medians[key]:>9.2f}{medians[key] / raw:>8.2f}{min(rounds[key]):>8.2f}"
+                  f"{rss[key]:>13.0f}   {', '.join(f'{t:.2f}' for t in rounds[key])}")
+            if key == raw_key:
+                continue
+            mid = sorted(results[key], key=lambda r: r["seconds"])[len(results[key]) // 2]
+            print(f"  {'':<30}median round: {steps_text(mid)}; then health checks {mid['steps']['health']:.2f}s "
+                  "(not in the time)")
+            print(f"  {'':<30}pg_restore {' '.join(mid['details']['pg_restore']['options'])} (PGOPTIONS "
+                  f"{mid['session_options']})")
+        fastest = min((k for k in results if k != raw_key), key=medians.__getitem__)
+        print(f"\n  ours ({fastest}): median {medians[fastest] / raw:.2f}x raw pg_restore (target <= 1.00), best "
+              f"{min(rounds[fastest]) / min(rounds[raw_key]):.2f}x; peak RSS {max(rss[k] for k in results if k != raw_key):.0f}"
+              f" MB (target <= 150; the pg_restore it runs {tool_rss:.0f} MB, raw pg_restore {rss[raw_key]:.0f} MB)")
+        print(json.dumps({"db_bytes": size, "median_seconds": {k: round(v, 3) for k, v in medians.items()},
                           "rounds": {k: [round(t, 3) for t in v] for k, v in rounds.items()},
                           "peak_rss_mb": {k: round(v, 1) for k, v in rss.items()},
-                          "ratio_best": round(best[fastest] / raw, 3)}))
+                          "ratio_median": round(medians[fastest] / raw, 3)}))
     finally:
         services.stop(Path(state))
         shutil.rmtree(work, ignore_errors=True)

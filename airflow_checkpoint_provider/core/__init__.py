@@ -9,6 +9,12 @@ The lifecycle, top to bottom::
     manifest = store.seal(staging, tags=["scheduled"])     # archive.py + manifest.py, atomic publish
     result = store.verify(manifest.checkpoint_id)          # verify.py: every problem, not just the first
     store.mark_lkg(manifest.checkpoint_id, result=result)  # only verified checkpoints become LKG
+
+and afterwards, the records beside the immutable archives (states.py)::
+
+    levels.sweep(store, "deep")                            # levels.py: verify, mark corrupt, LKG fallback
+    drill.drill(store, "last-known-good", build, ...)      # drill.py: restore side by side, then drop
+    expire.expire(store, Policy.parse(...), execute=True)  # retention.py plans, expire.py deletes as units
 """
 
 from airflow_checkpoint_provider.core.errors import CheckpointError

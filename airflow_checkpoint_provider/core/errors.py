@@ -16,7 +16,8 @@ what to do next. The hierarchy::
     │   ├── StorePermissionError     the store root (or a file in it) cannot be written
     │   ├── StoreFullError           the device holding the store ran out of space
     │   ├── LockTimeoutError         another writer holds the store lock for too long
-    │   └── CheckpointNotFoundError  unknown checkpoint id (or no LKG yet)
+    │   ├── CheckpointNotFoundError  unknown checkpoint id (or no LKG yet)
+    │   └── LkgRequirementError      the LKG may not move to a checkpoint not in the required state
     ├── VerificationFailedError      verify() found problems where success was required
     └── EngineError                  talking to PostgreSQL, Redis or a search cluster failed
         ├── ConnectionFailedError    the server cannot be reached (refused, timeout, DNS)
@@ -93,6 +94,10 @@ class LockTimeoutError(StoreError):
 
 class CheckpointNotFoundError(StoreError):
     """No complete checkpoint has the requested id (or no LKG has been set)."""
+
+
+class LkgRequirementError(StoreError):
+    """The checkpoint is not in the state ``[checkpoint] lkg_requires`` names (or it is corrupt)."""
 
 
 class VerificationFailedError(CheckpointError):

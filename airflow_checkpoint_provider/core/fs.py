@@ -64,6 +64,7 @@ def translate_os_error(exc: OSError, path: str | os.PathLike[str], action: str) 
 
 class AtomicFile(Protocol):
     def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
+    def pwrite(self, data: bytes, offset: int, /) -> None: ...
     def commit(self) -> None: ...
 
 
@@ -104,6 +105,14 @@ class _LocalAtomicFile:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         try:
             return self._f.write(data)
+        except OSError as exc:
+            raise translate_os_error(exc, self.final, "writing") from None
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        """Overwrite bytes written earlier (a header whose fields are known only at the end)."""
+        try:
+            self._f.flush()
+            os.pwrite(self._f.fileno(), data, offset)
         except OSError as exc:
             raise translate_os_error(exc, self.final, "writing") from None
 
@@ -237,7 +246,13 @@ class LocalFS:
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
+                    if _still_at(fd, p):
+                        break
+                    # the file was deleted (or replaced) while we waited: lock the one now at the path
+                    fresh = os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+                    os.close(fd)
+                    fd = fresh
+                    continue
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         holder = _read_holder(fd)
@@ -256,6 +271,14 @@ class LocalFS:
             yield
         finally:
             os.close(fd)  # closing releases the flock
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is the file at ``path``: a lock file may be deleted by whoever holds it."""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _read_holder(fd: int) -> str:

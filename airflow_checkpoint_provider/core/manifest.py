@@ -71,18 +71,25 @@ def format_ts(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: a timestamp exactly as :func:`format_ts` writes it (the fast path of :func:`parse_ts`)
+_TS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+
+
 def parse_ts(value: str) -> datetime:
+    if isinstance(value, str) and _TS_RE.fullmatch(value):
+        return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)  # ~20x cheaper than strptime
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def is_timestamp(value: Any) -> bool:
     """True for a string exactly as :func:`format_ts` writes it (strptime alone accepts ``1:2:3.4``)."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not _TS_RE.fullmatch(value):
         return False
     try:
-        return format_ts(parse_ts(value)) == value
+        datetime.fromisoformat(value[:-1])  # the ranges: no month 13, no February 30
     except ValueError:
         return False
+    return True
 
 
 def new_checkpoint_id(created_at: datetime | None = None) -> str:

@@ -34,6 +34,7 @@ from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
     VerificationFailedError,
 )
+from airflow_checkpoint_provider.core.expire import use_key
 from airflow_checkpoint_provider.core.journal import (
     ComponentJournal,
     Journal,
@@ -126,6 +127,8 @@ class RestoreRequest:
     lease_ttl: float = DEFAULT_TTL
     #: which rollback copies to keep after a healthy restore (``[checkpoint] rollback_keep``)
     rollback_keep: str = "all"
+    #: a restore drill (core/drill.py): load side by side and verify, then drop the copies; never cut over
+    drill: bool = False
 
     def validate(self) -> None:
         unknown = set(self.components) - set(registry.names())
@@ -209,7 +212,8 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
         raise RestoreRefusedError(str(plan), hint="nothing was changed; resolve the problems or pick another checkpoint")
     restore_id = new_restore_id()
     keys = [target_key(p.component, p.target.public()) for p in parts]
-    lease = Lease(store.fs, store.lock, restore_id, keys, owner=request.provenance, ttl=request.lease_ttl)
+    lease = Lease(store.fs, store.lock, restore_id, [*keys, use_key(cid, restore_id)], owner=request.provenance,
+                  ttl=request.lease_ttl)  # the use key keeps retention off the checkpoint while it is read
     lease.acquire(is_alive=request.is_alive)
     try:
         journal = Journal.begin(store.fs, checkpoint_id=cid, owner={**lease.owner, "keys": keys},
@@ -229,9 +233,10 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
 def _run(store: Store, parts: list[ComponentRestore], cid: str, request: RestoreRequest, report: RestoreReport,
          journal: Journal) -> None:
     """Steps 3 to 6, under the lease. On failure, the journal is closed only if every component
-    undid itself; otherwise it stays for the replay (`airflow-checkpoint recover-interrupted`)."""
+    undid itself; otherwise it stays for the replay (`airflow-checkpoint recover-interrupted`).
+    A drill runs step 4 only, then drops the copies (nothing is replaced)."""
     # 3. safety checkpoint of what will be replaced
-    if request.safety_checkpoint:
+    if request.safety_checkpoint and not request.drill:
         report.safety_checkpoint_id = _safety_checkpoint(store, parts, cid, request)
     # 4. load side by side and verify everything before replacing anything
     prepared: list[ComponentRestore] = []
@@ -252,6 +257,12 @@ def _run(store: Store, parts: list[ComponentRestore], cid: str, request: Restore
             f"restore of {cid} failed while loading {part.component}: {exc}",
             hint=f"nothing was replaced: the current data is untouched; {state}",
         ) from exc
+    if request.drill:  # the copies loaded and verified: that is the proof; production is never touched
+        left = _each(reversed(prepared), "abort")
+        if left:
+            raise RestoreFailedError(f"drill of {cid}: the side-by-side copies of {', '.join(left)} could not be "
+                                     "removed", hint="`airflow-checkpoint recover-interrupted` removes them")
+        return
     # 5. cut over, rolling back what was already cut over if one fails
     done: list[ComponentRestore] = []
     try:

@@ -74,6 +74,7 @@ class VerifyResult:
     verified: list[str] = field(default_factory=list)  #: members whose size and sha256 matched
     bytes_read: int = 0
     manifest: Manifest | None = None
+    level: str = "standard"  #: basic, standard or deep (see core/levels.py)
 
     @property
     def ok(self) -> bool:
@@ -92,5 +93,6 @@ class VerifyResult:
             "problems": [p.to_dict() for p in self.problems],
             "verified": list(self.verified),
             "bytes_read": self.bytes_read,
+            "level": self.level,
             "manifest_sha256": self.manifest.manifest_sha256 if self.manifest else None,
         }

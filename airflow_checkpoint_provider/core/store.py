@@ -68,6 +68,7 @@ from airflow_checkpoint_provider.core.reading import CheckedReader, RawSizeReade
 from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.staging import Staging
 from airflow_checkpoint_provider.core.store_lkg import _LkgMixin
+from airflow_checkpoint_provider.core.store_states import _StatesMixin
 from airflow_checkpoint_provider.core.store_upkeep import _UpkeepMixin
 from airflow_checkpoint_provider.core.streams import CHUNK_SIZE
 from airflow_checkpoint_provider.core.verify import (
@@ -135,7 +136,11 @@ def parse_root(root: str | os.PathLike[str]) -> StoreFS:
     )
 
 
-class Store(_UpkeepMixin, _LkgMixin):
+#: the entries of a store's root that :meth:`Store.open` creates
+_INIT_ENTRIES = frozenset({"checkpoints", "staging", "refs", "audit", "locks"})
+
+
+class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
     """A checkpoint store over a :class:`StoreFS`. Create one with :meth:`Store.open`."""
 
     def __init__(self, fs: StoreFS, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
@@ -163,7 +168,9 @@ class Store(_UpkeepMixin, _LkgMixin):
         if local is not None and local.exists() and not local.is_dir():
             raise StoreNotFoundError(f"store root {fs.root} exists and is not a directory",
                                      hint="point [checkpoint] storage_root at a directory")
-        if local is not None and local.is_dir() and any(local.iterdir()):
+        # what another process creating the store at the same moment may have made already
+        if local is not None and local.is_dir() and any(p.name not in _INIT_ENTRIES and not p.name.startswith(TMP_MARK)
+                                                        for p in local.iterdir()):
             raise StoreNotFoundError(
                 f"{fs.root} is not empty and is not a checkpoint store (it has no {STORE_MARKER})",
                 hint="point [checkpoint] storage_root at an empty or new directory",
@@ -171,6 +178,9 @@ class Store(_UpkeepMixin, _LkgMixin):
         fs.makedirs("")
         for d in ("checkpoints", "staging", "refs/lkg-history", "audit", "locks"):
             fs.makedirs(d)
+        if fs.exists(STORE_MARKER):  # the other creator finished first
+            store._check_marker()
+            return store
         marker = {"format": STORE_FORMAT, "format_version": STORE_VERSION, "created_at": format_ts(utcnow())}
         fs.write_bytes(STORE_MARKER, (json.dumps(marker, indent=2) + "\n").encode())
         log.info("Initialised checkpoint store at %s", fs.root)
@@ -349,6 +359,11 @@ class Store(_UpkeepMixin, _LkgMixin):
                 missing = not self.exists(pointer.checkpoint_id)
                 raise (CheckpointNotFoundError if missing else LkgBindingError)(
                     problem, hint=self._lkg_fallback_hint(pointer))
+            problem = self.lkg_problem(pointer)
+            if problem:
+                raise LkgBindingError(problem, hint="the checkpoint_verify DAG (or `airflow-checkpoint verify "
+                                                    "--level standard --all`) moves the LKG to a good checkpoint; "
+                                                    + self._lkg_fallback_hint(pointer))
             return pointer.checkpoint_id
         try:
             return validate_checkpoint_id(checkpoint_id)
@@ -469,23 +484,17 @@ class Store(_UpkeepMixin, _LkgMixin):
 
     # ---- deleting --------------------------------------------------------------------------------
 
-    def delete(self, checkpoint_id: str, *, force: bool = False) -> None:
-        """Delete a checkpoint. The LKG and pinned checkpoints need ``force=True``."""
-        with self.lock():
-            info = self.get(checkpoint_id)
-            cid = info.checkpoint_id
-            lkg = self.lkg()
-            if lkg and lkg.checkpoint_id == cid:
-                raise StoreError(
-                    f"checkpoint {cid} is the last-known-good",
-                    hint="mark another checkpoint as LKG first (`airflow-checkpoint lkg set <id>`)",
-                )
-            if info.pinned and not force:
-                raise StoreError(f"checkpoint {cid} is pinned", hint="pass force=True (--force) to delete it anyway")
-            # manifest first: the checkpoint stops existing atomically; the archive is then garbage
-            self.fs.remove(self._manifest_rel(cid))
-            self.fs.remove(self._archive_rel(cid))
-        log.info("Deleted checkpoint %s", cid)
+    def delete(self, checkpoint_id: str, *, force: bool = False, targets: dict[str, Any] | None = None) -> builtins.list[str]:
+        """Delete a checkpoint as one unit (core/expire.py). The LKG and pinned checkpoints need ``force=True``.
+
+        Returns what is left for a later run (the search snapshot without a ``targets`` entry or with
+        a cluster that does not answer): its tombstone stays until a run finishes it."""
+        from airflow_checkpoint_provider.core import expire
+
+        outcome = expire.delete(self, checkpoint_id, targets=targets, force=force, reason="deleted by request")
+        log.info("Deleted checkpoint %s%s", outcome.checkpoint_id,
+                 f"; left for a later run: {'; '.join(outcome.pending)}" if outcome.pending else "")
+        return outcome.pending
 
     # ---- audit -------------------------------------------------------------------------------------
 

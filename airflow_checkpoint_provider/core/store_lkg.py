@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
     CheckpointNotFoundError,
     FormatError,
+    LkgRequirementError,
     StoreError,
     VerificationFailedError,
 )
@@ -21,7 +23,19 @@ from airflow_checkpoint_provider.core.manifest import (
     parse_ts,
     utcnow,
 )
+from airflow_checkpoint_provider.core.states import (
+    CORRUPT,
+    DRILL_FAILED,
+    VERIFIED,
+    CheckpointState,
+    StateRecord,
+    check_requirement,
+    level_rank,
+    meets,
+    unmet,
+)
 from airflow_checkpoint_provider.core.verify import (
+    ProblemKind,
     VerifyResult,
 )
 
@@ -43,6 +57,12 @@ class _LkgMixin:
         def _info(self, cid: str) -> CheckpointInfo: ...
         def get(self, checkpoint_id: str) -> CheckpointInfo: ...
         def verify(self, checkpoint_id: str, *, deep: bool = False) -> VerifyResult: ...
+        def scan(self, *, tag: str | None = None) -> tuple[list[CheckpointInfo], list[Any]]: ...
+        def state_of(self, info: CheckpointInfo) -> CheckpointState: ...
+        def record_state(self, info: CheckpointInfo, *, kind: str, outcome: str, level: str | None = None,
+                         duration_ms: int = 0, problems: list[dict[str, Any]] | None = None,
+                         evidence: dict[str, Any] | None = None,
+                         by: dict[str, Any] | None = None) -> StateRecord: ...
 
     """The last-known-good pointer of a store: read it (checking its binding to the manifest), its history, and move it only to a checkpoint that verified. Mixed into :class:`Store`."""
 
@@ -105,7 +125,8 @@ class _LkgMixin:
     def _lkg_fallback_hint(self, pointer: LkgPointer) -> str:
         """Names the LKG history's previous entry that still matches its checkpoint."""
         for entry in self.lkg_history():
-            if entry.checkpoint_id != pointer.checkpoint_id and self._binding_problem(entry) is None:
+            if entry.checkpoint_id != pointer.checkpoint_id and self._binding_problem(entry) is None \
+                    and self.lkg_problem(entry) is None:
                 return (f"do not restore it; the LKG history's previous verified entry is {entry.checkpoint_id} "
                         f"(marked {entry.set_at}): check it with `airflow-checkpoint verify {entry.checkpoint_id}` "
                         f"and move the LKG back with `airflow-checkpoint lkg set {entry.checkpoint_id}`")
@@ -113,27 +134,45 @@ class _LkgMixin:
                 "one with `airflow-checkpoint verify --all` and mark it with `airflow-checkpoint lkg set <id>`")
 
 
-    def mark_lkg(self, checkpoint_id: str, *, result: VerifyResult | None = None, reason: str = "") -> LkgPointer:
-        """Point the LKG at a checkpoint, but only if it verifies.
+    def mark_lkg(self, checkpoint_id: str, *, result: VerifyResult | None = None, reason: str = "",
+                 requires: str = VERIFIED, by: dict[str, Any] | None = None) -> LkgPointer:
+        """Point the LKG at a checkpoint, but only if it verifies and is in the state ``requires`` names.
 
         ``result`` may carry a verification just made by the caller (the bundle step verifies
         right after sealing); it is accepted only if it is a clean result for this very
-        manifest. Otherwise the archive is verified here.
+        manifest. Otherwise the archive is verified here. Either way the verification is recorded
+        (:mod:`.states`) unless a record already shows it. ``requires`` is ``[checkpoint]
+        lkg_requires``: ``verified`` or ``drilled``; a corrupt or drill_failed checkpoint never
+        becomes the LKG (:class:`LkgRequirementError`).
         """
+        check_requirement(requires)
         info = self.get(checkpoint_id)
         cid = info.checkpoint_id
         sha = info.manifest.manifest_sha256
+        state = self.state_of(info)
+        if state.state in (CORRUPT, DRILL_FAILED):
+            raise LkgRequirementError(f"checkpoint {cid} cannot become the last-known-good: {unmet(state, requires)}",
+                                      hint="pick another checkpoint (`airflow-checkpoint list` shows the STATE)")
         if result is None or not result.ok or result.checkpoint_id != cid or result.manifest is None or \
                 result.manifest.manifest_sha256 != sha:
+            started = time.monotonic()
             result = self.verify(cid)  # outside the lock: verification reads the whole archive
+            self.record_verify(info, result, int((time.monotonic() - started) * 1000), by=by)
+        elif level_rank(state.level) < level_rank(result.level):
+            self.record_verify(info, result, 0, by=by)
         if not result.ok:
             raise VerificationFailedError(result)
         with self.lock():
-            # the checkpoint must still be the one that was verified
-            current = self.get(cid).manifest.manifest_sha256
-            if current != sha:
+            # the checkpoint must still be the one that was verified, and still in the required state
+            current = self.get(cid)
+            if current.manifest.manifest_sha256 != sha:
                 raise StoreError(f"checkpoint {cid} changed while it was being verified",
                                  hint="verify it again and retry")
+            problem = unmet(self.state_of(current), requires)
+            if problem:
+                raise LkgRequirementError(f"checkpoint {cid} cannot become the last-known-good: {problem}",
+                                          hint="run `airflow-checkpoint verify --level standard` on it, or for "
+                                               "lkg_requires=drilled the checkpoint_restore_drill DAG, first")
             previous = self.lkg()
             now = format_ts(utcnow())
             pointer = LkgPointer(
@@ -151,3 +190,57 @@ class _LkgMixin:
         log.info("Last-known-good is now %s (was %s)", cid, pointer.previous)
         return pointer
 
+
+
+    def record_verify(self, info: CheckpointInfo, result: VerifyResult, duration_ms: int, *,
+                      by: dict[str, Any] | None = None, evidence: dict[str, Any] | None = None,
+                      unchecked: list[str] | None = None) -> StateRecord:
+        """Record a verification's outcome: ``ok``, ``corrupt`` (it found problems), or ``error`` when the
+        archive could not be read at all (an unmounted store is no proof of damage). ``unchecked``:
+        parts that could not be checked (a server that did not answer), kept as evidence."""
+        unreadable = {ProblemKind.UNREADABLE}
+        outcome = "ok" if not result.problems else ("error" if result.kinds() <= unreadable else "corrupt")
+        return self.record_state(info, kind="verify", outcome=outcome, level=result.level, duration_ms=duration_ms,
+                                 problems=[p.to_dict() for p in result.problems],
+                                 evidence={"bytes_read": result.bytes_read, "verified": list(result.verified),
+                                           **({"unchecked": unchecked} if unchecked else {}), **(evidence or {})},
+                                 by=by)
+
+    def lkg_problem(self, pointer: LkgPointer) -> str | None:
+        """Why the LKG must not be restored (its checkpoint is corrupt or drill_failed), or None."""
+        if not self.exists(pointer.checkpoint_id):
+            return None  # the binding check reports it
+        try:
+            state = self.state_of(self._info(pointer.checkpoint_id))
+        except CheckpointError:
+            return None
+        if state.state in (CORRUPT, DRILL_FAILED):
+            return (f"the last-known-good checkpoint {pointer.checkpoint_id} is {state.state}: {state.reason}; it is "
+                    "never restored as the LKG")
+        return None
+
+    def fallback_lkg(self, why: str, *, requires: str = VERIFIED, by: dict[str, Any] | None = None) -> LkgPointer | None:
+        """Move the LKG off a damaged checkpoint to the newest one that meets ``requires`` and verifies.
+
+        Candidates are tried newest first; each is verified again (a failure is recorded and the
+        next one is tried). The new pointer's ``reason`` records ``why``. With no candidate the
+        pointer is removed (no LKG is better than a damaged one) and None is returned.
+        """
+        current = self.lkg()
+        for info in self.scan()[0]:
+            if current is not None and info.checkpoint_id == current.checkpoint_id:
+                continue
+            if not meets(self.state_of(info), requires):
+                continue
+            try:
+                pointer = self.mark_lkg(info.checkpoint_id, reason=f"fallback: {why}", requires=requires, by=by)
+            except (VerificationFailedError, LkgRequirementError) as exc:
+                log.warning("Not falling back to %s: %s", info.checkpoint_id, exc.message.splitlines()[0])
+                continue
+            log.warning("Last-known-good fell back to %s: %s", pointer.checkpoint_id, why)
+            return pointer
+        with self.lock():
+            if self.fs.exists("refs/lkg.json"):
+                self.fs.remove("refs/lkg.json")
+        log.error("No checkpoint can take over as last-known-good (%s); the pointer was removed", why)
+        return None

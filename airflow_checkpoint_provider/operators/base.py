@@ -109,6 +109,8 @@ class CaptureOperator(BaseOperator):
     group_options: dict[str, str] = {}
     #: ``RestoreOperator`` keyword -> an option of this engine's restore ("*": a dict merged into them)
     restore_kwargs: dict[str, str] = {}
+    #: the keyword naming what to capture (databases, indices), for callers that pick by name; None: all
+    names_option: str | None = None
 
     def __init__(
         self,

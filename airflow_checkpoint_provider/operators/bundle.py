@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_checkpoint_provider.core.errors import CheckpointError, VerificationFailedError
+from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider.core.errors import CheckpointError, LkgRequirementError, VerificationFailedError
 from airflow_checkpoint_provider.core.manifest import config_hash
 from airflow_checkpoint_provider.operators.base import (
     artifacts_from_xcom,
@@ -98,8 +100,11 @@ class BundleOperator(BaseOperator):
                       "between stores %d ms",
                       cid, len(manifest.artifacts), manifest.total_size, consistency["window_start"],
                       consistency["window_end"], consistency["skew_ms"])
-        # 3. verify
+        # 3. verify, and record it beside the archive (the checkpoint is now verified:standard)
+        started = time.monotonic()
         result = store.verify(cid)
+        by = {k: v for k, v in provenance(context, self.task_id).items() if k in ("dag_id", "run_id", "task_id")}
+        store.record_verify(store.get(cid), result, int((time.monotonic() - started) * 1000), by=by)
         if not result.ok:
             raise VerificationFailedError(result)
         self.log.info("Verified %s: %d artifacts", cid, len(result.verified))
@@ -110,10 +115,15 @@ class BundleOperator(BaseOperator):
             if refused:
                 self.log.warning("Not marking %s last-known-good: %s", cid, refused)
             else:
-                store.mark_lkg(cid, result=result,
-                               reason=f"verified by {context['dag'].dag_id} run {context['run_id']}")
-                lkg = True
-                self.log.info("Last-known-good is now %s", cid)
+                try:
+                    store.mark_lkg(cid, result=result, requires=settings.lkg_requires(), by=by,
+                                   reason=f"verified by {context['dag'].dag_id} run {context['run_id']}")
+                except LkgRequirementError as exc:
+                    refused = exc.message
+                    self.log.warning("Not marking %s last-known-good: %s", cid, refused)
+                else:
+                    lkg = True
+                    self.log.info("Last-known-good is now %s", cid)
         # 5. asset events
         extra: dict[str, Any] = {"checkpoint_id": cid, "tags": tags, "lkg": lkg}
         outlet_events = context.get("outlet_events")

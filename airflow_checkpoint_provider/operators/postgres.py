@@ -32,6 +32,7 @@ class PgDumpOperator(CaptureOperator):
     component = "postgres"
     task_name = "pg_dump"  #: its task id in the checkpoint task group
     group_options = {"postgres_conn_id": "postgres_conn_id", "databases": "databases", "pg_options": "*"}
+    names_option = "databases"
     restore_kwargs = {"databases": "databases", "rename_databases": "rename", "pg_restore": "pg_restore",
                       "jobs": "jobs", "pg_options": "*"}
     template_fields = (*CaptureOperator.template_fields, "databases", "dump_format", "jobs", "schemas",

@@ -62,6 +62,7 @@ class EsSnapshotOperator(CaptureOperator):
                      "search_repository_settings": "repository_settings", "search_indices": "indices",
                      "search_options": "*"}
     restore_kwargs = {"indices": "indices", "search_options": "*"}
+    names_option = "indices"
     template_fields = (*CaptureOperator.template_fields, "repository", "repository_settings", "indices",
                        "include_global_state", "elasticsearch_conn_id")
 

@@ -572,6 +572,35 @@ def test_sessions_are_terminated_at_cutover(pg, target, store, seeded):
     assert S.state_postgres(pg, db) == original  # and it accepts new connections
 
 
+def test_cutover_does_not_wait_for_a_guard_to_start(pg, target, store, seeded):
+    """The connection guard's process starts while the copy loads; the cut-over hands it the settings."""
+    db = seeded()
+    original = S.state_postgres(pg, db)
+    manifest = checkpoint(store, target, [db])
+    damage(pg, db)
+    part = P.PostgresRestore(target, store, manifest.checkpoint_id, manifest.artifacts)
+    assert part.plan()[1] == []
+    part.prepare()
+    (warm,) = part._watchers._ready
+    assert warm.poll() is None  # started during prepare(), waiting for its settings
+    part.cutover()
+    assert warm.wait(timeout=10) == 0 and part._watchers._ready == []  # it guarded the block, then exited
+    assert S.state_postgres(pg, db) == original and db_setting(pg, db) == (True, -1)
+    part.rollback()
+
+
+def test_unused_guard_exits_when_the_restore_is_aborted(pg, target, store, seeded):
+    db = seeded()
+    manifest = checkpoint(store, target, [db])
+    part = P.PostgresRestore(target, store, manifest.checkpoint_id, manifest.artifacts)
+    assert part.plan()[1] == []
+    part.prepare()
+    (warm,) = part._watchers._ready
+    part.abort()
+    assert warm.wait(timeout=10) == 0  # its pipe closed before any settings: nothing to do
+    assert leftovers(pg, db) == [] and db_setting(pg, db) == (True, -1)
+
+
 def test_database_properties_come_from_the_checkpoint_not_the_replaced_database(pg, target, store, seeded, names,
                                                                               caplog):
     db = seeded()

@@ -21,6 +21,7 @@ import pytest
 
 from airflow_checkpoint_provider.core import Store, staging_key
 from airflow_checkpoint_provider.core.engines.redis import _load as L
+from airflow_checkpoint_provider.core.engines.redis import _plan as P
 from airflow_checkpoint_provider.core.engines.redis import health, list_rollbacks
 from airflow_checkpoint_provider.core.engines.redis import restore as R
 from airflow_checkpoint_provider.core.engines.redis.copies import drop_rollback
@@ -221,6 +222,52 @@ def test_dry_run_changes_nothing_and_counts_conflicts(server, store) -> None:
         db0.conflicts
     assert db1.action == "create" and db1.conflicts == []
     assert any("function libraries will be loaded" in n for n in db0.notes)
+
+
+def _planned(store: Store, info: dict[str, Any], cid: str, **kw: Any) -> list[str]:
+    part = R.RedisRestore(target(info), store, cid, store.get(cid).manifest.artifacts, **kw)
+    items, problems = part.plan()
+    assert not problems, problems
+    return [c for i in items if i.target == "db0" for c in i.conflicts]
+
+
+def test_plan_of_a_big_checkpoint_estimates_the_replaced_keys_and_says_so(server, store, monkeypatch) -> None:
+    """Above the exact limit the plan samples the artifact's first keys: close, and labelled an estimate."""
+    monkeypatch.setattr(P, "EXACT_PLAN_KEYS", 1000)
+    monkeypatch.setattr(P, "PLAN_SAMPLE", 800)
+    info = server()
+    c = client(info)
+    c.mset({f"key:{i}": i for i in range(4000)})
+    manifest = checkpoint(store, info)
+    c.delete(*[f"key:{i}" for i in range(0, 4000, 4)])  # 1000 of the checkpoint's keys gone
+    c.mset({f"new:{i}": i for i in range(300)})  # 300 keys the checkpoint does not hold
+    estimated = _planned(store, info, manifest.checkpoint_id)
+    assert len(estimated) == 2 and "estimated from 800 of the checkpoint's 4000 keys of db0" in estimated[0]
+    about = int(estimated[0].split()[1])
+    assert abs(about - 3000) <= 300, estimated  # 800 of 4000 sampled: a few percent off at most
+    assert estimated[1].startswith(f"about {3300 - about} keys of db0 are not in the checkpoint and will disappear")
+    exact = _planned(store, info, manifest.checkpoint_id, plan_counts="exact")
+    assert exact == ["3000 keys of db0 will be replaced by the checkpoint's values",
+                     "300 keys of db0 are not in the checkpoint and will disappear (kept in the rollback copy db15)"]
+
+
+def test_plan_gives_bounds_for_a_db_too_far_into_the_artifact(server, store, monkeypatch) -> None:
+    """A db behind many keys of others is not sampled: the plan says 'up to' / 'at least', not a count."""
+    monkeypatch.setattr(P, "EXACT_PLAN_KEYS", 1000)
+    monkeypatch.setattr(P, "PLAN_SAMPLE", 100)
+    monkeypatch.setattr(P, "PLAN_SAMPLE_REACH", 500)
+    info = server()
+    client(info, 1).mset({f"one:{i}": i for i in range(2000)})  # db1 only: db0 comes first in the RDB
+    client(info, 2).mset({f"two:{i}": i for i in range(10)})
+    manifest = checkpoint(store, info)
+    client(info, 2).delete("two:0")
+    part = R.RedisRestore(target(info), store, manifest.checkpoint_id, manifest.artifacts, plan_counts="estimate")
+    client(info, 1).flushdb()  # db1 is empty now: only db2 holds keys, behind db1's 2000 in the artifact
+    items, problems = part.plan()
+    assert not problems
+    (db2,) = [i for i in items if i.target == "db2"]
+    assert len(db2.conflicts) == 1 and db2.conflicts[0].startswith(
+        "up to 9 keys of db2 will be replaced by the checkpoint's values (not counted")
 
 
 def test_corrupt_archive_is_refused(server, store) -> None:

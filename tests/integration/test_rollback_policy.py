@@ -19,9 +19,7 @@ from tests.integration.redis_support import (  # noqa: F401 - fixtures are used 
     store,
     target,
 )
-from tests.integration.redis_support import (
-    client as redis_client,
-)
+from tests.integration.redis_support import client as redis_client
 from tests.integration.search_helpers import cleanup, client, http, node, uid  # noqa: F401
 from tests.integration.test_search_restore import _seed_and_capture
 

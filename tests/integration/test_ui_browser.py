@@ -1,5 +1,6 @@
 """The Airflow UI story in a real browser: every trigger form works with its defaults, and one
-checkpoint -> damage -> one-click recovery cycle succeeds from the UI.
+checkpoint -> damage -> one-click recovery cycle succeeds from the UI; then the Checkpoints page
+and its API show them (``checkpoints_page.py``).
 
 Airflow 3.3 runs for real (api-server, scheduler, dag-processor and triggerer, LocalExecutor,
 a temporary AIRFLOW_HOME and store) with the shipped DAGs, against PostgreSQL, Redis and
@@ -13,15 +14,10 @@ are saved under ``.local/test-artifacts/ui/``.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,37 +29,21 @@ ARTIFACTS = REPO / ".local" / "test-artifacts" / "ui"
 sys.path.insert(0, str(REPO / "scripts"))
 import sample_data  # noqa: E402
 
+from tests.integration.airflow_support import Airflow, admin_password, airflow_env, free_port  # noqa: E402
+from tests.integration.airflow_support import wait as _wait  # noqa: E402
+from tests.integration.checkpoints_page import check_checkpoints_page  # noqa: E402
+
 pytestmark = pytest.mark.integration
 
 DAG_IDS = ("checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy",
-           "example_migration_after_checkpoint", "recovery_lkg", "restore_checkpoint")
+           "example_migration_after_checkpoint", "recovery_lkg", "restore_checkpoint",
+           "example_resumable_simulation")
 CAPTURE_DAGS = ("checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy")
 DB = "ui_app"
 PREFIX = "ui-"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -75,86 +55,14 @@ def servers(services_module, tmp_path_factory) -> Iterator[dict[str, Any]]:
         services_module.stop(state)
 
 
-class Airflow:
-    """The four Airflow components, each in its own process group, and a REST client."""
-
-    def __init__(self, home: Path, env: dict[str, str], port: int, password: str) -> None:
-        self.home, self.env, self.port, self.password = home, env, port, password
-        self.url = f"http://127.0.0.1:{port}"
-        self.procs: list[subprocess.Popen] = []
-        self._token: str | None = None
-
-    def start(self) -> None:
-        airflow = str(Path(sys.executable).parent / "airflow")
-        proc = subprocess.run([airflow, "db", "migrate"], env=self.env, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        for name in COMPONENTS:
-            args = [airflow, name] + (["--port", str(self.port)] if name == "api-server" else [])
-            log = open(self.home / f"{name}.log", "wb")
-            self.procs.append(subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True))
-
-    def stop(self) -> None:
-        """SIGTERM each component's process group (by the PIDs started here), then SIGKILL leftovers."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # children (task runners, workers) of this group too
-            except ProcessLookupError:
-                pass
-
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        if self._token is None:
-            resp = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password})
-            resp.raise_for_status()
-            self._token = resp.json()["access_token"]
-        resp = httpx.request(method, f"{self.url}/api/v2{path}", headers={"Authorization": f"Bearer {self._token}"},
-                             timeout=30, **kwargs)
-        resp.raise_for_status()
-        return resp.json()
-
-    def ready(self) -> bool:
-        health = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
-        if any(health.get(c, {}).get("status") != "healthy" for c in ("scheduler", "dag_processor", "triggerer")):
-            return False
-        dags = {d["dag_id"] for d in self.api("GET", "/dags", params={"limit": 100})["dags"]}
-        return set(DAG_IDS) <= dags
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:] for p in self.home.glob("*.log"))
-
-
 @pytest.fixture(scope="module")
 def airflow(servers, services_module, tmp_path_factory) -> Iterator[Airflow]:
     home = tmp_path_factory.mktemp("ui_airflow_home")
-    port, password = _free_port(), secrets.token_urlsafe(16)
-    passwords = home / "passwords.json"
-    passwords.write_text(json.dumps({"admin": password}))
-    passwords.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__"))}
-    env.update(services_module.connection_env(servers))
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+    port = free_port()
+    password, passwords = admin_password(home)
+    env = airflow_env(home, services_module.connection_env(servers), port=port, password_file=passwords,
+                      dags_folder=REPO / "dags", extra={
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",  # restore_checkpoint re-reads its choices
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "AIRFLOW__CHECKPOINT__STORAGE_ROOT": str(home / "checkpoints_data"),
         "AIRFLOW__CHECKPOINT__SEARCH_REPOSITORY_LOCATION": str(Path(servers["opensearch"]["path_repo"]) / "ui"),
         "AIRFLOW__CHECKPOINT__TASK_RETRIES": "0",
         # Trigger's "unpause on trigger" unpauses checkpoint_scheduled; with catchup=False a
@@ -163,9 +71,8 @@ def airflow(servers, services_module, tmp_path_factory) -> Iterator[Airflow]:
         "AIRFLOW__CHECKPOINT__SCHEDULE": "0 0 29 2 *",
         # the REST API the restore DAGs pause the capture DAGs through
         "AIRFLOW_CONN_AIRFLOW_API": f"http://admin:{password}@127.0.0.1:{port}",
-        "PYTHONPATH": str(REPO),
     })
-    af = Airflow(home, env, port, password)
+    af = Airflow(home, env, port, password, components=COMPONENTS, dag_ids=DAG_IDS)
     try:
         af.start()
         _wait("Airflow to be healthy with every shipped DAG parsed", af.ready, timeout=180)
@@ -374,3 +281,7 @@ def test_every_trigger_form_is_enabled_with_its_defaults_and_one_click_recovery_
     assert paused == {"checkpoint_scheduled": False, "checkpoint_pre_migration": True,
                       "checkpoint_pre_deploy": True}
     assert _xcom(airflow, "recovery_lkg", recovery["dag_run_id"], "drain")["paused"] == ["checkpoint_scheduled"]
+
+    # 6. the Checkpoints page and its API show this checkpoint and the recovery, and start runs
+    check_checkpoints_page(browser, airflow, cid, shot=_shot, finish=lambda run: _finish(browser, airflow, run),
+                           wait=_waiter)

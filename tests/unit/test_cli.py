@@ -46,7 +46,7 @@ def test_list_verify_and_lkg(store, capsys):
     assert [c["checkpoint_id"] for c in json.loads(out)] == [a.checkpoint_id]
     code, out, _ = run(capsys, "--root", store.root, "verify", "last-known-good")
     assert code == EXIT_OK and out.startswith(f"{a.checkpoint_id}: OK (3 artifacts")
-    code, out, _ = run(capsys, "--root", store.root, "show", b.checkpoint_id)
+    code, out, _ = run(capsys, "--root", store.root, "show", b.checkpoint_id, "--manifest")
     assert json.loads(out)["checkpoint_id"] == b.checkpoint_id
 
 
@@ -61,7 +61,9 @@ def test_verify_reports_problems_with_exit_1(store, capsys):
     code, out, _ = run(capsys, "--root", store.root, "verify", a.checkpoint_id, "--json")
     assert json.loads(out)[0]["problems"][0]["kind"] == "checksum_mismatch"
     code, _, err = run(capsys, "--root", store.root, "lkg", "set", a.checkpoint_id)
-    assert code == EXIT_PROBLEMS and "failed verification" in err
+    # the verifications above recorded it corrupt: it never becomes the LKG
+    assert code == EXIT_PROBLEMS and f"checkpoint {a.checkpoint_id} cannot become the last-known-good: it is corrupt" \
+        in err
     assert store.lkg() is None
 
 
@@ -135,8 +137,44 @@ def test_verify_last_known_good_of_a_replaced_checkpoint_exits_1_naming_the_prev
     write_forged(store, lkg.checkpoint_id, manifest_bytes(resealed(body)),
                  archive_members(archive_path(store, other.checkpoint_id))[1:])
     assert run(capsys, "--root", store.root, "verify", lkg.checkpoint_id)[0] == EXIT_OK
-    code, out, _ = run(capsys, "--root", store.root, "verify", "last-known-good")
+    code, out, err = run(capsys, "--root", store.root, "verify", "last-known-good")
     assert code == EXIT_PROBLEMS and "lkg_mismatch: refs/lkg.json" in out
     assert f"HINT: do not restore it; the LKG history's previous verified entry is {earlier.checkpoint_id}" in out
-    code, _, err = run(capsys, "--root", store.root, "show", "last-known-good")
-    assert code == EXIT_USAGE and earlier.checkpoint_id in err
+    # the replaced checkpoint is recorded corrupt, and the LKG falls back to the previous verified one
+    assert f"it fell back to {earlier.checkpoint_id}" in err
+    assert store.lkg().checkpoint_id == earlier.checkpoint_id and "fallback: " in store.lkg().reason
+    assert store.state_of(store.get(lkg.checkpoint_id)).state == "corrupt"
+
+
+def test_expire_is_a_dry_run_that_names_the_rule_keeping_each_checkpoint(store, capsys):
+    ms = [make_checkpoint(store, run=f"e{i}") for i in range(4)]
+    store.mark_lkg(ms[0].checkpoint_id)
+    policy = '{"keep_last": 2}'
+    code, out, _ = run(capsys, "--root", store.root, "expire", "--policy", policy, "--no-servers")
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith(("keep", "delete"))}
+    assert code == EXIT_OK and "keep_last 2 (#1)" in lines[ms[3].checkpoint_id]
+    assert "protected: last-known-good" in lines[ms[0].checkpoint_id]
+    assert lines[ms[1].checkpoint_id].startswith("delete") and "no rule of the default rules keeps it" in \
+        lines[ms[1].checkpoint_id]
+    assert "1 checkpoint(s) would be deleted (dry run: add --execute)" in out
+    assert len(store.list()) == 4
+    code, out, err = run(capsys, "--root", store.root, "expire", "--policy", policy, "--execute", "--no-servers")
+    assert code == EXIT_PROBLEMS and "pending (a later run retries): " in err  # the search part waits
+    assert {i.checkpoint_id for i in store.list()} == {ms[0].checkpoint_id, ms[2].checkpoint_id, ms[3].checkpoint_id}
+
+
+def test_list_shows_the_state_and_show_the_history(store, capsys):
+    a = make_checkpoint(store)
+    assert run(capsys, "--root", store.root, "verify", a.checkpoint_id, "--level", "basic")[0] == EXIT_OK
+    code, out, _ = run(capsys, "--root", store.root, "list")
+    assert out.splitlines()[0].split()[4] == "STATE" and "verified:basic" in out.splitlines()[1]
+    code, out, _ = run(capsys, "--root", store.root, "show", a.checkpoint_id)
+    assert code == EXIT_OK and "state:      verified:basic" in out and "verify basic: ok in" in out
+    code, out, _ = run(capsys, "--root", store.root, "show", a.checkpoint_id, "--json")
+    assert json.loads(out)["history"][0]["level"] == "basic"
+
+
+def test_an_unknown_level_is_refused_by_the_parser(store, capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["--root", store.root, "verify", "--all", "--level", "paranoid"])
+    assert err.value.code == EXIT_USAGE and "invalid choice: 'paranoid'" in capsys.readouterr().err

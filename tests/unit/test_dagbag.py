@@ -46,7 +46,9 @@ def bag(tmp_path_factory):
 def test_every_dag_imports_without_errors(bag):
     assert bag["errors"] == {}
     assert set(bag["dags"]) == {"checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy",
-                                "example_migration_after_checkpoint", "recovery_lkg", "restore_checkpoint"}
+                                "example_migration_after_checkpoint", "recovery_lkg", "restore_checkpoint",
+                                "example_resumable_simulation", "checkpoint_verify", "checkpoint_retention",
+                                "checkpoint_restore_drill"}
 
 
 def test_scheduled_dag_runs_every_30_minutes_one_at_a_time(bag):
@@ -174,3 +176,23 @@ def test_a_pip_user_deploys_a_factory_with_a_two_line_dag_file(tmp_path_factory)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["errors"] == {} and list(out["dags"]) == ["recovery_lkg_1"]
     assert out["dags"]["recovery_lkg_1"]["tasks"] == ["drain", "health_check", "restore", "resume"]
+
+
+def test_verify_dag_runs_daily_at_the_configured_level_one_at_a_time(bag):
+    dag = bag["dags"]["checkpoint_verify"]
+    assert dag["schedule"] == "0 0 * * *" and dag["max_active_runs"] == 1 and dag["tasks"] == ["verify"]
+    assert dag["params"]["level"]["default"] == "standard"
+    assert dag["params"]["level"]["schema"]["enum"] == ["basic", "standard", "deep"]
+
+
+def test_retention_dag_runs_daily_at_two_utc_and_deletes_unless_a_dry_run(bag):
+    dag = bag["dags"]["checkpoint_retention"]
+    assert dag["schedule"] == "0 2 * * *" and dag["max_active_runs"] == 1 and dag["tasks"] == ["expire"]
+    assert dag["params"]["dry_run"]["default"] is False and dag["params"]["policy"]["default"] is None
+
+
+def test_drill_dag_runs_weekly_on_the_lkg_with_every_component(bag):
+    dag = bag["dags"]["checkpoint_restore_drill"]
+    assert dag["schedule"] == "0 0 * * 0" and dag["max_active_runs"] == 1 and dag["tasks"] == ["drill"]
+    assert dag["params"]["checkpoint_id"]["default"] == "last-known-good"
+    assert dag["params"]["components"]["default"] == list(registry.names())

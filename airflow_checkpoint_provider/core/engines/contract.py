@@ -39,6 +39,22 @@ def _no_problems(artifact: Artifact, server_version: str) -> list[str]:
     return []
 
 
+@dataclass
+class DeepCheck:
+    """What an engine's deep check of its artifacts found (``deep`` verification, core/levels.py).
+
+    ``problems``: ``(subject, detail)`` pairs, each a sign the checkpoint is damaged or forged;
+    ``evidence``: what was checked (counts, tool output sizes; ``external_bytes``: the size of
+    data the checkpoint keeps outside the archive, e.g. a search snapshot); ``unchecked``: why a
+    part could not be checked at all (no connection, a server that does not answer), which is
+    not damage: the checkpoint stays at its previous level.
+    """
+
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    unchecked: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Engine:
     """One data store's implementation (see the module docstring). The callables:
@@ -55,7 +71,13 @@ class Engine:
       restores and captures (``live``: restore ids still running; ``protected``: their copies);
     - ``is_own_copy(name) -> bool``: a database, db or index name of the provider's own copies,
       which captures leave out;
-    - ``server_version(target) -> str``; ``compatibility(artifact, server_version) -> [problem]``.
+    - ``server_version(target) -> str``; ``compatibility(artifact, server_version) -> [problem]``;
+    - optional ``deep_check(store, checkpoint_id, artifacts, target) -> DeepCheck``: parse the
+      artifacts (``target`` is None when no connection is known; only engines whose data lives
+      outside the archive need it);
+    - optional ``expire(target, artifacts) -> [str]``: delete what the artifacts keep outside the
+      archive when the checkpoint is deleted (a search snapshot; its size is reported by the deep
+      check as ``evidence["external_bytes"]``).
 
     :param name: the component in manifests (``store``), Params, the CLI and lease keys.
     :param title: what people call it (``PostgreSQL``).
@@ -87,6 +109,8 @@ class Engine:
     is_own_copy: Callable[[str], bool]
     server_version: Callable[[Any], str]
     compatibility: Callable[[Artifact, str], list[str]] = _no_problems
+    deep_check: Callable[..., DeepCheck] | None = None
+    expire: Callable[..., list[str]] | None = None
 
     def owns(self, artifact: Artifact) -> bool:
         return artifact.store == self.name and artifact.kind in self.kinds

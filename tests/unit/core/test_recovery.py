@@ -6,6 +6,8 @@ engines are exercised against real servers in tests/integration.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from airflow_checkpoint_provider.core.errors import VerificationFailedError
@@ -175,7 +177,10 @@ def test_a_finished_restore_leaves_no_journal_and_no_lease(store):
     m = make_checkpoint(store)
     report = run(store, m.checkpoint_id, [])
     assert report.restore_id and open_journals(store.fs) == [] and read_leases(store.fs) == []
-    assert len(store.fs.listdir("leases/history")) == 3  # one per server, with the time it was held
+    # one per server, with the time it was held, and one of the checkpoint's use key (retention kept off it)
+    keys = sorted(json.loads(store.fs.read_bytes(f"leases/history/{e}"))["key"]
+                  for e in store.fs.listdir("leases/history"))
+    assert len(keys) == 4 and keys[0] == f"checkpoint:{m.checkpoint_id}:{report.restore_id}"
 
 
 def test_a_restore_of_a_server_another_restore_holds_is_refused(store):

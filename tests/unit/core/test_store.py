@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -113,6 +114,16 @@ def test_non_store_directory_is_not_adopted(tmp_path):
     with pytest.raises(StoreNotFoundError, match="is not empty and is not a checkpoint store"):
         Store.open(tmp_path, create=True)
     assert (tmp_path / "precious.txt").read_text() == "mine"
+
+
+def test_store_half_created_by_a_concurrent_open_is_opened_not_refused(tmp_path):
+    # what a second task's Store.open(create=True) finds while the first one is creating the store
+    for d in ("checkpoints", "locks", "refs/lkg-history"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / ".tmp-store.json-1a2b3c4d").write_bytes(b"{")
+    store = Store.open(tmp_path, create=True)
+    assert json.loads((tmp_path / "store.json").read_text())["format_version"] >= 1
+    assert Store.open(tmp_path).root == store.root
 
 
 @pytest.fixture

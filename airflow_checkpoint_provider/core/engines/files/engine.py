@@ -17,6 +17,7 @@ from airflow_checkpoint_provider.core.engines.files.capture import (
     capture,
     check_directory,
 )
+from airflow_checkpoint_provider.core.engines.files.deep import deep_check
 from airflow_checkpoint_provider.core.engines.files.fingerprint import fingerprint
 from airflow_checkpoint_provider.core.engines.files.health import health
 from airflow_checkpoint_provider.core.engines.files.restore import FilesRestore, select_tree
@@ -116,4 +117,5 @@ ENGINE = Engine(
     leftovers=leftovers,
     is_own_copy=is_own_copy,
     server_version=server_version,
+    deep_check=deep_check,
 )

@@ -14,6 +14,7 @@ from airflow_checkpoint_provider.core.engines.postgres._common import (
     _Item,
 )
 from airflow_checkpoint_provider.core.engines.postgres._cutover import Server
+from airflow_checkpoint_provider.core.engines.postgres._guard import Watchers
 from airflow_checkpoint_provider.core.engines.postgres._names import (
     _ROLLBACK_SQL_RE,
     MAX_NAME_BYTES,
@@ -79,6 +80,7 @@ class _RestoreBase:
         self.items: list[_Item] = []
         #: set by the orchestration before prepare(); standalone use journals nothing
         self.journal: ComponentJournal = NullJournal(COMPONENT)
+        self._watchers = Watchers()  #: the cut-over's connection guards, started while loading
         self._select(artifacts, databases, dict(rename or {}))
 
 
@@ -207,5 +209,5 @@ class _RestoreBase:
 
 
     def _server(self, conn: psycopg.Connection) -> Server:
-        return Server(self.target, conn, timeout=self.cutover_timeout)
+        return Server(self.target, conn, timeout=self.cutover_timeout, watchers=self._watchers)
 

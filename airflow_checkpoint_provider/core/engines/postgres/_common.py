@@ -27,8 +27,10 @@ MODES = ("side_by_side", "in_place")
 PG_RESTORE_APPLICATION_NAME = "airflow-checkpoint-pg_restore"
 
 #: session settings of the side-by-side pg_restore sessions. Safe: the cut-over's own (synchronous)
-#: commit flushes the WAL of everything restored before it.
-DEFAULT_SESSION_OPTIONS = {"synchronous_commit": "off"}
+#: commit flushes the WAL of everything restored before it. ``maintenance_work_mem``: the memory an
+#: index or primary key build may use before its sort spills to disk (PostgreSQL's default, 64MB,
+#: spills for tables of more than about a million rows); a limit, not an allocation.
+DEFAULT_SESSION_OPTIONS = {"synchronous_commit": "off", "maintenance_work_mem": "512MB"}
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 

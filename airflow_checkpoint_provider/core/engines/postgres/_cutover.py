@@ -37,7 +37,7 @@ from psycopg import sql
 
 from airflow_checkpoint_provider.core import crashpoints
 from airflow_checkpoint_provider.core.engines.postgres import _conn as C
-from airflow_checkpoint_provider.core.engines.postgres._guard import ConnectionGuard
+from airflow_checkpoint_provider.core.engines.postgres._guard import ConnectionGuard, Watchers
 from airflow_checkpoint_provider.core.engines.postgres._names import (
     RESTORING_SUFFIX,
     rollback_name,
@@ -87,8 +87,10 @@ def _one_line(exc: BaseException) -> str:
 class Server:
     """Catalogue operations on one server, through an autocommit maintenance connection."""
 
-    def __init__(self, target: PostgresTarget, conn: psycopg.Connection, *, timeout: float = 30.0) -> None:
+    def __init__(self, target: PostgresTarget, conn: psycopg.Connection, *, timeout: float = 30.0,
+                 watchers: Watchers | None = None) -> None:
         self.target, self.conn, self.timeout = target, conn, timeout
+        self.watchers = watchers  #: watcher processes started ahead of need, for the connection guards
 
     def exec(self, query: Any, params: Any = None, *, db: str | None = None,
              action: str = "running a statement") -> psycopg.Cursor:
@@ -168,7 +170,8 @@ class Server:
     def _blocked(self, name: str, allow: bool, limit: int, journal: ComponentJournal) -> Iterator[None]:
         """Keep new sessions out of ``name`` for the block; if the block fails, let them in again,
         and if this process dies meanwhile, the :class:`ConnectionGuard` does."""
-        with ConnectionGuard(self.target, name, limit=limit, maintenance_db=self.conn.info.dbname):
+        with ConnectionGuard(self.target, name, limit=limit, maintenance_db=self.conn.info.dbname,
+                             proc=self.watchers.take() if self.watchers else None):
             with self._blocking(name, allow, limit, journal):
                 yield
 

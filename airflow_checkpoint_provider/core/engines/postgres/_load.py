@@ -65,12 +65,14 @@ class _LoadMixin(_ToolMixin):
                 self._inspect(item)
             return
         self.journal.phase("loading", staging=[i.staging for i in self.items])
+        self._watchers.warm(min(len(self.items), 2))  # the cut-over's guards start meanwhile, off its clock
         try:
             for item in self.items:
                 self._prepare_item(item)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.abort()
+            self._watchers.close()
             raise
         self.journal.note(checkpoint_id=self.checkpoint_id, items=[
             {"target": i.target_db, "staging": i.staging,

@@ -37,6 +37,14 @@ class _SwitchMixin(_LoadMixin):
                 self._restore_in_place(item)
             self.journal.phase("cut_over")
             return self._outcome()
+        try:
+            self._cutover_side_by_side()
+        finally:
+            self._watchers.close()
+        self.journal.phase("cut_over")
+        return self._outcome()
+
+    def _cutover_side_by_side(self) -> None:
         with self._admin("cutting over") as conn:
             srv = self._server(conn)
             switches = [self._switch_for(srv, item) for item in self.items]
@@ -59,8 +67,6 @@ class _SwitchMixin(_LoadMixin):
                     ) from exc
                 self.journal.phase("rolled_back")
                 raise
-        self.journal.phase("cut_over")
-        return self._outcome()
 
 
     def _outcome(self) -> RestoreOutcome:
@@ -168,6 +174,7 @@ class _SwitchMixin(_LoadMixin):
         """Drop the ``__restoring`` copies of this restore (idempotent; never touches what serves).
 
         Tries every copy; raises naming those that could not be dropped."""
+        self._watchers.close()
         pending = [i for i in self.items if not i.cut_over]
         if not pending:
             return

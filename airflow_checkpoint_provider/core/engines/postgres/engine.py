@@ -18,6 +18,7 @@ from airflow_checkpoint_provider.core.engines.postgres.capture import (
     capture,
     fingerprint,
 )
+from airflow_checkpoint_provider.core.engines.postgres.deep import deep_check
 from airflow_checkpoint_provider.core.engines.postgres.health import health as pg_health
 from airflow_checkpoint_provider.core.engines.postgres.restore import PostgresRestore
 from airflow_checkpoint_provider.core.engines.targets import (
@@ -117,4 +118,5 @@ ENGINE = Engine(
     leftovers=leftovers,
     is_own_copy=_names.is_own_copy,
     server_version=_conn.server_version,
+    deep_check=deep_check,
 )

@@ -35,7 +35,7 @@ class PostgresRestore(_PlanMixin, _SwitchMixin):
         ``False`` keeps the dump's owners (needs a superuser and the roles on the target).
     :param no_privileges: ``pg_restore --no-privileges``: skip GRANT/REVOKE (roles missing on the target).
     :param session_options: settings for the pg_restore sessions (``PGOPTIONS``); default
-        ``synchronous_commit=off`` side by side, none in place.
+        ``synchronous_commit=off`` and ``maintenance_work_mem=512MB`` side by side, none in place.
     :param cutover_timeout: seconds to wait for terminated sessions to go away.
     """
 

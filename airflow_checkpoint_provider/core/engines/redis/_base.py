@@ -17,6 +17,7 @@ from airflow_checkpoint_provider.core.store import Store
 
 from ._load import (
     MODES,
+    PLAN_COUNTS,
     RedisRestoreError,
     _DbLoad,
     _logical_items,
@@ -68,9 +69,13 @@ class _RestoreBase:
                  placement_dir: str | None = None, restart_command: str | None = None, batch: int = 1000,
                  restore_functions: bool = True, function_policy: str = "REPLACE",
                  capture_options: dict[str, Any] | None = None, restart_timeout: float = 120.0,
-                 rollback_keep: int | None = 1, rollback_max_age: float | None = 86400.0) -> None:
+                 rollback_keep: int | None = 1, rollback_max_age: float | None = 86400.0,
+                 plan_counts: str = "auto") -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if plan_counts not in PLAN_COUNTS:
+            raise ValueError(f"plan_counts must be one of {PLAN_COUNTS}, not {plan_counts!r}")
+        self.plan_counts = plan_counts
         if function_policy.upper() not in ("REPLACE", "FLUSH"):
             raise ValueError(f"function_policy must be REPLACE or FLUSH, not {function_policy!r}")
         self.target, self.store, self.checkpoint_id, self.mode = target, store, checkpoint_id, mode

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_checkpoint_provider.core.journal import (
@@ -28,6 +29,50 @@ from .resp import Connection, RespError, connect, encode_command
 
 log = logging.getLogger("airflow_checkpoint_provider.core.engines.redis.restore")
 
+#: ``plan_counts="auto"`` counts exactly up to this many keys in the checkpoint (about 0.2 s of plan)
+EXACT_PLAN_KEYS = 100_000
+#: keys sampled per target db for an estimate
+PLAN_SAMPLE = 5_000
+#: keys of other dbs the sampling pass walks past before it gives up on the dbs behind them
+PLAN_SAMPLE_REACH = 200_000
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """How many of the checkpoint's keys of one db exist in the target db now.
+
+    ``how``: ``exact`` (every key looked up), ``estimate`` (``sampled`` of the checkpoint's ``of``
+    keys looked up, scaled), or ``bound`` (nothing looked up: at most ``min(now, of)``)."""
+
+    replaced: int
+    how: str
+    sampled: int = 0
+    of: int = 0
+
+    def conflicts(self, db: int, now: int, spare: int | None) -> list[str]:
+        """The plan's lines: keys replaced, and keys that disappear (kept in the rollback copy)."""
+        kept = f" (kept in the rollback copy db{spare})" if spare is not None else ""
+        exact = "plan_counts='exact' counts them all"
+        if self.how == "exact":
+            out = [f"{self.replaced} keys of db{db} will be replaced by the checkpoint's values"]
+            gone = now - self.replaced
+            if gone:
+                out.append(f"{gone} keys of db{db} are not in the checkpoint and will disappear{kept}")
+            return out
+        if self.how == "estimate":
+            how = f"estimated from {self.sampled} of the checkpoint's {self.of} keys of db{db}; {exact}"
+            out = [f"about {self.replaced} keys of db{db} will be replaced by the checkpoint's values ({how})"]
+            if now - self.replaced:
+                out.append(f"about {now - self.replaced} keys of db{db} are not in the checkpoint and will "
+                           f"disappear{kept}")
+            return out
+        out = [f"up to {self.replaced} keys of db{db} will be replaced by the checkpoint's values (not counted: "
+               f"the checkpoint's db{db} lies too far into the artifact to sample; {exact})"]
+        if now - self.replaced:
+            out.append(f"at least {now - self.replaced} keys of db{db} are not in the checkpoint and will "
+                       f"disappear{kept}")
+        return out
+
 
 class _PlanMixin(_PlacementMixin):
     """Planning a Redis restore: compatibility, spare dbs (reclaiming expired rollback copies), permissions, what the checkpoint would replace. Mixed into :class:`RedisRestore`."""
@@ -47,7 +92,7 @@ class _PlanMixin(_PlacementMixin):
                     problems += self._pick_spares(facts)
                 if self.pairs or self.mode == "in_place":
                     problems += self._permission(conn)
-            counts = {}
+            counts: dict[int, Overlap] = {}
             if not problems:
                 try:
                     counts = self._count_existing(conn, facts)
@@ -61,10 +106,7 @@ class _PlanMixin(_PlacementMixin):
                             staging_name=f"db{spare}" if spare is not None else "",
                             notes=[f"the checkpoint holds {want} keys; db{t} holds {now} now"])
             if t in counts:
-                item.conflicts.append(f"{counts[t]} keys of db{t} will be replaced by the checkpoint's values")
-                if now - counts[t]:
-                    item.conflicts.append(f"{now - counts[t]} keys of db{t} are not in the checkpoint and will "
-                                          "disappear" + (f" (kept in the rollback copy db{spare})" if spare else ""))
+                item.conflicts += counts[t].conflicts(t, now, spare)
             if t in facts.copies:
                 item.conflicts.append(f"{facts.copies[t].describe()}; it will be replaced")
             items.append(item)
@@ -173,16 +215,28 @@ class _PlanMixin(_PlacementMixin):
         return bool(self.artifact.fingerprints.get("functions")) or self.function_policy == "FLUSH"
 
 
-    def _count_existing(self, conn: Connection, facts: ServerFacts) -> dict[int, int]:
-        """Per target db with keys now: how many of the checkpoint's keys exist there (EXISTS batches)."""
+    def _count_existing(self, conn: Connection, facts: ServerFacts) -> dict[int, Overlap]:
+        """Per target db with keys now: how many of the checkpoint's keys exist there (see :class:`Overlap`).
+
+        ``plan_counts="exact"``, or ``"auto"`` with at most ``EXACT_PLAN_KEYS`` keys in the
+        checkpoint: every key, with ``EXISTS`` batches over one full pass of the artifact.
+        Otherwise (``"estimate"``, or ``"auto"`` on a bigger checkpoint) a sample: the first
+        ``PLAN_SAMPLE`` keys of each of those dbs in the artifact (an RDB or a SCAN lists a db's
+        keys in hash-table order, so its first keys are an unbiased sample), the pass stopping
+        once each db has its sample; a db behind more than ``PLAN_SAMPLE_REACH`` keys of the
+        others in the stream is given bounds from the key counts alone."""
         busy = {t for t in self.dbs if facts.keys(t)}
-        counts = dict.fromkeys(busy, 0)
         if not busy:
-            return counts
+            return {}
+        total = sum(self.expected.values())
+        exact = self.plan_counts == "exact" or (self.plan_counts == "auto" and total <= EXACT_PLAN_KEYS)
+        limit = None if exact else PLAN_SAMPLE
+        hits = dict.fromkeys(busy, 0)
+        seen = dict.fromkeys(busy, 0)
         with self._open() as src:
             items, _ = self._items(src, values=False)
             keys: list[bytes] = []
-            cur = -1
+            cur, passed = -1, 0
 
             def flush() -> None:
                 if keys:
@@ -191,7 +245,7 @@ class _PlanMixin(_PlacementMixin):
                     for reply in replies:
                         if isinstance(reply, RespError):
                             raise RedisRestoreError(f"counting the keys db{cur} would lose failed: {reply.message}")
-                    counts[cur] += replies[1]
+                    hits[cur] += replies[1]
                     keys.clear()
 
             for item in items:
@@ -201,13 +255,38 @@ class _PlanMixin(_PlacementMixin):
                     flush()
                     cur = item[0]
                 if cur in busy:
+                    if limit is not None and seen[cur] >= limit:
+                        if all(seen[d] >= min(limit, self.expected.get(d, 0)) for d in busy):
+                            break  # every db has its sample
+                        passed += 1
+                        if passed > PLAN_SAMPLE_REACH:
+                            break
+                        continue
+                    seen[cur] += 1
                     keys.append(item[1])
                     if len(keys) >= 1000:
                         flush()
+                elif limit is not None:
+                    passed += 1
+                    if passed > PLAN_SAMPLE_REACH:
+                        break  # the dbs still unsampled get bounds only
+            else:
+                flush()
+                if exact:
+                    while src.read(1 << 20):  # to the end: the sha256 check
+                        pass
             flush()
-            while src.read(1 << 20):  # to the end: the sha256 check
-                pass
-        return counts
+        out = {}
+        for t in busy:
+            want, now = self.expected.get(t, 0), facts.keys(t)
+            if seen[t] >= want:  # every key of the checkpoint's db was looked up
+                out[t] = Overlap(hits[t], "exact")
+            elif seen[t]:
+                estimate = round(hits[t] / seen[t] * want)
+                out[t] = Overlap(max(0, min(estimate, now, want)), "estimate", sampled=seen[t], of=want)
+            else:
+                out[t] = Overlap(min(now, want), "bound", of=want)
+        return out
 
 
     def _notes(self, facts: ServerFacts) -> list[str]:

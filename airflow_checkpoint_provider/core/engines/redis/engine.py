@@ -16,6 +16,7 @@ from airflow_checkpoint_provider.core.rollbacks import RollbackCopy, normal_ts
 from . import copies
 from ._recover import recover as _recover
 from .capture import RDB_KIND, capture
+from .deep import deep_check
 from .health import COMPONENT, per_db
 from .health import health as redis_health
 from .logical import KIND as LOGICAL_KIND
@@ -156,4 +157,5 @@ ENGINE = Engine(
     leftovers=leftovers,
     is_own_copy=_is_own_copy,
     server_version=lambda target: server_info(target).get("redis_version", ""),
+    deep_check=deep_check,
 )

@@ -10,8 +10,11 @@ that there are enough *empty* logical dbs besides the targets (the highest ones,
 ``spare_db, spare_db+1, ...``; when they run short, rollback copies beyond the retention
 policy, ``rollback_keep`` per db and none older than ``rollback_max_age``, are counted in and
 named in the plan), and with ``ACL DRYRUN`` (else a no-op ``SWAPDB s s``) that the user may run
-``SWAPDB``; it counts, per target db, the keys the checkpoint will replace and those that will
-disappear (one pass over the artifact with ``EXISTS`` batches). ``prepare`` (:mod:`._side`)
+``SWAPDB``; it counts, per target db that holds keys, the keys the checkpoint will replace and
+those that will disappear (``plan_counts``: ``exact`` looks every key up with ``EXISTS`` batches
+over a full pass of the artifact; ``estimate`` looks up a sample, the first 5,000 keys of each
+such db in the artifact, and scales; ``auto``, the default, counts exactly up to 100k keys in
+the checkpoint and estimates above; each conflict line says which it did). ``prepare`` (:mod:`._side`)
 drops the reclaimed copies, claims each spare atomically (``MULTI`` ``DBSIZE`` + ``SET <marker>
 NX``, a random marker name recorded in the store and the journal, :mod:`.copies`: a db that is
 not empty is never loaded into), streams the artifact (``redis/rdb`` through a specialised walk
@@ -126,6 +129,9 @@ class RedisRestore(_InPlaceMixin, _PlanMixin, _SideBySideMixin):
     :param rollback_max_age: ... and none older than this many seconds (None: no limit). Copies
         beyond the policy are dropped to make room, never those of a restore still running
         (one with a journal in the store).
+    :param plan_counts: how the plan counts the keys a restore replaces in a db that holds keys:
+        ``exact`` (every key, a full pass of the artifact), ``estimate`` (a sample) or ``auto``
+        (exact up to 100k keys in the checkpoint, else an estimate).
     """
 
     component = COMPONENT

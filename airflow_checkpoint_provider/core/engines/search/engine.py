@@ -17,6 +17,7 @@ from ._client import SearchClient
 from ._logic import ARTIFACT_KIND as KIND
 from ._names import is_own_copy
 from .component import SearchRestore
+from .deep import deep_check, expire
 from .health import health as search_health
 from .restore import recover as _recover
 
@@ -121,4 +122,6 @@ ENGINE = Engine(
     leftovers=leftovers,
     is_own_copy=is_own_copy,
     server_version=server_version,
+    deep_check=deep_check,
+    expire=expire,
 )

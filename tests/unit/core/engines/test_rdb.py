@@ -311,3 +311,62 @@ def test_restore_payload_helper_matches_a_known_dump():
     payload = restore_payload(0, b"\x05hello", 10)
     assert payload[:7] == b"\x00\x05hello" and payload[7:9] == b"\x0a\x00"
     assert split_payload(payload) == (0, b"\x05hello", 10)
+
+
+class _RecordingConn:
+    """A stand-in for a Redis connection (unit test of our own command building: no server):
+    records what is sent and answers +OK to everything."""
+
+    def __init__(self) -> None:
+        self.sent = bytearray()
+
+    def call(self, *args):  # TIME, at the start
+        return [b"1700000000", b"0"]
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+    def read_some(self, n: int = 0) -> bytes:
+        return b"+OK\r\n" * 1000
+
+
+def _commands(data: bytes) -> list[list[bytes]]:
+    out, pos = [], 0
+    while pos < len(data):
+        assert data[pos:pos + 1] == b"*"
+        end = data.index(b"\r\n", pos)
+        n, pos, args = int(data[pos + 1:end]), end + 2, []
+        for _ in range(n):
+            end = data.index(b"\r\n", pos)
+            size = int(data[pos + 1:end])
+            args.append(data[end + 2:end + 2 + size])
+            assert data[end + 2 + size:end + 4 + size] == b"\r\n"
+            pos = end + 4 + size
+        out.append(args)
+    return out
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_restore_commands_carry_exact_payloads_for_every_expiry_and_size(replace):
+    """Every RESTORE the pipeline builds (short payloads with the table CRC, long ones with anycrc,
+    13-digit and longer expiry times, none) is the command encode_command would write."""
+    from airflow_checkpoint_provider.core.engines.redis._load import _Walk, restore_stream
+    from airflow_checkpoint_provider.core.engines.redis.resp import encode_command
+
+    entries = [(0, b"plain", 0, S(b"v" * 30), None), (0, b"ttl13", 0, S(b"w"), 1800000000000),
+               (0, b"ttl14", 0, S(b"far"), 12345678901234), (0, b"long", 0, S(b"y" * 5000), 1800000000001),
+               (0, b"lzf", 0, _lzf(LZF_ABC, 12), None), (0, b"int", 0, b"\xc0\x07", None),
+               (0, b"hash", 13, S(b"zl"), 1800000000002)]
+    data = build_rdb(version=11, entries=entries)
+    conn = _RecordingConn()
+    walk = _Walk(io.BytesIO(data))
+    version = walk.begin()
+    stats = restore_stream(conn, walk.entries(), version, {0: 5}, replace=replace)  # type: ignore[arg-type]
+    assert stats[0].restored == len(entries)
+    got = _commands(bytes(conn.sent))
+    rep = ["REPLACE"] if replace else []
+    want = [["SELECT", 5]] + [
+        ["RESTORE", key, 0, restore_payload(t, value, version), *rep] if expire is None else
+        ["RESTORE", key, expire, restore_payload(t, value, version), "ABSTTL", *rep]
+        for _, key, t, value, expire in entries]
+    assert got == [_commands(encode_command(*w))[0] for w in want]

@@ -26,6 +26,9 @@ def test_every_engine_fulfils_the_contract(name):
     assert "s3" not in repr(target) and "s3" not in str(target.public())  # the secret stays out
     assert callable(engine.capture) and callable(engine.restore) and callable(engine.recover)
     assert engine.is_own_copy("x__rollback_abc123_20260101000000") in (True, False)
+    # the optional lifecycle functions: the deep check of its artifacts, and what lives outside the archive
+    for optional in (engine.deep_check, engine.expire):
+        assert optional is None or callable(optional)
 
 
 @pytest.mark.parametrize("name", registry.names())

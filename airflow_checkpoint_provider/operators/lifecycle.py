@@ -1,0 +1,110 @@
+"""Operators of the checkpoint lifecycle: verify the store at a level, expire by the retention policy."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_checkpoint_provider import engines, settings
+from airflow_checkpoint_provider.operators.base import open_store
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def default_targets(log: Any) -> dict[str, Any]:
+    """Every engine's target from its default connection; an engine without one is left out (logged)."""
+    out = {}
+    for name, engine in engines.engines().items():
+        conn_id = engines.default_conn_id(engine)
+        try:
+            out[name] = engines.target(name, conn_id)
+        except Exception as exc:
+            log.info("No %s target (connection %r: %s): its checks that need the server are skipped",
+                     engine.title, conn_id, str(exc).splitlines()[0])
+    return out
+
+
+class VerifyCheckpointsOperator(BaseOperator):
+    """Verify every checkpoint not yet verified at ``level``, plus a rolling sample of the others.
+
+    Each verification is recorded beside the archive (core/states.py). A damaged checkpoint is
+    marked ``corrupt``; if it is the last-known-good, the LKG falls back to the newest checkpoint
+    in the ``[checkpoint] lkg_requires`` state. Either fails the task, so that alerting fires; the
+    report is pushed to XCom (key ``report``) first.
+
+    :param level: ``basic``, ``standard`` or ``deep``; default ``[checkpoint] verify_level``.
+    :param sample: already verified checkpoints verified again; default ``[checkpoint] verify_sample``.
+    """
+
+    template_fields = ("level", "sample", "storage_root")
+
+    def __init__(self, *, level: str | None = None, sample: int | str | None = None,
+                 storage_root: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.level = level
+        self.sample = sample
+        self.storage_root = storage_root
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_checkpoint_provider.core.levels import sweep
+
+        level = self.level or settings.verify_level()
+        sample = int(self.sample if self.sample not in (None, "") else settings.verify_sample())
+        targets = default_targets(self.log) if level == "deep" else {}
+        by = {"dag_id": context["dag"].dag_id, "run_id": context["run_id"], "task_id": self.task_id}
+        report = sweep(open_store(self.storage_root), level, sample=sample, targets=targets,
+                       requires=settings.lkg_requires(), by=by)
+        for row in report.verified:
+            self.log.info("%s: %s at %s (%s)", row["checkpoint_id"], row["outcome"], level, row["why"])
+        for note in report.unchecked:
+            self.log.warning("Not checked: %s", note)
+        summary = report.to_dict()
+        context["ti"].xcom_push(key="report", value=summary)
+        if report.failed:
+            lines = [f"corrupt: {cid}" for cid in report.corrupt] + [f"damaged: {d}" for d in report.damaged_entries]
+            if report.lkg_fallback:
+                fb = report.lkg_fallback
+                lines.append(f"the last-known-good {fb['from']} fell back to {fb['to'] or 'nothing'}: {fb['reason']}")
+            raise AirflowFailException("checkpoint verification found damage:\n  " + "\n  ".join(lines))
+        return summary
+
+
+class ExpireCheckpointsOperator(BaseOperator):
+    """Apply the retention policy: finish earlier deletions, then delete what no rule keeps.
+
+    Every checkpoint is logged with the rule that keeps it or the reason it goes. Search snapshots
+    of a cluster that does not answer stay in their tombstones for the next run (logged as
+    warnings, and in the XCom under ``pending``).
+
+    :param policy: JSON of a retention policy; default ``[checkpoint] retention``.
+    :param plan_only: only log the plan (a dry run).
+    """
+
+    template_fields = ("policy", "plan_only", "storage_root")
+
+    def __init__(self, *, policy: str | None = None, plan_only: bool | str = False, storage_root: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.policy = policy
+        self.plan_only = plan_only
+        self.storage_root = storage_root
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_checkpoint_provider.core.expire import expire
+        from airflow_checkpoint_provider.core.retention import Policy
+
+        execute = str(self.plan_only).lower() not in ("1", "true", "yes", "on")
+        targets = {k: v for k, v in default_targets(self.log).items() if engines.engines()[k].expire is not None}
+        report = expire(open_store(self.storage_root), Policy.parse(self.policy or settings.retention()),
+                        requires=settings.lkg_requires(), targets=targets if execute else {}, execute=execute)
+        for d in report.plan.decisions:
+            self.log.info("%s %s: %s", "keep" if d.keep else ("delete" if execute else "would delete"),
+                          d.checkpoint_id, "; ".join(d.reasons))
+        for warning in report.plan.warnings:
+            self.log.warning("%s", warning)
+        for line in report.pending:
+            self.log.warning("Left for a later run: %s", line)
+        return report.to_dict()

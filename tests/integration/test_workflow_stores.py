@@ -1,0 +1,190 @@
+"""Both workflow stores against real processes and a real PostgreSQL: SIGKILL during save, server
+restarts, two writers of one workflow, and what the PostgreSQL tables hold."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from airflow_checkpoint_provider.core import Store
+from airflow_checkpoint_provider.core.workflow import FileWorkflowStore, PostgresWorkflowStore, Workflow
+from tests.integration.workflow_child import payload
+from tests.integration.workflow_support import restart_postgres
+
+REPO = Path(__file__).resolve().parents[2]
+#: kills per store: the file store gets the full 20, the PostgreSQL store (slower to start) 5
+KILLS = {"file": 20, "pg": 5}
+
+
+def _pg_env(pg: dict[str, Any]) -> dict[str, str]:
+    return {**os.environ, "WF_TEST_PG": json.dumps({k: pg[k] for k in ("host", "port", "user", "password")})}
+
+
+def _db(pg: dict[str, Any], name: str) -> str:
+    with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"],
+                         dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def _pg_store(pg: dict[str, Any], dbname: str) -> PostgresWorkflowStore:
+    def connect() -> psycopg.Connection:
+        return psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"],
+                               dbname=dbname, autocommit=True)
+
+    return PostgresWorkflowStore(connect, location=f"postgresql://{pg['host']}:{pg['port']}/{dbname}")
+
+
+@pytest.fixture(params=["file", "pg"])
+def stores(request, tmp_path, pg) -> tuple[str, Any, dict[str, str]]:
+    """(spec for the child, the store, the child's environment) of the file or the PostgreSQL store."""
+    if request.param == "file":
+        root = tmp_path / "store"
+        return f"file:{root}", FileWorkflowStore(Store.open(root, create=True)), dict(os.environ)
+    db = _db(pg, f"wf_{request.node.name.split('[')[0][-20:]}_{os.getpid()}".lower())
+    return f"pg:{db}", _pg_store(pg, db), _pg_env(pg)
+
+
+def _child(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.integration.workflow_child", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_at_random_points_of_save_always_leaves_a_complete_earlier_or_later_state(stores):
+    spec, store, env = stores
+    rng = random.Random(20260101)
+    torn_writes, streamed_kills = 0, 0
+    kills = KILLS[spec.partition(":")[0]]
+    for attempt in range(kills):
+        proc = _child("save-loop", spec, "killed", env=env)
+        durations, acknowledged, first = [], 0, None
+        target = rng.randint(1, 2)
+        while True:  # let it save a step or two, learning how long a save takes, then kill mid-save
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()[-3000:]
+            word, step, *rest = line.split()
+            first = int(step) if first is None else first
+            if word == "saved":
+                acknowledged = int(step)
+                durations.append(float(rest[0]))
+            elif int(step) >= first + target and durations:
+                time.sleep(rng.uniform(0, max(durations) * 1.1))
+                os.kill(proc.pid, signal.SIGKILL)
+                streamed_kills += int(step) % 2  # odd steps are streamed saves
+                break
+        out, _ = proc.communicate(timeout=30)
+        acknowledged = max([acknowledged] + [int(ln.split()[1]) for ln in out.splitlines() if ln.startswith("saved")])
+        if spec.startswith("file:"):
+            torn = [p for p in store.fs.local_path(f"{store._dir('killed')}/states").iterdir()
+                    if p.name.startswith(".tmp-")]
+            torn_writes += bool(torn)
+            for path in torn:  # the store's cleanup would remove them; count each kill's own
+                path.unlink()
+        # the state a resume reads is exactly one that was saved, never a torn one, and no
+        # acknowledged save is lost
+        wf = Workflow(store, "killed", history=3)
+        latest = wf.resumed_from
+        assert latest is not None and latest.step in (acknowledged, acknowledged + 1), (attempt, latest, acknowledged)
+        assert wf.state == payload(latest.step), f"kill {attempt}: the state of step {latest.step} is not the saved one"
+        assert all(e.problem is None for e in store.entries("killed")), store.entries("killed")
+        wf.close()
+    if spec.startswith("file:"):
+        assert torn_writes >= 2, f"only {torn_writes} of {kills} kills landed while a state file was being written"
+        assert streamed_kills >= 2, f"only {streamed_kills} of {kills} kills hit a streamed save"
+
+
+def test_two_writers_of_one_workflow_are_serialized(stores):
+    spec, store, env = stores
+    first = _child("writer", spec, "pair", "6", "3", "1.0", env=env)
+    assert first.stdout.readline().startswith("start")
+    assert first.stdout.readline().startswith("ran 1")
+    second = _child("writer", spec, "pair", "6", "99", "0.1", env=env)  # waits for the first one's lock
+    out1, err1 = first.communicate(timeout=60)
+    out2, err2 = second.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, (err1[-2000:], err2[-2000:])
+    ran1 = [1] + [int(ln.split()[1]) for ln in out1.splitlines() if ln.startswith("ran")]
+    ran2 = [int(ln.split()[1]) for ln in out2.splitlines() if ln.startswith("ran")]
+    started2 = float(out2.splitlines()[0].split()[1])
+    stopped1 = float(next(ln for ln in out1.splitlines() if ln.startswith("stopped")).split()[1])
+    assert (ran1, ran2) == ([1, 2, 3], [4, 5, 6]), (out1, out2)  # no step twice, none skipped
+    assert started2 < stopped1, "the second writer should have been waiting while the first one ran"
+    entries = store.entries("pair")
+    assert [e.header.step for e in entries] == [6, 5, 4, 3, 2, 1]
+    pids = {store.load("pair", e.seq).state()["pid"] for e in entries}
+    assert pids == {first.pid, second.pid}
+
+
+def test_postgres_rows_hold_jsonb_metadata_and_the_bytea_payload_with_an_index(pg):
+    db = _db(pg, "wf_rows")
+    store = _pg_store(pg, db)
+    wf = Workflow(store, "rows", config={"rate": 1})
+    for step in wf.steps(["doc-1", "doc-2", "doc-3"]):
+        wf.save(step, {"processed": step, "quality": 0.92}, fingerprints={"entities": 156})
+    wf.summary()
+    with store.connection() as conn:
+        rows = conn.execute("SELECT seq, step, metadata, payload, saved_at FROM workflow_checkpoints "
+                            "WHERE workflow_id = 'rows' ORDER BY seq").fetchall()
+        status = conn.execute("SELECT status, completed_at IS NOT NULL FROM workflow_checkpoints_workflows "
+                              "WHERE workflow_id = 'rows'").fetchone()
+        index = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'workflow_checkpoints_step_idx'"
+                             ).fetchone()[0]
+        by_step = conn.execute("SELECT seq FROM workflow_checkpoints WHERE workflow_id = 'rows' AND step = %s",
+                               (json.dumps("doc-2"),)).fetchone()[0]
+    assert [(r[0], r[1]) for r in rows] == [(1, "doc-1"), (2, "doc-2"), (3, "doc-3")]
+    assert rows[2][2]["fingerprints"] == {"entities": 156} and rows[2][2]["parent"] == 2
+    assert json.loads(bytes(rows[2][3])) == {"processed": "doc-3", "quality": 0.92}
+    assert status == ("completed", True) and "(workflow_id, step)" in index and by_step == 2
+
+
+@pytest.fixture(scope="module")
+def private_pg(services_module, tmp_path_factory):
+    """A PostgreSQL of these tests' own, so that restarting it disturbs nobody else."""
+    state = tmp_path_factory.mktemp("private_pg")
+    try:
+        yield services_module.start(state, only=["postgres"])["postgres"]
+    finally:
+        services_module.stop(state)
+
+
+def test_postgres_store_survives_a_server_restart_between_attempts(private_pg, services_module):
+    db = _db(private_pg, "wf_restart")
+    proc = _child("save-loop", f"pg:{db}", "attempts", env=_pg_env(private_pg))
+    while not (line := proc.stdout.readline()).startswith("saved 3"):
+        assert line, proc.stderr.read()[-3000:]
+    os.kill(proc.pid, signal.SIGKILL)  # the first attempt dies after step 3 was saved
+    out, _ = proc.communicate(timeout=30)
+    acknowledged = max(int(ln.split()[1]) for ln in ["saved 3"] + out.splitlines() if ln.startswith("saved"))
+    restart_postgres(services_module, private_pg)
+    wf = Workflow(_pg_store(private_pg, db), "attempts", history=3)  # the second attempt
+    assert next(iter(wf.steps(range(1, 100)))) == acknowledged + 1
+    assert wf.state == payload(acknowledged)
+    wf.close()
+
+
+def test_postgres_session_reconnects_and_keeps_its_lock_when_the_server_restarts_mid_run(private_pg,
+                                                                                           services_module, caplog):
+    caplog.set_level("INFO", logger="airflow_checkpoint_provider.core.workflow.pgstore")
+    db = _db(private_pg, "wf_midrun")
+    store = _pg_store(private_pg, db)
+    wf = Workflow(store, "midrun")
+    steps = wf.steps([1, 2, 3, 4])
+    for step in steps:
+        wf.save(step, {"step": step})
+        if step == 2:
+            restart_postgres(services_module, private_pg)  # the session's connection (and its lock) is gone
+    wf.summary()
+    assert "broke while saving state 3" in caplog.text and "took the lock of workflow 'midrun' back" in caplog.text
+    assert [e.header.step for e in store.entries("midrun")] == [4, 3, 2, 1]
+    assert store.load("midrun", 4).state() == {"step": 4}
+    assert not store.busy("midrun")

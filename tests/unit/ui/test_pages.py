@@ -1,0 +1,124 @@
+"""The Checkpoints page's model and HTML, over a real store (no Airflow server: the routes and their
+authentication are tested against the real api-server in tests/integration/test_ui_browser.py)."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from airflow_checkpoint_provider.core import Store
+from airflow_checkpoint_provider.ui import html, model
+from tests.unit.core.helpers import make_checkpoint
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store.open(tmp_path / "store", create=True, lock_timeout=30)
+
+
+class _Text(HTMLParser):
+    """Every text node and every element id of a page, to check what a user would read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.ids: set[str] = set()
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.ids.update(v for k, v in attrs if k == "id" and v)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(page: str) -> _Text:
+    p = _Text()
+    p.feed(page)
+    return p
+
+
+def test_list_shows_every_checkpoint_newest_first_with_the_lkg_badge_and_a_chart(store):
+    first = make_checkpoint(store, "r1", tags=("scheduled",))
+    second = make_checkpoint(store, "r2", tags=("pre-migration",), pinned=True)
+    store.mark_lkg(first.checkpoint_id)
+    data = model.listing(store)
+    assert [r["checkpoint_id"] for r in data.rows] == [second.checkpoint_id, first.checkpoint_id]
+    assert [r["lkg"] for r in data.rows] == [False, True] and data.rows[0]["pinned"]
+    assert data.rows[1]["size"] == store.get(first.checkpoint_id).size and data.rows[1]["stores"]
+    page = html.list_page(data, base="/checkpoints", total=2)
+    parsed = _parse(page)
+    assert {"checkpoints", "storage-chart", "lkg", "lkg-history"} <= parsed.ids
+    assert page.count("data-lkg=1") == 1 and page.count("<tr class=checkpoint") == 2
+    assert "script" not in parsed.tags and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_type_filter_uses_the_tags_of_the_ready_made_dags_and_refuses_unknown_types(store):
+    make_checkpoint(store, "r1", tags=("scheduled",))
+    deploy = make_checkpoint(store, "r2", tags=("pre-deploy",))
+    assert [r["checkpoint_id"] for r in model.listing(store, type_="deployment").rows] == [deploy.checkpoint_id]
+    assert len(model.listing(store, type_="database").rows) == 2
+    with pytest.raises(ValueError, match="unknown checkpoint type 'nope'"):
+        model.listing(store, type_="nope")
+
+
+def test_detail_has_manifest_fields_fingerprints_per_store_and_its_restores(store):
+    m = make_checkpoint(store, "r1")
+    d = model.detail(store, m.checkpoint_id)
+    assert d["checkpoint_id"] == m.checkpoint_id and d["config_hash"] == m.config_hash
+    assert {a["name"] for a in d["artifacts"]} == {a.name for a in m.artifacts}
+    assert d["fingerprints"] == {a.store: {a.name: a.fingerprints} for a in m.artifacts} or all(
+        d["fingerprints"][a.store][a.name] == a.fingerprints for a in m.artifacts)
+    page = html.detail_page(d, base="/checkpoints")
+    parsed = _parse(page)
+    assert {"checkpoint-id", "restore-button", "restore-confirm", "manifest", "artifacts", "fingerprints"} <= parsed.ids
+    assert f'action="/checkpoints/ui/{m.checkpoint_id}/restore"' in page
+
+
+def test_text_from_the_store_is_escaped_so_no_markup_can_be_injected(store):
+    m = make_checkpoint(store, "r1", tags=("<script>alert(1)</script>", "a\"b"))
+    page = html.list_page(model.listing(store), base="/checkpoints", total=1)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "a&quot;b" in page
+    assert "<script>" not in html.detail_page(model.detail(store, m.checkpoint_id), base="/checkpoints")
+
+
+def test_storage_per_day_sums_bytes_and_counts_each_day():
+    rows = [{"created_at": "2026-11-30T23:59:00Z", "size": 10, "search_snapshot_bytes": 5},
+            {"created_at": "2026-12-01T00:01:00Z", "size": 7, "search_snapshot_bytes": None},
+            {"created_at": "2026-12-01T10:00:00Z", "size": 3, "search_snapshot_bytes": None}]
+    assert model.storage_by_day(rows) == [("2026-11-30", 15, 1), ("2026-12-01", 10, 2)]
+    svg = html.chart(model.storage_by_day(rows))
+    assert len(re.findall(r"<rect class=day", svg)) == 2 and "2 checkpoint(s)" in svg
+
+
+def test_states_and_their_records_show_in_the_list_and_the_detail(store):
+    good = make_checkpoint(store, "r1")
+    bad = make_checkpoint(store, "r2")
+    store.record_state(store.get(good.checkpoint_id), kind="verify", outcome="ok", level="standard", duration_ms=12,
+                       evidence={"external_bytes": 4096})
+    store.record_state(store.get(bad.checkpoint_id), kind="verify", outcome="corrupt", level="standard",
+                       problems=[{"kind": "checksum", "subject": "postgres/app.dump", "detail": "sha256 mismatch"}])
+    rows = {r["checkpoint_id"]: r for r in model.listing(store).rows}
+    assert rows[good.checkpoint_id]["state"]["label"] == "verified:standard"
+    assert rows[good.checkpoint_id]["search_snapshot_bytes"] == 4096  # measured by the verification
+    assert rows[bad.checkpoint_id]["state"]["state"] == "corrupt"
+    page = html.list_page(model.listing(store), base="/checkpoints", total=2)
+    assert 'class="badge state bad"' in page and "verified:standard" in page and "+ 4.0 KiB search" in page
+    detail = html.detail_page(model.detail(store, bad.checkpoint_id), base="/checkpoints")
+    assert "id=records" in detail and "sha256 mismatch" in detail and ">corrupt<" in detail
+
+
+def test_workflow_checkpoints_are_listed_on_the_page(store):
+    from airflow_checkpoint_provider.core.workflow import FileWorkflowStore, Workflow
+
+    wf = Workflow(FileWorkflowStore(store), "sim/run1/simulate", history=3)
+    for step in wf.steps([2025, 2026]):
+        wf.save(step, {"year": step})
+    wf.summary()
+    (row,) = model.workflows(store)
+    assert row["workflow_id"] == "sim/run1/simulate" and row["states"] == 2 and row["latest_step"] == 2026
+    page = html.list_page(model.listing(store), base="/checkpoints", total=0, workflows=model.workflows(store))
+    assert "id=workflows" in page and "sim/run1/simulate" in page
