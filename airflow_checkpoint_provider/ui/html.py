@@ -81,6 +81,10 @@ def chart(days: list[tuple[str, int, int]], *, width: int = 720, height: int = 1
     return "".join(parts)
 
 
+def _health(ok: Any) -> str:
+    return "-" if ok is None else ("healthy" if ok else "UNHEALTHY")
+
+
 def _restores(records: list[dict[str, Any]], limit: int = 20) -> str:
     if not records:
         return '<p class=muted>No restores recorded.</p>'
@@ -88,7 +92,7 @@ def _restores(records: list[dict[str, Any]], limit: int = 20) -> str:
         f"<tr><td>{_e(str(r.get('recorded_at', ''))[:19].replace('T', ' '))}</td><td>{_e(r.get('status', ''))}</td>"
         f"<td>{_e(r.get('checkpoint_id') or r.get('requested_checkpoint') or '')}</td>"
         f"<td>{_e(','.join(map(str, r.get('components') or [])))}</td>"
-        f"<td>{_e({True: 'healthy', False: 'UNHEALTHY'}.get((r.get('health') or {}).get('ok'), '-'))}</td>"
+        f"<td>{_e(_health((r.get('health') or {}).get('ok')))}</td>"
         f"<td>{_e(r.get('dag_id', ''))}/{_e(r.get('run_id', ''))}</td></tr>" for r in records[:limit])
     return ("<table id=restores><tr><th>When (UTC)</th><th>Status</th><th>Checkpoint</th><th>Stores</th>"
             f"<th>Health</th><th>Run</th></tr>{rows}</table>")
