@@ -12,9 +12,10 @@ demo: setup
 test: setup lint
 	.venv/bin/python -m pytest
 
-# ruff (lint) over the package, the tests, the scripts and the benchmarks; mypy (--strict on core/).
+# ruff (lint and format check) over the package, the tests, the scripts and the benchmarks; mypy (--strict on core/).
 lint: setup
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
 # Unit tests only (no servers).

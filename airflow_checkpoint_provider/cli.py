@@ -71,8 +71,17 @@ def cmd_list(store: Store, args: argparse.Namespace) -> int:
     code = EXIT_PROBLEMS if damaged else EXIT_OK
     states = {i.checkpoint_id: store.state_of(i) for i in infos}
     if args.json:
-        _print_json([dict(i.to_dict(), lkg=i.checkpoint_id == lkg_id, state=states[i.checkpoint_id].to_dict(),
-                          total_size=i.size + (states[i.checkpoint_id].snapshot_bytes or 0)) for i in infos])
+        _print_json(
+            [
+                dict(
+                    i.to_dict(),
+                    lkg=i.checkpoint_id == lkg_id,
+                    state=states[i.checkpoint_id].to_dict(),
+                    total_size=i.size + (states[i.checkpoint_id].snapshot_bytes or 0),
+                )
+                for i in infos
+            ]
+        )
         return code
     if not infos and not damaged:
         print(f"no checkpoints in {store.root}" + (f" tagged {_safe(args.tag)!r}" if args.tag else ""))
@@ -82,9 +91,11 @@ def cmd_list(store: Store, args: argparse.Namespace) -> int:
         mark = " [LKG]" if i.checkpoint_id == lkg_id else ""
         pin = " [pinned]" if i.pinned else ""
         state = states[i.checkpoint_id]
-        print(f"{i.checkpoint_id:<32} {i.created_at[:19].replace('T', ' '):<20} "
-              f"{_human_size(i.size + (state.snapshot_bytes or 0)):>10}  {state.label:<18} "
-              f"{_safe(','.join(sorted(i.manifest.stores()))):<24} {_safe(','.join(i.tags))}{mark}{pin}")
+        print(
+            f"{i.checkpoint_id:<32} {i.created_at[:19].replace('T', ' '):<20} "
+            f"{_human_size(i.size + (state.snapshot_bytes or 0)):>10}  {state.label:<18} "
+            f"{_safe(','.join(sorted(i.manifest.stores()))):<24} {_safe(','.join(i.tags))}{mark}{pin}"
+        )
     for d in damaged:
         print(f"{_safe(d.checkpoint_id):<32} DAMAGED: {_safe(d.problem)}")
     return code
@@ -107,8 +118,12 @@ def cmd_lkg(store: Store, args: argparse.Namespace) -> int:
             return EXIT_USAGE
         from airflow_checkpoint_provider import settings
 
-        pointer = store.mark_lkg(args.checkpoint_id, reason=args.reason or "set by airflow-checkpoint lkg set",
-                                 requires=settings.lkg_requires(), by={"cli": "lkg set"})
+        pointer = store.mark_lkg(
+            args.checkpoint_id,
+            reason=args.reason or "set by airflow-checkpoint lkg set",
+            requires=settings.lkg_requires(),
+            by={"cli": "lkg set"},
+        )
         print(f"last-known-good: {pointer.checkpoint_id} (was {pointer.previous or 'unset'})")
         return EXIT_OK
     if args.action == "history":
@@ -124,8 +139,10 @@ def cmd_lkg(store: Store, args: argparse.Namespace) -> int:
     elif current is None:
         print(f"no last-known-good checkpoint in {store.root}")
     else:
-        print(f"last-known-good: {current.checkpoint_id}\n  set at:   {current.set_at}\n"
-              f"  previous: {current.previous or '-'}\n  reason:   {_safe(current.reason or '-')}")
+        print(
+            f"last-known-good: {current.checkpoint_id}\n  set at:   {current.set_at}\n"
+            f"  previous: {current.previous or '-'}\n  reason:   {_safe(current.reason or '-')}"
+        )
     return EXIT_OK
 
 
@@ -148,8 +165,9 @@ def cmd_cleanup(store: Store, args: argparse.Namespace) -> int:
 
         for component, target in _targets(args).items():
             try:
-                removed += leftovers.drop(component, target, store, dry_run=args.dry_run,
-                                          **_leftover_options(component))
+                removed += leftovers.drop(
+                    component, target, store, dry_run=args.dry_run, **_leftover_options(component)
+                )
             except CheckpointError as exc:
                 print(f"{component}: cannot look for leftovers: {exc}", file=sys.stderr)
     verb = "would remove" if args.dry_run else "removed"
@@ -171,8 +189,10 @@ def cmd_recover_interrupted(store: Store, args: argparse.Namespace) -> int:
         for j in pending:
             for name, entry in j.components.items():
                 policy = "finish (the copies had verified)" if entry.roll_forward else "undo"
-                print(f"{j.restore_id} of {j.checkpoint_id} ({j.owner.get('dag_id') or 'no DAG'}): {name} stopped "
-                      f"in phase {entry.phase} with {len(entry.pending())} pending step(s): would {policy}")
+                print(
+                    f"{j.restore_id} of {j.checkpoint_id} ({j.owner.get('dag_id') or 'no DAG'}): {name} stopped "
+                    f"in phase {entry.phase} with {len(entry.pending())} pending step(s): would {policy}"
+                )
         return EXIT_OK
     overrides = _conn_ids(args)
 
@@ -204,10 +224,14 @@ def cmd_audit(store: Store, args: argparse.Namespace) -> int:
     for r in records:
         health = r.get("health", {}).get("ok")
         health_text = "-" if health is None else ("healthy" if health else "UNHEALTHY")
-        print(_safe(f"{str(r.get('recorded_at', ''))[:19].replace('T', ' ')}  {r.get('status', ''):<9} "
-                    f"{r.get('checkpoint_id') or r.get('requested_checkpoint', ''):<30} "
-                    f"{','.join(map(str, r.get('components', []))):<22} {health_text:<9} "
-                    f"{r.get('dag_id', '')}/{r.get('run_id', '')}"))
+        print(
+            _safe(
+                f"{str(r.get('recorded_at', ''))[:19].replace('T', ' ')}  {r.get('status', ''):<9} "
+                f"{r.get('checkpoint_id') or r.get('requested_checkpoint', ''):<30} "
+                f"{','.join(map(str, r.get('components', []))):<22} {health_text:<9} "
+                f"{r.get('dag_id', '')}/{r.get('run_id', '')}"
+            )
+        )
         if r.get("error"):
             print(f"    error: {_safe(str(r['error']).splitlines()[0])}")
     return EXIT_OK
@@ -261,15 +285,20 @@ def cmd_rollbacks(store: Store, args: argparse.Namespace) -> int:
             print("no rollback copies")
         for c, _ in rows:
             size = _human_size(c.size) if c.size is not None else "-"
-            print(f"{c.component:<9} {_safe(c.name):<64} of {_safe(c.of):<28} {c.created_at[:19].replace('T', ' ')} "
-                  f"({c.age / 3600:.1f} h) {size:>10}")
+            print(
+                f"{c.component:<9} {_safe(c.name):<64} of {_safe(c.of):<28} {c.created_at[:19].replace('T', ' ')} "
+                f"({c.age / 3600:.1f} h) {size:>10}"
+            )
         return EXIT_OK
     policy = rollbacks.RollbackPolicy(args.keep_last, args.older_than)
     names = set(args.names)
-    doomed = [(c, t) for c, t in rows if c.name in names] if names else         [(c, t) for c, t in rows if c in policy.expired([r for r, _ in rows])]
+    doomed = (
+        [(c, t) for c, t in rows if c.name in names]
+        if names
+        else [(c, t) for c, t in rows if c in policy.expired([r for r, _ in rows])]
+    )
     if names - {c.name for c, _ in doomed}:
-        print(f"error: not a rollback copy: {', '.join(sorted(names - {c.name for c, _ in doomed}))}",
-              file=sys.stderr)
+        print(f"error: not a rollback copy: {', '.join(sorted(names - {c.name for c, _ in doomed}))}", file=sys.stderr)
         return EXIT_USAGE
     for c, target in doomed:
         busy = live_holders(store.fs, [target_key(c.component, target.public())])
@@ -278,8 +307,10 @@ def cmd_rollbacks(store: Store, args: argparse.Namespace) -> int:
             continue
         if args.execute:
             rollbacks.drop_copy(c.component, target, c.name, store)
-        print(f"{'dropped' if args.execute else 'would drop'} {c.component} {_safe(c.name)} "
-              f"(copy of {_safe(c.of)}, {c.age / 3600:.1f} h old)")
+        print(
+            f"{'dropped' if args.execute else 'would drop'} {c.component} {_safe(c.name)} "
+            f"(copy of {_safe(c.of)}, {c.age / 3600:.1f} h old)"
+        )
     if not args.execute and doomed:
         print("dry run: nothing was dropped; add --execute to drop them")
     return EXIT_OK
@@ -289,8 +320,11 @@ def _conn_arguments(p: argparse.ArgumentParser, when: str = "default: the [check
     from airflow_checkpoint_provider.core.engines import registry
 
     for engine in registry.engines().values():
-        p.add_argument(f"--{engine.conn_param.replace('_', '-')}", dest=engine.conn_param,
-                       help=f"Airflow connection of the {engine.title} server ({when})")
+        p.add_argument(
+            f"--{engine.conn_param.replace('_', '-')}",
+            dest=engine.conn_param,
+            help=f"Airflow connection of the {engine.title} server ({when})",
+        )
 
 
 def _component_arguments(p: argparse.ArgumentParser, *, conns: bool = True) -> None:
@@ -302,8 +336,11 @@ def _component_arguments(p: argparse.ArgumentParser, *, conns: bool = True) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="airflow-checkpoint", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="airflow-checkpoint",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--root", help="store root (default: [checkpoint] storage_root)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -312,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", help="a checkpoint's state and the history of its verifications and drills, "
-                                    "then its manifest")
+    p = sub.add_parser(
+        "show", help="a checkpoint's state and the history of its verifications and drills, then its manifest"
+    )
     p.add_argument("checkpoint_id")
     p.add_argument("--manifest", action="store_true", help="print only the manifest (JSON)")
     p.add_argument("--json", action="store_true", help="state, history and manifest as one JSON object")
@@ -330,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lkg)
 
-    p = sub.add_parser("delete", help="delete a checkpoint with its search snapshot (never the LKG; pinned ones "
-                                      "need --force)")
+    p = sub.add_parser(
+        "delete", help="delete a checkpoint with its search snapshot (never the LKG; pinned ones need --force)"
+    )
     p.add_argument("checkpoint_id")
     p.add_argument("--force", action="store_true")
     p.add_argument("--no-servers", action="store_true", help="only the store; the snapshot waits for a later run")
@@ -339,15 +378,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_delete)
     cli_lifecycle.add_expire_parser(sub)
 
-    p = sub.add_parser("cleanup", help="remove leftovers of crashed or abandoned writers, in the store and in "
-                                       "the live servers")
+    p = sub.add_parser(
+        "cleanup", help="remove leftovers of crashed or abandoned writers, in the store and in the live servers"
+    )
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
     p.add_argument("--store-only", action="store_true", help="only the store (no server connections)")
     _component_arguments(p)
     p.set_defaults(func=cmd_cleanup)
 
-    p = sub.add_parser("recover-interrupted",
-                       help="finish or undo the cut-over of restores that were killed (from their journals)")
+    p = sub.add_parser(
+        "recover-interrupted", help="finish or undo the cut-over of restores that were killed (from their journals)"
+    )
     p.add_argument("--dry-run", action="store_true", help="say what would be done; change nothing")
     _conn_arguments(p, "if the journal records none or it changed")
     p.set_defaults(func=cmd_recover_interrupted)

@@ -30,8 +30,9 @@ def _report(result: VerifyResult, as_json: bool) -> None:
         return
     cid = _safe(result.checkpoint_id)
     if result.ok:
-        print(f"{cid}: OK ({len(result.verified)} artifacts, {_human_size(result.bytes_read)} read, level "
-              f"{result.level})")
+        print(
+            f"{cid}: OK ({len(result.verified)} artifacts, {_human_size(result.bytes_read)} read, level {result.level})"
+        )
         return
     print(f"{cid}: {len(result.problems)} problem(s)")
     for p in result.problems:
@@ -75,9 +76,11 @@ def cmd_verify(store: Store, args: argparse.Namespace) -> int:
     problem = store.lkg_problem(pointer) if pointer is not None else None
     if pointer is not None and problem:
         new = store.fallback_lkg(problem, requires=settings.lkg_requires(), by=by)
-        print(f"last-known-good {pointer.checkpoint_id} is damaged: it fell back to "
-              f"{new.checkpoint_id if new else 'nothing (no checkpoint qualifies; the pointer was removed)'}",
-              file=sys.stderr)
+        print(
+            f"last-known-good {pointer.checkpoint_id} is damaged: it fell back to "
+            f"{new.checkpoint_id if new else 'nothing (no checkpoint qualifies; the pointer was removed)'}",
+            file=sys.stderr,
+        )
     if args.json:
         _print_json([r.to_dict() for r in results])
     return EXIT_OK if all(r.ok for r in results) else EXIT_PROBLEMS
@@ -101,12 +104,17 @@ def add_verify_parser(sub: Any) -> None:
     p = sub.add_parser("verify", help="verify a checkpoint at a level and record it; reports every problem")
     p.add_argument("checkpoint_id", nargs="?")
     p.add_argument("--all", action="store_true", help="verify every checkpoint")
-    p.add_argument("--level", choices=LEVELS, default="standard",
-                   help="basic: sizes and manifests; standard (default): sha256 of every artifact; deep: also "
-                        "decompress and parse every artifact and check the search snapshot")
+    p.add_argument(
+        "--level",
+        choices=LEVELS,
+        default="standard",
+        help="basic: sizes and manifests; standard (default): sha256 of every artifact; deep: also "
+        "decompress and parse every artifact and check the search snapshot",
+    )
     p.add_argument("--deep", action="store_true", help="the same as --level deep")
-    p.add_argument("--no-servers", action="store_true", help="deep: ask no server (the search snapshot stays "
-                                                             "unchecked)")
+    p.add_argument(
+        "--no-servers", action="store_true", help="deep: ask no server (the search snapshot stays unchecked)"
+    )
     p.add_argument("--json", action="store_true")
     _component_arguments(p)
     p.set_defaults(func=cmd_verify)
@@ -117,21 +125,33 @@ def show_history(store: Store, info: CheckpointInfo, *, as_json: bool) -> int:
     state = store.state_of(info)
     records = store.state_records(info.checkpoint_id)
     if as_json:
-        _print_json({"checkpoint_id": info.checkpoint_id, "state": state.to_dict(),
-                     "history": [r.to_dict() for r in records], "manifest": json.loads(info.manifest.to_bytes())})
+        _print_json(
+            {
+                "checkpoint_id": info.checkpoint_id,
+                "state": state.to_dict(),
+                "history": [r.to_dict() for r in records],
+                "manifest": json.loads(info.manifest.to_bytes()),
+            }
+        )
         return EXIT_OK
     lkg = store.lkg()
     print(f"checkpoint: {info.checkpoint_id}{' [LKG]' if lkg and lkg.checkpoint_id == info.checkpoint_id else ''}")
     print(f"state:      {state.label}{f' ({_safe(state.reason)})' if state.reason else ''}")
-    print(f"size:       {_human_size(info.size)} archive"
-          + (f" + {_human_size(state.snapshot_bytes)} outside it" if state.snapshot_bytes else ""))
+    print(
+        f"size:       {_human_size(info.size)} archive"
+        + (f" + {_human_size(state.snapshot_bytes)} outside it" if state.snapshot_bytes else "")
+    )
     print("history:" if records else "history:    none (sealed, never verified since)")
     for r in records:
         mine = "" if r.manifest_sha256 == info.manifest.manifest_sha256 else " (of an earlier manifest)"
         level = f" {r.level}" if r.level else ""
         who = ",".join(f"{k}={v}" for k, v in sorted(r.by.items()))
-        print(_safe(f"  {r.recorded_at[:19].replace('T', ' ')}  {r.kind}{level}: {r.outcome} in "
-                    f"{r.duration_ms} ms{mine}{f'  [{who}]' if who else ''}"))
+        print(
+            _safe(
+                f"  {r.recorded_at[:19].replace('T', ' ')}  {r.kind}{level}: {r.outcome} in "
+                f"{r.duration_ms} ms{mine}{f'  [{who}]' if who else ''}"
+            )
+        )
         for p in r.problems:
             print(_safe(f"      {p.get('kind')}: {p.get('subject')}: {p.get('detail')}"))
     print("manifest:")
@@ -172,8 +192,12 @@ def cmd_expire(store: Store, args: argparse.Namespace) -> int:
             verb = "REFUSED" if gone.get(d.checkpoint_id) and gone[d.checkpoint_id].refused else "deleted"
         else:
             verb = "delete"
-        print(_safe(f"{verb} {d.checkpoint_id:<32} {d.created_at.strftime('%Y-%m-%d %H:%M')}  "
-                    f"{_human_size(d.size):>10}  {'; '.join(d.reasons)}"))
+        print(
+            _safe(
+                f"{verb} {d.checkpoint_id:<32} {d.created_at.strftime('%Y-%m-%d %H:%M')}  "
+                f"{_human_size(d.size):>10}  {'; '.join(d.reasons)}"
+            )
+        )
         outcome = gone.get(d.checkpoint_id)
         if outcome and outcome.refused:
             print(f"    {_safe(outcome.refused)}")
@@ -182,14 +206,15 @@ def cmd_expire(store: Store, args: argparse.Namespace) -> int:
     for line in report.pending:
         print(f"pending (a later run retries): {_safe(line)}", file=sys.stderr)
     n = len(report.plan.doomed)
-    print(f"{n} checkpoint(s) {'deleted' if args.execute else 'would be deleted (dry run: add --execute)'}, "
-          f"{_human_size(report.plan.kept_bytes)} kept")
+    print(
+        f"{n} checkpoint(s) {'deleted' if args.execute else 'would be deleted (dry run: add --execute)'}, "
+        f"{_human_size(report.plan.kept_bytes)} kept"
+    )
     return EXIT_PROBLEMS if report.pending else EXIT_OK
 
 
 def add_expire_parser(sub: Any) -> None:
-    p = sub.add_parser("expire", help="apply the retention policy ([checkpoint] retention); a dry run unless "
-                                      "--execute")
+    p = sub.add_parser("expire", help="apply the retention policy ([checkpoint] retention); a dry run unless --execute")
     p.add_argument("--execute", action="store_true", help="really delete (default: only print the plan)")
     p.add_argument("--policy", help="a policy as JSON instead of [checkpoint] retention")
     p.add_argument("--no-servers", action="store_true", help="leave search snapshots for a later run")

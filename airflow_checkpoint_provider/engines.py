@@ -31,9 +31,16 @@ def connection_info(conn_id: str) -> ConnectionInfo:
     from airflow.sdk import BaseHook
 
     conn = BaseHook.get_connection(conn_id)
-    return ConnectionInfo(conn_id=conn_id, conn_type=conn.conn_type or "", host=conn.host, port=conn.port,
-                          login=conn.login, password=conn.password, schema=conn.schema,
-                          extra=dict(conn.extra_dejson or {}))
+    return ConnectionInfo(
+        conn_id=conn_id,
+        conn_type=conn.conn_type or "",
+        host=conn.host,
+        port=conn.port,
+        login=conn.login,
+        password=conn.password,
+        schema=conn.schema,
+        extra=dict(conn.extra_dejson or {}),
+    )
 
 
 def target(name: str, conn_id: str) -> Any:

@@ -68,11 +68,23 @@ def checkpoint_task_group(
             if name not in chosen:
                 continue
             engine, cls = engines.engines()[name], engines.operator_class(name)
-            captures.append(cls(task_id=cls.task_name, storage_root=storage_root, enabled=enabled.get(name, True),
-                                **{engine.conn_param: conn_ids.get(name) or engines.default_conn_id(engine)},
-                                **options.get(name, {})))
-        bundle = BundleOperator(task_id="bundle", tags=list(tags), pinned=pinned, mark_lkg=mark_lkg,
-                                storage_root=storage_root, trigger_rule="none_failed_min_one_success")
+            captures.append(
+                cls(
+                    task_id=cls.task_name,
+                    storage_root=storage_root,
+                    enabled=enabled.get(name, True),
+                    **{engine.conn_param: conn_ids.get(name) or engines.default_conn_id(engine)},
+                    **options.get(name, {}),
+                )
+            )
+        bundle = BundleOperator(
+            task_id="bundle",
+            tags=list(tags),
+            pinned=pinned,
+            mark_lkg=mark_lkg,
+            storage_root=storage_root,
+            trigger_rule="none_failed_min_one_success",
+        )
         discard = DiscardStagingOperator(task_id="discard_staging", storage_root=storage_root)
         captures >> bundle >> discard.as_teardown()  # teardown: never what `group >> next` waits on
     return group

@@ -38,9 +38,11 @@ def make_data(path: str, size_mib: int) -> None:
     n = 0
     while n < 16 * 1024 * 1024:
         i = rng.randrange(10**9)
-        line = (f"{i}\tuser{rng.randrange(10**6)}@example.com\t{rng.getrandbits(64):016x}\t"
-                f"2026-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}\t{rng.choice(['active', 'closed', 'pending'])}"
-                f"\t{rng.random() * 1000:.2f}\n").encode()
+        line = (
+            f"{i}\tuser{rng.randrange(10**6)}@example.com\t{rng.getrandbits(64):016x}\t"
+            f"2026-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}\t{rng.choice(['active', 'closed', 'pending'])}"
+            f"\t{rng.random() * 1000:.2f}\n"
+        ).encode()
         lines.append(line)
         n += len(line)
     block = b"".join(lines)
@@ -76,8 +78,19 @@ def ours_child(data: str, root: str) -> None:
     manifest = store.seal(staging)
     t2 = time.perf_counter()
     art = manifest.artifacts[0]
-    print(json.dumps({"stage_s": t1 - t0, "seal_s": t2 - t1, "total_s": t2 - t0, "sha256": art.sha256,
-                      "stored": art.size, "raw": art.raw_size, "id": manifest.checkpoint_id}))
+    print(
+        json.dumps(
+            {
+                "stage_s": t1 - t0,
+                "seal_s": t2 - t1,
+                "total_s": t2 - t0,
+                "sha256": art.sha256,
+                "stored": art.size,
+                "raw": art.raw_size,
+                "id": manifest.checkpoint_id,
+            }
+        )
+    )
 
 
 def run_ours(data: str, root: str) -> tuple[dict, float]:
@@ -123,18 +136,31 @@ def main() -> None:
             results["ours_stage"].append(ours["stage_s"])
             rss.append(peak)
         best = {k: min(v) for k, v in results.items()}
-        print(f"\ninput: {mib:.0f} MiB; stored (zstd level 3): {ours['stored'] / 2**20:.0f} MiB "
-              f"(ratio {ours['raw'] / ours['stored']:.2f}:1); best of {args.repeat}")
+        print(
+            f"\ninput: {mib:.0f} MiB; stored (zstd level 3): {ours['stored'] / 2**20:.0f} MiB "
+            f"(ratio {ours['raw'] / ours['stored']:.2f}:1); best of {args.repeat}"
+        )
         print(f"{'path':<34}{'seconds':>9}{'MiB/s':>10}")
-        for label, key in (("cat > /dev/null", "cat"), ("zstd -T0 -3 | sha256sum", "zstd|sha256sum"),
-                           ("ours: stage only (zstd+sha256)", "ours_stage"),
-                           ("ours: stage + seal + fsync", "ours")):
+        for label, key in (
+            ("cat > /dev/null", "cat"),
+            ("zstd -T0 -3 | sha256sum", "zstd|sha256sum"),
+            ("ours: stage only (zstd+sha256)", "ours_stage"),
+            ("ours: stage + seal + fsync", "ours"),
+        ):
             print(f"{label:<34}{best[key]:>9.2f}{mib / best[key]:>10.0f}")
         ratio = best["zstd|sha256sum"] / best["ours"]
         print(f"\nthroughput ours / (zstd|sha256sum): {ratio:.2f}x  (target >= 0.80)")
         print(f"peak RSS of ours: {max(rss):.0f} MB  (target <= 150 MB)")
-        print(json.dumps({"input_mib": round(mib), "best_seconds": best, "ratio": round(ratio, 3),
-                          "peak_rss_mb": round(max(rss), 1)}))
+        print(
+            json.dumps(
+                {
+                    "input_mib": round(mib),
+                    "best_seconds": best,
+                    "ratio": round(ratio, 3),
+                    "peak_rss_mb": round(max(rss), 1),
+                }
+            )
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -61,16 +61,22 @@ def child(spec_json: str) -> None:
     store = Store.open(spec["root"], create=True)
     staging = store.staging("bench")
     t0 = time.perf_counter()
-    (art,) = postgres.capture(target, staging, databases=spec["db"], dump_format=spec["format"], jobs=spec["jobs"],
-                              pg_dump=spec["pg_dump"], exact_counts=spec["exact_counts"])
+    (art,) = postgres.capture(
+        target,
+        staging,
+        databases=spec["db"],
+        dump_format=spec["format"],
+        jobs=spec["jobs"],
+        pg_dump=spec["pg_dump"],
+        exact_counts=spec["exact_counts"],
+    )
     seconds = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "size": art.size, "raw": art.raw_size, "rows": art.fingerprints["rows"]}))
 
 
 def run_ours(spec: dict) -> tuple[dict, float, float]:
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE, text=True)
     _, status, rusage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     out = proc.stdout.read()
@@ -118,8 +124,12 @@ def main() -> None:
     ap.add_argument("--scales", default="10,70", help="pgbench scale factors (70 is about 1 GB)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--workdir", default=None)
-    ap.add_argument("--realistic-rows", type=int, default=4_000_000,
-                    help="also bench a table of realistic rows (4M is about 730 MB); 0 to skip")
+    ap.add_argument(
+        "--realistic-rows",
+        type=int,
+        default=4_000_000,
+        help="also bench a table of realistic rows (4M is about 730 MB); 0 to skip",
+    )
     ap.add_argument("--no-exact-counts", action="store_true", help="reltuples estimates instead of count(*)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -140,18 +150,30 @@ def main() -> None:
             raise SystemExit("pgbench not found: install postgresql-contrib (Debian ships it with postgresql-15)")
         env = dict(os.environ, PGPASSWORD=info["password"], LC_ALL="C")  # the baselines' password: env only
         conn = ["-h", info["host"], "-p", str(info["port"]), "-U", info["user"]]
-        target = {"host": info["host"], "port": info["port"], "user": info["user"], "password": info["password"],
-                  "dbname": "postgres"}
-        print(f"PostgreSQL {info['version']} on {info['host']}:{info['port']}; {os.cpu_count()} CPUs; "
-              f"best of {args.repeat}; exact counts: {not args.no_exact_counts}\n", flush=True)
+        target = {
+            "host": info["host"],
+            "port": info["port"],
+            "user": info["user"],
+            "password": info["password"],
+            "dbname": "postgres",
+        }
+        print(
+            f"PostgreSQL {info['version']} on {info['host']}:{info['port']}; {os.cpu_count()} CPUs; "
+            f"best of {args.repeat}; exact counts: {not args.no_exact_counts}\n",
+            flush=True,
+        )
 
         def psql(db: str, query: str) -> str:
-            return subprocess.run([f"{bin_dir}/psql", *conn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-Atc",
-                                   query], check=True, env=env, capture_output=True, text=True).stdout.strip()
+            return subprocess.run(
+                [f"{bin_dir}/psql", *conn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-Atc", query],
+                check=True,
+                env=env,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
 
         datasets: list[tuple[str, str, list[str] | str]] = [
-            (f"pgbench -s {scale}", f"pgbench_s{scale}",
-             [pgbench, *conn, "-i", "-I", "dtGvp", "-q", "-s", str(scale)])
+            (f"pgbench -s {scale}", f"pgbench_s{scale}", [pgbench, *conn, "-i", "-I", "dtGvp", "-q", "-s", str(scale)])
             for scale in (int(s) for s in args.scales.split(",") if s)
         ]
         if args.realistic_rows:
@@ -164,8 +186,14 @@ def main() -> None:
             if isinstance(setup, list):
                 subprocess.run([*setup, db], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             else:
-                subprocess.run([f"{bin_dir}/psql", *conn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", "-"],
-                               input=setup, text=True, check=True, env=env, stdout=subprocess.DEVNULL)
+                subprocess.run(
+                    [f"{bin_dir}/psql", *conn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", "-"],
+                    input=setup,
+                    text=True,
+                    check=True,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                )
             size = int(psql(db, "SELECT pg_database_size(current_database())"))
             print(f"{label}: database {mib(size)} MiB (setup took {time.perf_counter() - t0:.0f}s)", flush=True)
             subprocess.run([pg_dump, *conn, "-Fc", "-Z0", db], check=True, env=env, stdout=subprocess.DEVNULL)  # warm
@@ -196,8 +224,15 @@ def main() -> None:
 
                 for key, fmt, jobs in (("ours custom", "custom", 1), ("ours dir -j2", "directory", 2)):
                     root = os.path.join(work, f"store-{i}-{fmt}")
-                    spec = {"target": target, "root": root, "db": db, "format": fmt, "jobs": jobs,
-                            "pg_dump": pg_dump, "exact_counts": not args.no_exact_counts}
+                    spec = {
+                        "target": target,
+                        "root": root,
+                        "db": db,
+                        "format": fmt,
+                        "jobs": jobs,
+                        "pg_dump": pg_dump,
+                        "exact_counts": not args.no_exact_counts,
+                    }
                     res, wall, peak = run_ours(spec)
                     shutil.rmtree(root)
                     best[key] = min(best.get(key, res["seconds"]), res["seconds"])
@@ -207,8 +242,10 @@ def main() -> None:
                     rows = res["rows"]
 
             print(f"  rows: {rows}")
-            print(f"  floor: pg_dump -Fc -Z0 > /dev/null (no compression, no hashing, no counts): {floor:.2f}s "
-                  f"= {floor / best['pg_dump -Fc']:.2f}x pg_dump -Fc")
+            print(
+                f"  floor: pg_dump -Fc -Z0 > /dev/null (no compression, no hashing, no counts): {floor:.2f}s "
+                f"= {floor / best['pg_dump -Fc']:.2f}x pg_dump -Fc"
+            )
             print(f"  {'path':<20}{'seconds':>9}{'size MiB':>10}{'peak RSS MB':>13}  (child wall s)")
             for key in ("pg_dump -Fc", "ours custom", "pg_dump -Fd -j2", "ours dir -j2"):
                 extra = f"{rss[key]:>13.0f}  ({walls[key]:.2f})" if key in rss else ""
@@ -220,9 +257,18 @@ def main() -> None:
             print(f"  custom:    time {r_time:.2f}x pg_dump -Fc (target <= 0.60), size {r_size:.2f}x (target <= 1.00)")
             print(f"  directory: time {r_dtime:.2f}x pg_dump -Fd -j2, size {r_dsize:.2f}x")
             print(f"  peak RSS: {max(rss.values()):.0f} MB (target <= 150)\n", flush=True)
-            results.append({"dataset": label, "db_bytes": size, "floor_seconds": round(floor, 3), "best_seconds": {k: round(v, 3) for k, v in best.items()},
-                            "sizes": sizes, "peak_rss_mb": {k: round(v, 1) for k, v in rss.items()},
-                            "time_ratio_custom": round(r_time, 3), "size_ratio_custom": round(r_size, 3)})
+            results.append(
+                {
+                    "dataset": label,
+                    "db_bytes": size,
+                    "floor_seconds": round(floor, 3),
+                    "best_seconds": {k: round(v, 3) for k, v in best.items()},
+                    "sizes": sizes,
+                    "peak_rss_mb": {k: round(v, 1) for k, v in rss.items()},
+                    "time_ratio_custom": round(r_time, 3),
+                    "size_ratio_custom": round(r_size, 3),
+                }
+            )
             subprocess.run([f"{bin_dir}/dropdb", *conn, db], check=True, env=env)
         print(json.dumps(results))
     finally:

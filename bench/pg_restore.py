@@ -83,8 +83,15 @@ def child(spec_json: str) -> None:
     t0 = time.perf_counter()
     result = step("archive", store.verify, spec["checkpoint_id"])
     assert result.ok, result.problems
-    part = postgres.PostgresRestore(target, store, spec["checkpoint_id"], result.manifest.artifacts,
-                                    pg_restore=spec["pg_restore"], jobs=spec["jobs"], workdir=spec["workdir"])
+    part = postgres.PostgresRestore(
+        target,
+        store,
+        spec["checkpoint_id"],
+        result.manifest.artifacts,
+        pg_restore=spec["pg_restore"],
+        jobs=spec["jobs"],
+        workdir=spec["workdir"],
+    )
     _, problems = step("plan", part.plan)
     assert not problems, problems
     step("prepare", part.prepare)
@@ -92,8 +99,18 @@ def child(spec_json: str) -> None:
     seconds = time.perf_counter() - t0
     checks = step("health", part.health, 0.0)
     assert all(c.ok for c in checks), [str(c) for c in checks if not c.ok]
-    print(json.dumps({"seconds": seconds, "steps": steps, "rollback": outcome.rollback, "peak_rss_mb": self_hwm(),
-                      "details": outcome.details[spec["db"]], "session_options": part.session_options}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "steps": steps,
+                "rollback": outcome.rollback,
+                "peak_rss_mb": self_hwm(),
+                "details": outcome.details[spec["db"]],
+                "session_options": part.session_options,
+            }
+        )
+    )
 
 
 def self_hwm() -> float:
@@ -106,8 +123,7 @@ def run_ours(spec: dict) -> tuple[dict, float, dict[str, float]]:
     """One restore in a child process; its report, wall time and peak RSS (ours: the Python
     process, as it reports itself; pg_restore: sampled)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE, text=True)
     with PeakRss(proc.pid) as peak:
         out = proc.stdout.read()
         status = proc.wait()
@@ -126,9 +142,11 @@ def steps_text(res: dict) -> str:
     """One round's steps: archive check, plan, prepare (pg_restore, verification), cut-over."""
     d, st = res["details"], res["steps"]
     extra = f", extract {d['extract_seconds']:.2f}s" if "extract_seconds" in d else ""
-    return (f"archive {st['archive']:.2f}s, plan {st['plan']:.2f}s, prepare {st['prepare']:.2f}s [pg_restore "
-            f"{d['pg_restore_seconds']:.2f}s ({d['pg_restore']['input']}{extra}), verify {d['verify_seconds']:.2f}s], "
-            f"cut-over {st['cutover']:.2f}s")
+    return (
+        f"archive {st['archive']:.2f}s, plan {st['plan']:.2f}s, prepare {st['prepare']:.2f}s [pg_restore "
+        f"{d['pg_restore_seconds']:.2f}s ({d['pg_restore']['input']}{extra}), verify {d['verify_seconds']:.2f}s], "
+        f"cut-over {st['cutover']:.2f}s"
+    )
 
 
 def mib(n: float) -> str:
@@ -162,13 +180,23 @@ def main() -> None:
             pgbench = shutil.which("pgbench") or pgbench
         env = dict(os.environ, PGPASSWORD=info["password"], LC_ALL="C")  # the baseline's password: env only
         conn = ["-h", info["host"], "-p", str(info["port"]), "-U", info["user"]]
-        tdict = {"host": info["host"], "port": info["port"], "user": info["user"], "password": info["password"],
-                 "dbname": "postgres"}
+        tdict = {
+            "host": info["host"],
+            "port": info["port"],
+            "user": info["user"],
+            "password": info["password"],
+            "dbname": "postgres",
+        }
         target = PostgresTarget(**tdict)
 
         def psql(db: str, query: str) -> str:
-            return subprocess.run([f"{bin_dir}/psql", *conn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-Atc",
-                                   query], check=True, env=env, capture_output=True, text=True).stdout.strip()
+            return subprocess.run(
+                [f"{bin_dir}/psql", *conn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-Atc", query],
+                check=True,
+                env=env,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
 
         def settle() -> None:
             """The same start for every timed run: flush earlier runs' dirty buffers and pages (not timed)."""
@@ -177,12 +205,20 @@ def main() -> None:
 
         db = f"pgbench_s{args.scale}"
         load = os.getloadavg()[0]
-        print(f"PostgreSQL {info['version']} on {info['host']}:{info['port']}; {os.cpu_count()} CPUs (load average "
-              f"{load:.1f} at start); {args.repeat} rounds", flush=True)
+        print(
+            f"PostgreSQL {info['version']} on {info['host']}:{info['port']}; {os.cpu_count()} CPUs (load average "
+            f"{load:.1f} at start); {args.repeat} rounds",
+            flush=True,
+        )
         subprocess.run([f"{bin_dir}/createdb", *conn, db], check=True, env=env)
         t0 = time.perf_counter()
-        subprocess.run([pgbench, *conn, "-i", "-I", "dtGvp", "-q", "-s", str(args.scale), db], check=True, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [pgbench, *conn, "-i", "-I", "dtGvp", "-q", "-s", str(args.scale), db],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         size = int(psql(db, "SELECT pg_database_size(current_database())"))
         print(f"pgbench -i -I dtGvp -s {args.scale}: database {mib(size)} MiB (setup {time.perf_counter() - t0:.0f}s)")
 
@@ -197,8 +233,11 @@ def main() -> None:
         postgres.capture(target, staging, databases=[db], pg_dump=pg_dump)
         manifest = store.seal(staging)
         (art,) = manifest.artifacts
-        print(f"our checkpoint: {mib(art.size)} MiB zstd ({mib(art.raw_size)} MiB raw, pg_dump -Fc -Z0) in "
-              f"{time.perf_counter() - t0:.1f}s; {manifest.checkpoint_id}", flush=True)
+        print(
+            f"our checkpoint: {mib(art.size)} MiB zstd ({mib(art.raw_size)} MiB raw, pg_dump -Fc -Z0) in "
+            f"{time.perf_counter() - t0:.1f}s; {manifest.checkpoint_id}",
+            flush=True,
+        )
         with open(dump, "rb") as fh:  # warm the page cache for both inputs
             while fh.read(1 << 22):
                 pass
@@ -229,8 +268,15 @@ def main() -> None:
                     print(f"  round {i + 1}: {raw_key} {t:.2f}s", flush=True)
                     continue
                 key = f"ours jobs={what}"
-                spec = {"target": tdict, "root": root, "checkpoint_id": manifest.checkpoint_id, "db": db,
-                        "pg_restore": pg_restore, "jobs": what, "workdir": work}
+                spec = {
+                    "target": tdict,
+                    "root": root,
+                    "checkpoint_id": manifest.checkpoint_id,
+                    "db": db,
+                    "pg_restore": pg_restore,
+                    "jobs": what,
+                    "workdir": work,
+                }
                 settle()
                 res, _wall, peaks = run_ours(spec)
                 results.setdefault(key, []).append(res)
@@ -246,28 +292,47 @@ def main() -> None:
         rounds = {k: [r["seconds"] for r in v] for k, v in results.items()}
         medians = {k: median(v) for k, v in rounds.items()}
         raw = medians[raw_key]
-        print(f"\n  raw side: pg_restore -h HOST -p PORT -U USER -d fresh FILE  (pg_restore defaults: 1 job; the "
-              f"gzip -Fc dump; createdb not timed). Median of {args.repeat} rounds, each path in the same run.")
-        print(f"  {'path':<30}{'median s':>9}{'x raw':>8}{'best s':>8}{'peak RSS MB':>13}   every round (s)"
-              "   [peak RSS: raw = pg_restore; ours = our Python process]")
+        print(
+            f"\n  raw side: pg_restore -h HOST -p PORT -U USER -d fresh FILE  (pg_restore defaults: 1 job; the "
+            f"gzip -Fc dump; createdb not timed). Median of {args.repeat} rounds, each path in the same run."
+        )
+        print(
+            f"  {'path':<30}{'median s':>9}{'x raw':>8}{'best s':>8}{'peak RSS MB':>13}   every round (s)"
+            "   [peak RSS: raw = pg_restore; ours = our Python process]"
+        )
         for key in [raw_key, *[k for k in results if k != raw_key]]:
-            print(f"  {key:<30}{medians[key]:>9.2f}{medians[key] / raw:>8.2f}{min(rounds[key]):>8.2f}"
-                  f"{rss[key]:>13.0f}   {', '.join(f'{t:.2f}' for t in rounds[key])}")
+            print(
+                f"  {key:<30}{medians[key]:>9.2f}{medians[key] / raw:>8.2f}{min(rounds[key]):>8.2f}"
+                f"{rss[key]:>13.0f}   {', '.join(f'{t:.2f}' for t in rounds[key])}"
+            )
             if key == raw_key:
                 continue
             mid = sorted(results[key], key=lambda r: r["seconds"])[len(results[key]) // 2]
-            print(f"  {'':<30}median round: {steps_text(mid)}; then health checks {mid['steps']['health']:.2f}s "
-                  "(not in the time)")
-            print(f"  {'':<30}pg_restore {' '.join(mid['details']['pg_restore']['options'])} (PGOPTIONS "
-                  f"{mid['session_options']})")
+            print(
+                f"  {'':<30}median round: {steps_text(mid)}; then health checks {mid['steps']['health']:.2f}s "
+                "(not in the time)"
+            )
+            print(
+                f"  {'':<30}pg_restore {' '.join(mid['details']['pg_restore']['options'])} (PGOPTIONS "
+                f"{mid['session_options']})"
+            )
         fastest = min((k for k in results if k != raw_key), key=medians.__getitem__)
-        print(f"\n  ours ({fastest}): median {medians[fastest] / raw:.2f}x raw pg_restore (target <= 1.00), best "
-              f"{min(rounds[fastest]) / min(rounds[raw_key]):.2f}x; peak RSS {max(rss[k] for k in results if k != raw_key):.0f}"
-              f" MB (target <= 150; the pg_restore it runs {tool_rss:.0f} MB, raw pg_restore {rss[raw_key]:.0f} MB)")
-        print(json.dumps({"db_bytes": size, "median_seconds": {k: round(v, 3) for k, v in medians.items()},
-                          "rounds": {k: [round(t, 3) for t in v] for k, v in rounds.items()},
-                          "peak_rss_mb": {k: round(v, 1) for k, v in rss.items()},
-                          "ratio_median": round(medians[fastest] / raw, 3)}))
+        print(
+            f"\n  ours ({fastest}): median {medians[fastest] / raw:.2f}x raw pg_restore (target <= 1.00), best "
+            f"{min(rounds[fastest]) / min(rounds[raw_key]):.2f}x; peak RSS {max(rss[k] for k in results if k != raw_key):.0f}"
+            f" MB (target <= 150; the pg_restore it runs {tool_rss:.0f} MB, raw pg_restore {rss[raw_key]:.0f} MB)"
+        )
+        print(
+            json.dumps(
+                {
+                    "db_bytes": size,
+                    "median_seconds": {k: round(v, 3) for k, v in medians.items()},
+                    "rounds": {k: [round(t, 3) for t in v] for k, v in rounds.items()},
+                    "peak_rss_mb": {k: round(v, 1) for k, v in rss.items()},
+                    "ratio_median": round(medians[fastest] / raw, 3),
+                }
+            )
+        )
     finally:
         services.stop(Path(state))
         shutil.rmtree(work, ignore_errors=True)

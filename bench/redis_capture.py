@@ -109,8 +109,13 @@ def seed(info: dict, n: int) -> None:
 def time_redis_cli(info: dict, out: str) -> float:
     env = dict(os.environ, REDISCLI_AUTH=info["password"])
     t0 = time.perf_counter()
-    subprocess.run(["redis-cli", "-h", info["host"], "-p", str(info["port"]), "--rdb", out], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["redis-cli", "-h", info["host"], "-p", str(info["port"]), "--rdb", out],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
@@ -118,8 +123,12 @@ def time_ours(info: dict, mode: str, workdir: str) -> dict:
     """Run one capture in a child process; return its report plus peak RSS in MB."""
     store = tempfile.mkdtemp(dir=workdir, prefix="store-")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", mode, "--store", store],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", mode, "--store", store],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdin and proc.stdout
     proc.stdin.write(json.dumps(info))
     proc.stdin.close()
@@ -147,8 +156,18 @@ def child(mode: str, store_dir: str) -> None:
     art = capture(_target(info), staging, mode=mode)[0]
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     window = (parse_ts(art.capture_end) - parse_ts(art.capture_start)).total_seconds()
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "window": window, "raw_size": art.raw_size, "size": art.size,
-                      "keys": sum(art.fingerprints["keys"].values())}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu": cpu,
+                "window": window,
+                "raw_size": art.raw_size,
+                "size": art.size,
+                "keys": sum(art.fingerprints["keys"].values()),
+            }
+        )
+    )
 
 
 def main() -> int:
@@ -168,8 +187,10 @@ def main() -> int:
     state = Path(workdir) / "svc"
     try:
         info = services.start(state, only=["redis"])["redis"]
-        print(f"Redis {info['version']} on {info['host']}:{info['port']}; {os.cpu_count()} CPUs; "
-              f"load average {os.getloadavg()[0]:.2f}")
+        print(
+            f"Redis {info['version']} on {info['host']}:{info['port']}; {os.cpu_count()} CPUs; "
+            f"load average {os.getloadavg()[0]:.2f}"
+        )
         from airflow_checkpoint_provider.core.engines.redis.resp import connect
 
         rows = []
@@ -191,20 +212,32 @@ def main() -> int:
                 assert best["keys"] == n, best
                 ratio = best["seconds"] / cli
                 rss = max(r["rss_mb"] for r in ours)
-                print(f"  diskless-sync-delay {delay}s: redis-cli --rdb {cli:6.2f}s ({rdb_size / 2**20:.1f} MiB)   "
-                      f"ours rdb {best['seconds']:6.2f}s (transfer window {best['window']:.2f}s, "
-                      f"CPU {best['cpu']:.2f}s, "
-                      f"zstd {best['size'] / 2**20:.1f} MiB)   ratio {ratio:.2f} "
-                      f"[{'ok' if ratio <= 1.1 else 'OVER'} <= 1.1]   peak RSS {rss:.0f} MB "
-                      f"[{'ok' if rss <= 150 else 'OVER'} <= 150]")
-                rows.append({"keys": n, "delay": delay, "redis_cli": cli, "ours": best["seconds"], "ratio": ratio,
-                             "rss_mb": rss})
+                print(
+                    f"  diskless-sync-delay {delay}s: redis-cli --rdb {cli:6.2f}s ({rdb_size / 2**20:.1f} MiB)   "
+                    f"ours rdb {best['seconds']:6.2f}s (transfer window {best['window']:.2f}s, "
+                    f"CPU {best['cpu']:.2f}s, "
+                    f"zstd {best['size'] / 2**20:.1f} MiB)   ratio {ratio:.2f} "
+                    f"[{'ok' if ratio <= 1.1 else 'OVER'} <= 1.1]   peak RSS {rss:.0f} MB "
+                    f"[{'ok' if rss <= 150 else 'OVER'} <= 150]"
+                )
+                rows.append(
+                    {
+                        "keys": n,
+                        "delay": delay,
+                        "redis_cli": cli,
+                        "ours": best["seconds"],
+                        "ratio": ratio,
+                        "rss_mb": rss,
+                    }
+                )
             if not args.no_logical:
                 lg = time_ours(info, "logical", workdir)
                 assert lg["keys"] == n, lg
-                print(f"  logical (SCAN + DUMP): {lg['seconds']:6.2f}s (CPU {lg['cpu']:.2f}s), "
-                      f"{lg['raw_size'] / 2**20:.1f} MiB raw, "
-                      f"peak RSS {lg['rss_mb']:.0f} MB")
+                print(
+                    f"  logical (SCAN + DUMP): {lg['seconds']:6.2f}s (CPU {lg['cpu']:.2f}s), "
+                    f"{lg['raw_size'] / 2**20:.1f} MiB raw, "
+                    f"peak RSS {lg['rss_mb']:.0f} MB"
+                )
                 rows.append({"keys": n, "mode": "logical", "ours": lg["seconds"], "rss_mb": lg["rss_mb"]})
         print(f"\nload average at the end {os.getloadavg()[0]:.2f}\n" + json.dumps(rows))
     finally:

@@ -111,11 +111,13 @@ def take_checkpoint(info: dict, store_dir: str) -> str:
 def time_ours(info: dict, store_dir: str, cid: str, batch: int, plan_counts: str) -> dict:
     """One plan + prepare + cutover in a child process; its report plus its peak RSS in MB (VmHWM)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdin and proc.stdout
-    proc.stdin.write(json.dumps({"info": info, "store": store_dir, "cid": cid, "batch": batch,
-                                 "plan_counts": plan_counts}))
+    proc.stdin.write(
+        json.dumps({"info": info, "store": store_dir, "cid": cid, "batch": batch, "plan_counts": plan_counts})
+    )
     proc.stdin.close()
     out = proc.stdout.read()
     status = proc.wait()
@@ -133,8 +135,9 @@ def child() -> None:
     job = json.loads(sys.stdin.read())
     store = Store.open(job["store"])
     kw = {"plan_counts": job["plan_counts"]} if job["plan_counts"] else {}
-    part = RedisRestore(_target(job["info"]), store, job["cid"], store.get(job["cid"]).manifest.artifacts,
-                        batch=job["batch"], **kw)
+    part = RedisRestore(
+        _target(job["info"]), store, job["cid"], store.get(job["cid"]).manifest.artifacts, batch=job["batch"], **kw
+    )
     t0, c0 = time.perf_counter(), time.process_time()
     items, problems = part.plan()
     assert not problems, problems
@@ -145,9 +148,21 @@ def child() -> None:
     t3 = time.perf_counter()
     with open("/proc/self/status") as fh:
         hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
-    print(json.dumps({"plan": t1 - t0, "prepare": t2 - t1, "cutover": t3 - t2, "cpu": time.process_time() - c1,
-                      "plan_cpu": c1 - c0, "keys": outcome.details["keys"]["db0"], "rollback": outcome.rollback,
-                      "rss_mb": hwm, "plan_lines": [c for i in items for c in i.conflicts]}))
+    print(
+        json.dumps(
+            {
+                "plan": t1 - t0,
+                "prepare": t2 - t1,
+                "cutover": t3 - t2,
+                "cpu": time.process_time() - c1,
+                "plan_cpu": c1 - c0,
+                "keys": outcome.details["keys"]["db0"],
+                "rollback": outcome.rollback,
+                "rss_mb": hwm,
+                "plan_lines": [c for i in items for c in i.conflicts],
+            }
+        )
+    )
 
 
 def write_pipe_file(store_dir: str, cid: str, path: str, db: int) -> int:
@@ -184,8 +199,13 @@ def time_redis_cli(info: dict, path: str, db: int) -> tuple[float, int]:
     env = dict(os.environ, REDISCLI_AUTH=info["password"])
     t0 = time.perf_counter()
     with open(path, "rb") as f:
-        subprocess.run(["redis-cli", "-h", info["host"], "-p", str(info["port"]), "--pipe"], stdin=f, env=env,
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["redis-cli", "-h", info["host"], "-p", str(info["port"]), "--pipe"],
+            stdin=f,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     seconds = time.perf_counter() - t0
     with connect(_target(info)) as conn:
         conn.call("SELECT", db)
@@ -222,8 +242,10 @@ def main() -> int:
     state, store_dir = Path(workdir) / "svc", os.path.join(workdir, "store")
     try:
         info = services.start(state, only=["redis"])["redis"]
-        print(f"Redis {info['version']} on {info['host']}:{info['port']}; {os.cpu_count()} CPUs; "
-              f"load average {os.getloadavg()[0]:.2f}")
+        print(
+            f"Redis {info['version']} on {info['host']}:{info['port']}; {os.cpu_count()} CPUs; "
+            f"load average {os.getloadavg()[0]:.2f}"
+        )
         t0 = time.perf_counter()
         seed(info, args.keys)
         print(f"seeded {args.keys:,} keys in {time.perf_counter() - t0:.1f}s")
@@ -234,8 +256,10 @@ def main() -> int:
         cid = take_checkpoint(info, store_dir)
         pipe_file = os.path.join(workdir, "restore.resp")
         n_cmds = write_pipe_file(store_dir, cid, pipe_file, 13)
-        print(f"checkpoint {cid}; redis-cli --pipe file: {n_cmds:,} RESTOREs, "
-              f"{os.path.getsize(pipe_file) / 2**20:.0f} MiB\n")
+        print(
+            f"checkpoint {cid}; redis-cli --pipe file: {n_cmds:,} RESTOREs, "
+            f"{os.path.getsize(pipe_file) / 2**20:.0f} MiB\n"
+        )
         ours, cli = [], []
         for i in range(args.repeat):
             r = time_ours(info, store_dir, cid, args.batch, args.plan_counts)
@@ -244,33 +268,55 @@ def main() -> int:
             wait_lazyfree(info)
             r["load"] = r["prepare"] + r["cutover"]
             ours.append(r)
-            print(f"  round {i + 1}: ours plan {r['plan']:.2f}s  prepare {r['prepare']:.2f}s  cutover "
-                  f"{r['cutover'] * 1000:.1f} ms  -> {args.keys / r['load']:,.0f} keys/s  (CPU {r['cpu']:.2f}s "
-                  f"prepare + cutover, {r['plan_cpu']:.2f}s plan; peak RSS {r['rss_mb']:.0f} MB)", flush=True)
+            print(
+                f"  round {i + 1}: ours plan {r['plan']:.2f}s  prepare {r['prepare']:.2f}s  cutover "
+                f"{r['cutover'] * 1000:.1f} ms  -> {args.keys / r['load']:,.0f} keys/s  (CPU {r['cpu']:.2f}s "
+                f"prepare + cutover, {r['plan_cpu']:.2f}s plan; peak RSS {r['rss_mb']:.0f} MB)",
+                flush=True,
+            )
             seconds, n = time_redis_cli(info, pipe_file, 13)
             assert n == n_cmds, (n, n_cmds)
             cli.append(seconds)
-            print(f"  round {i + 1}: redis-cli --pipe of the same RESTOREs {seconds:.2f}s -> {n / seconds:,.0f} "
-                  "keys/s", flush=True)
+            print(
+                f"  round {i + 1}: redis-cli --pipe of the same RESTOREs {seconds:.2f}s -> {n / seconds:,.0f} keys/s",
+                flush=True,
+            )
         med = statistics.median
         load, plan, cli_s = med([r["load"] for r in ours]), med([r["plan"] for r in ours]), med(cli)
         rss = max(r["rss_mb"] for r in ours)
         ratio = cli_s / load  # throughput ours / throughput redis-cli
         print(f"\nmedian of {args.repeat} rounds (every round above):")
-        print(f"  ours load (prepare + cut-over) {load:.2f}s = {args.keys / load:,.0f} keys/s   rounds: "
-              f"{', '.join(f'{x:.2f}' for x in (r['load'] for r in ours))}")
-        print(f"  redis-cli --pipe {cli_s:.2f}s = {n_cmds / cli_s:,.0f} keys/s   rounds: "
-              f"{', '.join(f'{t:.2f}' for t in cli)}")
+        print(
+            f"  ours load (prepare + cut-over) {load:.2f}s = {args.keys / load:,.0f} keys/s   rounds: "
+            f"{', '.join(f'{x:.2f}' for x in (r['load'] for r in ours))}"
+        )
+        print(
+            f"  redis-cli --pipe {cli_s:.2f}s = {n_cmds / cli_s:,.0f} keys/s   rounds: "
+            f"{', '.join(f'{t:.2f}' for t in cli)}"
+        )
         print(f"  throughput ours / redis-cli: {ratio:.2f}x  [{'ok' if ratio >= 0.7 else 'UNDER'} >= 0.70]")
-        print(f"  plan {plan:.2f}s  [{'ok' if plan < 0.5 else 'OVER'} < 0.5]   rounds: "
-              f"{', '.join(f'{x:.2f}' for x in (r['plan'] for r in ours))}")
+        print(
+            f"  plan {plan:.2f}s  [{'ok' if plan < 0.5 else 'OVER'} < 0.5]   rounds: "
+            f"{', '.join(f'{x:.2f}' for x in (r['plan'] for r in ours))}"
+        )
         print(f"    it said: {' | '.join(ours[0]['plan_lines'])}")
-        print(f"  peak RSS {rss:.0f} MB [{'ok' if rss <= 150 else 'OVER'} <= 150]   rounds: "
-              f"{', '.join(f'{x:.0f}' for x in (r['rss_mb'] for r in ours))}")
+        print(
+            f"  peak RSS {rss:.0f} MB [{'ok' if rss <= 150 else 'OVER'} <= 150]   rounds: "
+            f"{', '.join(f'{x:.0f}' for x in (r['rss_mb'] for r in ours))}"
+        )
         print(f"load average at the end {os.getloadavg()[0]:.2f}")
-        print(json.dumps({"keys": args.keys, "ours_load_s": [round(r["load"], 3) for r in ours],
-                          "plan_s": [round(r["plan"], 3) for r in ours], "redis_cli_s": [round(t, 3) for t in cli],
-                          "ratio": round(ratio, 3), "peak_rss_mb": round(rss, 1)}))
+        print(
+            json.dumps(
+                {
+                    "keys": args.keys,
+                    "ours_load_s": [round(r["load"], 3) for r in ours],
+                    "plan_s": [round(r["plan"], 3) for r in ours],
+                    "redis_cli_s": [round(t, 3) for t in cli],
+                    "ratio": round(ratio, 3),
+                    "peak_rss_mb": round(rss, 1),
+                }
+            )
+        )
     finally:
         services.stop(state)
         shutil.rmtree(workdir, ignore_errors=True)

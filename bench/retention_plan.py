@@ -23,9 +23,17 @@ from datetime import UTC, datetime, timedelta
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-POLICY = {"keep_last": 10, "keep_within": "7d", "keep_hourly": 48, "keep_daily": 30, "keep_weekly": 12,
-          "keep_monthly": 24, "keep_yearly": 5, "max_total_bytes": 4 * 10**12,
-          "tags": {"pre-migration": {"keep_within": "90d", "keep_monthly": 12}, "safety": {"keep_within": "7d"}}}
+POLICY = {
+    "keep_last": 10,
+    "keep_within": "7d",
+    "keep_hourly": 48,
+    "keep_daily": 30,
+    "keep_weekly": 12,
+    "keep_monthly": 24,
+    "keep_yearly": 5,
+    "max_total_bytes": 4 * 10**12,
+    "tags": {"pre-migration": {"keep_within": "90d", "keep_monthly": 12}, "safety": {"keep_within": "7d"}},
+}
 
 
 def main() -> None:
@@ -38,10 +46,16 @@ def main() -> None:
     rng = random.Random(1)
     now = datetime(2026, 11, 30, tzinfo=UTC)
     step = timedelta(days=730) / args.count
-    cands = [Candidate(f"ckpt-{i:06d}", now - i * step,
-                       rng.choice([(), ("scheduled",), ("pre-migration",), ("safety",)]),
-                       rng.randint(10**8, 10**9), ("pinned",) if rng.random() < 0.01 else ())
-             for i in range(args.count)]
+    cands = [
+        Candidate(
+            f"ckpt-{i:06d}",
+            now - i * step,
+            rng.choice([(), ("scheduled",), ("pre-migration",), ("safety",)]),
+            rng.randint(10**8, 10**9),
+            ("pinned",) if rng.random() < 0.01 else (),
+        )
+        for i in range(args.count)
+    ]
     policy = Policy.parse(POLICY)
     times = []
     for _ in range(args.repeat):
@@ -54,8 +68,17 @@ def main() -> None:
     print(f"{args.count} checkpoints: {kept} kept, {args.count - kept} to delete")
     print(f"plan(): median {median:.3f} s, worst {max(times):.3f} s of {args.repeat}  (target < 2 s)")
     print(f"peak RSS: {peak:.0f} MB")
-    print(json.dumps({"count": args.count, "median_s": round(median, 4), "worst_s": round(max(times), 4),
-                      "kept": kept, "peak_rss_mb": round(peak, 1)}))
+    print(
+        json.dumps(
+            {
+                "count": args.count,
+                "median_s": round(median, 4),
+                "worst_s": round(max(times), 4),
+                "kept": kept,
+                "peak_rss_mb": round(peak, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def make_store(root: str, size_mib: int) -> tuple[str, str]:
     block = os.urandom(4 * 1024 * 1024)
     with staging.artifact("bench/data.bin", store="bench", kind="bench/raw", compression="none") as sink:
         for i in range(size_mib // 4):
-            sink.write(block[i % 7:] + block[: i % 7])
+            sink.write(block[i % 7 :] + block[: i % 7])
     manifest = store.seal(staging)
     return manifest.checkpoint_id, os.path.join(root, "checkpoints", f"{manifest.checkpoint_id}.tar")
 
@@ -111,8 +111,16 @@ def main() -> None:
         if ossl:
             print(f"throughput ours / openssl dgst: {statistics.median(ossl) / m_ours:.2f}x")
         print(f"peak RSS of ours: {max(rss):.0f} MB")
-        print(json.dumps({"archive_mib": round(mib), "median_seconds": {"sha256sum": m_tool, "ours": m_ours},
-                          "ratio": round(ratio, 3), "peak_rss_mb": round(max(rss), 1)}))
+        print(
+            json.dumps(
+                {
+                    "archive_mib": round(mib),
+                    "median_seconds": {"sha256sum": m_tool, "ours": m_ours},
+                    "ratio": round(ratio, 3),
+                    "peak_rss_mb": round(max(rss), 1),
+                }
+            )
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -94,8 +94,12 @@ def child(mode: str, store_dir: str, mb: int) -> None:
 
 
 def run_child(mode: str, store_dir: str, mb: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", mode, "--store", store_dir, "--mb", str(mb)],
-                          stdout=subprocess.PIPE, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--store", store_dir, "--mb", str(mb)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout)
 
 
@@ -122,10 +126,16 @@ def bench_large(work: Path, mb: int, repeat: int) -> dict:
     raw.unlink()
     zst.unlink()
     med = statistics.median
-    return {"mb": mb, "stored_mb": stored / MIB,
-            "zstd_save": med(ref_save), "save": med(s["seconds"] for s in saves),
-            "zstd_load": med(ref_load), "load": med(s["seconds"] for s in loads),
-            "save_extra_mb": max(s["extra_mb"] for s in saves), "load_extra_mb": max(s["extra_mb"] for s in loads)}
+    return {
+        "mb": mb,
+        "stored_mb": stored / MIB,
+        "zstd_save": med(ref_save),
+        "save": med(s["seconds"] for s in saves),
+        "zstd_load": med(ref_load),
+        "load": med(s["seconds"] for s in loads),
+        "save_extra_mb": max(s["extra_mb"] for s in saves),
+        "load_extra_mb": max(s["extra_mb"] for s in loads),
+    }
 
 
 # ---- small saves and long workflows on both stores ------------------------------------------------
@@ -137,11 +147,23 @@ def pg_store(info: dict, dbname: str):
     from airflow_checkpoint_provider.core.workflow import PostgresWorkflowStore
 
     def connect():
-        return psycopg.connect(host=info["host"], port=info["port"], user=info["user"], password=info["password"],
-                               dbname=dbname, autocommit=True)
+        return psycopg.connect(
+            host=info["host"],
+            port=info["port"],
+            user=info["user"],
+            password=info["password"],
+            dbname=dbname,
+            autocommit=True,
+        )
 
-    with psycopg.connect(host=info["host"], port=info["port"], user=info["user"], password=info["password"],
-                         dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host=info["host"],
+        port=info["port"],
+        user=info["user"],
+        password=info["password"],
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
         conn.execute(f'CREATE DATABASE "{dbname}"')
     return PostgresWorkflowStore(connect, location=f"postgresql://{info['host']}:{info['port']}/{dbname}")
@@ -233,36 +255,52 @@ def main() -> int:
             r = bench_large(work / f"large-{mb}", mb, args.repeat)
             save_ratio, load_ratio = r["save"] / r["zstd_save"], r["load"] / r["zstd_load"]
             print(f"\n== {mb} MiB bytes state ({r['stored_mb']:.1f} MiB stored), medians of {args.repeat}")
-            print(f"  save  ours {r['save']:6.3f}s   zstd -T0 | sha256sum {r['zstd_save']:6.3f}s   ratio "
-                  f"{save_ratio:.2f} [{'ok' if save_ratio <= 1.2 else 'OVER'} <= 1.2]   memory beyond the state "
-                  f"{r['save_extra_mb']:.0f} MiB")
-            print(f"  load  ours {r['load']:6.3f}s   zstd -dc | sha256sum   {r['zstd_load']:6.3f}s   ratio "
-                  f"{load_ratio:.2f} [{'ok' if load_ratio <= 1.2 else 'OVER'} <= 1.2]   memory beyond the state "
-                  f"{r['load_extra_mb']:.0f} MiB")
+            print(
+                f"  save  ours {r['save']:6.3f}s   zstd -T0 | sha256sum {r['zstd_save']:6.3f}s   ratio "
+                f"{save_ratio:.2f} [{'ok' if save_ratio <= 1.2 else 'OVER'} <= 1.2]   memory beyond the state "
+                f"{r['save_extra_mb']:.0f} MiB"
+            )
+            print(
+                f"  load  ours {r['load']:6.3f}s   zstd -dc | sha256sum   {r['zstd_load']:6.3f}s   ratio "
+                f"{load_ratio:.2f} [{'ok' if load_ratio <= 1.2 else 'OVER'} <= 1.2]   memory beyond the state "
+                f"{r['load_extra_mb']:.0f} MiB"
+            )
             rows.append({**r, "save_ratio": save_ratio, "load_ratio": load_ratio})
 
         info = services.start(state, only=["postgres"])["postgres"]
         import psycopg
 
-        with psycopg.connect(host=info["host"], port=info["port"], user=info["user"], password=info["password"],
-                             dbname="postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            host=info["host"],
+            port=info["port"],
+            user=info["user"],
+            password=info["password"],
+            dbname="postgres",
+            autocommit=True,
+        ) as conn:
             conn.execute("ALTER SYSTEM SET fsync = on")
             conn.execute("ALTER SYSTEM SET synchronous_commit = on")
             conn.execute("SELECT pg_reload_conf()")
             time.sleep(1)
             durable = [conn.execute(f"SHOW {s}").fetchone()[0] for s in ("fsync", "synchronous_commit")]
         print(f"\nPostgreSQL {info['version']} (fsync={durable[0]}, synchronous_commit={durable[1]})")
-        stores = {"file": lambda name: FileWorkflowStore(Store.open(work / name, create=True)),
-                  "postgres": lambda name: pg_store(info, name)}
+        stores = {
+            "file": lambda name: FileWorkflowStore(Store.open(work / name, create=True)),
+            "postgres": lambda name: pg_store(info, name),
+        }
         targets = {"file": 5.0, "postgres": 10.0}
-        print(f"  the disk's floor: write 1 KiB + fsync + rename + directory fsync, p50 "
-              f"{bare_durable_write(work / 'bare', args.small):5.2f} ms")
+        print(
+            f"  the disk's floor: write 1 KiB + fsync + rename + directory fsync, p50 "
+            f"{bare_durable_write(work / 'bare', args.small):5.2f} ms"
+        )
         for kind, make in stores.items():
             p50, p95 = bench_small(make(f"small_{kind}"), args.small)
             resume_s = bench_resume(make(f"long_{kind}"), args.steps)
-            print(f"  {kind:8s} 1 KiB save p50 {p50:5.2f} ms (p95 {p95:5.2f}) "
-                  f"[{'ok' if p50 < targets[kind] else 'OVER'} < {targets[kind]:.0f} ms]   validate and resume "
-                  f"after {args.steps} steps {resume_s:5.3f}s [{'ok' if resume_s < 2 else 'OVER'} < 2 s]")
+            print(
+                f"  {kind:8s} 1 KiB save p50 {p50:5.2f} ms (p95 {p95:5.2f}) "
+                f"[{'ok' if p50 < targets[kind] else 'OVER'} < {targets[kind]:.0f} ms]   validate and resume "
+                f"after {args.steps} steps {resume_s:5.3f}s [{'ok' if resume_s < 2 else 'OVER'} < 2 s]"
+            )
             rows.append({"store": kind, "small_p50_ms": p50, "small_p95_ms": p95, "resume_s": resume_s})
         print(f"\nload average at the end {os.getloadavg()[0]:.2f}\n" + json.dumps(rows))
     finally:

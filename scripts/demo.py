@@ -15,6 +15,7 @@
    state before the damage, and list the store with the ``airflow-checkpoint`` CLI;
 7. stop the services (unless --keep-services).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,27 +46,35 @@ def step(n: int, text: str) -> None:
 def airflow_env(info: dict) -> dict[str, str]:
     env = dict(os.environ)
     env.update(services.connection_env(info))
-    env.update({
-        "AIRFLOW_HOME": str(AIRFLOW_HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CHECKPOINT__SEARCH_REPOSITORY_LOCATION": str(Path(info["opensearch"]["path_repo"]) / "checkpoints"),
-        "PYTHONPATH": str(REPO),
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(AIRFLOW_HOME),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CHECKPOINT__SEARCH_REPOSITORY_LOCATION": str(
+                Path(info["opensearch"]["path_repo"]) / "checkpoints"
+            ),
+            "PYTHONPATH": str(REPO),
+        }
+    )
     return env
 
 
 def run_dag(env: dict[str, str], dag_id: str, conf: dict) -> dict:
     """``dag.test()`` through scripts/run_dag.py; prints the task states."""
     print(f"$ airflow dags test {dag_id} --conf '{json.dumps(conf)}'", flush=True)
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "run_dag.py"), dag_id, json.dumps(conf)],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "run_dag.py"), dag_id, json.dumps(conf)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("DAG_RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
         raise SystemExit(f"{dag_id} could not run")
-    result = json.loads(lines[-1][len("DAG_RESULT "):])
+    result = json.loads(lines[-1][len("DAG_RESULT ") :])
     for task, state in sorted(result["tasks"].items()):
         print(f"  {task:<34} {state}")
     print(f"  run {result['run_id']}: {result['state']}")
@@ -77,8 +86,9 @@ def run_dag(env: dict[str, str], dag_id: str, conf: dict) -> dict:
 
 def cli(env: dict[str, str], *args: str) -> None:
     print(f"$ airflow-checkpoint {' '.join(args)}", flush=True)
-    subprocess.run([str(Path(sys.executable).parent / "airflow-checkpoint"), *args], check=True,
-                   env={**os.environ, **env})
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow-checkpoint"), *args], check=True, env={**os.environ, **env}
+    )
 
 
 def main() -> int:
@@ -93,15 +103,17 @@ def main() -> int:
         for name in ("postgres", "redis", "opensearch"):
             print(f"  {name} {info[name]['version']} on port {info[name]['port']}")
         env = airflow_env(info)
-        subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True
+        )
 
         step(2, "seed sample data")
         sample_data.seed_postgres(info["postgres"], DATABASE)
         sample_data.seed_redis(info["redis"])
         indices = sample_data.seed_search(info["opensearch"]["url"], prefix=INDEX_PREFIX)
-        pg_rows = {t: len(r) for t, r in sample_data.state_postgres(info["postgres"], DATABASE).items()
-                   if t != "__sequences__"}
+        pg_rows = {
+            t: len(r) for t, r in sample_data.state_postgres(info["postgres"], DATABASE).items() if t != "__sequences__"
+        }
         keys = {db: len(k) for db, k in sample_data.state_redis(info["redis"]).items()}
         print(f"  postgres {DATABASE}: {pg_rows}")
         print(f"  redis keys per db: {keys}")
@@ -110,12 +122,16 @@ def main() -> int:
         step(3, "run the checkpoint_scheduled DAG")
         result = run_dag(env, "checkpoint_scheduled", {"databases": DATABASE, "search_indices": f"{INDEX_PREFIX}*"})
         bundle = result["xcom"]["checkpoint.bundle"]
-        print(f"  checkpoint {bundle['checkpoint_id']}: {bundle['size']} bytes, artifacts {bundle['artifacts']}, "
-              f"skew between stores {bundle['consistency']['skew_ms']} ms, LKG: {bundle['lkg']}")
+        print(
+            f"  checkpoint {bundle['checkpoint_id']}: {bundle['size']} bytes, artifacts {bundle['artifacts']}, "
+            f"skew between stores {bundle['consistency']['skew_ms']} ms, LKG: {bundle['lkg']}"
+        )
 
-        before = {"postgres": sample_data.state_postgres(info["postgres"], DATABASE),
-                  "redis": sample_data.state_redis(info["redis"], dbs=range(2)),
-                  "search": sample_data.state_search(info["opensearch"]["url"], indices)}
+        before = {
+            "postgres": sample_data.state_postgres(info["postgres"], DATABASE),
+            "redis": sample_data.state_redis(info["redis"], dbs=range(2)),
+            "search": sample_data.state_search(info["opensearch"]["url"], indices),
+        }
 
         step(4, "damage the data")
         with sample_data.pg_connect(info["postgres"], DATABASE) as conn:
@@ -131,8 +147,10 @@ def main() -> int:
         step(5, "run the recovery_lkg DAG")
         result = run_dag(env, "recovery_lkg", {})
         report = result["xcom"]["restore"]
-        print(f"  restored {report['checkpoint_id']}; safety checkpoint of the damaged state: "
-              f"{report['safety_checkpoint_id']}")
+        print(
+            f"  restored {report['checkpoint_id']}; safety checkpoint of the damaged state: "
+            f"{report['safety_checkpoint_id']}"
+        )
         for outcome in report["outcomes"]:
             print(f"  {outcome['component']}: serving {outcome['restored']}; rollback copies {outcome['rollback']}")
         for check in result["xcom"]["health_check"]["checks"]:
@@ -140,12 +158,16 @@ def main() -> int:
             print(f"  health {check['component']}: {check['check']}: {status}")
 
         step(6, "compare with the state before the damage, and list the store")
-        after = {"postgres": sample_data.state_postgres(info["postgres"], DATABASE),
-                 "redis": sample_data.state_redis(info["redis"], dbs=range(2)),
-                 "search": sample_data.state_search(info["opensearch"]["url"], indices)}
-        same = {"postgres": after["postgres"] == before["postgres"],
-                "redis": sample_data.same_redis_state(before["redis"], after["redis"]) == [],
-                "search": after["search"] == before["search"]}
+        after = {
+            "postgres": sample_data.state_postgres(info["postgres"], DATABASE),
+            "redis": sample_data.state_redis(info["redis"], dbs=range(2)),
+            "search": sample_data.state_search(info["opensearch"]["url"], indices),
+        }
+        same = {
+            "postgres": after["postgres"] == before["postgres"],
+            "redis": sample_data.same_redis_state(before["redis"], after["redis"]) == [],
+            "search": after["search"] == before["search"],
+        }
         for name, ok in same.items():
             print(f"  {name}: {'identical to before the damage' if ok else 'DIFFERS'}")
         cli_env = {"AIRFLOW_HOME": str(AIRFLOW_HOME)}

@@ -29,16 +29,23 @@ def main(dag_id: str, conf: dict) -> dict:
         tis = {ti.task_id: ti.state for ti in dr.get_task_instances(session=session)}
         xcoms = {
             x.task_id: x.value
-            for x in session.query(XComModel).filter(XComModel.dag_id == dag_id, XComModel.run_id == dr.run_id,
-                                                     XComModel.key == "return_value")
+            for x in session.query(XComModel).filter(
+                XComModel.dag_id == dag_id, XComModel.run_id == dr.run_id, XComModel.key == "return_value"
+            )
         }
         events = [
             {"asset": e.asset.name, "extra": e.extra}
-            for e in session.query(AssetEvent).filter(AssetEvent.source_dag_id == dag_id,
-                                                      AssetEvent.source_run_id == dr.run_id)
+            for e in session.query(AssetEvent).filter(
+                AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == dr.run_id
+            )
         ]
-    return {"run_id": dr.run_id, "state": str(dr.state), "tasks": {k: str(v) for k, v in tis.items()},
-            "xcom": {k: _decode(v) for k, v in xcoms.items()}, "asset_events": events}
+    return {
+        "run_id": dr.run_id,
+        "state": str(dr.state),
+        "tasks": {k: str(v) for k, v in tis.items()},
+        "xcom": {k: _decode(v) for k, v in xcoms.items()},
+        "asset_events": events,
+    }
 
 
 def _decode(value):

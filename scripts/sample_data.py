@@ -18,8 +18,9 @@ import redis as redis_py
 
 
 def pg_connect(pg: dict[str, Any], dbname: str) -> psycopg.Connection:
-    return psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"],
-                           dbname=dbname, autocommit=True)
+    return psycopg.connect(
+        host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"], dbname=dbname, autocommit=True
+    )
 
 
 def seed_postgres(pg: dict[str, Any], dbname: str, *, customers: int = 2000, orders: int = 8000) -> None:
@@ -40,15 +41,22 @@ def seed_postgres(pg: dict[str, Any], dbname: str, *, customers: int = 2000, ord
             CREATE TABLE audit.events (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at timestamptz NOT NULL,
                                        what text);
         """)
-        conn.execute("INSERT INTO customers SELECT g, 'user' || g || '@example.com', date '2026-01-01' + g %% 300, "
-                     "jsonb_build_object('tier', g %% 3, 'tags', jsonb_build_array('a', g)) "
-                     "FROM generate_series(1, %s) g", (customers,))
-        conn.execute("INSERT INTO orders (customer_id, total, status, note) SELECT 1 + g %% %s, (g %% 997) * 1.25, "
-                     "(ARRAY['new','paid','shipped'])[1 + g %% 3], CASE WHEN g %% 7 = 0 THEN NULL ELSE 'n' || g END "
-                     "FROM generate_series(1, %s) g" % (customers, orders))
+        conn.execute(
+            "INSERT INTO customers SELECT g, 'user' || g || '@example.com', date '2026-01-01' + g %% 300, "
+            "jsonb_build_object('tier', g %% 3, 'tags', jsonb_build_array('a', g)) "
+            "FROM generate_series(1, %s) g",
+            (customers,),
+        )
+        conn.execute(
+            "INSERT INTO orders (customer_id, total, status, note) SELECT 1 + g %% %s, (g %% 997) * 1.25, "
+            "(ARRAY['new','paid','shipped'])[1 + g %% 3], CASE WHEN g %% 7 = 0 THEN NULL ELSE 'n' || g END "
+            "FROM generate_series(1, %s) g" % (customers, orders)
+        )
         conn.execute("INSERT INTO attachments SELECT g, g, decode(md5(g::text), 'hex') FROM generate_series(1, 100) g")
-        conn.execute("INSERT INTO audit.events (at, what) SELECT timestamptz '2026-11-01 00:00+00' + g * interval "
-                     "'1 minute', 'event ' || g FROM generate_series(1, 500) g")
+        conn.execute(
+            "INSERT INTO audit.events (at, what) SELECT timestamptz '2026-11-01 00:00+00' + g * interval "
+            "'1 minute', 'event ' || g FROM generate_series(1, 500) g"
+        )
 
 
 def state_postgres(pg: dict[str, Any], dbname: str) -> dict[str, Any]:
@@ -56,13 +64,15 @@ def state_postgres(pg: dict[str, Any], dbname: str) -> dict[str, Any]:
     with pg_connect(pg, dbname) as conn:
         tables = conn.execute(
             "SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', "
-            "'information_schema') ORDER BY 1, 2").fetchall()
+            "'information_schema') ORDER BY 1, 2"
+        ).fetchall()
         out: dict[str, Any] = {}
         for schema, table in tables:
             rows = conn.execute(f'SELECT t::text FROM "{schema}"."{table}" t ORDER BY 1').fetchall()
             out[f"{schema}.{table}"] = [r[0] for r in rows]
-        seqs = conn.execute("SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences "
-                            "ORDER BY 1").fetchall()
+        seqs = conn.execute(
+            "SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences ORDER BY 1"
+        ).fetchall()
         out["__sequences__"] = dict(seqs)
     return out
 
@@ -71,8 +81,14 @@ def state_postgres(pg: dict[str, Any], dbname: str) -> dict[str, Any]:
 
 
 def redis_client(rd: dict[str, Any], db: int = 0) -> redis_py.Redis:
-    return redis_py.Redis(host=rd["host"], port=rd["port"], password=rd.get("password"),
-                          username=rd.get("username"), db=db, **rd.get("tls", {}))  # tls: redis-py ssl_* options
+    return redis_py.Redis(
+        host=rd["host"],
+        port=rd["port"],
+        password=rd.get("password"),
+        username=rd.get("username"),
+        db=db,
+        **rd.get("tls", {}),
+    )  # tls: redis-py ssl_* options
 
 
 def seed_redis(rd: dict[str, Any], *, flush: bool = True) -> None:
@@ -107,8 +123,9 @@ def seed_redis(rd: dict[str, Any], *, flush: bool = True) -> None:
     r.xgroup_create("stream:events", "audit", id="$")
     r.xreadgroup("mailer", "worker-1", {"stream:events": ">"}, count=10)  # 10 pending entries
     r.xack("stream:events", "mailer", f"{1_700_000_000_000}-0")
-    r.function_load("#!lua name=checkpointlib\nredis.register_function('hello', function() return 'hi' end)",
-                    replace=True)
+    r.function_load(
+        "#!lua name=checkpointlib\nredis.register_function('hello', function() return 'hi' end)", replace=True
+    )
     r1 = redis_client(rd, 1)
     r1.set("feature:dark-mode", "on")
     r1.hset("config", mapping={"theme": "dark"})
@@ -183,16 +200,22 @@ def seed_search(url: str, indices: dict[str, int] | None = None, *, prefix: str 
         for base, n in indices.items():
             index = f"{prefix}{base}"
             http.delete(f"/{index}")
-            mapping = {"properties": {"n": {"type": "integer"}, "name": {"type": "keyword"},
-                                      "parts": {"type": "nested"}}}
-            http.put(f"/{index}", json={"settings": {"number_of_shards": 1, "number_of_replicas": 0},
-                                        "mappings": mapping}).raise_for_status()
+            mapping = {
+                "properties": {"n": {"type": "integer"}, "name": {"type": "keyword"}, "parts": {"type": "nested"}}
+            }
+            http.put(
+                f"/{index}", json={"settings": {"number_of_shards": 1, "number_of_replicas": 0}, "mappings": mapping}
+            ).raise_for_status()
             body = "".join(
-                json.dumps({"index": {"_id": str(i)}}) + "\n"
-                + json.dumps({"n": i, "name": f"{base}-{i}", "parts": [{"p": i}, {"p": i + 1}]}) + "\n"
-                for i in range(n))
-            http.post(f"/{index}/_bulk?refresh=true", content=body,
-                      headers={"Content-Type": "application/x-ndjson"}).raise_for_status()
+                json.dumps({"index": {"_id": str(i)}})
+                + "\n"
+                + json.dumps({"n": i, "name": f"{base}-{i}", "parts": [{"p": i}, {"p": i + 1}]})
+                + "\n"
+                for i in range(n)
+            )
+            http.post(
+                f"/{index}/_bulk?refresh=true", content=body, headers={"Content-Type": "application/x-ndjson"}
+            ).raise_for_status()
             names.append(index)
     return names
 

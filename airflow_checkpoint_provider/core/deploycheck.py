@@ -18,8 +18,11 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 def check_env(names: Iterable[str], environ: Mapping[str, str] | None = None) -> list[str]:
     """Each variable must be set and non-empty. Values are never echoed (they may be secrets)."""
     env = os.environ if environ is None else environ
-    return [f"environment variable {n} is not set" if n not in env else f"environment variable {n} is empty"
-            for n in names if not env.get(n)]
+    return [
+        f"environment variable {n} is not set" if n not in env else f"environment variable {n} is empty"
+        for n in names
+        if not env.get(n)
+    ]
 
 
 def check_files(paths: Iterable[str]) -> list[str]:

@@ -53,8 +53,15 @@ class _Timed:
             self._timings[self._part.component] = int((time.monotonic() - started) * 1000)
 
 
-def drill(store: Store, checkpoint_id: str, build: Builder, *, components: tuple[str, ...],
-          by: dict[str, Any] | None = None, **request: Any) -> StateRecord:
+def drill(
+    store: Store,
+    checkpoint_id: str,
+    build: Builder,
+    *,
+    components: tuple[str, ...],
+    by: dict[str, Any] | None = None,
+    **request: Any,
+) -> StateRecord:
     """Drill ``checkpoint_id`` (or ``last-known-good``) and record the outcome (see the module docstring).
 
     ``request``: further :class:`RestoreRequest` fields (conn_ids, provenance, is_alive, lease_ttl).
@@ -69,8 +76,11 @@ def drill(store: Store, checkpoint_id: str, build: Builder, *, components: tuple
     started = time.monotonic()
     problems: list[dict[str, Any]] = []
     try:
-        restore(store, RestoreRequest(checkpoint_id=cid, components=components, safety_checkpoint=False,
-                                      drill=True, **request), timed)
+        restore(
+            store,
+            RestoreRequest(checkpoint_id=cid, components=components, safety_checkpoint=False, drill=True, **request),
+            timed,
+        )
     except (LeaseHeldError, StaleLeaseError):
         raise
     except StoreError as exc:
@@ -88,13 +98,26 @@ def drill(store: Store, checkpoint_id: str, build: Builder, *, components: tuple
         entry["raw_bytes"] += art.raw_size or art.size
     for name, ms in timings.items():
         by_store.setdefault(name, {})["load_and_verify_ms"] = ms
-    evidence = {"components": list(components), "stores": by_store,
-                "fingerprints": "each copy compared with the manifest's fingerprints before it was dropped"
-                if not problems else "the drill stopped; see problems"}
-    record = store.record_state(info, kind="drill", outcome="failed" if problems else "ok", duration_ms=duration,
-                                problems=problems, evidence=evidence, by=by)
+    evidence = {
+        "components": list(components),
+        "stores": by_store,
+        "fingerprints": "each copy compared with the manifest's fingerprints before it was dropped"
+        if not problems
+        else "the drill stopped; see problems",
+    }
+    record = store.record_state(
+        info,
+        kind="drill",
+        outcome="failed" if problems else "ok",
+        duration_ms=duration,
+        problems=problems,
+        evidence=evidence,
+        by=by,
+    )
     if problems:
         log.error("Drill of %s failed: %s", cid, problems[0]["detail"].splitlines()[0])
     else:
-        log.info("Drill of %s passed in %d ms (%s)", cid, duration, ", ".join(f"{k} {v} ms" for k, v in timings.items()))
+        log.info(
+            "Drill of %s passed in %d ms (%s)", cid, duration, ", ".join(f"{k} {v} ms" for k, v in timings.items())
+        )
     return record

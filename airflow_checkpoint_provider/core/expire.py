@@ -53,7 +53,7 @@ def in_use(store: Store) -> dict[str, str]:
     out: dict[str, str] = {}
     for rec in read_leases(store.fs):
         if rec.key.startswith(USE_PREFIX) and rec.live():
-            out[rec.key[len(USE_PREFIX):].rsplit(":", 1)[0]] = f"restore {rec.holder}"
+            out[rec.key[len(USE_PREFIX) :].rsplit(":", 1)[0]] = f"restore {rec.holder}"
     for restore_id in open_journals(store.fs):
         try:
             out.setdefault(Journal.load(store.fs, restore_id).checkpoint_id, f"restore {restore_id} (journal open)")
@@ -99,16 +99,21 @@ class Outcome:
     refused: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checkpoint_id": self.checkpoint_id, "done": self.done, "pending": self.pending,
-                "refused": self.refused}
+        return {
+            "checkpoint_id": self.checkpoint_id,
+            "done": self.done,
+            "pending": self.pending,
+            "refused": self.refused,
+        }
 
 
 def _tombstone_rel(cid: str) -> str:
     return f"{TOMBSTONE_DIR}/{cid}.json"
 
 
-def delete(store: Store, checkpoint_id: str, *, targets: dict[str, Any] | None = None, force: bool = False,
-           reason: str = "") -> Outcome:
+def delete(
+    store: Store, checkpoint_id: str, *, targets: dict[str, Any] | None = None, force: bool = False, reason: str = ""
+) -> Outcome:
     """Delete one checkpoint as a unit (see the module docstring). ``targets``: engine -> target for the
     data kept outside the archive; without one that part stays pending in the tombstone."""
     with store.lock():
@@ -116,18 +121,30 @@ def delete(store: Store, checkpoint_id: str, *, targets: dict[str, Any] | None =
         cid = info.checkpoint_id
         lkg = store.lkg()
         if lkg is not None and lkg.checkpoint_id == cid:
-            raise StoreError(f"checkpoint {cid} is the last-known-good",
-                             hint="mark another checkpoint as LKG first (`airflow-checkpoint lkg set <id>`)")
+            raise StoreError(
+                f"checkpoint {cid} is the last-known-good",
+                hint="mark another checkpoint as LKG first (`airflow-checkpoint lkg set <id>`)",
+            )
         if info.pinned and not force:
             raise StoreError(f"checkpoint {cid} is pinned", hint="pass force=True (--force) to delete it anyway")
         user = in_use(store).get(cid)
         if user:
             raise StoreError(f"checkpoint {cid} is in use by {user}", hint="retry once that restore has finished")
-        external = {name: [a.to_dict() for a in arts] for name, engine in registry.engines().items()
-                    if engine.expire is not None and (arts := engine.artifacts_of(info.manifest.artifacts))}
-        body = {"format": TOMBSTONE_FORMAT, "format_version": 1, "checkpoint_id": cid,
-                "manifest_sha256": info.manifest.manifest_sha256, "created_at": info.created_at,
-                "deleted_at": format_ts(utcnow()), "reason": reason, "external": external}
+        external = {
+            name: [a.to_dict() for a in arts]
+            for name, engine in registry.engines().items()
+            if engine.expire is not None and (arts := engine.artifacts_of(info.manifest.artifacts))
+        }
+        body = {
+            "format": TOMBSTONE_FORMAT,
+            "format_version": 1,
+            "checkpoint_id": cid,
+            "manifest_sha256": info.manifest.manifest_sha256,
+            "created_at": info.created_at,
+            "deleted_at": format_ts(utcnow()),
+            "reason": reason,
+            "external": external,
+        }
         store.fs.makedirs(TOMBSTONE_DIR)
         store.fs.write_bytes(_tombstone_rel(cid), (json.dumps(body, indent=1, sort_keys=True) + "\n").encode())
         crashpoint("expire.tombstone")
@@ -142,8 +159,9 @@ def finish(store: Store, cid: str, targets: dict[str, Any]) -> Outcome:
     rel = _tombstone_rel(cid)
     body = load_json(store.fs.read_bytes(rel), source=rel)
     if not isinstance(body, dict) or body.get("format") != TOMBSTONE_FORMAT or body.get("checkpoint_id") != cid:
-        raise FormatError(f"{rel} is not a tombstone of {cid}", hint="move it aside; it was not written by this "
-                                                                     "provider")
+        raise FormatError(
+            f"{rel} is not a tombstone of {cid}", hint="move it aside; it was not written by this provider"
+        )
     out = Outcome(cid)
     if store.fs.exists(store._manifest_rel(cid)):  # killed between the tombstone and step 2: still whole
         with store.lock():
@@ -186,8 +204,11 @@ def _now_protected(store: Store, cid: str) -> str:
 
 
 def tombstones(store: Store) -> list[str]:
-    return sorted(e[: -len(".json")] for e in store.fs.listdir(TOMBSTONE_DIR)
-                  if e.endswith(".json") and not e.startswith(TMP_MARK))
+    return sorted(
+        e[: -len(".json")]
+        for e in store.fs.listdir(TOMBSTONE_DIR)
+        if e.endswith(".json") and not e.startswith(TMP_MARK)
+    )
 
 
 def finish_tombstones(store: Store, targets: dict[str, Any]) -> list[Outcome]:
@@ -213,12 +234,24 @@ class ExpireReport:
         return [f"{o.checkpoint_id}: {p}" for o in self.finished + self.deleted for p in o.pending]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"executed": self.executed, "plan": self.plan.to_dict(), "pending": self.pending,
-                "finished": [o.to_dict() for o in self.finished], "deleted": [o.to_dict() for o in self.deleted]}
+        return {
+            "executed": self.executed,
+            "plan": self.plan.to_dict(),
+            "pending": self.pending,
+            "finished": [o.to_dict() for o in self.finished],
+            "deleted": [o.to_dict() for o in self.deleted],
+        }
 
 
-def expire(store: Store, policy: Policy, *, requires: str, targets: dict[str, Any] | None = None,
-           execute: bool = False, now: datetime | None = None) -> ExpireReport:
+def expire(
+    store: Store,
+    policy: Policy,
+    *,
+    requires: str,
+    targets: dict[str, Any] | None = None,
+    execute: bool = False,
+    now: datetime | None = None,
+) -> ExpireReport:
     """Plan (and with ``execute``, apply) ``policy``: a dry run by default."""
     targets = targets or {}
     finished = finish_tombstones(store, targets) if execute else []
@@ -227,8 +260,9 @@ def expire(store: Store, policy: Policy, *, requires: str, targets: dict[str, An
         return report
     for decision in report.plan.doomed:
         try:
-            report.deleted.append(delete(store, decision.checkpoint_id, targets=targets,
-                                         reason="; ".join(decision.reasons)))
+            report.deleted.append(
+                delete(store, decision.checkpoint_id, targets=targets, reason="; ".join(decision.reasons))
+            )
         except StoreError as exc:  # it became the LKG, got used, or vanished meanwhile
             report.deleted.append(Outcome(decision.checkpoint_id, refused=exc.message))
     return report

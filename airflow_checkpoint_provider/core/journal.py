@@ -101,16 +101,30 @@ class ComponentEntry:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ComponentEntry:
         steps = [Step(**s) for s in d.get("steps", [])]
-        return cls(component=d["component"], target=dict(d.get("target") or {}), phase=d.get("phase", "loading"),
-                   copies=dict(d.get("copies") or {}), data=dict(d.get("data") or {}), steps=steps)
+        return cls(
+            component=d["component"],
+            target=dict(d.get("target") or {}),
+            phase=d.get("phase", "loading"),
+            copies=dict(d.get("copies") or {}),
+            data=dict(d.get("data") or {}),
+            steps=steps,
+        )
 
 
 class Journal:
     """The journal of one restore; see the module docstring. Not thread-safe: one writer."""
 
-    def __init__(self, fs: StoreFS, restore_id: str, *, checkpoint_id: str, kind: str = "restore",
-                 owner: dict[str, Any] | None = None, started_at: str | None = None,
-                 components: dict[str, ComponentEntry] | None = None) -> None:
+    def __init__(
+        self,
+        fs: StoreFS,
+        restore_id: str,
+        *,
+        checkpoint_id: str,
+        kind: str = "restore",
+        owner: dict[str, Any] | None = None,
+        started_at: str | None = None,
+        components: dict[str, ComponentEntry] | None = None,
+    ) -> None:
         self.fs = fs
         self.restore_id = restore_id
         self.checkpoint_id = checkpoint_id
@@ -127,8 +141,15 @@ class Journal:
     # ---- writing -------------------------------------------------------------------------------
 
     @classmethod
-    def begin(cls, fs: StoreFS, *, checkpoint_id: str, kind: str = "restore", owner: dict[str, Any] | None = None,
-              restore_id: str | None = None) -> Journal:
+    def begin(
+        cls,
+        fs: StoreFS,
+        *,
+        checkpoint_id: str,
+        kind: str = "restore",
+        owner: dict[str, Any] | None = None,
+        restore_id: str | None = None,
+    ) -> Journal:
         """Open a new journal and write it (so a kill right after this leaves a record)."""
         journal = cls(fs, restore_id or new_restore_id(), checkpoint_id=checkpoint_id, kind=kind, owner=owner)
         fs.makedirs(JOURNAL_DIR)
@@ -136,10 +157,17 @@ class Journal:
         return journal
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": JOURNAL_FORMAT, "format_version": JOURNAL_VERSION, "restore_id": self.restore_id,
-                "checkpoint_id": self.checkpoint_id, "kind": self.kind, "owner": self.owner,
-                "started_at": self.started_at, "updated_at": format_ts(utcnow()),
-                "components": {k: asdict(v) for k, v in self.components.items()}}
+        return {
+            "format": JOURNAL_FORMAT,
+            "format_version": JOURNAL_VERSION,
+            "restore_id": self.restore_id,
+            "checkpoint_id": self.checkpoint_id,
+            "kind": self.kind,
+            "owner": self.owner,
+            "started_at": self.started_at,
+            "updated_at": format_ts(utcnow()),
+            "components": {k: asdict(v) for k, v in self.components.items()},
+        }
 
     def save(self) -> None:
         self.fs.write_bytes(self.rel, (json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n").encode())
@@ -165,26 +193,37 @@ class Journal:
     def load(cls, fs: StoreFS, restore_id: str) -> Journal:
         rel = f"{JOURNAL_DIR}/{restore_id}.json"
         if fs.size(rel) > MAX_JOURNAL_BYTES:
-            raise FormatError(f"journal {rel} is larger than {MAX_JOURNAL_BYTES} bytes",
-                              hint="it was not written by this provider; move it aside and check the stores by hand")
+            raise FormatError(
+                f"journal {rel} is larger than {MAX_JOURNAL_BYTES} bytes",
+                hint="it was not written by this provider; move it aside and check the stores by hand",
+            )
         try:
             d = load_json(fs.read_bytes(rel), source=rel)
             if d.get("format") != JOURNAL_FORMAT or d.get("format_version") != JOURNAL_VERSION:
                 raise ValueError(f"format {d.get('format')!r} version {d.get('format_version')!r}")
             comps = {k: ComponentEntry.from_dict(v) for k, v in (d.get("components") or {}).items()}
-            return cls(fs, d["restore_id"], checkpoint_id=d["checkpoint_id"], kind=d.get("kind", "restore"),
-                       owner=d.get("owner") or {}, started_at=d.get("started_at"), components=comps)
+            return cls(
+                fs,
+                d["restore_id"],
+                checkpoint_id=d["checkpoint_id"],
+                kind=d.get("kind", "restore"),
+                owner=d.get("owner") or {},
+                started_at=d.get("started_at"),
+                components=comps,
+            )
         except (FormatError, ValueError, KeyError, TypeError) as exc:
             why = exc.message if isinstance(exc, FormatError) else exc
-            raise FormatError(f"journal {rel} is unreadable: {why}",
-                              hint="an interrupted restore left it; check the stores it names by hand, then "
-                              "remove the file") from None
+            raise FormatError(
+                f"journal {rel} is unreadable: {why}",
+                hint="an interrupted restore left it; check the stores it names by hand, then remove the file",
+            ) from None
 
 
 def open_journals(fs: StoreFS) -> list[str]:
     """Restore ids of every journal in the store (restores running now, or interrupted ones)."""
-    return sorted(e[: -len(".json")] for e in fs.listdir(JOURNAL_DIR)
-                  if e.endswith(".json") and not e.startswith(TMP_MARK))
+    return sorted(
+        e[: -len(".json")] for e in fs.listdir(JOURNAL_DIR) if e.endswith(".json") and not e.startswith(TMP_MARK)
+    )
 
 
 def new_restore_id() -> str:

@@ -135,8 +135,16 @@ def read_leases(fs: StoreFS) -> list[LeaseRecord]:
 class Lease:
     """Leases of one restore on a set of keys; a context manager that heartbeats while open."""
 
-    def __init__(self, fs: StoreFS, lock: Callable[[], Any], holder: str, keys: Iterable[str], *,
-                 owner: dict[str, Any] | None = None, ttl: float = DEFAULT_TTL) -> None:
+    def __init__(
+        self,
+        fs: StoreFS,
+        lock: Callable[[], Any],
+        holder: str,
+        keys: Iterable[str],
+        *,
+        owner: dict[str, Any] | None = None,
+        ttl: float = DEFAULT_TTL,
+    ) -> None:
         self.fs, self._lock, self.holder, self.ttl = fs, lock, holder, ttl
         self.keys = sorted(set(keys))
         self.owner = {**this_process(), **(owner or {})}
@@ -163,17 +171,20 @@ class Lease:
                     raise LeaseHeldError(
                         f"{key} is being restored by {rec.holder} ({_who(rec)}, since {rec.acquired_at})",
                         hint="wait for that restore to finish; its lease expires "
-                             f"{rec.ttl:.0f}s after its last heartbeat ({rec.heartbeat_at}) if it died")
+                        f"{rec.ttl:.0f}s after its last heartbeat ({rec.heartbeat_at}) if it died",
+                    )
                 if self.fs.exists(f"{JOURNAL_DIR}/{rec.holder}.json"):
                     raise StaleLeaseError(
                         f"{key} is held by restore {rec.holder} ({_who(rec)}), which died without finishing",
                         hint="its journal must be replayed first: run `airflow-checkpoint recover-interrupted`, "
-                             "or any restore, or the next checkpoint_scheduled run")
+                        "or any restore, or the next checkpoint_scheduled run",
+                    )
                 _release(self.fs, rec)  # dead, and nothing left to replay
             self.acquired_at = now
             for key in self.keys:
-                rec = LeaseRecord(key=key, holder=self.holder, owner=self.owner, acquired_at=now,
-                                  heartbeat_at=now, ttl=self.ttl)
+                rec = LeaseRecord(
+                    key=key, holder=self.holder, owner=self.owner, acquired_at=now, heartbeat_at=now, ttl=self.ttl
+                )
                 self.fs.write_bytes(f"{LEASE_DIR}/{_file(key)}", rec.to_bytes())
         self._thread = threading.Thread(target=self._beat, daemon=True, name=f"lease-{self.holder}")
         self._thread.start()
@@ -241,8 +252,9 @@ def break_lease(fs: StoreFS, lock: Callable[[], Any], holder: str) -> int:
     return n
 
 
-def live_holders(fs: StoreFS, keys: Iterable[str], *,
-                 is_alive: Callable[[LeaseRecord], bool | None] | None = None) -> list[LeaseRecord]:
+def live_holders(
+    fs: StoreFS, keys: Iterable[str], *, is_alive: Callable[[LeaseRecord], bool | None] | None = None
+) -> list[LeaseRecord]:
     """The live leases on any of ``keys``."""
     wanted = set(keys)
     return [r for r in read_leases(fs) if r.key in wanted and r.live(is_alive)]
@@ -287,8 +299,14 @@ def prune_history(fs: StoreFS, keep_seconds: float = HISTORY_KEEP_SECONDS) -> li
     return removed
 
 
-def wait_for_restores(fs: StoreFS, keys: Iterable[str], *, timeout: float,
-                      is_alive: Callable[[LeaseRecord], bool | None] | None = None, poll: float = 2.0) -> None:
+def wait_for_restores(
+    fs: StoreFS,
+    keys: Iterable[str],
+    *,
+    timeout: float,
+    is_alive: Callable[[LeaseRecord], bool | None] | None = None,
+    poll: float = 2.0,
+) -> None:
     """Return once no live restore holds any of ``keys``; raise LeaseHeldError after ``timeout``."""
     keys = list(keys)
     deadline = time.monotonic() + timeout
@@ -303,7 +321,8 @@ def wait_for_restores(fs: StoreFS, keys: Iterable[str], *, timeout: float,
                 f"{rec.key} is being restored by {rec.holder} ({_who(rec)}, since {rec.acquired_at}); not capturing "
                 "it now, since a checkpoint of a half-restored server must not become last-known-good",
                 hint="the task is retried; or wait for the restore to finish ([checkpoint] capture_lease_wait "
-                f"is {timeout:.0f}s)")
+                f"is {timeout:.0f}s)",
+            )
         if not said:
             log.info("Waiting for restore %s of %s (%s) to finish before capturing", rec.holder, rec.key, _who(rec))
             said = True

@@ -97,11 +97,14 @@ def _check_embedded(result: VerifyResult, data: bytes, info: CheckpointInfo, rel
         result.add(ProblemKind.BAD_MANIFEST, MANIFEST_MEMBER, exc.message)
         return
     if embedded.canonical() != info.manifest.canonical():
-        result.add(ProblemKind.MANIFEST_MISMATCH, MANIFEST_MEMBER, "the embedded manifest differs from the store's copy")
+        result.add(
+            ProblemKind.MANIFEST_MISMATCH, MANIFEST_MEMBER, "the embedded manifest differs from the store's copy"
+        )
 
 
-def _deep(store: Store, info: CheckpointInfo, result: VerifyResult, targets: dict[str, Any]) -> tuple[
-        dict[str, Any], list[str]]:
+def _deep(
+    store: Store, info: CheckpointInfo, result: VerifyResult, targets: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
     """Each engine's deep check of its artifacts; problems go into ``result``."""
     evidence: dict[str, Any] = {}
     unchecked: list[str] = []
@@ -113,8 +116,12 @@ def _deep(store: Store, info: CheckpointInfo, result: VerifyResult, targets: dic
         started = time.monotonic()
         check = engine.deep_check(store, info.checkpoint_id, arts, targets.get(name))
         for subject, detail in check.problems:
-            result.add(ProblemKind.DATA_ERROR, subject, detail,
-                       hint="the artifact does not parse as what it claims to be: restore another checkpoint")
+            result.add(
+                ProblemKind.DATA_ERROR,
+                subject,
+                detail,
+                hint="the artifact does not parse as what it claims to be: restore another checkpoint",
+            )
         unchecked += [f"{name}: {u}" for u in check.unchecked]
         external += int(check.evidence.pop("external_bytes", 0) or 0)
         evidence[name] = {**check.evidence, "duration_ms": int((time.monotonic() - started) * 1000)}
@@ -123,8 +130,14 @@ def _deep(store: Store, info: CheckpointInfo, result: VerifyResult, targets: dic
     return evidence, unchecked
 
 
-def verify_at(store: Store, checkpoint_id: str, level: str, *, targets: dict[str, Any] | None = None,
-              by: dict[str, Any] | None = None) -> tuple[VerifyResult, StateRecord]:
+def verify_at(
+    store: Store,
+    checkpoint_id: str,
+    level: str,
+    *,
+    targets: dict[str, Any] | None = None,
+    by: dict[str, Any] | None = None,
+) -> tuple[VerifyResult, StateRecord]:
     """Verify one checkpoint (or ``last-known-good``) at ``level`` and record the outcome (see the module
     docstring). ``targets``: engine name -> target, for the deep checks that need a server."""
     check_level(level)
@@ -167,8 +180,15 @@ class SweepReport:
         return bool(self.corrupt or self.damaged_entries or self.lkg_fallback)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "verified": self.verified, "corrupt": self.corrupt, "unchecked": self.unchecked,
-                "damaged_entries": self.damaged_entries, "lkg_fallback": self.lkg_fallback, "failed": self.failed}
+        return {
+            "level": self.level,
+            "verified": self.verified,
+            "corrupt": self.corrupt,
+            "unchecked": self.unchecked,
+            "damaged_entries": self.damaged_entries,
+            "lkg_fallback": self.lkg_fallback,
+            "failed": self.failed,
+        }
 
 
 def choose(store: Store, infos: list[CheckpointInfo], level: str, sample: int) -> list[tuple[CheckpointInfo, str]]:
@@ -184,11 +204,18 @@ def choose(store: Store, infos: list[CheckpointInfo], level: str, sample: int) -
         else:
             others.append((state.last_verified_at or "", info))
     others.sort(key=lambda pair: pair[0])
-    return pending + [(info, f"rolling sample (last verified {when})") for when, info in others[:max(sample, 0)]]
+    return pending + [(info, f"rolling sample (last verified {when})") for when, info in others[: max(sample, 0)]]
 
 
-def sweep(store: Store, level: str, *, sample: int = 3, targets: dict[str, Any] | None = None,
-          requires: str = VERIFIED, by: dict[str, Any] | None = None) -> SweepReport:
+def sweep(
+    store: Store,
+    level: str,
+    *,
+    sample: int = 3,
+    targets: dict[str, Any] | None = None,
+    requires: str = VERIFIED,
+    by: dict[str, Any] | None = None,
+) -> SweepReport:
     """Verify what :func:`choose` picks; if the LKG is (or was already) corrupt, fall back."""
     check_level(level)
     report = SweepReport(level=level)
@@ -196,8 +223,15 @@ def sweep(store: Store, level: str, *, sample: int = 3, targets: dict[str, Any] 
     report.damaged_entries = [f"{d.checkpoint_id}: {d.problem}" for d in damaged]
     for info, why in choose(store, infos, level, sample):
         result, record = verify_at(store, info.checkpoint_id, level, targets=targets, by=by)
-        report.verified.append({"checkpoint_id": info.checkpoint_id, "outcome": record.outcome, "why": why,
-                                "level": level, "problems": [str(p) for p in result.problems]})
+        report.verified.append(
+            {
+                "checkpoint_id": info.checkpoint_id,
+                "outcome": record.outcome,
+                "why": why,
+                "level": level,
+                "problems": [str(p) for p in result.problems],
+            }
+        )
         if record.outcome == "corrupt":
             report.corrupt.append(info.checkpoint_id)
             log.error("Checkpoint %s is corrupt: %s", info.checkpoint_id, "; ".join(map(str, result.problems)))
@@ -206,6 +240,9 @@ def sweep(store: Store, level: str, *, sample: int = 3, targets: dict[str, Any] 
     problem = store.lkg_problem(pointer) if pointer is not None else None
     if pointer is not None and problem:
         new = store.fallback_lkg(problem, requires=requires, by=by)
-        report.lkg_fallback = {"from": pointer.checkpoint_id, "to": new.checkpoint_id if new else None,
-                               "reason": problem}
+        report.lkg_fallback = {
+            "from": pointer.checkpoint_id,
+            "to": new.checkpoint_id if new else None,
+            "reason": problem,
+        }
     return report

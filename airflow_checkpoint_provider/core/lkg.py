@@ -62,8 +62,12 @@ class LkgPointer:
         if len(data) > MAX_POINTER_BYTES:
             raise FormatError(f"{source} is {len(data)} bytes, more than the {MAX_POINTER_BYTES} a pointer may have")
         obj = load_json(data, source=source)
-        if not isinstance(obj, dict) or obj.get("format") != LKG_FORMAT or obj.get("format_version") != 1 \
-                or isinstance(obj.get("format_version"), bool):
+        if (
+            not isinstance(obj, dict)
+            or obj.get("format") != LKG_FORMAT
+            or obj.get("format_version") != 1
+            or isinstance(obj.get("format_version"), bool)
+        ):
             raise FormatError(f"{source} is not an LKG pointer of version 1")
         body = {k: v for k, v in obj.items() if k != "pointer_sha256"}
         if sha256_hex(canonical_json(body)) != obj.get("pointer_sha256"):

@@ -56,8 +56,10 @@ CHECKPOINT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){0,3}\Z")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
-_HINT = ("a manifest must follow docs/FORMAT.md; one read from the store that does not was damaged or "
-         "edited: verify the checkpoint (`airflow-checkpoint verify <id>`) and use another one")
+_HINT = (
+    "a manifest must follow docs/FORMAT.md; one read from the store that does not was damaged or "
+    "edited: verify the checkpoint (`airflow-checkpoint verify <id>`) and use another one"
+)
 
 
 def utcnow() -> datetime:
@@ -120,8 +122,11 @@ def validate_artifact_name(name: str) -> str:
 
 def _shown(value: Any) -> str:
     """``repr`` of a short string or number; a bounded description of anything else."""
-    if (isinstance(value, str) and len(value) <= 200) or value is None or \
-            (isinstance(value, int) and value.bit_length() <= 200):
+    if (
+        (isinstance(value, str) and len(value) <= 200)
+        or value is None
+        or (isinstance(value, int) and value.bit_length() <= 200)
+    ):
         return repr(value)
     return describe(value)
 
@@ -138,14 +143,19 @@ def _check_size(where: str, value: Any) -> None:
 
 def _check_text(where: str, value: Any, *, empty: bool = True, limit: int = 1000) -> None:
     if not isinstance(value, str) or (not value and not empty) or len(value) > limit or not value.isprintable():
-        raise _bad(where, value, f"a{'' if empty else ' non-empty'} string of at most {limit} printable characters "
-                                 "(no newlines or other control characters)")
+        raise _bad(
+            where,
+            value,
+            f"a{'' if empty else ' non-empty'} string of at most {limit} printable characters "
+            "(no newlines or other control characters)",
+        )
 
 
 def _check_timestamp(where: str, value: Any, *, empty: bool = False) -> None:
     if not (empty and value == "") and not is_timestamp(value):
-        raise _bad(where, value, "an RFC 3339 UTC timestamp like 2026-11-22T12:30:42.300000Z"
-                                 + (" or empty" if empty else ""))
+        raise _bad(
+            where, value, "an RFC 3339 UTC timestamp like 2026-11-22T12:30:42.300000Z" + (" or empty" if empty else "")
+        )
 
 
 def _check_object(where: str, value: Any) -> None:
@@ -244,8 +254,10 @@ class Artifact:
         missing = [k for k in ("name", "store", "kind", "size", "sha256") if k not in d]
         if missing:
             raise ManifestError(f"artifact entry {_shown(d.get('name'))} lacks field(s) {missing}", hint=_HINT)
-        art = cls(**{k: v for k, v in d.items() if k in _ARTIFACT_FIELDS},
-                  extra={k: v for k, v in d.items() if k not in _ARTIFACT_FIELDS})
+        art = cls(
+            **{k: v for k, v in d.items() if k in _ARTIFACT_FIELDS},
+            extra={k: v for k, v in d.items() if k not in _ARTIFACT_FIELDS},
+        )
         art.validate()
         return art
 
@@ -275,8 +287,13 @@ class Manifest:
         for art in self.artifacts:
             s = out.setdefault(
                 art.store,
-                {"engine": art.engine, "engine_version": art.engine_version, "capture_start": "", "capture_end": "",
-                 "artifacts": []},
+                {
+                    "engine": art.engine,
+                    "engine_version": art.engine_version,
+                    "capture_start": "",
+                    "capture_end": "",
+                    "artifacts": [],
+                },
             )
             s["artifacts"].append(art.name)
             if art.capture_start and (not s["capture_start"] or art.capture_start < s["capture_start"]):
@@ -371,8 +388,11 @@ class Manifest:
             raise _bad("field 'pinned'", self.pinned, "true or false")
         _check_text("field 'config_hash'", self.config_hash, limit=200)
         _check_object("field 'provenance'", self.provenance)
-        if not isinstance(self.format_version, int) or isinstance(self.format_version, bool) or \
-                self.format_version not in SUPPORTED_FORMAT_VERSIONS:
+        if (
+            not isinstance(self.format_version, int)
+            or isinstance(self.format_version, bool)
+            or self.format_version not in SUPPORTED_FORMAT_VERSIONS
+        ):
             raise _bad("field 'format_version'", self.format_version, f"one of {sorted(SUPPORTED_FORMAT_VERSIONS)}")
         _check_object("field 'extra'", self.extra)
         canonical_json(self.body())  # refuses floats and odd types early, at write time
@@ -382,8 +402,12 @@ class Manifest:
         """Parse and check a manifest: format and version first, then the self-checksum, then every field."""
         if len(data) > MAX_MANIFEST_BYTES:
             raise ManifestError(f"{source} is {len(data)} bytes, larger than the {MAX_MANIFEST_BYTES} allowed")
-        obj = load_json(data, source=source, error=ManifestError,
-                        hint="the manifest is damaged; verify the archive and use another checkpoint")
+        obj = load_json(
+            data,
+            source=source,
+            error=ManifestError,
+            hint="the manifest is damaged; verify the archive and use another checkpoint",
+        )
         return cls.from_dict(obj, source=source)
 
     @classmethod
@@ -426,14 +450,27 @@ class Manifest:
         where, theirs, ours = first_difference(body, man.body())  # equal bodies: equal checksums
         if where:
             shown = [("absent" if v is _ABSENT else describe(v)) for v in (theirs, ours)]
-            raise ManifestError(f"{source}: field {where} is {shown[0]}, but the rest of the manifest makes it "
-                                f"{shown[1]}", hint=_HINT)
+            raise ManifestError(
+                f"{source}: field {where} is {shown[0]}, but the rest of the manifest makes it {shown[1]}", hint=_HINT
+            )
         return man
 
 
 #: fields every version-1 manifest has; ``stores`` and ``consistency`` are derived from ``artifacts``
-_MANIFEST_FIELDS = ("format", "format_version", "checkpoint_id", "created_at", "tags", "pinned", "config_hash",
-                    "provenance", "stores", "consistency", "artifacts", "manifest_sha256")
+_MANIFEST_FIELDS = (
+    "format",
+    "format_version",
+    "checkpoint_id",
+    "created_at",
+    "tags",
+    "pinned",
+    "config_hash",
+    "provenance",
+    "stores",
+    "consistency",
+    "artifacts",
+    "manifest_sha256",
+)
 _KNOWN_FIELDS = frozenset(_MANIFEST_FIELDS)
 _ABSENT = object()
 

@@ -133,8 +133,9 @@ class RestoreRequest:
     def validate(self) -> None:
         unknown = set(self.components) - set(registry.names())
         if unknown:
-            raise RestoreRefusedError(f"unknown component(s) {sorted(unknown)}",
-                                      hint=f"choose among {', '.join(registry.names())}")
+            raise RestoreRefusedError(
+                f"unknown component(s) {sorted(unknown)}", hint=f"choose among {', '.join(registry.names())}"
+            )
         if self.mode not in MODES:
             raise RestoreRefusedError(f"unknown restore mode {self.mode!r}", hint=f"use one of {', '.join(MODES)}")
 
@@ -201,7 +202,9 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
         raise RestoreRefusedError(
             f"restore of {cid} refused: the plan has {len(plan.problems)} problem(s)\n"
             + "\n".join(f"PROBLEM: {p}" for p in plan.problems),
-            hint="nothing was changed; resolve the problems or pick another checkpoint", plan=plan)
+            hint="nothing was changed; resolve the problems or pick another checkpoint",
+            plan=plan,
+        )
     report = RestoreReport(checkpoint_id=cid, plan=plan, dry_run=request.dry_run, started_at=started)
     log.info("%s", plan)
     if request.dry_run:
@@ -209,15 +212,22 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
         report.finished_at = format_ts(utcnow())
         return report
     if not plan.ok:
-        raise RestoreRefusedError(str(plan), hint="nothing was changed; resolve the problems or pick another checkpoint")
+        raise RestoreRefusedError(
+            str(plan), hint="nothing was changed; resolve the problems or pick another checkpoint"
+        )
     restore_id = new_restore_id()
     keys = [target_key(p.component, p.target.public()) for p in parts]
-    lease = Lease(store.fs, store.lock, restore_id, [*keys, use_key(cid, restore_id)], owner=request.provenance,
-                  ttl=request.lease_ttl)  # the use key keeps retention off the checkpoint while it is read
+    lease = Lease(
+        store.fs,
+        store.lock,
+        restore_id,
+        [*keys, use_key(cid, restore_id)],
+        owner=request.provenance,
+        ttl=request.lease_ttl,
+    )  # the use key keeps retention off the checkpoint while it is read
     lease.acquire(is_alive=request.is_alive)
     try:
-        journal = Journal.begin(store.fs, checkpoint_id=cid, owner={**lease.owner, "keys": keys},
-                                restore_id=restore_id)
+        journal = Journal.begin(store.fs, checkpoint_id=cid, owner={**lease.owner, "keys": keys}, restore_id=restore_id)
         for part in parts:
             public = {**part.target.public(), "conn_id": request.conn_ids.get(part.component)}
             part.journal = journal.component(part.component, public)
@@ -230,8 +240,14 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
     return report
 
 
-def _run(store: Store, parts: list[ComponentRestore], cid: str, request: RestoreRequest, report: RestoreReport,
-         journal: Journal) -> None:
+def _run(
+    store: Store,
+    parts: list[ComponentRestore],
+    cid: str,
+    request: RestoreRequest,
+    report: RestoreReport,
+    journal: Journal,
+) -> None:
     """Steps 3 to 6, under the lease. On failure, the journal is closed only if every component
     undid itself; otherwise it stays for the replay (`airflow-checkpoint recover-interrupted`).
     A drill runs step 4 only, then drops the copies (nothing is replaced)."""
@@ -248,9 +264,12 @@ def _run(store: Store, parts: list[ComponentRestore], cid: str, request: Restore
             prepared.append(part)
     except Exception as exc:
         left = _each(reversed(prepared + [part]), "abort")
-        state = ("the side-by-side copies were removed" if not left else
-                 f"the side-by-side copies of {', '.join(left)} could not be removed (see the log): "
-                 "`airflow-checkpoint recover-interrupted` or the next restore removes them")
+        state = (
+            "the side-by-side copies were removed"
+            if not left
+            else f"the side-by-side copies of {', '.join(left)} could not be removed (see the log): "
+            "`airflow-checkpoint recover-interrupted` or the next restore removes them"
+        )
         if not left:
             journal.close()
         raise RestoreFailedError(
@@ -260,8 +279,10 @@ def _run(store: Store, parts: list[ComponentRestore], cid: str, request: Restore
     if request.drill:  # the copies loaded and verified: that is the proof; production is never touched
         left = _each(reversed(prepared), "abort")
         if left:
-            raise RestoreFailedError(f"drill of {cid}: the side-by-side copies of {', '.join(left)} could not be "
-                                     "removed", hint="`airflow-checkpoint recover-interrupted` removes them")
+            raise RestoreFailedError(
+                f"drill of {cid}: the side-by-side copies of {', '.join(left)} could not be removed",
+                hint="`airflow-checkpoint recover-interrupted` removes them",
+            )
         return
     # 5. cut over, rolling back what was already cut over if one fails
     done: list[ComponentRestore] = []
@@ -273,20 +294,27 @@ def _run(store: Store, parts: list[ComponentRestore], cid: str, request: Restore
     except Exception as exc:
         rollback_errors = _each(reversed(done), "rollback")
         abort_errors = _each([p for p in parts if p not in done], "abort")
-        state = ("the components cut over before it were rolled back" if done and not rollback_errors else
-                 "no other component had been cut over" if not rollback_errors else
-                 f"rolling back failed for {', '.join(rollback_errors)}: run `airflow-checkpoint "
-                 f"recover-interrupted`, or restore the safety checkpoint {report.safety_checkpoint_id}")
+        state = (
+            "the components cut over before it were rolled back"
+            if done and not rollback_errors
+            else "no other component had been cut over"
+            if not rollback_errors
+            else f"rolling back failed for {', '.join(rollback_errors)}: run `airflow-checkpoint "
+            f"recover-interrupted`, or restore the safety checkpoint {report.safety_checkpoint_id}"
+        )
         if abort_errors:
-            state += (f"; the side-by-side copies of {', '.join(abort_errors)} could not be removed: "
-                      "`airflow-checkpoint recover-interrupted` removes them")
+            state += (
+                f"; the side-by-side copies of {', '.join(abort_errors)} could not be removed: "
+                "`airflow-checkpoint recover-interrupted` removes them"
+            )
         if not rollback_errors and not abort_errors:
             journal.close()
         raise RestoreFailedError(
             f"restore of {cid} failed while cutting over {part.component}: {exc}; {part.component} was put back; "
             f"{state}",
-            hint="the current data is serving again; fix the cause and retry" if not rollback_errors else
-            "see the message: some of the current data may need the replay",
+            hint="the current data is serving again; fix the cause and retry"
+            if not rollback_errors
+            else "see the message: some of the current data may need the replay",
         ) from exc
     # 6. health
     for part in parts:
@@ -296,8 +324,9 @@ def _run(store: Store, parts: list[ComponentRestore], cid: str, request: Restore
         _expire_rollbacks(store, parts, RollbackPolicy.parse(request.rollback_keep), report)
 
 
-def _expire_rollbacks(store: Store, parts: list[ComponentRestore], policy: RollbackPolicy,
-                      report: RestoreReport) -> None:
+def _expire_rollbacks(
+    store: Store, parts: list[ComponentRestore], policy: RollbackPolicy, report: RestoreReport
+) -> None:
     for part in parts:
         try:
             dropped = expire(part.component, part.target, policy, store)
@@ -305,8 +334,12 @@ def _expire_rollbacks(store: Store, parts: list[ComponentRestore], policy: Rollb
             log.warning("Expiring the rollback copies of %s failed: %s", part.component, exc)
             continue
         for copy in dropped:
-            log.info("Dropped the rollback copy %s of %s (%s old; rollback_keep)", copy.name, copy.of,
-                     f"{copy.age / 3600:.1f} h")
+            log.info(
+                "Dropped the rollback copy %s of %s (%s old; rollback_keep)",
+                copy.name,
+                copy.of,
+                f"{copy.age / 3600:.1f} h",
+            )
         report.expired_rollbacks += [c.to_dict() for c in dropped]
 
 
@@ -332,8 +365,11 @@ def _safety_checkpoint(store: Store, parts: list[ComponentRestore], cid: str, re
             staging.discard()
             log.info("No safety checkpoint needed: the restore replaces nothing that exists")
             return None
-        manifest = store.seal(staging, tags=["safety", f"before-restore-of:{cid}"],
-                              provenance={**request.provenance, "reason": f"safety checkpoint before restoring {cid}"})
+        manifest = store.seal(
+            staging,
+            tags=["safety", f"before-restore-of:{cid}"],
+            provenance={**request.provenance, "reason": f"safety checkpoint before restoring {cid}"},
+        )
     except Exception:
         staging.discard()
         raise

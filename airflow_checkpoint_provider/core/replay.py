@@ -50,8 +50,12 @@ class Replay:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"restore_id": self.restore_id, "checkpoint_id": self.checkpoint_id, "actions": self.actions,
-                "error": self.error}
+        return {
+            "restore_id": self.restore_id,
+            "checkpoint_id": self.checkpoint_id,
+            "actions": self.actions,
+            "error": self.error,
+        }
 
 
 def default_replayers(store: Store) -> dict[str, Replayer]:
@@ -80,9 +84,14 @@ def interrupted(store: Store, *, is_alive: Callable[[LeaseRecord], bool | None] 
     return out
 
 
-def replay_interrupted(store: Store, resolve: Resolver, *, replayers: dict[str, Replayer] | None = None,
-                       is_alive: Callable[[LeaseRecord], bool | None] | None = None,
-                       must_heal: Iterable[str] = ()) -> list[Replay]:
+def replay_interrupted(
+    store: Store,
+    resolve: Resolver,
+    *,
+    replayers: dict[str, Replayer] | None = None,
+    is_alive: Callable[[LeaseRecord], bool | None] | None = None,
+    must_heal: Iterable[str] = (),
+) -> list[Replay]:
     """Replay every interrupted restore (see the module docstring).
 
     :param resolve: reconnects to a component's target from its journal entry.
@@ -100,30 +109,50 @@ def replay_interrupted(store: Store, resolve: Resolver, *, replayers: dict[str, 
                     continue
                 replayer = replayers.get(name)
                 if replayer is None:
-                    raise ReplayError(f"restore {journal.restore_id} was interrupted in {name}, which this version "
-                                      "cannot replay", hint="upgrade airflow-checkpoint-provider, or check the "
-                                      f"{name} server by hand and remove {journal.rel}")
+                    raise ReplayError(
+                        f"restore {journal.restore_id} was interrupted in {name}, which this version cannot replay",
+                        hint="upgrade airflow-checkpoint-provider, or check the "
+                        f"{name} server by hand and remove {journal.rel}",
+                    )
                 target = resolve(name, entry.target)
                 rep.actions[name] = replayer(target, entry)
                 for line in rep.actions[name]:
-                    log.warning("Interrupted restore %s of %s, %s: %s", journal.restore_id, journal.checkpoint_id,
-                                name, line)
+                    log.warning(
+                        "Interrupted restore %s of %s, %s: %s", journal.restore_id, journal.checkpoint_id, name, line
+                    )
         except Exception as exc:
             rep.error = str(exc)
             log.error("Replaying the interrupted restore %s failed: %s", journal.restore_id, exc)
-            store.write_audit({"action": "recover-interrupted", "status": "failed", "restore_id": rep.restore_id,
-                               "checkpoint_id": rep.checkpoint_id, "actions": rep.actions, "error": rep.error})
+            store.write_audit(
+                {
+                    "action": "recover-interrupted",
+                    "status": "failed",
+                    "restore_id": rep.restore_id,
+                    "checkpoint_id": rep.checkpoint_id,
+                    "actions": rep.actions,
+                    "error": rep.error,
+                }
+            )
             done.append(rep)
             if wanted & set(journal.owner.get("keys") or []):
-                raise ReplayError(f"the interrupted restore {journal.restore_id} of checkpoint "
-                                  f"{journal.checkpoint_id} could not be finished or undone: {exc}",
-                                  hint=f"its journal {journal.rel} stays; fix the cause and run "
-                                  "`airflow-checkpoint recover-interrupted`") from exc
+                raise ReplayError(
+                    f"the interrupted restore {journal.restore_id} of checkpoint "
+                    f"{journal.checkpoint_id} could not be finished or undone: {exc}",
+                    hint=f"its journal {journal.rel} stays; fix the cause and run "
+                    "`airflow-checkpoint recover-interrupted`",
+                ) from exc
             continue
         journal.close()
         break_lease(store.fs, store.lock, journal.restore_id)
-        store.write_audit({"action": "recover-interrupted", "status": "recovered", "restore_id": rep.restore_id,
-                           "checkpoint_id": rep.checkpoint_id, "actions": rep.actions,
-                           "interrupted_run": {k: journal.owner.get(k) for k in ("dag_id", "run_id", "task_id")}})
+        store.write_audit(
+            {
+                "action": "recover-interrupted",
+                "status": "recovered",
+                "restore_id": rep.restore_id,
+                "checkpoint_id": rep.checkpoint_id,
+                "actions": rep.actions,
+                "interrupted_run": {k: journal.owner.get(k) for k in ("dag_id", "run_id", "task_id")},
+            }
+        )
         done.append(rep)
     return done

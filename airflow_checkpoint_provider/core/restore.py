@@ -52,8 +52,12 @@ class RestorePlan:
         return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checkpoint_id": self.checkpoint_id, "items": [i.to_dict() for i in self.items],
-                "problems": list(self.problems), "ok": self.ok}
+        return {
+            "checkpoint_id": self.checkpoint_id,
+            "items": [i.to_dict() for i in self.items],
+            "problems": list(self.problems),
+            "ok": self.ok,
+        }
 
     def describe(self, *, problems: bool = True) -> str:
         """The plan as text; ``problems=False`` leaves out the PROBLEM lines (to report them last)."""

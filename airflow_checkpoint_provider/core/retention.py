@@ -33,8 +33,10 @@ from airflow_checkpoint_provider.core.errors import CheckpointError
 BUCKETS = ("hourly", "daily", "weekly", "monthly", "yearly")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 _DURATION_RE = re.compile(r"^(?:\d+[smhdwy])+\Z")
-_HINT = ('write the policy as JSON, e.g. {"keep_within": "7d", "keep_daily": 7, "tags": {"pre-migration": '
-         '{"keep_within": "90d"}}, "max_total_bytes": 500000000000}')
+_HINT = (
+    'write the policy as JSON, e.g. {"keep_within": "7d", "keep_daily": 7, "tags": {"pre-migration": '
+    '{"keep_within": "90d"}}, "max_total_bytes": 500000000000}'
+)
 
 
 def parse_duration(value: Any, where: str = "keep_within") -> int:
@@ -43,8 +45,10 @@ def parse_duration(value: Any, where: str = "keep_within") -> int:
         return value
     text = str(value).strip().lower()
     if not _DURATION_RE.match(text):
-        raise CheckpointError(f"retention {where} is {value!r}, which is not a duration",
-                              hint="use a number of seconds or units s, m, h, d, w, y: '7d', '36h', '1w2d'")
+        raise CheckpointError(
+            f"retention {where} is {value!r}, which is not a duration",
+            hint="use a number of seconds or units s, m, h, d, w, y: '7d', '36h', '1w2d'",
+        )
     return sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdwy])", text))
 
 
@@ -75,8 +79,9 @@ class Rules:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(obj) - known)
         if unknown:
-            raise CheckpointError(f"{where} has unknown rule(s) {', '.join(unknown)}",
-                                  hint=f"the rules are {', '.join(sorted(known))}")
+            raise CheckpointError(
+                f"{where} has unknown rule(s) {', '.join(unknown)}", hint=f"the rules are {', '.join(sorted(known))}"
+            )
         values: dict[str, Any] = {}
         for key, value in obj.items():
             if key == "keep_within":
@@ -88,8 +93,11 @@ class Rules:
         return cls(**values)
 
     def describe(self) -> str:
-        parts = [f"{f.name} {getattr(self, f.name)}" for f in fields(self)
-                 if f.name != "keep_within" and getattr(self, f.name)]
+        parts = [
+            f"{f.name} {getattr(self, f.name)}"
+            for f in fields(self)
+            if f.name != "keep_within" and getattr(self, f.name)
+        ]
         if self.keep_within is not None:
             parts.insert(0, f"keep_within {_human_duration(self.keep_within)}")
         return ", ".join(parts) or "no rule (keeps nothing)"
@@ -125,12 +133,14 @@ class Policy:
         tags = obj.pop("tags", None) or {}
         cap = obj.pop("max_total_bytes", None)
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0):
-            raise CheckpointError(f"retention max_total_bytes is {cap!r}; it must be a number of bytes > 0",
-                                  hint=_HINT)
+            raise CheckpointError(f"retention max_total_bytes is {cap!r}; it must be a number of bytes > 0", hint=_HINT)
         if not isinstance(tags, dict):
             raise CheckpointError(f"retention tags is {tags!r}, not an object {{tag: rules}}", hint=_HINT)
-        return cls(Rules.from_dict(obj), tuple((str(t), Rules.from_dict(r, f"retention tags.{t}"))
-                                                for t, r in tags.items()), cap)
+        return cls(
+            Rules.from_dict(obj),
+            tuple((str(t), Rules.from_dict(r, f"retention tags.{t}")) for t, r in tags.items()),
+            cap,
+        )
 
     def group_of(self, tags: Iterable[str]) -> str:
         """The first tag of the policy the checkpoint carries, or ``""`` (the default rules)."""
@@ -165,8 +175,13 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checkpoint_id": self.checkpoint_id, "keep": self.keep, "group": self.group or "default",
-                "size": self.size, "reasons": list(self.reasons)}
+        return {
+            "checkpoint_id": self.checkpoint_id,
+            "keep": self.keep,
+            "group": self.group or "default",
+            "size": self.size,
+            "reasons": list(self.reasons),
+        }
 
 
 @dataclass
@@ -180,8 +195,12 @@ class Plan:
         return [d for d in self.decisions if not d.keep]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"decisions": [d.to_dict() for d in self.decisions], "kept_bytes": self.kept_bytes,
-                "delete": [d.checkpoint_id for d in self.doomed], "warnings": list(self.warnings)}
+        return {
+            "decisions": [d.to_dict() for d in self.decisions],
+            "kept_bytes": self.kept_bytes,
+            "delete": [d.checkpoint_id for d in self.doomed],
+            "warnings": list(self.warnings),
+        }
 
 
 def _apply(rules: Rules, members: list[Candidate], now: datetime, out: dict[str, Decision]) -> None:
@@ -209,8 +228,10 @@ def _apply(rules: Rules, members: list[Candidate], now: datetime, out: dict[str,
 def plan(candidates: Iterable[Candidate], policy: Policy, *, now: datetime) -> Plan:
     """Decide, for every candidate, keep or delete, with the reasons (see the module docstring)."""
     ordered = sorted(candidates, key=lambda c: (c.created_at, c.checkpoint_id), reverse=True)
-    out = {c.checkpoint_id: Decision(c.checkpoint_id, c.created_at, False, policy.group_of(c.tags), c.size)
-           for c in ordered}
+    out = {
+        c.checkpoint_id: Decision(c.checkpoint_id, c.created_at, False, policy.group_of(c.tags), c.size)
+        for c in ordered
+    }
     groups: dict[str, list[Candidate]] = {}
     for c in ordered:
         groups.setdefault(out[c.checkpoint_id].group, []).append(c)
@@ -221,8 +242,10 @@ def plan(candidates: Iterable[Candidate], policy: Policy, *, now: datetime) -> P
         d.reasons[:0] = [f"protected: {p}" for p in c.protected]
         d.keep = bool(d.reasons)
         if not d.keep:
-            d.reasons.append(f"no rule of {('tag ' + repr(d.group)) if d.group else 'the default rules'} keeps it "
-                             f"({policy.rules_of(d.group).describe()})")
+            d.reasons.append(
+                f"no rule of {('tag ' + repr(d.group)) if d.group else 'the default rules'} keeps it "
+                f"({policy.rules_of(d.group).describe()})"
+            )
     decisions = [out[c.checkpoint_id] for c in ordered]
     kept = sum(d.size for d in decisions if d.keep)
     warnings = []
@@ -234,10 +257,14 @@ def plan(candidates: Iterable[Candidate], policy: Policy, *, now: datetime) -> P
             if d.keep and d.checkpoint_id not in protected:
                 was = "; ".join(d.reasons)
                 d.keep = False
-                d.reasons.append(f"over max_total_bytes {policy.max_total_bytes}: the oldest unprotected go first "
-                                 f"(the rules kept it: {was})")
+                d.reasons.append(
+                    f"over max_total_bytes {policy.max_total_bytes}: the oldest unprotected go first "
+                    f"(the rules kept it: {was})"
+                )
                 kept -= d.size
         if kept > policy.max_total_bytes:
-            warnings.append(f"the protected checkpoints alone take {kept} bytes, more than max_total_bytes "
-                            f"{policy.max_total_bytes}: raise the cap or unpin checkpoints")
+            warnings.append(
+                f"the protected checkpoints alone take {kept} bytes, more than max_total_bytes "
+                f"{policy.max_total_bytes}: raise the cap or unpin checkpoints"
+            )
     return Plan(decisions, kept, warnings)

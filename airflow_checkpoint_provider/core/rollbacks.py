@@ -73,8 +73,10 @@ class RollbackPolicy:
                 else:
                     raise ValueError
             except ValueError:
-                raise CheckpointError(f"rollback_keep {text!r}: {part.strip()!r} is not last=N or max_age=SECONDS",
-                                      hint="e.g. 'last=1,max_age=86400', or 'all' to keep every copy") from None
+                raise CheckpointError(
+                    f"rollback_keep {text!r}: {part.strip()!r} is not last=N or max_age=SECONDS",
+                    hint="e.g. 'last=1,max_age=86400', or 'all' to keep every copy",
+                ) from None
         return cls(keep_last, max_age)
 
     def expired(self, copies: Iterable[RollbackCopy]) -> list[RollbackCopy]:
@@ -88,7 +90,8 @@ class RollbackPolicy:
             group.sort(key=lambda c: (c.created_at, c.name), reverse=True)
             for i, c in enumerate(group):
                 if (self.keep_last is not None and i >= self.keep_last) or (
-                        self.max_age is not None and c.age > self.max_age):
+                    self.max_age is not None and c.age > self.max_age
+                ):
                     out.append(c)
         return out
 

@@ -217,8 +217,10 @@ class Staging:
         the area of a run that died from one still being written."""
         name = staging_key(str(owner.get("task_id") or "writer"), str(owner.get("host")), str(owner.get("pid")))
         self.fs.makedirs(f"{self.rel}/owners")
-        self.fs.write_bytes(f"{self.rel}/owners/{name}.json",
-                            json.dumps({**owner, "claimed_at": format_ts(utcnow())}, sort_keys=True).encode())
+        self.fs.write_bytes(
+            f"{self.rel}/owners/{name}.json",
+            json.dumps({**owner, "claimed_at": format_ts(utcnow())}, sort_keys=True).encode(),
+        )
 
     def owners(self) -> list[dict[str, Any]]:
         return staging_owners(self.fs, self.rel)

@@ -57,17 +57,20 @@ def level_rank(level: str | None) -> int:
 
 def check_level(level: str) -> str:
     if level not in LEVELS:
-        raise CheckpointError(f"verification level {level!r} is not one of {', '.join(LEVELS)}",
-                              hint="basic: sizes and manifests; standard: sha256 of every artifact; deep: also "
-                                   "decompress and parse every artifact")
+        raise CheckpointError(
+            f"verification level {level!r} is not one of {', '.join(LEVELS)}",
+            hint="basic: sizes and manifests; standard: sha256 of every artifact; deep: also "
+            "decompress and parse every artifact",
+        )
     return level
 
 
 def check_requirement(value: str) -> str:
     if value not in REQUIREMENTS:
-        raise CheckpointError(f"[checkpoint] lkg_requires is {value!r}; it must be one of {', '.join(REQUIREMENTS)}",
-                              hint="verified (the default): a passed standard or deep verification; drilled: a "
-                                   "passed restore drill")
+        raise CheckpointError(
+            f"[checkpoint] lkg_requires is {value!r}; it must be one of {', '.join(REQUIREMENTS)}",
+            hint="verified (the default): a passed standard or deep verification; drilled: a passed restore drill",
+        )
     return value
 
 
@@ -100,10 +103,20 @@ class StateRecord:
     by: dict[str, Any] = field(default_factory=dict)  #: dag/run/task ids or the CLI
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": STATE_FORMAT, "format_version": 1, "checkpoint_id": self.checkpoint_id,
-                "manifest_sha256": self.manifest_sha256, "kind": self.kind, "outcome": self.outcome,
-                "recorded_at": self.recorded_at, "level": self.level, "duration_ms": self.duration_ms,
-                "problems": integers(self.problems), "evidence": integers(self.evidence), "by": integers(self.by)}
+        return {
+            "format": STATE_FORMAT,
+            "format_version": 1,
+            "checkpoint_id": self.checkpoint_id,
+            "manifest_sha256": self.manifest_sha256,
+            "kind": self.kind,
+            "outcome": self.outcome,
+            "recorded_at": self.recorded_at,
+            "level": self.level,
+            "duration_ms": self.duration_ms,
+            "problems": integers(self.problems),
+            "evidence": integers(self.evidence),
+            "by": integers(self.by),
+        }
 
     def to_bytes(self) -> bytes:
         body = self.to_dict()
@@ -124,8 +137,12 @@ class StateRecord:
         if len(data) > MAX_RECORD_BYTES:
             raise FormatError(f"{source} is {len(data)} bytes, more than the {MAX_RECORD_BYTES} a record may have")
         obj = load_json(data, source=source)
-        if not isinstance(obj, dict) or obj.get("format") != STATE_FORMAT or obj.get("format_version") != 1 \
-                or isinstance(obj.get("format_version"), bool):
+        if (
+            not isinstance(obj, dict)
+            or obj.get("format") != STATE_FORMAT
+            or obj.get("format_version") != 1
+            or isinstance(obj.get("format_version"), bool)
+        ):
             raise FormatError(f"{source} is not a state record of version 1")
         body = {k: v for k, v in obj.items() if k != "record_sha256"}
         if sha256_hex(canonical_json(body)) != obj.get("record_sha256"):
@@ -182,9 +199,15 @@ class CheckpointState:
         return f"{self.state}:{self.level}" if self.state == VERIFIED and self.level else self.state
 
     def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "label": self.label, "level": self.level,
-                "last_verified_at": self.last_verified_at, "drilled_at": self.drilled_at, "reason": self.reason,
-                "snapshot_bytes": self.snapshot_bytes}
+        return {
+            "state": self.state,
+            "label": self.label,
+            "level": self.level,
+            "last_verified_at": self.last_verified_at,
+            "drilled_at": self.drilled_at,
+            "reason": self.reason,
+            "snapshot_bytes": self.snapshot_bytes,
+        }
 
 
 def _reason(record: StateRecord) -> str:

@@ -166,11 +166,16 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
             )
         local = fs.local_path("")
         if local is not None and local.exists() and not local.is_dir():
-            raise StoreNotFoundError(f"store root {fs.root} exists and is not a directory",
-                                     hint="point [checkpoint] storage_root at a directory")
+            raise StoreNotFoundError(
+                f"store root {fs.root} exists and is not a directory",
+                hint="point [checkpoint] storage_root at a directory",
+            )
         # what another process creating the store at the same moment may have made already
-        if local is not None and local.is_dir() and any(p.name not in _INIT_ENTRIES and not p.name.startswith(TMP_MARK)
-                                                        for p in local.iterdir()):
+        if (
+            local is not None
+            and local.is_dir()
+            and any(p.name not in _INIT_ENTRIES and not p.name.startswith(TMP_MARK) for p in local.iterdir())
+        ):
             raise StoreNotFoundError(
                 f"{fs.root} is not empty and is not a checkpoint store (it has no {STORE_MARKER})",
                 hint="point [checkpoint] storage_root at an empty or new directory",
@@ -192,8 +197,10 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
             if not isinstance(obj, dict):
                 raise FormatError(f"{self.fs.root}/{STORE_MARKER} is not a JSON object")
         except FormatError as exc:
-            raise StoreError(f"{self.fs.root}/{STORE_MARKER} is damaged: {exc.message}",
-                             hint="restore it from a copy; it only holds the format version") from None
+            raise StoreError(
+                f"{self.fs.root}/{STORE_MARKER} is damaged: {exc.message}",
+                hint="restore it from a copy; it only holds the format version",
+            ) from None
         if obj.get("format") != STORE_FORMAT or obj.get("format_version") != STORE_VERSION:
             raise FormatError(
                 f"store at {self.fs.root} has format {obj.get('format')!r} version {obj.get('format_version')!r}; "
@@ -275,8 +282,12 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
                 except BaseException:
                     self.fs.remove(self._archive_rel(cid))  # never leave an archive without its marker
                     raise
-        log.info("Sealed checkpoint %s: %d artifacts, archive of %d bytes (artifacts plus manifest and tar headers)",
-                 cid, len(artifacts), writer.bytes_written)
+        log.info(
+            "Sealed checkpoint %s: %d artifacts, archive of %d bytes (artifacts plus manifest and tar headers)",
+            cid,
+            len(artifacts),
+            writer.bytes_written,
+        )
         # 6. staging is no longer needed
         if not keep_staging:
             staging.discard()
@@ -300,15 +311,19 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
         rel = self._manifest_rel(cid)
         size = self.fs.size(rel)
         if size > MAX_MANIFEST_BYTES:
-            raise FormatError(f"{rel} is {size} bytes, larger than the {MAX_MANIFEST_BYTES} a manifest may have",
-                              hint="the store copy of the manifest is damaged; verify the checkpoint")
+            raise FormatError(
+                f"{rel} is {size} bytes, larger than the {MAX_MANIFEST_BYTES} a manifest may have",
+                hint="the store copy of the manifest is damaged; verify the checkpoint",
+            )
         return Manifest.from_bytes(self.fs.read_bytes(rel), source=rel)
 
     def _info(self, cid: str) -> CheckpointInfo:
         manifest = self._read_manifest(cid)
         if manifest.checkpoint_id != cid:
-            raise FormatError(f"{self._manifest_rel(cid)} describes checkpoint {manifest.checkpoint_id!r}",
-                              hint="the file was renamed or copied from another checkpoint; do not trust it")
+            raise FormatError(
+                f"{self._manifest_rel(cid)} describes checkpoint {manifest.checkpoint_id!r}",
+                hint="the file was renamed or copied from another checkpoint; do not trust it",
+            )
         return CheckpointInfo(
             checkpoint_id=cid,
             created_at=manifest.created_at,
@@ -358,12 +373,15 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
             if problem:
                 missing = not self.exists(pointer.checkpoint_id)
                 raise (CheckpointNotFoundError if missing else LkgBindingError)(
-                    problem, hint=self._lkg_fallback_hint(pointer))
+                    problem, hint=self._lkg_fallback_hint(pointer)
+                )
             problem = self.lkg_problem(pointer)
             if problem:
-                raise LkgBindingError(problem, hint="the checkpoint_verify DAG (or `airflow-checkpoint verify "
-                                                    "--level standard --all`) moves the LKG to a good checkpoint; "
-                                                    + self._lkg_fallback_hint(pointer))
+                raise LkgBindingError(
+                    problem,
+                    hint="the checkpoint_verify DAG (or `airflow-checkpoint verify "
+                    "--level standard --all`) moves the LKG to a good checkpoint; " + self._lkg_fallback_hint(pointer),
+                )
             return pointer.checkpoint_id
         try:
             return validate_checkpoint_id(checkpoint_id)
@@ -405,14 +423,16 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
                     continue
                 checked = CheckedReader(stream, art)
                 if decompress and art.compression == "zstd":
-                    with zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], checked), read_size=CHUNK_SIZE,
-                                                                    closefd=False) as reader:
+                    with zstandard.ZstdDecompressor().stream_reader(
+                        cast(IO[bytes], checked), read_size=CHUNK_SIZE, closefd=False
+                    ) as reader:
                         yield RawSizeReader(reader, art, checked)  # type: ignore[misc]
                 else:
                     yield checked  # type: ignore[misc]
                 return
-        raise IntegrityError(f"{info.archive} has no member {art.member}",
-                             hint="verify the checkpoint; the archive lost an artifact")
+        raise IntegrityError(
+            f"{info.archive} has no member {art.member}", hint="verify the checkpoint; the archive lost an artifact"
+        )
 
     def read_artifact(self, checkpoint_id: str, name: str, *, limit: int = MAX_METADATA_BYTES) -> bytes:
         """Read a small artifact (metadata such as ``search/snapshot.json``) whole, decompressed.
@@ -450,17 +470,22 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
             sidecar_error = exc.message
         try:
             with self.fs.open_read(self._archive_rel(cid)) as f:
-                result = verify_archive(f, checkpoint_id=cid, expected=expected, source=self._archive_rel(cid),
-                                        deep=deep)
+                result = verify_archive(
+                    f, checkpoint_id=cid, expected=expected, source=self._archive_rel(cid), deep=deep
+                )
         except StoreError as exc:
             result = VerifyResult(checkpoint_id=cid)
             result.add(ProblemKind.UNREADABLE, self._archive_rel(cid), exc.message)
         if sidecar_error:
-            result.add(ProblemKind.BAD_MANIFEST, manifest_rel, f"the store's copy of the manifest is damaged: "
-                                                               f"{sidecar_error}")
+            result.add(
+                ProblemKind.BAD_MANIFEST, manifest_rel, f"the store's copy of the manifest is damaged: {sidecar_error}"
+            )
         elif expected is not None and expected.checkpoint_id != cid:
-            result.add(ProblemKind.ID_MISMATCH, manifest_rel,
-                       f"describes checkpoint {expected.checkpoint_id!r}, but its file name says {cid!r}")
+            result.add(
+                ProblemKind.ID_MISMATCH,
+                manifest_rel,
+                f"describes checkpoint {expected.checkpoint_id!r}, but its file name says {cid!r}",
+            )
         if pointer is not None and result.manifest is not None:
             problem = self._binding_problem(pointer, result.manifest)
             if problem:
@@ -484,7 +509,9 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
 
     # ---- deleting --------------------------------------------------------------------------------
 
-    def delete(self, checkpoint_id: str, *, force: bool = False, targets: dict[str, Any] | None = None) -> builtins.list[str]:
+    def delete(
+        self, checkpoint_id: str, *, force: bool = False, targets: dict[str, Any] | None = None
+    ) -> builtins.list[str]:
         """Delete a checkpoint as one unit (core/expire.py). The LKG and pinned checkpoints need ``force=True``.
 
         Returns what is left for a later run (the search snapshot without a ``targets`` entry or with
@@ -492,8 +519,11 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
         from airflow_checkpoint_provider.core import expire
 
         outcome = expire.delete(self, checkpoint_id, targets=targets, force=force, reason="deleted by request")
-        log.info("Deleted checkpoint %s%s", outcome.checkpoint_id,
-                 f"; left for a later run: {'; '.join(outcome.pending)}" if outcome.pending else "")
+        log.info(
+            "Deleted checkpoint %s%s",
+            outcome.checkpoint_id,
+            f"; left for a later run: {'; '.join(outcome.pending)}" if outcome.pending else "",
+        )
         return outcome.pending
 
     # ---- audit -------------------------------------------------------------------------------------
@@ -501,8 +531,9 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
     # ---- last known good -------------------------------------------------------------------------
 
 
-
-def _match_expected(staging: Staging, staged: builtins.list[Artifact], expected: builtins.list[Artifact]) -> builtins.list[Artifact]:
+def _match_expected(
+    staging: Staging, staged: builtins.list[Artifact], expected: builtins.list[Artifact]
+) -> builtins.list[Artifact]:
     by_name = {a.name: a for a in staged}
     out = []
     for art in expected:

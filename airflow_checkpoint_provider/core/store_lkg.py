@@ -59,10 +59,18 @@ class _LkgMixin:
         def verify(self, checkpoint_id: str, *, deep: bool = False) -> VerifyResult: ...
         def scan(self, *, tag: str | None = None) -> tuple[list[CheckpointInfo], list[Any]]: ...
         def state_of(self, info: CheckpointInfo) -> CheckpointState: ...
-        def record_state(self, info: CheckpointInfo, *, kind: str, outcome: str, level: str | None = None,
-                         duration_ms: int = 0, problems: list[dict[str, Any]] | None = None,
-                         evidence: dict[str, Any] | None = None,
-                         by: dict[str, Any] | None = None) -> StateRecord: ...
+        def record_state(
+            self,
+            info: CheckpointInfo,
+            *,
+            kind: str,
+            outcome: str,
+            level: str | None = None,
+            duration_ms: int = 0,
+            problems: list[dict[str, Any]] | None = None,
+            evidence: dict[str, Any] | None = None,
+            by: dict[str, Any] | None = None,
+        ) -> StateRecord: ...
 
     """The last-known-good pointer of a store: read it (checking its binding to the manifest), its history, and move it only to a checkpoint that verified. Mixed into :class:`Store`."""
 
@@ -79,7 +87,6 @@ class _LkgMixin:
             log.warning("%s; falling back to the newest LKG history record", exc.message)
             return history[0]
 
-
     def lkg_history(self) -> list[LkgPointer]:
         """Every LKG move, newest first."""
         out = []
@@ -93,7 +100,6 @@ class _LkgMixin:
         out.sort(key=lambda p: p.set_at, reverse=True)
         return out
 
-
     def _current_lkg(self) -> LkgPointer:
         pointer = self.lkg()
         if pointer is None:
@@ -103,7 +109,6 @@ class _LkgMixin:
                 "lkg set <id>`",
             )
         return pointer
-
 
     def _binding_problem(self, pointer: LkgPointer, manifest: Manifest | None = None) -> str | None:
         """Why ``pointer`` no longer names the manifest it was verified with, or None if it still does."""
@@ -116,26 +121,40 @@ class _LkgMixin:
             except CheckpointError as exc:
                 return f"the last-known-good checkpoint {cid} cannot be read: {exc.message}"
         if manifest.manifest_sha256 != pointer.manifest_sha256:
-            return (f"the last-known-good pointer binds checkpoint {cid} to manifest_sha256 "
-                    f"{pointer.manifest_sha256}, but its manifest is now {manifest.manifest_sha256}: the checkpoint "
-                    "was replaced after it was verified")
+            return (
+                f"the last-known-good pointer binds checkpoint {cid} to manifest_sha256 "
+                f"{pointer.manifest_sha256}, but its manifest is now {manifest.manifest_sha256}: the checkpoint "
+                "was replaced after it was verified"
+            )
         return None
-
 
     def _lkg_fallback_hint(self, pointer: LkgPointer) -> str:
         """Names the LKG history's previous entry that still matches its checkpoint."""
         for entry in self.lkg_history():
-            if entry.checkpoint_id != pointer.checkpoint_id and self._binding_problem(entry) is None \
-                    and self.lkg_problem(entry) is None:
-                return (f"do not restore it; the LKG history's previous verified entry is {entry.checkpoint_id} "
-                        f"(marked {entry.set_at}): check it with `airflow-checkpoint verify {entry.checkpoint_id}` "
-                        f"and move the LKG back with `airflow-checkpoint lkg set {entry.checkpoint_id}`")
-        return ("do not restore it; no earlier entry of the LKG history still matches its checkpoint: find a good "
-                "one with `airflow-checkpoint verify --all` and mark it with `airflow-checkpoint lkg set <id>`")
+            if (
+                entry.checkpoint_id != pointer.checkpoint_id
+                and self._binding_problem(entry) is None
+                and self.lkg_problem(entry) is None
+            ):
+                return (
+                    f"do not restore it; the LKG history's previous verified entry is {entry.checkpoint_id} "
+                    f"(marked {entry.set_at}): check it with `airflow-checkpoint verify {entry.checkpoint_id}` "
+                    f"and move the LKG back with `airflow-checkpoint lkg set {entry.checkpoint_id}`"
+                )
+        return (
+            "do not restore it; no earlier entry of the LKG history still matches its checkpoint: find a good "
+            "one with `airflow-checkpoint verify --all` and mark it with `airflow-checkpoint lkg set <id>`"
+        )
 
-
-    def mark_lkg(self, checkpoint_id: str, *, result: VerifyResult | None = None, reason: str = "",
-                 requires: str = VERIFIED, by: dict[str, Any] | None = None) -> LkgPointer:
+    def mark_lkg(
+        self,
+        checkpoint_id: str,
+        *,
+        result: VerifyResult | None = None,
+        reason: str = "",
+        requires: str = VERIFIED,
+        by: dict[str, Any] | None = None,
+    ) -> LkgPointer:
         """Point the LKG at a checkpoint, but only if it verifies and is in the state ``requires`` names.
 
         ``result`` may carry a verification just made by the caller (the bundle step verifies
@@ -151,10 +170,17 @@ class _LkgMixin:
         sha = info.manifest.manifest_sha256
         state = self.state_of(info)
         if state.state in (CORRUPT, DRILL_FAILED):
-            raise LkgRequirementError(f"checkpoint {cid} cannot become the last-known-good: {unmet(state, requires)}",
-                                      hint="pick another checkpoint (`airflow-checkpoint list` shows the STATE)")
-        if result is None or not result.ok or result.checkpoint_id != cid or result.manifest is None or \
-                result.manifest.manifest_sha256 != sha:
+            raise LkgRequirementError(
+                f"checkpoint {cid} cannot become the last-known-good: {unmet(state, requires)}",
+                hint="pick another checkpoint (`airflow-checkpoint list` shows the STATE)",
+            )
+        if (
+            result is None
+            or not result.ok
+            or result.checkpoint_id != cid
+            or result.manifest is None
+            or result.manifest.manifest_sha256 != sha
+        ):
             started = time.monotonic()
             result = self.verify(cid)  # outside the lock: verification reads the whole archive
             self.record_verify(info, result, int((time.monotonic() - started) * 1000), by=by)
@@ -166,13 +192,16 @@ class _LkgMixin:
             # the checkpoint must still be the one that was verified, and still in the required state
             current = self.get(cid)
             if current.manifest.manifest_sha256 != sha:
-                raise StoreError(f"checkpoint {cid} changed while it was being verified",
-                                 hint="verify it again and retry")
+                raise StoreError(
+                    f"checkpoint {cid} changed while it was being verified", hint="verify it again and retry"
+                )
             problem = unmet(self.state_of(current), requires)
             if problem:
-                raise LkgRequirementError(f"checkpoint {cid} cannot become the last-known-good: {problem}",
-                                          hint="run `airflow-checkpoint verify --level standard` on it, or for "
-                                               "lkg_requires=drilled the checkpoint_restore_drill DAG, first")
+                raise LkgRequirementError(
+                    f"checkpoint {cid} cannot become the last-known-good: {problem}",
+                    hint="run `airflow-checkpoint verify --level standard` on it, or for "
+                    "lkg_requires=drilled the checkpoint_restore_drill DAG, first",
+                )
             previous = self.lkg()
             now = format_ts(utcnow())
             pointer = LkgPointer(
@@ -190,21 +219,36 @@ class _LkgMixin:
         log.info("Last-known-good is now %s (was %s)", cid, pointer.previous)
         return pointer
 
-
-
-    def record_verify(self, info: CheckpointInfo, result: VerifyResult, duration_ms: int, *,
-                      by: dict[str, Any] | None = None, evidence: dict[str, Any] | None = None,
-                      unchecked: list[str] | None = None) -> StateRecord:
+    def record_verify(
+        self,
+        info: CheckpointInfo,
+        result: VerifyResult,
+        duration_ms: int,
+        *,
+        by: dict[str, Any] | None = None,
+        evidence: dict[str, Any] | None = None,
+        unchecked: list[str] | None = None,
+    ) -> StateRecord:
         """Record a verification's outcome: ``ok``, ``corrupt`` (it found problems), or ``error`` when the
         archive could not be read at all (an unmounted store is no proof of damage). ``unchecked``:
         parts that could not be checked (a server that did not answer), kept as evidence."""
         unreadable = {ProblemKind.UNREADABLE}
         outcome = "ok" if not result.problems else ("error" if result.kinds() <= unreadable else "corrupt")
-        return self.record_state(info, kind="verify", outcome=outcome, level=result.level, duration_ms=duration_ms,
-                                 problems=[p.to_dict() for p in result.problems],
-                                 evidence={"bytes_read": result.bytes_read, "verified": list(result.verified),
-                                           **({"unchecked": unchecked} if unchecked else {}), **(evidence or {})},
-                                 by=by)
+        return self.record_state(
+            info,
+            kind="verify",
+            outcome=outcome,
+            level=result.level,
+            duration_ms=duration_ms,
+            problems=[p.to_dict() for p in result.problems],
+            evidence={
+                "bytes_read": result.bytes_read,
+                "verified": list(result.verified),
+                **({"unchecked": unchecked} if unchecked else {}),
+                **(evidence or {}),
+            },
+            by=by,
+        )
 
     def lkg_problem(self, pointer: LkgPointer) -> str | None:
         """Why the LKG must not be restored (its checkpoint is corrupt or drill_failed), or None."""
@@ -215,11 +259,15 @@ class _LkgMixin:
         except CheckpointError:
             return None
         if state.state in (CORRUPT, DRILL_FAILED):
-            return (f"the last-known-good checkpoint {pointer.checkpoint_id} is {state.state}: {state.reason}; it is "
-                    "never restored as the LKG")
+            return (
+                f"the last-known-good checkpoint {pointer.checkpoint_id} is {state.state}: {state.reason}; it is "
+                "never restored as the LKG"
+            )
         return None
 
-    def fallback_lkg(self, why: str, *, requires: str = VERIFIED, by: dict[str, Any] | None = None) -> LkgPointer | None:
+    def fallback_lkg(
+        self, why: str, *, requires: str = VERIFIED, by: dict[str, Any] | None = None
+    ) -> LkgPointer | None:
         """Move the LKG off a damaged checkpoint to the newest one that meets ``requires`` and verifies.
 
         Candidates are tried newest first; each is verified again (a failure is recorded and the

@@ -25,21 +25,39 @@ class _StatesMixin:
 
         def get(self, checkpoint_id: str) -> CheckpointInfo: ...
 
-    def record_state(self, info: CheckpointInfo, *, kind: str, outcome: str, level: str | None = None,
-                     duration_ms: int = 0, problems: list[dict[str, Any]] | None = None,
-                     evidence: dict[str, Any] | None = None, by: dict[str, Any] | None = None) -> StateRecord:
+    def record_state(
+        self,
+        info: CheckpointInfo,
+        *,
+        kind: str,
+        outcome: str,
+        level: str | None = None,
+        duration_ms: int = 0,
+        problems: list[dict[str, Any]] | None = None,
+        evidence: dict[str, Any] | None = None,
+        by: dict[str, Any] | None = None,
+    ) -> StateRecord:
         """Append one record for ``info``'s exact manifest (a new file, written atomically)."""
-        record = StateRecord(checkpoint_id=info.checkpoint_id, manifest_sha256=info.manifest.manifest_sha256,
-                             kind=kind, outcome=outcome, recorded_at=format_ts(utcnow()), level=level,
-                             duration_ms=int(duration_ms), problems=list(problems or []),
-                             evidence=dict(evidence or {}), by=dict(by or {}))
+        record = StateRecord(
+            checkpoint_id=info.checkpoint_id,
+            manifest_sha256=info.manifest.manifest_sha256,
+            kind=kind,
+            outcome=outcome,
+            recorded_at=format_ts(utcnow()),
+            level=level,
+            duration_ms=int(duration_ms),
+            problems=list(problems or []),
+            evidence=dict(evidence or {}),
+            by=dict(by or {}),
+        )
         data = record.to_bytes()  # validates: a record that could not be read back is never written
         StateRecord.from_bytes(data, "new record")
         folder = f"{STATE_DIR}/{info.checkpoint_id}"
         self.fs.makedirs(folder)
         self.fs.write_bytes(f"{folder}/{record.file_name()}", data)
-        log.debug("Recorded %s %s%s of %s", record.kind, record.outcome, f" at {level}" if level else "",
-                 info.checkpoint_id)
+        log.debug(
+            "Recorded %s %s%s of %s", record.kind, record.outcome, f" at {level}" if level else "", info.checkpoint_id
+        )
         return record
 
     def state_records(self, checkpoint_id: str) -> list[StateRecord]:

@@ -45,8 +45,13 @@ class _UpkeepMixin:
 
     """Upkeep of a store: removing what crashed writers left, and the audit trail of restores. Mixed into :class:`Store`."""
 
-    def cleanup(self, *, stale_after: float = 24 * 3600, dry_run: bool = False,
-                is_dead: Callable[[dict[str, Any]], bool | None] | None = None) -> list[str]:
+    def cleanup(
+        self,
+        *,
+        stale_after: float = 24 * 3600,
+        dry_run: bool = False,
+        is_dead: Callable[[dict[str, Any]], bool | None] | None = None,
+    ) -> list[str]:
         """Remove leftovers of crashed writers: temporary files, archives without a manifest, the
         staging areas of runs that ended without sealing, and any staging area older than
         ``stale_after``. Returns what was removed (with ``dry_run``: what would be).
@@ -81,11 +86,9 @@ class _UpkeepMixin:
                     self.fs.remove(rel)
         return [rel for rel, _ in doomed]
 
-
     def _age(self, rel: str, now: float) -> float:
         p = self.fs.local_path(rel)
         return now - p.stat().st_mtime if p is not None and p.exists() else 0.0
-
 
     def write_audit(self, record: dict[str, Any]) -> str:
         """Append one audit record (a new file, never rewritten). Returns its path in the store."""
@@ -95,7 +98,6 @@ class _UpkeepMixin:
         self.fs.makedirs("audit")
         self.fs.write_bytes(rel, (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode())
         return rel
-
 
     def audit_log(self) -> list[dict[str, Any]]:
         """Every audit record, newest first."""
@@ -112,4 +114,3 @@ class _UpkeepMixin:
                 out.append(record)
         out.sort(key=lambda r: r.get("recorded_at", ""), reverse=True)
         return out
-

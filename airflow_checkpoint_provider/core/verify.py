@@ -76,9 +76,12 @@ def verify_archive(
                         _manifest_problem(result, exc, MANIFEST_MEMBER)
                     else:
                         if embedded.checkpoint_id != checkpoint_id:
-                            result.add(ProblemKind.ID_MISMATCH, MANIFEST_MEMBER,
-                                       f"describes checkpoint {embedded.checkpoint_id!r}, but the archive is "
-                                       f"{checkpoint_id!r}")
+                            result.add(
+                                ProblemKind.ID_MISMATCH,
+                                MANIFEST_MEMBER,
+                                f"describes checkpoint {embedded.checkpoint_id!r}, but the archive is "
+                                f"{checkpoint_id!r}",
+                            )
                         if reference is None:
                             reference = embedded
                             result.manifest = embedded
@@ -106,12 +109,11 @@ def verify_archive(
                 )
                 continue
             if member.size != art.size:
-                result.add(
-                    ProblemKind.SIZE_MISMATCH, member.name, f"{member.size} bytes, manifest says {art.size}"
-                )
+                result.add(ProblemKind.SIZE_MISMATCH, member.name, f"{member.size} bytes, manifest says {art.size}")
                 continue
-            digest, raw, data_error = _hash_member(stream, deep=deep and art.compression == "zstd",
-                                                   raw_size=art.raw_size)
+            digest, raw, data_error = _hash_member(
+                stream, deep=deep and art.compression == "zstd", raw_size=art.raw_size
+            )
             result.bytes_read += member.size
             if digest != art.sha256:
                 result.add(

@@ -53,9 +53,16 @@ def checkpoint_scheduled(dag_id: str = "checkpoint_scheduled", *, schedule: Any 
 
     :param schedule: default ``[checkpoint] schedule`` (every 30 minutes).
     """
-    with DAG(dag_id=dag_id, description="Checkpoint PostgreSQL, Redis and search; mark it last-known-good once "
-             "verified", schedule=schedule or settings.schedule(), dagrun_timeout=timedelta(hours=2),
-             params=capture_params(mark_lkg=True), tags=["checkpoint"], doc_md=SCHEDULED_DOC, **_common()) as dag:
+    with DAG(
+        dag_id=dag_id,
+        description="Checkpoint PostgreSQL, Redis and search; mark it last-known-good once verified",
+        schedule=schedule or settings.schedule(),
+        dagrun_timeout=timedelta(hours=2),
+        params=capture_params(mark_lkg=True),
+        tags=["checkpoint"],
+        doc_md=SCHEDULED_DOC,
+        **_common(),
+    ) as dag:
         checkpoint_task_group("checkpoint", tags=["scheduled"], **group_kwargs_from_params())
     return dag
 
@@ -64,13 +71,22 @@ def checkpoint_pre_migration(dag_id: str = "checkpoint_pre_migration") -> DAG:
     """A pinned ``pre-migration`` checkpoint on demand; updates the asset ``checkpoint/pre-migration``."""
     params = {
         **capture_params(mark_lkg=True),
-        "migration": Param(None, type=["null", "string"], title="Migration",
-                           description="Name of the migration this checkpoint precedes; recorded as a tag "
-                                       "'migration:<name>'."),
+        "migration": Param(
+            None,
+            type=["null", "string"],
+            title="Migration",
+            description="Name of the migration this checkpoint precedes; recorded as a tag 'migration:<name>'.",
+        ),
     }
-    with DAG(dag_id=dag_id, description="Pinned pre-migration checkpoint; unlocks migrations scheduled on "
-             "checkpoint/pre-migration", schedule=None, params=params, tags=["checkpoint"],
-             doc_md=PRE_MIGRATION_DOC, **_common()) as dag:
+    with DAG(
+        dag_id=dag_id,
+        description="Pinned pre-migration checkpoint; unlocks migrations scheduled on checkpoint/pre-migration",
+        schedule=None,
+        params=params,
+        tags=["checkpoint"],
+        doc_md=PRE_MIGRATION_DOC,
+        **_common(),
+    ) as dag:
         checkpoint_task_group(
             "checkpoint",
             tags=["pre-migration", "{{ 'migration:' ~ params.migration if params.migration else '' }}"],
@@ -85,30 +101,48 @@ def checkpoint_pre_deploy(dag_id: str = "checkpoint_pre_deploy") -> DAG:
     from airflow_checkpoint_provider.operators.deploy import ValidateDeploymentOperator
 
     params = {
-        "required_env": optional_list("Required environment variables",
-                                      "Variables that must be set (non-empty) on the workers, one per line."),
-        "required_connections": optional_list("Connections that must answer",
-                                              "Connection ids, one per line; empty: the connections of the chosen "
-                                              "components."),
-        "required_files": optional_list("Required config files",
-                                        "Paths that must exist, be readable and non-empty, one per line."),
-        "required_packages": Param(None, type=["null", "object"], title="Dependency versions",
-                                   description='Installed package versions, e.g. {"apache-airflow": ">=3.3,<3.4"}.'),
+        "required_env": optional_list(
+            "Required environment variables", "Variables that must be set (non-empty) on the workers, one per line."
+        ),
+        "required_connections": optional_list(
+            "Connections that must answer",
+            "Connection ids, one per line; empty: the connections of the chosen components.",
+        ),
+        "required_files": optional_list(
+            "Required config files", "Paths that must exist, be readable and non-empty, one per line."
+        ),
+        "required_packages": Param(
+            None,
+            type=["null", "object"],
+            title="Dependency versions",
+            description='Installed package versions, e.g. {"apache-airflow": ">=3.3,<3.4"}.',
+        ),
         **capture_params(mark_lkg=True),
     }
-    with DAG(dag_id=dag_id, description="Validate the deployment, then take a pre-deploy checkpoint", schedule=None,
-             params=params, tags=["checkpoint", "deploy"], doc_md=PRE_DEPLOY_DOC, **_common()) as dag:
+    with DAG(
+        dag_id=dag_id,
+        description="Validate the deployment, then take a pre-deploy checkpoint",
+        schedule=None,
+        params=params,
+        tags=["checkpoint", "deploy"],
+        doc_md=PRE_DEPLOY_DOC,
+        **_common(),
+    ) as dag:
         with TaskGroup("validate") as validate:
             ValidateDeploymentOperator(task_id="environment", check="env", items="{{ params.required_env or [] }}")
             ValidateDeploymentOperator(
-                task_id="connections", check="connections",
-                items="{{ params.required_connections if params.required_connections else %s }}" % " + ".join(
+                task_id="connections",
+                check="connections",
+                items="{{ params.required_connections if params.required_connections else %s }}"
+                % " + ".join(
                     f"([params.{e.conn_param}] if {e.name!r} in params.components else [])"
-                    for e in engines.engines().values()),
+                    for e in engines.engines().values()
+                ),
             )
             ValidateDeploymentOperator(task_id="config_files", check="files", items="{{ params.required_files or [] }}")
-            ValidateDeploymentOperator(task_id="dependencies", check="dependencies",
-                                       items="{{ params.required_packages or {} }}")
+            ValidateDeploymentOperator(
+                task_id="dependencies", check="dependencies", items="{{ params.required_packages or {} }}"
+            )
         validate >> checkpoint_task_group("checkpoint", tags=["pre-deploy"], **group_kwargs_from_params())
     return dag
 
@@ -120,9 +154,15 @@ def example_migration_after_checkpoint(dag_id: str = "example_migration_after_ch
 
     from airflow_checkpoint_provider.operators.bundle import tag_asset
 
-    with DAG(dag_id=dag_id, description="Example migration, scheduled on fresh pre-migration checkpoints",
-             schedule=[tag_asset("pre-migration")], start_date=START, catchup=False, tags=["checkpoint", "example"],
-             doc_md=example_migration_after_checkpoint.__doc__) as dag:
+    with DAG(
+        dag_id=dag_id,
+        description="Example migration, scheduled on fresh pre-migration checkpoints",
+        schedule=[tag_asset("pre-migration")],
+        start_date=START,
+        catchup=False,
+        tags=["checkpoint", "example"],
+        doc_md=example_migration_after_checkpoint.__doc__,
+    ) as dag:
 
         @task
         def checkpoint_id(**context) -> str:
@@ -137,11 +177,15 @@ def example_migration_after_checkpoint(dag_id: str = "example_migration_after_ch
             from airflow.providers.postgres.hooks.postgres import PostgresHook
 
             hook = PostgresHook(postgres_conn_id=settings.postgres_conn_id())
-            hook.run(["CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, checkpoint_id text, "
-                      "applied_at timestamptz DEFAULT now())",
-                      "INSERT INTO schema_migrations (version, checkpoint_id) VALUES ('example-001', %(cid)s) "
-                      "ON CONFLICT (version) DO UPDATE SET checkpoint_id = EXCLUDED.checkpoint_id"],
-                     parameters={"cid": cid})
+            hook.run(
+                [
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, checkpoint_id text, "
+                    "applied_at timestamptz DEFAULT now())",
+                    "INSERT INTO schema_migrations (version, checkpoint_id) VALUES ('example-001', %(cid)s) "
+                    "ON CONFLICT (version) DO UPDATE SET checkpoint_id = EXCLUDED.checkpoint_id",
+                ],
+                parameters={"cid": cid},
+            )
 
         migrate(checkpoint_id())  # type: ignore[arg-type]  # an XComArg, resolved at run time
     return dag

@@ -39,8 +39,14 @@ def checkpoint_choices(root: str | None = None, limit: int = 25) -> tuple[list[s
         from airflow_checkpoint_provider.core.store import Store
 
         store = Store.open(root or settings.storage_root())
-        names = sorted((n[: -len(SIDECAR)] for n in store.fs.listdir("checkpoints")
-                        if n.endswith(SIDECAR) and not n.startswith(".")), reverse=True)
+        names = sorted(
+            (
+                n[: -len(SIDECAR)]
+                for n in store.fs.listdir("checkpoints")
+                if n.endswith(SIDECAR) and not n.startswith(".")
+            ),
+            reverse=True,
+        )
         try:
             pointer = store.lkg()
         except Exception:

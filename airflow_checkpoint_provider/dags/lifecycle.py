@@ -25,16 +25,35 @@ def checkpoint_verify(dag_id: str = "checkpoint_verify", *, schedule: Any = None
     from airflow_checkpoint_provider.operators.lifecycle import VerifyCheckpointsOperator
 
     params = {
-        "level": Param(settings.verify_level(), type="string", enum=list(LEVELS), title="Verification level",
-                       description="basic: sizes and manifests; standard: sha256 of every artifact; deep: also "
-                                   "decompress and parse every artifact and check the search snapshot."),
-        "sample": Param(settings.verify_sample(), type="integer", minimum=0, title="Rolling sample",
-                        description="Already verified checkpoints to verify again (verified longest ago first)."),
+        "level": Param(
+            settings.verify_level(),
+            type="string",
+            enum=list(LEVELS),
+            title="Verification level",
+            description="basic: sizes and manifests; standard: sha256 of every artifact; deep: also "
+            "decompress and parse every artifact and check the search snapshot.",
+        ),
+        "sample": Param(
+            settings.verify_sample(),
+            type="integer",
+            minimum=0,
+            title="Rolling sample",
+            description="Already verified checkpoints to verify again (verified longest ago first).",
+        ),
     }
-    with DAG(dag_id=dag_id, description="Verify checkpoints at a level; a damaged LKG falls back",
-             schedule=schedule or settings.verify_schedule(), start_date=datetime(2026, 1, 1), catchup=False,
-             max_active_runs=1, render_template_as_native_obj=True, params=params,
-             dagrun_timeout=timedelta(hours=12), tags=["checkpoint", "lifecycle"], doc_md=VERIFY_DOC) as dag:
+    with DAG(
+        dag_id=dag_id,
+        description="Verify checkpoints at a level; a damaged LKG falls back",
+        schedule=schedule or settings.verify_schedule(),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        render_template_as_native_obj=True,
+        params=params,
+        dagrun_timeout=timedelta(hours=12),
+        tags=["checkpoint", "lifecycle"],
+        doc_md=VERIFY_DOC,
+    ) as dag:
         VerifyCheckpointsOperator(task_id="verify", level="{{ params.level }}", sample="{{ params.sample }}")
     return dag
 
@@ -56,15 +75,28 @@ def checkpoint_retention(dag_id: str = "checkpoint_retention", *, schedule: Any 
 
     params = {
         "dry_run": Param(False, type="boolean", title="Dry run", description="Only log what would be deleted."),
-        "policy": Param(None, type=["null", "string"], title="Policy (JSON)",
-                        description="A retention policy for this run instead of [checkpoint] retention."),
+        "policy": Param(
+            None,
+            type=["null", "string"],
+            title="Policy (JSON)",
+            description="A retention policy for this run instead of [checkpoint] retention.",
+        ),
     }
-    with DAG(dag_id=dag_id, description="Delete the checkpoints no retention rule keeps",
-             schedule=schedule or settings.retention_schedule(), start_date=datetime(2026, 1, 1), catchup=False,
-             max_active_runs=1, render_template_as_native_obj=True, params=params,
-             tags=["checkpoint", "lifecycle"], doc_md=RETENTION_DOC) as dag:
-        ExpireCheckpointsOperator(task_id="expire", policy="{{ params.policy or '' }}",
-                                  plan_only="{{ params.dry_run }}")
+    with DAG(
+        dag_id=dag_id,
+        description="Delete the checkpoints no retention rule keeps",
+        schedule=schedule or settings.retention_schedule(),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        render_template_as_native_obj=True,
+        params=params,
+        tags=["checkpoint", "lifecycle"],
+        doc_md=RETENTION_DOC,
+    ) as dag:
+        ExpireCheckpointsOperator(
+            task_id="expire", policy="{{ params.policy or '' }}", plan_only="{{ params.dry_run }}"
+        )
     return dag
 
 
@@ -88,8 +120,13 @@ def checkpoint_restore_drill(dag_id: str = "checkpoint_restore_drill", *, schedu
 
     default = "last-known-good" if settings.lkg_requires() == "verified" else NEWEST
     params = {
-        "checkpoint_id": Param(default, type="string", minLength=1, title="Checkpoint",
-                               description=f"A checkpoint id, last-known-good, or {NEWEST}."),
+        "checkpoint_id": Param(
+            default,
+            type="string",
+            minLength=1,
+            title="Checkpoint",
+            description=f"A checkpoint id, last-known-good, or {NEWEST}.",
+        ),
         "components": components_param("drill"),
         **connection_params("Drill "),
     }
@@ -99,15 +136,28 @@ def checkpoint_restore_drill(dag_id: str = "checkpoint_restore_drill", *, schedu
             from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
             from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
-            schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable(schedule, timezone="UTC"),
-                                           assets=tag_asset("pre-migration"))
-    with DAG(dag_id=dag_id, description="Restore a checkpoint side by side, verify it, drop the copies",
-             schedule=schedule, start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
-             render_template_as_native_obj=True, params=params, dagrun_timeout=timedelta(hours=12),
-             tags=["checkpoint", "lifecycle"], doc_md=DRILL_DOC) as dag:
+            schedule = AssetOrTimeSchedule(
+                timetable=CronTriggerTimetable(schedule, timezone="UTC"), assets=tag_asset("pre-migration")
+            )
+    with DAG(
+        dag_id=dag_id,
+        description="Restore a checkpoint side by side, verify it, drop the copies",
+        schedule=schedule,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        render_template_as_native_obj=True,
+        params=params,
+        dagrun_timeout=timedelta(hours=12),
+        tags=["checkpoint", "lifecycle"],
+        doc_md=DRILL_DOC,
+    ) as dag:
         from airflow_checkpoint_provider import engines
 
-        DrillCheckpointOperator(task_id="drill", checkpoint_id="{{ params.checkpoint_id }}",
-                                components="{{ params.components }}",
-                                conn_ids={e.name: "{{ params.%s }}" % e.conn_param for e in engines.engines().values()})
+        DrillCheckpointOperator(
+            task_id="drill",
+            checkpoint_id="{{ params.checkpoint_id }}",
+            components="{{ params.components }}",
+            conn_ids={e.name: "{{ params.%s }}" % e.conn_param for e in engines.engines().values()},
+        )
     return dag

@@ -18,9 +18,17 @@ def components_param(verb: str) -> Param:
     """A multi-select of the stores (the form renders an array with ``examples`` as one)."""
     names = list(engines.names())
     labels = {name: engine.title for name, engine in engines.engines().items()}
-    return Param(names, type="array", items={"type": "string", "enum": names}, examples=names,
-                 values_display=labels, minItems=1, uniqueItems=True, title="Components",
-                 description=f"Which stores to {verb}.")
+    return Param(
+        names,
+        type="array",
+        items={"type": "string", "enum": names},
+        examples=names,
+        values_display=labels,
+        minItems=1,
+        uniqueItems=True,
+        title="Components",
+        description=f"Which stores to {verb}.",
+    )
 
 
 def optional_text(title: str, description: str, default: str | None = None) -> Param:
@@ -37,8 +45,12 @@ def capture_params(*, mark_lkg: bool = True) -> dict[str, Param]:
     out: dict[str, Param] = {"components": components_param("capture")}
     for name in engines.names():
         out.update(engines.operator_class(name).capture_params())
-    out["mark_lkg"] = Param(mark_lkg, type="boolean", title="Mark last-known-good",
-                            description="Move the LKG pointer to this checkpoint once it verified.")
+    out["mark_lkg"] = Param(
+        mark_lkg,
+        type="boolean",
+        title="Mark last-known-good",
+        description="Move the LKG pointer to this checkpoint once it verified.",
+    )
     return {**out, **connection_params()}
 
 
@@ -48,9 +60,13 @@ def connection_params(prefix: str = "") -> dict[str, Param]:
     out = {}
     for engine in engines.engines().values():
         out[engine.conn_param] = Param(
-            engines.default_conn_id(engine), type="string", minLength=1, title=f"{prefix}{engine.title} connection id",
+            engines.default_conn_id(engine),
+            type="string",
+            minLength=1,
+            title=f"{prefix}{engine.title} connection id",
             description=f"Airflow connection (type {' or '.join(engine.conn_types)}) of the {engine.title} server "
-                        f"{where}. Default: [checkpoint] {engine.conn_param}.")
+            f"{where}. Default: [checkpoint] {engine.conn_param}.",
+        )
     return out
 
 
@@ -58,18 +74,30 @@ def restore_params(*, chosen: bool = False) -> dict[str, Param]:
     """Params of the restore DAGs (``chosen``: restore_checkpoint's, where subsets can be picked)."""
     out: dict[str, Param] = {
         "components": components_param("restore"),
-        "dry_run": Param(False, type="boolean", title="Dry run",
-                         description="Only print the plan: what would be replaced and the conflicts. Changes "
-                                     "nothing, drains nothing; a plan with problems still fails the run."),
-        "safety_checkpoint": Param(True, type="boolean", title="Safety checkpoint",
-                                   description="Checkpoint the current state before replacing it."),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Only print the plan: what would be replaced and the conflicts. Changes "
+            "nothing, drains nothing; a plan with problems still fails the run.",
+        ),
+        "safety_checkpoint": Param(
+            True,
+            type="boolean",
+            title="Safety checkpoint",
+            description="Checkpoint the current state before replacing it.",
+        ),
         "pause_capture_dags": Param(
-            True, type="boolean", title="Pause the capture DAGs",
+            True,
+            type="boolean",
+            title="Pause the capture DAGs",
             description="Pause checkpoint_scheduled, checkpoint_pre_migration and checkpoint_pre_deploy during "
-                        "the restore, so no checkpoint of a half-restored state is taken, and unpause them "
-                        "afterwards (also when the restore fails). A DAG that was already paused stays paused."),
-        "pause_dags": optional_list("Other DAGs to pause",
-                                    "More DAG ids (one per line) paused during the restore and unpaused after it."),
+            "the restore, so no checkpoint of a half-restored state is taken, and unpause them "
+            "afterwards (also when the restore fails). A DAG that was already paused stays paused.",
+        ),
+        "pause_dags": optional_list(
+            "Other DAGs to pause", "More DAG ids (one per line) paused during the restore and unpaused after it."
+        ),
     }
     for name in engines.names():
         out.update(engines.operator_class(name).restore_params(chosen=chosen))
@@ -92,11 +120,14 @@ def restore_kwargs_from_params(*, chosen: bool = False) -> dict[str, Any]:
         "components": "{{ params.components }}",
         "conn_ids": {e.name: "{{ params.%s }}" % e.conn_param for e in engines.engines().values()},
         "options": {name: engines.operator_class(name).restore_options(chosen=chosen) for name in engines.names()},
-        "dry_run": "{{ params.dry_run }}", "safety_checkpoint": "{{ params.safety_checkpoint }}",
+        "dry_run": "{{ params.dry_run }}",
+        "safety_checkpoint": "{{ params.safety_checkpoint }}",
     }
 
 
 def health_kwargs_from_params() -> dict[str, Any]:
     """HealthCheckSensor arguments templated on :func:`restore_params`."""
-    return {"components": "{{ params.components }}",
-            "conn_ids": {e.name: "{{ params.%s }}" % e.conn_param for e in engines.engines().values()}}
+    return {
+        "components": "{{ params.components }}",
+        "conn_ids": {e.name: "{{ params.%s }}" % e.conn_param for e in engines.engines().values()},
+    }

@@ -48,33 +48,51 @@ prints the plan and needs no confirmation.
 """
 
 
-def _drain_pair(*, drain_callable: str | None, drain_command: str | None, resume_command: str | None,
-                pause_dags: Sequence[str] = ()) -> tuple[DrainOperator, DrainOperator]:
+def _drain_pair(
+    *, drain_callable: str | None, drain_command: str | None, resume_command: str | None, pause_dags: Sequence[str] = ()
+) -> tuple[DrainOperator, DrainOperator]:
     kwargs: dict[str, Any] = {
         "callable_path": drain_callable if drain_callable is not None else settings.drain_callable(),
         "pause_dags": "{{ %r + (params.pause_dags or []) }}" % (list(pause_dags),),
         "optional_pause_dags": "{{ %s if params.pause_capture_dags else [] }}" % (list(CAPTURE_DAG_IDS),),
         "dry_run": "{{ params.dry_run }}",
     }
-    drain = DrainOperator(task_id="drain", action="drain",
-                          command=drain_command if drain_command is not None else settings.drain_command(), **kwargs)
-    resume = DrainOperator(task_id="resume", action="resume",
-                           command=resume_command if resume_command is not None else settings.resume_command(),
-                           **kwargs)
+    drain = DrainOperator(
+        task_id="drain",
+        action="drain",
+        command=drain_command if drain_command is not None else settings.drain_command(),
+        **kwargs,
+    )
+    resume = DrainOperator(
+        task_id="resume",
+        action="resume",
+        command=resume_command if resume_command is not None else settings.resume_command(),
+        **kwargs,
+    )
     return drain, resume
 
 
 def _health(restore: RestoreOperator, **kwargs: Any) -> HealthCheckSensor:
     return HealthCheckSensor(
-        task_id="health_check", checkpoint_id=cast(Any, restore.output)["checkpoint_id"],
-        expectations=cast(Any, restore.output)["expectations"], enabled="{{ not params.dry_run }}",
-        poke_interval=5, timeout=300, **health_kwargs_from_params(), **kwargs,
+        task_id="health_check",
+        checkpoint_id=cast(Any, restore.output)["checkpoint_id"],
+        expectations=cast(Any, restore.output)["expectations"],
+        enabled="{{ not params.dry_run }}",
+        poke_interval=5,
+        timeout=300,
+        **health_kwargs_from_params(),
+        **kwargs,
     )
 
 
-def recovery_lkg(dag_id: str = "recovery_lkg", *, drain_callable: str | None = None,
-                 drain_command: str | None = None, resume_command: str | None = None,
-                 pause_dags: Sequence[str] = ()) -> DAG:
+def recovery_lkg(
+    dag_id: str = "recovery_lkg",
+    *,
+    drain_callable: str | None = None,
+    drain_command: str | None = None,
+    resume_command: str | None = None,
+    pause_dags: Sequence[str] = (),
+) -> DAG:
     """Restore the last-known-good checkpoint, then verify health.
 
     :param drain_callable: ``"pkg.mod:func"`` called with ``action="drain"``/``"resume"``;
@@ -83,12 +101,24 @@ def recovery_lkg(dag_id: str = "recovery_lkg", *, drain_callable: str | None = N
     :param resume_command: shell command run after it; default ``[checkpoint] resume_command``.
     :param pause_dags: DAG ids always paused during the restore (besides the capture DAGs).
     """
-    with DAG(dag_id=dag_id, description="Restore the last-known-good checkpoint, then verify health",
-             schedule=None, start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
-             render_template_as_native_obj=True, params=restore_params(), tags=["checkpoint", "restore"],
-             doc_md=RECOVERY_DOC) as dag:
-        drain, resume = _drain_pair(drain_callable=drain_callable, drain_command=drain_command,
-                                    resume_command=resume_command, pause_dags=pause_dags)
+    with DAG(
+        dag_id=dag_id,
+        description="Restore the last-known-good checkpoint, then verify health",
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        render_template_as_native_obj=True,
+        params=restore_params(),
+        tags=["checkpoint", "restore"],
+        doc_md=RECOVERY_DOC,
+    ) as dag:
+        drain, resume = _drain_pair(
+            drain_callable=drain_callable,
+            drain_command=drain_command,
+            resume_command=resume_command,
+            pause_dags=pause_dags,
+        )
         restore = RestoreOperator(task_id="restore", checkpoint_id="last-known-good", **restore_kwargs_from_params())
         health = _health(restore)
         drain >> restore >> health >> resume
@@ -96,9 +126,15 @@ def recovery_lkg(dag_id: str = "recovery_lkg", *, drain_callable: str | None = N
     return dag
 
 
-def restore_checkpoint(dag_id: str = "restore_checkpoint", *, drain_callable: str | None = None,
-                       drain_command: str | None = None, resume_command: str | None = None,
-                       pause_dags: Sequence[str] = (), choices: int = 25) -> DAG:
+def restore_checkpoint(
+    dag_id: str = "restore_checkpoint",
+    *,
+    drain_callable: str | None = None,
+    drain_command: str | None = None,
+    resume_command: str | None = None,
+    pause_dags: Sequence[str] = (),
+    choices: int = 25,
+) -> DAG:
     """Restore a chosen checkpoint (confirmation required), then verify health.
 
     :param choices: how many of the newest checkpoints the form offers.
@@ -106,22 +142,39 @@ def restore_checkpoint(dag_id: str = "restore_checkpoint", *, drain_callable: st
     """
     ids, labels = checkpoint_choices(limit=choices)
     params: dict[str, Param] = {
-        "checkpoint_id": Param(ids[0], type="string", enum=ids, values_display=labels, title="Checkpoint",
-                               description="last-known-good, or one of the newest checkpoints (id, time, size, "
-                                           "tags; LKG marks the last-known-good)."),
+        "checkpoint_id": Param(
+            ids[0],
+            type="string",
+            enum=ids,
+            values_display=labels,
+            title="Checkpoint",
+            description="last-known-good, or one of the newest checkpoints (id, time, size, "
+            "tags; LKG marks the last-known-good).",
+        ),
         "other_checkpoint_id": optional_text(
             "Other checkpoint id",
             "Any checkpoint id (see `airflow-checkpoint list`), e.g. one too old to be listed above; when set it "
-            "is restored instead of Checkpoint."),
-        "confirm": optional_text("Confirm",
-                                 "Type the checkpoint id again (or last-known-good) to allow a restore that replaces "
-                                 "data. Not needed for a dry run."),
+            "is restored instead of Checkpoint.",
+        ),
+        "confirm": optional_text(
+            "Confirm",
+            "Type the checkpoint id again (or last-known-good) to allow a restore that replaces "
+            "data. Not needed for a dry run.",
+        ),
         **restore_params(chosen=True),
     }
-    with DAG(dag_id=dag_id, description="Restore a chosen checkpoint (confirmation required), then verify health",
-             schedule=None, start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
-             render_template_as_native_obj=True, params=params, tags=["checkpoint", "restore"],
-             doc_md=RESTORE_DOC) as dag:
+    with DAG(
+        dag_id=dag_id,
+        description="Restore a chosen checkpoint (confirmation required), then verify health",
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        render_template_as_native_obj=True,
+        params=params,
+        tags=["checkpoint", "restore"],
+        doc_md=RESTORE_DOC,
+    ) as dag:
 
         @task
         def check_confirmation(params: dict) -> str:
@@ -142,8 +195,12 @@ def restore_checkpoint(dag_id: str = "restore_checkpoint", *, drain_callable: st
                 )
             return cid
 
-        drain, resume = _drain_pair(drain_callable=drain_callable, drain_command=drain_command,
-                                    resume_command=resume_command, pause_dags=pause_dags)
+        drain, resume = _drain_pair(
+            drain_callable=drain_callable,
+            drain_command=drain_command,
+            resume_command=resume_command,
+            pause_dags=pause_dags,
+        )
         confirmed = check_confirmation()  # type: ignore[call-arg,misc]  # Airflow passes params
         restore = RestoreOperator(task_id="restore", checkpoint_id=confirmed, **restore_kwargs_from_params(chosen=True))
         health = _health(restore)

@@ -44,8 +44,9 @@ class Simulation:
     def _table(self, year: int) -> str:
         return f'"{self.schema}"."year_{int(year)}"'
 
-    def run_year(self, year: int, state: dict[str, Any] | None, config: dict[str, Any], *, workflow_id: str,
-                 context: Any) -> dict[str, Any]:
+    def run_year(
+        self, year: int, state: dict[str, Any] | None, config: dict[str, Any], *, workflow_id: str, context: Any
+    ) -> dict[str, Any]:
         headcount = state["headcount"] if state else int(config["employees"])
         headcount = max(1, round(headcount * (1 + float(config["growth_rate"]))))
         rng = random.Random(f"{config['seed']}:{year}:{headcount}")
@@ -53,11 +54,15 @@ class Simulation:
         ti = context["ti"]
         with closing(self.connect()) as conn, conn.transaction():
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            conn.execute(f'CREATE TABLE IF NOT EXISTS "{self.schema}".simulation_log (workflow_id text, year int, '
-                         'run_id text, try_number int, pid int, started_at timestamptz DEFAULT now())')
-            conn.execute(f'INSERT INTO "{self.schema}".simulation_log (workflow_id, year, run_id, try_number, pid) '
-                         "VALUES (%s, %s, %s, %s, %s)",
-                         (workflow_id, year, context["run_id"], ti.try_number, os.getpid()))
+            conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{self.schema}".simulation_log (workflow_id text, year int, '
+                "run_id text, try_number int, pid int, started_at timestamptz DEFAULT now())"
+            )
+            conn.execute(
+                f'INSERT INTO "{self.schema}".simulation_log (workflow_id, year, run_id, try_number, pid) '
+                "VALUES (%s, %s, %s, %s, %s)",
+                (workflow_id, year, context["run_id"], ti.try_number, os.getpid()),
+            )
         with closing(self.connect()) as conn, conn.transaction():
             conn.execute(f"DROP TABLE IF EXISTS {self._table(year)}")
             conn.execute(f"CREATE TABLE {self._table(year)} (employee_id int PRIMARY KEY, salary_cents bigint)")
@@ -74,61 +79,138 @@ class Simulation:
             exists = conn.execute("SELECT to_regclass(%s)", (self._table(year),)).fetchone()[0]
             if exists is None:
                 return {"rows": 0, "payroll_cents": 0}
-            rows, total = conn.execute(f"SELECT count(*), coalesce(sum(salary_cents), 0) FROM {self._table(year)}"
-                                       ).fetchone()
+            rows, total = conn.execute(
+                f"SELECT count(*), coalesce(sum(salary_cents), 0) FROM {self._table(year)}"
+            ).fetchone()
         return {"rows": int(rows), "payroll_cents": int(total)}
 
 
 def example_resumable_simulation(dag_id: str = "example_resumable_simulation") -> DAG:
     """A multi-year simulation with workflow checkpoints (see the module docstring)."""
     params = {
-        "years": Param(list(range(2025, 2030)), type="array", items={"type": "integer"}, minItems=1,
-                       title="Years", description="The years to simulate, in order (one per line)."),
-        "workflow_id": Param(None, type=["null", "string"], title="Workflow id",
-                             description="Resume across runs: a new run with the id of a failed one picks up after "
-                                         "its last saved year. Empty: this run's own workflow (only its retries "
-                                         "resume it)."),
-        "resume_from": Param(None, type=["null", "integer"], title="Resume from year",
-                             description="Re-run from this year: its saved state and the later ones are "
-                                         "discarded. Empty: resume after the last saved year."),
-        "restore_data": Param(False, type="boolean", title="Restore the data first",
-                              description="Before resuming, restore the data checkpoint saved with the year before "
-                                          "(side by side, after a safety checkpoint of the current data)."),
-        "force_restart": Param(False, type="boolean", title="Force restart",
-                               description="Discard every saved year and start from the first one."),
-        "allow_config_drift": Param(False, type="boolean", title="Allow config drift",
-                                    description="Resume even if growth rate, employees or seed changed since the "
-                                                "last saved year (otherwise the run is refused, naming them)."),
-        "growth_rate": Param(0.03, type="number", minimum=-0.5, maximum=1, title="Growth rate",
-                             description="Yearly headcount growth (part of the config hash)."),
-        "employees": Param(1000, type="integer", minimum=1, maximum=1_000_000, title="Employees",
-                           description="Headcount before the first year (part of the config hash)."),
+        "years": Param(
+            list(range(2025, 2030)),
+            type="array",
+            items={"type": "integer"},
+            minItems=1,
+            title="Years",
+            description="The years to simulate, in order (one per line).",
+        ),
+        "workflow_id": Param(
+            None,
+            type=["null", "string"],
+            title="Workflow id",
+            description="Resume across runs: a new run with the id of a failed one picks up after "
+            "its last saved year. Empty: this run's own workflow (only its retries "
+            "resume it).",
+        ),
+        "resume_from": Param(
+            None,
+            type=["null", "integer"],
+            title="Resume from year",
+            description="Re-run from this year: its saved state and the later ones are "
+            "discarded. Empty: resume after the last saved year.",
+        ),
+        "restore_data": Param(
+            False,
+            type="boolean",
+            title="Restore the data first",
+            description="Before resuming, restore the data checkpoint saved with the year before "
+            "(side by side, after a safety checkpoint of the current data).",
+        ),
+        "force_restart": Param(
+            False,
+            type="boolean",
+            title="Force restart",
+            description="Discard every saved year and start from the first one.",
+        ),
+        "allow_config_drift": Param(
+            False,
+            type="boolean",
+            title="Allow config drift",
+            description="Resume even if growth rate, employees or seed changed since the "
+            "last saved year (otherwise the run is refused, naming them).",
+        ),
+        "growth_rate": Param(
+            0.03,
+            type="number",
+            minimum=-0.5,
+            maximum=1,
+            title="Growth rate",
+            description="Yearly headcount growth (part of the config hash).",
+        ),
+        "employees": Param(
+            1000,
+            type="integer",
+            minimum=1,
+            maximum=1_000_000,
+            title="Employees",
+            description="Headcount before the first year (part of the config hash).",
+        ),
         "seed": Param(42, type="integer", title="Seed", description="Seed of the salaries (part of the config hash)."),
-        "checkpoint_data": Param(True, type="boolean", title="Data checkpoint per year",
-                                 description="Take a checkpoint of the simulation database after each year, so that "
-                                             "restore_data can bring it back."),
-        "schema": Param("simulation", type="string", pattern=SCHEMA_PATTERN, title="Schema",
-                        description="PostgreSQL schema of the yearly tables and of simulation_log."),
-        "postgres_conn_id": Param(settings.postgres_conn_id(), type="string", minLength=1,
-                                  title="PostgreSQL connection id",
-                                  description="Airflow connection of the simulation database. Default: [checkpoint] "
-                                              "postgres_conn_id."),
-        "workflow_store": Param("file", type="string", enum=["file", "postgresql"], title="Workflow store",
-                                description="Where the yearly states are kept: the checkpoint store's files, or a "
-                                            "PostgreSQL table."),
-        "workflow_store_conn_id": Param(None, type=["null", "string"], title="Workflow store connection id",
-                                        description="Airflow connection (type postgres) of the workflow store, used "
-                                                    "when the workflow store is postgresql. Unlike the [checkpoint] "
-                                                    "connection options it has no default: keep it apart from the "
-                                                    "simulation database."),
-        "year_seconds": Param(None, type=["null", "number"], minimum=0, maximum=600, title="Seconds per year",
-                              description="Extra seconds each year takes (to watch, or interrupt, a run)."),
-        "expire_on_success": Param(False, type="boolean", title="Expire on success",
-                                   description="Delete the saved states once every year is done."),
+        "checkpoint_data": Param(
+            True,
+            type="boolean",
+            title="Data checkpoint per year",
+            description="Take a checkpoint of the simulation database after each year, so that "
+            "restore_data can bring it back.",
+        ),
+        "schema": Param(
+            "simulation",
+            type="string",
+            pattern=SCHEMA_PATTERN,
+            title="Schema",
+            description="PostgreSQL schema of the yearly tables and of simulation_log.",
+        ),
+        "postgres_conn_id": Param(
+            settings.postgres_conn_id(),
+            type="string",
+            minLength=1,
+            title="PostgreSQL connection id",
+            description="Airflow connection of the simulation database. Default: [checkpoint] postgres_conn_id.",
+        ),
+        "workflow_store": Param(
+            "file",
+            type="string",
+            enum=["file", "postgresql"],
+            title="Workflow store",
+            description="Where the yearly states are kept: the checkpoint store's files, or a PostgreSQL table.",
+        ),
+        "workflow_store_conn_id": Param(
+            None,
+            type=["null", "string"],
+            title="Workflow store connection id",
+            description="Airflow connection (type postgres) of the workflow store, used "
+            "when the workflow store is postgresql. Unlike the [checkpoint] "
+            "connection options it has no default: keep it apart from the "
+            "simulation database.",
+        ),
+        "year_seconds": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=600,
+            title="Seconds per year",
+            description="Extra seconds each year takes (to watch, or interrupt, a run).",
+        ),
+        "expire_on_success": Param(
+            False,
+            type="boolean",
+            title="Expire on success",
+            description="Delete the saved states once every year is done.",
+        ),
     }
-    with DAG(dag_id=dag_id, description="Multi-year simulation that resumes from its last saved year",
-             schedule=None, start_date=START, catchup=False, params=params, tags=["checkpoint", "example", "workflow"],
-             doc_md=DOC, max_active_runs=4) as dag:
+    with DAG(
+        dag_id=dag_id,
+        description="Multi-year simulation that resumes from its last saved year",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        params=params,
+        tags=["checkpoint", "example", "workflow"],
+        doc_md=DOC,
+        max_active_runs=4,
+    ) as dag:
 
         @task(retries=settings.task_retries(), retry_delay=timedelta(seconds=settings.retry_delay()))
         def simulate(**context: Any) -> dict[str, Any]:
@@ -140,14 +222,25 @@ def example_resumable_simulation(dag_id: str = "example_resumable_simulation") -
             p = context["params"]
             sim = Simulation(p["postgres_conn_id"], p["schema"])
             config = {"growth_rate": p["growth_rate"], "employees": p["employees"], "seed": p["seed"]}
-            data = DataTargets(postgres=[sim.database], postgres_conn_id=p["postgres_conn_id"]) \
-                if p["checkpoint_data"] else None
+            data = (
+                DataTargets(postgres=[sim.database], postgres_conn_id=p["postgres_conn_id"])
+                if p["checkpoint_data"]
+                else None
+            )
             store_conn = p["workflow_store_conn_id"] if p["workflow_store"] == "postgresql" else None
             if p["workflow_store"] == "postgresql" and not store_conn:
-                raise AirflowFailException("workflow_store is 'postgresql' but no workflow_store_conn_id was given. "
-                                           "HINT: name the PostgreSQL connection that holds the workflow states")
-            wf = workflow_checkpoints(context, config=config, validate=sim.fingerprints, data=data,
-                                      postgres_conn_id=store_conn, expire_on_success=p["expire_on_success"])
+                raise AirflowFailException(
+                    "workflow_store is 'postgresql' but no workflow_store_conn_id was given. "
+                    "HINT: name the PostgreSQL connection that holds the workflow states"
+                )
+            wf = workflow_checkpoints(
+                context,
+                config=config,
+                validate=sim.fingerprints,
+                data=data,
+                postgres_conn_id=store_conn,
+                expire_on_success=p["expire_on_success"],
+            )
             for year in wf.steps(p["years"]):
                 state = sim.run_year(year, wf.state, config, workflow_id=wf.workflow_id, context=context)
                 time.sleep(p["year_seconds"] or 0)

@@ -53,7 +53,8 @@ class ApiPauser:
             if resp.status_code >= 400:
                 raise AirflowException(
                     f"the Airflow REST API at {self.base_url} refused a token for user {self.login!r} "
-                    f"(HTTP {resp.status_code}); check the login and password of the connection")
+                    f"(HTTP {resp.status_code}); check the login and password of the connection"
+                )
             self._token = resp.json()["access_token"]
         return {"Authorization": f"Bearer {self._token}"}
 
@@ -70,8 +71,10 @@ class ApiPauser:
 
     def _check(self, resp: Any, what: str) -> None:
         if resp.status_code >= 400:
-            raise AirflowException(f"could not {what} through {self.base_url} (HTTP {resp.status_code}): "
-                                   f"{resp.text[:300]}; check that the connection's user may edit DAGs")
+            raise AirflowException(
+                f"could not {what} through {self.base_url} (HTTP {resp.status_code}): "
+                f"{resp.text[:300]}; check that the connection's user may edit DAGs"
+            )
 
 
 class DatabasePauser:
@@ -95,7 +98,8 @@ class DatabasePauser:
             f"cannot pause DAGs: no connection {self.conn_id!r} to the Airflow REST API, and this task may not use "
             f"the metadata database ({exc}). HINT: define the http connection {self.conn_id!r} (host: the "
             "api-server URL, login/password of a user allowed to pause DAGs), or name another one in "
-            "[checkpoint] airflow_api_conn_id")
+            "[checkpoint] airflow_api_conn_id"
+        )
 
     def is_paused(self, dag_id: str) -> bool | None:
         from airflow.models.dag import DagModel

@@ -205,7 +205,13 @@ class CaptureOperator(BaseOperator):
         except Exception as exc:
             raise fail_fast(exc) from exc
         for art in artifacts:
-            self.log.info("Captured %s: %s bytes stored (%s raw), sha256 %s", art.name, art.size, art.raw_size,
-                          art.sha256)
-        return {"component": self.component, "staging": staging.key, "config": self.config(),
-                "target_key": key, "artifacts": artifacts_to_xcom(artifacts)}
+            self.log.info(
+                "Captured %s: %s bytes stored (%s raw), sha256 %s", art.name, art.size, art.raw_size, art.sha256
+            )
+        return {
+            "component": self.component,
+            "staging": staging.key,
+            "config": self.config(),
+            "target_key": key,
+            "artifacts": artifacts_to_xcom(artifacts),
+        }

@@ -30,7 +30,6 @@ def tag_asset(tag: str) -> Asset:
     return Asset(name=f"checkpoint/{tag}", uri=f"checkpoint://tag/{tag}")
 
 
-
 def _truthy(value: Any) -> bool:
     return str(value).lower() in ("1", "true", "yes", "on")
 
@@ -92,14 +91,26 @@ class BundleOperator(BaseOperator):
         store = open_store(self.storage_root)
         staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
         tags = sorted(set(split_list(self.tags)))
-        manifest = store.seal(staging, expected=expected, tags=tags, pinned=_truthy(self.pinned),
-                              config_hash=config_hash(config), provenance=provenance(context, self.task_id))
+        manifest = store.seal(
+            staging,
+            expected=expected,
+            tags=tags,
+            pinned=_truthy(self.pinned),
+            config_hash=config_hash(config),
+            provenance=provenance(context, self.task_id),
+        )
         cid = manifest.checkpoint_id
         consistency = manifest.consistency()
-        self.log.info("Checkpoint %s holds %d artifacts of %d compressed bytes; capture window %s .. %s, skew "
-                      "between stores %d ms",
-                      cid, len(manifest.artifacts), manifest.total_size, consistency["window_start"],
-                      consistency["window_end"], consistency["skew_ms"])
+        self.log.info(
+            "Checkpoint %s holds %d artifacts of %d compressed bytes; capture window %s .. %s, skew "
+            "between stores %d ms",
+            cid,
+            len(manifest.artifacts),
+            manifest.total_size,
+            consistency["window_start"],
+            consistency["window_end"],
+            consistency["skew_ms"],
+        )
         # 3. verify, and record it beside the archive (the checkpoint is now verified:standard)
         started = time.monotonic()
         result = store.verify(cid)
@@ -116,8 +127,13 @@ class BundleOperator(BaseOperator):
                 self.log.warning("Not marking %s last-known-good: %s", cid, refused)
             else:
                 try:
-                    store.mark_lkg(cid, result=result, requires=settings.lkg_requires(), by=by,
-                                   reason=f"verified by {context['dag'].dag_id} run {context['run_id']}")
+                    store.mark_lkg(
+                        cid,
+                        result=result,
+                        requires=settings.lkg_requires(),
+                        by=by,
+                        reason=f"verified by {context['dag'].dag_id} run {context['run_id']}",
+                    )
                 except LkgRequirementError as exc:
                     refused = exc.message
                     self.log.warning("Not marking %s last-known-good: %s", cid, refused)
@@ -131,9 +147,16 @@ class BundleOperator(BaseOperator):
             for outlet in self.outlets:
                 if isinstance(outlet, Asset):
                     outlet_events[outlet].extra = extra
-        return {"checkpoint_id": cid, "tags": tags, "pinned": manifest.pinned, "lkg": lkg, "lkg_refused": refused,
-                "size": store.get(cid).size, "artifacts": [a.name for a in manifest.artifacts],
-                "consistency": consistency}
+        return {
+            "checkpoint_id": cid,
+            "tags": tags,
+            "pinned": manifest.pinned,
+            "lkg": lkg,
+            "lkg_refused": refused,
+            "size": store.get(cid).size,
+            "artifacts": [a.name for a in manifest.artifacts],
+            "consistency": consistency,
+        }
 
 
 def _restored_meanwhile(store: Any, captures: list[dict[str, Any]], consistency: dict[str, Any]) -> str | None:
@@ -148,8 +171,10 @@ def _restored_meanwhile(store: Any, captures: list[dict[str, Any]], consistency:
     if not held:
         return None
     rec = held[0]
-    return (f"restore {rec.holder} held {rec.key} from {rec.acquired_at} to {rec.released_at or 'now'}, during the "
-            f"capture window {start} .. {end}; the checkpoint is kept but may hold a half-restored state")
+    return (
+        f"restore {rec.holder} held {rec.key} from {rec.acquired_at} to {rec.released_at or 'now'}, during the "
+        f"capture window {start} .. {end}; the checkpoint is kept but may hold a half-restored state"
+    )
 
 
 class DiscardStagingOperator(BaseOperator):

@@ -51,10 +51,19 @@ class DrainOperator(BaseOperator):
 
     template_fields = ("pause_dags", "optional_pause_dags", "plan_only")
 
-    def __init__(self, *, action: str, callable_path: str | None = None, command: str | None = None,
-                 pause_dags: Sequence[str] | str | None = None, optional_pause_dags: Sequence[str] | str | None = None,
-                 dry_run: bool | str = False, drain_task_id: str = "drain", airflow_api_conn_id: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        action: str,
+        callable_path: str | None = None,
+        command: str | None = None,
+        pause_dags: Sequence[str] | str | None = None,
+        optional_pause_dags: Sequence[str] | str | None = None,
+        dry_run: bool | str = False,
+        drain_task_id: str = "drain",
+        airflow_api_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         if action not in ("drain", "resume"):
             raise ValueError(f"action must be 'drain' or 'resume', not {action!r}")
         super().__init__(**kwargs)
@@ -91,8 +100,11 @@ class DrainOperator(BaseOperator):
             finally:
                 done = {"action": "resume", "unpaused": self._unpause(list(drained.get("paused") or []))}
         if not done.get("paused") and not done.get("unpaused") and not ran:
-            self.log.info("Nothing to %s: no callable, command or DAG to pause is configured (set them in the DAG "
-                          "file or [checkpoint] drain_command, resume_command, drain_callable)", self.action)
+            self.log.info(
+                "Nothing to %s: no callable, command or DAG to pause is configured (set them in the DAG "
+                "file or [checkpoint] drain_command, resume_command, drain_callable)",
+                self.action,
+            )
         return {**done, "ran": ran}
 
     def _pause_all(self) -> list[str]:

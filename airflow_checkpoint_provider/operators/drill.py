@@ -56,17 +56,24 @@ class DrillCheckpointOperator(RestoreOperator):
         cid = store.resolve(self._chosen(store, context))
         components = tuple(as_list(self.components) or engines.names())
         heal(store, context)  # finish or undo what an interrupted restore or drill left
-        record = drill(store, cid, self.build, components=components,
-                       by={k: v for k, v in provenance(context, self.task_id).items()
-                           if k in ("dag_id", "run_id", "task_id")},
-                       provenance=provenance(context, self.task_id),
-                       conn_ids={name: self._conn_id(name) for name in components}, is_alive=liveness(context),
-                       lease_ttl=settings.lease_ttl())
+        record = drill(
+            store,
+            cid,
+            self.build,
+            components=components,
+            by={k: v for k, v in provenance(context, self.task_id).items() if k in ("dag_id", "run_id", "task_id")},
+            provenance=provenance(context, self.task_id),
+            conn_ids={name: self._conn_id(name) for name in components},
+            is_alive=liveness(context),
+            lease_ttl=settings.lease_ttl(),
+        )
         for name, evidence in record.evidence.get("stores", {}).items():
             self.log.info("%s: %s", name, evidence)
         if record.outcome != "ok":
-            raise AirflowFailException(f"drill of {cid} failed; it is now drill_failed and the LKG stays where it "
-                                       f"is:\n{record.problems[0]['detail']}")
+            raise AirflowFailException(
+                f"drill of {cid} failed; it is now drill_failed and the LKG stays where it "
+                f"is:\n{record.problems[0]['detail']}"
+            )
         if settings.lkg_requires() == DRILLED and _newer_than_lkg(store, cid):
             store.mark_lkg(cid, requires=DRILLED, reason=f"drilled by {context['dag'].dag_id} run {context['run_id']}")
             self.log.info("Last-known-good is now %s (drilled)", cid)

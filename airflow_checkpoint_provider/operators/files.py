@@ -67,8 +67,12 @@ class FilesSnapshotOperator(CaptureOperator):
         return self.quiesce_hook or settings.option(HOOK_OPTION, "") or None
 
     def config(self) -> dict[str, Any]:
-        return {"conn_id": self.files_conn_id, "consistency": self.consistency, "quiesce_hook": self._hook(),
-                "change_retries": int(self.change_retries)}
+        return {
+            "conn_id": self.files_conn_id,
+            "consistency": self.consistency,
+            "quiesce_hook": self._hook(),
+            "change_retries": int(self.change_retries),
+        }
 
     def target(self) -> Any:
         """The directory; a connection that is not defined skips the task when ``optional``."""
@@ -78,7 +82,8 @@ class FilesSnapshotOperator(CaptureOperator):
             if type(exc).__name__ == "AirflowNotFoundException" and truthy(self.optional):
                 raise AirflowSkipException(
                     f"no connection {self.files_conn_id!r} names a directory to checkpoint, so the files capture is "
-                    "skipped; define it (type fs, extra {\"path\": \"/srv/app/uploads\"}) to checkpoint one") from exc
+                    'skipped; define it (type fs, extra {"path": "/srv/app/uploads"}) to checkpoint one'
+                ) from exc
             raise
 
     @classmethod
@@ -87,12 +92,18 @@ class FilesSnapshotOperator(CaptureOperator):
 
         from airflow_checkpoint_provider.core.engines.files import CONSISTENCY
 
-        return {"files_consistency": Param(
-            "auto", type="string", enum=list(CONSISTENCY), title="Files consistency",
-            description="detect: re-read files that change while they are read (size, mtime, inode), failing "
-                        "after a few tries; quiesce: call the configured quiesce hook ([checkpoint] "
-                        "files_quiesce_hook) around the capture; auto: quiesce when a hook is configured. "
-                        "Without a files connection the files capture is skipped.")}
+        return {
+            "files_consistency": Param(
+                "auto",
+                type="string",
+                enum=list(CONSISTENCY),
+                title="Files consistency",
+                description="detect: re-read files that change while they are read (size, mtime, inode), failing "
+                "after a few tries; quiesce: call the configured quiesce hook ([checkpoint] "
+                "files_quiesce_hook) around the capture; auto: quiesce when a hook is configured. "
+                "Without a files connection the files capture is skipped.",
+            )
+        }
 
     @classmethod
     def capture_kwargs(cls) -> dict[str, Any]:
@@ -101,8 +112,10 @@ class FilesSnapshotOperator(CaptureOperator):
 
         engine = registry.get(cls.component)
         # the default connection may be missing (no directory to checkpoint): skip then; any other must exist
-        return {"consistency": "{{ params.files_consistency }}",
-                "optional": f"{{{{ params.{engine.conn_param} == {engines.default_conn_id(engine)!r} }}}}"}
+        return {
+            "consistency": "{{ params.files_consistency }}",
+            "optional": f"{{{{ params.{engine.conn_param} == {engines.default_conn_id(engine)!r} }}}}",
+        }
 
     @classmethod
     def restore_params(cls, *, chosen: bool) -> dict[str, Any]:
@@ -110,10 +123,13 @@ class FilesSnapshotOperator(CaptureOperator):
 
         if not chosen:
             return {}
-        return {"files_source": optional_text(
-            "Files: captured directory",
-            "When the checkpoint holds several directories, the path (as captured) of the one to restore; "
-            "empty: the one captured from the target directory, or the only one.")}
+        return {
+            "files_source": optional_text(
+                "Files: captured directory",
+                "When the checkpoint holds several directories, the path (as captured) of the one to restore; "
+                "empty: the one captured from the target directory, or the only one.",
+            )
+        }
 
     @classmethod
     def restore_options(cls, *, chosen: bool) -> dict[str, Any]:
@@ -123,6 +139,12 @@ class FilesSnapshotOperator(CaptureOperator):
         from airflow_checkpoint_provider.core.engines import files
 
         self.log.info("Checkpoint of the directory %s (consistency %s)", target.path, self.consistency)
-        return files.capture(target, staging, consistency=self.consistency, quiesce_hook=self._hook(),
-                             retries=int(self.change_retries), spool_dir=self.spool_dir,
-                             compression_level=settings.compression_level())
+        return files.capture(
+            target,
+            staging,
+            consistency=self.consistency,
+            quiesce_hook=self._hook(),
+            retries=int(self.change_retries),
+            spool_dir=self.spool_dir,
+            compression_level=settings.compression_level(),
+        )

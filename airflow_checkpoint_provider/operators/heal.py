@@ -32,9 +32,11 @@ def resolve_target(component: str, public: dict[str, Any]) -> Any:
 
     conn_id = public.get("conn_id")
     if not conn_id:
-        raise ReplayError(f"the journal of the interrupted {component} restore records no connection id",
-                          hint="run `airflow-checkpoint recover-interrupted --conn-id <component>=<connection>` naming "
-                          "the connection of the server it restored")
+        raise ReplayError(
+            f"the journal of the interrupted {component} restore records no connection id",
+            hint="run `airflow-checkpoint recover-interrupted --conn-id <component>=<connection>` naming "
+            "the connection of the server it restored",
+        )
     return engines.target(component, conn_id)
 
 
@@ -47,13 +49,11 @@ def liveness(context: Context | None) -> Callable[[LeaseRecord], bool | None]:
         owner = rec.owner
         if not owner.get("dag_id") or ti is None:
             return None
-        same = (owner.get("dag_id"), owner.get("run_id"), owner.get("task_id")) == (
-            ti.dag_id, ti.run_id, ti.task_id)
+        same = (owner.get("dag_id"), owner.get("run_id"), owner.get("task_id")) == (ti.dag_id, ti.run_id, ti.task_id)
         if same:
             return False if int(owner.get("try_number") or 0) < int(ti.try_number or 0) else None
         try:
-            states = ti.get_task_states(dag_id=owner["dag_id"], run_ids=[owner["run_id"]],
-                                        task_ids=[owner["task_id"]])
+            states = ti.get_task_states(dag_id=owner["dag_id"], run_ids=[owner["run_id"]], task_ids=[owner["task_id"]])
         except Exception:
             return None
         found = [s for by_task in (states or {}).values() for s in (by_task or {}).values()]
@@ -85,6 +85,10 @@ def heal(store: Store, context: Context | None, keys: Iterable[str] = ()) -> lis
     replays = replay_interrupted(store, resolve_target, is_alive=liveness(context), must_heal=keys)
     for rep in replays:
         if rep.error is None:
-            log.warning("Healed the interrupted restore %s of %s: %s", rep.restore_id, rep.checkpoint_id,
-                        "; ".join(f"{c}: {', '.join(a) or 'nothing left to do'}" for c, a in rep.actions.items()))
+            log.warning(
+                "Healed the interrupted restore %s of %s: %s",
+                rep.restore_id,
+                rep.checkpoint_id,
+                "; ".join(f"{c}: {', '.join(a) or 'nothing left to do'}" for c, a in rep.actions.items()),
+            )
     return replays

@@ -22,8 +22,12 @@ def default_targets(log: Any) -> dict[str, Any]:
         try:
             out[name] = engines.target(name, conn_id)
         except Exception as exc:
-            log.info("No %s target (connection %r: %s): its checks that need the server are skipped",
-                     engine.title, conn_id, str(exc).splitlines()[0])
+            log.info(
+                "No %s target (connection %r: %s): its checks that need the server are skipped",
+                engine.title,
+                conn_id,
+                str(exc).splitlines()[0],
+            )
     return out
 
 
@@ -41,8 +45,14 @@ class VerifyCheckpointsOperator(BaseOperator):
 
     template_fields = ("level", "sample", "storage_root")
 
-    def __init__(self, *, level: str | None = None, sample: int | str | None = None,
-                 storage_root: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        level: str | None = None,
+        sample: int | str | None = None,
+        storage_root: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.level = level
         self.sample = sample
@@ -55,8 +65,14 @@ class VerifyCheckpointsOperator(BaseOperator):
         sample = int(self.sample if self.sample not in (None, "") else settings.verify_sample())
         targets = default_targets(self.log) if level == "deep" else {}
         by = {"dag_id": context["dag"].dag_id, "run_id": context["run_id"], "task_id": self.task_id}
-        report = sweep(open_store(self.storage_root), level, sample=sample, targets=targets,
-                       requires=settings.lkg_requires(), by=by)
+        report = sweep(
+            open_store(self.storage_root),
+            level,
+            sample=sample,
+            targets=targets,
+            requires=settings.lkg_requires(),
+            by=by,
+        )
         for row in report.verified:
             self.log.info("%s: %s at %s (%s)", row["checkpoint_id"], row["outcome"], level, row["why"])
         for note in report.unchecked:
@@ -85,8 +101,14 @@ class ExpireCheckpointsOperator(BaseOperator):
 
     template_fields = ("policy", "plan_only", "storage_root")
 
-    def __init__(self, *, policy: str | None = None, plan_only: bool | str = False, storage_root: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        policy: str | None = None,
+        plan_only: bool | str = False,
+        storage_root: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.policy = policy
         self.plan_only = plan_only
@@ -98,11 +120,20 @@ class ExpireCheckpointsOperator(BaseOperator):
 
         execute = str(self.plan_only).lower() not in ("1", "true", "yes", "on")
         targets = {k: v for k, v in default_targets(self.log).items() if engines.engines()[k].expire is not None}
-        report = expire(open_store(self.storage_root), Policy.parse(self.policy or settings.retention()),
-                        requires=settings.lkg_requires(), targets=targets if execute else {}, execute=execute)
+        report = expire(
+            open_store(self.storage_root),
+            Policy.parse(self.policy or settings.retention()),
+            requires=settings.lkg_requires(),
+            targets=targets if execute else {},
+            execute=execute,
+        )
         for d in report.plan.decisions:
-            self.log.info("%s %s: %s", "keep" if d.keep else ("delete" if execute else "would delete"),
-                          d.checkpoint_id, "; ".join(d.reasons))
+            self.log.info(
+                "%s %s: %s",
+                "keep" if d.keep else ("delete" if execute else "would delete"),
+                d.checkpoint_id,
+                "; ".join(d.reasons),
+            )
         for warning in report.plan.warnings:
             self.log.warning("%s", warning)
         for line in report.pending:

@@ -33,10 +33,25 @@ class PgDumpOperator(CaptureOperator):
     task_name = "pg_dump"  #: its task id in the checkpoint task group
     group_options = {"postgres_conn_id": "postgres_conn_id", "databases": "databases", "pg_options": "*"}
     names_option = "databases"
-    restore_kwargs = {"databases": "databases", "rename_databases": "rename", "pg_restore": "pg_restore",
-                      "jobs": "jobs", "pg_options": "*"}
-    template_fields = (*CaptureOperator.template_fields, "databases", "dump_format", "jobs", "schemas",
-                       "exclude_schemas", "tables", "exclude_tables", "pg_dump", "postgres_conn_id")
+    restore_kwargs = {
+        "databases": "databases",
+        "rename_databases": "rename",
+        "pg_restore": "pg_restore",
+        "jobs": "jobs",
+        "pg_options": "*",
+    }
+    template_fields = (
+        *CaptureOperator.template_fields,
+        "databases",
+        "dump_format",
+        "jobs",
+        "schemas",
+        "exclude_schemas",
+        "tables",
+        "exclude_tables",
+        "pg_dump",
+        "postgres_conn_id",
+    )
 
     def __init__(
         self,
@@ -70,18 +85,29 @@ class PgDumpOperator(CaptureOperator):
         return None if not dbs or dbs == ["all"] else dbs
 
     def config(self) -> dict[str, Any]:
-        return {"conn_id": self.postgres_conn_id, "databases": self._databases(), "format": self.dump_format,
-                "jobs": int(self.jobs), "schemas": split_list(self.schemas),
-                "exclude_schemas": split_list(self.exclude_schemas), "tables": split_list(self.tables),
-                "exclude_tables": split_list(self.exclude_tables), "exact_counts": bool(self.exact_counts)}
+        return {
+            "conn_id": self.postgres_conn_id,
+            "databases": self._databases(),
+            "format": self.dump_format,
+            "jobs": int(self.jobs),
+            "schemas": split_list(self.schemas),
+            "exclude_schemas": split_list(self.exclude_schemas),
+            "tables": split_list(self.tables),
+            "exclude_tables": split_list(self.exclude_tables),
+            "exact_counts": bool(self.exact_counts),
+        }
 
     @classmethod
     def capture_params(cls) -> dict[str, Any]:
         from airflow_checkpoint_provider.dags.params import optional_text
 
-        return {"databases": optional_text(
-            "PostgreSQL databases",
-            "Comma-separated database names, or 'all' (or empty) for every connectable database.", "all")}
+        return {
+            "databases": optional_text(
+                "PostgreSQL databases",
+                "Comma-separated database names, or 'all' (or empty) for every connectable database.",
+                "all",
+            )
+        }
 
     @classmethod
     def capture_kwargs(cls) -> dict[str, Any]:
@@ -96,33 +122,58 @@ class PgDumpOperator(CaptureOperator):
         if not chosen:
             return {}
         return {
-            "databases": optional_text("PostgreSQL databases",
-                                       "Comma-separated subset of the checkpoint's databases; empty for all."),
-            "rename_databases": Param(None, type=["null", "object"], title="Restore databases under other names",
-                                      description='e.g. {"app": "app_restored"}; the original stays untouched.'),
-            "no_owner": Param(True, type="boolean", title="Skip ownership (pg_restore --no-owner)",
-                              description="Objects belong to the target connection's user instead of their "
-                                          "original owners; needed when the target lacks the source's roles."),
-            "no_privileges": Param(False, type="boolean", title="Skip privileges (pg_restore --no-privileges)",
-                                   description="Leave out GRANT/REVOKE; needed when the target lacks the roles "
-                                               "they name."),
+            "databases": optional_text(
+                "PostgreSQL databases", "Comma-separated subset of the checkpoint's databases; empty for all."
+            ),
+            "rename_databases": Param(
+                None,
+                type=["null", "object"],
+                title="Restore databases under other names",
+                description='e.g. {"app": "app_restored"}; the original stays untouched.',
+            ),
+            "no_owner": Param(
+                True,
+                type="boolean",
+                title="Skip ownership (pg_restore --no-owner)",
+                description="Objects belong to the target connection's user instead of their "
+                "original owners; needed when the target lacks the source's roles.",
+            ),
+            "no_privileges": Param(
+                False,
+                type="boolean",
+                title="Skip privileges (pg_restore --no-privileges)",
+                description="Leave out GRANT/REVOKE; needed when the target lacks the roles they name.",
+            ),
         }
 
     @classmethod
     def restore_options(cls, *, chosen: bool) -> dict[str, Any]:
         if not chosen:
             return {}
-        return {"databases": "{{ params.databases }}", "rename": "{{ params.rename_databases }}",
-                "no_owner": "{{ params.no_owner }}", "no_privileges": "{{ params.no_privileges }}"}
+        return {
+            "databases": "{{ params.databases }}",
+            "rename": "{{ params.rename_databases }}",
+            "no_owner": "{{ params.no_owner }}",
+            "no_privileges": "{{ params.no_privileges }}",
+        }
 
     def capture(self, staging: Staging, target: Any) -> list[Artifact]:
         from airflow_checkpoint_provider.core.engines import postgres
 
-        self.log.info("pg_dump %s from %s (%s format)", self._databases() or "all databases", target.label,
-                      self.dump_format)
+        self.log.info(
+            "pg_dump %s from %s (%s format)", self._databases() or "all databases", target.label, self.dump_format
+        )
         return postgres.capture(
-            target, staging, databases=self._databases(), dump_format=self.dump_format, jobs=int(self.jobs),
-            schemas=split_list(self.schemas), exclude_schemas=split_list(self.exclude_schemas),
-            tables=split_list(self.tables), exclude_tables=split_list(self.exclude_tables), pg_dump=self.pg_dump,
-            exact_counts=bool(self.exact_counts), compression_level=settings.compression_level(),
+            target,
+            staging,
+            databases=self._databases(),
+            dump_format=self.dump_format,
+            jobs=int(self.jobs),
+            schemas=split_list(self.schemas),
+            exclude_schemas=split_list(self.exclude_schemas),
+            tables=split_list(self.tables),
+            exclude_tables=split_list(self.exclude_tables),
+            pg_dump=self.pg_dump,
+            exact_counts=bool(self.exact_counts),
+            compression_level=settings.compression_level(),
         )

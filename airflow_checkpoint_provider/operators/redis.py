@@ -55,15 +55,25 @@ class RedisSnapshotOperator(CaptureOperator):
 
         bound = int(min(MAX_PAUSE_S, MAX_FORM_FENCE_S))
         return {
-            "redis_mode": Param("auto", type="string", enum=["auto", "rdb", "logical"], title="Redis capture mode",
-                                description="rdb: point-in-time RDB over replication; logical: SCAN+DUMP (managed "
-                                            "services); auto: rdb, falling back to logical when SYNC is refused."),
+            "redis_mode": Param(
+                "auto",
+                type="string",
+                enum=["auto", "rdb", "logical"],
+                title="Redis capture mode",
+                description="rdb: point-in-time RDB over replication; logical: SCAN+DUMP (managed "
+                "services); auto: rdb, falling back to logical when SYNC is refused.",
+            ),
             "redis_fence": Param(
-                None, type=["null", "number"], minimum=0, maximum=bound, title="Redis write fence (seconds)",
+                None,
+                type=["null", "number"],
+                minimum=0,
+                maximum=bound,
+                title="Redis write fence (seconds)",
                 description="Hold Redis writes with CLIENT PAUSE WRITE while the capture takes its point in time "
-                            "(rdb: until the server forked its snapshot; logical: the whole SCAN). Reads go on. "
-                            f"The value is the bound: writers wait at most this long (up to {bound}), even if the "
-                            "capture dies mid-fence. Empty or 0: no fence."),
+                "(rdb: until the server forked its snapshot; logical: the whole SCAN). Reads go on. "
+                f"The value is the bound: writers wait at most this long (up to {bound}), even if the "
+                "capture dies mid-fence. Empty or 0: no fence.",
+            ),
         }
 
     @classmethod
@@ -77,5 +87,10 @@ class RedisSnapshotOperator(CaptureOperator):
         if self.mode not in MODES:
             raise CheckpointError(f"unknown Redis capture mode {self.mode!r}", hint=f"use one of {', '.join(MODES)}")
         self.log.info("Redis snapshot of %s (mode %s)", target.label, self.mode)
-        return redis.capture(target, staging, mode=self.mode, pause_writes=self.pause_writes,
-                             compression_level=settings.compression_level())
+        return redis.capture(
+            target,
+            staging,
+            mode=self.mode,
+            pause_writes=self.pause_writes,
+            compression_level=settings.compression_level(),
+        )

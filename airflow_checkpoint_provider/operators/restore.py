@@ -51,8 +51,16 @@ class RestoreOperator(BaseOperator):
     pass the guard task's output (an XComArg, resolved without rendering) instead.
     """
 
-    template_fields = ("checkpoint_id", "components", "conn_ids", "options", "mode", "safety_checkpoint", "plan_only",
-                       "storage_root")
+    template_fields = (
+        "checkpoint_id",
+        "components",
+        "conn_ids",
+        "options",
+        "mode",
+        "safety_checkpoint",
+        "plan_only",
+        "storage_root",
+    )
 
     def __init__(
         self,
@@ -92,8 +100,17 @@ class RestoreOperator(BaseOperator):
             if name not in request.components or not artifacts:
                 continue
             target = engines.target(name, self._conn_id(name))
-            parts.append(engine.restore(target, store, manifest.checkpoint_id, artifacts, mode=request.mode,
-                                        rollback_policy=policy, **(self.options or {}).get(name, {})))
+            parts.append(
+                engine.restore(
+                    target,
+                    store,
+                    manifest.checkpoint_id,
+                    artifacts,
+                    mode=request.mode,
+                    rollback_policy=policy,
+                    **(self.options or {}).get(name, {}),
+                )
+            )
         return parts
 
     def expectations(self, report: recovery.RestoreReport, components: tuple[str, ...]) -> dict[str, Any]:
@@ -102,8 +119,9 @@ class RestoreOperator(BaseOperator):
         from airflow_checkpoint_provider.sensors.health import expectations_from_manifest
 
         details = {o.component: o.details for o in report.outcomes}
-        options = {name: {**(self.options or {}).get(name, {}), "outcome": details.get(name, {})}
-                   for name in components}
+        options = {
+            name: {**(self.options or {}).get(name, {}), "outcome": details.get(name, {})} for name in components
+        }
         return expectations_from_manifest(self.storage_root, report.checkpoint_id, list(components), options)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -111,28 +129,41 @@ class RestoreOperator(BaseOperator):
             raise AirflowFailException(
                 f"checkpoint_id arrived as {type(self.checkpoint_id).__name__} {self.checkpoint_id!r}, not as a "
                 "string: a natively rendered template changed it (e.g. '1_000' became 1000); nothing was restored. "
-                "HINT: pass the id as a plain string or an XComArg, not through a template")
+                "HINT: pass the id as a plain string or an XComArg, not through a template"
+            )
         store = open_store(self.storage_root, create=False)
         components = tuple(as_list(self.components) or engines.names())
         request = recovery.RestoreRequest(
-            checkpoint_id=self.checkpoint_id, components=components, mode=self.mode,
-            safety_checkpoint=truthy(self.safety_checkpoint), dry_run=truthy(self.plan_only), tolerance=self.tolerance,
+            checkpoint_id=self.checkpoint_id,
+            components=components,
+            mode=self.mode,
+            safety_checkpoint=truthy(self.safety_checkpoint),
+            dry_run=truthy(self.plan_only),
+            tolerance=self.tolerance,
             provenance=provenance(context, self.task_id),
             conn_ids={name: self._conn_id(name) for name in components},
-            is_alive=liveness(context), lease_ttl=settings.lease_ttl(), rollback_keep=settings.rollback_keep(),
+            is_alive=liveness(context),
+            lease_ttl=settings.lease_ttl(),
+            rollback_keep=settings.rollback_keep(),
         )
         if not request.dry_run:
             heal(store, context)  # finish or undo what an interrupted restore (this task's last try?) left
-        audit = {"action": "restore-dry-run" if request.dry_run else "restore",
-                 "requested_checkpoint": request.checkpoint_id, "components": list(components),
-                 "mode": request.mode, "dag_id": context["dag"].dag_id, "run_id": context["run_id"],
-                 "task_id": self.task_id,
-                 "targets": {name: self._conn_id(name) for name in components}}
+        audit = {
+            "action": "restore-dry-run" if request.dry_run else "restore",
+            "requested_checkpoint": request.checkpoint_id,
+            "components": list(components),
+            "mode": request.mode,
+            "dag_id": context["dag"].dag_id,
+            "run_id": context["run_id"],
+            "task_id": self.task_id,
+            "targets": {name: self._conn_id(name) for name in components},
+        }
         try:
             report = recovery.restore(store, request, self.build)
         except recovery.RestoreRefusedError as exc:
-            store.write_audit({**audit, "status": "refused", "error": exc.message,
-                               "plan": exc.plan.to_dict() if exc.plan else None})
+            store.write_audit(
+                {**audit, "status": "refused", "error": exc.message, "plan": exc.plan.to_dict() if exc.plan else None}
+            )
             if exc.plan is not None:
                 self.log.info("%s", exc.plan.describe(problems=False))
             # the PROBLEM and HINT lines end the message: they are the last lines of the task log
@@ -142,15 +173,25 @@ class RestoreOperator(BaseOperator):
             raise
         result = report.to_dict()
         result["expectations"] = None if report.dry_run else self.expectations(report, components)
-        touched = sorted({i.component for i in report.plan.items} | {o.component for o in report.outcomes},
-                         key=list(components).index)  # what the checkpoint held of those asked for
-        store.write_audit({**audit, "status": "planned" if report.dry_run else "restored",
-                           "components": touched, "requested_components": list(components),
-                           "checkpoint_id": report.checkpoint_id, "safety_checkpoint_id": report.safety_checkpoint_id,
-                           "outcomes": result["outcomes"], "health": result["health"], "plan": result["plan"]})
+        touched = sorted(
+            {i.component for i in report.plan.items} | {o.component for o in report.outcomes},
+            key=list(components).index,
+        )  # what the checkpoint held of those asked for
+        store.write_audit(
+            {
+                **audit,
+                "status": "planned" if report.dry_run else "restored",
+                "components": touched,
+                "requested_components": list(components),
+                "checkpoint_id": report.checkpoint_id,
+                "safety_checkpoint_id": report.safety_checkpoint_id,
+                "outcomes": result["outcomes"],
+                "health": result["health"],
+                "plan": result["plan"],
+            }
+        )
         for outcome in report.outcomes:
-            self.log.info("%s restored %s; rollback copies: %s", outcome.component, outcome.restored,
-                          outcome.rollback)
+            self.log.info("%s restored %s; rollback copies: %s", outcome.component, outcome.restored, outcome.rollback)
         for check in report.health:
             self.log.info("health: %s", check)
         if not report.dry_run:  # housekeeping: staging areas of runs that died (a killed safety checkpoint)

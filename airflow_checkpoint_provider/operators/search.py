@@ -58,13 +58,23 @@ class EsSnapshotOperator(CaptureOperator):
 
     component = "search"
     task_name = "search_snapshot"  #: its task id in the checkpoint task group
-    group_options = {"elasticsearch_conn_id": "elasticsearch_conn_id", "search_repository": "repository",
-                     "search_repository_settings": "repository_settings", "search_indices": "indices",
-                     "search_options": "*"}
+    group_options = {
+        "elasticsearch_conn_id": "elasticsearch_conn_id",
+        "search_repository": "repository",
+        "search_repository_settings": "repository_settings",
+        "search_indices": "indices",
+        "search_options": "*",
+    }
     restore_kwargs = {"indices": "indices", "search_options": "*"}
     names_option = "indices"
-    template_fields = (*CaptureOperator.template_fields, "repository", "repository_settings", "indices",
-                       "include_global_state", "elasticsearch_conn_id")
+    template_fields = (
+        *CaptureOperator.template_fields,
+        "repository",
+        "repository_settings",
+        "indices",
+        "include_global_state",
+        "elasticsearch_conn_id",
+    )
 
     def __init__(
         self,
@@ -90,44 +100,60 @@ class EsSnapshotOperator(CaptureOperator):
         self.timeout = timeout
 
     def config(self) -> dict[str, Any]:
-        return {"conn_id": self.elasticsearch_conn_id, "repository": self.repository,
-                "indices": _indices(self.indices), "include_global_state": bool(self.include_global_state)}
+        return {
+            "conn_id": self.elasticsearch_conn_id,
+            "repository": self.repository,
+            "indices": _indices(self.indices),
+            "include_global_state": bool(self.include_global_state),
+        }
 
     @classmethod
     def capture_params(cls) -> dict[str, Any]:
         from airflow_checkpoint_provider.dags.params import optional_text
 
-        return {"search_indices": optional_text(
-            "Search indices", "Comma-separated indices or patterns; empty for every non-hidden index.")}
+        return {
+            "search_indices": optional_text(
+                "Search indices", "Comma-separated indices or patterns; empty for every non-hidden index."
+            )
+        }
 
     @classmethod
     def capture_kwargs(cls) -> dict[str, Any]:
         from airflow_checkpoint_provider import settings
 
-        return {"indices": "{{ params.search_indices or None }}", "repository": settings.search_repository(),
-                "repository_settings": settings.search_repository_settings()}
+        return {
+            "indices": "{{ params.search_indices or None }}",
+            "repository": settings.search_repository(),
+            "repository_settings": settings.search_repository_settings(),
+        }
 
     @classmethod
     def restore_params(cls, *, chosen: bool) -> dict[str, Any]:
         from airflow_checkpoint_provider import settings
         from airflow_checkpoint_provider.dags.params import optional_text
 
-        fields = {"search_repository_location": optional_text(
-            "Search repository location",
-            "Filesystem location of the snapshot repository on the target cluster (listed in its path.repo), "
-            "used to register the repository when the target does not have it yet, e.g. a new cluster. "
-            "Default: [checkpoint] search_repository_location; empty: the repository must exist.",
-            settings.search_repository_location())}
+        fields = {
+            "search_repository_location": optional_text(
+                "Search repository location",
+                "Filesystem location of the snapshot repository on the target cluster (listed in its path.repo), "
+                "used to register the repository when the target does not have it yet, e.g. a new cluster. "
+                "Default: [checkpoint] search_repository_location; empty: the repository must exist.",
+                settings.search_repository_location(),
+            )
+        }
         if chosen:
-            fields["indices"] = optional_text("Search indices",
-                                              "Comma-separated subset of the checkpoint's indices; empty for all.")
+            fields["indices"] = optional_text(
+                "Search indices", "Comma-separated subset of the checkpoint's indices; empty for all."
+            )
         return fields
 
     @classmethod
     def restore_options(cls, *, chosen: bool) -> dict[str, Any]:
-        options = {"repository_settings": "{{ {'type': 'fs', 'settings': {'location': "
-                                          "params.search_repository_location}} "
-                                          "if params.search_repository_location else None }}"}
+        options = {
+            "repository_settings": "{{ {'type': 'fs', 'settings': {'location': "
+            "params.search_repository_location}} "
+            "if params.search_repository_location else None }}"
+        }
         if chosen:
             options["indices"] = "{{ params.indices }}"
         return options
@@ -145,10 +171,16 @@ class EsSnapshotOperator(CaptureOperator):
         from airflow_checkpoint_provider.core.engines import search
 
         self.log.info("Snapshot of %s into repository %s", target.label, self.repository)
-        return search.capture(target, staging, repository=self.repository,
-                              repository_settings=_settings(self.repository_settings),
-                              indices=_indices(self.indices), include_global_state=bool(self.include_global_state),
-                              poll_interval=self.poll_interval, timeout=self.timeout)
+        return search.capture(
+            target,
+            staging,
+            repository=self.repository,
+            repository_settings=_settings(self.repository_settings),
+            indices=_indices(self.indices),
+            include_global_state=bool(self.include_global_state),
+            poll_interval=self.poll_interval,
+            timeout=self.timeout,
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         if not self.deferrable:
@@ -173,17 +205,28 @@ class EsSnapshotOperator(CaptureOperator):
         staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
         staging.claim(writer(context, self.task_id))
         with search.SearchClient(target) as client:
-            started = search.capture_begin(client, repository=self.repository,
-                                           repository_settings=_settings(self.repository_settings),
-                                           indices=_indices(self.indices),
-                                           include_global_state=bool(self.include_global_state), key=staging.key)
+            started = search.capture_begin(
+                client,
+                repository=self.repository,
+                repository_settings=_settings(self.repository_settings),
+                indices=_indices(self.indices),
+                include_global_state=bool(self.include_global_state),
+                key=staging.key,
+            )
         self.log.info("Snapshot %s started in repository %s; deferring", started.snapshot, self.repository)
         self.defer(
             trigger=SearchSnapshotTrigger(
-                elasticsearch_conn_id=self.elasticsearch_conn_id, repository=self.repository,
-                snapshot=started.snapshot, poll_interval=self.poll_interval, timeout=self.timeout,
-                payload={"started": started.to_dict(), "staging": staging.key, "config": self.config(),
-                         "target_key": key},
+                elasticsearch_conn_id=self.elasticsearch_conn_id,
+                repository=self.repository,
+                snapshot=started.snapshot,
+                poll_interval=self.poll_interval,
+                timeout=self.timeout,
+                payload={
+                    "started": started.to_dict(),
+                    "staging": staging.key,
+                    "config": self.config(),
+                    "target_key": key,
+                },
             ),
             method_name="execute_complete",
         )
@@ -200,10 +243,19 @@ class EsSnapshotOperator(CaptureOperator):
                 raise CaptureError(event["message"])
             store = open_store(self.storage_root)
             staging = store.staging(payload["staging"])
-            art = search.capture_finish(client, staging, repository=event["repository"], snapshot=event["snapshot"],
-                                        started=payload["started"], state=event["state"])
+            art = search.capture_finish(
+                client,
+                staging,
+                repository=event["repository"],
+                snapshot=event["snapshot"],
+                started=payload["started"],
+                state=event["state"],
+            )
         self.log.info("Captured %s: snapshot %s", art.name, event["snapshot"])
-        return {"component": self.component, "staging": staging.key, "config": payload["config"],
-                "target_key": payload.get("target_key"), "artifacts": artifacts_to_xcom([art])}
-
-
+        return {
+            "component": self.component,
+            "staging": staging.key,
+            "config": payload["config"],
+            "target_key": payload.get("target_key"),
+            "artifacts": artifacts_to_xcom([art]),
+        }

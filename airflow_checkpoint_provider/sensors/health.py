@@ -15,8 +15,13 @@ from airflow_checkpoint_provider.core.values import as_dict, as_list
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-def expectations_from_manifest(storage_root: str | None, checkpoint_id: str, components: list[str],
-                               options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+
+def expectations_from_manifest(
+    storage_root: str | None,
+    checkpoint_id: str,
+    components: list[str],
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Turn a manifest's fingerprints into per-component expectations (each engine's own shape)."""
     from airflow_checkpoint_provider.core.engines import registry
     from airflow_checkpoint_provider.operators.base import open_store
@@ -42,8 +47,7 @@ def run_health_checks(spec: dict[str, Any]) -> list[HealthCheck]:
     for component in spec["components"]:
         try:
             target = engines.target(component, spec["conn_ids"][component])
-            checks += engines.engines()[component].health(target, spec["expectations"].get(component, {}),
-                                                          tolerance)
+            checks += engines.engines()[component].health(target, spec["expectations"].get(component, {}), tolerance)
         except CheckpointError as exc:
             checks.append(HealthCheck(component, "connect", False, detail=exc.message))
     return checks
@@ -71,8 +75,7 @@ class HealthCheckSensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer between checks.
     """
 
-    template_fields = ("checkpoint_id", "components", "conn_ids", "expectations", "options", "storage_root",
-                       "enabled")
+    template_fields = ("checkpoint_id", "components", "conn_ids", "expectations", "options", "storage_root", "enabled")
 
     def __init__(
         self,
@@ -110,12 +113,18 @@ class HealthCheckSensor(BaseSensorOperator):
 
         components = as_list(self.components) or list(engines.names())
         expectations = as_dict(self.expectations) or expectations_from_manifest(
-            self.storage_root, str(self.checkpoint_id), components, self.options)
+            self.storage_root, str(self.checkpoint_id), components, self.options
+        )
         components = [c for c in components if c in expectations]
-        conn_ids = {c: (self.conn_ids or {}).get(c) or engines.default_conn_id(engines.engines()[c])
-                    for c in components}
-        return {"components": components, "expectations": expectations, "tolerance": self.tolerance,
-                "conn_ids": conn_ids}
+        conn_ids = {
+            c: (self.conn_ids or {}).get(c) or engines.default_conn_id(engines.engines()[c]) for c in components
+        }
+        return {
+            "components": components,
+            "expectations": expectations,
+            "tolerance": self.tolerance,
+            "conn_ids": conn_ids,
+        }
 
     def _report(self, checks: list[HealthCheck]) -> bool:
         self._last = checks
@@ -133,9 +142,13 @@ class HealthCheckSensor(BaseSensorOperator):
         if self.deferrable:
             from airflow_checkpoint_provider.triggers.health import HealthCheckTrigger
 
-            self.defer(trigger=HealthCheckTrigger(spec=self._spec, poke_interval=float(self.poke_interval),
-                                                  timeout=float(self.timeout)),
-                       method_name="execute_complete", timeout=timedelta(seconds=float(self.timeout) + 60))
+            self.defer(
+                trigger=HealthCheckTrigger(
+                    spec=self._spec, poke_interval=float(self.poke_interval), timeout=float(self.timeout)
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=float(self.timeout) + 60),
+            )
         try:
             super().execute(context)
         except Exception as exc:

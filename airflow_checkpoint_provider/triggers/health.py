@@ -23,8 +23,10 @@ class HealthCheckTrigger(BaseTrigger):
         self.timeout = timeout
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{type(self).__module__}.{type(self).__qualname__}",
-                {"spec": self.spec, "poke_interval": self.poke_interval, "timeout": self.timeout})
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"spec": self.spec, "poke_interval": self.poke_interval, "timeout": self.timeout},
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async

@@ -20,8 +20,16 @@ class SearchSnapshotTrigger(BaseTrigger):
     :param payload: JSON-safe data handed back in the event.
     """
 
-    def __init__(self, *, elasticsearch_conn_id: str, repository: str, snapshot: str, payload: dict[str, Any],
-                 poll_interval: float = 2.0, timeout: float = 3600.0) -> None:
+    def __init__(
+        self,
+        *,
+        elasticsearch_conn_id: str,
+        repository: str,
+        snapshot: str,
+        payload: dict[str, Any],
+        poll_interval: float = 2.0,
+        timeout: float = 3600.0,
+    ) -> None:
         super().__init__()
         self.elasticsearch_conn_id = elasticsearch_conn_id
         self.repository = repository
@@ -33,9 +41,14 @@ class SearchSnapshotTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"elasticsearch_conn_id": self.elasticsearch_conn_id, "repository": self.repository,
-             "snapshot": self.snapshot, "payload": self.payload, "poll_interval": self.poll_interval,
-             "timeout": self.timeout},
+            {
+                "elasticsearch_conn_id": self.elasticsearch_conn_id,
+                "repository": self.repository,
+                "snapshot": self.snapshot,
+                "payload": self.payload,
+                "poll_interval": self.poll_interval,
+                "timeout": self.timeout,
+            },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -47,9 +60,12 @@ class SearchSnapshotTrigger(BaseTrigger):
 
         event = {"repository": self.repository, "snapshot": self.snapshot, "payload": self.payload}
         try:
-            target = await sync_to_async(SearchCheckpointHook(elasticsearch_conn_id=self.elasticsearch_conn_id).target)()
-            state = await search.async_wait_for_snapshot(target, self.repository, self.snapshot,
-                                                         poll_interval=self.poll_interval, timeout=self.timeout)
+            target = await sync_to_async(
+                SearchCheckpointHook(elasticsearch_conn_id=self.elasticsearch_conn_id).target
+            )()
+            state = await search.async_wait_for_snapshot(
+                target, self.repository, self.snapshot, poll_interval=self.poll_interval, timeout=self.timeout
+            )
         except CheckpointError as exc:
             yield TriggerEvent({**event, "status": "error", "message": str(exc)})
             return

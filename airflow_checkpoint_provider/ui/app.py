@@ -108,18 +108,26 @@ async def _trigger(request: Request, dag_id: str, conf: dict[str, Any], *, unpau
             if patched.status_code >= 400:
                 raise _refused(patched, f"unpause {dag_id}")
             unpaused = True
-        resp = await client.post(f"/api/v2/dags/{dag_id}/dagRuns",
-                                 json={"dag_run_id": run_id, "logical_date": None, "conf": conf})
+        resp = await client.post(
+            f"/api/v2/dags/{dag_id}/dagRuns", json={"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        )
     if resp.status_code >= 400:
         raise _refused(resp, f"start {dag_id}")
     body = resp.json()
-    return {"dag_id": dag_id, "dag_run_id": body.get("dag_run_id", run_id), "state": body.get("state"),
-            "unpaused": unpaused, "paused": bool(dag.json().get("is_paused")) and not unpaused}
+    return {
+        "dag_id": dag_id,
+        "dag_run_id": body.get("dag_run_id", run_id),
+        "state": body.get("state"),
+        "unpaused": unpaused,
+        "paused": bool(dag.json().get("is_paused")) and not unpaused,
+    }
 
 
 def _check_confirm(checkpoint_id: str, confirm: str) -> None:
     if confirm != checkpoint_id:
-        raise HTTPException(400, f"confirm must repeat the checkpoint id {checkpoint_id!r} exactly; nothing was started")
+        raise HTTPException(
+            400, f"confirm must repeat the checkpoint id {checkpoint_id!r} exactly; nothing was started"
+        )
 
 
 def create_app() -> FastAPI:
@@ -139,17 +147,23 @@ def create_app() -> FastAPI:
         return html.detail_page(_get(_store(), checkpoint_id), base=PREFIX)
 
     @app.post("/ui/{checkpoint_id}/restore", summary="Start restore_checkpoint from the detail page's form")
-    async def restore_form(checkpoint_id: str, request: Request, _user: User,
-                           confirm: Annotated[str, Form()] = "", dry_run: Annotated[bool, Form()] = False
-                           ) -> RedirectResponse:
+    async def restore_form(
+        checkpoint_id: str,
+        request: Request,
+        _user: User,
+        confirm: Annotated[str, Form()] = "",
+        dry_run: Annotated[bool, Form()] = False,
+    ) -> RedirectResponse:
         _check_confirm(checkpoint_id, confirm)
-        run = await _trigger(request, DAGS["restore"],
-                             {"checkpoint_id": checkpoint_id, "confirm": confirm, "dry_run": dry_run})
+        run = await _trigger(
+            request, DAGS["restore"], {"checkpoint_id": checkpoint_id, "confirm": confirm, "dry_run": dry_run}
+        )
         return RedirectResponse(f"/dags/{run['dag_id']}/runs/{run['dag_run_id']}", status_code=303)
 
     @app.get("/api/checkpoints", summary="Checkpoints, newest first")
-    def list_checkpoints(_user: User, type: Annotated[str | None, Query()] = None,
-                         limit: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+    def list_checkpoints(
+        _user: User, type: Annotated[str | None, Query()] = None, limit: Annotated[int | None, Query(ge=1)] = None
+    ) -> dict[str, Any]:
         if type == "workflow":
             rows = model.workflows(_store())
             return {"workflows": rows[:limit] if limit else rows}

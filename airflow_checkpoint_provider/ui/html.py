@@ -41,8 +41,10 @@ def _e(value: Any) -> str:
 
 
 def _page(title: str, body: str) -> str:
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{body}</body></html>")
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
+        f"<style>{_CSS}</style></head><body>{body}</body></html>"
+    )
 
 
 def _state(r: dict[str, Any]) -> str:
@@ -53,7 +55,7 @@ def _state(r: dict[str, Any]) -> str:
 
 
 def _badges(r: dict[str, Any]) -> str:
-    out = "".join(f'<span class=badge>{_e(t)}</span>' for t in r["tags"] if t)
+    out = "".join(f"<span class=badge>{_e(t)}</span>" for t in r["tags"] if t)
     if r["pinned"]:
         out += '<span class="badge pinned">pinned</span>'
     if r["lkg"]:
@@ -64,17 +66,21 @@ def _badges(r: dict[str, Any]) -> str:
 def chart(days: list[tuple[str, int, int]], *, width: int = 720, height: int = 160) -> str:
     """Bars of bytes per day (labelled with the count), as an inline SVG."""
     if not days:
-        return '<p class=muted>No checkpoints yet.</p>'
+        return "<p class=muted>No checkpoints yet.</p>"
     top = max(b for _, b, _ in days) or 1
     step = width / len(days)
     bar = min(max(step * 0.8, 1.0), 48.0)
-    parts = [f'<svg id=storage-chart xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" '
-             f'role=img aria-label="bytes and checkpoints per day">']
+    parts = [
+        f'<svg id=storage-chart xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" '
+        f'role=img aria-label="bytes and checkpoints per day">'
+    ]
     for i, (day, b, n) in enumerate(days):
         h = max(b / top * height, 1.0)
         x = i * step
-        parts.append(f'<rect class=day x="{x:.1f}" y="{height - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
-                     f'fill="#2b6cb0"><title>{_e(day)}: {_e(size(b))} in {n} checkpoint(s)</title></rect>')
+        parts.append(
+            f'<rect class=day x="{x:.1f}" y="{height - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
+            f'fill="#2b6cb0"><title>{_e(day)}: {_e(size(b))} in {n} checkpoint(s)</title></rect>'
+        )
         if len(days) <= 31 or i % max(len(days) // 12, 1) == 0:
             parts.append(f'<text x="{x:.1f}" y="{height + 14}" font-size="9">{_e(day[5:])}</text>')
     parts.append(f'<text x="0" y="{height + 28}" font-size="10">peak {_e(size(top))} per day</text></svg>')
@@ -87,101 +93,143 @@ def _health(ok: Any) -> str:
 
 def _restores(records: list[dict[str, Any]], limit: int = 20) -> str:
     if not records:
-        return '<p class=muted>No restores recorded.</p>'
+        return "<p class=muted>No restores recorded.</p>"
     rows = "".join(
         f"<tr><td>{_e(str(r.get('recorded_at', ''))[:19].replace('T', ' '))}</td><td>{_e(r.get('status', ''))}</td>"
         f"<td>{_e(r.get('checkpoint_id') or r.get('requested_checkpoint') or '')}</td>"
         f"<td>{_e(','.join(map(str, r.get('components') or [])))}</td>"
         f"<td>{_e(_health((r.get('health') or {}).get('ok')))}</td>"
-        f"<td>{_e(r.get('dag_id', ''))}/{_e(r.get('run_id', ''))}</td></tr>" for r in records[:limit])
-    return ("<table id=restores><tr><th>When (UTC)</th><th>Status</th><th>Checkpoint</th><th>Stores</th>"
-            f"<th>Health</th><th>Run</th></tr>{rows}</table>")
+        f"<td>{_e(r.get('dag_id', ''))}/{_e(r.get('run_id', ''))}</td></tr>"
+        for r in records[:limit]
+    )
+    return (
+        "<table id=restores><tr><th>When (UTC)</th><th>Status</th><th>Checkpoint</th><th>Stores</th>"
+        f"<th>Health</th><th>Run</th></tr>{rows}</table>"
+    )
 
 
 def _records(records: list[dict[str, Any]]) -> str:
     if not records:
-        return '<p class=muted>Never verified or drilled since it was sealed.</p>'
+        return "<p class=muted>Never verified or drilled since it was sealed.</p>"
     rows = "".join(
         f"<tr><td>{_e(r['recorded_at'][:19].replace('T', ' '))}</td><td>{_e(r['kind'])}</td>"
         f"<td>{_e(r.get('level') or '-')}</td><td>{_e(r['outcome'])}</td><td class=num>{_e(r['duration_ms'])} ms</td>"
         f"<td>{_e('; '.join(str(p.get('detail') or p) for p in r.get('problems') or []))}</td></tr>"
-        for r in sorted(records, key=lambda r: r["recorded_at"], reverse=True))
-    return ("<table id=records><tr><th>When (UTC)</th><th>Kind</th><th>Level</th><th>Outcome</th><th>Took</th>"
-            f"<th>Problems</th></tr>{rows}</table>")
+        for r in sorted(records, key=lambda r: r["recorded_at"], reverse=True)
+    )
+    return (
+        "<table id=records><tr><th>When (UTC)</th><th>Kind</th><th>Level</th><th>Outcome</th><th>Took</th>"
+        f"<th>Problems</th></tr>{rows}</table>"
+    )
 
 
 def _workflows(rows: list[dict[str, Any]]) -> str:
     if not rows:
-        return '<p class=muted>No workflow checkpoints.</p>'
-    body = "".join(f"<tr><td><code>{_e(w.get('workflow_id', ''))}</code></td><td>{_e(w.get('status', ''))}</td>"
-                   f"<td class=num>{_e(w.get('states', ''))}</td><td>{_e(w.get('latest_step', ''))}</td>"
-                   f"<td>{_e(str(w.get('updated_at', ''))[:19].replace('T', ' '))}</td>"
-                   f"<td class=num>{_e(size(w.get('size')))}</td></tr>" for w in rows)
-    return ("<table id=workflows><tr><th>Workflow</th><th>Status</th><th>States</th><th>Latest step</th>"
-            f"<th>Updated (UTC)</th><th>Size</th></tr>{body}</table>")
+        return "<p class=muted>No workflow checkpoints.</p>"
+    body = "".join(
+        f"<tr><td><code>{_e(w.get('workflow_id', ''))}</code></td><td>{_e(w.get('status', ''))}</td>"
+        f"<td class=num>{_e(w.get('states', ''))}</td><td>{_e(w.get('latest_step', ''))}</td>"
+        f"<td>{_e(str(w.get('updated_at', ''))[:19].replace('T', ' '))}</td>"
+        f"<td class=num>{_e(size(w.get('size')))}</td></tr>"
+        for w in rows
+    )
+    return (
+        "<table id=workflows><tr><th>Workflow</th><th>Status</th><th>States</th><th>Latest step</th>"
+        f"<th>Updated (UTC)</th><th>Size</th></tr>{body}</table>"
+    )
 
 
 def list_page(data: Listing, *, base: str, total: int, workflows: list[dict[str, Any]] | None = None) -> str:
     """The list view: checkpoints, LKG history, restores and the storage chart."""
     rows = "".join(
-        f"<tr class=checkpoint data-id=\"{_e(r['checkpoint_id'])}\"><td><a href=\"{_e(base)}/ui/"
-        f"{quote(r['checkpoint_id'])}\">{_e(r['checkpoint_id'])}</a></td>"
+        f'<tr class=checkpoint data-id="{_e(r["checkpoint_id"])}"><td><a href="{_e(base)}/ui/'
+        f'{quote(r["checkpoint_id"])}">{_e(r["checkpoint_id"])}</a></td>'
         f"<td>{_e(r['created_at'][:19].replace('T', ' '))}</td><td class=num>{_e(size(r['size']))}"
-        + (f" <span class=muted>+ {_e(size(r['search_snapshot_bytes']))} search</span>"
-           if r["search_snapshot_bytes"] else "")
+        + (
+            f" <span class=muted>+ {_e(size(r['search_snapshot_bytes']))} search</span>"
+            if r["search_snapshot_bytes"]
+            else ""
+        )
         + f"</td><td>{_e(', '.join(r['stores']))}</td><td>{_state(r)}</td><td class=num>{_e(r['skew_ms'])} ms</td>"
-        f"<td>{_badges(r)}</td></tr>" for r in data.rows)
-    damaged = "".join(f"<tr><td>{_e(d['checkpoint_id'])}</td><td colspan=6><span class=\"badge bad\">damaged</span> "
-                      f"{_e(d['problem'])}</td></tr>" for d in data.damaged)
+        f"<td>{_badges(r)}</td></tr>"
+        for r in data.rows
+    )
+    damaged = "".join(
+        f'<tr><td>{_e(d["checkpoint_id"])}</td><td colspan=6><span class="badge bad">damaged</span> '
+        f"{_e(d['problem'])}</td></tr>"
+        for d in data.damaged
+    )
     lkg = data.lkg
-    head = (f"<p>Last known good: <a id=lkg href=\"{_e(base)}/ui/{quote(lkg['checkpoint_id'])}\">"
-            f"{_e(lkg['checkpoint_id'])}</a> <span class=muted>set {_e(lkg['set_at'][:19])} "
-            f"({_e(lkg['reason'])})</span></p>" if lkg else "<p>No last-known-good checkpoint yet.</p>")
+    head = (
+        f'<p>Last known good: <a id=lkg href="{_e(base)}/ui/{quote(lkg["checkpoint_id"])}">'
+        f"{_e(lkg['checkpoint_id'])}</a> <span class=muted>set {_e(lkg['set_at'][:19])} "
+        f"({_e(lkg['reason'])})</span></p>"
+        if lkg
+        else "<p>No last-known-good checkpoint yet.</p>"
+    )
     shown = f"{len(data.rows)} of {total}" if total > len(data.rows) else str(total)
-    history = "".join(f"<tr><td>{_e(p['set_at'][:19].replace('T', ' '))}</td><td>{_e(p['checkpoint_id'])}</td>"
-                      f"<td>{_e(p['reason'])}</td></tr>" for p in data.lkg_history[:20])
-    body = (f"<h1>Checkpoints</h1>{head}<p class=muted>{_e(shown)} checkpoint(s)</p>"
-            "<table id=checkpoints><tr><th>Checkpoint</th><th>Created (UTC)</th><th>Size</th><th>Stores</th>"
-            f"<th>State</th><th>Skew</th><th></th></tr>{rows}{damaged}</table>"
-            f"<h2>Storage per day</h2>{chart(storage_by_day(data.rows))}"
-            f"<h2>Last-known-good history</h2><table id=lkg-history><tr><th>Set (UTC)</th><th>Checkpoint</th>"
-            f"<th>Reason</th></tr>{history}</table>"
-            f"<h2>Restores</h2>{_restores(data.restores)}"
-            f"<h2>Workflow checkpoints</h2>{_workflows(workflows or [])}")
+    history = "".join(
+        f"<tr><td>{_e(p['set_at'][:19].replace('T', ' '))}</td><td>{_e(p['checkpoint_id'])}</td>"
+        f"<td>{_e(p['reason'])}</td></tr>"
+        for p in data.lkg_history[:20]
+    )
+    body = (
+        f"<h1>Checkpoints</h1>{head}<p class=muted>{_e(shown)} checkpoint(s)</p>"
+        "<table id=checkpoints><tr><th>Checkpoint</th><th>Created (UTC)</th><th>Size</th><th>Stores</th>"
+        f"<th>State</th><th>Skew</th><th></th></tr>{rows}{damaged}</table>"
+        f"<h2>Storage per day</h2>{chart(storage_by_day(data.rows))}"
+        f"<h2>Last-known-good history</h2><table id=lkg-history><tr><th>Set (UTC)</th><th>Checkpoint</th>"
+        f"<th>Reason</th></tr>{history}</table>"
+        f"<h2>Restores</h2>{_restores(data.restores)}"
+        f"<h2>Workflow checkpoints</h2>{_workflows(workflows or [])}"
+    )
     return _page("Checkpoints", body)
 
 
 def detail_page(d: dict[str, Any], *, base: str) -> str:
     """One checkpoint: manifest fields, fingerprints per store, artifacts, restores, actions."""
     cid = d["checkpoint_id"]
-    fields = [("State", d["state"]["label"] + (f" ({d['state']['reason']})" if d["state"]["reason"] else "")),
-              ("Created (UTC)", d["created_at"]), ("Archive size", size(d["size"])),
-              ("Search snapshot", size(d["search_snapshot_bytes"])), ("Stores", ", ".join(d["stores"])),
-              ("Engines", "; ".join(f"{k}: {v}" for k, v in d["engines"].items())),
-              ("Capture window", f"{d['consistency']['window_start']} .. {d['consistency']['window_end']}"),
-              ("Skew between stores", f"{d['skew_ms']} ms"), ("Config hash", d["config_hash"] or "-"),
-              ("Format version", d["format_version"])]
+    fields = [
+        ("State", d["state"]["label"] + (f" ({d['state']['reason']})" if d["state"]["reason"] else "")),
+        ("Created (UTC)", d["created_at"]),
+        ("Archive size", size(d["size"])),
+        ("Search snapshot", size(d["search_snapshot_bytes"])),
+        ("Stores", ", ".join(d["stores"])),
+        ("Engines", "; ".join(f"{k}: {v}" for k, v in d["engines"].items())),
+        ("Capture window", f"{d['consistency']['window_start']} .. {d['consistency']['window_end']}"),
+        ("Skew between stores", f"{d['skew_ms']} ms"),
+        ("Config hash", d["config_hash"] or "-"),
+        ("Format version", d["format_version"]),
+    ]
     info = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in fields)
     prints = "".join(
-        f"<h3>{_e(store)}</h3>" + "".join(f"<p><code>{_e(name)}</code></p>{_fingerprint_table(fp)}"
-                                          for name, fp in sorted(arts.items()))
-        for store, arts in sorted(d["fingerprints"].items()))
-    arts = "".join(f"<tr><td><code>{_e(a['name'])}</code></td><td>{_e(a['kind'])}</td><td class=num>"
-                   f"{_e(size(a['size']))}</td><td class=num>{_e(size(a['raw_size']))}</td>"
-                   f"<td><code>{_e(a['sha256'][:16])}…</code></td></tr>" for a in d["artifacts"])
-    form = (f"<details id=restore><summary class=button id=restore-button>Restore…</summary>"
-            f"<form method=post action=\"{_e(base)}/ui/{quote(cid)}/restore\" target=_top>"
-            f"<p>Restores <code>{_e(cid)}</code> side by side through <code>restore_checkpoint</code>; the current "
-            "state is kept as a rollback copy. Type the checkpoint id to confirm.</p>"
-            f"<p><input name=confirm id=restore-confirm size=40 placeholder=\"{_e(cid)}\" autocomplete=off> "
-            "<label><input type=checkbox name=dry_run value=true checked> dry run (plan only)</label> "
-            "<button type=submit id=restore-submit>Start restore</button></p></form></details>")
-    body = (f"<p><a href=\"{_e(base)}/ui/\">← all checkpoints</a></p><h1 id=checkpoint-id>{_e(cid)} {_badges(d)}</h1>"
-            f"{form}<table id=manifest>{info}</table>"
-            f"<h2>Artifacts</h2><table id=artifacts><tr><th>Name</th><th>Kind</th><th>Stored</th><th>Raw</th>"
-            f"<th>sha256</th></tr>{arts}</table><h2>Fingerprints</h2><div id=fingerprints>{prints}</div>"
-            f"<h2>Verifications and drills</h2>{_records(d['records'])}"
-            f"<h2>Restores of this checkpoint</h2>{_restores(d['restores'])}")
+        f"<h3>{_e(store)}</h3>"
+        + "".join(f"<p><code>{_e(name)}</code></p>{_fingerprint_table(fp)}" for name, fp in sorted(arts.items()))
+        for store, arts in sorted(d["fingerprints"].items())
+    )
+    arts = "".join(
+        f"<tr><td><code>{_e(a['name'])}</code></td><td>{_e(a['kind'])}</td><td class=num>"
+        f"{_e(size(a['size']))}</td><td class=num>{_e(size(a['raw_size']))}</td>"
+        f"<td><code>{_e(a['sha256'][:16])}…</code></td></tr>"
+        for a in d["artifacts"]
+    )
+    form = (
+        f"<details id=restore><summary class=button id=restore-button>Restore…</summary>"
+        f'<form method=post action="{_e(base)}/ui/{quote(cid)}/restore" target=_top>'
+        f"<p>Restores <code>{_e(cid)}</code> side by side through <code>restore_checkpoint</code>; the current "
+        "state is kept as a rollback copy. Type the checkpoint id to confirm.</p>"
+        f'<p><input name=confirm id=restore-confirm size=40 placeholder="{_e(cid)}" autocomplete=off> '
+        "<label><input type=checkbox name=dry_run value=true checked> dry run (plan only)</label> "
+        "<button type=submit id=restore-submit>Start restore</button></p></form></details>"
+    )
+    body = (
+        f'<p><a href="{_e(base)}/ui/">← all checkpoints</a></p><h1 id=checkpoint-id>{_e(cid)} {_badges(d)}</h1>'
+        f"{form}<table id=manifest>{info}</table>"
+        f"<h2>Artifacts</h2><table id=artifacts><tr><th>Name</th><th>Kind</th><th>Stored</th><th>Raw</th>"
+        f"<th>sha256</th></tr>{arts}</table><h2>Fingerprints</h2><div id=fingerprints>{prints}</div>"
+        f"<h2>Verifications and drills</h2>{_records(d['records'])}"
+        f"<h2>Restores of this checkpoint</h2>{_restores(d['restores'])}"
+    )
     return _page(cid, body)
 
 
@@ -191,8 +239,11 @@ def _fingerprint_table(fp: dict[str, Any]) -> str:
     for key, value in sorted(fp.items()):
         if isinstance(value, dict) and value:
             for name, sub in sorted(value.items(), key=lambda kv: str(kv[0])):
-                text = (", ".join(f"{k}={v}" for k, v in sorted(sub.items()) if not isinstance(v, (dict, list)))
-                        if isinstance(sub, dict) else sub)
+                text = (
+                    ", ".join(f"{k}={v}" for k, v in sorted(sub.items()) if not isinstance(v, (dict, list)))
+                    if isinstance(sub, dict)
+                    else sub
+                )
                 rows.append(f"<tr><td>{_e(key)}</td><td><code>{_e(name)}</code></td><td>{_e(text)}</td></tr>")
         else:
             rows.append(f"<tr><td>{_e(key)}</td><td colspan=2>{_e(value)}</td></tr>")

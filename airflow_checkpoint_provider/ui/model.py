@@ -13,7 +13,13 @@ from typing import Any
 from airflow_checkpoint_provider.core.store import CheckpointInfo, Store
 
 #: checkpoint ``type`` filters of the API, by the tags the ready-made DAGs give
-TYPES = {"database": None, "workflow": None, "deployment": "pre-deploy", "migration": "pre-migration", "scheduled": "scheduled"}
+TYPES = {
+    "database": None,
+    "workflow": None,
+    "deployment": "pre-deploy",
+    "migration": "pre-migration",
+    "scheduled": "scheduled",
+}
 
 
 @dataclass(frozen=True)
@@ -57,10 +63,13 @@ def listing(store: Store, *, type_: str | None = None, limit: int | None = None)
     pointer = store.lkg()
     lkg_id = pointer.checkpoint_id if pointer else None
     rows = [row(store, i, lkg_id) for i in sorted(infos, key=lambda i: i.created_at, reverse=True)]
-    return Listing(rows=rows[:limit] if limit else rows, damaged=[d.to_dict() for d in damaged],
-                   lkg=pointer.to_dict() if pointer else None,
-                   lkg_history=[p.to_dict() for p in store.lkg_history()],
-                   restores=store.audit_log())
+    return Listing(
+        rows=rows[:limit] if limit else rows,
+        damaged=[d.to_dict() for d in damaged],
+        lkg=pointer.to_dict() if pointer else None,
+        lkg_history=[p.to_dict() for p in store.lkg_history()],
+        restores=store.audit_log(),
+    )
 
 
 def detail(store: Store, checkpoint_id: str) -> dict[str, Any]:
@@ -80,13 +89,25 @@ def detail(store: Store, checkpoint_id: str) -> dict[str, Any]:
         "config_hash": info.manifest.config_hash,
         "provenance": info.manifest.provenance,
         "consistency": info.manifest.consistency(),
-        "artifacts": [{"name": a.name, "store": a.store, "kind": a.kind, "size": a.size, "raw_size": a.raw_size,
-                       "sha256": a.sha256, "engine": a.engine, "engine_version": a.engine_version,
-                       "capture_start": a.capture_start, "capture_end": a.capture_end}
-                      for a in info.manifest.artifacts],
+        "artifacts": [
+            {
+                "name": a.name,
+                "store": a.store,
+                "kind": a.kind,
+                "size": a.size,
+                "raw_size": a.raw_size,
+                "sha256": a.sha256,
+                "engine": a.engine,
+                "engine_version": a.engine_version,
+                "capture_start": a.capture_start,
+                "capture_end": a.capture_end,
+            }
+            for a in info.manifest.artifacts
+        ],
         "fingerprints": fingerprints,
-        "restores": [r for r in store.audit_log()
-                     if checkpoint_id in (r.get("checkpoint_id"), r.get("requested_checkpoint"))],
+        "restores": [
+            r for r in store.audit_log() if checkpoint_id in (r.get("checkpoint_id"), r.get("requested_checkpoint"))
+        ],
         "format_version": body.get("format_version"),
     }
 

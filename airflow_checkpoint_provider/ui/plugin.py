@@ -12,5 +12,12 @@ class CheckpointsPlugin(AirflowPlugin):
 
     name = "checkpoints"
     fastapi_apps = [{"app": create_app(), "url_prefix": PREFIX, "name": "Checkpoints"}]
-    external_views = [{"name": "Checkpoints", "href": f"{PREFIX}/ui/", "destination": "nav",
-                       "url_route": "checkpoints", "category": "browse"}]
+    external_views = [
+        {
+            "name": "Checkpoints",
+            "href": f"{PREFIX}/ui/",
+            "destination": "nav",
+            "url_route": "checkpoints",
+            "category": "browse",
+        }
+    ]

@@ -66,8 +66,10 @@ def cmd_list(store: Store, args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{'WORKFLOW':<48} {'STATUS':<10} {'STATES':>6}  {'LATEST STEP':<16} {'UPDATED (UTC)':<20} {'SIZE':>10}")
     for i in infos:
-        print(f"{_safe(i.workflow_id):<48} {_safe(i.status):<10} {i.states:>6}  {_safe(i.latest_step):<16} "
-              f"{i.updated_at[:19].replace('T', ' '):<20} {i.size:>10}")
+        print(
+            f"{_safe(i.workflow_id):<48} {_safe(i.status):<10} {i.states:>6}  {_safe(i.latest_step):<16} "
+            f"{i.updated_at[:19].replace('T', ' '):<20} {i.size:>10}"
+        )
     return EXIT_OK
 
 
@@ -90,12 +92,16 @@ def cmd_history(store: Store, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
         return EXIT_PROBLEMS if bad else EXIT_OK
-    print(f"{'SEQ':>6} {'STEP':<16} {'PARENT':>6} {'SAVED (UTC)':<20} {'SIZE':>10} {'RAW':>10}  DATA CHECKPOINT / PROBLEM")
+    print(
+        f"{'SEQ':>6} {'STEP':<16} {'PARENT':>6} {'SAVED (UTC)':<20} {'SIZE':>10} {'RAW':>10}  DATA CHECKPOINT / PROBLEM"
+    )
     for r in rows:
         tail = f"DAMAGED: {_safe(r['problem'])}" if r["damaged"] else (r.get("data_checkpoint") or "-")
-        print(f"{r['seq']:>6} {_safe(r.get('step', '?')):<16} {_safe(r.get('parent') or '-'):>6} "
-              f"{str(r.get('saved_at', ''))[:19].replace('T', ' '):<20} {r.get('size', 0):>10} "
-              f"{r.get('raw_size', 0):>10}  {tail}")
+        print(
+            f"{r['seq']:>6} {_safe(r.get('step', '?')):<16} {_safe(r.get('parent') or '-'):>6} "
+            f"{str(r.get('saved_at', ''))[:19].replace('T', ' '):<20} {r.get('size', 0):>10} "
+            f"{r.get('raw_size', 0):>10}  {tail}"
+        )
     return EXIT_PROBLEMS if bad else EXIT_OK
 
 
@@ -108,8 +114,9 @@ def cmd_show(store: Store, args: argparse.Namespace) -> int:
         want = json.dumps(_step(args.step))
         entries = [e for e in entries if e.header is not None and json.dumps(e.header.step) == want]
     if not entries:
-        print(f"error: no such saved state of workflow {_safe(args.workflow_id)!r} in {wstore.location}",
-              file=sys.stderr)
+        print(
+            f"error: no such saved state of workflow {_safe(args.workflow_id)!r} in {wstore.location}", file=sys.stderr
+        )
         return EXIT_USAGE
     record = wstore.load(args.workflow_id, entries[0].seq)
     state = record.state()  # checks size and sha256 first
@@ -164,8 +171,10 @@ def cmd_expire(store: Store, args: argparse.Namespace) -> int:
 
         for rel in TaskStateBlobs(store).expire(days * 86400.0, dry_run=args.dry_run):
             print(f"{verb} {_safe(rel)}")
-    print(f"{sum(1 for d in done if not d.skipped)} workflow(s) not saved for {days:g} day(s) "
-          f"{'found (dry run: nothing deleted)' if args.dry_run else 'deleted'}")
+    print(
+        f"{sum(1 for d in done if not d.skipped)} workflow(s) not saved for {days:g} day(s) "
+        f"{'found (dry run: nothing deleted)' if args.dry_run else 'deleted'}"
+    )
     return EXIT_OK
 
 
@@ -176,8 +185,10 @@ def add_parser(sub: Any) -> None:
 
     def action(name: str, func: Any, text: str) -> argparse.ArgumentParser:
         p = actions.add_parser(name, help=text)
-        p.add_argument("--postgres-conn-id", help="the PostgreSQL store of this Airflow connection (default: the "
-                                                  "file store under --root)")
+        p.add_argument(
+            "--postgres-conn-id",
+            help="the PostgreSQL store of this Airflow connection (default: the file store under --root)",
+        )
         p.add_argument("--table", default=DEFAULT_TABLE, help="its table (default %(default)s)")
         p.set_defaults(func=func)
         return p
@@ -195,13 +206,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("workflow_id")
     p.add_argument("--verify", action="store_true", help="also check every payload's size and sha256")
     p.add_argument("--json", action="store_true")
-    p = action("reset", cmd_reset, "delete a workflow's states, so its next run starts over (dry run unless "
-                                   "--execute)")
+    p = action("reset", cmd_reset, "delete a workflow's states, so its next run starts over (dry run unless --execute)")
     p.add_argument("workflow_id")
     p.add_argument("--execute", action="store_true")
-    p = action("expire", cmd_expire, "delete workflows not saved for a while (default [checkpoint] "
-                                     "workflow_retention_days, 7)")
+    p = action(
+        "expire", cmd_expire, "delete workflows not saved for a while (default [checkpoint] workflow_retention_days, 7)"
+    )
     p.add_argument("--older-than", type=float, help="days")
-    p.add_argument("--task-state", action="store_true",
-                   help="also task_state_store values kept in the store (task-state/) not written for that long")
+    p.add_argument(
+        "--task-state",
+        action="store_true",
+        help="also task_state_store values kept in the store (task-state/) not written for that long",
+    )
     p.add_argument("--dry-run", action="store_true")

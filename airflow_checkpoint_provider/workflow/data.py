@@ -62,8 +62,10 @@ class DataTargets:
             if isinstance(value, str):
                 object.__setattr__(self, name, tuple(v.strip() for v in value.split(",") if v.strip()))
         if not (self.postgres or self.redis or self.search):
-            raise CheckpointError("DataTargets names no data: give postgres databases, redis=True or search indices",
-                                  hint="e.g. DataTargets(postgres=['simulation'])")
+            raise CheckpointError(
+                "DataTargets names no data: give postgres databases, redis=True or search indices",
+                hint="e.g. DataTargets(postgres=['simulation'])",
+            )
 
     def components(self) -> dict[str, Sequence[str] | None]:
         """The engines to capture, in registry order, with their names (None: everything)."""
@@ -76,8 +78,10 @@ class DataTargets:
 
     def conn_ids(self) -> dict[str, str]:
         """Every engine's connection id: the field named after its ``conn_param``, else the default."""
-        return {name: getattr(self, engine.conn_param, None) or registered.default_conn_id(engine)
-                for name, engine in registered.engines().items()}
+        return {
+            name: getattr(self, engine.conn_param, None) or registered.default_conn_id(engine)
+            for name, engine in registered.engines().items()
+        }
 
 
 class EngineDataCheckpoints:
@@ -99,15 +103,20 @@ class EngineDataCheckpoints:
         try:
             config = {}
             for component, names in self.targets.components().items():
-                arts = engines.capture(component, conn_ids[component], staging, names=names, context=self.context,
-                                       store=self.store)
+                arts = engines.capture(
+                    component, conn_ids[component], staging, names=names, context=self.context, store=self.store
+                )
                 config[component] = {"conn_id": conn_ids[component], "names": names}
-                log.info("Data checkpoint of step %r: captured %s (%s)", step, component,
-                         ", ".join(a.name for a in arts))
+                log.info(
+                    "Data checkpoint of step %r: captured %s (%s)", step, component, ", ".join(a.name for a in arts)
+                )
             wid_tag = workflow_id if len(workflow_id) <= 180 and workflow_id.isprintable() else staging_key(workflow_id)
             manifest = self.store.seal(
-                staging, tags=["workflow", f"workflow:{wid_tag}", f"step:{step}", *self.targets.extra_tags],
-                config_hash=config_hash(config), provenance=self._provenance(workflow_id=workflow_id, step=step))
+                staging,
+                tags=["workflow", f"workflow:{wid_tag}", f"step:{step}", *self.targets.extra_tags],
+                config_hash=config_hash(config),
+                provenance=self._provenance(workflow_id=workflow_id, step=step),
+            )
         except BaseException:
             staging.discard()
             raise
@@ -126,13 +135,26 @@ class EngineDataCheckpoints:
         conn_ids = self.targets.conn_ids()
         heal(self.store, self.context)
         request = recovery.RestoreRequest(
-            checkpoint_id=checkpoint_id, components=components, safety_checkpoint=self.targets.safety_checkpoint,
-            provenance=self._provenance(reason="restore_data of a workflow resume"), conn_ids=conn_ids,
-            is_alive=liveness(self.context), lease_ttl=settings.lease_ttl(), rollback_keep=settings.rollback_keep())
-        audit = {"action": "restore", "requested_checkpoint": checkpoint_id, "components": list(components),
-                 "mode": request.mode, "dag_id": self.context["dag"].dag_id, "run_id": self.context["run_id"],
-                 "task_id": self.context["ti"].task_id, "reason": "workflow restore_data",
-                 "targets": {c: conn_ids[c] for c in components}}
+            checkpoint_id=checkpoint_id,
+            components=components,
+            safety_checkpoint=self.targets.safety_checkpoint,
+            provenance=self._provenance(reason="restore_data of a workflow resume"),
+            conn_ids=conn_ids,
+            is_alive=liveness(self.context),
+            lease_ttl=settings.lease_ttl(),
+            rollback_keep=settings.rollback_keep(),
+        )
+        audit = {
+            "action": "restore",
+            "requested_checkpoint": checkpoint_id,
+            "components": list(components),
+            "mode": request.mode,
+            "dag_id": self.context["dag"].dag_id,
+            "run_id": self.context["run_id"],
+            "task_id": self.context["ti"].task_id,
+            "reason": "workflow restore_data",
+            "targets": {c: conn_ids[c] for c in components},
+        }
         build = engines.restore_builder(conn_ids, storage_root=self.storage_root)
         try:
             report = recovery.restore(self.store, request, build)
@@ -140,17 +162,33 @@ class EngineDataCheckpoints:
             self.store.write_audit({**audit, "status": "failed", "error": str(exc)})
             raise
         result = report.to_dict()
-        self.store.write_audit({**audit, "status": "restored", "checkpoint_id": checkpoint_id,
-                                "safety_checkpoint_id": report.safety_checkpoint_id, "outcomes": result["outcomes"],
-                                "health": result["health"], "plan": result["plan"]})
+        self.store.write_audit(
+            {
+                **audit,
+                "status": "restored",
+                "checkpoint_id": checkpoint_id,
+                "safety_checkpoint_id": report.safety_checkpoint_id,
+                "outcomes": result["outcomes"],
+                "health": result["health"],
+                "plan": result["plan"],
+            }
+        )
         if not report.healthy:
             bad = [str(h) for h in report.health if not h.ok]
-            raise CheckpointError(f"data checkpoint {checkpoint_id} was restored, but its health check failed: "
-                                  f"{'; '.join(bad[:5])}",
-                                  hint=f"the data before the restore is in safety checkpoint "
-                                       f"{report.safety_checkpoint_id}; inspect the data before resuming")
+            raise CheckpointError(
+                f"data checkpoint {checkpoint_id} was restored, but its health check failed: {'; '.join(bad[:5])}",
+                hint=f"the data before the restore is in safety checkpoint "
+                f"{report.safety_checkpoint_id}; inspect the data before resuming",
+            )
         for outcome in report.outcomes:
-            log.info("restore_data: %s restored %s; rollback copies: %s", outcome.component, outcome.restored,
-                     outcome.rollback)
-        return {"components": list(components), "safety_checkpoint_id": report.safety_checkpoint_id,
-                "restore_id": report.restore_id}
+            log.info(
+                "restore_data: %s restored %s; rollback copies: %s",
+                outcome.component,
+                outcome.restored,
+                outcome.rollback,
+            )
+        return {
+            "components": list(components),
+            "safety_checkpoint_id": report.safety_checkpoint_id,
+            "restore_id": report.restore_id,
+        }

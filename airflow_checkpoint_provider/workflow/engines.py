@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def capture(name: str, conn_id: str, staging: Staging, *, names: Sequence[str] | None, context: Context,
-            store: Store) -> list[Artifact]:
+def capture(
+    name: str, conn_id: str, staging: Staging, *, names: Sequence[str] | None, context: Context, store: Store
+) -> list[Artifact]:
     """Capture ``names`` (its ``names_option``: databases, indices; None: everything) of engine ``name``
     through its capture operator: heal interrupted restores, wait for running ones, drop leftovers, capture."""
     engine = registered.engines()[name]
@@ -43,8 +44,12 @@ def restore_builder(conn_ids: dict[str, str], *, storage_root: str | None = None
     from airflow_checkpoint_provider.operators.restore import RestoreOperator
 
     repository = settings.search_repository_settings()
-    operator = RestoreOperator(task_id="workflow_restore_data", conn_ids=conn_ids, storage_root=storage_root,
-                               search_options={"repository_settings": repository} if repository else None)
+    operator = RestoreOperator(
+        task_id="workflow_restore_data",
+        conn_ids=conn_ids,
+        storage_root=storage_root,
+        search_options={"repository_settings": repository} if repository else None,
+    )
     return operator.build
 
 
@@ -54,5 +59,8 @@ def pg_connect(conn_id: str) -> tuple[Callable[[], Any], str, Any]:
     from airflow_checkpoint_provider.hooks.postgres import PgCheckpointHook
 
     tgt = PgCheckpointHook(postgres_conn_id=conn_id).target()
-    return (lambda: connect(tgt, autocommit=True, action="opening the workflow checkpoint store"),
-            f"{tgt.label}/{tgt.dbname}", tgt)
+    return (
+        lambda: connect(tgt, autocommit=True, action="opening the workflow checkpoint store"),
+        f"{tgt.label}/{tgt.dbname}",
+        tgt,
+    )

@@ -46,8 +46,13 @@ def _rel(scope: Any, key: str | None = None, *, all_map_indices: bool = False) -
 
 def _about(scope: Any, key: str) -> dict[str, str]:
     if isinstance(scope, TaskScope):
-        return {"dag_id": scope.dag_id, "run_id": scope.run_id, "task_id": scope.task_id,
-                "map_index": str(scope.map_index), "key": key}
+        return {
+            "dag_id": scope.dag_id,
+            "run_id": scope.run_id,
+            "task_id": scope.task_id,
+            "map_index": str(scope.map_index),
+            "key": key,
+        }
     return {"asset": str(scope.name or scope.uri or scope.asset_id), "key": key}
 
 
@@ -117,8 +122,9 @@ class CheckpointStateBackend(BaseStoreBackend):
     async def aget(self, scope: Any, key: str, *, session: Any = None) -> str | None:
         return await asyncio.to_thread(self.get, scope, key)
 
-    async def aset(self, scope: Any, key: str, value: str, *, expires_at: datetime | None = None,
-                   session: Any = None) -> None:
+    async def aset(
+        self, scope: Any, key: str, value: str, *, expires_at: datetime | None = None, session: Any = None
+    ) -> None:
         await asyncio.to_thread(self.set, scope, key, value)
 
     async def adelete(self, scope: Any, key: str, *, session: Any = None) -> None:

@@ -79,8 +79,9 @@ def default_workflow_id(context: Context) -> str:
     return base if map_index is None or map_index < 0 else f"{base}/{map_index}"
 
 
-def open_store(*, postgres_conn_id: str | None = None, table: str = DEFAULT_TABLE,
-               storage_root: str | None = None) -> WorkflowStore:
+def open_store(
+    *, postgres_conn_id: str | None = None, table: str = DEFAULT_TABLE, storage_root: str | None = None
+) -> WorkflowStore:
     """The file store under the checkpoint store root, or the PostgreSQL store of ``postgres_conn_id``."""
     if postgres_conn_id:
         from airflow_checkpoint_provider.workflow import engines
@@ -149,25 +150,42 @@ def workflow_checkpoints(
     store = open_store(postgres_conn_id=postgres_conn_id, table=table, storage_root=storage_root)
     if postgres_conn_id and data is not None:
         _refuse_store_among_data(postgres_conn_id, data)
-    directives = {n: _param(context, n, v) for n, v in (("force_restart", force_restart),
-                                                       ("allow_config_drift", allow_config_drift),
-                                                       ("resume_from", resume_from), ("restore_data", restore_data))}
+    directives = {
+        n: _param(context, n, v)
+        for n, v in (
+            ("force_restart", force_restart),
+            ("allow_config_drift", allow_config_drift),
+            ("resume_from", resume_from),
+            ("restore_data", restore_data),
+        )
+    }
     pointer = _Pointer(context, wid, store.location)
-    options = pointer.directives(directives, explicit_id=bool(workflow_id or _param(context, "workflow_id", None)),
-                                 store=store)
+    options = pointer.directives(
+        directives, explicit_id=bool(workflow_id or _param(context, "workflow_id", None)), store=store
+    )
     checkpointer = None
     if data is not None:
-        data_store = Store.open(storage_root or settings.storage_root(), create=True,
-                                lock_timeout=settings.lock_timeout())
+        data_store = Store.open(
+            storage_root or settings.storage_root(), create=True, lock_timeout=settings.lock_timeout()
+        )
         checkpointer = EngineDataCheckpoints(data, data_store, context, storage_root=storage_root)
     from airflow_checkpoint_provider.operators.base import writer
 
     who = {**writer(context, context["ti"].task_id), "map_index": getattr(context["ti"], "map_index", -1)}
     return TaskWorkflow(
-        store, wid, config=config, options=options, validate=validate, data=checkpointer,
-        history=settings.workflow_history() if history == -1 else history, initial=initial, writer=who,
+        store,
+        wid,
+        config=config,
+        options=options,
+        validate=validate,
+        data=checkpointer,
+        history=settings.workflow_history() if history == -1 else history,
+        initial=initial,
+        writer=who,
         lock_timeout=settings.lock_timeout() if lock_timeout is None else lock_timeout,
-        expire_on_success=expire_on_success, on_event=pointer.update)
+        expire_on_success=expire_on_success,
+        on_event=pointer.update,
+    )
 
 
 def _refuse_store_among_data(conn_id: str, data: DataTargets) -> None:
@@ -180,7 +198,8 @@ def _refuse_store_among_data(conn_id: str, data: DataTargets) -> None:
         raise AirflowFailException(
             f"the workflow store's database {store_target.dbname!r} ({store_target.label}) is among the databases "
             "the data checkpoints capture and restore_data would restore, which would roll the workflow's own "
-            "states back with the data. HINT: keep the workflow store in another database (its own connection)")
+            "states back with the data. HINT: keep the workflow store in another database (its own connection)"
+        )
 
 
 class _Pointer:
@@ -208,10 +227,15 @@ class _Pointer:
             resume_from = None
         if self.tss is not None and self.value.get("clear_number") == self.clear_number:
             if force or resume_from is not None or restore:
-                log.info("Workflow %r: this run's %s already applied before the retry; resuming from the last save",
-                         self.workflow_id, ", ".join(n for n, v in (("force_restart", force),
-                                                                    ("resume_from", resume_from),
-                                                                    ("restore_data", restore)) if v))
+                log.info(
+                    "Workflow %r: this run's %s already applied before the retry; resuming from the last save",
+                    self.workflow_id,
+                    ", ".join(
+                        n
+                        for n, v in (("force_restart", force), ("resume_from", resume_from), ("restore_data", restore))
+                        if v
+                    ),
+                )
             force, resume_from, restore = False, None, False
         elif self.tss is not None and not self.value and not explicit_id and not force:
             try:
@@ -219,18 +243,26 @@ class _Pointer:
             except CheckpointError:
                 saved = []
             if saved:
-                log.warning("Workflow %r: Airflow holds no task state for this task instance, but %d saved state(s) "
-                            "exist: the task state was cleared, so the workflow starts over", self.workflow_id,
-                            len(saved))
+                log.warning(
+                    "Workflow %r: Airflow holds no task state for this task instance, but %d saved state(s) "
+                    "exist: the task state was cleared, so the workflow starts over",
+                    self.workflow_id,
+                    len(saved),
+                )
                 force, resume_from = True, None
-        return ResumeOptions(force_restart=force, allow_config_drift=drift, resume_from=resume_from,
-                             restore_data=restore)
+        return ResumeOptions(
+            force_restart=force, allow_config_drift=drift, resume_from=resume_from, restore_data=restore
+        )
 
     def update(self, kind: str, info: dict[str, Any]) -> None:
         if self.tss is None:
             return
-        value = {**self.value, "workflow_id": self.workflow_id, "store": self.location,
-                 "clear_number": self.clear_number}
+        value = {
+            **self.value,
+            "workflow_id": self.workflow_id,
+            "store": self.location,
+            "clear_number": self.clear_number,
+        }
         if kind == "resumed":
             value["resumed_from"] = info.get("resumed_from")
         elif kind == "saved":

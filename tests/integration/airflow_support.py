@@ -47,28 +47,37 @@ def wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
-def airflow_env(home: Path, connections: dict[str, str], *, port: int, password_file: Path,
-                dags_folder: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+def airflow_env(
+    home: Path,
+    connections: dict[str, str],
+    *,
+    port: int,
+    password_file: Path,
+    dags_folder: Path,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     """The environment of every component: this process's, minus its AIRFLOW_* settings, plus these."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__"))}
     env.update(connections)
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "AIRFLOW__CHECKPOINT__STORAGE_ROOT": str(home / "checkpoints_data"),
-        "PYTHONPATH": str(REPO),
-        **(extra or {}),
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__CHECKPOINT__STORAGE_ROOT": str(home / "checkpoints_data"),
+            "PYTHONPATH": str(REPO),
+            **(extra or {}),
+        }
+    )
     return env
 
 
@@ -84,8 +93,16 @@ def admin_password(home: Path) -> tuple[str, Path]:
 class Airflow:
     """The Airflow components, each in its own process group, and a REST client."""
 
-    def __init__(self, home: Path, env: dict[str, str], port: int, password: str, *,
-                 components: Iterable[str] = ALL_COMPONENTS, dag_ids: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        home: Path,
+        env: dict[str, str],
+        port: int,
+        password: str,
+        *,
+        components: Iterable[str] = ALL_COMPONENTS,
+        dag_ids: Iterable[str] = (),
+    ) -> None:
         self.home, self.env, self.port, self.password = home, env, port, password
         self.components, self.dag_ids = tuple(components), set(dag_ids)
         self.url = f"http://127.0.0.1:{port}"
@@ -99,8 +116,9 @@ class Airflow:
         for name in self.components:
             args = [airflow, name] + (["--port", str(self.port)] if name == "api-server" else [])
             log = open(self.home / f"{name}.log", "wb")
-            self.procs.append(subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            )
 
     def stop(self) -> None:
         """SIGTERM each component's process group (by the PIDs started here), then SIGKILL leftovers."""
@@ -149,6 +167,7 @@ class Airflow:
 
     def finish(self, dag_id: str, run_id: str, timeout: float = 240) -> dict[str, Any]:
         """Wait for the run to end; returns the run with ``tasks``: {task_id: (state, try_number)}."""
+
         def done() -> dict[str, Any] | None:
             current = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
             return current if current["state"] in ("success", "failed") else None
@@ -165,8 +184,12 @@ class Airflow:
         return value["value"] if not isinstance(value["value"], str) else json.loads(value["value"])
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
-        body = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-                        params={"full_content": True}, headers={"Accept": "application/json"})
+        body = self.api(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": True},
+            headers={"Accept": "application/json"},
+        )
         if isinstance(body, dict):
             content = body.get("content")
             if isinstance(content, list):
@@ -179,6 +202,7 @@ def _line(entry: Any) -> str:
     """One structured log entry as text: the event, and the exceptions it carries."""
     if not isinstance(entry, dict):
         return str(entry)
-    errors = [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in entry.get("error_detail") or []
-              if isinstance(e, dict)]
+    errors = [
+        f"{e.get('exc_type')}: {e.get('exc_value')}" for e in entry.get("error_detail") or [] if isinstance(e, dict)
+    ]
     return "\n".join([str(entry.get("event", "")), *errors])

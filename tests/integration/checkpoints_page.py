@@ -29,8 +29,15 @@ def _token(airflow: Any) -> str:
     return resp.json()["access_token"]
 
 
-def check_checkpoints_page(driver: Any, airflow: Any, cid: str, *, shot: Callable[[Any, str], Any],
-                           finish: Callable[[dict[str, Any]], dict[str, Any]], wait: Callable[..., Any]) -> None:
+def check_checkpoints_page(
+    driver: Any,
+    airflow: Any,
+    cid: str,
+    *,
+    shot: Callable[[Any, str], Any],
+    finish: Callable[[dict[str, Any]], dict[str, Any]],
+    wait: Callable[..., Any],
+) -> None:
     from selenium.webdriver.common.by import By
 
     url = airflow.url + PAGE

@@ -123,7 +123,8 @@ class RedisSample(Sample):
 
     def differences(self, expected: Any, actual: Any) -> list[str]:
         return S.same_redis_state(expected[0], actual[0], ttl_tolerance_ms=60_000) + (
-            [f"functions {actual[1]} instead of {expected[1]}"] if expected[1] != actual[1] else [])
+            [f"functions {actual[1]} instead of {expected[1]}"] if expected[1] != actual[1] else []
+        )
 
     def mine(self, copy: RollbackCopy) -> bool:
         return copy.of in ("db0", "db1")
@@ -139,8 +140,7 @@ class SearchSample(Sample):
         settings = {"type": "fs", "settings": {"location": str(Path(node["path_repo"]) / self.repository)}}
         self.target = SearchTarget(url=self.url, timeout=120)
         self.indices = [f"{self.prefix}products", f"{self.prefix}reviews"]
-        self.capture_options = {"repository": self.repository, "repository_settings": settings,
-                                "indices": self.indices}
+        self.capture_options = {"repository": self.repository, "repository_settings": settings, "indices": self.indices}
         self.restore_options = {"indices": self.indices, "repository_settings": settings}
         self.leftover_options = {"repository": self.repository}
 
@@ -153,10 +153,14 @@ class SearchSample(Sample):
     def damage(self) -> None:
         with httpx.Client(base_url=self.url, timeout=60) as http:
             http.delete(f"/{self.prefix}reviews").raise_for_status()
-            http.post(f"/{self.prefix}products/_delete_by_query", params={"refresh": "true"},
-                      json={"query": {"range": {"n": {"lt": 10}}}}).raise_for_status()
-            http.put(f"/{self.prefix}products/_doc/junk", params={"refresh": "true"},
-                     json={"n": -1, "name": "junk"}).raise_for_status()
+            http.post(
+                f"/{self.prefix}products/_delete_by_query",
+                params={"refresh": "true"},
+                json={"query": {"range": {"n": {"lt": 10}}}},
+            ).raise_for_status()
+            http.put(
+                f"/{self.prefix}products/_doc/junk", params={"refresh": "true"}, json={"n": -1, "name": "junk"}
+            ).raise_for_status()
 
     def mine(self, copy: RollbackCopy) -> bool:
         return copy.of in self.indices
@@ -198,5 +202,9 @@ class FilesSample(Sample):
 
 
 #: engine name -> its sample
-SAMPLES: dict[str, type[Sample]] = {"postgres": PostgresSample, "redis": RedisSample, "search": SearchSample,
-                                    "files": FilesSample}
+SAMPLES: dict[str, type[Sample]] = {
+    "postgres": PostgresSample,
+    "redis": RedisSample,
+    "search": SearchSample,
+    "files": FilesSample,
+}

@@ -30,8 +30,10 @@ def main() -> int:
     part.journal = journal.component("postgres", target.public())
     part.prepare()
     if spec.get("then") == "fail":
+
         def refuse(self, name):
             raise CheckpointError(f"refusing to end the sessions on {name}", hint="test")
+
         _cutover.Server.terminate = refuse
         try:
             part.cutover()

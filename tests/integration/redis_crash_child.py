@@ -22,8 +22,9 @@ def main() -> None:
     store = Store.open(job["store"])
     target = RedisTarget(**job["target"])
     manifest = store.get(job["cid"]).manifest
-    journal = Journal.begin(store.fs, checkpoint_id=job["cid"], restore_id=job["restore_id"],
-                            owner={"test": "redis crash"})
+    journal = Journal.begin(
+        store.fs, checkpoint_id=job["cid"], restore_id=job["restore_id"], owner={"test": "redis crash"}
+    )
     part = RedisRestore(target, store, job["cid"], manifest.artifacts, **job["options"])
     part.journal = journal.component(part.component, target.public())
     _, problems = part.plan()

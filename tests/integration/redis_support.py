@@ -67,9 +67,19 @@ def checkpoint(store: Store, info: dict[str, Any], mode: str = "rdb") -> Manifes
     return store.seal(staging)
 
 
-def run_restore(store: Store, cid: str, info: dict[str, Any], *, made: list | None = None,
-                cls: type = R.RedisRestore, tgt: RedisTarget | None = None, dry_run: bool = False,
-                safety: bool = True, artifacts: Callable | None = None, **kw: Any) -> RestoreReport:
+def run_restore(
+    store: Store,
+    cid: str,
+    info: dict[str, Any],
+    *,
+    made: list | None = None,
+    cls: type = R.RedisRestore,
+    tgt: RedisTarget | None = None,
+    dry_run: bool = False,
+    safety: bool = True,
+    artifacts: Callable | None = None,
+    **kw: Any,
+) -> RestoreReport:
     def build(s: Store, m: Manifest, r: RestoreRequest) -> list:
         arts = artifacts(m.artifacts) if artifacts else m.artifacts
         part = cls(tgt or target(info), s, m.checkpoint_id, arts, mode=r.mode, **kw)
@@ -78,8 +88,9 @@ def run_restore(store: Store, cid: str, info: dict[str, Any], *, made: list | No
         return [part]
 
     mode = kw.pop("mode", "side_by_side")
-    request = RestoreRequest(checkpoint_id=cid, components=("redis",), mode=mode, dry_run=dry_run,
-                             safety_checkpoint=safety)
+    request = RestoreRequest(
+        checkpoint_id=cid, components=("redis",), mode=mode, dry_run=dry_run, safety_checkpoint=safety
+    )
     return restore(store, request, build)
 
 
@@ -125,8 +136,6 @@ def store(tmp_path: Path) -> Store:
     return Store.open(tmp_path / "store", create=True)
 
 
-
-
 def markers(info: dict[str, Any]) -> dict[int, list[bytes]]:
     """Every key named like a marker, per db (a full scan)."""
     out = {}
@@ -141,12 +150,12 @@ def restart_script(info: dict[str, Any], folder: Path) -> Path:
     """A restart command for file placement: stop without saving, start in the background."""
     script = folder / "restart.sh"
     script.write_text(f"""#!/bin/sh
-redis-cli -h {info['host']} -p {info['port']} SHUTDOWN NOSAVE >/dev/null 2>&1
+redis-cli -h {info["host"]} -p {info["port"]} SHUTDOWN NOSAVE >/dev/null 2>&1
 i=0
-while redis-cli -h {info['host']} -p {info['port']} PING >/dev/null 2>&1; do
+while redis-cli -h {info["host"]} -p {info["port"]} PING >/dev/null 2>&1; do
   i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.1
 done
-cd {info['dir']} && setsid redis-server {info['config']} >> {info['dir']}/restart.log 2>&1 < /dev/null &
+cd {info["dir"]} && setsid redis-server {info["config"]} >> {info["dir"]}/restart.log 2>&1 < /dev/null &
 """)
     script.chmod(0o700)
     return script

@@ -46,8 +46,9 @@ def client(node) -> Iterator[search.SearchClient]:
 
 
 def _cleanup(http: httpx.Client, uid: str) -> None:
-    rows = http.get(f"/_cat/indices/r{uid}-*", params={"format": "json", "h": "index",
-                                                        "expand_wildcards": "all"}).json()
+    rows = http.get(
+        f"/_cat/indices/r{uid}-*", params={"format": "json", "h": "index", "expand_wildcards": "all"}
+    ).json()
     for row in rows if isinstance(rows, list) else []:
         http.delete(f"/{row['index']}")
     name = f"rr-{uid}"
@@ -66,8 +67,7 @@ def cleanup(http, uid) -> Iterator[None]:
 
 def _repo(node: dict[str, Any], uid: str) -> dict[str, Any]:
     location = str(Path(node["path_repo"]) / f"rr-{uid}")
-    return {"name": f"rr-{uid}", "location": location,
-            "settings": {"type": "fs", "settings": {"location": location}}}
+    return {"name": f"rr-{uid}", "location": location, "settings": {"type": "fs", "settings": {"location": location}}}
 
 
 def _create(http: httpx.Client, name: str, mappings: dict[str, Any] | None = None, shards: int = 1) -> None:
@@ -83,8 +83,12 @@ def _bulk(http: httpx.Client, index: str, docs: dict[str, dict[str, Any]]) -> No
     for doc_id, doc in docs.items():
         lines.append(json.dumps({"index": {"_index": index, "_id": doc_id}}))
         lines.append(json.dumps(doc))
-    resp = http.post("/_bulk", content="\n".join(lines) + "\n", params={"refresh": "true"},
-                     headers={"content-type": "application/x-ndjson"})
+    resp = http.post(
+        "/_bulk",
+        content="\n".join(lines) + "\n",
+        params={"refresh": "true"},
+        headers={"content-type": "application/x-ndjson"},
+    )
     assert resp.status_code == 200 and not resp.json()["errors"], resp.text
 
 
@@ -96,8 +100,14 @@ def _aliases(http: httpx.Client, actions: list[dict[str, Any]]) -> None:
 def _docs(http: httpx.Client, name: str) -> dict[str, Any]:
     """Every document of an index or alias: ``{_id: _source}``."""
     http.post(f"/{name}/_refresh").raise_for_status()
-    body = http.post(f"/{name}/_search", json={"size": 10000, "sort": ["_doc"], "track_total_hits": True,
-                                               "query": {"match_all": {}}}).raise_for_status().json()
+    body = (
+        http.post(
+            f"/{name}/_search",
+            json={"size": 10000, "sort": ["_doc"], "track_total_hits": True, "query": {"match_all": {}}},
+        )
+        .raise_for_status()
+        .json()
+    )
     hits = body["hits"]
     assert hits["total"]["value"] == len(hits["hits"]) < 10000
     return {h["_id"]: h["_source"] for h in hits["hits"]}
@@ -109,30 +119,34 @@ def _alias_holders(http: httpx.Client, alias: str) -> list[str]:
 
 
 def _indices(http: httpx.Client, pattern: str) -> list[str]:
-    rows = http.get(f"/_cat/indices/{pattern}", params={"format": "json", "h": "index",
-                                                         "expand_wildcards": "all"}).json()
+    rows = http.get(
+        f"/_cat/indices/{pattern}", params={"format": "json", "h": "index", "expand_wildcards": "all"}
+    ).json()
     return sorted(r["index"] for r in rows)
 
 
 def _state(http: httpx.Client, uid: str) -> dict[str, Any]:
     """Everything a dry run must not change: indices (uuid, status, docs, settings), aliases,
     repositories and their snapshots, cluster settings."""
-    rows = http.get("/_cat/indices", params={"format": "json", "h": "index,uuid,status,health,docs.count,pri,rep",
-                                             "expand_wildcards": "all"}).json()
-    settings = http.get(f"/r{uid}-*/_settings", params={"flat_settings": "true",
-                                                        "expand_wildcards": "all"}).json()
+    rows = http.get(
+        "/_cat/indices",
+        params={"format": "json", "h": "index,uuid,status,health,docs.count,pri,rep", "expand_wildcards": "all"},
+    ).json()
+    settings = http.get(f"/r{uid}-*/_settings", params={"flat_settings": "true", "expand_wildcards": "all"}).json()
     repos = http.get("/_snapshot").json()
     return {
         "indices": sorted((r["index"], r["uuid"], r["status"], r["docs.count"], r["pri"], r["rep"]) for r in rows),
-        "aliases": {i: a for i, a in http.get("/_alias", params={"expand_wildcards": "all"}).json().items()
-                    if a.get("aliases")},
+        "aliases": {
+            i: a for i, a in http.get("/_alias", params={"expand_wildcards": "all"}).json().items() if a.get("aliases")
+        },
         "settings": settings,
         "repositories": repos,
-        "snapshots": {name: sorted(s["snapshot"] for s in http.get(f"/_snapshot/{name}/_all").json()["snapshots"])
-                      for name in repos},
+        "snapshots": {
+            name: sorted(s["snapshot"] for s in http.get(f"/_snapshot/{name}/_all").json()["snapshots"])
+            for name in repos
+        },
         "cluster_settings": http.get("/_cluster/settings").json(),
     }
-
 
 
 def _settings(http: httpx.Client, index: str) -> dict[str, Any]:

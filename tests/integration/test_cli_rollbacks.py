@@ -22,13 +22,15 @@ from tests.integration.test_postgres_restore import (  # noqa: F401 - fixtures
 def _restore_twice(store, target, db):
     manifest = checkpoint(store, target, [db])
     for _ in range(2):
-        restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
-                builder(target))
+        restore(
+            store,
+            RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
+            builder(target),
+        )
         time.sleep(1.1)
 
 
-def test_rollbacks_list_shows_postgres_copies_with_their_original(pg, airflow_conn_env, target, store, seeded,
-                                                                   capsys):
+def test_rollbacks_list_shows_postgres_copies_with_their_original(pg, airflow_conn_env, target, store, seeded, capsys):
     db = seeded()
     _restore_twice(store, target, db)
     assert cli.main(["--root", store.root, "rollbacks", "list", "--component", "postgres", "--json"]) == 0
@@ -52,8 +54,7 @@ def test_rollbacks_drop_never_touches_a_server_a_restore_holds(pg, airflow_conn_
     _restore_twice(store, target, db)
     older, _ = sorted(rollbacks_of(pg, db))
     with Lease(store.fs, store.lock, "busy-restore", [target_key("postgres", target.public())]).acquire():
-        assert cli.main(["--root", store.root, "rollbacks", "drop", older, "--component", "postgres",
-                         "--execute"]) == 0
+        assert cli.main(["--root", store.root, "rollbacks", "drop", older, "--component", "postgres", "--execute"]) == 0
     assert "restore busy-restore is running on that server" in capsys.readouterr().out
     assert older in rollbacks_of(pg, db)
 

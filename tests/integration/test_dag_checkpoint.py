@@ -65,16 +65,22 @@ def test_scheduled_checkpoint_end_to_end(airflow_env, seeded, services, tmp_path
     assert store.verify(cid, deep=True).ok
     manifest = info.manifest
     assert set(manifest.stores()) == {"postgres", "redis", "search"}
-    assert manifest.provenance["dag_id"] == "checkpoint_scheduled" and manifest.provenance["task_id"] == \
-        "checkpoint.bundle"
+    assert (
+        manifest.provenance["dag_id"] == "checkpoint_scheduled"
+        and manifest.provenance["task_id"] == "checkpoint.bundle"
+    )
     assert manifest.consistency()["skew_ms"] >= 0 and manifest.config_hash.startswith("sha256:")
 
     # PostgreSQL: pg_restore --list of the dump names every table; fingerprints are the real counts
     pg_art = next(a for a in manifest.artifacts if a.store == "postgres")
     dump = tmp_path / "app.dump"
     dump.write_bytes(_member(store, cid, pg_art.member))
-    listing = subprocess.run([str(Path(services["postgres"]["bin_dir"]) / "pg_restore"), "--list", str(dump)],
-                             capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        [str(Path(services["postgres"]["bin_dir"]) / "pg_restore"), "--list", str(dump)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for table in ("customers", "orders", "attachments", "events"):
         assert f"TABLE DATA public {table}" in listing or f"TABLE DATA audit {table}" in listing, table
     truth = sample_data.state_postgres(services["postgres"], DB)
@@ -83,8 +89,11 @@ def test_scheduled_checkpoint_end_to_end(airflow_env, seeded, services, tmp_path
     # Redis: parse the whole RDB; (db, key, type) and expiries equal the server's
     rd_art = next(a for a in manifest.artifacts if a.store == "redis")
     assert rd_art.kind == "redis/rdb"
-    entries = [r for r in RdbParser(io.BytesIO(_member(store, cid, rd_art.member))).records(values=False)
-               if isinstance(r, Entry)]
+    entries = [
+        r
+        for r in RdbParser(io.BytesIO(_member(store, cid, rd_art.member))).records(values=False)
+        if isinstance(r, Entry)
+    ]
     live = sample_data.state_redis(services["redis"])
     assert {(e.db, e.key) for e in entries} == {(db, k) for db, keys in live.items() for k in keys}
     for e in entries:
@@ -122,8 +131,7 @@ def test_components_param_selects_stores(airflow_env, seeded):
 
 
 def test_redis_fence_param_pauses_writers_for_at_most_its_bound(airflow_env, seeded):
-    result = run_dag(airflow_env, "checkpoint_scheduled", _conf(components=["redis"], mark_lkg=False,
-                                                                redis_fence=7.5))
+    result = run_dag(airflow_env, "checkpoint_scheduled", _conf(components=["redis"], mark_lkg=False, redis_fence=7.5))
     assert result["state"] == "success", (result["tasks"], result["log"][-4000:])
     [art] = result["xcom"]["checkpoint.redis_snapshot"]["artifacts"]
     assert art["meta"]["pause"]["max_ms"] == 7500 and not art["meta"]["pause"]["expired"]
@@ -172,8 +180,12 @@ def test_wrong_connection_id_fails_cleanly(airflow_env, seeded):
 
 def test_unreachable_server_fails_with_a_clear_error(airflow_env, seeded):
     before, lkg = _snapshot(airflow_env)
-    result = run_dag(airflow_env, "checkpoint_scheduled", _conf(redis_conn_id="dead_redis"),
-                     extra_env={"AIRFLOW_CONN_DEAD_REDIS": "redis://:pw@127.0.0.1:1/0"})
+    result = run_dag(
+        airflow_env,
+        "checkpoint_scheduled",
+        _conf(redis_conn_id="dead_redis"),
+        extra_env={"AIRFLOW_CONN_DEAD_REDIS": "redis://:pw@127.0.0.1:1/0"},
+    )
     assert result["state"] == "failed"
     assert result["tasks"]["checkpoint.redis_snapshot"] == "failed"
     assert "127.0.0.1:1" in result["log"] and "HINT" in result["log"]
@@ -183,9 +195,15 @@ def test_unreachable_server_fails_with_a_clear_error(airflow_env, seeded):
 
 def test_repository_outside_path_repo_fails_with_a_clear_error(airflow_env, seeded, tmp_path):
     before, lkg = _snapshot(airflow_env)
-    result = run_dag(airflow_env, "checkpoint_scheduled", _conf(),
-                     extra_env={"AIRFLOW__CHECKPOINT__SEARCH_REPOSITORY": "outside",
-                                "AIRFLOW__CHECKPOINT__SEARCH_REPOSITORY_LOCATION": str(tmp_path / "elsewhere")})
+    result = run_dag(
+        airflow_env,
+        "checkpoint_scheduled",
+        _conf(),
+        extra_env={
+            "AIRFLOW__CHECKPOINT__SEARCH_REPOSITORY": "outside",
+            "AIRFLOW__CHECKPOINT__SEARCH_REPOSITORY_LOCATION": str(tmp_path / "elsewhere"),
+        },
+    )
     assert result["state"] == "failed"
     assert result["tasks"]["checkpoint.search_snapshot"] == "failed"
     assert "path.repo" in result["log"]
@@ -196,9 +214,12 @@ def test_redis_user_without_sync_falls_back_to_logical(airflow_env, seeded, serv
     r = sample_data.redis_client(services["redis"])
     r.execute_command("ACL", "SETUSER", "nosync", "on", ">nosync-pw", "~*", "&*", "+@all", "-sync", "-psync")
     port = services["redis"]["port"]
-    result = run_dag(airflow_env, "checkpoint_scheduled", _conf(components=["redis"], redis_conn_id="nosync",
-                                                                  mark_lkg=False),
-                     extra_env={"AIRFLOW_CONN_NOSYNC": f"redis://nosync:nosync-pw@127.0.0.1:{port}/0"})
+    result = run_dag(
+        airflow_env,
+        "checkpoint_scheduled",
+        _conf(components=["redis"], redis_conn_id="nosync", mark_lkg=False),
+        extra_env={"AIRFLOW_CONN_NOSYNC": f"redis://nosync:nosync-pw@127.0.0.1:{port}/0"},
+    )
     assert result["state"] == "success", result["tasks"]
     cid = result["xcom"]["checkpoint.bundle"]["checkpoint_id"]
     art = _store(airflow_env).get(cid).manifest.artifacts[0]
@@ -208,8 +229,12 @@ def test_redis_user_without_sync_falls_back_to_logical(airflow_env, seeded, serv
 
 
 def test_deferrable_search_snapshot_waits_in_the_trigger(airflow_env, seeded, services):
-    result = run_dag(airflow_env, "checkpoint_scheduled", _conf(components=["search"], mark_lkg=False),
-                     extra_env={"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True"})
+    result = run_dag(
+        airflow_env,
+        "checkpoint_scheduled",
+        _conf(components=["search"], mark_lkg=False),
+        extra_env={"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True"},
+    )
     assert result["state"] == "success", result["tasks"]
     assert "deferring" in result["log"].lower()  # the operator handed the wait to SearchSnapshotTrigger
     cid = result["xcom"]["checkpoint.bundle"]["checkpoint_id"]
@@ -218,5 +243,7 @@ def test_deferrable_search_snapshot_waits_in_the_trigger(airflow_env, seeded, se
     snap = httpx.get(f"{services['opensearch']['url']}/_snapshot/{art.meta['repository']}/{art.meta['snapshot']}")
     assert snap.json()["snapshots"][0]["state"] == "SUCCESS"
     for index in seeded["indices"]:
-        assert art.fingerprints["indices"][index]["docs"] == \
-            httpx.get(f"{services['opensearch']['url']}/{index}/_count").json()["count"]
+        assert (
+            art.fingerprints["indices"][index]["docs"]
+            == httpx.get(f"{services['opensearch']['url']}/{index}/_count").json()["count"]
+        )

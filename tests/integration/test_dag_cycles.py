@@ -27,9 +27,11 @@ DBS = range(2)
 
 
 def _state(services, indices):
-    return {"postgres": sample_data.state_postgres(services["postgres"], DB),
-            "redis": sample_data.state_redis(services["redis"], dbs=DBS),
-            "search": sample_data.state_search(services["opensearch"]["url"], indices)}
+    return {
+        "postgres": sample_data.state_postgres(services["postgres"], DB),
+        "redis": sample_data.state_redis(services["redis"], dbs=DBS),
+        "search": sample_data.state_search(services["opensearch"]["url"], indices),
+    }
 
 
 def _damage(services, indices, n):

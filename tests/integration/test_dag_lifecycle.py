@@ -41,6 +41,7 @@ def test_retention_dag_deletes_what_no_rule_keeps_and_never_the_lkg(airflow_env,
     assert result["state"] == "success", result["log"][-3000:]
     report = result["xcom"]["expire"]
     assert report["executed"] is True and sorted(report["plan"]["delete"]) == sorted(
-        [ms[1].checkpoint_id, ms[2].checkpoint_id])
+        [ms[1].checkpoint_id, ms[2].checkpoint_id]
+    )
     assert {i.checkpoint_id for i in store.list()} == {ms[0].checkpoint_id, ms[3].checkpoint_id}
     assert f"keep {ms[0].checkpoint_id}: protected: last-known-good" in result["log"]

@@ -132,9 +132,17 @@ def test_restore_postgres_into_another_database(airflow_env, services, lkg):
     cid, indices, dbs, original = lkg
     current = sample_data.state_postgres(services["postgres"], DB)
     copy = "restore_app_copy"
-    result = run_dag(airflow_env, "restore_checkpoint", {
-        "checkpoint_id": cid, "confirm": cid, "components": ["postgres"],
-        "rename_databases": {DB: copy}, "safety_checkpoint": False})
+    result = run_dag(
+        airflow_env,
+        "restore_checkpoint",
+        {
+            "checkpoint_id": cid,
+            "confirm": cid,
+            "components": ["postgres"],
+            "rename_databases": {DB: copy},
+            "safety_checkpoint": False,
+        },
+    )
     assert result["state"] == "success", (result["tasks"], result["log"][-4000:])
     assert sample_data.state_postgres(services["postgres"], copy) == original["postgres"]
     assert sample_data.state_postgres(services["postgres"], DB) == current  # the original is untouched
@@ -200,8 +208,9 @@ def test_checkpoint_id_1_000_is_restored_as_1_000_not_as_1000(airflow_env, servi
     for new_id in ("1000", "1_000"):
         if not store.exists(new_id):
             _reseal(store, cid, new_id)
-    result = run_dag(airflow_env, "restore_checkpoint", {"other_checkpoint_id": "1_000", "dry_run": True,
-                                                         "components": ["redis"]})
+    result = run_dag(
+        airflow_env, "restore_checkpoint", {"other_checkpoint_id": "1_000", "dry_run": True, "components": ["redis"]}
+    )
     assert result["state"] == "success", (result["tasks"], result["log"][-4000:])
     assert result["xcom"]["check_confirmation"] == "1_000"
     assert result["xcom"]["restore"]["checkpoint_id"] == "1_000"
@@ -215,12 +224,15 @@ def test_dry_run_whose_plan_has_a_problem_fails_and_is_audited_as_refused(airflo
     repo = httpx.get(f"{url}/_snapshot/checkpoints").json()["checkpoints"]
     httpx.delete(f"{url}/_snapshot/checkpoints").raise_for_status()  # unregistered; the snapshots stay on disk
     try:
-        refused = run_dag(airflow_env, "restore_checkpoint", {"checkpoint_id": cid, "dry_run": True,
-                                                              "components": ["search"],
-                                                              "search_repository_location": None})
+        refused = run_dag(
+            airflow_env,
+            "restore_checkpoint",
+            {"checkpoint_id": cid, "dry_run": True, "components": ["search"], "search_repository_location": None},
+        )
         # the same dry run with the repository location: the restore would register the repository
-        located = run_dag(airflow_env, "restore_checkpoint", {"checkpoint_id": cid, "dry_run": True,
-                                                              "components": ["search"]})
+        located = run_dag(
+            airflow_env, "restore_checkpoint", {"checkpoint_id": cid, "dry_run": True, "components": ["search"]}
+        )
     finally:
         httpx.put(f"{url}/_snapshot/checkpoints", json=repo).raise_for_status()
     assert refused["state"] == "failed" and refused["tasks"]["restore"] == "failed"
@@ -240,9 +252,17 @@ def test_no_owner_from_the_form_reaches_the_postgres_restore(airflow_env, servic
     cid, *_ = lkg
     notes = {}
     for no_owner in (True, False):
-        result = run_dag(airflow_env, "restore_checkpoint", {"checkpoint_id": cid, "dry_run": True,
-                                                             "components": ["postgres"], "no_owner": no_owner,
-                                                             "no_privileges": True})
+        result = run_dag(
+            airflow_env,
+            "restore_checkpoint",
+            {
+                "checkpoint_id": cid,
+                "dry_run": True,
+                "components": ["postgres"],
+                "no_owner": no_owner,
+                "no_privileges": True,
+            },
+        )
         assert result["state"] == "success", (result["tasks"], result["log"][-4000:])
         notes[no_owner] = [n for i in result["xcom"]["restore"]["plan"]["items"] for n in i["notes"]]
     assert any("(no_owner=True)" in n for n in notes[True])
@@ -253,8 +273,11 @@ def test_recovery_pauses_the_capture_dags_and_resumes_only_those_it_paused(airfl
     _airflow(airflow_env, "dags", "unpause", "checkpoint_scheduled")
     marker = tmp_path / "from-the-conf"
     # a shell command in the run's conf is never run: commands come from the DAG file or [checkpoint]
-    result = run_dag(airflow_env, "recovery_lkg", {"components": ["redis"], "drain_command": f"touch {marker}",
-                                                   "resume_command": f"touch {marker}"})
+    result = run_dag(
+        airflow_env,
+        "recovery_lkg",
+        {"components": ["redis"], "drain_command": f"touch {marker}", "resume_command": f"touch {marker}"},
+    )
     assert result["state"] == "success", (result["tasks"], result["log"][-4000:])
     assert not marker.exists()
     # checkpoint_scheduled was running unpaused: paused during the restore, then unpaused; the other
@@ -268,8 +291,12 @@ def test_recovery_pauses_the_capture_dags_and_resumes_only_those_it_paused(airfl
 
 
 def test_a_dry_run_drains_nothing(airflow_env, services, lkg, tmp_path):
-    result = run_dag(airflow_env, "recovery_lkg", {"dry_run": True},
-                     extra_env={"AIRFLOW__CHECKPOINT__DRAIN_COMMAND": f"touch {tmp_path / 'drained'}"})
+    result = run_dag(
+        airflow_env,
+        "recovery_lkg",
+        {"dry_run": True},
+        extra_env={"AIRFLOW__CHECKPOINT__DRAIN_COMMAND": f"touch {tmp_path / 'drained'}"},
+    )
     assert result["state"] == "success", (result["tasks"], result["log"][-4000:])
     assert result["xcom"]["drain"] == {"action": "drain", "dry_run": True, "paused": []}
     assert not (tmp_path / "drained").exists()

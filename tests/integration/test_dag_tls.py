@@ -25,28 +25,53 @@ import sample_data as S
 pytestmark = pytest.mark.integration
 
 
-def test_checkpoint_dag_over_tls_keeps_passwords_out_of_xcom_logs_and_archive(airflow_env, services_module,
-                                                                               tmp_path):
+def test_checkpoint_dag_over_tls_keeps_passwords_out_of_xcom_logs_and_archive(airflow_env, services_module, tmp_path):
     pki = Pki(tmp_path / "pki")
-    with postgres_tls_server(services_module, pki) as pg, \
-            redis_tls_server(tmp_path / "redis", pki, auth_clients="yes") as rd:
+    with (
+        postgres_tls_server(services_module, pki) as pg,
+        redis_tls_server(tmp_path / "redis", pki, auth_clients="yes") as rd,
+    ):
         db = f"dagtls_{uuid.uuid4().hex[:8]}"
         S.seed_postgres(pg, db, customers=200, orders=800)
         S.seed_redis(rd)
         connections = {
-            "AIRFLOW_CONN_PG_TLS": json.dumps({
-                "conn_type": "postgres", "host": HOST, "port": pg["port"], "login": pg["user"],
-                "password": pg["password"], "schema": "postgres",
-                "extra": {"sslmode": "verify-full", "sslrootcert": pki.ca}}),
-            "AIRFLOW_CONN_REDIS_TLS": json.dumps({
-                "conn_type": "rediss", "host": HOST, "port": rd["port"], "password": rd["password"],
-                "extra": {"ssl_ca_certs": pki.ca, "ssl_certfile": rd["client_cert"], "ssl_keyfile": rd["client_key"]}}),
+            "AIRFLOW_CONN_PG_TLS": json.dumps(
+                {
+                    "conn_type": "postgres",
+                    "host": HOST,
+                    "port": pg["port"],
+                    "login": pg["user"],
+                    "password": pg["password"],
+                    "schema": "postgres",
+                    "extra": {"sslmode": "verify-full", "sslrootcert": pki.ca},
+                }
+            ),
+            "AIRFLOW_CONN_REDIS_TLS": json.dumps(
+                {
+                    "conn_type": "rediss",
+                    "host": HOST,
+                    "port": rd["port"],
+                    "password": rd["password"],
+                    "extra": {
+                        "ssl_ca_certs": pki.ca,
+                        "ssl_certfile": rd["client_cert"],
+                        "ssl_keyfile": rd["client_key"],
+                    },
+                }
+            ),
         }
         store_root = tmp_path / "store"
-        result = run_dag(airflow_env, "checkpoint_scheduled",
-                         {"components": ["postgres", "redis"], "databases": db, "postgres_conn_id": "pg_tls",
-                          "redis_conn_id": "redis_tls"},
-                         extra_env={**connections, "AIRFLOW__CHECKPOINT__STORAGE_ROOT": str(store_root)})
+        result = run_dag(
+            airflow_env,
+            "checkpoint_scheduled",
+            {
+                "components": ["postgres", "redis"],
+                "databases": db,
+                "postgres_conn_id": "pg_tls",
+                "redis_conn_id": "redis_tls",
+            },
+            extra_env={**connections, "AIRFLOW__CHECKPOINT__STORAGE_ROOT": str(store_root)},
+        )
         assert result["state"] == "success", (result["tasks"], result["log"][-4000:])
         cid = result["xcom"]["checkpoint.bundle"]["checkpoint_id"]
         store = Store.open(store_root)

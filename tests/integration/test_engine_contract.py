@@ -30,22 +30,34 @@ from tests.integration.engine_samples import SAMPLES, Sample
 
 def test_every_registered_engine_has_a_sample():
     missing = [name for name in registry.names() if name not in SAMPLES]
-    assert not missing, (f"engine(s) {missing} have no sample in tests/integration/engine_samples.py: add one "
-                         "(seed, damage, state, its rollback copies) so that the contract test covers them")
+    assert not missing, (
+        f"engine(s) {missing} have no sample in tests/integration/engine_samples.py: add one "
+        "(seed, damage, state, its rollback copies) so that the contract test covers them"
+    )
 
 
 def _builder(sample: Sample):
     """Component restores from the registry, for every requested engine the checkpoint holds."""
+
     def build(store: Store, manifest: Manifest, request: RestoreRequest) -> list:
         parts = []
         for name in request.components:
             engine = registry.get(name)
             artifacts = engine.artifacts_of(manifest.artifacts)
             if artifacts:
-                parts.append(engine.restore(sample.target, store, manifest.checkpoint_id, artifacts, mode=request.mode,
-                                            rollback_policy=RollbackPolicy.parse(request.rollback_keep),
-                                            **sample.restore_options))
+                parts.append(
+                    engine.restore(
+                        sample.target,
+                        store,
+                        manifest.checkpoint_id,
+                        artifacts,
+                        mode=request.mode,
+                        rollback_policy=RollbackPolicy.parse(request.rollback_keep),
+                        **sample.restore_options,
+                    )
+                )
         return parts
+
     return build
 
 
@@ -68,22 +80,25 @@ def test_capture_damage_restore_and_health_round_trip(name, request, tmp_path):
 
         sample.damage()
         assert sample.differences(original, sample.state()), "the damage changed nothing"
-        report = restore(store, RestoreRequest(checkpoint_id=manifest.checkpoint_id, components=(name,)),
-                         _builder(sample))
+        report = restore(
+            store, RestoreRequest(checkpoint_id=manifest.checkpoint_id, components=(name,)), _builder(sample)
+        )
 
         assert sample.differences(original, sample.state()) == []
         assert report.healthy, [str(h) for h in report.health]
         [outcome] = report.outcomes
-        expected = engine.expectations(engine.artifacts_of(manifest.artifacts),
-                                       {**sample.restore_options, "outcome": outcome.details})
+        expected = engine.expectations(
+            engine.artifacts_of(manifest.artifacts), {**sample.restore_options, "outcome": outcome.details}
+        )
         checks = engine.health(sample.target, expected, 0.0)
         assert checks and all(c.ok for c in checks), [str(c) for c in checks]
         assert report.safety_checkpoint_id and store.exists(report.safety_checkpoint_id)
         assert open_journals(store.fs) == [] and not [r for r in read_leases(store.fs) if r.live()]
 
         cid = manifest.checkpoint_id
-        kept = [c for c in engine.rollbacks(sample.target, store) if sample.mine(c) and c.checkpoint
-                and c.checkpoint in cid]
+        kept = [
+            c for c in engine.rollbacks(sample.target, store) if sample.mine(c) and c.checkpoint and c.checkpoint in cid
+        ]
         assert kept, f"{name}: the restore kept no rollback copy of the damaged data"
         for copy in kept:
             engine.drop_rollback(sample.target, copy.name, store)

@@ -36,19 +36,31 @@ from tests.unit.core.engines.files.helpers import checkpoint, damage, make_tree,
 REPO = Path(__file__).resolve().parents[2]
 POINTS = sorted(p for p in crashpoints.REGISTERED if p.startswith("files."))
 #: points reached by undoing a completed cut-over (as when a later component failed)
-THEN = {"files.move_out.intent": "rollback", "files.move_out.applied": "rollback",
-        "files.put_back.intent": "rollback", "files.put_back.applied": "rollback",
-        "files.phase.rolling_back": "rollback"}
+THEN = {
+    "files.move_out.intent": "rollback",
+    "files.move_out.applied": "rollback",
+    "files.put_back.intent": "rollback",
+    "files.put_back.applied": "rollback",
+    "files.phase.rolling_back": "rollback",
+}
 #: points after which the copy had verified and no rollback had begun: the replay finishes the cut-over
-FORWARD = {"files.phase.verified", "files.phase.cutting_over", "files.phase.cut_over",
-           "files.set_aside.intent", "files.set_aside.applied", "files.move_in.intent", "files.move_in.applied"}
+FORWARD = {
+    "files.phase.verified",
+    "files.phase.cutting_over",
+    "files.phase.cut_over",
+    "files.set_aside.intent",
+    "files.set_aside.applied",
+    "files.move_in.intent",
+    "files.move_in.applied",
+}
 #: points between the two renames of a cut-over or of its undo: the directory is absent for that instant
 ABSENT = {"files.set_aside.applied", "files.move_in.intent", "files.move_out.applied", "files.put_back.intent"}
 
 
 def test_every_files_crash_point_has_a_case():
     expected = {f"files.{s}.{w}" for s in F.STEPS for w in ("intent", "applied")} | {
-        f"files.phase.{p}" for p in crashpoints.PHASE_POINTS}
+        f"files.phase.{p}" for p in crashpoints.PHASE_POINTS
+    }
     assert set(POINTS) == expected
     source = (REPO / "airflow_checkpoint_provider/core/engines/files/_cutover.py").read_text()
     for step in F.STEPS:
@@ -64,8 +76,14 @@ def setup(tmp_path_factory):
     store = Store.open(base / "store", create=True)
     manifest = checkpoint(store, F.FilesTarget(str(original)))
     damage(original)
-    return {"base": base, "store": store, "manifest": manifest, "pristine": original,
-            "checkpointed": state_of_checkpoint(store, manifest, base), "damaged": state(original)}
+    return {
+        "base": base,
+        "store": store,
+        "manifest": manifest,
+        "pristine": original,
+        "checkpointed": state_of_checkpoint(store, manifest, base),
+        "damaged": state(original),
+    }
 
 
 def state_of_checkpoint(store: Store, manifest: Any, base: Path) -> dict[str, Any]:
@@ -85,19 +103,29 @@ def _live(setup: dict[str, Any]) -> Path:
     shutil.copytree(setup["pristine"], live, symlinks=True)
     for path in sorted(setup["pristine"].rglob("*"), key=lambda p: -len(p.parts)) + [setup["pristine"]]:
         st = os.lstat(path)
-        os.utime(live / path.relative_to(setup["pristine"]), ns=(st.st_atime_ns, st.st_mtime_ns),
-                 follow_symlinks=False)
+        os.utime(live / path.relative_to(setup["pristine"]), ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
     assert state(live) == setup["damaged"]
     return live
 
 
 def run_child(setup: dict[str, Any], live: Path, point: str, restore_id: str) -> subprocess.CompletedProcess[str]:
-    spec = {"root": setup["store"].root, "checkpoint_id": setup["manifest"].checkpoint_id,
-            "restore_id": restore_id, "path": str(live), "then": THEN.get(point)}
+    spec = {
+        "root": setup["store"].root,
+        "checkpoint_id": setup["manifest"].checkpoint_id,
+        "restore_id": restore_id,
+        "path": str(live),
+        "then": THEN.get(point),
+    }
     env = {**os.environ, crashpoints.ENV: point, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(REPO / "tests/integration/files_crash_child.py")],
-                          input=json.dumps(spec) + "\n", env=env, capture_output=True, text=True, timeout=120,
-                          cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(REPO / "tests/integration/files_crash_child.py")],
+        input=json.dumps(spec) + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
 
 
 @pytest.mark.parametrize("point", [*POINTS, EXTRACTED_FILE])

@@ -32,8 +32,11 @@ def test_without_a_files_connection_the_capture_is_skipped_and_the_checkpoint_go
 
 
 def test_a_files_connection_that_is_not_defined_fails_when_named_in_the_form(airflow_env):
-    result = run_dag(airflow_env, "checkpoint_scheduled", {"components": ["files"], "mark_lkg": False,
-                                                           "files_conn_id": "no_such_files"})
+    result = run_dag(
+        airflow_env,
+        "checkpoint_scheduled",
+        {"components": ["files"], "mark_lkg": False, "files_conn_id": "no_such_files"},
+    )
     assert result["state"] == "failed" and result["tasks"]["checkpoint.files_snapshot"] == "failed"
     assert "no_such_files" in result["log"]
 
@@ -43,8 +46,12 @@ def test_scheduled_checkpoint_of_a_directory_and_its_restore(airflow_env, tmp_pa
     make_tree(root)
     original = state(root)
     conn = {"AIRFLOW_CONN_FILES_DEFAULT": json.dumps({"conn_type": "fs", "extra": {"path": str(root)}})}
-    result = run_dag(airflow_env, "checkpoint_scheduled", {"components": ["files"], "mark_lkg": False,
-                                                           "files_consistency": "detect"}, extra_env=conn)
+    result = run_dag(
+        airflow_env,
+        "checkpoint_scheduled",
+        {"components": ["files"], "mark_lkg": False, "files_consistency": "detect"},
+        extra_env=conn,
+    )
     assert result["state"] == "success", (result["tasks"], result["log"][-4000:])
     cid = result["xcom"]["checkpoint.bundle"]["checkpoint_id"]
     manifest = _store(airflow_env).get(cid).manifest
@@ -53,9 +60,12 @@ def test_scheduled_checkpoint_of_a_directory_and_its_restore(airflow_env, tmp_pa
     assert result["xcom"]["checkpoint.files_snapshot"]["config"]["consistency"] == "detect"
 
     damage(root)
-    result = run_dag(airflow_env, "restore_checkpoint", {"checkpoint_id": cid, "confirm": cid,
-                                                         "components": ["files"], "pause_capture_dags": False},
-                     extra_env=conn)
+    result = run_dag(
+        airflow_env,
+        "restore_checkpoint",
+        {"checkpoint_id": cid, "confirm": cid, "components": ["files"], "pause_capture_dags": False},
+        extra_env=conn,
+    )
     assert result["state"] == "success", (result["tasks"], result["log"][-5000:])
     assert result["tasks"]["health_check"] == "success"
     assert state(root) == original

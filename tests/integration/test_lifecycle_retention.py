@@ -54,8 +54,9 @@ def test_expire_deletes_the_snapshot_retries_when_the_cluster_was_down_and_after
         # a kill right before the snapshot is deleted: the next run finishes it
         pid = os.fork()
         if pid == 0:
-            expire_mod.crashpoint = lambda name: os.kill(os.getpid(), signal.SIGKILL) if name == "expire.states" \
-                else None
+            expire_mod.crashpoint = lambda name: (
+                os.kill(os.getpid(), signal.SIGKILL) if name == "expire.states" else None
+            )
             try:
                 expire_mod.delete(store, killed, targets={"search": sample.target})
             finally:

@@ -33,9 +33,9 @@ def _broken(kind: str, raw: bytes) -> bytes:
         doc["snapshot"]["indices"] = [*doc["snapshot"]["indices"], "an-index-never-snapshotted"]
         return json.dumps(doc).encode()
     if kind.startswith("pg_dump/"):
-        return raw[:5] + bytes(range(256)) * 2 + raw[5 + 512:]  # the header and TOC after the magic
+        return raw[:5] + bytes(range(256)) * 2 + raw[5 + 512 :]  # the header and TOC after the magic
     middle = len(raw) // 2
-    return raw[:middle] + bytes([raw[middle] ^ 0xFF]) + raw[middle + 1:]
+    return raw[:middle] + bytes([raw[middle] ^ 0xFF]) + raw[middle + 1 :]
 
 
 def _forge(store: Store, cid: str, engine_name: str) -> str:

@@ -41,22 +41,34 @@ REPO = Path(__file__).resolve().parents[2]
 POINTS = sorted(p for p in crashpoints.REGISTERED if p.startswith("postgres."))
 #: how each point is reached: a plain restore, a restore undone after its cut-over, or a cut-over
 #: whose session termination fails after connections were blocked
-THEN = {"postgres.rename_back.intent": "rollback", "postgres.rename_back.applied": "rollback",
-        "postgres.phase.rolling_back": "rollback", "postgres.unblock.intent": "fail",
-        "postgres.unblock.applied": "fail"}
+THEN = {
+    "postgres.rename_back.intent": "rollback",
+    "postgres.rename_back.applied": "rollback",
+    "postgres.phase.rolling_back": "rollback",
+    "postgres.unblock.intent": "fail",
+    "postgres.unblock.applied": "fail",
+}
 #: points after which the side-by-side copies had verified and no rollback had begun: the replay
 #: finishes the cut-over (a failed step whose block was lifted included: the policy looks only at
 #: whether the replacement verified)
-FORWARD = {"postgres.phase.verified", "postgres.phase.cutting_over", "postgres.phase.cut_over",
-           "postgres.block_connections.intent", "postgres.block_connections.applied",
-           "postgres.rename.intent", "postgres.rename.applied", "postgres.unblock.intent",
-           "postgres.unblock.applied"}
+FORWARD = {
+    "postgres.phase.verified",
+    "postgres.phase.cutting_over",
+    "postgres.phase.cut_over",
+    "postgres.block_connections.intent",
+    "postgres.block_connections.applied",
+    "postgres.rename.intent",
+    "postgres.rename.applied",
+    "postgres.unblock.intent",
+    "postgres.unblock.applied",
+}
 
 
 def test_every_postgres_crash_point_has_a_case():
     assert POINTS, "the PostgreSQL engine declares its crash points"
     expected = {f"postgres.{s}.{w}" for s in P.STEPS for w in ("intent", "applied")} | {
-        f"postgres.phase.{p}" for p in crashpoints.PHASE_POINTS}
+        f"postgres.phase.{p}" for p in crashpoints.PHASE_POINTS
+    }
     assert set(POINTS) == expected
     source = (REPO / "airflow_checkpoint_provider/core/engines/postgres/_cutover.py").read_text()
     for step in P.STEPS:
@@ -81,8 +93,15 @@ def setup(pg, tmp_path_factory):
     store = Store.open(tmp_path_factory.mktemp("crash") / "store", create=True)
     manifest = checkpoint(store, target, [src, old])
     states = {"old": S.state_postgres(pg, old), "src": S.state_postgres(pg, src)}
-    yield {"old": old, "src": src, "new": f"ckc_{tag}_new", "target": target, "store": store,
-           "manifest": manifest, "states": states}
+    yield {
+        "old": old,
+        "src": src,
+        "new": f"ckc_{tag}_new",
+        "target": target,
+        "store": store,
+        "manifest": manifest,
+        "states": states,
+    }
     with admin(pg) as conn:
         for db in databases(pg):
             if db.startswith(f"ckc_{tag}"):
@@ -91,13 +110,24 @@ def setup(pg, tmp_path_factory):
 
 def run_child(setup: dict[str, Any], point: str, restore_id: str) -> subprocess.CompletedProcess[str]:
     t = setup["target"]
-    spec = {"root": setup["store"].root, "checkpoint_id": setup["manifest"].checkpoint_id, "restore_id": restore_id,
-            "target": {"host": t.host, "port": t.port, "user": t.user, "password": t.password, "dbname": t.dbname},
-            "rename": {setup["src"]: setup["new"]}, "then": THEN.get(point)}
+    spec = {
+        "root": setup["store"].root,
+        "checkpoint_id": setup["manifest"].checkpoint_id,
+        "restore_id": restore_id,
+        "target": {"host": t.host, "port": t.port, "user": t.user, "password": t.password, "dbname": t.dbname},
+        "rename": {setup["src"]: setup["new"]},
+        "then": THEN.get(point),
+    }
     env = {**os.environ, crashpoints.ENV: point, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(REPO / "tests/integration/pg_crash_child.py")],
-                          input=json.dumps(spec) + "\n", env=env, capture_output=True, text=True, timeout=120,
-                          cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(REPO / "tests/integration/pg_crash_child.py")],
+        input=json.dumps(spec) + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -142,10 +172,12 @@ def test_kill_at_point_then_recover(pg, setup, point):
     names = databases(pg)
     assert not [d for d in names if d.startswith((old, new)) and d.endswith("__restoring")], point
     assert allows(pg, old) is True
-    assert P.recover(setup["target"], entry) == [] or all("accepts" not in line for line in P.recover(
-        setup["target"], entry)), "a second replay changes nothing"
-    with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"],
-                         dbname=old, autocommit=True) as conn:
+    assert P.recover(setup["target"], entry) == [] or all(
+        "accepts" not in line for line in P.recover(setup["target"], entry)
+    ), "a second replay changes nothing"
+    with psycopg.connect(
+        host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"], dbname=old, autocommit=True
+    ) as conn:
         conn.execute("CREATE TABLE written_after_recovery (x int)")  # serving and writable
     Journal.load(store.fs, restore_id).close()
 

@@ -44,16 +44,21 @@ pytestmark = pytest.mark.integration
 
 
 def make_target(pg: dict[str, Any], **kw: Any) -> PostgresTarget:
-    args = {"host": pg["host"], "port": pg["port"], "user": pg["user"], "password": pg["password"],
-            "dbname": pg["database"], "connect_timeout": 5}
+    args = {
+        "host": pg["host"],
+        "port": pg["port"],
+        "user": pg["user"],
+        "password": pg["password"],
+        "dbname": pg["database"],
+        "connect_timeout": 5,
+    }
     args.update(kw)
     return PostgresTarget(**args)
 
 
 def admin(pg: dict[str, Any], dbname: str = "postgres") -> psycopg.Connection:
     """The superuser over the local socket (trust): the test's own back door."""
-    return psycopg.connect(host=pg["socket_dir"], port=pg["port"], user=pg["superuser"], dbname=dbname,
-                           autocommit=True)
+    return psycopg.connect(host=pg["socket_dir"], port=pg["port"], user=pg["superuser"], dbname=dbname, autocommit=True)
 
 
 @pytest.fixture
@@ -162,10 +167,14 @@ def seed(pg, dbname: str) -> None:
 
 
 def user_tables(conn: psycopg.Connection) -> list[str]:
-    return [r[0] for r in conn.execute(
-        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') "
-        "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1")]
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') "
+            "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1"
+        )
+    ]
 
 
 def table_digest(conn: psycopg.Connection, qname: str) -> tuple[int, str]:
@@ -178,8 +187,10 @@ def table_digest(conn: psycopg.Connection, qname: str) -> tuple[int, str]:
 def db_contents(pg, dbname: str) -> dict[str, tuple[int, str]]:
     with admin(pg, dbname) as conn:
         out = {t: table_digest(conn, t) for t in user_tables(conn)}
-        seqs = conn.execute("SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename), last_value "
-                            "FROM pg_sequences ORDER BY 1").fetchall()
+        seqs = conn.execute(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename), last_value "
+            "FROM pg_sequences ORDER BY 1"
+        ).fetchall()
         out.update({f"sequence {name}": (value, "") for name, value in seqs})
         return out
 
@@ -206,8 +217,9 @@ def materialise(staging, art, tmp_path: Path) -> Path:
 
 
 def pg_restore_list(pg, path: Path) -> str:
-    return subprocess.run([f"{pg['bin_dir']}/pg_restore", "--list", str(path)], check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        [f"{pg['bin_dir']}/pg_restore", "--list", str(path)], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def listed_tables(listing: str) -> set[str]:
@@ -270,9 +282,14 @@ def gate_locked(pg, dbname: str, table: str = "gate") -> Iterator[psycopg.Connec
 
 def pg_dump_waiting(pg, dbname: str) -> list[int]:
     with admin(pg) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s "
-            "AND wait_event_type = 'Lock'", (dbname, P.PG_DUMP_APPLICATION_NAME))]
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s "
+                "AND wait_event_type = 'Lock'",
+                (dbname, P.PG_DUMP_APPLICATION_NAME),
+            )
+        ]
 
 
 class CaptureThread(threading.Thread):
@@ -333,9 +350,15 @@ def test_capture_and_restore_round_trip(pg, target, staging, newdb, tmp_path, du
     path = materialise(staging, art, tmp_path)
     listing = pg_restore_list(pg, path)
     assert listed_tables(listing) == set(fp["rows"])
-    for entry in ("VIEW public big_orders", "MATERIALIZED VIEW DATA public order_totals",
-                  "SEQUENCE SET public ticket_seq", "INDEX public orders_open_idx", "FK CONSTRAINT public orders",
-                  "SCHEMA - sales", "TABLE public events "):
+    for entry in (
+        "VIEW public big_orders",
+        "MATERIALIZED VIEW DATA public order_totals",
+        "SEQUENCE SET public ticket_seq",
+        "INDEX public orders_open_idx",
+        "FK CONSTRAINT public orders",
+        "SCHEMA - sales",
+        "TABLE public events ",
+    ):
         assert entry in listing, entry
 
     restored = newdb()
@@ -354,18 +377,21 @@ def test_fingerprint_tracks_schema_not_data(pg, target, newdb):
     again = P.fingerprint(target, db)
     # the database's physical size moves on its own (autovacuum, statistics): it is informational
     assert {k: v for k, v in again.items() if k != "database_size"} == {
-        k: v for k, v in before.items() if k != "database_size"}
+        k: v for k, v in before.items() if k != "database_size"
+    }
     with admin(pg, db) as conn:
         conn.execute("INSERT INTO audit_log VALUES (now(), 'one more')")
     after_insert = P.fingerprint(target, db)
     assert after_insert["rows"]["public.audit_log"] == 701
     assert after_insert["schema_sha256"] == before["schema_sha256"]
-    for ddl in ("ALTER TABLE audit_log ADD COLUMN extra int",
-                "CREATE INDEX audit_msg_idx ON audit_log (message)",
-                "ALTER TABLE sales.invoices ALTER COLUMN lines SET DEFAULT '{}'",
-                "CREATE OR REPLACE VIEW big_orders AS SELECT o.id, c.name, o.amount FROM orders o "
-                "JOIN customers c ON c.id = o.customer_id WHERE o.amount > 600",
-                "ALTER SEQUENCE ticket_seq INCREMENT 8"):
+    for ddl in (
+        "ALTER TABLE audit_log ADD COLUMN extra int",
+        "CREATE INDEX audit_msg_idx ON audit_log (message)",
+        "ALTER TABLE sales.invoices ALTER COLUMN lines SET DEFAULT '{}'",
+        "CREATE OR REPLACE VIEW big_orders AS SELECT o.id, c.name, o.amount FROM orders o "
+        "JOIN customers c ON c.id = o.customer_id WHERE o.amount > 600",
+        "ALTER SEQUENCE ticket_seq INCREMENT 8",
+    ):
         with admin(pg, db) as conn:
             conn.execute(ddl)
         now = P.fingerprint(target, db)
@@ -403,9 +429,10 @@ def test_filters_select_dump_and_fingerprints(pg, target, staging, newdb, tmp_pa
     seed(pg, db)
     (art,) = P.capture(target, staging, databases=db, **filters)
     assert set(art.fingerprints["rows"]) == expected
-    assert art.meta["filters"] == {k: ([v] if isinstance(v, str) else v) for k, v in
-                                   {"schemas": [], "exclude_schemas": [], "tables": [], "exclude_tables": [],
-                                    **filters}.items()}
+    assert art.meta["filters"] == {
+        k: ([v] if isinstance(v, str) else v)
+        for k, v in {"schemas": [], "exclude_schemas": [], "tables": [], "exclude_tables": [], **filters}.items()
+    }
     path = materialise(staging, art, tmp_path)
     assert listed_tables(pg_restore_list(pg, path)) == expected
 
@@ -449,16 +476,21 @@ def test_several_databases_and_all(pg, target, staging, newdb, tmp_path):
     odd = newdb(f"Odd DB/ü {uuid.uuid4().hex[:6]}")
     for db in (plain, odd):
         with admin(pg, db) as conn:
-            conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text); "
-                         "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, %s) g" % (10 if db == plain else 20))
+            conn.execute(
+                "CREATE TABLE t (id int PRIMARY KEY, v text); "
+                "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, %s) g" % (10 if db == plain else 20)
+            )
 
     arts = P.capture(target, staging, databases=[odd, plain, odd])
     by_db = {a.meta["database"]: a for a in arts}
     assert set(by_db) == {plain, odd}
     assert by_db[plain].name == f"postgres/{plain}.dump"
     odd_name = by_db[odd].name
-    assert odd_name.startswith("postgres/Odd_DB_") and odd_name.endswith(".dump") and odd_name == P.artifact_name(
-        odd, "custom")
+    assert (
+        odd_name.startswith("postgres/Odd_DB_")
+        and odd_name.endswith(".dump")
+        and odd_name == P.artifact_name(odd, "custom")
+    )
     assert by_db[odd].fingerprints["rows"] == {"public.t": 20}
     assert by_db[plain].fingerprints["rows"] == {"public.t": 10}
     restored = newdb()
@@ -483,8 +515,10 @@ def test_several_databases_and_all(pg, target, staging, newdb, tmp_path):
 def test_writes_after_the_snapshot_are_in_neither_dump_nor_counts(pg, target, staging, newdb, tmp_path):
     db = newdb()
     with admin(pg, db) as conn:
-        conn.execute("CREATE TABLE gate (id int); CREATE TABLE big (id int PRIMARY KEY, h text); "
-                     "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 50000) g")
+        conn.execute(
+            "CREATE TABLE gate (id int); CREATE TABLE big (id int PRIMARY KEY, h text); "
+            "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 50000) g"
+        )
     with gate_locked(pg, db):
         worker = CaptureThread(target, staging, databases=db)
         worker.start()
@@ -501,8 +535,9 @@ def test_writes_after_the_snapshot_are_in_neither_dump_nor_counts(pg, target, st
     restored = newdb()
     restore(pg, materialise(staging, art, tmp_path), restored)
     with admin(pg, restored) as conn:
-        assert conn.execute("SELECT count(*), count(*) FILTER (WHERE h IN ('late', 'changed')) FROM big"
-                            ).fetchone() == (50000, 0)
+        assert conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE h IN ('late', 'changed')) FROM big"
+        ).fetchone() == (50000, 0)
     with admin(pg, db) as conn:
         assert conn.execute("SELECT count(*) FROM big").fetchone() == (51000,)
 
@@ -596,8 +631,10 @@ def test_pg_dump_older_than_server(pg, target, staging, newdb, tmp_path):
     db = newdb()
     # the real pg_dump behind a wrapper that reports an older major version
     old = tmp_path / "pg_dump"
-    old.write_text('#!/bin/sh\nif [ "$1" = "--version" ]; then echo "pg_dump (PostgreSQL) 14.0"; exit 0; fi\n'
-                   f'exec {pg["bin_dir"]}/pg_dump "$@"\n')
+    old.write_text(
+        '#!/bin/sh\nif [ "$1" = "--version" ]; then echo "pg_dump (PostgreSQL) 14.0"; exit 0; fi\n'
+        f'exec {pg["bin_dir"]}/pg_dump "$@"\n'
+    )
     old.chmod(0o755)
     with pytest.raises(ToolError) as exc:
         P.capture(target, staging, databases=db, pg_dump=str(old))
@@ -614,8 +651,10 @@ def test_pg_dump_older_than_server(pg, target, staging, newdb, tmp_path):
 
 def test_pg_dump_version_mismatch_message_is_recognised(target):
     # pg_dump's own wording (src/bin/pg_dump/pg_backup_db.c) when it meets a newer server
-    stderr = ("pg_dump: error: aborting because of server version mismatch\n"
-              "pg_dump: detail: server version: 16.2; pg_dump version: 15.18\n")
+    stderr = (
+        "pg_dump: error: aborting because of server version mismatch\n"
+        "pg_dump: detail: server version: 16.2; pg_dump version: 15.18\n"
+    )
     err = pgconn.translate_tool_failure(target, "app", "pg_dump", 1, stderr)
     assert isinstance(err, ToolError)
     assert "server version mismatch" in str(err) and "pg_dump=" in str(err).split("HINT:")[1]
@@ -649,8 +688,9 @@ def test_failure_on_a_later_database_removes_earlier_artifacts(pg, staging, newd
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
     try:
         with admin(pg, ok) as conn:
-            conn.execute(sql.SQL("CREATE TABLE open_t (id int); GRANT SELECT ON open_t TO {}").format(
-                sql.Identifier(role)))
+            conn.execute(
+                sql.SQL("CREATE TABLE open_t (id int); GRANT SELECT ON open_t TO {}").format(sql.Identifier(role))
+            )
         with admin(pg, denied) as conn:
             conn.execute("CREATE TABLE secret (id int); INSERT INTO secret VALUES (1)")
         limited = make_target(pg, user=role, password=password)

@@ -54,16 +54,21 @@ pytestmark = pytest.mark.integration
 
 
 def make_target(pg: dict[str, Any], **kw: Any) -> PostgresTarget:
-    args = {"host": pg["host"], "port": pg["port"], "user": pg["user"], "password": pg["password"],
-            "dbname": pg["database"], "connect_timeout": 5}
+    args = {
+        "host": pg["host"],
+        "port": pg["port"],
+        "user": pg["user"],
+        "password": pg["password"],
+        "dbname": pg["database"],
+        "connect_timeout": 5,
+    }
     args.update(kw)
     return PostgresTarget(**args)
 
 
 def admin(pg: dict[str, Any], dbname: str = "postgres") -> psycopg.Connection:
     """The superuser over the local socket (trust): the test's own back door."""
-    return psycopg.connect(host=pg["socket_dir"], port=pg["port"], user=pg["superuser"], dbname=dbname,
-                           autocommit=True)
+    return psycopg.connect(host=pg["socket_dir"], port=pg["port"], user=pg["superuser"], dbname=dbname, autocommit=True)
 
 
 def databases(pg: dict[str, Any]) -> set[str]:
@@ -73,8 +78,9 @@ def databases(pg: dict[str, Any]) -> set[str]:
 
 def db_setting(pg: dict[str, Any], dbname: str) -> tuple[bool, int]:
     with admin(pg) as conn:
-        row = conn.execute("SELECT datallowconn, datconnlimit FROM pg_database WHERE datname = %s",
-                           (dbname,)).fetchone()
+        row = conn.execute(
+            "SELECT datallowconn, datconnlimit FROM pg_database WHERE datname = %s", (dbname,)
+        ).fetchone()
         return tuple(row) if row else None  # type: ignore[return-value]
 
 
@@ -95,13 +101,15 @@ def damage(pg: dict[str, Any], dbname: str) -> None:
         conn.execute("SELECT setval('orders_id_seq', 123456)")
 
 
-def builder(target: PostgresTarget, made: list[R.PostgresRestore] | None = None, cls: type = R.PostgresRestore,
-            **kw: Any) -> Callable[..., list[R.PostgresRestore]]:
+def builder(
+    target: PostgresTarget, made: list[R.PostgresRestore] | None = None, cls: type = R.PostgresRestore, **kw: Any
+) -> Callable[..., list[R.PostgresRestore]]:
     def build(store: Store, manifest: Manifest, request: RestoreRequest) -> list[R.PostgresRestore]:
         part = cls(target, store, manifest.checkpoint_id, manifest.artifacts, mode=request.mode, **kw)
         if made is not None:
             made.append(part)
         return [part]
+
     return build
 
 
@@ -149,6 +157,7 @@ def seeded(pg, names) -> Callable[..., str]:
         db = names()
         S.seed_postgres(pg, db, **kw)
         return db
+
     return make
 
 
@@ -207,10 +216,14 @@ def test_round_trip_through_the_orchestrator(pg, target, store, seeded):
     assert art.meta["database"] == db and art.fingerprints["rows"]["public.orders"] == 7200
     # database-level settings and comment came back from the dump
     with admin(pg) as conn:
-        settings = conn.execute("SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d "
-                                "ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0", (db,)).fetchone()
-        comment = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                               (db,)).fetchone()[0]
+        settings = conn.execute(
+            "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d "
+            "ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0",
+            (db,),
+        ).fetchone()
+        comment = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (db,)
+        ).fetchone()[0]
     assert settings == (["work_mem=8MB"],) and comment == "the shop"
     # the module-level health check on the fingerprint shape
     expectations = {"databases": {db: {"rows": manifest.artifacts[0].fingerprints["rows"]}}}
@@ -251,11 +264,18 @@ def test_restore_under_another_name_leaves_the_original_alone(pg, target, store,
 
     # Nothing exists yet that would be replaced, so there is nothing for a safety checkpoint to hold
     # (core.recovery cannot seal an empty one yet: safety_checkpoint=False).
-    assert P.PostgresRestore(target, store, manifest.checkpoint_id, manifest.artifacts,
-                             rename={db: other}).safety_capture(store.staging("unused")) == []
+    assert (
+        P.PostgresRestore(target, store, manifest.checkpoint_id, manifest.artifacts, rename={db: other}).safety_capture(
+            store.staging("unused")
+        )
+        == []
+    )
     made: list[R.PostgresRestore] = []
-    report = restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
-                     builder(target, made, rename={db: other}))
+    report = restore(
+        store,
+        RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
+        builder(target, made, rename={db: other}),
+    )
     assert [i.action for i in report.plan.items] == ["create"]
     assert report.outcomes[0].restored == [other] and report.outcomes[0].rollback == []
     assert S.state_postgres(pg, other) == original
@@ -329,8 +349,9 @@ def test_in_place_restore(pg, target, store, seeded):
     damage(pg, db)
 
     made: list[R.PostgresRestore] = []
-    report = restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), mode="in_place"),
-                     builder(target, made))
+    report = restore(
+        store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), mode="in_place"), builder(target, made)
+    )
     assert S.state_postgres(pg, db) == original
     assert report.outcomes[0].rollback == [] and rollbacks_of(pg, db) == [] and leftovers(pg, db) == []
     assert "--single-transaction" in report.outcomes[0].details[db]["pg_restore"]["options"]
@@ -351,8 +372,9 @@ def test_dry_run_changes_nothing_and_lists_conflicts(pg, target, store, seeded):
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(f"{db}__restoring")))
     before = (S.state_postgres(pg, db), databases(pg), [c.checkpoint_id for c in store.list()])
     with held_connection(pg, db) as conn:
-        report = restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), dry_run=True),
-                         builder(target))
+        report = restore(
+            store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), dry_run=True), builder(target)
+        )
         conn.execute("SELECT 1")  # not terminated
     after = (S.state_postgres(pg, db), databases(pg), [c.checkpoint_id for c in store.list()])
     assert before == after
@@ -440,8 +462,8 @@ def _find_child(name: str) -> int | None:
             continue
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{entry}/stat").read_text()
-            comm = stat[stat.index("(") + 1: stat.rindex(")")]
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
             if comm == name and ppid == me:
                 return int(entry)
     return None
@@ -451,8 +473,11 @@ def _kill_when_copying(pg: dict[str, Any], how: str, done: threading.Event, hits
     with admin(pg) as conn:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not done.is_set():
-            row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND state = 'active' "
-                               "AND query ILIKE 'COPY%%'", (P.PG_RESTORE_APPLICATION_NAME,)).fetchone()
+            row = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND state = 'active' "
+                "AND query ILIKE 'COPY%%'",
+                (P.PG_RESTORE_APPLICATION_NAME,),
+            ).fetchone()
             if row:
                 if how == "backend":
                     conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
@@ -479,8 +504,11 @@ def test_pg_restore_killed_midway_leaves_the_original(pg, target, store, seeded,
     killer.start()
     try:
         with pytest.raises(RestoreFailedError) as err:
-            restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
-                    builder(target))
+            restore(
+                store,
+                RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
+                builder(target),
+            )
     finally:
         done.set()
         killer.join()
@@ -517,8 +545,11 @@ def test_cutover_failure_puts_the_original_back(pg, target, store, seeded):
 
     try:
         with pytest.raises(RestoreFailedError) as err:
-            restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
-                    builder(target, cls=Hold))
+            restore(
+                store,
+                RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
+                builder(target, cls=Hold),
+            )
     finally:
         for conn in Hold.held:
             with contextlib.suppress(Exception):
@@ -561,8 +592,11 @@ def test_sessions_are_terminated_at_cutover(pg, target, store, seeded):
     with held_connection(pg, db) as held, held_connection(pg, db) as idle_in_tx:
         idle_in_tx.execute("BEGIN")
         idle_in_tx.execute("SELECT count(*) FROM customers")
-        report = restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",),
-                                               safety_checkpoint=False), builder(target))
+        report = restore(
+            store,
+            RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
+            builder(target),
+        )
         with pytest.raises(psycopg.OperationalError):
             held.execute("SELECT 1")
     assert report.outcomes[0].details[db]["terminated_sessions"] == 2  # client sessions only, never autovacuum
@@ -601,44 +635,58 @@ def test_unused_guard_exits_when_the_restore_is_aborted(pg, target, store, seede
     assert leftovers(pg, db) == [] and db_setting(pg, db) == (True, -1)
 
 
-def test_database_properties_come_from_the_checkpoint_not_the_replaced_database(pg, target, store, seeded, names,
-                                                                              caplog):
+def test_database_properties_come_from_the_checkpoint_not_the_replaced_database(
+    pg, target, store, seeded, names, caplog
+):
     db = seeded()
     role = names("ckr_role")
     with S.pg_connect(pg, "postgres") as conn:
         conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 7").format(sql.Identifier(db)))
-        conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET work_mem TO '3MB'").format(
-            sql.Identifier(role), sql.Identifier(db)))
+        conn.execute(
+            sql.SQL("ALTER ROLE {} IN DATABASE {} SET work_mem TO '3MB'").format(
+                sql.Identifier(role), sql.Identifier(db)
+            )
+        )
     manifest = checkpoint(store, target, [db])
     with S.pg_connect(pg, "postgres") as conn:  # the live database drifts
         conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 25").format(sql.Identifier(db)))
-        conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET work_mem").format(
-            sql.Identifier(role), sql.Identifier(db)))
+        conn.execute(
+            sql.SQL("ALTER ROLE {} IN DATABASE {} RESET work_mem").format(sql.Identifier(role), sql.Identifier(db))
+        )
     part = P.PostgresRestore(target, store, manifest.checkpoint_id, manifest.artifacts)
     items, problems = part.plan()
     assert not problems
     assert any("CONNECTION LIMIT 7" in n and "1 per-role setting" in n for n in items[0].notes), items[0].notes
-    report = restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
-                     builder(target))
+    report = restore(
+        store,
+        RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
+        builder(target),
+    )
     assert db_setting(pg, db) == (True, 7)
     assert db_setting(pg, report.outcomes[0].rollback[0]) == (True, 25)
     with S.pg_connect(pg, "postgres") as conn:
         rows = conn.execute(
             "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
-            "JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname = %s AND r.rolname = %s", (db, role)).fetchall()
+            "JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname = %s AND r.rolname = %s",
+            (db, role),
+        ).fetchall()
     assert rows == [(["work_mem=3MB"],)]
     assert "CONNECTION LIMIT is the checkpoint's 7 (the replaced database had 25" in caplog.text
 
 
-def test_missing_role_of_a_per_database_setting_is_named_in_the_plan_and_the_log(pg, target, store, seeded, names,
-                                                                               caplog):
+def test_missing_role_of_a_per_database_setting_is_named_in_the_plan_and_the_log(
+    pg, target, store, seeded, names, caplog
+):
     db = seeded()
     role = names("ckr_gone")
     with S.pg_connect(pg, "postgres") as conn:
         conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET work_mem TO '3MB'").format(
-            sql.Identifier(role), sql.Identifier(db)))
+        conn.execute(
+            sql.SQL("ALTER ROLE {} IN DATABASE {} SET work_mem TO '3MB'").format(
+                sql.Identifier(role), sql.Identifier(db)
+            )
+        )
     manifest = checkpoint(store, target, [db])
     with S.pg_connect(pg, "postgres") as conn:
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
@@ -646,8 +694,11 @@ def test_missing_role_of_a_per_database_setting_is_named_in_the_plan_and_the_log
     items, problems = part.plan()
     assert not problems
     assert any(f"role(s) {role} do not exist on the target" in n for n in items[0].notes), items[0].notes
-    restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
-            builder(target))
+    restore(
+        store,
+        RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
+        builder(target),
+    )
     assert f"database property ALTER ROLE {role} IN DATABASE" in caplog.text
 
 
@@ -660,8 +711,11 @@ def test_list_and_drop_rollbacks(pg, target, store, seeded, names):
     S.seed_postgres(pg, long_db, customers=10, orders=200)
     manifest = checkpoint(store, target, [db, long_db])
     made: list[R.PostgresRestore] = []
-    report = restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",),
-                                           safety_checkpoint=False), builder(target, made))
+    report = restore(
+        store,
+        RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
+        builder(target, made),
+    )
     copies = report.outcomes[0].rollback
     assert len(copies) == 2 and all(len(c.encode()) <= 63 for c in copies)
 
@@ -739,15 +793,18 @@ def _link(name: str, kind: bytes) -> tarfile.TarInfo:
     return info
 
 
-@pytest.mark.parametrize(("entries", "why"), [
-    ([("toc.dat", b"t"), ("../evil.dat", b"x")], "plain file name"),
-    ([("toc.dat", b"t"), ("sub/3.dat", b"x")], "plain file name"),
-    ([("/abs.dat", b"x")], "plain file name"),
-    ([("toc.dat", b"t"), _link("3.dat", tarfile.SYMTYPE)], "not a regular file"),
-    ([("toc.dat", b"t"), _link("3.dat", tarfile.LNKTYPE)], "not a regular file"),
-    ([("3.dat", b"x"), ("toc.dat", b"t")], "toc.dat"),
-    ([("toc.dat", b"t"), ("toc.dat", b"u")], "twice"),
-])
+@pytest.mark.parametrize(
+    ("entries", "why"),
+    [
+        ([("toc.dat", b"t"), ("../evil.dat", b"x")], "plain file name"),
+        ([("toc.dat", b"t"), ("sub/3.dat", b"x")], "plain file name"),
+        ([("/abs.dat", b"x")], "plain file name"),
+        ([("toc.dat", b"t"), _link("3.dat", tarfile.SYMTYPE)], "not a regular file"),
+        ([("toc.dat", b"t"), _link("3.dat", tarfile.LNKTYPE)], "not a regular file"),
+        ([("3.dat", b"x"), ("toc.dat", b"t")], "toc.dat"),
+        ([("toc.dat", b"t"), ("toc.dat", b"u")], "twice"),
+    ],
+)
 def test_directory_dump_extraction_is_strict(tmp_path, entries, why):
     dest = tmp_path / "out"
     dest.mkdir()
@@ -770,8 +827,11 @@ def test_directory_dump_extraction_accepts_a_dump(tmp_path):
 def test_capture_of_all_databases_leaves_out_the_restores_own_copies(pg, target, store, seeded, names):
     db = seeded()
     manifest = checkpoint(store, target, [db])
-    report = restore(store, RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
-                     builder(target))
+    report = restore(
+        store,
+        RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False),
+        builder(target),
+    )
     rollback = report.outcomes[0].rollback[0]
     leftover = f"{db}__restoring"
     with admin(pg) as conn:
@@ -793,8 +853,9 @@ def test_rollback_keep_expires_older_copies_after_a_healthy_restore(pg, target, 
     restore(store, request, builder(target))
     time.sleep(1.1)  # rollback names carry the second
     assert len(rollbacks_of(pg, db)) == 1
-    request = RestoreRequest(manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False,
-                             rollback_keep="last=1")
+    request = RestoreRequest(
+        manifest.checkpoint_id, components=("postgres",), safety_checkpoint=False, rollback_keep="last=1"
+    )
     report = restore(store, request, builder(target))
     (kept,) = rollbacks_of(pg, db)
     assert kept == report.outcomes[0].rollback[0]  # the newest stays

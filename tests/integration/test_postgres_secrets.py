@@ -70,8 +70,11 @@ def hostile_role(pg):
     """A superuser whose password holds a line break, a colon and a backslash."""
     role = f"hostile_{uuid.uuid4().hex[:8]}"
     with admin(pg) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
-            sql.Identifier(role), sql.Literal(HOSTILE_PASSWORD)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(HOSTILE_PASSWORD)
+            )
+        )
     yield {**pg, "user": role, "password": HOSTILE_PASSWORD}
     with admin(pg) as conn:
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
@@ -85,8 +88,14 @@ def _no_password_in_logs(pg, caplog):
 
 
 def target_of(pg: dict[str, Any]) -> PostgresTarget:
-    return PostgresTarget(host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"],
-                          dbname="postgres", connect_timeout=10)
+    return PostgresTarget(
+        host=pg["host"],
+        port=pg["port"],
+        user=pg["user"],
+        password=pg["password"],
+        dbname="postgres",
+        connect_timeout=10,
+    )
 
 
 def files_holding(root: Path, secret: str) -> list[str]:
@@ -101,7 +110,7 @@ def children(parent: int, name: str) -> list[int]:
                 raw = (entry / "stat").read_text()
             except OSError:
                 continue
-            comm, rest = raw[raw.index("(") + 1:raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
+            comm, rest = raw[raw.index("(") + 1 : raw.rindex(")")], raw[raw.rindex(")") + 2 :].split()
             if comm == name and int(rest[1]) == parent:
                 out.append(int(entry.name))
     return out
@@ -114,12 +123,19 @@ def test_sigkill_mid_capture_leaves_no_file_holding_the_password(pg, databases, 
         conn.execute("CREATE TABLE gate (id int)")
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    spec = {"store": str(tmp_path / "store"), "db": db, "target": {
-        "host": pg["host"], "port": pg["port"], "user": pg["user"], "password": pg["password"]}}
+    spec = {
+        "store": str(tmp_path / "store"),
+        "db": db,
+        "target": {"host": pg["host"], "port": pg["port"], "user": pg["user"], "password": pg["password"]},
+    }
     env = {**os.environ, "TMPDIR": str(tmp)}
     with gate_locked(pg, db):
-        child = subprocess.Popen([sys.executable, "-c", CAPTURE_CHILD], stdin=subprocess.PIPE, env=env,
-                                 cwd=Path(__file__).resolve().parents[2])
+        child = subprocess.Popen(
+            [sys.executable, "-c", CAPTURE_CHILD],
+            stdin=subprocess.PIPE,
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+        )
         child.stdin.write(json.dumps(spec).encode())
         child.stdin.close()
         try:
@@ -137,8 +153,7 @@ def test_sigkill_mid_capture_leaves_no_file_holding_the_password(pg, databases, 
     assert [p.name for p in tmp.iterdir()] == []  # no private secret directory left behind
 
 
-def test_password_with_newline_colon_and_backslash_never_enters_an_environment(hostile_role, databases,
-                                                                              tmp_path):
+def test_password_with_newline_colon_and_backslash_never_enters_an_environment(hostile_role, databases, tmp_path):
     db = databases()
     S.seed_postgres(hostile_role, db, customers=500, orders=2000)
     original = S.state_postgres(hostile_role, db)
@@ -153,16 +168,23 @@ def test_password_with_newline_colon_and_backslash_never_enters_an_environment(h
         P.capture(target, staging, databases=[db], dump_format=dump_format, jobs=jobs, pg_dump=pg_dump)
         manifest = store.seal(staging)
         copy = databases()
-        part = P.PostgresRestore(target, store, manifest.checkpoint_id, manifest.artifacts, rename={db: copy},
-                                 pg_restore=pg_restore, jobs=jobs, capture_options={"pg_dump": pg_dump})
+        part = P.PostgresRestore(
+            target,
+            store,
+            manifest.checkpoint_id,
+            manifest.artifacts,
+            rename={db: copy},
+            pg_restore=pg_restore,
+            jobs=jobs,
+            capture_options={"pg_dump": pg_dump},
+        )
         assert part.plan()[1] == []
         part.prepare()
         assert part.cutover().restored == [copy]
         assert S.state_postgres(hostile_role, copy) == original
 
     runs = recorded_runs(tools)
-    leaked = [r[:200] for r in runs if HOSTILE_PASSWORD.encode() in r or b"new\nline" in r
-              or b"PGPASSWORD=" in r]
+    leaked = [r[:200] for r in runs if HOSTILE_PASSWORD.encode() in r or b"new\nline" in r or b"PGPASSWORD=" in r]
     assert leaked == []
     logins = [r for r in runs if b"--dbname=" in r]
     assert len(logins) >= 4 and all(b"ckpt-pgrelay-" in r for r in logins)  # they logged in through the relay
@@ -172,12 +194,22 @@ def test_password_with_newline_colon_and_backslash_never_enters_an_environment(h
 def test_wrong_password_with_a_line_break_is_refused_through_the_relay(hostile_role, databases):
     db = databases()
     S.seed_postgres(hostile_role, db, customers=10, orders=100)
-    wrong = PostgresTarget(host=hostile_role["host"], port=hostile_role["port"], user=hostile_role["user"],
-                           password="new\nline:but wrong")
+    wrong = PostgresTarget(
+        host=hostile_role["host"], port=hostile_role["port"], user=hostile_role["user"], password="new\nline:but wrong"
+    )
     with SEC.tool_auth(wrong) as auth:
         assert auth.relay is not None
-        run = subprocess.run([str(Path(hostile_role["bin_dir"]) / "pg_dump"), f"--dbname={auth.conninfo(db)}",
-                              "--no-password", "--schema-only"], env=auth.env, capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                str(Path(hostile_role["bin_dir"]) / "pg_dump"),
+                f"--dbname={auth.conninfo(db)}",
+                "--no-password",
+                "--schema-only",
+            ],
+            env=auth.env,
+            capture_output=True,
+            text=True,
+        )
     assert run.returncode != 0 and "password authentication failed" in run.stderr  # the server's own answer
     failure = C.translate_tool_failure(wrong, db, "pg_dump", run.returncode, run.stderr)
     assert isinstance(failure, AuthenticationError) and "new\nline" not in str(failure)

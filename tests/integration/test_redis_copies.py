@@ -74,8 +74,9 @@ def test_user_key_named_like_the_marker_is_restored(server, store, mode) -> None
     # health compares with the manifest's counts, not with what was loaded: a lost key shows
     client(info, 1).delete(OLD_MARKER)
     bad = [c for c in made[0].health(0.0) if not c.ok]
-    assert [(c.check, c.expected, c.actual) for c in bad] == [("db1 keys", keys_of(manifest)["1"],
-                                                              keys_of(manifest)["1"] - 1)]
+    assert [(c.check, c.expected, c.actual) for c in bad] == [
+        ("db1 keys", keys_of(manifest)["1"], keys_of(manifest)["1"] - 1)
+    ]
 
 
 def test_health_counts_keys_whose_ttl_expired_in_between(server, store) -> None:
@@ -159,8 +160,11 @@ def test_rollback_copy_of_a_running_restore_is_never_reclaimed(server, store) ->
         client(info, db).set("taken", db)
     journal = Journal.begin(store.fs, checkpoint_id=manifest.checkpoint_id, restore_id=running)  # still running
     before = S.state_redis(info, ALL)
-    with pytest.raises(RestoreRefusedError, match=r"has only 0 .*db14, db15 hold rollback copies .* of restores still "
-                                                  r"running"):
+    with pytest.raises(
+        RestoreRefusedError,
+        match=r"has only 0 .*db14, db15 hold rollback copies .* of restores still "
+        r"running",
+    ):
         run_restore(store, manifest.checkpoint_id, info, safety=False, rollback_keep=0)
     assert prune_rollbacks(target(info), keep=0, store=store, live_restore_ids=[running]) == []
     assert S.same_redis_state(before, S.state_redis(info, ALL)) == []
@@ -208,11 +212,19 @@ def test_loading_copies_of_dead_restores_are_found_and_dropped(server, store) ->
         parts.append(part)
     live = parts[-1]
     dead = {s for p in parts[:2] for _, s in p.pairs}
-    index_add(store.fs, target(info), db=3, marker=PREFIX + b"gone:0123456789abcdef", restore_id="gone",
-              checkpoint_id=manifest.checkpoint_id, of_db=0)  # a record whose marker never got set
+    index_add(
+        store.fs,
+        target(info),
+        db=3,
+        marker=PREFIX + b"gone:0123456789abcdef",
+        restore_id="gone",
+        checkpoint_id=manifest.checkpoint_id,
+        of_db=0,
+    )  # a record whose marker never got set
     found = find_leftovers(target(info), [live.restore_id], store=store)
-    assert {r["db"] for r in found if not r["stale"]} == dead and all(r["state"] == "loading" for r in found
-                                                                      if not r["stale"])
+    assert {r["db"] for r in found if not r["stale"]} == dead and all(
+        r["state"] == "loading" for r in found if not r["stale"]
+    )
     assert [r["restore_id"] for r in found if r["stale"]] == ["gone"]
     assert {r["db"] for r in find_leftovers(target(info), [live.restore_id])} == dead  # by a scan, no store
     before = S.state_redis(info, ALL)
@@ -266,8 +278,11 @@ def test_checkpoint_restore_three_cycles_are_exact(server, store) -> None:
         client(info, 0).set(f"damage:{cycle}", "x")
         report = run_restore(store, manifest.checkpoint_id, info)
         assert report.healthy, (cycle, [str(h) for h in report.health])
-        assert (S.same_redis_state(expected[0], S.state_redis(info, SEEDED), ttl_tolerance_ms=30_000),
-                functions(info)) == ([], expected[1]), cycle
-        assert without_marker(S.state_redis(info, ALL)).keys() - set(SEEDED) == \
-            {r["db"] for r in list_rollbacks(target(info), store=store)}
+        assert (
+            S.same_redis_state(expected[0], S.state_redis(info, SEEDED), ttl_tolerance_ms=30_000),
+            functions(info),
+        ) == ([], expected[1]), cycle
+        assert without_marker(S.state_redis(info, ALL)).keys() - set(SEEDED) == {
+            r["db"] for r in list_rollbacks(target(info), store=store)
+        }
         client(info, 0).set(f"written:between:{cycle}", cycle)  # the application goes on writing

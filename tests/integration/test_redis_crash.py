@@ -89,14 +89,34 @@ def test_every_journaled_step_is_declared() -> None:
     assert used and used <= {p.split(".")[1] for p in POINTS}
 
 
-def run_child(store_root: Path, info: dict[str, Any], cid: str, point: str, *, restore_id: str,
-              options: dict[str, Any], rollback: bool = False) -> subprocess.CompletedProcess:
-    job = {"store": str(store_root), "cid": cid, "restore_id": restore_id, "options": options, "rollback": rollback,
-           "target": {"host": info["host"], "port": int(info["port"]), "password": info["password"],
-                      "socket_timeout": 30}}
+def run_child(
+    store_root: Path,
+    info: dict[str, Any],
+    cid: str,
+    point: str,
+    *,
+    restore_id: str,
+    options: dict[str, Any],
+    rollback: bool = False,
+) -> subprocess.CompletedProcess:
+    job = {
+        "store": str(store_root),
+        "cid": cid,
+        "restore_id": restore_id,
+        "options": options,
+        "rollback": rollback,
+        "target": {"host": info["host"], "port": int(info["port"]), "password": info["password"], "socket_timeout": 30},
+    }
     env = {**os.environ, crashpoints.ENV: point, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "tests.integration.redis_crash_child"], input=json.dumps(job),
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "tests.integration.redis_crash_child"],
+        input=json.dumps(job),
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def serving(info: dict[str, Any]) -> tuple[dict, list[str]]:
@@ -150,8 +170,15 @@ def test_kill_at_point_then_recover(server, store, tmp_path, point) -> None:
     others = S.state_redis(info, range(2, 14))
     rid = f"crash-{point.replace('.', '-')}"
 
-    proc = run_child(store.fs.root, info, manifest.checkpoint_id, point, restore_id=rid, options=options,
-                     rollback=step in ("swap_back", "unplace_file") or point == "redis.phase.rolling_back")
+    proc = run_child(
+        store.fs.root,
+        info,
+        manifest.checkpoint_id,
+        point,
+        restore_id=rid,
+        options=options,
+        rollback=step in ("swap_back", "unplace_file") or point == "redis.phase.rolling_back",
+    )
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
     at_kill, after = EXPECT[point]
     states = {"original": original, "restored": restored}
@@ -168,8 +195,12 @@ def test_kill_at_point_then_recover(server, store, tmp_path, point) -> None:
             assert manifest.checkpoint_id in str(err.value) and "again" in err.value.hint
             return
         assert "restart it" in err.value.hint  # the rollback needs the restart only the operator may run
-        subprocess.run(["sh", str(restart_script(info, tmp_path))], check=True, timeout=60,  # as the restore runs it
-                       env={**os.environ, "REDISCLI_AUTH": info["password"]})
+        subprocess.run(
+            ["sh", str(restart_script(info, tmp_path))],
+            check=True,
+            timeout=60,  # as the restore runs it
+            env={**os.environ, "REDISCLI_AUTH": info["password"]},
+        )
         _wait_ping(info)
         after = "original"
     lines = recover(target(info), entry, store=store)
@@ -215,11 +246,22 @@ print("DONE")
 def test_kill_mid_fence_blocks_writers_only_until_the_pause_times_out(server, store, mode) -> None:
     info = server()
     S.seed_redis(info)
-    job = {"store": str(store.fs.root), "mode": mode, "timeout": 2.0,
-           "target": {"host": info["host"], "port": int(info["port"]), "password": info["password"]}}
+    job = {
+        "store": str(store.fs.root),
+        "mode": mode,
+        "timeout": 2.0,
+        "target": {"host": info["host"], "port": int(info["port"]), "password": info["password"]},
+    }
     env = {**os.environ, crashpoints.ENV: "redis.fence.paused", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", FENCE_CHILD], input=json.dumps(job), env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", FENCE_CHILD],
+        input=json.dumps(job),
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     t0 = time.monotonic()
     assert client(info, socket_timeout=10).set("written:after-the-kill", "1")  # held by the pause, then served

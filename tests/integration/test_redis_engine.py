@@ -151,8 +151,9 @@ def nosync_user(servers):
     """An ACL user that may do everything but replicate; yields (name, password)."""
     admin = _clients(servers["a"], (0,))[0]
     password = secrets.token_hex(12)
-    admin.execute_command("ACL", "SETUSER", "nosync", "reset", "on", f">{password}", "~*", "&*", "+@all",
-                          "-sync", "-psync")
+    admin.execute_command(
+        "ACL", "SETUSER", "nosync", "reset", "on", f">{password}", "~*", "&*", "+@all", "-sync", "-psync"
+    )
     yield "nosync", password
     admin.execute_command("ACL", "DELUSER", "nosync")
 
@@ -171,10 +172,21 @@ def value_of(c: redis.Redis, key: bytes, kind: str) -> Any:
         return c.hgetall(key)
     if kind == "stream":
         groups = sorted(c.xinfo_groups(key), key=lambda g: g["name"])
-        return (c.xrange(key), groups,
-                [(g["name"], [(p["message_id"], p["consumer"], p["times_delivered"])
-                              for p in c.xpending_range(key, g["name"], "-", "+", 1000)],
-                  sorted((x["name"], x["pending"]) for x in c.xinfo_consumers(key, g["name"]))) for g in groups])
+        return (
+            c.xrange(key),
+            groups,
+            [
+                (
+                    g["name"],
+                    [
+                        (p["message_id"], p["consumer"], p["times_delivered"])
+                        for p in c.xpending_range(key, g["name"], "-", "+", 1000)
+                    ],
+                    sorted((x["name"], x["pending"]) for x in c.xinfo_consumers(key, g["name"])),
+                )
+                for g in groups
+            ],
+        )
     raise AssertionError(kind)
 
 
@@ -184,8 +196,13 @@ def _read_staged(staging, name: str) -> bytes:
 
 
 def _no_secret(caplog, excinfo_or_text: Any, *secrets_: str) -> None:
-    text = caplog.text + "\n" + "\n".join(
-        logging.Formatter().format(r) + str(r.args) for r in caplog.records) + "\n" + str(excinfo_or_text)
+    text = (
+        caplog.text
+        + "\n"
+        + "\n".join(logging.Formatter().format(r) + str(r.args) for r in caplog.records)
+        + "\n"
+        + str(excinfo_or_text)
+    )
     for s in secrets_:
         assert s not in text
 
@@ -199,8 +216,13 @@ def test_rdb_capture_fingerprints_equal_the_server(servers, staging, caplog):
     truth = servers["truth"]
     assert (art.name, art.store, art.kind, art.engine) == ("redis/dump.rdb", "redis", "redis/rdb", "redis")
     assert art.engine_version == servers["a"]["version"]
-    assert art.fingerprints == {"rdb_version": 10, "keys": truth["keys"], "expires": truth["expires"],
-                                "types": truth["histogram"], "functions": 1}
+    assert art.fingerprints == {
+        "rdb_version": 10,
+        "keys": truth["keys"],
+        "expires": truth["expires"],
+        "types": truth["histogram"],
+        "functions": 1,
+    }
     assert art.meta["framing"] == "eof" and art.meta["checksum"] == "crc64"
     assert art.capture_start <= art.capture_end
     assert staging.artifacts() == [art]
@@ -254,8 +276,9 @@ def test_rdb_capture_of_the_shared_server_with_default_settings(redis_server, st
 
 def test_invalid_rdb_is_refused_and_nothing_is_staged(servers, staging, monkeypatch):
     monkeypatch.setattr(rdb_module, "RDB_VERSION_MAX", 9)  # as if the server were newer than the parser
-    with pytest.raises(CaptureError, match=r"redis://127\.0\.0\.1:\d+ is invalid: RDB version 10 is not supported") \
-            as excinfo:
+    with pytest.raises(
+        CaptureError, match=r"redis://127\.0\.0\.1:\d+ is invalid: RDB version 10 is not supported"
+    ) as excinfo:
         engine.capture(_target(servers["a"]), staging, mode="rdb")
     assert "HINT:" in str(excinfo.value)
     assert staging.artifacts() == []
@@ -271,7 +294,7 @@ def test_rdb_damaged_in_transit_fails_its_crc(servers, staging, monkeypatch):
         if data and not getattr(self, "_flipped", False) and self.received > 50_000:
             self._flipped = True
             i = len(data) // 2
-            data = data[:i] + bytes([data[i] ^ 0x04]) + data[i + 1:]
+            data = data[:i] + bytes([data[i] ^ 0x04]) + data[i + 1 :]
         return data
 
     monkeypatch.setattr(replication.SyncStream, "read", flip_one_byte)
@@ -289,8 +312,12 @@ def test_logical_capture_round_trips_into_a_second_server(servers, staging):
     [art] = engine.capture(_target(servers["a"]), staging, mode="logical")
     truth = servers["truth"]
     assert (art.name, art.kind) == ("redis/logical.bin", "redis/logical")
-    assert art.fingerprints == {"keys": truth["keys"], "expires": truth["expires"], "types": truth["histogram"],
-                                "functions": 1}
+    assert art.fingerprints == {
+        "keys": truth["keys"],
+        "expires": truth["expires"],
+        "types": truth["histogram"],
+        "functions": 1,
+    }
     src = _clients(servers["a"])
     dst = _clients(servers["b"])
     dst[0].flushall()
@@ -353,8 +380,7 @@ def test_auto_falls_back_to_logical_when_the_user_lacks_sync(servers, staging, n
     assert art.kind == "redis/logical"
     assert art.fingerprints["keys"] == servers["truth"]["keys"]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("falling back to a logical capture" in r.getMessage() and "NOPERM" in r.getMessage()
-               for r in warnings)
+    assert any("falling back to a logical capture" in r.getMessage() and "NOPERM" in r.getMessage() for r in warnings)
     assert [a.kind for a in staging.artifacts()] == ["redis/logical"]
     _no_secret(caplog, "", password, servers["a"]["password"])
 
@@ -408,8 +434,7 @@ class _Writer:
     """Sets a key every 10 ms on its own connection, recording how long each SET took."""
 
     def __init__(self, info: dict[str, Any]) -> None:
-        self.client = redis.Redis(host=info["host"], port=info["port"], password=info["password"],
-                                  socket_timeout=60)
+        self.client = redis.Redis(host=info["host"], port=info["port"], password=info["password"], socket_timeout=60)
         self.latencies: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -460,8 +485,13 @@ def test_pause_writes_lasts_the_whole_logical_capture(servers, staging, monkeypa
     original = logical._capture_db
 
     def probe_then_capture(*args, **kwargs):
-        probe = redis.Redis(host=info["host"], port=info["port"], password=info["password"], socket_timeout=0.5,
-                            retry=Retry(NoBackoff(), 0))
+        probe = redis.Redis(
+            host=info["host"],
+            port=info["port"],
+            password=info["password"],
+            socket_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
             probe.set("fence:probe", 1)
             blocked.append(False)
@@ -485,8 +515,7 @@ def test_pause_is_released_when_the_capture_fails(servers, staging, nosync_user)
     user, password = nosync_user
     admin = _clients(servers["a"], (0,))[0]
     with pytest.raises(AuthenticationError, match="lacks SYNC"):
-        engine.capture(_target(servers["a"], username=user, password=password), staging, mode="rdb",
-                       pause_writes=60)
+        engine.capture(_target(servers["a"], username=user, password=password), staging, mode="rdb", pause_writes=60)
     t0 = time.monotonic()
     admin.set("fence:after-failure", 1)
     assert time.monotonic() - t0 < 1.0  # not held for the 60 s maximum

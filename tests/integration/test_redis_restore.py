@@ -68,8 +68,11 @@ def test_walk_matches_the_rdb_parser(server, store) -> None:
         data = f.read()
     import io
 
-    expected = [(e.db, e.key, e.type, e.value, e.expire_ms, e.idle, e.freq) if isinstance(e, Entry) else e
-                for e in RdbParser(io.BytesIO(data)).records() if isinstance(e, (Entry, Function))]
+    expected = [
+        (e.db, e.key, e.type, e.value, e.expire_ms, e.idle, e.freq) if isinstance(e, Entry) else e
+        for e in RdbParser(io.BytesIO(data)).records()
+        if isinstance(e, (Entry, Function))
+    ]
     walk = L._Walk(io.BytesIO(data), chunk_size=4096)
     walk.begin()
     got = [x for x in walk.entries() if isinstance(x, (tuple, Function))]
@@ -95,8 +98,10 @@ def test_round_trip_side_by_side(server, store, mode, caplog) -> None:
     # db1 was flushed by the damage: an empty db keeps no rollback copy, db14 is free again
     assert report.outcomes[0].rollback == ["db0 -> db15"]
     # the rollback db holds the damaged state, and is listed (from the store's index, and by a scan)
-    for rollbacks in ({r["db"]: r for r in list_rollbacks(target(info))},
-                      {r["db"]: r for r in list_rollbacks(target(info), store=store)}):
+    for rollbacks in (
+        {r["db"]: r for r in list_rollbacks(target(info))},
+        {r["db"]: r for r in list_rollbacks(target(info), store=store)},
+    ):
         assert sorted(rollbacks) == [15]
         assert rollbacks[15]["state"] == "rollback" and rollbacks[15]["of_db"] == 0
         assert rollbacks[15]["checkpoint_id"] == manifest.checkpoint_id
@@ -185,8 +190,9 @@ def test_file_placement_round_trip(server, store, tmp_path) -> None:
     damaged = S.state_redis(info, ALL)
     script = restart_script(info, tmp_path)
     made: list[R.RedisRestore] = []
-    report = run_restore(store, manifest.checkpoint_id, info, made=made, placement_dir=info["dir"],
-                         restart_command=f"sh {script}")
+    report = run_restore(
+        store, manifest.checkpoint_id, info, made=made, placement_dir=info["dir"], restart_command=f"sh {script}"
+    )
     assert report.healthy, [str(h) for h in report.health]
     assert S.same_redis_state(original, S.state_redis(info, ALL)) == []
     assert client(info).fcall("hello", 0) == b"hi"
@@ -212,14 +218,19 @@ def test_dry_run_changes_nothing_and_counts_conflicts(server, store) -> None:
     before = full_state(info)
     report = run_restore(store, manifest.checkpoint_id, info, dry_run=True)
     assert unchanged(before, info)
-    assert report.dry_run and report.plan.ok and not report.outcomes and store.list()[-1].checkpoint_id == \
-        manifest.checkpoint_id
+    assert (
+        report.dry_run
+        and report.plan.ok
+        and not report.outcomes
+        and store.list()[-1].checkpoint_id == manifest.checkpoint_id
+    )
     db0, db1 = report.plan.items
     assert (db0.target, db0.staging_name, db1.staging_name) == ("db0", "db15", "db14")
     replaced = n0 - 12  # 10 sessions, list:small and stream:events were deleted
     assert f"{replaced} keys of db0 will be replaced by the checkpoint's values" in db0.conflicts
-    assert "2 keys of db0 are not in the checkpoint and will disappear (kept in the rollback copy db15)" in \
-        db0.conflicts
+    assert (
+        "2 keys of db0 are not in the checkpoint and will disappear (kept in the rollback copy db15)" in db0.conflicts
+    )
     assert db1.action == "create" and db1.conflicts == []
     assert any("function libraries will be loaded" in n for n in db0.notes)
 
@@ -247,8 +258,10 @@ def test_plan_of_a_big_checkpoint_estimates_the_replaced_keys_and_says_so(server
     assert abs(about - 3000) <= 300, estimated  # 800 of 4000 sampled: a few percent off at most
     assert estimated[1].startswith(f"about {3300 - about} keys of db0 are not in the checkpoint and will disappear")
     exact = _planned(store, info, manifest.checkpoint_id, plan_counts="exact")
-    assert exact == ["3000 keys of db0 will be replaced by the checkpoint's values",
-                     "300 keys of db0 are not in the checkpoint and will disappear (kept in the rollback copy db15)"]
+    assert exact == [
+        "3000 keys of db0 will be replaced by the checkpoint's values",
+        "300 keys of db0 are not in the checkpoint and will disappear (kept in the rollback copy db15)",
+    ]
 
 
 def test_plan_gives_bounds_for_a_db_too_far_into_the_artifact(server, store, monkeypatch) -> None:
@@ -267,7 +280,8 @@ def test_plan_gives_bounds_for_a_db_too_far_into_the_artifact(server, store, mon
     assert not problems
     (db2,) = [i for i in items if i.target == "db2"]
     assert len(db2.conflicts) == 1 and db2.conflicts[0].startswith(
-        "up to 9 keys of db2 will be replaced by the checkpoint's values (not counted")
+        "up to 9 keys of db2 will be replaced by the checkpoint's values (not counted"
+    )
 
 
 def test_corrupt_archive_is_refused(server, store) -> None:
@@ -293,8 +307,11 @@ def test_newer_rdb_version_is_refused_by_the_plan(server, store) -> None:
     def newer(arts):
         return [dataclasses.replace(a, fingerprints={**a.fingerprints, "rdb_version": 12}) for a in arts]
 
-    with pytest.raises(RestoreRefusedError, match=r"RDB version 12 \(written by Redis 7.4 or newer\).*accepts RDB "
-                                                  r"versions up to 10"):
+    with pytest.raises(
+        RestoreRefusedError,
+        match=r"RDB version 12 \(written by Redis 7.4 or newer\).*accepts RDB "
+        r"versions up to 10",
+    ):
         run_restore(store, manifest.checkpoint_id, info, artifacts=newer)
     assert unchanged(before, info)
     assert max_rdb_version("7.0.15") == 10 and max_rdb_version("7.2.4") == 11 and max_rdb_version("8.0.1") == 12
@@ -344,8 +361,9 @@ def crafted_logical(store: Store, info: dict[str, Any], bad_at: int = -1, n: int
         out += [struct.pack(">cHqI", b"K", 0, -1, len(key)), key, struct.pack(">Q", len(payload)), payload]
     out += [b"E", struct.pack(">Q", n)]
     staging = store.staging(staging_key("crafted", str(bad_at), str(dup_at)))
-    with staging.artifact("redis/logical.bin", store="redis", kind="redis/logical", engine="redis",
-                          engine_version="7.0.15") as sink:
+    with staging.artifact(
+        "redis/logical.bin", store="redis", kind="redis/logical", engine="redis", engine_version="7.0.15"
+    ) as sink:
         sink.write(b"".join(out))
         sink.fingerprints = {"keys": {"0": n}, "functions": 0}
     return store.seal(staging)
@@ -356,8 +374,11 @@ def test_failure_midway_leaves_the_original(server, store) -> None:
     S.seed_redis(info)
     manifest = crafted_logical(store, info, bad_at=2500)
     before = full_state(info)
-    with pytest.raises(RestoreFailedError, match=r"refused RESTORE of key b'crafted:2500' into db15: ERR DUMP payload "
-                                                 r"version or checksum are wrong \(the checkpoint holds DUMP payloads"):
+    with pytest.raises(
+        RestoreFailedError,
+        match=r"refused RESTORE of key b'crafted:2500' into db15: ERR DUMP payload "
+        r"version or checksum are wrong \(the checkpoint holds DUMP payloads",
+    ):
         run_restore(store, manifest.checkpoint_id, info, safety=False)
     assert unchanged(before, info)  # the spare (db15) was flushed, db0 untouched
 
@@ -453,8 +474,11 @@ def test_cutover_error_swaps_back(server, store) -> None:
             self._codes = [b"#!lua name=broken\nreturn this is not lua"]
 
     before = full_state(info)
-    with pytest.raises(RestoreFailedError, match=r"cut-over on .* failed: FUNCTION LOAD: ERR Error compiling .*; "
-                                                 r"the dbs already swapped were swapped back"):
+    with pytest.raises(
+        RestoreFailedError,
+        match=r"cut-over on .* failed: FUNCTION LOAD: ERR Error compiling .*; "
+        r"the dbs already swapped were swapped back",
+    ):
         run_restore(store, manifest.checkpoint_id, info, cls=BadFunction, safety=False)
     assert unchanged(before, info) and list_rollbacks(target(info)) == []
 
@@ -465,6 +489,9 @@ def test_not_enough_spare_dbs(server, store) -> None:
     manifest = checkpoint(store, info)
     for db in range(2, 15):
         client(info, db).set("taken", db)
-    with pytest.raises(RestoreRefusedError, match=r"needs 2 empty logical db\(s\) besides the targets, but .* has "
-                                                  r"only 1"):
+    with pytest.raises(
+        RestoreRefusedError,
+        match=r"needs 2 empty logical db\(s\) besides the targets, but .* has "
+        r"only 1",
+    ):
         run_restore(store, manifest.checkpoint_id, info)

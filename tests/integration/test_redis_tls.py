@@ -57,8 +57,13 @@ def rediss_target(monkeypatch, server: dict[str, Any], port: int, **extra: Any) 
     """The target the provider's hook makes of a ``rediss`` Airflow connection."""
     from airflow_checkpoint_provider.hooks.redis import RedisCheckpointHook
 
-    conn = {"conn_type": "rediss", "host": server["host"], "port": port, "password": server["password"],
-            "extra": {"ssl_ca_certs": server["ca"], **extra}}
+    conn = {
+        "conn_type": "rediss",
+        "host": server["host"],
+        "port": port,
+        "password": server["password"],
+        "extra": {"ssl_ca_certs": server["ca"], **extra},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_REDIS_TLS_TEST", json.dumps(conn))
     return RedisCheckpointHook(redis_conn_id="redis_tls_test").target()
 
@@ -73,8 +78,11 @@ def restore_side_by_side(store: Store, cid: str, target: RedisTarget) -> Any:
     def build(s: Store, m: Any, r: RestoreRequest) -> list:
         return [R.RedisRestore(target, s, m.checkpoint_id, m.artifacts, mode=r.mode)]
 
-    return restore(store, RestoreRequest(checkpoint_id=cid, components=("redis",), mode="side_by_side",
-                                         safety_checkpoint=True), build)
+    return restore(
+        store,
+        RestoreRequest(checkpoint_id=cid, components=("redis",), mode="side_by_side", safety_checkpoint=True),
+        build,
+    )
 
 
 def damage(server: dict[str, Any]) -> None:
@@ -140,8 +148,9 @@ def test_client_certificate_is_sent_when_the_server_requires_one(pki, store, tmp
             capture(without, store.staging(staging_key("tls", "nocert")))
         assert "client certificate" in str(exc.value) and "ssl_certfile" in str(exc.value)
 
-        target = rediss_target(monkeypatch, server, server["port"], ssl_certfile=server["client_cert"],
-                               ssl_keyfile=server["client_key"])
+        target = rediss_target(
+            monkeypatch, server, server["port"], ssl_certfile=server["client_cert"], ssl_keyfile=server["client_key"]
+        )
         manifest = sealed(store, target, "rdb")
         damage(server)
         report = restore_side_by_side(store, manifest.checkpoint_id, target)
@@ -164,12 +173,14 @@ def test_hostname_checking_follows_ssl_check_hostname(pki, store, tmp_path, monk
         assert art.fingerprints["keys"] == {"0": 1}
 
         other = Pki(tmp_path / "other-ca")
-        still_verified = rediss_target(monkeypatch, server, server["port"], ssl_check_hostname="false",
-                                       ssl_ca_certs=other.ca)
+        still_verified = rediss_target(
+            monkeypatch, server, server["port"], ssl_check_hostname="false", ssl_ca_certs=other.ca
+        )
         with pytest.raises(ConnectionFailedError, match="certificate was not accepted"):
             capture(still_verified, store.staging(staging_key("tls", "ca")))
 
-        no_verify = RedisTarget(host=server["host"], port=server["port"], password=server["password"], ssl=True,
-                                ssl_cert_reqs="none")
+        no_verify = RedisTarget(
+            host=server["host"], port=server["port"], password=server["password"], ssl=True, ssl_cert_reqs="none"
+        )
         [art] = capture(no_verify, store.staging(staging_key("tls", "none")))
         assert art.fingerprints["keys"] == {"0": 1}

@@ -53,14 +53,24 @@ def _differs(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """The stores whose data differ between two states ([] when all are exactly equal)."""
     out = []
     if a["postgres"] != b["postgres"]:
-        out.append("postgres: " + ", ".join(t for t in sorted(set(a["postgres"]) | set(b["postgres"]))
-                                              if a["postgres"].get(t) != b["postgres"].get(t)))
+        out.append(
+            "postgres: "
+            + ", ".join(
+                t
+                for t in sorted(set(a["postgres"]) | set(b["postgres"]))
+                if a["postgres"].get(t) != b["postgres"].get(t)
+            )
+        )
     redis = sample_data.same_redis_state(a["redis"], b["redis"])
     if redis:
         out.append(f"redis: {redis[:5]}")
     if a["search"] != b["search"]:
-        out.append("search: " + ", ".join(i for i in sorted(set(a["search"]) | set(b["search"]))
-                                            if a["search"].get(i) != b["search"].get(i)))
+        out.append(
+            "search: "
+            + ", ".join(
+                i for i in sorted(set(a["search"]) | set(b["search"])) if a["search"].get(i) != b["search"].get(i)
+            )
+        )
     return out
 
 
@@ -78,9 +88,15 @@ def _damage(services: dict[str, Any], indices: list[str], n: int) -> None:
 
 
 def _spawn(env: dict[str, str], dag_id: str, conf: dict[str, Any]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, str(REPO / "scripts" / "run_dag.py"), dag_id, json.dumps(conf)],
-                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "run_dag.py"), dag_id, json.dumps(conf)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:
@@ -96,12 +112,13 @@ def _result(proc: subprocess.Popen[str]) -> dict[str, Any]:
     out, _ = proc.communicate(timeout=900)
     lines = [line for line in out.splitlines() if line.startswith("DAG_RESULT ")]
     assert lines, out[-5000:]
-    return {**json.loads(lines[-1][len("DAG_RESULT "):]), "log": out}
+    return {**json.loads(lines[-1][len("DAG_RESULT ") :]), "log": out}
 
 
 def _allows_connections(pg: dict[str, Any]) -> bool:
-    with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"],
-                         dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"], dbname="postgres", autocommit=True
+    ) as conn:
         row = conn.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", (DB,)).fetchone()
     return bool(row and row[0])
 
@@ -112,17 +129,24 @@ def _leftovers(services: dict[str, Any], store: Store) -> list[str]:
     out += [f"lease {r.key} of {r.holder}" for r in read_leases(store.fs)]
     out += [f"staging/{e}" for e in store.fs.listdir("staging")]
     pg = services["postgres"]
-    with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"],
-                         dbname="postgres", autocommit=True) as conn:
-        out += [f"database {r[0]}" for r in conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{DB}__restoring%",))]
+    with psycopg.connect(
+        host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"], dbname="postgres", autocommit=True
+    ) as conn:
+        out += [
+            f"database {r[0]}"
+            for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{DB}__restoring%",))
+        ]
     url = services["opensearch"]["url"]
-    rows = httpx.get(f"{url}/_cat/indices/{PREFIX}*", params={"format": "json", "h": "index",
-                                                                "expand_wildcards": "all"}).json()
+    rows = httpx.get(
+        f"{url}/_cat/indices/{PREFIX}*", params={"format": "json", "h": "index", "expand_wildcards": "all"}
+    ).json()
     out += [f"index {r['index']}" for r in rows if "__restoring" in r["index"]]
     settings = httpx.get(f"{url}/{PREFIX}*/_settings/index.blocks.*", params={"flat_settings": "true"}).json()
-    out += [f"write block on {i}" for i, s in settings.items()
-            if str(s.get("settings", {}).get("index.blocks.write")).lower() == "true" and "__rollback_" not in i]
+    out += [
+        f"write block on {i}"
+        for i, s in settings.items()
+        if str(s.get("settings", {}).get("index.blocks.write")).lower() == "true" and "__rollback_" not in i
+    ]
     r = sample_data.redis_client(services["redis"])
     for db in r.info("keyspace"):
         n = int(db[2:])
@@ -148,8 +172,12 @@ def world(airflow_env, services):
     result = run_dag(airflow_env, "checkpoint_scheduled", CAPTURE_CONF)
     assert result["state"] == "success", result["tasks"]
     store = Store.open(airflow_env["AIRFLOW__CHECKPOINT__STORAGE_ROOT"])
-    return {"indices": indices, "original": _state(services, indices), "store": store,
-            "lkg": result["xcom"]["checkpoint.bundle"]["checkpoint_id"]}
+    return {
+        "indices": indices,
+        "original": _state(services, indices),
+        "store": store,
+        "lkg": result["xcom"]["checkpoint.bundle"]["checkpoint_id"],
+    }
 
 
 def test_random_kills_of_recovery_lkg_are_healed_by_the_next_run(airflow_env, services, world):
@@ -185,11 +213,15 @@ def test_random_kills_of_recovery_lkg_are_healed_by_the_next_run(airflow_env, se
 
 
 def test_captures_started_with_a_recovery_never_make_a_half_restored_state_last_known_good(
-        airflow_env, services, world):
+    airflow_env, services, world
+):
     indices, original, store = world["indices"], world["original"], world["store"]
     _damage(services, indices, 99)
-    procs = [_spawn(airflow_env, "checkpoint_scheduled", CAPTURE_CONF), _spawn(airflow_env, "recovery_lkg", {}),
-             _spawn(airflow_env, "checkpoint_scheduled", CAPTURE_CONF)]
+    procs = [
+        _spawn(airflow_env, "checkpoint_scheduled", CAPTURE_CONF),
+        _spawn(airflow_env, "recovery_lkg", {}),
+        _spawn(airflow_env, "checkpoint_scheduled", CAPTURE_CONF),
+    ]
     results = [_result(p) for p in procs]
     assert results[1]["state"] == "success", results[1]["log"][-6000:]
     assert _differs(_state(services, indices), original) == []

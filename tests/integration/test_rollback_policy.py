@@ -46,13 +46,15 @@ def test_redis_rollback_copies_are_listed_per_db_and_expired_by_the_policy(serve
     assert {c.of: c.name for c in left} == newest  # the newest copy of each db stays
 
 
-def test_search_rollback_copies_are_listed_per_index_and_expired_by_the_policy(node, http, client, uid, tmp_path,
-                                                                                cleanup):
+def test_search_rollback_copies_are_listed_per_index_and_expired_by_the_policy(
+    node, http, client, uid, tmp_path, cleanup
+):
     w = _seed_and_capture(node, http, client, uid, tmp_path)
     names = [w.names["users"], w.names["catalog"]]
     for _ in range(2):
-        search.restore(client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, indices=names, wait_timeout=120,
-                       poll_interval=0.2)
+        search.restore(
+            client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, indices=names, wait_timeout=120, poll_interval=0.2
+        )
         time.sleep(1.1)  # rollback names carry the second
     tgt = SearchTarget(url=node["url"], timeout=120)
     store = Store.open(tmp_path / "store")

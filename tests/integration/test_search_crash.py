@@ -45,8 +45,13 @@ PROBE = {"same": {"t": "probe"}, "shards": {"v": 0}, "swap": {"v": 0}, "gone": {
 STREAM_STEPS = {"snapshot_stream", "delete_stream", "restore_stream", "rollback_stream"}
 #: what each step's restore selects: the smallest set that reaches the step (keeps the set fast); the
 #: template is restored with any selection
-SUBSET = {"delete": ["shards"], "alias_switch": ["same", "swap"], "rollback_alias": ["swap", "same"],
-          "restore_index": ["gone", "same"], **{s: ["logs"] for s in STREAM_STEPS}}
+SUBSET = {
+    "delete": ["shards"],
+    "alias_switch": ["same", "swap"],
+    "rollback_alias": ["swap", "same"],
+    "restore_index": ["gone", "same"],
+    **{s: ["logs"] for s in STREAM_STEPS},
+}
 
 
 def _step(point: str) -> str:
@@ -70,8 +75,14 @@ class World:
     @property
     def names(self) -> dict[str, str]:
         p = self.p
-        return {"same": f"{p}-same", "shards": f"{p}-shards", "swap": f"{p}-swap", "gone": f"{p}-gone",
-                "logs": f"{p}-logs", "read": f"{p}-same-read"}
+        return {
+            "same": f"{p}-same",
+            "shards": f"{p}-shards",
+            "swap": f"{p}-swap",
+            "gone": f"{p}-gone",
+            "logs": f"{p}-logs",
+            "read": f"{p}-same-read",
+        }
 
 
 def _has_streams(http: httpx.Client) -> bool:
@@ -82,8 +93,9 @@ def _has_streams(http: httpx.Client) -> bool:
 def _wipe(http: httpx.Client, w: World, *, keep_snapshot: bool = True) -> None:
     if w.streams:
         http.delete(f"/_data_stream/{w.p}-*")
-    rows = http.get(f"/_cat/indices/{w.p}-*,.ds-{w.p}-*", params={"format": "json", "h": "index",
-                                                                  "expand_wildcards": "all"}).json()
+    rows = http.get(
+        f"/_cat/indices/{w.p}-*,.ds-{w.p}-*", params={"format": "json", "h": "index", "expand_wildcards": "all"}
+    ).json()
     for row in rows if isinstance(rows, list) else []:
         http.delete(f"/{row['index']}")
     http.delete(f"/_index_template/{w.p}-tpl")
@@ -106,10 +118,17 @@ def _write_stream(http: httpx.Client, name: str, docs: dict[str, dict[str, Any]]
 
 def _seed(http: httpx.Client, w: World) -> None:
     n = w.names
-    http.put(f"/_index_template/{w.p}-tpl", json={
-        "index_patterns": [f"{w.p}-same*"], "priority": 900,
-        "template": {"settings": {"number_of_replicas": 0, "refresh_interval": "2s"},
-                     "mappings": {"properties": {"t": {"type": "keyword"}}}}}).raise_for_status()
+    http.put(
+        f"/_index_template/{w.p}-tpl",
+        json={
+            "index_patterns": [f"{w.p}-same*"],
+            "priority": 900,
+            "template": {
+                "settings": {"number_of_replicas": 0, "refresh_interval": "2s"},
+                "mappings": {"properties": {"t": {"type": "keyword"}}},
+            },
+        },
+    ).raise_for_status()
     _create(http, n["same"])
     _bulk(http, n["same"], {f"s{i}": {"t": f"same {i}"} for i in range(5)})
     http.post("/_aliases", json={"actions": [{"add": {"index": n["same"], "alias": n["read"]}}]}).raise_for_status()
@@ -120,9 +139,15 @@ def _seed(http: httpx.Client, w: World) -> None:
     _create(http, n["gone"])
     _bulk(http, n["gone"], {f"g{i}": {"v": i} for i in range(2)})
     if w.streams:
-        http.put(f"/_index_template/{w.p}-ds-tpl", json={
-            "index_patterns": [f"{w.p}-logs*"], "data_stream": {}, "priority": 900,
-            "template": {"settings": {"number_of_replicas": 0}}}).raise_for_status()
+        http.put(
+            f"/_index_template/{w.p}-ds-tpl",
+            json={
+                "index_patterns": [f"{w.p}-logs*"],
+                "data_stream": {},
+                "priority": 900,
+                "template": {"settings": {"number_of_replicas": 0}},
+            },
+        ).raise_for_status()
         _write_stream(http, n["logs"], {f"l{i}": {"@timestamp": f"2026-01-01T00:00:0{i}Z", "m": i} for i in range(4)})
 
 
@@ -136,8 +161,15 @@ def _damage(http: httpx.Client, w: World) -> None:
     _bulk(http, n["shards"], {"m1": {"v": "migrated"}})
     _create(http, f"{n['swap']}-v2")
     _bulk(http, f"{n['swap']}-v2", {"v2": {"v": 2}})
-    http.post("/_aliases", json={"actions": [{"add": {"index": f"{n['swap']}-v2", "alias": n["swap"]}},
-                                             {"add": {"index": n["shards"], "alias": n["read"]}}]}).raise_for_status()
+    http.post(
+        "/_aliases",
+        json={
+            "actions": [
+                {"add": {"index": f"{n['swap']}-v2", "alias": n["swap"]}},
+                {"add": {"index": n["shards"], "alias": n["read"]}},
+            ]
+        },
+    ).raise_for_status()
     if w.streams:
         _write_stream(http, n["logs"], {"d1": {"@timestamp": "2026-02-01T00:00:00Z", "m": "damaged"}})
 
@@ -168,9 +200,15 @@ def world(request, tmp_path_factory):
         store = Store.open(store_root, create=True, lock_timeout=30)
         staging = store.staging(staging_key("crash", uid))
         location = str(Path(node["path_repo"]) / repo)
-        search.capture(SearchTarget(url=node["url"], timeout=120), staging, repository=repo,
-                       repository_settings={"type": "fs", "settings": {"location": location}},
-                       indices=[f"{w.p}-*"], poll_interval=0.1, timeout=120)
+        search.capture(
+            SearchTarget(url=node["url"], timeout=120),
+            staging,
+            repository=repo,
+            repository_settings={"type": "fs", "settings": {"location": location}},
+            indices=[f"{w.p}-*"],
+            poll_interval=0.1,
+            timeout=120,
+        )
         w.cid = store.seal(staging).checkpoint_id
         _damage(http, w)
         w.damaged = _snapshot_docs(http, w)
@@ -183,21 +221,36 @@ def world(request, tmp_path_factory):
 def _run_child(w: World, point: str, scenario: str, keys: list[str]) -> tuple[subprocess.CompletedProcess, str]:
     rid = f"kill-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "CHECKPOINT_CRASH_AT": point, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "tests.integration.search_crash_child", w.node["url"],
-                           str(w.store_root), w.cid, rid, scenario, ",".join(w.names[k] for k in keys)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.search_crash_child",
+            w.node["url"],
+            str(w.store_root),
+            w.cid,
+            rid,
+            scenario,
+            ",".join(w.names[k] for k in keys),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return proc, rid
 
 
 def _blocked(http: httpx.Client, name: str) -> bool:
     resp = http.get(f"/{name}/_settings", params={"flat_settings": "true", "expand_wildcards": "all"})
     return resp.status_code == 200 and any(
-        s["settings"].get("index.blocks.write") == "true" for s in resp.json().values())
+        s["settings"].get("index.blocks.write") == "true" for s in resp.json().values()
+    )
 
 
 def _status(http: httpx.Client, name: str) -> str:
-    rows = http.get(f"/_cat/indices/{name}", params={"format": "json", "h": "index,status",
-                                                      "expand_wildcards": "all"})
+    rows = http.get(f"/_cat/indices/{name}", params={"format": "json", "h": "index,status", "expand_wildcards": "all"})
     return "missing" if rows.status_code == 404 or not rows.json() else rows.json()[0]["status"]
 
 
@@ -216,8 +269,9 @@ def _assert_nothing_lost(http: httpx.Client, w: World, entry: Any) -> None:
         if it["action"] == "replace":
             key = next(k for k, v in w.names.items() if v == x)
             places = [x] + ([it["rollback"]] if it["rollback"] else [])
-            found = [p for p in places if _status(http, p) == "open"
-                     and _docs(http, p) in (w.damaged[key], w.original[key])]
+            found = [
+                p for p in places if _status(http, p) == "open" and _docs(http, p) in (w.damaged[key], w.original[key])
+            ]
             assert found, (x, places)
 
 
@@ -226,9 +280,13 @@ def _assert_final(http: httpx.Client, w: World, forward: bool, keys: list[str]) 
     done = set(keys) if forward else set()  # what now holds the checkpoint's data
     if "same" in done:
         done.add("read")
-    leftovers = [r["index"] for r in http.get(f"/_cat/indices/{w.p}-*__restoring_*,.ds-{w.p}-*__restoring_*",
-                                               params={"format": "json", "h": "index",
-                                                       "expand_wildcards": "all"}).json()]
+    leftovers = [
+        r["index"]
+        for r in http.get(
+            f"/_cat/indices/{w.p}-*__restoring_*,.ds-{w.p}-*__restoring_*",
+            params={"format": "json", "h": "index", "expand_wildcards": "all"},
+        ).json()
+    ]
     serving = [i for i in leftovers if i.startswith(f"{n['swap']}__restoring_")]
     assert leftovers == serving and len(serving) == (1 if "swap" in done else 0), leftovers
     for key in ("same", "shards", "swap"):
@@ -262,13 +320,18 @@ def _assert_final(http: httpx.Client, w: World, forward: bool, keys: list[str]) 
         assert _stream_docs(http, n["logs"]) == (w.original["logs"] if "logs" in done else w.damaged["logs"])
         for b in ds[0]["indices"]:
             assert not _blocked(http, b["index_name"]), b
-        resp = http.post(f"/{n['logs']}/_doc", params={"refresh": "true"},
-                         json={"@timestamp": "2026-03-01T00:00:00Z", "probe": True})
+        resp = http.post(
+            f"/{n['logs']}/_doc", params={"refresh": "true"}, json={"@timestamp": "2026-03-01T00:00:00Z", "probe": True}
+        )
         assert resp.status_code == 201, resp.text
-        http.post(f"/{n['logs']}/_delete_by_query", params={"refresh": "true"},
-                  json={"query": {"term": {"probe": True}}}).raise_for_status()
-        rollbacks = [s["snapshot"] for s in http.get(f"/_snapshot/{w.repo}/_all").json()["snapshots"]
-                     if s["snapshot"].startswith("ckpt-rollback-")]
+        http.post(
+            f"/{n['logs']}/_delete_by_query", params={"refresh": "true"}, json={"query": {"term": {"probe": True}}}
+        ).raise_for_status()
+        rollbacks = [
+            s["snapshot"]
+            for s in http.get(f"/_snapshot/{w.repo}/_all").json()["snapshots"]
+            if s["snapshot"].startswith("ckpt-rollback-")
+        ]
         assert len(rollbacks) == (1 if "logs" in done else 0), rollbacks
 
 
@@ -286,8 +349,10 @@ def test_every_step_of_the_search_cut_over_is_declared():
 def test_kill_at_crash_point_then_recover_leaves_every_index_serving_and_writable(world, point):
     w = world
     if _step(point) in STREAM_STEPS and not w.streams:
-        pytest.skip("this Elasticsearch build has no data streams (they come with its x-pack data-streams module, "
-                    "which the Maven Central build lacks)")
+        pytest.skip(
+            "this Elasticsearch build has no data streams (they come with its x-pack data-streams module, "
+            "which the Maven Central build lacks)"
+        )
     backward = _step(point) in _steps.BACKWARD_STEPS or point == "search.phase.rolling_back"
     scenario = "rollback" if backward else "restore"
     keys = SUBSET.get(_step(point), ["same"])
@@ -301,7 +366,9 @@ def test_kill_at_crash_point_then_recover_leaves_every_index_serving_and_writabl
         forward = entry.roll_forward and not entry.data.get("rolling_back")
         # killed before the copies verified, or once a rollback had begun: the replay goes back
         assert forward == (scenario == "restore" and point != "search.phase.loading"), (
-            entry.phase, entry.data.get("rolling_back"))
+            entry.phase,
+            entry.data.get("rolling_back"),
+        )
 
         lines = search.recover(SearchTarget(url=w.node["url"], timeout=120), entry, poll_interval=0.1)
 
@@ -320,21 +387,31 @@ def test_kill_while_the_copies_load_then_recover_drops_them_and_touches_nothing(
     from airflow_checkpoint_provider.core.engines.search._source import snapshot_source
 
     w = world
-    with httpx.Client(base_url=w.node["url"], timeout=120) as http, \
-            search.SearchClient(SearchTarget(url=w.node["url"], timeout=120)) as client:
+    with (
+        httpx.Client(base_url=w.node["url"], timeout=120) as http,
+        search.SearchClient(SearchTarget(url=w.node["url"], timeout=120)) as client,
+    ):
         _damage(http, w)
         store = Store.open(w.store_root)
         artifact = store.get(w.cid).manifest.artifact("search/snapshot.json")
         with store.open_artifact(w.cid, "search/snapshot.json") as f:
             doc = json.loads(f.read())
-        planned = _plan.make_plan(client, snapshot_source(artifact, doc), checkpoint_id=w.cid, indices=None,
-                                  swap="auto", include_global_state=False, repository_settings=None)
+        planned = _plan.make_plan(
+            client,
+            snapshot_source(artifact, doc),
+            checkpoint_id=w.cid,
+            indices=None,
+            swap="auto",
+            include_global_state=False,
+            repository_settings=None,
+        )
         journal = Journal.begin(store.fs, checkpoint_id=w.cid)
         cj = journal.component("search", {"url": w.node["url"]})
         cj.note(plan=planned.record())
         cj.phase("loading", staging=planned.copies())
-        names = [it["source"] for it in planned.items if it["kind"] == "index"] + \
-            [b for it in planned.items if it["kind"] == "stream" for b in it["staging_backing"]]
+        names = [it["source"] for it in planned.items if it["kind"] == "index"] + [
+            b for it in planned.items if it["kind"] == "stream" for b in it["staging_backing"]
+        ]
         _ops.restore_snapshot(client, w.repo, doc["snapshot"]["name"], names, suffix="__restoring_" + planned.short)
         entry = Journal.load(store.fs, journal.restore_id).components["search"]
         assert not entry.roll_forward

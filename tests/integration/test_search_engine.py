@@ -78,8 +78,13 @@ def repo(node, http, uid) -> Iterator[dict[str, Any]]:
     http.delete(f"/_snapshot/{name}")
 
 
-def _create_index(http: httpx.Client, name: str, mappings: dict[str, Any] | None = None,
-                  settings: dict[str, Any] | None = None, params: dict[str, Any] | None = None) -> None:
+def _create_index(
+    http: httpx.Client,
+    name: str,
+    mappings: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+) -> None:
     body: dict[str, Any] = {"settings": {"number_of_shards": 1, "number_of_replicas": 0, **(settings or {})}}
     if mappings is not None:
         body["mappings"] = mappings
@@ -92,8 +97,12 @@ def _bulk(http: httpx.Client, index: str, docs: list[dict[str, Any]]) -> None:
     for i, doc in enumerate(docs):
         lines.append(json.dumps({"index": {"_index": index, "_id": str(i)}}))
         lines.append(json.dumps(doc))
-    resp = http.post("/_bulk", content="\n".join(lines) + "\n", params={"refresh": "true"},
-                     headers={"content-type": "application/x-ndjson"})
+    resp = http.post(
+        "/_bulk",
+        content="\n".join(lines) + "\n",
+        params={"refresh": "true"},
+        headers={"content-type": "application/x-ndjson"},
+    )
     assert resp.status_code == 200 and not resp.json()["errors"], resp.text
 
 
@@ -119,22 +128,38 @@ def _read_artifact(staging, name: str) -> dict[str, Any]:
 @pytest.fixture
 def sample_indices(http, uid) -> Iterator[dict[str, str]]:
     """Three indices with different counts (one with nested documents), an alias and a dot-index."""
-    names = {"plain": f"idx-{uid}-plain", "empty": f"idx-{uid}-empty", "nested": f"idx-{uid}-nested",
-             "dot": f".idx-{uid}-dot"}
+    names = {
+        "plain": f"idx-{uid}-plain",
+        "empty": f"idx-{uid}-empty",
+        "nested": f"idx-{uid}-nested",
+        "dot": f".idx-{uid}-dot",
+    }
     _create_index(http, names["plain"], {"properties": {"title": {"type": "text"}, "n": {"type": "integer"}}})
     _bulk(http, names["plain"], [{"title": f"doc {i}", "n": i} for i in range(7)])
     _create_index(http, names["empty"], {"properties": {"k": {"type": "keyword"}}})
-    _create_index(http, names["nested"], {"properties": {
-        "order": {"type": "keyword"},
-        "lines": {"type": "nested", "properties": {"sku": {"type": "keyword"}, "qty": {"type": "integer"}}},
-    }})
-    _bulk(http, names["nested"], [
-        {"order": f"o{i}", "lines": [{"sku": f"s{j}", "qty": j} for j in range(3)]} for i in range(4)
-    ])
+    _create_index(
+        http,
+        names["nested"],
+        {
+            "properties": {
+                "order": {"type": "keyword"},
+                "lines": {"type": "nested", "properties": {"sku": {"type": "keyword"}, "qty": {"type": "integer"}}},
+            }
+        },
+    )
+    _bulk(
+        http,
+        names["nested"],
+        [{"order": f"o{i}", "lines": [{"sku": f"s{j}", "qty": j} for j in range(3)]} for i in range(4)],
+    )
     _create_index(http, names["dot"])
     _bulk(http, names["dot"], [{"x": 1}])
-    assert http.post("/_aliases", json={"actions": [
-        {"add": {"index": names["empty"], "alias": f"alias-{uid}"}}]}).status_code == 200
+    assert (
+        http.post(
+            "/_aliases", json={"actions": [{"add": {"index": names["empty"], "alias": f"alias-{uid}"}}]}
+        ).status_code
+        == 200
+    )
     try:
         yield names
     finally:
@@ -169,8 +194,15 @@ def test_capture_several_indices(node, target, http, staging, repo, sample_indic
     assert int(cat[0]["docs.count"]) == 16
 
     expressions = [f"idx-{uid}-p*", names["nested"], f"alias-{uid}", f"*{uid}-dot-nomatch*"]
-    artifacts = search.capture(target, staging, repository=repo["name"], repository_settings=repo["settings"],
-                               indices=expressions, poll_interval=0.2, timeout=120)
+    artifacts = search.capture(
+        target,
+        staging,
+        repository=repo["name"],
+        repository_settings=repo["settings"],
+        indices=expressions,
+        poll_interval=0.2,
+        timeout=120,
+    )
     assert len(artifacts) == 1
     art = artifacts[0]
     expected_indices = sorted([names["plain"], names["empty"], names["nested"]])
@@ -245,13 +277,22 @@ def test_patterns_skip_dot_indices_unless_named(target, sample_indices, uid):
 def test_existing_repository_and_explicit_snapshot_name(target, http, staging, repo, sample_indices, uid):
     assert http.put(f"/_snapshot/{repo['name']}", json=repo["settings"]).status_code == 200
     name = f"manual-{uid}"
-    [art] = search.capture(target, staging, repository=repo["name"], indices=sample_indices["plain"],
-                           snapshot=name, include_global_state=True, poll_interval=0.2, timeout=120)
+    [art] = search.capture(
+        target,
+        staging,
+        repository=repo["name"],
+        indices=sample_indices["plain"],
+        snapshot=name,
+        include_global_state=True,
+        poll_interval=0.2,
+        timeout=120,
+    )
     doc = _read_artifact(staging, art.name)
     assert doc["snapshot"]["name"] == name and doc["snapshot"]["include_global_state"] is True
     assert doc["repository"]["settings"] == {"location": repo["location"]}
-    assert art.fingerprints["indices"] == {sample_indices["plain"]: {
-        "docs": 7, "mapping_sha256": _real_mapping_hash(http, sample_indices["plain"])}}
+    assert art.fingerprints["indices"] == {
+        sample_indices["plain"]: {"docs": 7, "mapping_sha256": _real_mapping_hash(http, sample_indices["plain"])}
+    }
     # the same name again: the server refuses it, and the message says why
     with pytest.raises(CaptureError, match=name) as exc:
         search.capture(target, staging, repository=repo["name"], indices=sample_indices["plain"], snapshot=name)
@@ -266,34 +307,44 @@ def test_ensure_repository(target, repo):
         # flat settings work too; registering twice with the same settings is a no-op plus verify
         flat = {"location": repo["location"], "compress": True}
         assert client.ensure_repository(repo["name"], flat) == {
-            "type": "fs", "settings": {"location": repo["location"], "compress": "true"}}
+            "type": "fs",
+            "settings": {"location": repo["location"], "compress": "true"},
+        }
         assert client.ensure_repository(repo["name"], flat)["settings"]["compress"] == "true"
         # without settings it must exist, and is returned as registered
         assert client.ensure_repository(repo["name"])["type"] == "fs"
         # other settings re-register it
         moved = repo["location"] + "-moved"
         assert client.ensure_repository(repo["name"], {"type": "fs", "settings": {"location": moved}}) == {
-            "type": "fs", "settings": {"location": moved}}
+            "type": "fs",
+            "settings": {"location": moved},
+        }
         assert len(client.verify_repository(repo["name"])) == 1  # the single node
 
 
 def test_deferrable_path_async_wait_reaches_success(target, http, staging, repo, sample_indices):
     with search.SearchClient(target) as client:
-        started = search.capture_begin(client, repository=repo["name"], repository_settings=repo["settings"],
-                                       indices=[sample_indices["plain"], sample_indices["nested"]],
-                                       key=staging.key)
+        started = search.capture_begin(
+            client,
+            repository=repo["name"],
+            repository_settings=repo["settings"],
+            indices=[sample_indices["plain"], sample_indices["nested"]],
+            key=staging.key,
+        )
     # what travels through a trigger event / XCom is plain JSON
     carried = json.loads(json.dumps(started.to_dict()))
 
-    state = asyncio.run(search.async_wait_for_snapshot(target, repo["name"], carried["snapshot"],
-                                                       poll_interval=0.1, timeout=120))
+    state = asyncio.run(
+        search.async_wait_for_snapshot(target, repo["name"], carried["snapshot"], poll_interval=0.1, timeout=120)
+    )
     assert state["state"] == "SUCCESS"
     assert state["indices"] == sorted([sample_indices["plain"], sample_indices["nested"]])
     assert state["shards"]["failed"] == 0 and state["failures"] == []
 
     with search.SearchClient(target) as client:
-        art = search.capture_finish(client, staging, repository=repo["name"], snapshot=carried["snapshot"],
-                                    started=carried, state=state)
+        art = search.capture_finish(
+            client, staging, repository=repo["name"], snapshot=carried["snapshot"], started=carried, state=state
+        )
     assert art.fingerprints["indices"][sample_indices["nested"]]["docs"] == 4
     assert art.meta["uuid"] == state["uuid"]
     assert art.capture_start == state["start_time"] and art.capture_end == state["end_time"]
@@ -307,8 +358,9 @@ def test_deferrable_path_async_wait_reaches_success(target, http, staging, repo,
 def test_repository_location_outside_path_repo(node, target, staging, sample_indices, tmp_path, uid):
     settings = {"type": "fs", "settings": {"location": str(tmp_path / "outside")}}
     with pytest.raises(EngineError, match="path.repo") as exc:
-        search.capture(target, staging, repository=f"bad-{uid}", repository_settings=settings,
-                       indices=sample_indices["plain"])
+        search.capture(
+            target, staging, repository=f"bad-{uid}", repository_settings=settings, indices=sample_indices["plain"]
+        )
     message = str(exc.value)
     assert node["url"] in message
     assert "doesn't match any of the locations specified by path.repo" in message  # the server's reason
@@ -324,8 +376,9 @@ def test_unknown_repository_without_settings(node, target, staging, sample_indic
 
 def test_unknown_index(node, target, staging, repo, uid):
     with pytest.raises(NotFoundError, match=f"missing-{uid}") as exc:
-        search.capture(target, staging, repository=repo["name"], repository_settings=repo["settings"],
-                       indices=[f"missing-{uid}"])
+        search.capture(
+            target, staging, repository=repo["name"], repository_settings=repo["settings"], indices=[f"missing-{uid}"]
+        )
     assert node["url"] in str(exc.value) and "HINT:" in str(exc.value)
 
 
@@ -351,22 +404,27 @@ def test_closed_port():
 def red_index(http, uid) -> Iterator[str]:
     """An index whose only primary shard can never be allocated (health red)."""
     name = f"red-{uid}"
-    _create_index(http, name, settings={"index.routing.allocation.require._name": "nonexistent"},
-                  params={"wait_for_active_shards": "0"})
+    _create_index(
+        http,
+        name,
+        settings={"index.routing.allocation.require._name": "nonexistent"},
+        params={"wait_for_active_shards": "0"},
+    )
     try:
         yield name
     finally:
         _delete_indices(http, name)
 
 
-def test_partial_snapshot_raises_capture_error_listing_shard_failures(target, http, repo, red_index,
-                                                                       sample_indices):
+def test_partial_snapshot_raises_capture_error_listing_shard_failures(target, http, repo, red_index, sample_indices):
     http.put(f"/_snapshot/{repo['name']}", json=repo["settings"]).raise_for_status()
     snap = "partial-snap"
     # partial=true is the only way the server lets a snapshot of an unassigned shard start
-    resp = http.put(f"/_snapshot/{repo['name']}/{snap}", params={"wait_for_completion": "false"},
-                    json={"indices": f"{red_index},{sample_indices['plain']}", "partial": True,
-                          "include_global_state": False})
+    resp = http.put(
+        f"/_snapshot/{repo['name']}/{snap}",
+        params={"wait_for_completion": "false"},
+        json={"indices": f"{red_index},{sample_indices['plain']}", "partial": True, "include_global_state": False},
+    )
     assert resp.status_code == 200, resp.text
 
     with search.SearchClient(target) as client:
@@ -386,8 +444,13 @@ def test_partial_snapshot_raises_capture_error_listing_shard_failures(target, ht
 def test_red_index_refused_before_and_by_the_server(target, staging, repo, red_index, sample_indices):
     # capture() checks index health before anything starts
     with pytest.raises(CaptureError, match=red_index) as exc:
-        search.capture(target, staging, repository=repo["name"], repository_settings=repo["settings"],
-                       indices=[red_index, sample_indices["plain"]])
+        search.capture(
+            target,
+            staging,
+            repository=repo["name"],
+            repository_settings=repo["settings"],
+            indices=[red_index, sample_indices["plain"]],
+        )
     assert "red" in str(exc.value)
     # and a snapshot started directly with partial=false is refused by the server, naming the index
     with search.SearchClient(target) as client:
@@ -402,5 +465,10 @@ def test_red_index_refused_before_and_by_the_server(target, staging, repo, red_i
 def test_closed_index_is_refused(target, http, staging, repo, sample_indices):
     http.post(f"/{sample_indices['empty']}/_close").raise_for_status()
     with pytest.raises(CaptureError, match=f"closed indices.*{sample_indices['empty']}"):
-        search.capture(target, staging, repository=repo["name"], repository_settings=repo["settings"],
-                       indices=[sample_indices["empty"]])
+        search.capture(
+            target,
+            staging,
+            repository=repo["name"],
+            repository_settings=repo["settings"],
+            indices=[sample_indices["empty"]],
+        )

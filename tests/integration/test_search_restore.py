@@ -61,14 +61,24 @@ class World:
     repo: dict[str, Any]
 
 
-ORDER_MAPPING = {"properties": {"sku": {"type": "keyword"}, "qty": {"type": "integer"},
-                                "note": {"type": "text"}}}
-NESTED_MAPPING = {"properties": {"order": {"type": "keyword"}, "lines": {
-    "type": "nested", "properties": {"sku": {"type": "keyword"}, "qty": {"type": "integer"}}}}}
+ORDER_MAPPING = {"properties": {"sku": {"type": "keyword"}, "qty": {"type": "integer"}, "note": {"type": "text"}}}
+NESTED_MAPPING = {
+    "properties": {
+        "order": {"type": "keyword"},
+        "lines": {"type": "nested", "properties": {"sku": {"type": "keyword"}, "qty": {"type": "integer"}}},
+    }
+}
 
 
-def _seed_and_capture(node: dict[str, Any], http: httpx.Client, client: search.SearchClient, uid: str,
-                      tmp_path: Path, *, shards: dict[str, int] | None = None) -> World:
+def _seed_and_capture(
+    node: dict[str, Any],
+    http: httpx.Client,
+    client: search.SearchClient,
+    uid: str,
+    tmp_path: Path,
+    *,
+    shards: dict[str, int] | None = None,
+) -> World:
     shards = shards or {}
     n = {
         "catalog": f"r{uid}-catalog",  # concrete now; a "migration" turns it into an alias later
@@ -79,12 +89,16 @@ def _seed_and_capture(node: dict[str, Any], http: httpx.Client, client: search.S
         "orders_alias": f"r{uid}-orders-read",
     }
     _create(http, n["orders"], ORDER_MAPPING, shards=shards.get("orders", 1))
-    _bulk(http, n["orders"], {f"o{i}": {"sku": f"sku-{i % 7}", "qty": i, "note": f"order number {i}"}
-                              for i in range(40)})
+    _bulk(
+        http, n["orders"], {f"o{i}": {"sku": f"sku-{i % 7}", "qty": i, "note": f"order number {i}"} for i in range(40)}
+    )
     _aliases(http, [{"add": {"index": n["orders"], "alias": n["orders_alias"]}}])
     _create(http, n["nested"], NESTED_MAPPING)
-    _bulk(http, n["nested"], {f"n{i}": {"order": f"o{i}", "lines": [{"sku": f"s{j}", "qty": j} for j in range(3)]}
-                              for i in range(12)})
+    _bulk(
+        http,
+        n["nested"],
+        {f"n{i}": {"order": f"o{i}", "lines": [{"sku": f"s{j}", "qty": j} for j in range(3)]} for i in range(12)},
+    )
     _create(http, n["users"], {"properties": {"name": {"type": "keyword"}, "age": {"type": "integer"}}})
     _bulk(http, n["users"], {f"u{i}": {"name": f"user {i}", "age": 20 + i} for i in range(25)})
     _create(http, n["catalog"])  # dynamic mapping
@@ -96,10 +110,15 @@ def _seed_and_capture(node: dict[str, Any], http: httpx.Client, client: search.S
     repo = _repo(node, uid)
     store = Store.open(tmp_path / "store", create=True, lock_timeout=30)
     staging = store.staging(staging_key("test_search_restore", uid))
-    search.capture(SearchTarget(url=node["url"], timeout=120), staging, repository=repo["name"],
-                   repository_settings=repo["settings"],
-                   indices=[n["orders_alias"], n["nested"], n["users"], n["catalog"], n["gone"]],
-                   poll_interval=0.2, timeout=120)
+    search.capture(
+        SearchTarget(url=node["url"], timeout=120),
+        staging,
+        repository=repo["name"],
+        repository_settings=repo["settings"],
+        indices=[n["orders_alias"], n["nested"], n["users"], n["catalog"], n["gone"]],
+        poll_interval=0.2,
+        timeout=120,
+    )
     manifest = store.seal(staging)
     cid = manifest.checkpoint_id
     artifact = manifest.artifact(ARTIFACT)
@@ -118,8 +137,11 @@ def _damage(http: httpx.Client, w: World) -> None:
     # an index deleted
     http.delete(f"/{n['gone']}").raise_for_status()
     # documents deleted from another
-    http.post(f"/{n['nested']}/_delete_by_query", params={"refresh": "true"},
-              json={"query": {"terms": {"order": ["o1", "o2", "o3"]}}}).raise_for_status()
+    http.post(
+        f"/{n['nested']}/_delete_by_query",
+        params={"refresh": "true"},
+        json={"query": {"terms": {"order": ["o1", "o2", "o3"]}}},
+    ).raise_for_status()
     # junk added to a third
     _bulk(http, n["users"], {f"junk{i}": {"name": "junk", "age": -1} for i in range(6)})
     # a document edited, and the alias moved to another index
@@ -127,8 +149,13 @@ def _damage(http: httpx.Client, w: World) -> None:
     junk = f"{n['orders']}-junk"
     _create(http, junk)
     _bulk(http, junk, {"x1": {"sku": "junk"}})
-    _aliases(http, [{"remove": {"index": n["orders"], "alias": n["orders_alias"]}},
-                    {"add": {"index": junk, "alias": n["orders_alias"]}}])
+    _aliases(
+        http,
+        [
+            {"remove": {"index": n["orders"], "alias": n["orders_alias"]}},
+            {"add": {"index": junk, "alias": n["orders_alias"]}},
+        ],
+    )
     # a "migration": catalog reindexed into catalog-v2 (changed data), catalog now an alias of it
     v2 = f"{n['catalog']}-v2"
     _create(http, v2)
@@ -149,16 +176,27 @@ def test_restore_after_damage_brings_back_every_document(node, http, client, uid
     assert _docs(http, n["orders_alias"]) == {"x1": {"sku": "junk"}}
     messages: list[str] = []
 
-    outcome = search.restore(client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, wait_timeout=120,
-                             log=messages.append, poll_interval=0.2)
+    outcome = search.restore(
+        client,
+        w.artifact,
+        w.doc,
+        checkpoint_id=w.checkpoint_id,
+        wait_timeout=120,
+        log=messages.append,
+        poll_interval=0.2,
+    )
 
     short = short_id(w.checkpoint_id)
     assert outcome.component == "search"
     assert outcome.restored == sorted([n["catalog"], n["gone"], n["nested"], n["orders"], n["users"]])
     details = outcome.details["indices"]
     assert {k: v["action"] for k, v in details.items()} == {
-        n["catalog"]: "switch-alias", n["gone"]: "create", n["nested"]: "replace", n["orders"]: "replace",
-        n["users"]: "replace"}
+        n["catalog"]: "switch-alias",
+        n["gone"]: "create",
+        n["nested"]: "replace",
+        n["orders"]: "replace",
+        n["users"]: "replace",
+    }
     # every document is back, exactly, also through the aliases
     for key in ("catalog", "gone", "nested", "orders", "users", "orders_alias"):
         assert _docs(http, n[key]) == w.original[key], key
@@ -174,8 +212,10 @@ def test_restore_after_damage_brings_back_every_document(node, http, client, uid
         rb = rollbacks[n[key]]
         assert rb.startswith(f"{n[key]}__rollback_{short}_") and len(rb.rsplit("_", 1)[1]) == 14
         assert _docs(http, rb) == damaged[key], key
-        assert http.get(f"/{rb}/_settings", params={"flat_settings": "true"}).json()[rb]["settings"][
-            "index.blocks.write"] == "true"
+        assert (
+            http.get(f"/{rb}/_settings", params={"flat_settings": "true"}).json()[rb]["settings"]["index.blocks.write"]
+            == "true"
+        )
     assert f"{n['catalog']}-v2" in outcome.rollback  # the previously aliased index, untouched
     assert _docs(http, f"{n['catalog']}-v2") == {"c1": {"title": "migrated", "price": 0}, "c99": {"title": "new"}}
 
@@ -245,8 +285,12 @@ def test_plan_lists_actions_and_conflicts_and_changes_nothing(node, http, client
     assert plan.checkpoint_id == w.checkpoint_id
     items = {i.target: i for i in plan.items}
     assert {t: i.action for t, i in items.items()} == {
-        n["catalog"]: "switch-alias", n["gone"]: "create", n["nested"]: "replace", n["orders"]: "replace",
-        n["users"]: "replace"}
+        n["catalog"]: "switch-alias",
+        n["gone"]: "create",
+        n["nested"]: "replace",
+        n["orders"]: "replace",
+        n["users"]: "replace",
+    }
     for item in plan.items:  # the leftover with this checkpoint's short id is not reused
         assert item.component == "search" and item.staging_name == f"{item.target}__restoring_{short}-2"
     text = str(plan)
@@ -260,20 +304,27 @@ def test_plan_lists_actions_and_conflicts_and_changes_nothing(node, http, client
     assert any("does not exist" in note for note in items[n["gone"]].notes)
 
     # what would be refused, still without changing anything
-    bad = search.plan_restore(client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, swap="alias",
-                              indices=[n["orders"], f"r{uid}-nope*"], include_global_state=True)
+    bad = search.plan_restore(
+        client,
+        w.artifact,
+        w.doc,
+        checkpoint_id=w.checkpoint_id,
+        swap="alias",
+        indices=[n["orders"], f"r{uid}-nope*"],
+        include_global_state=True,
+    )
     assert not bad.ok
     assert any(f"index {n['orders']} is a concrete index" in p for p in bad.problems)
     assert any(f"'r{uid}-nope*' matches no index" in p for p in bad.problems)
     assert any("does not include the global state" in p for p in bad.problems)
     with pytest.raises(search.RestoreRefusedError, match="concrete index"):
-        search.restore(client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, swap="alias",
-                       indices=[n["orders"]])
+        search.restore(client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, swap="alias", indices=[n["orders"]])
     assert _state(http, uid) == before
 
 
-def test_zstd_bomb_in_the_snapshot_document_fails_the_dry_run_plan_and_changes_nothing(node, http, client, uid,
-                                                                                        tmp_path, cleanup):
+def test_zstd_bomb_in_the_snapshot_document_fails_the_dry_run_plan_and_changes_nothing(
+    node, http, client, uid, tmp_path, cleanup
+):
     w = _seed_and_capture(node, http, client, uid, tmp_path)
     store = Store.open(tmp_path / "store")
     bomb, _ = zstd_bomb()  # 35 KB that inflate to 1.1 GiB; the manifest keeps the real raw_size (a lie)
@@ -338,17 +389,22 @@ def test_verification_failure_leaves_the_originals_untouched(node, http, client,
     msg = err.value.message
     assert f"index {n['users']}: docs expected {real + 3}, restored copy has {real}" in msg
     assert "nothing serving was changed" in msg
-    assert err.value.mismatches == [{"index": n["users"], "staging": f"{n['users']}__restoring_"
-                                     f"{short_id(w.checkpoint_id)}", "what": "docs", "expected": real + 3,
-                                     "actual": real}]
+    assert err.value.mismatches == [
+        {
+            "index": n["users"],
+            "staging": f"{n['users']}__restoring_{short_id(w.checkpoint_id)}",
+            "what": "docs",
+            "expected": real + 3,
+            "actual": real,
+        }
+    ]
     assert _state(http, uid) == before
     assert {k: _docs(http, v) for k, v in n.items()} == docs_before
     assert _indices(http, f"r{uid}-*__restoring_*") == []
 
 
 def _open_shards(http: httpx.Client) -> int:
-    rows = http.get("/_cat/indices", params={"format": "json", "h": "status,pri,rep",
-                                             "expand_wildcards": "all"}).json()
+    rows = http.get("/_cat/indices", params={"format": "json", "h": "status,pri,rep", "expand_wildcards": "all"}).json()
     return sum(int(r["pri"]) * (1 + int(r["rep"])) for r in rows if r["status"] == "open")
 
 
@@ -374,11 +430,17 @@ def test_cut_over_failure_rolls_everything_back(node, http, client, uid, tmp_pat
     http.put("/_cluster/settings", json={"transient": {"cluster.max_shards_per_node": limit}}).raise_for_status()
     try:
         with pytest.raises(search.CutOverError) as err:
-            search.restore(client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, indices=subset,
-                           wait_timeout=120, poll_interval=0.2)
+            search.restore(
+                client,
+                w.artifact,
+                w.doc,
+                checkpoint_id=w.checkpoint_id,
+                indices=subset,
+                wait_timeout=120,
+                poll_interval=0.2,
+            )
     finally:
-        http.put("/_cluster/settings",
-                 json={"transient": {"cluster.max_shards_per_node": None}}).raise_for_status()
+        http.put("/_cluster/settings", json={"transient": {"cluster.max_shards_per_node": None}}).raise_for_status()
 
     e = err.value
     assert e.rolled_back, e.message
@@ -401,8 +463,9 @@ def test_cut_over_failure_rolls_everything_back(node, http, client, uid, tmp_pat
     assert after["aliases"] == before["aliases"]
 
     # and once the cause is gone, the same restore succeeds
-    outcome = search.restore(client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, indices=subset,
-                             wait_timeout=120, poll_interval=0.2)
+    outcome = search.restore(
+        client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, indices=subset, wait_timeout=120, poll_interval=0.2
+    )
     assert outcome.restored == sorted(subset)
     assert _docs(http, n["orders"]) == w.original["orders"]
     assert _docs(http, n["catalog"]) == w.original["catalog"]
@@ -413,8 +476,16 @@ def test_swap_replace_turns_an_alias_back_into_an_index(node, http, client, uid,
     w = _seed_and_capture(node, http, client, uid, tmp_path)
     n = w.names
     _damage(http, w)
-    outcome = search.restore(client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, indices=[n["catalog"]],
-                             swap="replace", wait_timeout=120, poll_interval=0.2)
+    outcome = search.restore(
+        client,
+        w.artifact,
+        w.doc,
+        checkpoint_id=w.checkpoint_id,
+        indices=[n["catalog"]],
+        swap="replace",
+        wait_timeout=120,
+        poll_interval=0.2,
+    )
     assert outcome.details["indices"][n["catalog"]]["action"] == "replace-alias"
     assert outcome.rollback == [f"{n['catalog']}-v2"]
     assert _indices(http, n["catalog"]) == [n["catalog"]]  # a concrete index again
@@ -429,16 +500,18 @@ def test_restoring_the_same_checkpoint_twice_keeps_the_first_copies(node, http, 
     n = w.names
     _damage(http, w)
     short = short_id(w.checkpoint_id)
-    first = search.restore(client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, wait_timeout=120,
-                           poll_interval=0.2)
+    first = search.restore(
+        client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, wait_timeout=120, poll_interval=0.2
+    )
     live = f"{n['catalog']}__restoring_{short}"
     assert _alias_holders(http, n["catalog"]) == [live]
     # writes after the first restore
     _bulk(http, n["catalog"], {"c-late": {"title": "written after the first restore"}})
     _bulk(http, n["users"], {"u-late": {"name": "late"}})
 
-    second = search.restore(client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, wait_timeout=120,
-                            poll_interval=0.2)
+    second = search.restore(
+        client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, wait_timeout=120, poll_interval=0.2
+    )
 
     assert second.details["short_id"] == f"{short}-2"
     assert _alias_holders(http, n["catalog"]) == [f"{n['catalog']}__restoring_{short}-2"]
@@ -450,7 +523,8 @@ def test_restoring_the_same_checkpoint_twice_keeps_the_first_copies(node, http, 
     users_rb = [r for r in second.rollback if r.startswith(f"{n['users']}__rollback_")]
     assert len(users_rb) == 1 and "u-late" in _docs(http, users_rb[0])
     assert [r for r in first.rollback if r.startswith(f"{n['users']}__rollback_")][0] in {
-        r["index"] for r in search.list_rollbacks(client)}
+        r["index"] for r in search.list_rollbacks(client)
+    }
     # a plan now reports the first copy as a leftover and would use <short>-3
     plan = search.plan_restore(client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, indices=[n["catalog"]])
     (item,) = plan.items
@@ -470,14 +544,19 @@ def _copy_repo(src_node: dict[str, Any], dst_node: dict[str, Any], w: World, uid
 
 def test_opensearch_snapshot_into_elasticsearch_is_refused(opensearch, elasticsearch, uid, tmp_path):
     os_node = {**opensearch, "kind": "opensearch"}
-    with _http(opensearch["url"]) as os_http, _http(elasticsearch["url"]) as es_http, \
-            search.SearchClient(SearchTarget(url=opensearch["url"], timeout=120)) as os_client, \
-            search.SearchClient(SearchTarget(url=elasticsearch["url"], timeout=120)) as es_client:
+    with (
+        _http(opensearch["url"]) as os_http,
+        _http(elasticsearch["url"]) as es_http,
+        search.SearchClient(SearchTarget(url=opensearch["url"], timeout=120)) as os_client,
+        search.SearchClient(SearchTarget(url=elasticsearch["url"], timeout=120)) as es_client,
+    ):
         try:
             w = _seed_and_capture(os_node, os_http, os_client, uid, tmp_path)
             location = _copy_repo(opensearch, elasticsearch, w, uid)
-            es_http.put(f"/_snapshot/{w.repo['name']}", json={
-                "type": "fs", "settings": {"location": location, "readonly": True}}).raise_for_status()
+            es_http.put(
+                f"/_snapshot/{w.repo['name']}",
+                json={"type": "fs", "settings": {"location": location, "readonly": True}},
+            ).raise_for_status()
             # Elasticsearch lists the foreign snapshot (with a nonsense version) ...
             listed = es_http.get(f"/_snapshot/{w.repo['name']}/{w.artifact.meta['snapshot']}").json()
             assert listed["snapshots"][0]["uuid"] == w.artifact.meta["uuid"]
@@ -487,9 +566,11 @@ def test_opensearch_snapshot_into_elasticsearch_is_refused(opensearch, elasticse
 
             # ... but the plan says why it cannot be restored there
             assert not plan.ok
-            assert any("the snapshot was taken by OpenSearch 2.19.1; Elasticsearch cannot restore OpenSearch "
-                       "snapshots (the target cluster runs Elasticsearch 7.10.2)" in p for p in plan.problems), \
-                plan.problems
+            assert any(
+                "the snapshot was taken by OpenSearch 2.19.1; Elasticsearch cannot restore OpenSearch "
+                "snapshots (the target cluster runs Elasticsearch 7.10.2)" in p
+                for p in plan.problems
+            ), plan.problems
             with pytest.raises(search.RestoreRefusedError, match="Elasticsearch cannot restore OpenSearch"):
                 search.restore(es_client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id)
             assert _state(es_http, uid) == before
@@ -502,22 +583,33 @@ def test_elasticsearch_snapshot_restores_into_opensearch(opensearch, elasticsear
     """Restoring into another cluster: the repository is registered there (read-only) by the restore
     itself. Elasticsearch 7.10 snapshots are readable by OpenSearch 2.x (its documented migration path)."""
     es_node = {**elasticsearch, "kind": "elasticsearch"}
-    with _http(opensearch["url"]) as os_http, _http(elasticsearch["url"]) as es_http, \
-            search.SearchClient(SearchTarget(url=opensearch["url"], timeout=120)) as os_client, \
-            search.SearchClient(SearchTarget(url=elasticsearch["url"], timeout=120)) as es_client:
+    with (
+        _http(opensearch["url"]) as os_http,
+        _http(elasticsearch["url"]) as es_http,
+        search.SearchClient(SearchTarget(url=opensearch["url"], timeout=120)) as os_client,
+        search.SearchClient(SearchTarget(url=elasticsearch["url"], timeout=120)) as es_client,
+    ):
         try:
             w = _seed_and_capture(es_node, es_http, es_client, uid, tmp_path)
             location = _copy_repo(elasticsearch, opensearch, w, uid)
             settings = {"type": "fs", "settings": {"location": location, "readonly": True}}
-            plan = search.plan_restore(os_client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id,
-                                       repository_settings=settings)
+            plan = search.plan_restore(
+                os_client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id, repository_settings=settings
+            )
             assert plan.ok, plan.problems
             assert {i.action for i in plan.items} == {"create"}
             assert "cross-product restore: Elasticsearch 7.10.2 snapshot into OpenSearch 2.19.1" in str(plan)
             assert "not registered yet" in str(plan)
 
-            outcome = search.restore(os_client, w.artifact, w.doc, checkpoint_id=w.checkpoint_id,
-                                     repository_settings=settings, wait_timeout=120, poll_interval=0.2)
+            outcome = search.restore(
+                os_client,
+                w.artifact,
+                w.doc,
+                checkpoint_id=w.checkpoint_id,
+                repository_settings=settings,
+                wait_timeout=120,
+                poll_interval=0.2,
+            )
 
             assert outcome.restored == sorted(v for k, v in w.names.items() if k != "orders_alias")
             for key, name in w.names.items():
@@ -533,28 +625,31 @@ def test_elasticsearch_snapshot_restores_into_opensearch(opensearch, elasticsear
 # --------------------------------------------------------------------------- compatibility rules
 
 
-@pytest.mark.parametrize(("snap", "cluster", "ok"), [
-    (("opensearch", "2.19.1"), ("opensearch", "2.19.1"), True),
-    (("opensearch", "2.11.0"), ("opensearch", "2.19.1"), True),
-    (("opensearch", "2.19.1"), ("opensearch", "3.0.0"), True),
-    (("opensearch", "1.3.20"), ("opensearch", "3.1.0"), False),  # two majors up
-    (("opensearch", "2.19.1"), ("opensearch", "2.17.0"), False),  # older cluster
-    (("opensearch", "2.19.1"), ("elasticsearch", "7.10.2"), False),
-    (("opensearch", "1.0.0"), ("elasticsearch", "8.15.0"), False),
-    (("elasticsearch", "7.10.2"), ("elasticsearch", "7.10.2"), True),
-    (("elasticsearch", "7.17.0"), ("elasticsearch", "8.15.0"), True),
-    (("elasticsearch", "7.17.0"), ("elasticsearch", "9.0.0"), False),
-    (("elasticsearch", "8.15.0"), ("elasticsearch", "7.17.0"), False),
-    (("elasticsearch", "7.10.2"), ("opensearch", "1.3.0"), True),
-    (("elasticsearch", "7.10.2"), ("opensearch", "2.19.1"), True),
-    (("elasticsearch", "6.8.0"), ("opensearch", "1.3.0"), True),
-    (("elasticsearch", "6.8.0"), ("opensearch", "2.19.1"), False),
-    (("elasticsearch", "7.10.2"), ("opensearch", "3.0.0"), False),
-    (("elasticsearch", "7.17.0"), ("opensearch", "2.19.1"), False),
-    (("elasticsearch", "8.0.0"), ("opensearch", "2.19.1"), False),
-    (("", "2.19.1"), ("opensearch", "2.19.1"), False),
-    (("opensearch", "garbage"), ("opensearch", "2.19.1"), False),
-])
+@pytest.mark.parametrize(
+    ("snap", "cluster", "ok"),
+    [
+        (("opensearch", "2.19.1"), ("opensearch", "2.19.1"), True),
+        (("opensearch", "2.11.0"), ("opensearch", "2.19.1"), True),
+        (("opensearch", "2.19.1"), ("opensearch", "3.0.0"), True),
+        (("opensearch", "1.3.20"), ("opensearch", "3.1.0"), False),  # two majors up
+        (("opensearch", "2.19.1"), ("opensearch", "2.17.0"), False),  # older cluster
+        (("opensearch", "2.19.1"), ("elasticsearch", "7.10.2"), False),
+        (("opensearch", "1.0.0"), ("elasticsearch", "8.15.0"), False),
+        (("elasticsearch", "7.10.2"), ("elasticsearch", "7.10.2"), True),
+        (("elasticsearch", "7.17.0"), ("elasticsearch", "8.15.0"), True),
+        (("elasticsearch", "7.17.0"), ("elasticsearch", "9.0.0"), False),
+        (("elasticsearch", "8.15.0"), ("elasticsearch", "7.17.0"), False),
+        (("elasticsearch", "7.10.2"), ("opensearch", "1.3.0"), True),
+        (("elasticsearch", "7.10.2"), ("opensearch", "2.19.1"), True),
+        (("elasticsearch", "6.8.0"), ("opensearch", "1.3.0"), True),
+        (("elasticsearch", "6.8.0"), ("opensearch", "2.19.1"), False),
+        (("elasticsearch", "7.10.2"), ("opensearch", "3.0.0"), False),
+        (("elasticsearch", "7.17.0"), ("opensearch", "2.19.1"), False),
+        (("elasticsearch", "8.0.0"), ("opensearch", "2.19.1"), False),
+        (("", "2.19.1"), ("opensearch", "2.19.1"), False),
+        (("opensearch", "garbage"), ("opensearch", "2.19.1"), False),
+    ],
+)
 def test_compatibility_rules(snap, cluster, ok):
     problems = search.compatibility_problems(snap[0], snap[1], cluster[0], cluster[1])
     assert (not problems) == ok, problems

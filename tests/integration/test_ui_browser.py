@@ -35,9 +35,15 @@ from tests.integration.checkpoints_page import check_checkpoints_page  # noqa: E
 
 pytestmark = pytest.mark.integration
 
-DAG_IDS = ("checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy",
-           "example_migration_after_checkpoint", "recovery_lkg", "restore_checkpoint",
-           "example_resumable_simulation")
+DAG_IDS = (
+    "checkpoint_scheduled",
+    "checkpoint_pre_migration",
+    "checkpoint_pre_deploy",
+    "example_migration_after_checkpoint",
+    "recovery_lkg",
+    "restore_checkpoint",
+    "example_resumable_simulation",
+)
 CAPTURE_DAGS = ("checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy")
 DB = "ui_app"
 PREFIX = "ui-"
@@ -60,18 +66,24 @@ def airflow(servers, services_module, tmp_path_factory) -> Iterator[Airflow]:
     home = tmp_path_factory.mktemp("ui_airflow_home")
     port = free_port()
     password, passwords = admin_password(home)
-    env = airflow_env(home, services_module.connection_env(servers), port=port, password_file=passwords,
-                      dags_folder=REPO / "dags", extra={
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",  # restore_checkpoint re-reads its choices
-        "AIRFLOW__CHECKPOINT__SEARCH_REPOSITORY_LOCATION": str(Path(servers["opensearch"]["path_repo"]) / "ui"),
-        "AIRFLOW__CHECKPOINT__TASK_RETRIES": "0",
-        # Trigger's "unpause on trigger" unpauses checkpoint_scheduled; with catchup=False a
-        # */30 schedule would then start a scheduled run at once (capturing the damaged data
-        # and moving the LKG). February 29th is years away from the start date: no scheduled run.
-        "AIRFLOW__CHECKPOINT__SCHEDULE": "0 0 29 2 *",
-        # the REST API the restore DAGs pause the capture DAGs through
-        "AIRFLOW_CONN_AIRFLOW_API": f"http://admin:{password}@127.0.0.1:{port}",
-    })
+    env = airflow_env(
+        home,
+        services_module.connection_env(servers),
+        port=port,
+        password_file=passwords,
+        dags_folder=REPO / "dags",
+        extra={
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",  # restore_checkpoint re-reads its choices
+            "AIRFLOW__CHECKPOINT__SEARCH_REPOSITORY_LOCATION": str(Path(servers["opensearch"]["path_repo"]) / "ui"),
+            "AIRFLOW__CHECKPOINT__TASK_RETRIES": "0",
+            # Trigger's "unpause on trigger" unpauses checkpoint_scheduled; with catchup=False a
+            # */30 schedule would then start a scheduled run at once (capturing the damaged data
+            # and moving the LKG). February 29th is years away from the start date: no scheduled run.
+            "AIRFLOW__CHECKPOINT__SCHEDULE": "0 0 29 2 *",
+            # the REST API the restore DAGs pause the capture DAGs through
+            "AIRFLOW_CONN_AIRFLOW_API": f"http://admin:{password}@127.0.0.1:{port}",
+        },
+    )
     af = Airflow(home, env, port, password, components=COMPONENTS, dag_ids=DAG_IDS)
     try:
         af.start()
@@ -91,10 +103,19 @@ def browser(airflow, tmp_path_factory) -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1400,3400",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium_profile')}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,3400",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium_profile')}",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
@@ -266,8 +287,12 @@ def test_every_trigger_form_is_enabled_with_its_defaults_and_one_click_recovery_
     _damage(servers, indices)
     assert _state(servers, indices) != original
     recovery = _finish(browser, airflow, _trigger(browser, airflow, "recovery_lkg"))
-    assert recovery["tasks"] == {"drain": "success", "restore": "success", "health_check": "success",
-                                 "resume": "success"}
+    assert recovery["tasks"] == {
+        "drain": "success",
+        "restore": "success",
+        "health_check": "success",
+        "resume": "success",
+    }
 
     # 4. the data is back, exactly
     after = _state(servers, indices)
@@ -278,10 +303,10 @@ def test_every_trigger_form_is_enabled_with_its_defaults_and_one_click_recovery_
 
     # 5. the drain paused the unpaused capture DAG and resumed it; the others were paused all along
     paused = {d: airflow.api("GET", f"/dags/{d}")["is_paused"] for d in CAPTURE_DAGS}
-    assert paused == {"checkpoint_scheduled": False, "checkpoint_pre_migration": True,
-                      "checkpoint_pre_deploy": True}
+    assert paused == {"checkpoint_scheduled": False, "checkpoint_pre_migration": True, "checkpoint_pre_deploy": True}
     assert _xcom(airflow, "recovery_lkg", recovery["dag_run_id"], "drain")["paused"] == ["checkpoint_scheduled"]
 
     # 6. the Checkpoints page and its API show this checkpoint and the recovery, and start runs
-    check_checkpoints_page(browser, airflow, cid, shot=_shot, finish=lambda run: _finish(browser, airflow, run),
-                           wait=_waiter)
+    check_checkpoints_page(
+        browser, airflow, cid, shot=_shot, finish=lambda run: _finish(browser, airflow, run), wait=_waiter
+    )

@@ -71,8 +71,9 @@ workflow_unserializable_state()
 
 
 def _connect(pg: dict[str, Any], db: str) -> psycopg.Connection:
-    return psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"], dbname=db,
-                           autocommit=True)
+    return psycopg.connect(
+        host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"], dbname=db, autocommit=True
+    )
 
 
 def _fresh_db(pg: dict[str, Any], db: str) -> str:
@@ -98,22 +99,37 @@ def airflow(pg, store_pg, services, services_module, tmp_path_factory) -> Iterat
     home = tmp_path_factory.mktemp("wf_airflow_home")
     port = free_port()
     password, passwords = admin_password(home)
-    connections = {**services_module.connection_env(services),
-                   "AIRFLOW_CONN_WF_SIM": _fresh_db(pg, "wf_sim"),
-                   "AIRFLOW_CONN_WF_RESTORE": _fresh_db(pg, "wf_restore"),
-                   "AIRFLOW_CONN_WF_STORE": _fresh_db(store_pg, "wf_store")}
+    connections = {
+        **services_module.connection_env(services),
+        "AIRFLOW_CONN_WF_SIM": _fresh_db(pg, "wf_sim"),
+        "AIRFLOW_CONN_WF_RESTORE": _fresh_db(pg, "wf_restore"),
+        "AIRFLOW_CONN_WF_STORE": _fresh_db(store_pg, "wf_store"),
+    }
     dags = home / "dags"  # the shipped example and this module's own DAG
     dags.mkdir()
     shutil.copy(REPO / "dags" / f"{DAG}.py", dags)
     (dags / f"{UNSERIALIZABLE}.py").write_text(UNSERIALIZABLE_DAG)
-    env = airflow_env(home, connections, port=port, password_file=passwords, dags_folder=dags, extra={
-        "AIRFLOW__CHECKPOINT__TASK_RETRIES": "2",
-        "AIRFLOW__CHECKPOINT__RETRY_DELAY": "2",
-        "AIRFLOW__WORKERS__STATE_STORE_BACKEND": "airflow_checkpoint_provider.workflow.CheckpointStateBackend",
-        "AIRFLOW__CHECKPOINT__TASK_STATE_OFFLOAD_BYTES": "256",  # the workflow's pointer goes to the store
-    })
-    af = Airflow(home, env, port, password, components=("api-server", "scheduler", "dag-processor"),
-                 dag_ids=[DAG, UNSERIALIZABLE])
+    env = airflow_env(
+        home,
+        connections,
+        port=port,
+        password_file=passwords,
+        dags_folder=dags,
+        extra={
+            "AIRFLOW__CHECKPOINT__TASK_RETRIES": "2",
+            "AIRFLOW__CHECKPOINT__RETRY_DELAY": "2",
+            "AIRFLOW__WORKERS__STATE_STORE_BACKEND": "airflow_checkpoint_provider.workflow.CheckpointStateBackend",
+            "AIRFLOW__CHECKPOINT__TASK_STATE_OFFLOAD_BYTES": "256",  # the workflow's pointer goes to the store
+        },
+    )
+    af = Airflow(
+        home,
+        env,
+        port,
+        password,
+        components=("api-server", "scheduler", "dag-processor"),
+        dag_ids=[DAG, UNSERIALIZABLE],
+    )
     try:
         af.start()
         wait("Airflow to be healthy with the simulation DAG parsed", af.ready, timeout=180, interval=1)
@@ -129,8 +145,9 @@ def _store(af: Airflow) -> FileWorkflowStore:
     return FileWorkflowStore(Store.open(af.env["AIRFLOW__CHECKPOINT__STORAGE_ROOT"]))
 
 
-def _run(af: Airflow, conf: dict[str, Any], *, state: str = "success", dag_id: str = DAG,
-         task_id: str = "simulate") -> dict[str, Any]:
+def _run(
+    af: Airflow, conf: dict[str, Any], *, state: str = "success", dag_id: str = DAG, task_id: str = "simulate"
+) -> dict[str, Any]:
     run_id = af.trigger(dag_id, conf)
     run = af.finish(dag_id, run_id)
     if run["state"] != state:
@@ -143,21 +160,32 @@ def _run(af: Airflow, conf: dict[str, Any], *, state: str = "success", dag_id: s
 
 def _log(pg: dict[str, Any], db: str, schema: str) -> list[tuple[int, str, int, int]]:
     with _connect(pg, db) as conn:
-        return conn.execute(f'SELECT year, run_id, try_number, pid FROM "{schema}".simulation_log ORDER BY started_at'
-                            ).fetchall()
+        return conn.execute(
+            f'SELECT year, run_id, try_number, pid FROM "{schema}".simulation_log ORDER BY started_at'
+        ).fetchall()
 
 
 def _tables(pg: dict[str, Any], db: str, schema: str) -> dict[int, str]:
     with _connect(pg, db) as conn:
-        names = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE "
-                                            "'year_%%'", (schema,)).fetchall()]
-        return {int(n[5:]): conn.execute(f'SELECT count(*) || md5(string_agg(t::text, \',\' ORDER BY employee_id)) '
-                                         f'FROM "{schema}"."{n}" t').fetchone()[0] for n in names}
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE 'year_%%'", (schema,)
+            ).fetchall()
+        ]
+        return {
+            int(n[5:]): conn.execute(
+                f'SELECT count(*) || md5(string_agg(t::text, \',\' ORDER BY employee_id)) FROM "{schema}"."{n}" t'
+            ).fetchone()[0]
+            for n in names
+        }
 
 
-def _kill_when_year_starts(af: Airflow, pg: dict[str, Any], db: str, schema: str, run_id: str, year: int,
-                           saved_before: int, saved: Any) -> int:
+def _kill_when_year_starts(
+    af: Airflow, pg: dict[str, Any], db: str, schema: str, run_id: str, year: int, saved_before: int, saved: Any
+) -> int:
     """SIGKILL the task process once it started ``year`` (so ``saved_before`` is saved); returns its pid."""
+
     def started() -> int | None:
         try:
             rows = [r for r in _log(pg, db, schema) if r[1] == run_id and r[0] == year]
@@ -203,8 +231,9 @@ def test_sigkill_mid_loop_retry_resumes_at_the_next_year_and_saved_years_ran_exa
     ref = stored["__airflow_state_ref__"]
     assert ref.startswith("checkpoint-store:task-state/tasks/") and wid not in json.dumps(stored)
     assert (Path(airflow.env["AIRFLOW__CHECKPOINT__STORAGE_ROOT"]) / ref.partition(":")[2]).is_file()
-    pointer = CheckpointStateBackend(airflow.env["AIRFLOW__CHECKPOINT__STORAGE_ROOT"]) \
-        .deserialize_task_state_store_from_ref(ref)
+    pointer = CheckpointStateBackend(
+        airflow.env["AIRFLOW__CHECKPOINT__STORAGE_ROOT"]
+    ).deserialize_task_state_store_from_ref(ref)
     assert pointer["workflow_id"] == wid and pointer["latest"]["step"] == 2029 and pointer["status"] == "completed"
 
 
@@ -240,8 +269,14 @@ def test_fallback_drift_refusal_force_restart_and_resume_from_through_the_schedu
 
 def test_two_runs_of_one_workflow_are_serialized(airflow, pg):
     years = YEARS[:3]
-    conf = {"postgres_conn_id": "wf_sim", "checkpoint_data": False, "workflow_id": "pair", "schema": "sim_pair",
-            "year_seconds": 1, "years": years}
+    conf = {
+        "postgres_conn_id": "wf_sim",
+        "checkpoint_data": False,
+        "workflow_id": "pair",
+        "schema": "sim_pair",
+        "year_seconds": 1,
+        "years": years,
+    }
     runs = [airflow.trigger(DAG, conf), airflow.trigger(DAG, conf)]  # both run at once (max_active_runs=4)
     done = [airflow.finish(DAG, r) for r in runs]
     assert [d["state"] for d in done] == ["success", "success"]
@@ -274,16 +309,24 @@ def test_dropped_year_table_refuses_the_resume_and_restore_data_brings_it_back_i
 
 
 def test_postgres_workflow_store_survives_a_restart_between_the_killed_attempt_and_its_retry(
-        airflow, pg, store_pg, services_module):
-    conf = {"postgres_conn_id": "wf_sim", "checkpoint_data": False, "schema": "sim_pgstore", "year_seconds": YEAR_SECONDS,
-            "workflow_store": "postgresql", "workflow_store_conn_id": "wf_store"}
+    airflow, pg, store_pg, services_module
+):
+    conf = {
+        "postgres_conn_id": "wf_sim",
+        "checkpoint_data": False,
+        "schema": "sim_pgstore",
+        "year_seconds": YEAR_SECONDS,
+        "workflow_store": "postgresql",
+        "workflow_store_conn_id": "wf_store",
+    }
     run_id = airflow.trigger(DAG, conf)
     wid = f"{DAG}/{run_id}/simulate"
 
     def latest_saved() -> int | None:
         with _connect(store_pg, "wf_store") as conn:
-            row = conn.execute("SELECT step FROM workflow_checkpoints WHERE workflow_id = %s ORDER BY seq DESC LIMIT 1",
-                               (wid,)).fetchone()
+            row = conn.execute(
+                "SELECT step FROM workflow_checkpoints WHERE workflow_id = %s ORDER BY seq DESC LIMIT 1", (wid,)
+            ).fetchone()
         return row[0] if row else None
 
     _kill_when_year_starts(airflow, pg, "wf_sim", "sim_pgstore", run_id, 2027, 2026, latest_saved)

@@ -31,8 +31,9 @@ def _pg_env(pg: dict[str, Any]) -> dict[str, str]:
 
 
 def _db(pg: dict[str, Any], name: str) -> str:
-    with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"],
-                         dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"], dbname="postgres", autocommit=True
+    ) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     return name
@@ -40,8 +41,9 @@ def _db(pg: dict[str, Any], name: str) -> str:
 
 def _pg_store(pg: dict[str, Any], dbname: str) -> PostgresWorkflowStore:
     def connect() -> psycopg.Connection:
-        return psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"],
-                               dbname=dbname, autocommit=True)
+        return psycopg.connect(
+            host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"], dbname=dbname, autocommit=True
+        )
 
     return PostgresWorkflowStore(connect, location=f"postgresql://{pg['host']}:{pg['port']}/{dbname}")
 
@@ -57,8 +59,14 @@ def stores(request, tmp_path, pg) -> tuple[str, Any, dict[str, str]]:
 
 
 def _child(*args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.integration.workflow_child", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.workflow_child", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_sigkill_at_random_points_of_save_always_leaves_a_complete_earlier_or_later_state(stores):
@@ -86,8 +94,9 @@ def test_sigkill_at_random_points_of_save_always_leaves_a_complete_earlier_or_la
         out, _ = proc.communicate(timeout=30)
         acknowledged = max([acknowledged] + [int(ln.split()[1]) for ln in out.splitlines() if ln.startswith("saved")])
         if spec.startswith("file:"):
-            torn = [p for p in store.fs.local_path(f"{store._dir('killed')}/states").iterdir()
-                    if p.name.startswith(".tmp-")]
+            torn = [
+                p for p in store.fs.local_path(f"{store._dir('killed')}/states").iterdir() if p.name.startswith(".tmp-")
+            ]
             torn_writes += bool(torn)
             for path in torn:  # the store's cleanup would remove them; count each kill's own
                 path.unlink()
@@ -133,14 +142,19 @@ def test_postgres_rows_hold_jsonb_metadata_and_the_bytea_payload_with_an_index(p
         wf.save(step, {"processed": step, "quality": 0.92}, fingerprints={"entities": 156})
     wf.summary()
     with store.connection() as conn:
-        rows = conn.execute("SELECT seq, step, metadata, payload, saved_at FROM workflow_checkpoints "
-                            "WHERE workflow_id = 'rows' ORDER BY seq").fetchall()
-        status = conn.execute("SELECT status, completed_at IS NOT NULL FROM workflow_checkpoints_workflows "
-                              "WHERE workflow_id = 'rows'").fetchone()
-        index = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'workflow_checkpoints_step_idx'"
-                             ).fetchone()[0]
-        by_step = conn.execute("SELECT seq FROM workflow_checkpoints WHERE workflow_id = 'rows' AND step = %s",
-                               (json.dumps("doc-2"),)).fetchone()[0]
+        rows = conn.execute(
+            "SELECT seq, step, metadata, payload, saved_at FROM workflow_checkpoints "
+            "WHERE workflow_id = 'rows' ORDER BY seq"
+        ).fetchall()
+        status = conn.execute(
+            "SELECT status, completed_at IS NOT NULL FROM workflow_checkpoints_workflows WHERE workflow_id = 'rows'"
+        ).fetchone()
+        index = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'workflow_checkpoints_step_idx'"
+        ).fetchone()[0]
+        by_step = conn.execute(
+            "SELECT seq FROM workflow_checkpoints WHERE workflow_id = 'rows' AND step = %s", (json.dumps("doc-2"),)
+        ).fetchone()[0]
     assert [(r[0], r[1]) for r in rows] == [(1, "doc-1"), (2, "doc-2"), (3, "doc-3")]
     assert rows[2][2]["fingerprints"] == {"entities": 156} and rows[2][2]["parent"] == 2
     assert json.loads(bytes(rows[2][3])) == {"processed": "doc-3", "quality": 0.92}
@@ -172,8 +186,9 @@ def test_postgres_store_survives_a_server_restart_between_attempts(private_pg, s
     wf.close()
 
 
-def test_postgres_session_reconnects_and_keeps_its_lock_when_the_server_restarts_mid_run(private_pg,
-                                                                                           services_module, caplog):
+def test_postgres_session_reconnects_and_keeps_its_lock_when_the_server_restarts_mid_run(
+    private_pg, services_module, caplog
+):
     caplog.set_level("INFO", logger="airflow_checkpoint_provider.core.workflow.pgstore")
     db = _db(private_pg, "wf_midrun")
     store = _pg_store(private_pg, db)

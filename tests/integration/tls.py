@@ -54,25 +54,43 @@ class Pki:
         self._now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
         self._key = ec.generate_private_key(ec.SECP256R1())
         self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        cert = (x509.CertificateBuilder().subject_name(self._name).issuer_name(self._name)
-                .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(self._now).not_valid_after(self._now + datetime.timedelta(days=2))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                               critical=True)
-                .sign(self._key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(self._name)
+            .issuer_name(self._name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self._now)
+            .not_valid_after(self._now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(self._key, hashes.SHA256())
+        )
         self.ca = str(self.directory / "ca.pem")
         Path(self.ca).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name: str, *, common_name: str | None = None, client: bool = False,
-              hosts: tuple[str, ...] = (HOST, "localhost"), key_password: bytes | None = None) -> tuple[str, str]:
+    def issue(
+        self,
+        name: str,
+        *,
+        common_name: str | None = None,
+        client: bool = False,
+        hosts: tuple[str, ...] = (HOST, "localhost"),
+        key_password: bytes | None = None,
+    ) -> tuple[str, str]:
         """``(certificate, key)`` paths (key 0600, encrypted with ``key_password`` if given) of a
         server (SANs ``hosts``) or client certificate."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name or name)])
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(self._name)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(self._now).not_valid_after(self._now + datetime.timedelta(days=2)))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self._name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self._now)
+            .not_valid_after(self._now + datetime.timedelta(days=2))
+        )
         if client:
             builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         else:
@@ -82,16 +100,23 @@ class Pki:
                     names.append(x509.IPAddress(ipaddress.ip_address(h)))
                 except ValueError:
                     names.append(x509.DNSName(h))
-            builder = (builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-                       .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False).add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
         cert = builder.sign(self._key, hashes.SHA256())
         cert_path, key_path = self.directory / f"{name}.crt", self.directory / f"{name}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.BestAvailableEncryption(key_password) if key_password
-                                       else serialization.NoEncryption()))
+            fh.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.BestAvailableEncryption(key_password)
+                    if key_password
+                    else serialization.NoEncryption(),
+                )
+            )
         return str(cert_path), str(key_path)
 
 
@@ -99,8 +124,9 @@ class Pki:
 
 
 @contextlib.contextmanager
-def redis_tls_server(directory: Path, pki: Pki, *, auth_clients: str = "no",
-                     hosts: tuple[str, ...] = (HOST, "localhost")) -> Iterator[dict[str, Any]]:
+def redis_tls_server(
+    directory: Path, pki: Pki, *, auth_clients: str = "no", hosts: tuple[str, ...] = (HOST, "localhost")
+) -> Iterator[dict[str, Any]]:
     """A redis-server with ``port 0`` (no plain text) and a TLS port, its certificate naming
     ``hosts``; yields its info.
 
@@ -118,15 +144,30 @@ def redis_tls_server(directory: Path, pki: Pki, *, auth_clients: str = "no",
     conf = directory / "redis.conf"
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the password
     with os.fdopen(fd, "w") as fh:
-        fh.write(f"port 0\ntls-port {port}\nbind {HOST}\ntls-cert-file {cert}\ntls-key-file {key}\n"
-                 f"tls-ca-cert-file {pki.ca}\ntls-auth-clients {auth_clients}\nrequirepass {password}\n"
-                 f"save \"\"\nappendonly no\ndir {directory}\nrepl-diskless-sync-delay 0\ndatabases 16\n")
+        fh.write(
+            f"port 0\ntls-port {port}\nbind {HOST}\ntls-cert-file {cert}\ntls-key-file {key}\n"
+            f"tls-ca-cert-file {pki.ca}\ntls-auth-clients {auth_clients}\nrequirepass {password}\n"
+            f'save ""\nappendonly no\ndir {directory}\nrepl-diskless-sync-delay 0\ndatabases 16\n'
+        )
     log = open(directory / "redis.log", "wb")
     proc = subprocess.Popen([exe, str(conf)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    tls = {"ssl": True, "ssl_ca_certs": pki.ca, "ssl_certfile": client_cert, "ssl_keyfile": client_key,
-           "ssl_check_hostname": HOST in hosts}
-    info = {"host": HOST, "port": port, "password": password, "ca": pki.ca, "tls": tls,
-            "client_cert": client_cert, "client_key": client_key, "pid": proc.pid}
+    tls = {
+        "ssl": True,
+        "ssl_ca_certs": pki.ca,
+        "ssl_certfile": client_cert,
+        "ssl_keyfile": client_key,
+        "ssl_check_hostname": HOST in hosts,
+    }
+    info = {
+        "host": HOST,
+        "port": port,
+        "password": password,
+        "ca": pki.ca,
+        "tls": tls,
+        "client_cert": client_cert,
+        "client_key": client_key,
+        "pid": proc.pid,
+    }
     try:
         client = redis.Redis(host=HOST, port=port, password=password, **tls)
         deadline = time.monotonic() + 20
@@ -154,8 +195,9 @@ def redis_tls_server(directory: Path, pki: Pki, *, auth_clients: str = "no",
 
 
 @contextlib.contextmanager
-def postgres_tls_server(services_module: Any, pki: Pki, methods: dict[str, str] | None = None
-                        ) -> Iterator[dict[str, Any]]:
+def postgres_tls_server(
+    services_module: Any, pki: Pki, methods: dict[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
     """A private cluster (``scripts/services.py``) with ssl on; see :func:`enable_postgres_ssl`."""
     # outside pytest's base temp dir, which concurrent sessions may prune: the server lives there
     state = Path(tempfile.mkdtemp(prefix="ckpt-pgtls-"))
@@ -184,8 +226,7 @@ def enable_postgres_ssl(pg: dict[str, Any], pki: Pki, methods: dict[str, str] | 
             pw = pwd.getpwnam(pg["superuser"])
             os.chown(dest, pw.pw_uid, pw.pw_gid)
     with open(data / "postgresql.conf", "a", encoding="utf-8") as fh:
-        fh.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
-                 "ssl_ca_file = 'client-ca.crt'\n")
+        fh.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'client-ca.crt'\n")
     hba = [f"local all {pg['superuser']} trust", "local all all scram-sha-256"]
     hba += [f"hostssl all {user} {HOST}/32 {method}" for user, method in (methods or {}).items()]
     hba += [f"hostssl all all {HOST}/32 scram-sha-256", f"hostnossl all all {HOST}/32 reject"]
@@ -200,9 +241,29 @@ def enable_postgres_ssl(pg: dict[str, Any], pki: Pki, methods: dict[str, str] | 
 def psql(pg: dict[str, Any], sql: str) -> str:
     """Run ``sql`` as the superuser over the Unix socket; returns the unaligned output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    out = subprocess.run([str(Path(pg["bin_dir"]) / "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1",
-                          "-h", pg["socket_dir"], "-p", str(pg["port"]), "-U", pg["superuser"], "-d", "postgres",
-                          "-c", sql], capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [
+            str(Path(pg["bin_dir"]) / "psql"),
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            pg["socket_dir"],
+            "-p",
+            str(pg["port"]),
+            "-U",
+            pg["superuser"],
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -213,8 +274,10 @@ def recording_tool(directory: Path, real: str) -> Path:
     runs = directory / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     script = directory / Path(real).name
-    script.write_text(f'#!/bin/sh\nrun="{runs}/$$"\nprintf \'%s\\0\' "$@" > "$run.argv"\nenv -0 > "$run.env"\n'
-                      f'exec {shlex.quote(real)} "$@"\n')
+    script.write_text(
+        f'#!/bin/sh\nrun="{runs}/$$"\nprintf \'%s\\0\' "$@" > "$run.argv"\nenv -0 > "$run.env"\n'
+        f'exec {shlex.quote(real)} "$@"\n'
+    )
     script.chmod(0o755)
     return script
 

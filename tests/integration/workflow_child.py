@@ -44,8 +44,14 @@ def open_store(spec: str):
     info = json.loads(os.environ["WF_TEST_PG"])
 
     def connect():
-        return psycopg.connect(host=info["host"], port=info["port"], user=info["user"], password=info["password"],
-                               dbname=where, autocommit=True)
+        return psycopg.connect(
+            host=info["host"],
+            port=info["port"],
+            user=info["user"],
+            password=info["password"],
+            dbname=where,
+            autocommit=True,
+        )
 
     return PostgresWorkflowStore(connect, location=f"postgresql://{info['user']}@{info['host']}:{info['port']}/{where}")
 

@@ -62,8 +62,10 @@ def test_verify_reports_problems_with_exit_1(store, capsys):
     assert json.loads(out)[0]["problems"][0]["kind"] == "checksum_mismatch"
     code, _, err = run(capsys, "--root", store.root, "lkg", "set", a.checkpoint_id)
     # the verifications above recorded it corrupt: it never becomes the LKG
-    assert code == EXIT_PROBLEMS and f"checkpoint {a.checkpoint_id} cannot become the last-known-good: it is corrupt" \
-        in err
+    assert (
+        code == EXIT_PROBLEMS
+        and f"checkpoint {a.checkpoint_id} cannot become the last-known-good: it is corrupt" in err
+    )
     assert store.lkg() is None
 
 
@@ -75,10 +77,26 @@ def test_unknown_id_and_missing_store(store, tmp_path, capsys):
 
 
 def test_audit_lists_restores_newest_first(store, capsys):
-    store.write_audit({"status": "failed", "requested_checkpoint": "ckpt-a", "components": ["redis"],
-                       "dag_id": "restore_checkpoint", "run_id": "r1", "error": "boom\nmore"})
-    store.write_audit({"status": "restored", "checkpoint_id": "ckpt-b", "components": ["postgres", "redis"],
-                       "dag_id": "recovery_lkg", "run_id": "r2", "health": {"ok": True}})
+    store.write_audit(
+        {
+            "status": "failed",
+            "requested_checkpoint": "ckpt-a",
+            "components": ["redis"],
+            "dag_id": "restore_checkpoint",
+            "run_id": "r1",
+            "error": "boom\nmore",
+        }
+    )
+    store.write_audit(
+        {
+            "status": "restored",
+            "checkpoint_id": "ckpt-b",
+            "components": ["postgres", "redis"],
+            "dag_id": "recovery_lkg",
+            "run_id": "r2",
+            "health": {"ok": True},
+        }
+    )
     code, out, _ = run(capsys, "--root", store.root, "audit")
     lines = out.splitlines()
     assert code == EXIT_OK
@@ -134,8 +152,12 @@ def test_verify_last_known_good_of_a_replaced_checkpoint_exits_1_naming_the_prev
     store.mark_lkg(lkg.checkpoint_id)
     body = other.to_dict()
     body["checkpoint_id"] = lkg.checkpoint_id
-    write_forged(store, lkg.checkpoint_id, manifest_bytes(resealed(body)),
-                 archive_members(archive_path(store, other.checkpoint_id))[1:])
+    write_forged(
+        store,
+        lkg.checkpoint_id,
+        manifest_bytes(resealed(body)),
+        archive_members(archive_path(store, other.checkpoint_id))[1:],
+    )
     assert run(capsys, "--root", store.root, "verify", lkg.checkpoint_id)[0] == EXIT_OK
     code, out, err = run(capsys, "--root", store.root, "verify", "last-known-good")
     assert code == EXIT_PROBLEMS and "lkg_mismatch: refs/lkg.json" in out
@@ -154,8 +176,10 @@ def test_expire_is_a_dry_run_that_names_the_rule_keeping_each_checkpoint(store, 
     lines = {line.split()[1]: line for line in out.splitlines() if line.startswith(("keep", "delete"))}
     assert code == EXIT_OK and "keep_last 2 (#1)" in lines[ms[3].checkpoint_id]
     assert "protected: last-known-good" in lines[ms[0].checkpoint_id]
-    assert lines[ms[1].checkpoint_id].startswith("delete") and "no rule of the default rules keeps it" in \
-        lines[ms[1].checkpoint_id]
+    assert (
+        lines[ms[1].checkpoint_id].startswith("delete")
+        and "no rule of the default rules keeps it" in lines[ms[1].checkpoint_id]
+    )
     assert "1 checkpoint(s) would be deleted (dry run: add --execute)" in out
     assert len(store.list()) == 4
     code, out, err = run(capsys, "--root", store.root, "expire", "--policy", policy, "--execute", "--no-servers")

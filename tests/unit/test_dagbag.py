@@ -45,18 +45,30 @@ def bag(tmp_path_factory):
 
 def test_every_dag_imports_without_errors(bag):
     assert bag["errors"] == {}
-    assert set(bag["dags"]) == {"checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy",
-                                "example_migration_after_checkpoint", "recovery_lkg", "restore_checkpoint",
-                                "example_resumable_simulation", "checkpoint_verify", "checkpoint_retention",
-                                "checkpoint_restore_drill"}
+    assert set(bag["dags"]) == {
+        "checkpoint_scheduled",
+        "checkpoint_pre_migration",
+        "checkpoint_pre_deploy",
+        "example_migration_after_checkpoint",
+        "recovery_lkg",
+        "restore_checkpoint",
+        "example_resumable_simulation",
+        "checkpoint_verify",
+        "checkpoint_retention",
+        "checkpoint_restore_drill",
+    }
 
 
 def test_scheduled_dag_runs_every_30_minutes_one_at_a_time(bag):
     dag = bag["dags"]["checkpoint_scheduled"]
     assert dag["schedule"] == "*/30 * * * *"
     assert dag["max_active_runs"] == 1
-    assert {"checkpoint.pg_dump", "checkpoint.redis_snapshot", "checkpoint.search_snapshot",
-            "checkpoint.bundle"} <= set(dag["tasks"])
+    assert {
+        "checkpoint.pg_dump",
+        "checkpoint.redis_snapshot",
+        "checkpoint.search_snapshot",
+        "checkpoint.bundle",
+    } <= set(dag["tasks"])
     assert dag["teardowns"] == ["checkpoint.discard_staging"]
 
 
@@ -77,14 +89,20 @@ def test_no_param_greys_out_the_trigger_button_with_its_default(bag):
     for dag_id, dag in bag["dags"].items():
         for name, p in dag["params"].items():
             if p["default"] in (None, "", [], {}):
-                assert _nullable(p["schema"]), f"{dag_id}.{name} has the empty default {p['default']!r} but is " \
-                                               "not nullable"
+                assert _nullable(p["schema"]), (
+                    f"{dag_id}.{name} has the empty default {p['default']!r} but is not nullable"
+                )
                 assert p["default"] is None, f"{dag_id}.{name}: an empty optional field defaults to None"
 
 
 def test_components_is_a_multi_select_of_the_stores(bag):
-    for dag_id in ("checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy", "recovery_lkg",
-                   "restore_checkpoint"):
+    for dag_id in (
+        "checkpoint_scheduled",
+        "checkpoint_pre_migration",
+        "checkpoint_pre_deploy",
+        "recovery_lkg",
+        "restore_checkpoint",
+    ):
         schema = bag["dags"][dag_id]["params"]["components"]["schema"]
         # Airflow 3.3's form renders an array with `examples` as a multi-select (FieldMultiSelect)
         names = list(registry.names())  # every registered engine, in registry order
@@ -110,8 +128,9 @@ def test_capture_dags_offer_the_redis_write_fence_with_its_bound(bag):
 
 def test_pre_deploy_validates_before_checkpointing(bag):
     tasks = bag["dags"]["checkpoint_pre_deploy"]["tasks"]
-    assert {"validate.environment", "validate.connections", "validate.config_files",
-            "validate.dependencies"} <= set(tasks)
+    assert {"validate.environment", "validate.connections", "validate.config_files", "validate.dependencies"} <= set(
+        tasks
+    )
 
 
 def test_recovery_resumes_writers_even_if_the_restore_fails(bag):
@@ -170,8 +189,9 @@ def test_a_pip_user_deploys_a_factory_with_a_two_line_dag_file(tmp_path_factory)
     folder = tmp_path_factory.mktemp("user_dags")
     (folder / "mine.py").write_text(TWO_LINES.format(n=1))
     env = dict(os.environ, AIRFLOW_HOME=str(tmp_path_factory.mktemp("home2")), AIRFLOW__CORE__LOAD_EXAMPLES="False")
-    proc = subprocess.run([sys.executable, "-c", CODE, str(folder)], env=env, capture_output=True, text=True,
-                          cwd=str(folder))
+    proc = subprocess.run(
+        [sys.executable, "-c", CODE, str(folder)], env=env, capture_output=True, text=True, cwd=str(folder)
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["errors"] == {} and list(out["dags"]) == ["recovery_lkg_1"]

@@ -13,8 +13,12 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
-COMMANDS = {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
-            "airflow-dag-processor": "dag-processor", "airflow-triggerer": "triggerer"}
+COMMANDS = {
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-triggerer": "triggerer",
+}
 
 
 def _text() -> str:
@@ -27,12 +31,21 @@ def _compose() -> dict:
 
 def test_services_and_images_are_pinned():
     services = _compose()["services"]
-    assert set(services) == {*AIRFLOW_SERVICES, "airflow-init", "airflow-db", "postgres", "redis",
-                             "elasticsearch-init", "elasticsearch"}
+    assert set(services) == {
+        *AIRFLOW_SERVICES,
+        "airflow-init",
+        "airflow-db",
+        "postgres",
+        "redis",
+        "elasticsearch-init",
+        "elasticsearch",
+    }
     assert re.fullmatch(r"postgres:15\.\d+", services["postgres"]["image"])
     assert re.fullmatch(r"postgres:16\.\d+", services["airflow-db"]["image"])
     assert re.fullmatch(r"redis:7\.\d+\.\d+", services["redis"]["image"])
-    assert re.fullmatch(r"docker\.elastic\.co/elasticsearch/elasticsearch:8\.\d+\.\d+", services["elasticsearch"]["image"])
+    assert re.fullmatch(
+        r"docker\.elastic\.co/elasticsearch/elasticsearch:8\.\d+\.\d+", services["elasticsearch"]["image"]
+    )
     for name, service in services.items():
         image = service.get("image", "")
         assert ":" in image and not image.endswith(":latest"), f"{name} image {image!r} is not pinned"
@@ -62,8 +75,9 @@ def test_airflow_runs_as_airflow_uid_and_init_makes_the_volumes_writable():
     # the search snapshot volume is handed to Elasticsearch's user before it starts
     es_init = services["elasticsearch-init"]
     assert "chown -R 1000:0 /usr/share/elasticsearch/snapshots" in " ".join(es_init["entrypoint"])
-    assert services["elasticsearch"]["depends_on"]["elasticsearch-init"]["condition"] == \
-        "service_completed_successfully"
+    assert (
+        services["elasticsearch"]["depends_on"]["elasticsearch-init"]["condition"] == "service_completed_successfully"
+    )
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     assert "mkdir -p /opt/airflow/checkpoints_data" in dockerfile  # a new named volume inherits its owner
 
@@ -80,8 +94,13 @@ def test_airflow_is_the_pinned_official_33_image_with_this_provider_installed():
 def test_mounts_connections_and_the_search_repository_location():
     compose = _compose()
     common = compose["x-airflow-common"]
-    for mount in ("./dags:/opt/airflow/dags", "./logs:/opt/airflow/logs", "./config:/opt/airflow/config",
-                  "./plugins:/opt/airflow/plugins", "checkpoints_data:/opt/airflow/checkpoints_data"):
+    for mount in (
+        "./dags:/opt/airflow/dags",
+        "./logs:/opt/airflow/logs",
+        "./config:/opt/airflow/config",
+        "./plugins:/opt/airflow/plugins",
+        "checkpoints_data:/opt/airflow/checkpoints_data",
+    ):
         assert mount in common["volumes"]
     env = common["environment"]
     assert env["AIRFLOW__CHECKPOINT__STORAGE_ROOT"] == "/opt/airflow/checkpoints_data"

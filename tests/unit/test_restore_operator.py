@@ -20,9 +20,12 @@ def test_expectations_are_the_manifest_counts_with_expired_keys_counted_as_such(
         sink.meta = {"database": "app"}
     cid = store.seal(staging).checkpoint_id
     op = RestoreOperator(task_id="restore", storage_root=store.root, rename_databases={"app": "app_copy"})
-    report = RestoreReport(checkpoint_id=cid, plan=RestorePlan(cid), dry_run=False,
-                           outcomes=[RestoreOutcome("redis", details={"keys": {"db0": 8, "db1": 2},
-                                                                      "skipped_expired": {"db0": 2}})])
+    report = RestoreReport(
+        checkpoint_id=cid,
+        plan=RestorePlan(cid),
+        dry_run=False,
+        outcomes=[RestoreOutcome("redis", details={"keys": {"db0": 8, "db1": 2}, "skipped_expired": {"db0": 2}})],
+    )
     expected = op.expectations(report, ("postgres", "redis"))
     # the manifest's counts, and the two keys of db0 that expired before the load, counted as such
     assert expected["redis"] == {"keys": {"0": 10, "1": 2}, "expired": {"0": 2}}
@@ -40,13 +43,22 @@ def test_a_checkpoint_id_that_a_native_template_turned_into_a_number_is_refused(
 
 
 def test_engine_arguments_land_in_each_engines_options():
-    op = RestoreOperator(task_id="restore", postgres_conn_id="pg_prod", databases="app", rename_databases={"a": "b"},
-                         pg_options={"no_owner": "False", "no_privileges": True}, indices="products",
-                         search_options={"swap": "alias"}, redis_options={"spare_db": 9})
+    op = RestoreOperator(
+        task_id="restore",
+        postgres_conn_id="pg_prod",
+        databases="app",
+        rename_databases={"a": "b"},
+        pg_options={"no_owner": "False", "no_privileges": True},
+        indices="products",
+        search_options={"swap": "alias"},
+        redis_options={"spare_db": 9},
+    )
     assert op.conn_ids == {"postgres": "pg_prod"}
-    assert op.options == {"postgres": {"databases": "app", "rename": {"a": "b"}, "no_owner": "False",
-                                       "no_privileges": True},
-                          "search": {"indices": "products", "swap": "alias"}, "redis": {"spare_db": 9}}
+    assert op.options == {
+        "postgres": {"databases": "app", "rename": {"a": "b"}, "no_owner": "False", "no_privileges": True},
+        "search": {"indices": "products", "swap": "alias"},
+        "redis": {"spare_db": 9},
+    }
     assert {"conn_ids", "options"} <= set(RestoreOperator.template_fields)
 
 

@@ -18,9 +18,21 @@ SSL_CERT_REQS = ("required", "optional", "none")
 
 #: The libpq TLS options (besides ``sslmode``) a PostgreSQL connection may set; psycopg, pg_dump
 #: and pg_restore all get them. ``sslpassword`` is a secret, like the password.
-LIBPQ_SSL_OPTIONS = ("sslrootcert", "sslcert", "sslkey", "sslpassword", "sslcrl", "sslcrldir", "sslsni",
-                     "sslcompression", "sslcertmode", "sslnegotiation", "ssl_min_protocol_version",
-                     "ssl_max_protocol_version", "channel_binding")
+LIBPQ_SSL_OPTIONS = (
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "sslcompression",
+    "sslcertmode",
+    "sslnegotiation",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "channel_binding",
+)
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -38,17 +50,23 @@ class PostgresTarget:
 
     def __post_init__(self) -> None:
         if self.sslmode is not None and self.sslmode not in SSLMODES:
-            raise CheckpointError(f"{self.label}: sslmode={self.sslmode!r} is not a libpq sslmode",
-                                  hint=f"use one of {', '.join(SSLMODES)}")
+            raise CheckpointError(
+                f"{self.label}: sslmode={self.sslmode!r} is not a libpq sslmode",
+                hint=f"use one of {', '.join(SSLMODES)}",
+            )
         unknown = sorted(set(self.ssl) - set(LIBPQ_SSL_OPTIONS))
         if unknown:
-            raise CheckpointError(f"{self.label}: unknown TLS option(s) {', '.join(map(repr, unknown))}",
-                                  hint=f"the libpq TLS options are sslmode, {', '.join(LIBPQ_SSL_OPTIONS)}")
+            raise CheckpointError(
+                f"{self.label}: unknown TLS option(s) {', '.join(map(repr, unknown))}",
+                hint=f"the libpq TLS options are sslmode, {', '.join(LIBPQ_SSL_OPTIONS)}",
+            )
         options = {k: str(int(v)) if isinstance(v, bool) else str(v) for k, v in self.ssl.items() if v is not None}
         bad = sorted(k for k, v in options.items() if "\0" in v)
         if bad:
-            raise CheckpointError(f"{self.label}: TLS option {bad[0]} holds a NUL character",
-                                  hint="fix the value in the connection's extra")
+            raise CheckpointError(
+                f"{self.label}: TLS option {bad[0]} holds a NUL character",
+                hint="fix the value in the connection's extra",
+            )
         object.__setattr__(self, "ssl", options)
 
     @property
@@ -56,8 +74,14 @@ class PostgresTarget:
         return f"postgresql://{self.user}@{self.host}:{self.port}"
 
     def public(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,
-                "sslmode": self.sslmode, **{k: v for k, v in self.ssl.items() if k != "sslpassword"}}
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": self.dbname,
+            "sslmode": self.sslmode,
+            **{k: v for k, v in self.ssl.items() if k != "sslpassword"},
+        }
 
 
 @dataclass(frozen=True)
@@ -77,11 +101,15 @@ class RedisTarget:
 
     def __post_init__(self) -> None:
         if self.ssl_cert_reqs not in SSL_CERT_REQS:
-            raise CheckpointError(f"{self.label}: ssl_cert_reqs={self.ssl_cert_reqs!r} is not a verification mode",
-                                  hint=f"use one of {', '.join(SSL_CERT_REQS)} (required is the default)")
+            raise CheckpointError(
+                f"{self.label}: ssl_cert_reqs={self.ssl_cert_reqs!r} is not a verification mode",
+                hint=f"use one of {', '.join(SSL_CERT_REQS)} (required is the default)",
+            )
         if self.ssl_keyfile and not self.ssl_certfile:
-            raise CheckpointError(f"{self.label}: ssl_keyfile={self.ssl_keyfile!r} is set without ssl_certfile",
-                                  hint="set ssl_certfile to the client certificate that goes with the key")
+            raise CheckpointError(
+                f"{self.label}: ssl_keyfile={self.ssl_keyfile!r} is set without ssl_certfile",
+                hint="set ssl_certfile to the client certificate that goes with the key",
+            )
 
     @property
     def label(self) -> str:
@@ -89,11 +117,19 @@ class RedisTarget:
         return f"{scheme}://{self.username + '@' if self.username else ''}{self.host}:{self.port}"
 
     def public(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"host": self.host, "port": self.port, "username": self.username, "db": self.db,
-                               "ssl": self.ssl}
+        out: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "username": self.username,
+            "db": self.db,
+            "ssl": self.ssl,
+        }
         if self.ssl:
-            out.update(ssl_cert_reqs=self.ssl_cert_reqs, ssl_check_hostname=self.ssl_check_hostname,
-                       client_certificate=bool(self.ssl_certfile))
+            out.update(
+                ssl_cert_reqs=self.ssl_cert_reqs,
+                ssl_check_hostname=self.ssl_check_hostname,
+                client_certificate=bool(self.ssl_certfile),
+            )
         return out
 
 

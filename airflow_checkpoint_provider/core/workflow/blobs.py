@@ -62,8 +62,16 @@ class TaskStateBlobs:
     def put(self, rel: str, text: str, *, about: dict[str, str]) -> str:
         """Store the JSON text ``text`` at ``rel``; returns the reference (``checkpoint-store:<rel>``)."""
         enc = encode_state(text.encode("utf-8"), what="the task-state value")
-        body = {"format": BLOB_FORMAT, "format_version": 1, **about, "saved_at": format_ts(utcnow()),
-                "compression": enc.compression, "size": enc.size, "raw_size": enc.raw_size, "sha256": enc.sha256}
+        body = {
+            "format": BLOB_FORMAT,
+            "format_version": 1,
+            **about,
+            "saved_at": format_ts(utcnow()),
+            "compression": enc.compression,
+            "size": enc.size,
+            "raw_size": enc.raw_size,
+            "sha256": enc.sha256,
+        }
         body["header_sha256"] = hashlib.sha256(canonical(body)).hexdigest()
         self.store.fs.makedirs(rel.rpartition("/")[0])
         with self.store.fs.atomic_writer(rel) as out:
@@ -83,14 +91,21 @@ class TaskStateBlobs:
         body = parse_header(data[:end], rel)
         claimed = body.pop("header_sha256", None)
         if body.get("format") != BLOB_FORMAT or claimed != hashlib.sha256(canonical(body)).hexdigest():
-            raise StateDamagedError(f"{rel}: the header is not a {BLOB_FORMAT} header or fails its header_sha256",
-                                    hint="the value is lost; the task writes it again on its next run")
+            raise StateDamagedError(
+                f"{rel}: the header is not a {BLOB_FORMAT} header or fails its header_sha256",
+                hint="the value is lost; the task writes it again on its next run",
+            )
         sizes = [body.get(k) for k in ("size", "raw_size")]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes) or \
-                body.get("compression") not in ("none", "zstd") or not isinstance(body.get("sha256"), str):
-            raise StateDamagedError(f"{rel}: the header's size, raw_size, compression or sha256 is invalid",
-                                    hint="the value is lost; the task writes it again on its next run")
-        payload = data[end + 1:]
+        if (
+            not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes)
+            or body.get("compression") not in ("none", "zstd")
+            or not isinstance(body.get("sha256"), str)
+        ):
+            raise StateDamagedError(
+                f"{rel}: the header's size, raw_size, compression or sha256 is invalid",
+                hint="the value is lost; the task writes it again on its next run",
+            )
+        payload = data[end + 1 :]
         verify_payload(payload, size=body["size"], sha256=body["sha256"], source=rel)
         raw = decode_state("bytes", body["compression"], payload, raw_size=body["raw_size"], source=rel)
         text: str = raw.decode("utf-8")
@@ -109,8 +124,11 @@ class TaskStateBlobs:
         if root is None or base is None or not root.exists():
             return []
         for path in root.rglob("*"):
-            if path.is_file() and (path.suffix == ".json" or path.name.startswith(TMP_MARK)) and \
-                    now - path.stat().st_mtime >= older_than_s:
+            if (
+                path.is_file()
+                and (path.suffix == ".json" or path.name.startswith(TMP_MARK))
+                and now - path.stat().st_mtime >= older_than_s
+            ):
                 doomed.append(str(path.relative_to(base)))
         for rel in [] if dry_run else doomed:
             self.store.fs.remove(rel)
@@ -121,8 +139,10 @@ def rel_of(ref: str) -> str | None:
     """The store path in a reference, or None if ``ref`` is not one of ours (refusing ``..``)."""
     if not ref.startswith(REF_PREFIX):
         return None
-    rel = ref[len(REF_PREFIX):]
+    rel = ref[len(REF_PREFIX) :]
     if not rel.startswith(ROOT + "/") or ".." in rel.split("/") or rel.startswith("/"):
-        raise StateDamagedError(f"task-state reference {ref[:200]!r} does not point below {ROOT}/",
-                                hint="the reference in Airflow's task_state_store was altered; set the key again")
+        raise StateDamagedError(
+            f"task-state reference {ref[:200]!r} does not point below {ROOT}/",
+            hint="the reference in Airflow's task_state_store was altered; set the key again",
+        )
     return rel

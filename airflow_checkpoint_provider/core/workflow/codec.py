@@ -60,8 +60,9 @@ def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def encode_state(state: Any, *, what: str = "state", level: int = DEFAULT_LEVEL,
-                 threshold: int = COMPRESS_THRESHOLD) -> Encoded:
+def encode_state(
+    state: Any, *, what: str = "state", level: int = DEFAULT_LEVEL, threshold: int = COMPRESS_THRESHOLD
+) -> Encoded:
     """Serialise, maybe compress, and checksum ``state``; raises before returning anything partial."""
     return encode_raw(*raw_state(state, what=what), level=level, threshold=threshold)
 
@@ -73,8 +74,9 @@ def raw_state(state: Any, *, what: str) -> tuple[bytes | memoryview, str]:
     return encode_json(state, what=what), "json"
 
 
-def encode_raw(raw: bytes | memoryview, encoding: str, *, level: int = DEFAULT_LEVEL,
-               threshold: int = COMPRESS_THRESHOLD) -> Encoded:
+def encode_raw(
+    raw: bytes | memoryview, encoding: str, *, level: int = DEFAULT_LEVEL, threshold: int = COMPRESS_THRESHOLD
+) -> Encoded:
     """Maybe compress, and checksum, the raw bytes of a state."""
     if len(raw) >= threshold:
         threads = -1 if len(raw) >= THREADED_THRESHOLD else 0
@@ -138,7 +140,7 @@ def not_serializable(value: Any, what: str, exc: BaseException | None = None) ->
     return StateNotSerializableError(
         f"{path} {problem}; nothing was saved",
         hint="keep states to dict, list, str, int, float, bool and None (convert sets to lists, datetimes to "
-             "ISO strings, arrays with .tolist()), or save the state as bytes you serialise yourself",
+        "ISO strings, arrays with .tolist()), or save the state as bytes you serialise yourself",
     )
 
 
@@ -201,8 +203,9 @@ def decompress(compression: str, payload: bytes, *, raw_size: int, source: str) 
     else:
         raw = payload
     if len(raw) != raw_size:
-        raise StateDamagedError(f"{source}: the payload is {len(raw)} bytes decompressed, the header says {raw_size}",
-                                hint=DAMAGED_HINT)
+        raise StateDamagedError(
+            f"{source}: the payload is {len(raw)} bytes decompressed, the header says {raw_size}", hint=DAMAGED_HINT
+        )
     return raw
 
 
@@ -216,8 +219,10 @@ def decode_raw(encoding: str, raw: bytes, *, source: str) -> Any:
         raise StateDamagedError(f"{source}: the payload is not valid JSON ({exc})", hint=DAMAGED_HINT) from None
 
 
-DAMAGED_HINT = ("the resume falls back to the previous intact state; `airflow-checkpoint workflow history <id>` "
-                "shows every saved state")
+DAMAGED_HINT = (
+    "the resume falls back to the previous intact state; `airflow-checkpoint workflow history <id>` "
+    "shows every saved state"
+)
 
 
 def verify_payload(payload: bytes, *, size: int, sha256: str, source: str) -> None:
@@ -227,11 +232,13 @@ def verify_payload(payload: bytes, *, size: int, sha256: str, source: str) -> No
 def check_payload(actual_size: int, actual: str, *, size: int, sha256: str, source: str) -> None:
     """:class:`StateDamagedError` unless the payload read has the header's size and sha256."""
     if actual_size != size:
-        raise StateDamagedError(f"{source}: the payload is {actual_size} bytes, the header says {size}",
-                                hint=DAMAGED_HINT)
+        raise StateDamagedError(
+            f"{source}: the payload is {actual_size} bytes, the header says {size}", hint=DAMAGED_HINT
+        )
     if actual != sha256:
-        raise StateDamagedError(f"{source}: the payload's sha256 is {actual}, the header says {sha256}",
-                                hint=DAMAGED_HINT)
+        raise StateDamagedError(
+            f"{source}: the payload's sha256 is {actual}, the header says {sha256}", hint=DAMAGED_HINT
+        )
 
 
 # ---- steps -----------------------------------------------------------------------------------
@@ -242,11 +249,13 @@ def validate_step(step: Any) -> int | str:
     if isinstance(step, bool) or not isinstance(step, (int, str)):
         raise StateNotSerializableError(
             f"step {step!r} is a {type(step).__name__}; a step is an int or a string",
-            hint="name steps by an int (e.g. the year) or a short string (e.g. the document id)")
+            hint="name steps by an int (e.g. the year) or a short string (e.g. the document id)",
+        )
     if isinstance(step, str) and (not step or len(step) > MAX_STEP_CHARS or not step.isprintable()):
         raise StateNotSerializableError(
             f"step {step[:80]!r} must be 1 to {MAX_STEP_CHARS} printable characters",
-            hint="use a short id without newlines or control characters")
+            hint="use a short id without newlines or control characters",
+        )
     if isinstance(step, int) and abs(step) >= 2**63:
         raise StateNotSerializableError(f"step {step} does not fit in 64 bits", hint="use a smaller number or a string")
     return step

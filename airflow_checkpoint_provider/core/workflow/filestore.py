@@ -121,8 +121,9 @@ class FileWorkflowStore:
         rel = self._state_rel(workflow_id, seq)
         header, offset = self._read_header(rel)
         if header.seq != seq or header.workflow_id != workflow_id:
-            raise StateDamagedError(f"{rel}: the header belongs to {header.workflow_id!r} seq {header.seq}",
-                                    hint=DAMAGED_HINT)
+            raise StateDamagedError(
+                f"{rel}: the header belongs to {header.workflow_id!r} seq {header.seq}", hint=DAMAGED_HINT
+            )
         if header.size >= STREAM_THRESHOLD:  # read in chunks when the state is wanted
             return StateRecord(header, PayloadFile(lambda: self.fs.open_read(rel), offset), rel)
         with self.fs.open_read(rel) as f:
@@ -163,9 +164,16 @@ class FileWorkflowStore:
         latest = self._entry(wid, seqs[0], damaged=False) if seqs else None
         size = sum(self.fs.size(self._state_rel(wid, s)) for s in seqs)
         updated = latest.header.saved_at if latest and latest.header else str(desc.get("created_at", ""))
-        return WorkflowInfo(wid, str(desc.get("status", "running")), str(desc.get("created_at", "")), updated,
-                            len(seqs), size, latest.header.step if latest and latest.header else None,
-                            f"{self.location}/{workflow_key(wid)}")
+        return WorkflowInfo(
+            wid,
+            str(desc.get("status", "running")),
+            str(desc.get("created_at", "")),
+            updated,
+            len(seqs),
+            size,
+            latest.header.step if latest and latest.header else None,
+            f"{self.location}/{workflow_key(wid)}",
+        )
 
     def busy(self, workflow_id: str) -> bool:
         try:
@@ -187,7 +195,8 @@ class FileWorkflowStore:
             raise LockTimeoutError(
                 f"workflow {workflow_id!r} is being run by another writer ({exc.message})",
                 hint="two tasks run the same workflow id: this one waits for the other to finish; raise "
-                     "[checkpoint] lock_timeout, or give each task its own workflow_id") from None
+                "[checkpoint] lock_timeout, or give each task its own workflow_id",
+            ) from None
         session = FileSession(self, workflow_id, stack)
         session.register(owner)
         return session

@@ -41,11 +41,16 @@ DEFAULT_TABLE = "workflow_checkpoints"
 
 
 def validate_workflow_id(workflow_id: Any) -> str:
-    if not isinstance(workflow_id, str) or not workflow_id or len(workflow_id) > MAX_WORKFLOW_ID_CHARS \
-            or not workflow_id.isprintable():
+    if (
+        not isinstance(workflow_id, str)
+        or not workflow_id
+        or len(workflow_id) > MAX_WORKFLOW_ID_CHARS
+        or not workflow_id.isprintable()
+    ):
         raise StateNotSerializableError(
             f"workflow id {describe(workflow_id)} must be 1 to {MAX_WORKFLOW_ID_CHARS} printable characters",
-            hint="name the workflow with a short id such as 'planning-2025' (no newlines or control characters)")
+            hint="name the workflow with a short id such as 'planning-2025' (no newlines or control characters)",
+        )
     return workflow_id
 
 
@@ -71,12 +76,23 @@ class StateHeader:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": STATE_FORMAT, "format_version": STATE_VERSION, "workflow_id": self.workflow_id,
-            "seq": self.seq, "step": self.step, "parent": self.parent, "saved_at": self.saved_at,
-            "config_hash": self.config_hash, "config_digest": dict(self.config_digest),
-            "fingerprints": dict(self.fingerprints), "data_checkpoint": self.data_checkpoint,
-            "encoding": self.encoding, "compression": self.compression, "size": self.size,
-            "raw_size": self.raw_size, "sha256": self.sha256, "writer": dict(self.writer),
+            "format": STATE_FORMAT,
+            "format_version": STATE_VERSION,
+            "workflow_id": self.workflow_id,
+            "seq": self.seq,
+            "step": self.step,
+            "parent": self.parent,
+            "saved_at": self.saved_at,
+            "config_hash": self.config_hash,
+            "config_digest": dict(self.config_digest),
+            "fingerprints": dict(self.fingerprints),
+            "data_checkpoint": self.data_checkpoint,
+            "encoding": self.encoding,
+            "compression": self.compression,
+            "size": self.size,
+            "raw_size": self.raw_size,
+            "sha256": self.sha256,
+            "writer": dict(self.writer),
         }
 
     def to_line(self) -> bytes:
@@ -88,23 +104,37 @@ class StateHeader:
     @classmethod
     def from_dict(cls, obj: dict[str, Any], source: str, *, self_checksum: bool) -> StateHeader:
         """Validate a parsed header; :class:`StateDamagedError` names the first bad field."""
+
         def bad(why: str) -> StateDamagedError:
             return StateDamagedError(f"{source}: {why}", hint=DAMAGED_HINT)
 
         if obj.get("format") != STATE_FORMAT or obj.get("format_version") != STATE_VERSION:
-            raise bad(f"format {describe(obj.get('format'))} version {describe(obj.get('format_version'))} is not "
-                      f"{STATE_FORMAT!r} version {STATE_VERSION} (upgrade airflow-checkpoint-provider if it is newer)")
+            raise bad(
+                f"format {describe(obj.get('format'))} version {describe(obj.get('format_version'))} is not "
+                f"{STATE_FORMAT!r} version {STATE_VERSION} (upgrade airflow-checkpoint-provider if it is newer)"
+            )
         if self_checksum:
             claimed = obj.pop("header_sha256", None)
             if claimed != hashlib.sha256(canonical(obj)).hexdigest():
                 raise bad("the header does not match its header_sha256")
         try:
             header = cls(
-                workflow_id=obj["workflow_id"], seq=obj["seq"], step=obj["step"], parent=obj["parent"],
-                saved_at=obj["saved_at"], config_hash=obj["config_hash"], config_digest=obj["config_digest"],
-                fingerprints=obj["fingerprints"], data_checkpoint=obj["data_checkpoint"], encoding=obj["encoding"],
-                compression=obj["compression"], size=obj["size"], raw_size=obj["raw_size"], sha256=obj["sha256"],
-                writer=obj.get("writer") or {})
+                workflow_id=obj["workflow_id"],
+                seq=obj["seq"],
+                step=obj["step"],
+                parent=obj["parent"],
+                saved_at=obj["saved_at"],
+                config_hash=obj["config_hash"],
+                config_digest=obj["config_digest"],
+                fingerprints=obj["fingerprints"],
+                data_checkpoint=obj["data_checkpoint"],
+                encoding=obj["encoding"],
+                compression=obj["compression"],
+                size=obj["size"],
+                raw_size=obj["raw_size"],
+                sha256=obj["sha256"],
+                writer=obj.get("writer") or {},
+            )
         except KeyError as exc:
             raise bad(f"the header lacks the field {exc.args[0]!r}") from None
         checks = [
@@ -134,10 +164,20 @@ class StateHeader:
 
     def public(self) -> dict[str, Any]:
         """What listings, logs and XCom show: the header without the config digest."""
-        return {"seq": self.seq, "step": self.step, "parent": self.parent, "saved_at": self.saved_at,
-                "config_hash": self.config_hash, "fingerprints": dict(self.fingerprints),
-                "data_checkpoint": self.data_checkpoint, "size": self.size, "raw_size": self.raw_size,
-                "encoding": self.encoding, "compression": self.compression, "sha256": self.sha256}
+        return {
+            "seq": self.seq,
+            "step": self.step,
+            "parent": self.parent,
+            "saved_at": self.saved_at,
+            "config_hash": self.config_hash,
+            "fingerprints": dict(self.fingerprints),
+            "data_checkpoint": self.data_checkpoint,
+            "size": self.size,
+            "raw_size": self.raw_size,
+            "encoding": self.encoding,
+            "compression": self.compression,
+            "sha256": self.sha256,
+        }
 
 
 def _count(value: Any) -> bool:
@@ -156,8 +196,9 @@ class StateRecord:
         """The saved state, after checking the payload's size and sha256."""
         h = self.header
         if isinstance(self.payload, PayloadFile):
-            raw = self.payload.read(size=h.size, sha256=h.sha256, compression=h.compression, raw_size=h.raw_size,
-                                    source=self.source)
+            raw = self.payload.read(
+                size=h.size, sha256=h.sha256, compression=h.compression, raw_size=h.raw_size, source=self.source
+            )
             return decode_raw(h.encoding, raw, source=self.source)
         verify_payload(self.payload, size=h.size, sha256=h.sha256, source=self.source)
         return decode_state(h.encoding, h.compression, self.payload, raw_size=h.raw_size, source=self.source)
@@ -173,8 +214,12 @@ class Entry:
     damaged: bool = False  #: set aside by a resume that fell back past it
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, **(self.header.public() if self.header else {}), "problem": self.problem,
-                "damaged": self.damaged or self.problem is not None}
+        return {
+            "seq": self.seq,
+            **(self.header.public() if self.header else {}),
+            "problem": self.problem,
+            "damaged": self.damaged or self.problem is not None,
+        }
 
 
 @dataclass(frozen=True)
@@ -191,9 +236,16 @@ class WorkflowInfo:
     location: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"workflow_id": self.workflow_id, "status": self.status, "created_at": self.created_at,
-                "updated_at": self.updated_at, "states": self.states, "size": self.size,
-                "latest_step": self.latest_step, "location": self.location}
+        return {
+            "workflow_id": self.workflow_id,
+            "status": self.status,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "states": self.states,
+            "size": self.size,
+            "latest_step": self.latest_step,
+            "location": self.location,
+        }
 
 
 class Session(Protocol):

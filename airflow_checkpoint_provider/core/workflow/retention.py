@@ -37,8 +37,13 @@ def _parse(ts: str) -> datetime | None:
         return None
 
 
-def expire(store: WorkflowStore, *, older_than: timedelta = timedelta(days=DEFAULT_RETENTION_DAYS),
-           dry_run: bool = False, now: datetime | None = None) -> list[Expired]:
+def expire(
+    store: WorkflowStore,
+    *,
+    older_than: timedelta = timedelta(days=DEFAULT_RETENTION_DAYS),
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> list[Expired]:
     """Delete the workflows not saved for ``older_than``; returns what went (or would go, or was skipped)."""
     cutoff = (now or utcnow()) - older_than
     out = []

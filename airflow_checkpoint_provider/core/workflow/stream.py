@@ -45,7 +45,7 @@ class StreamedPayload:
         cctx = zstandard.ZstdCompressor(level=self._level, threads=-1, write_checksum=True)
         with cctx.stream_writer(cast(IO[bytes], sink), size=self.raw_size, write_size=CHUNK, closefd=False) as out:
             for start in range(0, self.raw_size, 4 * CHUNK):
-                out.write(self._raw[start:start + 4 * CHUNK])
+                out.write(self._raw[start : start + 4 * CHUNK])
         return sink.size, sink.digest.hexdigest()
 
     def materialize(self) -> tuple[bytes, int, str]:
@@ -85,7 +85,9 @@ class PayloadFile:
             problem = None
             try:
                 if compression == "zstd":
-                    zstandard.ZstdDecompressor().copy_stream(cast(IO[bytes], reader), out, read_size=CHUNK, write_size=CHUNK)
+                    zstandard.ZstdDecompressor().copy_stream(
+                        cast(IO[bytes], reader), out, read_size=CHUNK, write_size=CHUNK
+                    )
                 else:
                     while chunk := reader.read(CHUNK):
                         out.write(chunk)
@@ -98,8 +100,9 @@ class PayloadFile:
             raise StateDamagedError(f"{source}: the payload does not decompress ({problem})", hint=DAMAGED_HINT)
         raw = out.getvalue()  # BytesIO hands over its buffer: no copy
         if len(raw) != raw_size:
-            raise StateDamagedError(f"{source}: the payload is {len(raw)} bytes decompressed, the header says "
-                                    f"{raw_size}", hint=DAMAGED_HINT)
+            raise StateDamagedError(
+                f"{source}: the payload is {len(raw)} bytes decompressed, the header says {raw_size}", hint=DAMAGED_HINT
+            )
         return raw
 
 

@@ -73,15 +73,28 @@ class Workflow:
     :param on_event: ``on_event(kind, info)`` after ``resumed``, ``saved`` and ``completed``.
     """
 
-    def __init__(self, store: WorkflowStore, workflow_id: str, *, config: Any = None,
-                 options: ResumeOptions | None = None, validate: Validator | None = None,
-                 data: DataCheckpoints | None = None, history: int | None = DEFAULT_HISTORY, initial: Any = None,
-                 writer: Mapping[str, Any] | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-                 level: int = DEFAULT_LEVEL, expire_on_success: bool = False,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: WorkflowStore,
+        workflow_id: str,
+        *,
+        config: Any = None,
+        options: ResumeOptions | None = None,
+        validate: Validator | None = None,
+        data: DataCheckpoints | None = None,
+        history: int | None = DEFAULT_HISTORY,
+        initial: Any = None,
+        writer: Mapping[str, Any] | None = None,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        level: int = DEFAULT_LEVEL,
+        expire_on_success: bool = False,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
         if history is not None and (not isinstance(history, int) or history < 1):
-            raise WorkflowError(f"history={history!r} must be a positive number of states, or None to keep all",
-                                hint="keep at least the latest state (history=1)")
+            raise WorkflowError(
+                f"history={history!r} must be a positive number of states, or None to keep all",
+                hint="keep at least the latest state (history=1)",
+            )
         self.store = store
         self.workflow_id = validate_workflow_id(workflow_id)
         self.options = options or ResumeOptions()
@@ -105,12 +118,21 @@ class Workflow:
         if self._session is not None:
             return self._session
         if self._completed:
-            raise WorkflowError(f"workflow {self.workflow_id!r} was already completed by summary()",
-                                hint="create a new Workflow object to run it again")
+            raise WorkflowError(
+                f"workflow {self.workflow_id!r} was already completed by summary()",
+                hint="create a new Workflow object to run it again",
+            )
         session = self.store.session(self.workflow_id, timeout=self._lock_timeout, owner=self._writer)
         try:
-            resumed = resume(session, workflow_id=self.workflow_id, digest=self._digest, options=self.options,
-                             validate=self._validate, data=self._data, depth=self.history)
+            resumed = resume(
+                session,
+                workflow_id=self.workflow_id,
+                digest=self._digest,
+                options=self.options,
+                validate=self._validate,
+                data=self._data,
+                depth=self.history,
+            )
         except BaseException:
             session.close()
             raise
@@ -152,8 +174,10 @@ class Workflow:
         keys = [step_key(s) for s in items]
         if len(set(keys)) != len(keys):
             dup = next(s for s, k in zip(items, keys, strict=True) if keys.count(k) > 1)
-            raise WorkflowError(f"step {dup!r} appears twice in the steps of workflow {self.workflow_id!r}",
-                                hint="give each step a distinct name")
+            raise WorkflowError(
+                f"step {dup!r} appears twice in the steps of workflow {self.workflow_id!r}",
+                hint="give each step a distinct name",
+            )
         self._open()
         start = 0
         if self._latest is not None:
@@ -164,18 +188,25 @@ class Workflow:
                     f"workflow {self.workflow_id!r} was saved after step {self._latest.step!r}, which is not among "
                     f"the steps [{shown}]",
                     hint="run it with the steps it was saved with (2025 and '2025' are different steps), use "
-                         "resume_from=<step> to re-run from a saved one, or force_restart=True to start over")
+                    "resume_from=<step> to re-run from a saved one, or force_restart=True to start over",
+                )
             start = keys.index(key) + 1
         self._skipped = start
         if start:
-            log.info("Workflow %r: %d of %d step(s) already done; running %d", self.workflow_id, start, len(items),
-                     len(items) - start)
+            log.info(
+                "Workflow %r: %d of %d step(s) already done; running %d",
+                self.workflow_id,
+                start,
+                len(items),
+                len(items) - start,
+            )
         yield from items[start:]
 
     # ---- saving ----------------------------------------------------------------------------------
 
-    def save(self, step: Any, state: Any, *, fingerprints: Mapping[str, Any] | None = None,
-             data: bool | None = None) -> StateHeader:
+    def save(
+        self, step: Any, state: Any, *, fingerprints: Mapping[str, Any] | None = None, data: bool | None = None
+    ) -> StateHeader:
         """Save ``state`` as the result of ``step``, atomically.
 
         Nothing is written if the state (or a fingerprint) cannot be serialised. With data
@@ -198,20 +229,40 @@ class Workflow:
         checkpoint_id = None
         if data if data is not None else self._data is not None:
             if self._data is None:
-                raise WorkflowError(f"save(..., data=True) for step {step!r}, but workflow {self.workflow_id!r} has "
-                                    "no data targets", hint="pass data=... when creating the workflow")
+                raise WorkflowError(
+                    f"save(..., data=True) for step {step!r}, but workflow {self.workflow_id!r} has no data targets",
+                    hint="pass data=... when creating the workflow",
+                )
             checkpoint_id = self._data.capture(self.workflow_id, step)
         header = StateHeader(
-            workflow_id=self.workflow_id, seq=0, step=step, parent=self._latest.seq if self._latest else None,
-            saved_at=format_ts(utcnow()), config_hash=self.config_hash, config_digest=self._digest,
-            fingerprints=prints, data_checkpoint=checkpoint_id, encoding=encoding,
-            compression=compression, size=size, raw_size=len(raw), sha256=sha256,
-            writer=self._writer)
+            workflow_id=self.workflow_id,
+            seq=0,
+            step=step,
+            parent=self._latest.seq if self._latest else None,
+            saved_at=format_ts(utcnow()),
+            config_hash=self.config_hash,
+            config_digest=self._digest,
+            fingerprints=prints,
+            data_checkpoint=checkpoint_id,
+            encoding=encoding,
+            compression=compression,
+            size=size,
+            raw_size=len(raw),
+            sha256=sha256,
+            writer=self._writer,
+        )
         saved = session.append(header, payload, keep=self.history)
         self._latest, self._state = saved, state
         self._run.append(step)
-        log.info("Workflow %r: saved step %r as state %d (%d bytes stored, %d raw%s)", self.workflow_id, step,
-                 saved.seq, saved.size, saved.raw_size, f"; data checkpoint {checkpoint_id}" if checkpoint_id else "")
+        log.info(
+            "Workflow %r: saved step %r as state %d (%d bytes stored, %d raw%s)",
+            self.workflow_id,
+            step,
+            saved.seq,
+            saved.size,
+            saved.raw_size,
+            f"; data checkpoint {checkpoint_id}" if checkpoint_id else "",
+        )
         self._emit("saved", saved.public())
         return saved
 
@@ -249,16 +300,21 @@ class Workflow:
             "steps_skipped": self._skipped,
             "latest": self._latest.public() if self._latest else None,
             "config_hash": self.config_hash,
-            "data_checkpoints": [] if not self._latest or not self._latest.data_checkpoint else
-            [self._latest.data_checkpoint],
+            "data_checkpoints": []
+            if not self._latest or not self._latest.data_checkpoint
+            else [self._latest.data_checkpoint],
             "discarded": resumed.discarded,
         }
 
     def _resume_info(self) -> dict[str, Any]:
         r = self._resumed or Resumed()
-        return {"resumed_from": {"step": r.header.step, "seq": r.header.seq} if r.header else None,
-                "fallbacks": list(r.fallbacks), "config_drift": list(r.drift), "restored_data": r.restored,
-                "validated_steps": list(r.validated)}
+        return {
+            "resumed_from": {"step": r.header.step, "seq": r.header.seq} if r.header else None,
+            "fallbacks": list(r.fallbacks),
+            "config_drift": list(r.drift),
+            "restored_data": r.restored,
+            "validated_steps": list(r.validated),
+        }
 
     def close(self) -> None:
         """Release the workflow's lock (idempotent)."""

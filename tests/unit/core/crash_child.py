@@ -37,8 +37,11 @@ def main(root: str, point: str, payload_mb: int = 8) -> None:
 
         fsmod._LocalAtomicFile.write = write
     elif point in ("before_manifest", "before_lkg_pointer", "before_lkg_history"):
-        target = {"before_manifest": ".manifest.json", "before_lkg_pointer": "refs/lkg.json",
-                  "before_lkg_history": "refs/lkg-history/"}[point]
+        target = {
+            "before_manifest": ".manifest.json",
+            "before_lkg_pointer": "refs/lkg.json",
+            "before_lkg_history": "refs/lkg-history/",
+        }[point]
         original_wb = fsmod.LocalFS.write_bytes
 
         def write_bytes(self, rel, data):

@@ -72,8 +72,9 @@ def manifest_bytes(obj: dict) -> bytes:
     return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-def write_forged(store: Store, checkpoint_id: str, embedded: bytes, members: list[tuple[str, bytes]],
-                 sidecar: bytes | None = None) -> None:
+def write_forged(
+    store: Store, checkpoint_id: str, embedded: bytes, members: list[tuple[str, bytes]], sidecar: bytes | None = None
+) -> None:
     """Replace a checkpoint's archive (``embedded`` manifest + ``members``) and its store copy of the manifest."""
     import io
     import tarfile
@@ -134,7 +135,11 @@ def run_bomb_child(store: Store, checkpoint_id: str, mode: str, url: str = "http
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "tests.unit.core.bomb_child", store.root, checkpoint_id, mode, url],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.unit.core.bomb_child", store.root, checkpoint_id, mode, url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])

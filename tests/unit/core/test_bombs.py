@@ -47,10 +47,13 @@ def bombed(tmp_path_factory):
     return store, ids, inflated
 
 
-@pytest.mark.parametrize(("case", "expected"), [
-    ("lying", f"artifact {NAME} decompresses to more than its raw_size"),
-    ("honest", f"may have at most {MAX_METADATA_BYTES}"),
-])
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("lying", f"artifact {NAME} decompresses to more than its raw_size"),
+        ("honest", f"may have at most {MAX_METADATA_BYTES}"),
+    ],
+)
 def test_zstd_bomb_in_search_snapshot_fails_a_dry_run_plan_with_bounded_memory(bombed, case, expected):
     store, ids, _ = bombed
     out = run_bomb_child(store, ids[case], "plan")

@@ -17,8 +17,9 @@ def _age(store, rel, seconds):
 
 
 def _dead_pid() -> int:
-    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True).stdout)
+    return int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
 
 
 def test_staging_of_a_killed_writer_outside_airflow_is_removed_at_once(tmp_path):

@@ -24,8 +24,13 @@ WRITER = textwrap.dedent("""
 def test_concurrent_writers_keep_store_and_lkg_consistent(store):
     writers, each = 4, 5
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, store.root, f"w{w}", str(each)], cwd=ROOT_DIR,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, store.root, f"w{w}", str(each)],
+            cwd=ROOT_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for w in range(writers)
     ]
     made = []

@@ -19,7 +19,10 @@ ROOT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.pa
 def _child(root, point, payload_mb=8) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.unit.core.crash_child", str(root), point, str(payload_mb)],
-        cwd=ROOT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

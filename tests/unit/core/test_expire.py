@@ -39,8 +39,13 @@ def test_delete_removes_the_manifest_copy_first_then_everything_else(store, monk
     original = store.fs.remove
 
     def remove(rel):
-        seen.append((rel, store.fs.exists(f"tombstones/{m.checkpoint_id}.json"),
-                     m.checkpoint_id in [i.checkpoint_id for i in store.list()]))
+        seen.append(
+            (
+                rel,
+                store.fs.exists(f"tombstones/{m.checkpoint_id}.json"),
+                m.checkpoint_id in [i.checkpoint_id for i in store.list()],
+            )
+        )
         return original(rel)
 
     monkeypatch.setattr(store.fs, "remove", remove)
@@ -99,8 +104,15 @@ def test_a_tombstoned_checkpoint_that_became_the_lkg_meanwhile_is_not_deleted(st
     tomb = os.path.join(store.root, "tombstones")
     os.makedirs(tomb, exist_ok=True)  # as a run killed right after writing it (before the manifest copy went)
     with open(os.path.join(tomb, f"{m.checkpoint_id}.json"), "w") as f:
-        json.dump({"format": "airflow-checkpoint-tombstone", "format_version": 1, "checkpoint_id": m.checkpoint_id,
-                   "external": {}}, f)
+        json.dump(
+            {
+                "format": "airflow-checkpoint-tombstone",
+                "format_version": 1,
+                "checkpoint_id": m.checkpoint_id,
+                "external": {},
+            },
+            f,
+        )
     store.mark_lkg(m.checkpoint_id)
     [outcome] = expire(store, Policy.parse('{"keep_last": 5}'), requires="verified", execute=True).finished
     assert "called off" in outcome.refused and store.verify(m.checkpoint_id).ok and tombstones(store) == []
@@ -119,8 +131,9 @@ def _template(tmp_path_factory):
     store = Store.open(root, create=True)
     ms = [make_checkpoint(store, run=f"k{i}") for i in range(8)]
     store.mark_lkg(ms[2].checkpoint_id)
-    expected = {d.checkpoint_id for d in plan_store(store, Policy.parse(POLICY), requires="verified").decisions
-                if d.keep}
+    expected = {
+        d.checkpoint_id for d in plan_store(store, Policy.parse(POLICY), requires="verified").decisions if d.keep
+    }
     return root, ms[2].checkpoint_id, expected
 
 
@@ -181,7 +194,8 @@ def _killed(pid: int) -> bool:
 
 
 def test_sigkill_at_random_crash_points_of_the_deletion_never_leaves_a_half_deleted_listed_checkpoint(
-        template, tmp_path):
+    template, tmp_path
+):
     root, lkg_id, expected = template
     for k in random.Random(3).sample(range(1, 4 * 5 + 1), 8):  # 5 doomed checkpoints, 4 crash points each
         work = tmp_path / f"k{k}"

@@ -74,8 +74,9 @@ def test_restore_of_a_replaced_lkg_is_refused_before_planning(store):
     replace_with_other_checkpoint(store, lkg, other)
     built = []
     with pytest.raises(LkgBindingError) as err:
-        recovery.restore(store, recovery.RestoreRequest("last-known-good", dry_run=True),
-                         lambda *a: built.append(a) or [])
+        recovery.restore(
+            store, recovery.RestoreRequest("last-known-good", dry_run=True), lambda *a: built.append(a) or []
+        )
     assert built == []
     assert earlier.checkpoint_id in err.value.hint
 
@@ -171,8 +172,10 @@ BAD_FIELDS = {
     "created_at_is_sloppy": (lambda b: b.update(created_at="2026-1-2T3:4:5.6Z"), "field 'created_at'"),
     "capture_start_is_an_integer": (_artifact(2, "capture_start", 1700000000), "field 'capture_start'"),
     "provenance_is_an_array": (lambda b: b.update(provenance=["x"]), "field 'provenance' is an array"),
-    "derived_stores_section_lies": (lambda b: b["stores"]["redis"].update(engine="memcached"),
-                                    "field stores.redis.engine is the string 'memcached'"),
+    "derived_stores_section_lies": (
+        lambda b: b["stores"]["redis"].update(engine="memcached"),
+        "field stores.redis.engine is the string 'memcached'",
+    ),
 }
 
 

@@ -26,7 +26,9 @@ def test_no_module_under_core_imports_airflow():
 
 
 def test_importing_core_does_not_load_airflow():
-    code = ("import sys, airflow_checkpoint_provider.core, airflow_checkpoint_provider.core.store; "
-            "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))")
+    code = (
+        "import sys, airflow_checkpoint_provider.core, airflow_checkpoint_provider.core.store; "
+        "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

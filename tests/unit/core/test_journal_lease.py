@@ -73,8 +73,10 @@ def test_damaged_journal_names_the_file(store):
 
 
 def test_crashpoint_kills_the_process_only_when_named(tmp_path):
-    code = ("from airflow_checkpoint_provider.core.crashpoints import crashpoint\n"
-            "crashpoint('a.b.intent'); print('survived', flush=True)")
+    code = (
+        "from airflow_checkpoint_provider.core.crashpoints import crashpoint\n"
+        "crashpoint('a.b.intent'); print('survived', flush=True)"
+    )
     env = {**os.environ, crashpoints.ENV: "x.y.applied,a.b.intent"}
     killed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert killed.returncode == -9 and "survived" not in killed.stdout
@@ -112,9 +114,16 @@ def test_a_live_lease_refuses_a_second_restore_of_the_same_server(store):
 
 def _plant(store, holder, key, *, pid, age=0.0, ttl=120.0):
     now = format_ts(utcnow())
-    rec = LeaseRecord(key=key, holder=holder, owner={"host": os.uname().nodename, "pid": pid, "pid_start": "1"},
-                      acquired_at=now, heartbeat_at=format_ts(utcnow()) if not age else
-                      format_ts(utcnow().fromtimestamp(time.time() - age, tz=utcnow().tzinfo)), ttl=ttl)
+    rec = LeaseRecord(
+        key=key,
+        holder=holder,
+        owner={"host": os.uname().nodename, "pid": pid, "pid_start": "1"},
+        acquired_at=now,
+        heartbeat_at=format_ts(utcnow())
+        if not age
+        else format_ts(utcnow().fromtimestamp(time.time() - age, tz=utcnow().tzinfo)),
+        ttl=ttl,
+    )
     from airflow_checkpoint_provider.core.lease import _file
 
     store.fs.makedirs("leases")

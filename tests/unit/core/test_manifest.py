@@ -19,16 +19,39 @@ SHA = "ab" * 32
 
 def _manifest(**kw) -> Manifest:
     arts = [
-        Artifact(name="postgres/app.dump", store="postgres", kind="pg_dump/custom", size=10, sha256=SHA,
-                 raw_size=40, engine="postgresql", engine_version="15.18", capture_start="2026-11-22T10:00:00.000000Z",
-                 capture_end="2026-11-22T10:00:05.000000Z", fingerprints={"rows": {"public.t": 3}}),
-        Artifact(name="redis/dump.rdb", store="redis", kind="redis/rdb", size=20, sha256=SHA,
-                 raw_size=25, engine="redis", engine_version="7.0.15", capture_start="2026-11-22T10:00:01.500000Z",
-                 capture_end="2026-11-22T10:00:02.000000Z"),
+        Artifact(
+            name="postgres/app.dump",
+            store="postgres",
+            kind="pg_dump/custom",
+            size=10,
+            sha256=SHA,
+            raw_size=40,
+            engine="postgresql",
+            engine_version="15.18",
+            capture_start="2026-11-22T10:00:00.000000Z",
+            capture_end="2026-11-22T10:00:05.000000Z",
+            fingerprints={"rows": {"public.t": 3}},
+        ),
+        Artifact(
+            name="redis/dump.rdb",
+            store="redis",
+            kind="redis/rdb",
+            size=20,
+            sha256=SHA,
+            raw_size=25,
+            engine="redis",
+            engine_version="7.0.15",
+            capture_start="2026-11-22T10:00:01.500000Z",
+            capture_end="2026-11-22T10:00:02.000000Z",
+        ),
     ]
-    defaults = {"checkpoint_id": "ckpt-20261122T100000Z-abcdef", "created_at": "2026-11-22T10:00:06.000000Z",
-                    "artifacts": arts, "tags": ["scheduled"], "provenance": {"dag_id": "d", "run_id": "r", "task_id": "t",
-                                                                     "provider_version": "0.1.0"}}
+    defaults = {
+        "checkpoint_id": "ckpt-20261122T100000Z-abcdef",
+        "created_at": "2026-11-22T10:00:06.000000Z",
+        "artifacts": arts,
+        "tags": ["scheduled"],
+        "provenance": {"dag_id": "d", "run_id": "r", "task_id": "t", "provider_version": "0.1.0"},
+    }
     defaults.update(kw)
     return Manifest(**defaults)
 
@@ -44,8 +67,11 @@ def test_store_intervals_and_skew_are_derived_from_artifacts():
     d = _manifest().to_dict()
     assert d["stores"]["postgres"]["capture_start"] == "2026-11-22T10:00:00.000000Z"
     assert d["stores"]["redis"]["capture_end"] == "2026-11-22T10:00:02.000000Z"
-    assert d["consistency"] == {"window_start": "2026-11-22T10:00:00.000000Z",
-                                "window_end": "2026-11-22T10:00:05.000000Z", "skew_ms": 1500}
+    assert d["consistency"] == {
+        "window_start": "2026-11-22T10:00:00.000000Z",
+        "window_end": "2026-11-22T10:00:05.000000Z",
+        "skew_ms": 1500,
+    }
 
 
 def test_self_checksum_covers_canonical_body():

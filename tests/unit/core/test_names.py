@@ -117,9 +117,14 @@ def _patterns(path: pathlib.Path) -> list[tuple[int, str]]:
                 constants[node.targets[0].id] = text
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args \
-                and node.func.attr in _RE_FUNCTIONS and isinstance(node.func.value, ast.Name) \
-                and node.func.value.id == "re":
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.args
+            and node.func.attr in _RE_FUNCTIONS
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "re"
+        ):
             text = _literal(node.args[0], constants)
             if text is not None:
                 found.append((node.lineno, text))

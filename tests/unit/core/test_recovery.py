@@ -68,8 +68,10 @@ class Part:
 
 
 def run(store, cid, calls, fails=(), problems=(), **req):
-    parts = [Part(c, calls, fail=dict(fails).get(c), problems=dict(problems).get(c, ())) for c in
-             ("postgres", "redis", "search")]
+    parts = [
+        Part(c, calls, fail=dict(fails).get(c), problems=dict(problems).get(c, ()))
+        for c in ("postgres", "redis", "search")
+    ]
     return restore(store, RestoreRequest(checkpoint_id=cid, **req), lambda s, m, r: parts)
 
 
@@ -77,11 +79,23 @@ def test_happy_path_order(store):
     m = make_checkpoint(store)
     calls = []
     report = run(store, m.checkpoint_id, calls)
-    assert calls == ["postgres.plan", "redis.plan", "search.plan",
-                     "postgres.safety_capture", "redis.safety_capture", "search.safety_capture",
-                     "postgres.prepare", "redis.prepare", "search.prepare",
-                     "postgres.cutover", "redis.cutover", "search.cutover",
-                     "postgres.health", "redis.health", "search.health"]
+    assert calls == [
+        "postgres.plan",
+        "redis.plan",
+        "search.plan",
+        "postgres.safety_capture",
+        "redis.safety_capture",
+        "search.safety_capture",
+        "postgres.prepare",
+        "redis.prepare",
+        "search.prepare",
+        "postgres.cutover",
+        "redis.cutover",
+        "search.cutover",
+        "postgres.health",
+        "redis.health",
+        "search.health",
+    ]
     safety = store.get(report.safety_checkpoint_id)
     assert "safety" in safety.tags and f"before-restore-of:{m.checkpoint_id}" in safety.tags
     assert report.healthy and [o.component for o in report.outcomes] == ["postgres", "redis", "search"]
@@ -111,9 +125,10 @@ def test_dry_run_with_plan_problems_is_refused_not_green(store):
     assert calls == ["postgres.plan", "redis.plan", "search.plan"]
     assert info.value.plan is not None and info.value.plan.problems == ["RDB version 12 is too new"]
     # the problem and the hint are the last lines of the message, each on its own line
-    assert str(info.value).splitlines()[-2:] == ["PROBLEM: RDB version 12 is too new",
-                                                 "HINT: nothing was changed; resolve the problems or pick another "
-                                                 "checkpoint"]
+    assert str(info.value).splitlines()[-2:] == [
+        "PROBLEM: RDB version 12 is too new",
+        "HINT: nothing was changed; resolve the problems or pick another checkpoint",
+    ]
 
 
 def test_failed_load_aborts_everything_and_replaces_nothing(store):
@@ -131,7 +146,7 @@ def test_failed_cutover_rolls_back_what_was_cut_over(store):
     calls = []
     with pytest.raises(RestoreFailedError, match="while cutting over search"):
         run(store, m.checkpoint_id, calls, fails={"search": "cutover"})
-    tail = calls[calls.index("search.cutover") + 1:]
+    tail = calls[calls.index("search.cutover") + 1 :]
     assert tail == ["redis.rollback", "postgres.rollback", "search.abort"]
 
 
@@ -149,8 +164,7 @@ def test_corrupt_archive_is_refused_before_planning(store):
 def test_safety_checkpoint_can_be_turned_off(store):
     m = make_checkpoint(store)
     calls = []
-    report = run(store, "last-known-good" if store.mark_lkg(m.checkpoint_id) else "", calls,
-                 safety_checkpoint=False)
+    report = run(store, "last-known-good" if store.mark_lkg(m.checkpoint_id) else "", calls, safety_checkpoint=False)
     assert report.checkpoint_id == m.checkpoint_id and report.safety_checkpoint_id is None
     assert not any("safety" in c for c in calls)
 
@@ -164,8 +178,9 @@ def test_no_safety_checkpoint_when_nothing_would_be_replaced(store):
             return []
 
     calls = []
-    report = restore(store, RestoreRequest(checkpoint_id=m.checkpoint_id),
-                     lambda s, man, r: [NewTarget("postgres", calls)])
+    report = restore(
+        store, RestoreRequest(checkpoint_id=m.checkpoint_id), lambda s, man, r: [NewTarget("postgres", calls)]
+    )
     assert report.safety_checkpoint_id is None and len(store.list()) == 1
     assert "postgres.cutover" in calls
 
@@ -178,8 +193,9 @@ def test_a_finished_restore_leaves_no_journal_and_no_lease(store):
     report = run(store, m.checkpoint_id, [])
     assert report.restore_id and open_journals(store.fs) == [] and read_leases(store.fs) == []
     # one per server, with the time it was held, and one of the checkpoint's use key (retention kept off it)
-    keys = sorted(json.loads(store.fs.read_bytes(f"leases/history/{e}"))["key"]
-                  for e in store.fs.listdir("leases/history"))
+    keys = sorted(
+        json.loads(store.fs.read_bytes(f"leases/history/{e}"))["key"] for e in store.fs.listdir("leases/history")
+    )
     assert len(keys) == 4 and keys[0] == f"checkpoint:{m.checkpoint_id}:{report.restore_id}"
 
 
@@ -199,8 +215,9 @@ def test_a_failed_rollback_keeps_the_journal_for_the_replay(store):
     from airflow_checkpoint_provider.core.lease import read_leases
 
     m = make_checkpoint(store)
-    parts = [Part(c, [], fail={"postgres": "rollback", "search": "cutover"}.get(c)) for c in
-             ("postgres", "redis", "search")]
+    parts = [
+        Part(c, [], fail={"postgres": "rollback", "search": "cutover"}.get(c)) for c in ("postgres", "redis", "search")
+    ]
     with pytest.raises(RestoreFailedError, match="rolling back failed for postgres") as err:
         restore(store, RestoreRequest(checkpoint_id=m.checkpoint_id), lambda s, mm, r: parts)
     assert "recover-interrupted" in str(err.value)
@@ -213,8 +230,9 @@ def test_a_failed_load_reports_copies_that_could_not_be_removed(store):
     from airflow_checkpoint_provider.core.journal import open_journals
 
     m = make_checkpoint(store)
-    parts = [Part(c, [], fail={"redis": "prepare", "postgres": "abort"}.get(c)) for c in
-             ("postgres", "redis", "search")]
+    parts = [
+        Part(c, [], fail={"redis": "prepare", "postgres": "abort"}.get(c)) for c in ("postgres", "redis", "search")
+    ]
     with pytest.raises(RestoreFailedError) as err:
         restore(store, RestoreRequest(checkpoint_id=m.checkpoint_id), lambda s, mm, r: parts)
     assert "side-by-side copies of postgres could not be removed" in str(err.value)

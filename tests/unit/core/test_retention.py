@@ -19,8 +19,15 @@ from airflow_checkpoint_provider.core.errors import CheckpointError
 from airflow_checkpoint_provider.core.retention import Candidate, Policy, parse_duration, plan
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-RULE_VALUES = {"keep_last": 5, "keep_within": "30d", "keep_hourly": 24, "keep_daily": 14, "keep_weekly": 8,
-               "keep_monthly": 12, "keep_yearly": 3}
+RULE_VALUES = {
+    "keep_last": 5,
+    "keep_within": "30d",
+    "keep_hourly": 24,
+    "keep_daily": 14,
+    "keep_weekly": 8,
+    "keep_monthly": 12,
+    "keep_yearly": 3,
+}
 TAG_RULES = {"pre-migration": {"keep_within": "90d", "keep_monthly": 6}, "safety": {"keep_last": 2}}
 
 
@@ -32,15 +39,21 @@ def _synthetic(n: int = 500, seed: int = 11) -> list[Candidate]:
         age = rng.choice([rng.uniform(0, 3 * 86400), rng.uniform(0, 60 * 86400), rng.uniform(0, 730 * 86400)])
         tags = rng.choice([(), (), ("scheduled",), ("pre-migration",), ("safety",), ("pre-migration", "safety")])
         protected = ("pinned",) if rng.random() < 0.03 else ()
-        out.append(Candidate(f"ckpt-{i:04d}", NOW - timedelta(seconds=round(age)), tags, rng.randint(1, 1000),
-                             protected))
+        out.append(
+            Candidate(f"ckpt-{i:04d}", NOW - timedelta(seconds=round(age)), tags, rng.randint(1, 1000), protected)
+        )
     return out
 
 
 def _key(when: datetime, bucket: str) -> tuple:
     iso = when.isocalendar()
-    return {"hourly": (when.date(), when.hour), "daily": (when.date(),), "weekly": (iso[0], iso[1]),
-            "monthly": (when.year, when.month), "yearly": (when.year,)}[bucket]
+    return {
+        "hourly": (when.date(), when.hour),
+        "daily": (when.date(),),
+        "weekly": (iso[0], iso[1]),
+        "monthly": (when.year, when.month),
+        "yearly": (when.year,),
+    }[bucket]
 
 
 def _oracle(cands: list[Candidate], rules: dict, tag_rules: dict, cap: int | None) -> set[str]:
@@ -50,8 +63,9 @@ def _oracle(cands: list[Candidate], rules: dict, tag_rules: dict, cap: int | Non
     keep: set[str] = {c.checkpoint_id for c in cands if c.protected}
     for g in {group(c) for c in cands}:
         r = tag_rules[g] if g else rules
-        members = sorted((c for c in cands if group(c) == g), key=lambda c: (c.created_at, c.checkpoint_id),
-                         reverse=True)
+        members = sorted(
+            (c for c in cands if group(c) == g), key=lambda c: (c.created_at, c.checkpoint_id), reverse=True
+        )
         keep |= {c.checkpoint_id for c in members[: r.get("keep_last", 0)]}
         if r.get("keep_within"):
             limit = NOW - timedelta(seconds=parse_duration(r["keep_within"]))
@@ -91,8 +105,7 @@ def test_plan_keeps_exactly_what_the_oracle_keeps_for_every_rule_combination(com
 
 
 @pytest.mark.parametrize("cap", [1, 5_000, 20_000, 60_000, 10**9])
-@pytest.mark.parametrize("combo", [("keep_daily", "keep_weekly", "keep_monthly"), ("keep_within",),
-                                   tuple(RULE_VALUES)])
+@pytest.mark.parametrize("combo", [("keep_daily", "keep_weekly", "keep_monthly"), ("keep_within",), tuple(RULE_VALUES)])
 def test_the_storage_cap_deletes_the_oldest_unprotected_first(combo, cap):
     cands = _synthetic()
     rules = {k: RULE_VALUES[k] for k in combo}
@@ -104,20 +117,26 @@ def test_the_storage_cap_deletes_the_oldest_unprotected_first(combo, cap):
 
 
 def test_protected_checkpoints_are_kept_without_any_rule_and_say_why():
-    cands = [Candidate("a", NOW - timedelta(days=400), (), 10, ("last-known-good",)),
-             Candidate("b", NOW - timedelta(days=300), (), 10, ("in use by restore r1",)),
-             Candidate("c", NOW - timedelta(days=200), (), 10)]
+    cands = [
+        Candidate("a", NOW - timedelta(days=400), (), 10, ("last-known-good",)),
+        Candidate("b", NOW - timedelta(days=300), (), 10, ("in use by restore r1",)),
+        Candidate("c", NOW - timedelta(days=200), (), 10),
+    ]
     result = plan(cands, Policy.parse({}), now=NOW)
     by_id = {d.checkpoint_id: d for d in result.decisions}
     assert by_id["a"].keep and by_id["a"].reasons == ["protected: last-known-good"]
     assert by_id["b"].keep and by_id["b"].reasons == ["protected: in use by restore r1"]
-    assert not by_id["c"].keep and by_id["c"].reasons == ["no rule of the default rules keeps it (no rule (keeps "
-                                                          "nothing))"]
+    assert not by_id["c"].keep and by_id["c"].reasons == [
+        "no rule of the default rules keeps it (no rule (keeps nothing))"
+    ]
 
 
 def test_the_reasons_name_the_rule_and_its_bucket():
-    cands = [Candidate("new", NOW - timedelta(hours=1)), Candidate("same-day", NOW - timedelta(hours=2)),
-             Candidate("old", NOW - timedelta(days=40))]
+    cands = [
+        Candidate("new", NOW - timedelta(hours=1)),
+        Candidate("same-day", NOW - timedelta(hours=2)),
+        Candidate("old", NOW - timedelta(days=40)),
+    ]
     result = plan(cands, Policy.parse({"keep_daily": 2, "keep_within": "1d"}), now=NOW)
     by_id = {d.checkpoint_id: d for d in result.decisions}
     assert by_id["new"].reasons == ["keep_within 1d", "keep_daily (2026-11-30)"]
@@ -126,24 +145,30 @@ def test_the_reasons_name_the_rule_and_its_bucket():
 
 
 def test_a_tagged_checkpoint_is_judged_by_its_tag_rules_only():
-    cands = [Candidate("mig", NOW - timedelta(days=60), ("pre-migration",)),
-             Candidate("plain", NOW - timedelta(days=60))]
-    result = plan(cands, Policy.parse({"keep_within": "7d", "tags": {"pre-migration": {"keep_within": "90d"}}}),
-                  now=NOW)
+    cands = [
+        Candidate("mig", NOW - timedelta(days=60), ("pre-migration",)),
+        Candidate("plain", NOW - timedelta(days=60)),
+    ]
+    result = plan(
+        cands, Policy.parse({"keep_within": "7d", "tags": {"pre-migration": {"keep_within": "90d"}}}), now=NOW
+    )
     by_id = {d.checkpoint_id: d for d in result.decisions}
     assert by_id["mig"].keep and by_id["mig"].group == "pre-migration"
     assert not by_id["plain"].keep and "keep_within 7d" in by_id["plain"].reasons[0]
 
 
-@pytest.mark.parametrize("policy,message", [
-    ('{"keep_daily": -1}', "keep_daily is -1"),
-    ('{"keep_weekly": "4"}', "keep_weekly is '4'"),
-    ('{"keep_within": "7 days"}', "keep_within is '7 days'"),
-    ('{"keep_forever": 1}', "unknown rule(s) keep_forever"),
-    ('{"max_total_bytes": 0}', "max_total_bytes is 0"),
-    ('{"tags": {"safety": {"keep_last": true}}}', "tags.safety.keep_last is True"),
-    ("keep_daily=7", "is not JSON"),
-])
+@pytest.mark.parametrize(
+    "policy,message",
+    [
+        ('{"keep_daily": -1}', "keep_daily is -1"),
+        ('{"keep_weekly": "4"}', "keep_weekly is '4'"),
+        ('{"keep_within": "7 days"}', "keep_within is '7 days'"),
+        ('{"keep_forever": 1}', "unknown rule(s) keep_forever"),
+        ('{"max_total_bytes": 0}', "max_total_bytes is 0"),
+        ('{"tags": {"safety": {"keep_last": true}}}', "tags.safety.keep_last is True"),
+        ("keep_daily=7", "is not JSON"),
+    ],
+)
 def test_a_bad_policy_is_refused_naming_the_offending_value(policy, message):
     with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
         Policy.parse(policy)

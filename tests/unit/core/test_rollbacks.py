@@ -12,8 +12,9 @@ from airflow_checkpoint_provider.core.rollbacks import RollbackCopy, RollbackPol
 
 
 def copy(of, hours_ago, name=None, component="postgres"):
-    return RollbackCopy(component, name or f"{of}__rb_{hours_ago}", of, "abc",
-                        format_ts(utcnow() - timedelta(hours=hours_ago)))
+    return RollbackCopy(
+        component, name or f"{of}__rb_{hours_ago}", of, "abc", format_ts(utcnow() - timedelta(hours=hours_ago))
+    )
 
 
 def test_policy_parses_last_and_max_age():

@@ -93,8 +93,12 @@ def test_a_failed_drill_makes_it_drill_failed_and_a_later_passed_drill_drilled(s
     m = make_checkpoint(store)
     info = store.get(m.checkpoint_id)
     verify_at(store, m.checkpoint_id, "standard")
-    store.record_state(info, kind="drill", outcome="failed", problems=[{"kind": "drill", "subject": "postgres",
-                                                                         "detail": "table t missing"}])
+    store.record_state(
+        info,
+        kind="drill",
+        outcome="failed",
+        problems=[{"kind": "drill", "subject": "postgres", "detail": "table t missing"}],
+    )
     assert store.state_of(info).state == "drill_failed" and "table t missing" in store.state_of(info).reason
     store.record_state(info, kind="drill", outcome="ok")
     assert store.state_of(info).label == "drilled"
@@ -191,7 +195,9 @@ def test_the_sweep_takes_every_unverified_one_then_the_longest_unverified_sample
     verify_at(store, a.checkpoint_id, "standard")  # a verified after b: b is due first
     picked = choose(store, store.list(), "standard", 1)
     assert [(i.checkpoint_id, why.split(" (")[0]) for i, why in picked] == [
-        (c.checkpoint_id, "not yet verified at standard"), (b.checkpoint_id, "rolling sample")]
+        (c.checkpoint_id, "not yet verified at standard"),
+        (b.checkpoint_id, "rolling sample"),
+    ]
     picked = choose(store, store.list(), "deep", 0)
     assert {i.checkpoint_id for i, _ in picked} == {a.checkpoint_id, b.checkpoint_id, c.checkpoint_id}
 

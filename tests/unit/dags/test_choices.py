@@ -45,5 +45,7 @@ def test_a_damaged_sidecar_hides_only_itself_and_archives_are_never_read(tmp_pat
 
 
 def test_a_missing_store_offers_only_last_known_good(tmp_path):
-    assert checkpoint_choices(str(tmp_path / "nowhere")) == (["last-known-good"],
-                                                            {"last-known-good": "last-known-good (none set yet)"})
+    assert checkpoint_choices(str(tmp_path / "nowhere")) == (
+        ["last-known-good"],
+        {"last-known-good": "last-known-good (none set yet)"},
+    )

@@ -16,15 +16,31 @@ def target_of(monkeypatch, conn: dict):
 
 
 def test_every_libpq_tls_option_of_the_extra_reaches_the_target(monkeypatch):
-    extra = {"sslmode": "verify-full", "sslrootcert": "/etc/ca.pem", "sslcert": "/etc/c.crt", "sslkey": "/etc/c.key",
-             "sslpassword": "key-secret", "sslcrl": "/etc/crl.pem", "sslsni": 0, "ssl_min_protocol_version": "TLSv1.3",
-             "cursor": "dictcursor"}  # not a TLS option: left to the Postgres provider
-    t = target_of(monkeypatch, {"conn_type": "postgres", "host": "db", "login": "app", "password": "pw",
-                                "schema": "app", "extra": extra})
+    extra = {
+        "sslmode": "verify-full",
+        "sslrootcert": "/etc/ca.pem",
+        "sslcert": "/etc/c.crt",
+        "sslkey": "/etc/c.key",
+        "sslpassword": "key-secret",
+        "sslcrl": "/etc/crl.pem",
+        "sslsni": 0,
+        "ssl_min_protocol_version": "TLSv1.3",
+        "cursor": "dictcursor",
+    }  # not a TLS option: left to the Postgres provider
+    t = target_of(
+        monkeypatch,
+        {"conn_type": "postgres", "host": "db", "login": "app", "password": "pw", "schema": "app", "extra": extra},
+    )
     assert t.sslmode == "verify-full"
-    assert t.ssl == {"sslrootcert": "/etc/ca.pem", "sslcert": "/etc/c.crt", "sslkey": "/etc/c.key",
-                     "sslpassword": "key-secret", "sslcrl": "/etc/crl.pem", "sslsni": "0",
-                     "ssl_min_protocol_version": "TLSv1.3"}
+    assert t.ssl == {
+        "sslrootcert": "/etc/ca.pem",
+        "sslcert": "/etc/c.crt",
+        "sslkey": "/etc/c.key",
+        "sslpassword": "key-secret",
+        "sslcrl": "/etc/crl.pem",
+        "sslsni": "0",
+        "ssl_min_protocol_version": "TLSv1.3",
+    }
     assert "key-secret" not in repr(t) and "key-secret" not in json.dumps(t.public())
 
 

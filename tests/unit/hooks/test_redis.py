@@ -23,11 +23,28 @@ def test_rediss_uri_turns_tls_on_with_verification_by_default(monkeypatch):
 
 
 def test_tls_extras_of_the_redis_provider_are_all_mapped(monkeypatch):
-    t = target_of(monkeypatch, {"conn_type": "redis", "host": "cache", "password": "pw", "extra": {
-        "ssl": True, "ssl_ca_certs": "/etc/ca.pem", "ssl_certfile": "/etc/client.crt", "ssl_keyfile": "/etc/client.key",
-        "ssl_cert_reqs": "optional", "ssl_check_hostname": "false"}})
-    assert (t.ssl, t.ssl_ca_certs, t.ssl_certfile, t.ssl_keyfile) == (True, "/etc/ca.pem", "/etc/client.crt",
-                                                                       "/etc/client.key")
+    t = target_of(
+        monkeypatch,
+        {
+            "conn_type": "redis",
+            "host": "cache",
+            "password": "pw",
+            "extra": {
+                "ssl": True,
+                "ssl_ca_certs": "/etc/ca.pem",
+                "ssl_certfile": "/etc/client.crt",
+                "ssl_keyfile": "/etc/client.key",
+                "ssl_cert_reqs": "optional",
+                "ssl_check_hostname": "false",
+            },
+        },
+    )
+    assert (t.ssl, t.ssl_ca_certs, t.ssl_certfile, t.ssl_keyfile) == (
+        True,
+        "/etc/ca.pem",
+        "/etc/client.crt",
+        "/etc/client.key",
+    )
     assert (t.ssl_cert_reqs, t.ssl_check_hostname) == ("optional", False)
 
 

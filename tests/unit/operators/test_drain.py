@@ -44,8 +44,12 @@ def _op(monkeypatch, pauser, **kwargs) -> DrainOperator:
 
 def test_a_dag_that_was_already_paused_is_never_unpaused(monkeypatch):
     pauser = FakePauser({"checkpoint_scheduled": False, "checkpoint_pre_migration": True})
-    drain = _op(monkeypatch, pauser, action="drain",
-                optional_pause_dags=["checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy"])
+    drain = _op(
+        monkeypatch,
+        pauser,
+        action="drain",
+        optional_pause_dags=["checkpoint_scheduled", "checkpoint_pre_migration", "checkpoint_pre_deploy"],
+    )
     drained = drain.execute(_ctx())
     assert drained["paused"] == ["checkpoint_scheduled"]  # pre_deploy is not deployed, pre_migration was paused
     resume = _op(monkeypatch, pauser, task_id="resume", action="resume")

@@ -71,7 +71,8 @@ def test_detail_has_manifest_fields_fingerprints_per_store_and_its_restores(stor
     assert d["checkpoint_id"] == m.checkpoint_id and d["config_hash"] == m.config_hash
     assert {a["name"] for a in d["artifacts"]} == {a.name for a in m.artifacts}
     assert d["fingerprints"] == {a.store: {a.name: a.fingerprints} for a in m.artifacts} or all(
-        d["fingerprints"][a.store][a.name] == a.fingerprints for a in m.artifacts)
+        d["fingerprints"][a.store][a.name] == a.fingerprints for a in m.artifacts
+    )
     page = html.detail_page(d, base="/checkpoints")
     parsed = _parse(page)
     assert {"checkpoint-id", "restore-button", "restore-confirm", "manifest", "artifacts", "fingerprints"} <= parsed.ids
@@ -79,16 +80,18 @@ def test_detail_has_manifest_fields_fingerprints_per_store_and_its_restores(stor
 
 
 def test_text_from_the_store_is_escaped_so_no_markup_can_be_injected(store):
-    m = make_checkpoint(store, "r1", tags=("<script>alert(1)</script>", "a\"b"))
+    m = make_checkpoint(store, "r1", tags=("<script>alert(1)</script>", 'a"b'))
     page = html.list_page(model.listing(store), base="/checkpoints", total=1)
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "a&quot;b" in page
     assert "<script>" not in html.detail_page(model.detail(store, m.checkpoint_id), base="/checkpoints")
 
 
 def test_storage_per_day_sums_bytes_and_counts_each_day():
-    rows = [{"created_at": "2026-11-30T23:59:00Z", "size": 10, "search_snapshot_bytes": 5},
-            {"created_at": "2026-12-01T00:01:00Z", "size": 7, "search_snapshot_bytes": None},
-            {"created_at": "2026-12-01T10:00:00Z", "size": 3, "search_snapshot_bytes": None}]
+    rows = [
+        {"created_at": "2026-11-30T23:59:00Z", "size": 10, "search_snapshot_bytes": 5},
+        {"created_at": "2026-12-01T00:01:00Z", "size": 7, "search_snapshot_bytes": None},
+        {"created_at": "2026-12-01T10:00:00Z", "size": 3, "search_snapshot_bytes": None},
+    ]
     assert model.storage_by_day(rows) == [("2026-11-30", 15, 1), ("2026-12-01", 10, 2)]
     svg = html.chart(model.storage_by_day(rows))
     assert len(re.findall(r"<rect class=day", svg)) == 2 and "2 checkpoint(s)" in svg
@@ -97,10 +100,21 @@ def test_storage_per_day_sums_bytes_and_counts_each_day():
 def test_states_and_their_records_show_in_the_list_and_the_detail(store):
     good = make_checkpoint(store, "r1")
     bad = make_checkpoint(store, "r2")
-    store.record_state(store.get(good.checkpoint_id), kind="verify", outcome="ok", level="standard", duration_ms=12,
-                       evidence={"external_bytes": 4096})
-    store.record_state(store.get(bad.checkpoint_id), kind="verify", outcome="corrupt", level="standard",
-                       problems=[{"kind": "checksum", "subject": "postgres/app.dump", "detail": "sha256 mismatch"}])
+    store.record_state(
+        store.get(good.checkpoint_id),
+        kind="verify",
+        outcome="ok",
+        level="standard",
+        duration_ms=12,
+        evidence={"external_bytes": 4096},
+    )
+    store.record_state(
+        store.get(bad.checkpoint_id),
+        kind="verify",
+        outcome="corrupt",
+        level="standard",
+        problems=[{"kind": "checksum", "subject": "postgres/app.dump", "detail": "sha256 mismatch"}],
+    )
     rows = {r["checkpoint_id"]: r for r in model.listing(store).rows}
     assert rows[good.checkpoint_id]["state"]["label"] == "verified:standard"
     assert rows[good.checkpoint_id]["search_snapshot_bytes"] == 4096  # measured by the verification

@@ -67,8 +67,10 @@ class Switch:
 def rename(src: str, dst: str) -> None:
     """``src`` -> ``dst`` (never over an existing ``dst``), then sync their directory."""
     if os.path.lexists(dst):
-        raise CutoverError(f"cannot rename {src} to {dst}: {dst} exists",
-                           hint=f"something else created {dst} meanwhile; move it away and retry")
+        raise CutoverError(
+            f"cannot rename {src} to {dst}: {dst} exists",
+            hint=f"something else created {dst} meanwhile; move it away and retry",
+        )
     os.rename(src, dst)
     sync_dir(os.path.dirname(dst))
 
@@ -118,19 +120,25 @@ def switch(sw: Switch, journal: ComponentJournal) -> None:
             _step(journal, "put_back", sw.rollback, sw.target)
             state = f"{sw.target} is back in place with its original files"
         except Exception as again:
-            state = (f"{sw.target} is missing: its original files are in {sw.rollback} ({again}); run "
-                     "`airflow-checkpoint recover-interrupted`, or rename it back by hand")
+            state = (
+                f"{sw.target} is missing: its original files are in {sw.rollback} ({again}); run "
+                "`airflow-checkpoint recover-interrupted`, or rename it back by hand"
+            )
         if isinstance(exc, OSError):
-            raise CutoverError(f"renaming {sw.staging} to {sw.target} failed ({exc.strerror or exc}); {state}",
-                               hint="fix the cause (permissions of the parent directory?) and retry") from None
+            raise CutoverError(
+                f"renaming {sw.staging} to {sw.target} failed ({exc.strerror or exc}); {state}",
+                hint="fix the cause (permissions of the parent directory?) and retry",
+            ) from None
         raise
 
 
 def switch_back(sw: Switch, journal: ComponentJournal) -> None:
     """Undo :func:`switch`: the original serves again, the restored copy is removed."""
     if sw.rollback is not None and not os.path.lexists(sw.rollback):
-        raise CutoverError(f"{sw.target}: the rollback copy {sw.rollback} no longer exists",
-                           hint="restore the safety checkpoint instead")
+        raise CutoverError(
+            f"{sw.target}: the rollback copy {sw.rollback} no longer exists",
+            hint="restore the safety checkpoint instead",
+        )
     remove_copy(sw.staging)  # a leftover in the way of the rename
     if os.path.lexists(sw.target):
         _step(journal, "move_out", sw.target, sw.staging)
@@ -157,22 +165,30 @@ def recover(entry: ComponentEntry, target_path: str) -> list[str]:
     moved_in = any(s.name == "move_in" for s in entry.steps) and not copy and here
     if forward:
         if copy and here and kept is not None:
-            raise CutoverError(f"{sw.target}, {sw.rollback} and {sw.staging} all exist: the directory appeared "
-                               "again while it was being restored; not replacing it",
-                               hint=f"{sw.staging} holds the restored files: compare them and rename by hand")
+            raise CutoverError(
+                f"{sw.target}, {sw.rollback} and {sw.staging} all exist: the directory appeared "
+                "again while it was being restored; not replacing it",
+                hint=f"{sw.staging} holds the restored files: compare them and rename by hand",
+            )
         if copy and sw.rollback is None and here:
-            raise CutoverError(f"{sw.target}: the directory appeared while it was being restored; not replacing it",
-                               hint=f"{sw.staging} holds the restored files: rename it by hand if wanted")
+            raise CutoverError(
+                f"{sw.target}: the directory appeared while it was being restored; not replacing it",
+                hint=f"{sw.staging} holds the restored files: rename it by hand if wanted",
+            )
         if copy:
             if sw.rollback is not None and here:
                 rename(sw.target, sw.rollback)
             rename(sw.staging, sw.target)
-            done.append(f"finished the cut-over of {sw.target} (the previous files are kept as "
-                        f"{sw.rollback or 'nothing: it did not exist'})")
+            done.append(
+                f"finished the cut-over of {sw.target} (the previous files are kept as "
+                f"{sw.rollback or 'nothing: it did not exist'})"
+            )
         elif kept is not None and not here:
             rename(kept, sw.target)
-            done.append(f"{sw.target}: the side-by-side copy is gone, so the cut-over cannot be finished; "
-                        "the previous files are back in place")
+            done.append(
+                f"{sw.target}: the side-by-side copy is gone, so the cut-over cannot be finished; "
+                "the previous files are back in place"
+            )
         return done
     if kept is not None:
         if here:

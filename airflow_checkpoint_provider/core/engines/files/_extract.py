@@ -82,9 +82,10 @@ def _next(tar: tarfile.TarFile, where: str) -> tarfile.TarInfo | None:
 
 def _unreadable(where: str, exc: Exception) -> FormatError:
     if isinstance(exc, UnicodeDecodeError):
-        raw = exc.object[max(exc.start - 40, 0): exc.end + 40]
-        return UnsafeArchiveError(f"{where}: a member's name or link target is not valid UTF-8 (near {raw!r})",
-                                  hint=_HINT)
+        raw = exc.object[max(exc.start - 40, 0) : exc.end + 40]
+        return UnsafeArchiveError(
+            f"{where}: a member's name or link target is not valid UTF-8 (near {raw!r})", hint=_HINT
+        )
     return FormatError(f"{where} has a damaged member header ({exc})", hint=_HINT)
 
 
@@ -109,16 +110,26 @@ class _Writer:
         kind = _KINDS.get(ti.type) if ti.sparse is None else None
         if kind is None:
             what = "GNU sparse file" if ti.sparse is not None else type_name(ti.type)
-            raise UnsafeArchiveError(f"{self.where}: entry {ti.name!r} is a {what}; a tree holds only directories, "
-                                     "regular files and symbolic links inside it", hint=_HINT)
+            raise UnsafeArchiveError(
+                f"{self.where}: entry {ti.name!r} is a {what}; a tree holds only directories, "
+                "regular files and symbolic links inside it",
+                hint=_HINT,
+            )
         problem = entry_problem(ti.name, kind, ti.linkname if kind == SYMLINK else "")
         if problem:
             raise UnsafeArchiveError(f"{self.where}: entry {ti.name!r} {problem}", hint=_HINT)
         size = ti.size if kind == FILE else 0
-        if (ti.name, kind, size, ti.linkname if kind == SYMLINK else "") != (want.path, want.type, want.size,
-                                                                                want.target):
-            raise IntegrityError(f"{self.where}: entry {ti.name!r} ({kind}, {size} bytes) is not what the listing "
-                                 f"says comes next: {want.path!r} ({want.type}, {want.size} bytes)", hint=_HINT)
+        if (ti.name, kind, size, ti.linkname if kind == SYMLINK else "") != (
+            want.path,
+            want.type,
+            want.size,
+            want.target,
+        ):
+            raise IntegrityError(
+                f"{self.where}: entry {ti.name!r} ({kind}, {size} bytes) is not what the listing "
+                f"says comes next: {want.path!r} ({want.type}, {want.size} bytes)",
+                hint=_HINT,
+            )
         for key in self.order.enter(want.path, want.type):
             self._close_dir(key)
         full = os.path.join(self.dest, want.path)
@@ -139,8 +150,11 @@ class _Writer:
             f.flush()
             os.fsync(f.fileno())
         if (copied, digest) != (want.size, want.sha256):
-            raise IntegrityError(f"{self.where}: {want.path!r} holds {copied} bytes hashing to {digest}; the listing "
-                                 f"says {want.size} bytes, {want.sha256}", hint=_HINT)
+            raise IntegrityError(
+                f"{self.where}: {want.path!r} holds {copied} bytes hashing to {digest}; the listing "
+                f"says {want.size} bytes, {want.sha256}",
+                hint=_HINT,
+            )
         os.chmod(full, want.mode)
         os.utime(full, ns=(want.mtime_ns, want.mtime_ns))
         crashpoint(EXTRACTED_FILE)

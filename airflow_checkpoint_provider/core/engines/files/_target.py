@@ -22,21 +22,28 @@ class FilesTarget:
     def __post_init__(self) -> None:
         path = self.path
         if not isinstance(path, str) or not path or "\0" in path:
-            raise CheckpointError(f"directory {path!r} is not a path",
-                                  hint='set the connection\'s extra to {"path": "/srv/app/uploads"}')
+            raise CheckpointError(
+                f"directory {path!r} is not a path", hint='set the connection\'s extra to {"path": "/srv/app/uploads"}'
+            )
         if not path.startswith("/"):
-            raise CheckpointError(f"directory {path!r} is not an absolute path",
-                                  hint="name it from the root, e.g. /srv/app/uploads: a relative path depends on "
-                                       "the worker's working directory")
+            raise CheckpointError(
+                f"directory {path!r} is not an absolute path",
+                hint="name it from the root, e.g. /srv/app/uploads: a relative path depends on "
+                "the worker's working directory",
+            )
         normal = os.path.normpath(path)
         if normal.startswith("//"):
             normal = "/" + normal.lstrip("/")
         if normal == "/":
-            raise CheckpointError("the root directory / cannot be checkpointed by the files engine",
-                                  hint="name the directory that holds the application's files, e.g. /srv/app/uploads")
+            raise CheckpointError(
+                "the root directory / cannot be checkpointed by the files engine",
+                hint="name the directory that holds the application's files, e.g. /srv/app/uploads",
+            )
         if normal != path:
-            raise CheckpointError(f"directory {path!r} is not in its normal form ({normal!r})",
-                                  hint=f"write it as {normal}: without '.', '..', doubled or trailing slashes")
+            raise CheckpointError(
+                f"directory {path!r} is not in its normal form ({normal!r})",
+                hint=f"write it as {normal}: without '.', '..', doubled or trailing slashes",
+            )
 
     @property
     def label(self) -> str:

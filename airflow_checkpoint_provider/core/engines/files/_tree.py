@@ -79,20 +79,27 @@ class Entry:
             entry = cls(**d)
             if not all(type(v) is str for v in (entry.path, entry.type, entry.sha256, entry.target)):
                 raise ValueError("path, type, sha256 and target must be strings")
-            if not all(type(v) is int for v in (entry.mode, entry.mtime_ns, entry.size)) or \
-                    not 0 <= entry.mode <= 0o7777 or entry.size < 0:
+            if (
+                not all(type(v) is int for v in (entry.mode, entry.mtime_ns, entry.size))
+                or not 0 <= entry.mode <= 0o7777
+                or entry.size < 0
+            ):
                 raise ValueError("mode, mtime_ns and size must be integers in range")
             if entry.type == FILE and not SHA256_RE.fullmatch(str(entry.sha256)):
                 raise ValueError("a file needs its sha256")
             if entry.to_line() != line:
                 raise ValueError("not in the canonical form")
         except (ValueError, TypeError) as exc:
-            raise FormatError(f"{where}: listing line {line[:200]!r} is malformed ({exc})",
-                              hint="the checkpoint was not written by this provider or was damaged; verify it") from None
+            raise FormatError(
+                f"{where}: listing line {line[:200]!r} is malformed ({exc})",
+                hint="the checkpoint was not written by this provider or was damaged; verify it",
+            ) from None
         problem = entry_problem(entry.path, entry.type, entry.target)
         if problem:
-            raise FormatError(f"{where}: listing entry {entry.path!r} {problem}",
-                              hint="refusing the tree; it was not written by this provider or was tampered with")
+            raise FormatError(
+                f"{where}: listing entry {entry.path!r} {problem}",
+                hint="refusing the tree; it was not written by this provider or was tampered with",
+            )
         return entry
 
 
@@ -139,8 +146,13 @@ class Tally:
         self._sha.update(f"{entry.path}\0{KINDS[entry.type]}\0{entry.digest()}\n".encode())
 
     def fingerprints(self) -> dict[str, Any]:
-        return {"files": self.files, "dirs": self.dirs, "symlinks": self.symlinks, "bytes": self.bytes,
-                "merkle_root": self._sha.hexdigest()}
+        return {
+            "files": self.files,
+            "dirs": self.dirs,
+            "symlinks": self.symlinks,
+            "bytes": self.bytes,
+            "merkle_root": self._sha.hexdigest(),
+        }
 
 
 class TreeOrder:
@@ -155,16 +167,21 @@ class TreeOrder:
         """Admit the next entry; returns the directories it leaves behind, innermost first."""
         key = tuple(path.split("/"))
         if key <= self.previous:
-            raise FormatError(f"{self.where}: entry {path!r} comes after {'/'.join(self.previous)!r}: out of tree "
-                              "order, or a duplicate", hint="refusing the tree; it was not written by this provider")
+            raise FormatError(
+                f"{self.where}: entry {path!r} comes after {'/'.join(self.previous)!r}: out of tree "
+                "order, or a duplicate",
+                hint="refusing the tree; it was not written by this provider",
+            )
         left = []
         while self.stack and self.stack[-1] != key[: len(self.stack[-1])]:
             left.append(self.stack.pop())
         parent = key[:-1]
         if parent and (not self.stack or self.stack[-1] != parent):
-            raise FormatError(f"{self.where}: entry {path!r} is not inside a directory of the tree "
-                              f"({'/'.join(parent)!r} is not one that came before it)",
-                              hint="refusing the tree: an entry below a link or a file could be written elsewhere")
+            raise FormatError(
+                f"{self.where}: entry {path!r} is not inside a directory of the tree "
+                f"({'/'.join(parent)!r} is not one that came before it)",
+                hint="refusing the tree: an entry below a link or a file could be written elsewhere",
+            )
         if kind == DIR:
             self.stack.append(key)
         self.previous = key
@@ -204,12 +221,16 @@ def walk(root: str, problems: list[str], *, limit: int = 100) -> Iterator[tuple[
             continue
         problem = entry_problem(path, kind, target) or (
             f"is a hard link ({st.st_nlink} names); links between files are not kept: copy it, or move it out "
-            "of the tree" if kind == FILE and st.st_nlink > 1 else None)
+            "of the tree"
+            if kind == FILE and st.st_nlink > 1
+            else None
+        )
         if problem:
             problems.append(f"{path!r} {problem}")
             continue
-        entry = Entry(path, kind, stat.S_IMODE(st.st_mode), st.st_mtime_ns, size=st.st_size if kind == FILE else 0,
-                      target=target)
+        entry = Entry(
+            path, kind, stat.S_IMODE(st.st_mode), st.st_mtime_ns, size=st.st_size if kind == FILE else 0, target=target
+        )
         yield entry, full, st
         if kind == DIR:
             try:
@@ -231,8 +252,17 @@ def _kind(st: os.stat_result) -> str:
         return FILE
     if stat.S_ISLNK(mode):
         return SYMLINK
-    return ("character device" if stat.S_ISCHR(mode) else "block device" if stat.S_ISBLK(mode) else
-            "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else f"file of mode {mode:o}")
+    return (
+        "character device"
+        if stat.S_ISCHR(mode)
+        else "block device"
+        if stat.S_ISBLK(mode)
+        else "FIFO"
+        if stat.S_ISFIFO(mode)
+        else "socket"
+        if stat.S_ISSOCK(mode)
+        else f"file of mode {mode:o}"
+    )
 
 
 def read_listing(stream: Any, where: str) -> Iterator[Entry]:
@@ -245,13 +275,16 @@ def read_listing(stream: Any, where: str) -> Iterator[Entry]:
             piece = stream.read(MAX_LINE_BYTES)
             if not piece:
                 if buf:
-                    raise FormatError(f"{where}: the listing ends inside a line",
-                                      hint="the checkpoint is damaged; verify it")
+                    raise FormatError(
+                        f"{where}: the listing ends inside a line", hint="the checkpoint is damaged; verify it"
+                    )
                 return
             buf += piece
             if len(buf) > MAX_LINE_BYTES and b"\n" not in buf:
-                raise FormatError(f"{where}: a listing line is longer than {MAX_LINE_BYTES} bytes",
-                                  hint="the checkpoint was not written by this provider or was damaged; verify it")
+                raise FormatError(
+                    f"{where}: a listing line is longer than {MAX_LINE_BYTES} bytes",
+                    hint="the checkpoint was not written by this provider or was damaged; verify it",
+                )
         line, _, buf = buf.partition(b"\n")
         entry = Entry.from_line(line + b"\n", where)
         order.enter(entry.path, entry.type)

@@ -76,10 +76,18 @@ def artifact_names(path: str) -> tuple[str, str]:
     return f"{stem}.tar", f"{stem}.list"
 
 
-def capture(target: FilesTarget, staging: Staging, *, consistency: str = "auto",
-            quiesce_hook: str | Callable[..., Any] | None = None, retries: int = 3, retry_wait: float = 0.1,
-            spool_dir: str | None = None, compression_level: int = DEFAULT_ZSTD_LEVEL,
-            **options: Any) -> list[Artifact]:
+def capture(
+    target: FilesTarget,
+    staging: Staging,
+    *,
+    consistency: str = "auto",
+    quiesce_hook: str | Callable[..., Any] | None = None,
+    retries: int = 3,
+    retry_wait: float = 0.1,
+    spool_dir: str | None = None,
+    compression_level: int = DEFAULT_ZSTD_LEVEL,
+    **options: Any,
+) -> list[Artifact]:
     """Stream the tree at ``target.path`` into ``staging``; returns the tar and listing artifacts."""
     root = target.path
     check_directory(root, action="capturing")
@@ -87,13 +95,20 @@ def capture(target: FilesTarget, staging: Staging, *, consistency: str = "auto",
     if not isinstance(retries, int) or retries < 0:
         raise CheckpointError(f"retries={retries!r} is not a count", hint="use 0 or more (default 3)")
     tree_name, list_name = artifact_names(root)
-    sink_args: dict[str, Any] = {"store": STORE, "engine": STORE, "engine_version": str(TREE_FORMAT),
-                                 "level": compression_level}
+    sink_args: dict[str, Any] = {
+        "store": STORE,
+        "engine": STORE,
+        "engine_version": str(TREE_FORMAT),
+        "level": compression_level,
+    }
     problems: list[str] = []
     copier = _Copier(root, spool=mode == "detect", retries=retries, wait=retry_wait, spool_dir=spool_dir)
     fence = _quiesced(quiesce_hook, root) if mode == "quiesce" else nullcontext()
-    with fence, staging.artifact(list_name, kind=KIND_LIST, **sink_args) as listing, \
-            staging.artifact(tree_name, kind=KIND_TREE, **sink_args) as tree:
+    with (
+        fence,
+        staging.artifact(list_name, kind=KIND_LIST, **sink_args) as listing,
+        staging.artifact(tree_name, kind=KIND_TREE, **sink_args) as tree,
+    ):
         tar, tally = TarStream(tree), Tally()
         for entry, full, _st in walk(root, problems, limit=MAX_PROBLEMS):
             if problems:
@@ -111,15 +126,28 @@ def capture(target: FilesTarget, staging: Staging, *, consistency: str = "auto",
             raise _refused(root, problems)
         tar.close()
         top = os.lstat(root)
-        meta = {"path": root, "format": TREE_FORMAT, "consistency": mode, "retried": copier.retried,
-                "root": {"mode": stat.S_IMODE(top.st_mode), "mtime_ns": top.st_mtime_ns}}
+        meta = {
+            "path": root,
+            "format": TREE_FORMAT,
+            "consistency": mode,
+            "retried": copier.retried,
+            "root": {"mode": stat.S_IMODE(top.st_mode), "mtime_ns": top.st_mtime_ns},
+        }
         tree.fingerprints, tree.meta = tally.fingerprints(), {**meta, "list": list_name}
         listing.fingerprints = {"entries": tally.files + tally.dirs + tally.symlinks}
         listing.meta = {"path": root, "format": TREE_FORMAT, "tree": tree_name}
     assert tree.artifact is not None and listing.artifact is not None
     fp = tree.artifact.fingerprints
-    log.info("Captured %s: %s files, %s directories, %s links, %s bytes (%s; %s files read again)", root,
-             fp["files"], fp["dirs"], fp["symlinks"], fp["bytes"], mode, copier.retried)
+    log.info(
+        "Captured %s: %s files, %s directories, %s links, %s bytes (%s; %s files read again)",
+        root,
+        fp["files"],
+        fp["dirs"],
+        fp["symlinks"],
+        fp["bytes"],
+        mode,
+        copier.retried,
+    )
     return [tree.artifact, listing.artifact]
 
 
@@ -128,16 +156,21 @@ def check_directory(path: str, *, action: str) -> os.stat_result:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        raise NotFoundError(f"directory {path} does not exist ({action})",
-                            hint="create it, or fix the connection's path; every worker that runs the task must "
-                                 "see it") from None
+        raise NotFoundError(
+            f"directory {path} does not exist ({action})",
+            hint="create it, or fix the connection's path; every worker that runs the task must see it",
+        ) from None
     except OSError as exc:
-        raise CaptureError(f"directory {path} cannot be read ({action}): {exc.strerror or exc}",
-                           hint="give the worker's user read access to it") from None
+        raise CaptureError(
+            f"directory {path} cannot be read ({action}): {exc.strerror or exc}",
+            hint="give the worker's user read access to it",
+        ) from None
     if stat.S_ISLNK(st.st_mode):
-        raise CaptureError(f"{path} is a symbolic link (to {os.readlink(path)!r}), not a directory",
-                           hint="name the real directory in the connection: a restore renames the directory, "
-                                "which would replace the link, not what it points to")
+        raise CaptureError(
+            f"{path} is a symbolic link (to {os.readlink(path)!r}), not a directory",
+            hint="name the real directory in the connection: a restore renames the directory, "
+            "which would replace the link, not what it points to",
+        )
     if not stat.S_ISDIR(st.st_mode):
         raise CaptureError(f"{path} is not a directory", hint="name a directory in the connection's path")
     return st
@@ -145,12 +178,15 @@ def check_directory(path: str, *, action: str) -> os.stat_result:
 
 def _mode(consistency: str, hook: Any) -> str:
     if consistency not in CONSISTENCY:
-        raise CheckpointError(f"unknown consistency {consistency!r} for a files capture",
-                              hint=f"use one of {', '.join(CONSISTENCY)}")
+        raise CheckpointError(
+            f"unknown consistency {consistency!r} for a files capture", hint=f"use one of {', '.join(CONSISTENCY)}"
+        )
     if consistency == "quiesce" and not hook:
-        raise CheckpointError("consistency 'quiesce' needs a quiesce hook, and none is configured",
-                              hint="pass quiesce_hook='package.module:function' to the operator or set "
-                                   "[checkpoint] files_quiesce_hook; or use consistency 'detect'")
+        raise CheckpointError(
+            "consistency 'quiesce' needs a quiesce hook, and none is configured",
+            hint="pass quiesce_hook='package.module:function' to the operator or set "
+            "[checkpoint] files_quiesce_hook; or use consistency 'detect'",
+        )
     if consistency == "auto":
         return "quiesce" if hook else "detect"
     return consistency
@@ -159,10 +195,12 @@ def _mode(consistency: str, hook: Any) -> str:
 def _refused(root: str, problems: list[str]) -> CaptureError:
     shown = problems[:20]
     more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
-    return CaptureError(f"{root}: {len(problems)} entr{'y' if len(problems) == 1 else 'ies'} cannot be "
-                        f"checkpointed: " + "; ".join(shown) + more,
-                        hint="remove or move them out of the tree (a checkpoint holds only directories, regular "
-                             "files and relative symbolic links inside the tree); nothing was captured")
+    return CaptureError(
+        f"{root}: {len(problems)} entr{'y' if len(problems) == 1 else 'ies'} cannot be "
+        f"checkpointed: " + "; ".join(shown) + more,
+        hint="remove or move them out of the tree (a checkpoint holds only directories, regular "
+        "files and relative symbolic links inside the tree); nothing was captured",
+    )
 
 
 def load_hook(hook: str | Callable[..., Any]) -> Callable[..., Any]:
@@ -171,13 +209,17 @@ def load_hook(hook: str | Callable[..., Any]) -> Callable[..., Any]:
         return hook
     module, sep, attr = str(hook).partition(":")
     if not sep or not module or not attr:
-        raise CheckpointError(f"quiesce hook {hook!r} is not 'package.module:function'",
-                              hint="name an importable function, e.g. 'myapp.maintenance:uploads_quiesce'")
+        raise CheckpointError(
+            f"quiesce hook {hook!r} is not 'package.module:function'",
+            hint="name an importable function, e.g. 'myapp.maintenance:uploads_quiesce'",
+        )
     try:
         fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
-        raise CheckpointError(f"quiesce hook {hook!r} cannot be imported: {exc}",
-                              hint="install the module on every worker, or fix the hook's path") from None
+        raise CheckpointError(
+            f"quiesce hook {hook!r} cannot be imported: {exc}",
+            hint="install the module on every worker, or fix the hook's path",
+        ) from None
     if not callable(fn):
         raise CheckpointError(f"quiesce hook {hook!r} is not callable", hint="name a function")
     return fn  # type: ignore[no-any-return]
@@ -195,8 +237,10 @@ def _quiesced(hook: Any, path: str) -> Iterator[None]:
         try:
             fn(action="resume", path=path)
         except Exception as exc:
-            raise CaptureError(f"the quiesce hook failed to resume the writers of {path}: {exc}",
-                               hint="the application may still be quiesced: resume it by hand; then retry") from exc
+            raise CaptureError(
+                f"the quiesce hook failed to resume the writers of {path}: {exc}",
+                hint="the application may still be quiesced: resume it by hand; then retry",
+            ) from exc
         log.info("Resumed the writers of %s", path)
 
 
@@ -222,8 +266,10 @@ class TarStream:
         assert src is not None
         copied, digest = copy_exact(src, self._sink, entry.size)
         if copied != entry.size:
-            raise CaptureError(f"{entry.path!r} ended after {copied} of its {entry.size} bytes while it was read",
-                               hint="its writer truncated it during the capture; quiesce the writers and retry")
+            raise CaptureError(
+                f"{entry.path!r} ended after {copied} of its {entry.size} bytes while it was read",
+                hint="its writer truncated it during the capture; quiesce the writers and retry",
+            )
         self._sink.write(b"\0" * (-entry.size % tarfile.BLOCKSIZE))
         return digest
 
@@ -249,21 +295,27 @@ class _Copier:
             except FileNotFoundError:
                 return None
             except OSError as exc:
-                raise CaptureError(f"{self.root}: {entry.path!r} cannot be read: {exc.strerror or exc}",
-                                   hint="give the worker's user read access to every file of the tree") from None
+                raise CaptureError(
+                    f"{self.root}: {entry.path!r} cannot be read: {exc.strerror or exc}",
+                    hint="give the worker's user read access to every file of the tree",
+                ) from None
             try:
                 done = self._once(tar, entry, full, fd)
             finally:
                 os.close(fd)
             if done is not None:
                 return done
-        how = (f"it changed while it was read, {self.retries + 1} times" if self.spool else
-               "it changed while the writers were quiesced: the hook did not stop its writer")
-        raise CaptureError(f"{self.root}: {entry.path!r}: {how} (size, mtime, ctime, inode or mode differ before "
-                           "and after the read)",
-                           hint="quiesce its writers (consistency 'quiesce' with a quiesce hook), or raise retries"
-                           if self.spool else "make the hook stop every writer of the tree, or use consistency "
-                           "'detect'")
+        how = (
+            f"it changed while it was read, {self.retries + 1} times"
+            if self.spool
+            else "it changed while the writers were quiesced: the hook did not stop its writer"
+        )
+        raise CaptureError(
+            f"{self.root}: {entry.path!r}: {how} (size, mtime, ctime, inode or mode differ before and after the read)",
+            hint="quiesce its writers (consistency 'quiesce' with a quiesce hook), or raise retries"
+            if self.spool
+            else "make the hook stop every writer of the tree, or use consistency 'detect'",
+        )
 
     def _once(self, tar: TarStream, entry: Entry, full: str, fd: int) -> Entry | None:
         before = os.fstat(fd)
@@ -296,5 +348,15 @@ class _Copier:
         return identity(before) == identity(os.fstat(fd)) == identity(again)
 
 
-__all__ = ["CONSISTENCY", "KIND_LIST", "KIND_TREE", "STORE", "TREE_FORMAT", "TarStream", "artifact_names",
-           "capture", "check_directory", "load_hook"]
+__all__ = [
+    "CONSISTENCY",
+    "KIND_LIST",
+    "KIND_TREE",
+    "STORE",
+    "TREE_FORMAT",
+    "TarStream",
+    "artifact_names",
+    "capture",
+    "check_directory",
+    "load_hook",
+]

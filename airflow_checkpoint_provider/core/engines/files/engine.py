@@ -32,14 +32,23 @@ def target_from_connection(info: ConnectionInfo) -> FilesTarget:
     whose extra names the directory: ``{"path": "/srv/app/uploads"}``."""
     path = info.extra.get("path")
     if not isinstance(path, str) or not path.strip():
-        raise CheckpointError(f"connection {info.conn_id!r} names no directory: its extra has no \"path\"",
-                              hint='set the extra to {"path": "/srv/app/uploads"}: an absolute directory that '
-                                   "every worker running the capture and the restore sees")
+        raise CheckpointError(
+            f'connection {info.conn_id!r} names no directory: its extra has no "path"',
+            hint='set the extra to {"path": "/srv/app/uploads"}: an absolute directory that '
+            "every worker running the capture and the restore sees",
+        )
     return FilesTarget(path=path.strip())
 
 
-def restore(target: FilesTarget, store: Any, checkpoint_id: str, artifacts: list[Artifact], *,
-            rollback_policy: Any = None, **options: Any) -> FilesRestore:
+def restore(
+    target: FilesTarget,
+    store: Any,
+    checkpoint_id: str,
+    artifacts: list[Artifact],
+    *,
+    rollback_policy: Any = None,
+    **options: Any,
+) -> FilesRestore:
     """:class:`FilesRestore` (``rollback_policy`` is applied by the orchestration afterwards)."""
     return FilesRestore(target, store, checkpoint_id, artifacts, **options)
 
@@ -72,15 +81,19 @@ def rollbacks(target: FilesTarget, store: Any = None) -> list[RollbackCopy]:
 
 def drop_rollback(target: FilesTarget, name: str, store: Any = None) -> None:
     if not rollback_of(target.path, name):
-        raise CheckpointError(f"{name!r} is not a rollback copy of {target.path}",
-                              hint="`airflow-checkpoint rollbacks list` shows them")
+        raise CheckpointError(
+            f"{name!r} is not a rollback copy of {target.path}", hint="`airflow-checkpoint rollbacks list` shows them"
+        )
     if not _cutover.remove_copy(os.path.join(os.path.dirname(target.path), name)):
-        raise NotFoundError(f"rollback copy {name} of {target.path} does not exist",
-                            hint="`airflow-checkpoint rollbacks list` shows the copies there are")
+        raise NotFoundError(
+            f"rollback copy {name} of {target.path} does not exist",
+            hint="`airflow-checkpoint rollbacks list` shows the copies there are",
+        )
 
 
-def leftovers(target: FilesTarget, store: Any, live: set[str], protected: set[str], dry_run: bool,
-              **options: Any) -> list[str]:
+def leftovers(
+    target: FilesTarget, store: Any, live: set[str], protected: set[str], dry_run: bool, **options: Any
+) -> list[str]:
     """``<dir>.__restoring`` when no running restore owns it."""
     staging = restoring_path(target.path)
     if not os.path.lexists(staging) or staging in protected:

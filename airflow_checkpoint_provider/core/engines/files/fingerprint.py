@@ -58,8 +58,9 @@ def fingerprint(target: FilesTarget, **options: Any) -> dict[str, Any]:
     problems: list[str] = []
     fingerprints = tally_tree(target.path, problems).fingerprints()
     if problems:
-        raise CaptureError(f"{target.path}: {'; '.join(problems[:20])}",
-                           hint="these entries cannot be part of a checkpointed tree")
+        raise CaptureError(
+            f"{target.path}: {'; '.join(problems[:20])}", hint="these entries cannot be part of a checkpointed tree"
+        )
     return fingerprints
 
 

@@ -26,11 +26,22 @@ def health(target: FilesTarget, expected: dict[str, Any], tolerance: float = 0.0
     checks = [HealthCheck(STORE, where, not problems, detail="; ".join(problems[:10]))]
     for key in COUNTS:
         if key in expected:
-            checks.append(HealthCheck(STORE, key, within(int(expected[key]), fp[key], tolerance),
-                                      expected=expected[key], actual=fp[key]))
+            checks.append(
+                HealthCheck(
+                    STORE, key, within(int(expected[key]), fp[key], tolerance), expected=expected[key], actual=fp[key]
+                )
+            )
     if "merkle_root" in expected and tolerance == 0:
-        checks.append(HealthCheck(STORE, "merkle root", fp["merkle_root"] == expected["merkle_root"],
-                                  expected=expected["merkle_root"], actual=fp["merkle_root"],
-                                  detail="" if fp["merkle_root"] == expected["merkle_root"] else
-                                  "the files' contents, names or links differ from the checkpoint's"))
+        checks.append(
+            HealthCheck(
+                STORE,
+                "merkle root",
+                fp["merkle_root"] == expected["merkle_root"],
+                expected=expected["merkle_root"],
+                actual=fp["merkle_root"],
+                detail=""
+                if fp["merkle_root"] == expected["merkle_root"]
+                else "the files' contents, names or links differ from the checkpoint's",
+            )
+        )
     return checks

@@ -71,8 +71,13 @@ class _RestoreBase:
         self.mode, self.jobs, self.pg_restore = mode, jobs, pg_restore
         self.capture_options = dict(capture_options or {})
         self.workdir, self.no_owner, self.no_privileges = workdir, no_owner, no_privileges
-        self.session_options = (dict(session_options) if session_options is not None else
-                                dict(DEFAULT_SESSION_OPTIONS) if mode == "side_by_side" else {})
+        self.session_options = (
+            dict(session_options)
+            if session_options is not None
+            else dict(DEFAULT_SESSION_OPTIONS)
+            if mode == "side_by_side"
+            else {}
+        )
         self.cutover_timeout = cutover_timeout
         self._tool_cache: C.ToolVersion | None = None
         self._server_num: int | None = None
@@ -83,38 +88,49 @@ class _RestoreBase:
         self._watchers = Watchers()  #: the cut-over's connection guards, started while loading
         self._select(artifacts, databases, dict(rename or {}))
 
-
     def _select(self, artifacts: list[Artifact], databases: list[str] | None, rename: dict[str, str]) -> None:
         label = self.target.label
         mine = [a for a in artifacts if a.store == STORE]
         by_db: dict[str, Artifact] = {}
         for art in mine:
             if art.kind not in (KIND_CUSTOM, KIND_DIRECTORY):
-                self._problems.append(f"{label}: artifact {art.name} has kind {art.kind!r}, which this version cannot "
-                                      f"restore HINT: upgrade airflow-checkpoint-provider")
+                self._problems.append(
+                    f"{label}: artifact {art.name} has kind {art.kind!r}, which this version cannot "
+                    f"restore HINT: upgrade airflow-checkpoint-provider"
+                )
                 continue
             db = art.meta.get("database")
             if not isinstance(db, str) or not db:
-                self._problems.append(f"{label}: artifact {art.name} does not record its database (meta.database) "
-                                      "HINT: the manifest is not one this provider wrote; verify the checkpoint")
+                self._problems.append(
+                    f"{label}: artifact {art.name} does not record its database (meta.database) "
+                    "HINT: the manifest is not one this provider wrote; verify the checkpoint"
+                )
                 continue
             by_db[db] = art
         held = ", ".join(sorted(by_db)) or "none"
         if not by_db and not self._problems:
-            self._problems.append(f"{label}: checkpoint {self.checkpoint_id} holds no PostgreSQL database "
-                                  "HINT: pick a checkpoint that captured PostgreSQL, or leave postgres out")
+            self._problems.append(
+                f"{label}: checkpoint {self.checkpoint_id} holds no PostgreSQL database "
+                "HINT: pick a checkpoint that captured PostgreSQL, or leave postgres out"
+            )
         chosen = list(by_db) if databases is None else list(dict.fromkeys(databases))
         for name in chosen:
             if name not in by_db:
-                self._problems.append(f"{label}: checkpoint {self.checkpoint_id} holds no PostgreSQL database "
-                                      f"{name!r}; it holds: {held} HINT: name one of those in databases=")
+                self._problems.append(
+                    f"{label}: checkpoint {self.checkpoint_id} holds no PostgreSQL database "
+                    f"{name!r}; it holds: {held} HINT: name one of those in databases="
+                )
         for name in rename:
             if name not in by_db:
-                self._problems.append(f"{label}: rename names {name!r}, which checkpoint {self.checkpoint_id} does "
-                                      f"not hold; it holds: {held} HINT: the keys of rename= are checkpoint databases")
+                self._problems.append(
+                    f"{label}: rename names {name!r}, which checkpoint {self.checkpoint_id} does "
+                    f"not hold; it holds: {held} HINT: the keys of rename= are checkpoint databases"
+                )
             elif name not in chosen:
-                self._problems.append(f"{label}: rename names {name!r}, which is not among the databases to restore "
-                                      f"({', '.join(chosen)}) HINT: add it to databases= or drop it from rename=")
+                self._problems.append(
+                    f"{label}: rename names {name!r}, which is not among the databases to restore "
+                    f"({', '.join(chosen)}) HINT: add it to databases= or drop it from rename="
+                )
         seen: dict[str, str] = {}
         for name in chosen:
             if name not in by_db:
@@ -126,26 +142,30 @@ class _RestoreBase:
                 self._problems.append(problem)
                 continue
             if dest in seen:
-                self._problems.append(f"{label}: databases {seen[dest]!r} and {name!r} would both be restored as "
-                                      f"{dest!r} HINT: give them different names with rename=")
+                self._problems.append(
+                    f"{label}: databases {seen[dest]!r} and {name!r} would both be restored as "
+                    f"{dest!r} HINT: give them different names with rename="
+                )
                 continue
             seen[dest] = name
             fmt = "directory" if art.kind == KIND_DIRECTORY else "custom"
             self.items.append(_Item(art, name, dest, restoring_name(dest), fmt))
 
-
     def _name_problem(self, dest: str) -> str | None:
         label = self.target.label
         if not dest or "\x00" in dest or len(dest.encode()) > MAX_NAME_BYTES:
-            return (f"{label}: {dest!r} cannot be a database name (1 to {MAX_NAME_BYTES} bytes, no NUL) "
-                    "HINT: choose another name with rename=")
+            return (
+                f"{label}: {dest!r} cannot be a database name (1 to {MAX_NAME_BYTES} bytes, no NUL) "
+                "HINT: choose another name with rename="
+            )
         if dest.endswith(RESTORING_SUFFIX) or is_rollback_name(dest):
-            return (f"{label}: {dest!r} looks like a side-by-side or rollback copy; refusing to restore onto it "
-                    "HINT: choose another name with rename=")
+            return (
+                f"{label}: {dest!r} looks like a side-by-side or rollback copy; refusing to restore onto it "
+                "HINT: choose another name with rename="
+            )
         if dest in ("template0", "template1"):
             return f"{label}: refusing to restore onto the template database {dest!r} HINT: choose another name"
         return None
-
 
     def _touched(self) -> set[str]:
         out: set[str] = set()
@@ -154,7 +174,6 @@ class _RestoreBase:
             if item.rollback:
                 out.add(item.rollback)
         return out
-
 
     def _admin(self, action: str = "connecting to the maintenance database") -> psycopg.Connection:
         """An autocommit connection to a database this restore never renames or drops."""
@@ -170,10 +189,10 @@ class _RestoreBase:
             if self._server_num is None:
                 self._server_num = C.server_version_num(conn)
             return conn
-        raise NotFoundError(f"{self.target.label}: found no maintenance database to work from "
-                            f"(tried {', '.join(candidates)}): {last}",
-                            hint="set the connection's database (schema) to one this restore does not replace")
-
+        raise NotFoundError(
+            f"{self.target.label}: found no maintenance database to work from (tried {', '.join(candidates)}): {last}",
+            hint="set the connection's database (schema) to one this restore does not replace",
+        )
 
     def _sql_error(self, exc: BaseException, dbname: str | None, action: str) -> EngineError:
         err = C.translate(exc, self.target, dbname, action)
@@ -181,18 +200,25 @@ class _RestoreBase:
             return EngineError(err.message, hint=err.hint)
         return err
 
-
-    def _exec(self, conn: psycopg.Connection, query: Any, params: Any = None, *, db: str | None = None,
-              action: str = "running a statement") -> psycopg.Cursor:
+    def _exec(
+        self,
+        conn: psycopg.Connection,
+        query: Any,
+        params: Any = None,
+        *,
+        db: str | None = None,
+        action: str = "running a statement",
+    ) -> psycopg.Cursor:
         try:
             return conn.execute(query, params)
         except psycopg.Error as exc:
             raise self._sql_error(exc, db, action) from None
 
-
     def _databases(self, conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
         """Every database; sizes only of this restore's names and of rollback copies (a size walks files)."""
-        rows = self._exec(conn, """
+        rows = self._exec(
+            conn,
+            """
             SELECT d.datname, d.datallowconn, d.datconnlimit,
                    pg_catalog.pg_has_role(d.datdba, 'USAGE') AS owner,
                    CASE WHEN pg_catalog.has_database_privilege(d.datname, 'CONNECT')
@@ -202,12 +228,13 @@ class _RestoreBase:
                    (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity a
                      WHERE a.datname OPERATOR(pg_catalog.=) d.datname AND a.backend_type = 'client backend'
                        AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()) AS sessions
-            FROM pg_catalog.pg_database d""", {"sized": sorted(self._touched()), "rollback": _ROLLBACK_SQL_RE},
-            action="listing databases").fetchall()
-        return {r[0]: {"allow": r[1], "limit": int(r[2]), "owner": r[3], "size": r[4], "sessions": int(r[5])}
-                for r in rows}
-
+            FROM pg_catalog.pg_database d""",
+            {"sized": sorted(self._touched()), "rollback": _ROLLBACK_SQL_RE},
+            action="listing databases",
+        ).fetchall()
+        return {
+            r[0]: {"allow": r[1], "limit": int(r[2]), "owner": r[3], "size": r[4], "sessions": int(r[5])} for r in rows
+        }
 
     def _server(self, conn: psycopg.Connection) -> Server:
         return Server(self.target, conn, timeout=self.cutover_timeout, watchers=self._watchers)
-

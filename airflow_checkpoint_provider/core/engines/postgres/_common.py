@@ -35,7 +35,6 @@ DEFAULT_SESSION_OPTIONS = {"synchronous_commit": "off", "maintenance_work_mem": 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
-
 class RestoreVerificationError(EngineError):
     """The restored database does not match the checkpoint's fingerprints."""
 
@@ -79,4 +78,3 @@ class _Item:
 def _major(version: str | None) -> int | None:
     parsed = C.parse_tool_version(version or "") if version else None
     return C.major_of(parsed[1]) if parsed else None
-

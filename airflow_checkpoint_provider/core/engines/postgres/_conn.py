@@ -41,13 +41,23 @@ _AUTH_MARKERS = (
     "no pg_hba.conf entry",
     "no password supplied",
     "pg_hba.conf rejects",
-    "role \"",  # FATAL: role "x" does not exist
+    'role "',  # FATAL: role "x" does not exist
 )
 _PERMISSION_MARKERS = ("permission denied", "must be owner", "must be superuser")
-_PLAIN_REFUSED_HINT = ("the server takes connections from here only over TLS (hostssl): set sslmode of the "
-                       "connection to verify-full (with sslrootcert) or require")
-_TLS_MARKERS = ("ssl error", "ssl syscall", "certificate", "server does not support ssl", "sslmode value",
-                "ssl connection", "private key file", "tls")
+_PLAIN_REFUSED_HINT = (
+    "the server takes connections from here only over TLS (hostssl): set sslmode of the "
+    "connection to verify-full (with sslrootcert) or require"
+)
+_TLS_MARKERS = (
+    "ssl error",
+    "ssl syscall",
+    "certificate",
+    "server does not support ssl",
+    "sslmode value",
+    "ssl connection",
+    "private key file",
+    "tls",
+)
 _VERSION_MISMATCH_MARKERS = ("server version mismatch", "aborting because of server version")
 
 
@@ -58,8 +68,9 @@ def scrub(text: str, secret: str | None) -> str:
     """``text`` with every occurrence of ``secret`` (plain, URL-encoded or whitespace-collapsed) masked."""
     if not text or not secret:
         return text
-    for form in sorted({secret, quote(secret, safe=""), quote(secret), " ".join(secret.split())}, key=len,
-                       reverse=True):
+    for form in sorted(
+        {secret, quote(secret, safe=""), quote(secret), " ".join(secret.split())}, key=len, reverse=True
+    ):
         if form:
             text = text.replace(form, MASK)
     return text
@@ -139,14 +150,17 @@ def tool_version(target: PostgresTarget, path: str, name: str = "pg_dump") -> To
     try:
         out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60, env=tool_env())
     except (OSError, subprocess.SubprocessError) as exc:
-        raise ToolError(f"{target.label}: cannot run {name} binary {exe!r}: {exc}",
-                        hint=f"check the {name} path and its permissions") from None
+        raise ToolError(
+            f"{target.label}: cannot run {name} binary {exe!r}: {exc}",
+            hint=f"check the {name} path and its permissions",
+        ) from None
     text = (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else ""
     parsed = parse_tool_version(text) if out.returncode == 0 else None
     if parsed is None:
-        raise ToolError(f"{target.label}: {exe!r} --version printed {text!r} (exit {out.returncode}); "
-                        f"it does not look like {name}",
-                        hint=f"pass {name}= the path of PostgreSQL's {name}")
+        raise ToolError(
+            f"{target.label}: {exe!r} --version printed {text!r} (exit {out.returncode}); it does not look like {name}",
+            hint=f"pass {name}= the path of PostgreSQL's {name}",
+        )
     return ToolVersion(exe, text, parsed[0], parsed[1])
 
 
@@ -193,12 +207,15 @@ def translate(exc: BaseException, target: PostgresTarget, dbname: str | None, ac
     if state.startswith("28") or _markers(msg, _AUTH_MARKERS):
         return AuthenticationError(
             f"{where}: authentication failed for user {target.user!r} while {action}: {msg}",
-            hint=_PLAIN_REFUSED_HINT if "no encryption" in msg else
-            "check the login and password of the connection (and pg_hba.conf on the server)",
+            hint=_PLAIN_REFUSED_HINT
+            if "no encryption" in msg
+            else "check the login and password of the connection (and pg_hba.conf on the server)",
         )
-    if state == "3D000" or (_markers(msg, ("database \"",)) and "does not exist" in msg):
-        return NotFoundError(f"{where}: database {dbname!r} does not exist ({msg})",
-                             hint="check the database name; list_databases() shows the ones you can reach")
+    if state == "3D000" or (_markers(msg, ('database "',)) and "does not exist" in msg):
+        return NotFoundError(
+            f"{where}: database {dbname!r} does not exist ({msg})",
+            hint="check the database name; list_databases() shows the ones you can reach",
+        )
     if state == "42501" or _markers(msg, _PERMISSION_MARKERS):
         return AuthenticationError(
             f"{where}: user {target.user!r} lacks a permission needed while {action}: {msg}",
@@ -215,8 +232,7 @@ def translate(exc: BaseException, target: PostgresTarget, dbname: str | None, ac
             hint="check host and port of the connection, that the server runs and accepts TCP connections "
             "from this worker (listen_addresses, firewall)",
         )
-    return CaptureError(f"{where}: {action} failed: {msg}",
-                        hint="see the PostgreSQL server log for details")
+    return CaptureError(f"{where}: {action} failed: {msg}", hint="see the PostgreSQL server log for details")
 
 
 def translate_tool_failure(target: PostgresTarget, dbname: str, name: str, rc: int, stderr: str) -> EngineError:
@@ -224,12 +240,15 @@ def translate_tool_failure(target: PostgresTarget, dbname: str, name: str, rc: i
     err = scrub_target(stderr.strip(), target) or "(no output)"
     where = f"{target.label}/{dbname}"
     if _markers(err, _VERSION_MISMATCH_MARKERS):
-        return ToolError(f"{where}: {name} refused to dump: server version mismatch:\n{err}",
-                         hint=f"pass {name}= the path of a {name} at least as new as the server")
+        return ToolError(
+            f"{where}: {name} refused to dump: server version mismatch:\n{err}",
+            hint=f"pass {name}= the path of a {name} at least as new as the server",
+        )
     if _markers(err, ("authentication failed", "no pg_hba.conf entry", "no password supplied")):
-        return AuthenticationError(f"{where}: {name} could not log in as {target.user!r}:\n{err}",
-                                   hint=_PLAIN_REFUSED_HINT if "no encryption" in err else
-                                   "check the login and password of the connection")
+        return AuthenticationError(
+            f"{where}: {name} could not log in as {target.user!r}:\n{err}",
+            hint=_PLAIN_REFUSED_HINT if "no encryption" in err else "check the login and password of the connection",
+        )
     failed = tls_error(where, name, err, target) if _markers(err, ("connection to server",)) else None
     if failed is not None:
         return failed
@@ -240,8 +259,9 @@ def translate_tool_failure(target: PostgresTarget, dbname: str, name: str, rc: i
             "or exclude the objects with exclude_tables/exclude_schemas",
         )
     how = f"was killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
-    return ToolError(f"{where}: {name} {how}:\n{err}",
-                     hint=f"read the {name} message above; the PostgreSQL server log may say more")
+    return ToolError(
+        f"{where}: {name} {how}:\n{err}", hint=f"read the {name} message above; the PostgreSQL server log may say more"
+    )
 
 
 # --------------------------------------------------------------------------- connections
@@ -249,8 +269,13 @@ def translate_tool_failure(target: PostgresTarget, dbname: str, name: str, rc: i
 
 def connect_kwargs(target: PostgresTarget, dbname: str, application_name: str = APPLICATION_NAME) -> dict[str, object]:
     """psycopg's keyword arguments for ``target``: the password and every TLS option included."""
-    kwargs: dict[str, object] = {"host": target.host, "port": target.port, "user": target.user, "dbname": dbname,
-                                 "application_name": application_name}
+    kwargs: dict[str, object] = {
+        "host": target.host,
+        "port": target.port,
+        "user": target.user,
+        "dbname": dbname,
+        "application_name": application_name,
+    }
     if target.password is not None:
         kwargs["password"] = target.password  # in-process: libpq keeps it in memory
     if target.sslmode:
@@ -276,8 +301,10 @@ def one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
     """The single row a query must return (a catalogue lookup, a count)."""
     row = cursor.fetchone()
     if row is None:
-        raise EngineError("the server returned no row where it must return one",
-                          hint="check the server's logs; this is a bug if the server is healthy")
+        raise EngineError(
+            "the server returned no row where it must return one",
+            hint="check the server's logs; this is a bug if the server is healthy",
+        )
     return tuple(row)
 
 
@@ -315,8 +342,13 @@ def list_databases(target: PostgresTarget) -> list[str]:
         return connectable(database_rows(conn))
 
 
-def conninfo(target: PostgresTarget, dbname: str, application_name: str = PG_DUMP_APPLICATION_NAME,
-             *, via: dict[str, object] | None = None) -> str:
+def conninfo(
+    target: PostgresTarget,
+    dbname: str,
+    application_name: str = PG_DUMP_APPLICATION_NAME,
+    *,
+    via: dict[str, object] | None = None,
+) -> str:
     """A libpq connection string for a client tool, without the password and the sslpassword.
 
     Those reach the tool through :mod:`._secrets`; ``via`` replaces the server address and TLS
@@ -326,8 +358,13 @@ def conninfo(target: PostgresTarget, dbname: str, application_name: str = PG_DUM
     def q(value: object) -> str:
         return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
-    parts: dict[str, object] = {"host": target.host, "port": target.port, "user": target.user, "dbname": dbname,
-                                "application_name": application_name}
+    parts: dict[str, object] = {
+        "host": target.host,
+        "port": target.port,
+        "user": target.user,
+        "dbname": dbname,
+        "application_name": application_name,
+    }
     if via is None:
         if target.sslmode:
             parts["sslmode"] = target.sslmode
@@ -354,8 +391,10 @@ def tls_error(where: str, what: str, err: str, target: PostgresTarget) -> Engine
         return None
     low = err.lower()
     if "certificate verify failed" in low or "root certificate" in low:
-        hint = ("set sslrootcert to the CA certificate that signed the server's certificate "
-                "(verify-full also needs host to be a name or address the certificate lists)")
+        hint = (
+            "set sslrootcert to the CA certificate that signed the server's certificate "
+            "(verify-full also needs host to be a name or address the certificate lists)"
+        )
     elif "private key" in low or "client certificate" in low or "certificate file" in low:
         hint = "check sslcert and sslkey: a PEM certificate and its key, the key readable only by its owner (0600)"
     elif "server does not support ssl" in low:

@@ -87,13 +87,20 @@ def _one_line(exc: BaseException) -> str:
 class Server:
     """Catalogue operations on one server, through an autocommit maintenance connection."""
 
-    def __init__(self, target: PostgresTarget, conn: psycopg.Connection, *, timeout: float = 30.0,
-                 watchers: Watchers | None = None) -> None:
+    def __init__(
+        self,
+        target: PostgresTarget,
+        conn: psycopg.Connection,
+        *,
+        timeout: float = 30.0,
+        watchers: Watchers | None = None,
+    ) -> None:
         self.target, self.conn, self.timeout = target, conn, timeout
         self.watchers = watchers  #: watcher processes started ahead of need, for the connection guards
 
-    def exec(self, query: Any, params: Any = None, *, db: str | None = None,
-             action: str = "running a statement") -> psycopg.Cursor:
+    def exec(
+        self, query: Any, params: Any = None, *, db: str | None = None, action: str = "running a statement"
+    ) -> psycopg.Cursor:
         try:
             return self.conn.execute(query, params)
         except psycopg.Error as exc:
@@ -102,13 +109,17 @@ class Server:
 
     def settings(self, name: str) -> tuple[bool, int] | None:
         """``(ALLOW_CONNECTIONS, CONNECTION LIMIT)`` of ``name``, or None if it does not exist."""
-        row = self.exec("SELECT datallowconn, datconnlimit FROM pg_catalog.pg_database WHERE datname = %s",
-                        (name,), action="reading database settings").fetchone()
+        row = self.exec(
+            "SELECT datallowconn, datconnlimit FROM pg_catalog.pg_database WHERE datname = %s",
+            (name,),
+            action="reading database settings",
+        ).fetchone()
         return (bool(row[0]), int(row[1])) if row else None
 
     def set_connections(self, name: str, allow: bool, limit: int | None = None) -> None:
         query = sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-            sql.Identifier(name), sql.SQL("true" if allow else "false"))
+            sql.Identifier(name), sql.SQL("true" if allow else "false")
+        )
         if limit is not None:
             query += sql.SQL(" CONNECTION LIMIT {}").format(sql.Literal(int(limit)))
         self.exec(query, db=name, action=f"setting the connection settings of {name}")
@@ -121,9 +132,15 @@ class Server:
         deadline = time.monotonic() + self.timeout
         ended: set[int] = set()
         while True:
-            pids = [r[0] for r in self.exec(
-                "SELECT pid FROM pg_catalog.pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend'", (name,), action=f"listing the sessions on {name}").fetchall()]
+            pids = [
+                r[0]
+                for r in self.exec(
+                    "SELECT pid FROM pg_catalog.pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend'",
+                    (name,),
+                    action=f"listing the sessions on {name}",
+                ).fetchall()
+            ]
             if not pids:
                 return len(ended)
             if time.monotonic() > deadline:
@@ -134,8 +151,12 @@ class Server:
                     "sessions; or stop the clients and retry",
                 )
             for pid in pids:
-                if pid not in ended and C.one(self.exec("SELECT pg_catalog.pg_terminate_backend(%s)", (pid,),
-                                                  action="terminating sessions"))[0]:
+                if (
+                    pid not in ended
+                    and C.one(
+                        self.exec("SELECT pg_catalog.pg_terminate_backend(%s)", (pid,), action="terminating sessions")
+                    )[0]
+                ):
                     ended.add(pid)
             time.sleep(0.05)
 
@@ -146,8 +167,10 @@ class Server:
         if self.settings(name) is None:
             return False
         if C.server_version_num(self.conn) >= 130000:
-            self.exec(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)),
-                      action=f"dropping {name}")
+            self.exec(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)),
+                action=f"dropping {name}",
+            )
             return True
         self.set_connections(name, False)
         self.terminate(name)
@@ -158,11 +181,15 @@ class Server:
         """Rename and set connection settings in one transaction: all of it or nothing."""
         with self.conn.transaction():
             for old, new in pairs:
-                self.conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old),
-                                                                                   sql.Identifier(new)))
+                self.conn.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
+                )
             for name, allow, limit in settings:
-                self.conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {} CONNECTION LIMIT {}").format(
-                    sql.Identifier(name), sql.SQL("true" if allow else "false"), sql.Literal(int(limit))))
+                self.conn.execute(
+                    sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {} CONNECTION LIMIT {}").format(
+                        sql.Identifier(name), sql.SQL("true" if allow else "false"), sql.Literal(int(limit))
+                    )
+                )
 
     # ---- one database -----------------------------------------------------------------------------
 
@@ -170,34 +197,47 @@ class Server:
     def _blocked(self, name: str, allow: bool, limit: int, journal: ComponentJournal) -> Iterator[None]:
         """Keep new sessions out of ``name`` for the block; if the block fails, let them in again,
         and if this process dies meanwhile, the :class:`ConnectionGuard` does."""
-        with ConnectionGuard(self.target, name, limit=limit, maintenance_db=self.conn.info.dbname,
-                             proc=self.watchers.take() if self.watchers else None):
+        with ConnectionGuard(
+            self.target,
+            name,
+            limit=limit,
+            maintenance_db=self.conn.info.dbname,
+            proc=self.watchers.take() if self.watchers else None,
+        ):
             with self._blocking(name, allow, limit, journal):
                 yield
 
     @contextmanager
     def _blocking(self, name: str, allow: bool, limit: int, journal: ComponentJournal) -> Iterator[None]:
-        with journal.step("block_connections", intent={"database": name, "allow_connections": False},
-                          undo={"database": name, "allow_connections": allow, "connection_limit": limit}):
+        with journal.step(
+            "block_connections",
+            intent={"database": name, "allow_connections": False},
+            undo={"database": name, "allow_connections": allow, "connection_limit": limit},
+        ):
             self.set_connections(name, False)
         try:
             yield
         except BaseException as exc:
             try:
-                with journal.step("unblock", intent={"database": name, "allow_connections": allow,
-                                                     "connection_limit": limit}, undo={}):
+                with journal.step(
+                    "unblock", intent={"database": name, "allow_connections": allow, "connection_limit": limit}, undo={}
+                ):
                     self.set_connections(name, allow, limit)
                 state = f"{name} is back in place with its original data and accepts connections again"
             except Exception as again:
-                state = (f"{name} holds its original data but still refuses connections ({_one_line(again)}); "
-                         f"run ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true, or "
-                         "`airflow-checkpoint recover-interrupted`")
+                state = (
+                    f"{name} holds its original data but still refuses connections ({_one_line(again)}); "
+                    f"run ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true, or "
+                    "`airflow-checkpoint recover-interrupted`"
+                )
             where = f"{self.target.label}/{name}"
             if isinstance(exc, CheckpointError):
                 raise CutoverError(f"{exc.message}; {state}", hint=exc.hint) from None
             if isinstance(exc, psycopg.Error):
-                raise CutoverError(f"{where}: the cut-over failed: {_one_line(exc)}; {state}",
-                                   hint="close the sessions that hold the databases open and retry") from None
+                raise CutoverError(
+                    f"{where}: the cut-over failed: {_one_line(exc)}; {state}",
+                    hint="close the sessions that hold the databases open and retry",
+                ) from None
             raise
 
     def switch(self, sw: Switch, journal: ComponentJournal) -> int:
@@ -206,39 +246,57 @@ class Server:
         where = f"{self.target.label}/{sw.target}"
         if sw.rollback is None:
             try:
-                with journal.step("rename", intent={"renames": [[sw.staging, sw.target]]},
-                                  undo={"renames": [[sw.target, sw.staging]]}):
+                with journal.step(
+                    "rename", intent={"renames": [[sw.staging, sw.target]]}, undo={"renames": [[sw.target, sw.staging]]}
+                ):
                     self._renames([(sw.staging, sw.target)], [(sw.target, True, sw.new_limit)])
             except psycopg.Error as exc:
-                raise CutoverError(f"{where}: renaming {sw.staging} into place failed: {_one_line(exc)}",
-                                   hint=f"nothing was replaced; {sw.staging} is dropped by abort()") from None
+                raise CutoverError(
+                    f"{where}: renaming {sw.staging} into place failed: {_one_line(exc)}",
+                    hint=f"nothing was replaced; {sw.staging} is dropped by abort()",
+                ) from None
             return 0
         with self._blocked(sw.target, sw.allow, sw.limit, journal):
             terminated = self.terminate(sw.target)
-            with journal.step("rename", intent={"renames": [[sw.target, sw.rollback], [sw.staging, sw.target]]},
-                              undo={"renames": [[sw.target, sw.staging], [sw.rollback, sw.target]]}):
-                self._renames([(sw.target, sw.rollback), (sw.staging, sw.target)],
-                              [(sw.target, True, sw.new_limit), (sw.rollback, sw.allow, sw.limit)])
+            with journal.step(
+                "rename",
+                intent={"renames": [[sw.target, sw.rollback], [sw.staging, sw.target]]},
+                undo={"renames": [[sw.target, sw.staging], [sw.rollback, sw.target]]},
+            ):
+                self._renames(
+                    [(sw.target, sw.rollback), (sw.staging, sw.target)],
+                    [(sw.target, True, sw.new_limit), (sw.rollback, sw.allow, sw.limit)],
+                )
         return terminated
 
     def switch_back(self, sw: Switch, journal: ComponentJournal) -> None:
         """Undo :meth:`switch`: the replaced database serves again; the restored copy is dropped."""
         self.drop_copy(sw.staging)  # a leftover in the way of the rename
         if sw.rollback is not None and self.settings(sw.rollback) is None:
-            raise CutoverError(f"{self.target.label}/{sw.target}: the rollback copy {sw.rollback} no longer exists",
-                               hint="restore the safety checkpoint instead")
+            raise CutoverError(
+                f"{self.target.label}/{sw.target}: the rollback copy {sw.rollback} no longer exists",
+                hint="restore the safety checkpoint instead",
+            )
         with self._blocked(sw.target, True, sw.new_limit, journal):
             self.terminate(sw.target)
             pairs = [(sw.target, sw.staging)] + ([(sw.rollback, sw.target)] if sw.rollback else [])
-            with journal.step("rename_back", intent={"renames": [list(p) for p in pairs]},
-                              undo={"renames": [[b, a] for a, b in reversed(pairs)]}):
+            with journal.step(
+                "rename_back",
+                intent={"renames": [list(p) for p in pairs]},
+                undo={"renames": [[b, a] for a, b in reversed(pairs)]},
+            ):
                 self._renames(pairs, [(sw.target, sw.allow, sw.limit)] if sw.rollback else [])
         self.drop_copy(sw.staging)
 
 
 @contextmanager
-def server(target: PostgresTarget, avoid: set[str], *, timeout: float = 30.0,
-           action: str = "connecting to the maintenance database") -> Iterator[Server]:
+def server(
+    target: PostgresTarget,
+    avoid: set[str],
+    *,
+    timeout: float = 30.0,
+    action: str = "connecting to the maintenance database",
+) -> Iterator[Server]:
     """A :class:`Server` on a maintenance database that none of ``avoid`` names."""
     candidates = [d for d in dict.fromkeys([target.dbname, "postgres", "template1"]) if d not in avoid]
     last: Exception | None = None
@@ -251,9 +309,10 @@ def server(target: PostgresTarget, avoid: set[str], *, timeout: float = 30.0,
         with conn:
             yield Server(target, conn, timeout=timeout)
         return
-    raise NotFoundError(f"{target.label}: found no maintenance database to work from "
-                        f"(tried {', '.join(candidates)}): {last}",
-                        hint="set the connection's database (schema) to one this restore does not replace")
+    raise NotFoundError(
+        f"{target.label}: found no maintenance database to work from (tried {', '.join(candidates)}): {last}",
+        hint="set the connection's database (schema) to one this restore does not replace",
+    )
 
 
 # --------------------------------------------------------------------------- replay
@@ -269,7 +328,9 @@ def recover(target: PostgresTarget, entry: ComponentEntry, *, timeout: float = 3
     forward = entry.roll_forward and bool(planned or items)
     renamed = {tuple(p) for s in entry.steps if s.name == "rename" for p in s.intent.get("renames", [])}
     done: list[str] = []
-    avoid = {i["target"] for i in items} | set(staging) | {d.get("rollback") for d in planned or [] if d.get("rollback")}
+    avoid = (
+        {i["target"] for i in items} | set(staging) | {d.get("rollback") for d in planned or [] if d.get("rollback")}
+    )
     nothing = NullJournal(COMPONENT)
     with server(target, avoid, timeout=timeout, action="replaying an interrupted restore") as srv:
         if planned is not None:
@@ -279,25 +340,37 @@ def recover(target: PostgresTarget, entry: ComponentEntry, *, timeout: float = 3
         for sw in switches:
             here, copy = srv.settings(sw.target), srv.settings(sw.staging)
             kept = srv.settings(sw.rollback) if sw.rollback else None
-            switched = (kept is not None) if sw.rollback else (copy is None and here is not None
-                                                                 and (sw.staging, sw.target) in renamed)
+            switched = (
+                (kept is not None)
+                if sw.rollback
+                else (copy is None and here is not None and (sw.staging, sw.target) in renamed)
+            )
             if forward and not switched and copy is not None:
                 if here is not None and sw.rollback is None:
-                    raise CutoverError(f"{target.label}/{sw.target}: the database appeared while it was being "
-                                       "restored; not replacing it",
-                                       hint=f"{sw.staging} holds the restored data: rename it by hand if wanted")
+                    raise CutoverError(
+                        f"{target.label}/{sw.target}: the database appeared while it was being "
+                        "restored; not replacing it",
+                        hint=f"{sw.staging} holds the restored data: rename it by hand if wanted",
+                    )
                 srv.switch(sw, nothing)
                 switched = True
-                done.append(f"finished the cut-over of {sw.target} (the previous data is kept as "
-                            f"{sw.rollback or 'nothing: it did not exist'})")
+                done.append(
+                    f"finished the cut-over of {sw.target} (the previous data is kept as "
+                    f"{sw.rollback or 'nothing: it did not exist'})"
+                )
             elif forward and not switched:
-                done.append(f"{sw.target}: the side-by-side copy {sw.staging} is gone, so the cut-over cannot be "
-                            "finished; the previous data stays in place")
+                done.append(
+                    f"{sw.target}: the side-by-side copy {sw.staging} is gone, so the cut-over cannot be "
+                    "finished; the previous data stays in place"
+                )
             elif not forward and switched:
                 srv.switch_back(sw, nothing)
                 switched = False
-                done.append(f"put the previous {sw.target} back" if sw.rollback else
-                            f"removed {sw.target}, which the interrupted restore had created")
+                done.append(
+                    f"put the previous {sw.target} back"
+                    if sw.rollback
+                    else f"removed {sw.target}, which the interrupted restore had created"
+                )
             live = srv.settings(sw.target)
             if live is not None and not live[0]:
                 srv.set_connections(sw.target, True, sw.new_limit if switched else sw.limit)
@@ -312,5 +385,11 @@ def _switch_now(srv: Server, item: dict[str, Any], checkpoint_id: str) -> Switch
     current = srv.settings(item["target"])
     if current is None:
         return Switch(item["target"], item["staging"], None, new_limit=int(item.get("new_limit", -1)))
-    return Switch(item["target"], item["staging"], rollback_name(item["target"], checkpoint_id), allow=current[0],
-                  limit=current[1], new_limit=int(item.get("new_limit", -1)))
+    return Switch(
+        item["target"],
+        item["staging"],
+        rollback_name(item["target"], checkpoint_id),
+        allow=current[0],
+        limit=current[1],
+        new_limit=int(item.get("new_limit", -1)),
+    )

@@ -18,11 +18,18 @@ _DUMP_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
 
 _TOC_LINE_RE = re.compile(r"^(\d+); \d+ \d+ (.*)\Z")
 
-_RELATION_RE = re.compile(r"^(MATERIALIZED VIEW DATA|MATERIALIZED VIEW|FOREIGN TABLE|TABLE DATA|TABLE|VIEW|"
-                          r"SEQUENCE SET|SEQUENCE OWNED BY|SEQUENCE) (.*)\Z")
+_RELATION_RE = re.compile(
+    r"^(MATERIALIZED VIEW DATA|MATERIALIZED VIEW|FOREIGN TABLE|TABLE DATA|TABLE|VIEW|"
+    r"SEQUENCE SET|SEQUENCE OWNED BY|SEQUENCE) (.*)\Z"
+)
 
-_DB_ENTRY_PREFIXES = ("DATABASE ", "DATABASE PROPERTIES ", "COMMENT - DATABASE ", "ACL - DATABASE ",
-                      "SECURITY LABEL - DATABASE ")
+_DB_ENTRY_PREFIXES = (
+    "DATABASE ",
+    "DATABASE PROPERTIES ",
+    "COMMENT - DATABASE ",
+    "ACL - DATABASE ",
+    "SECURITY LABEL - DATABASE ",
+)
 
 _IDENT = r'(?:[a-z_][a-z0-9_$]*|"(?:[^"]|"")+")'
 
@@ -36,9 +43,16 @@ _CREATE_OPT_RE = re.compile(r"([A-Z_]+) = ('(?:[^']|'')*'|[A-Za-z0-9_]+)")
 
 #: CREATE DATABASE options taken over from the dump; TEMPLATE is always template0, TABLESPACE and
 #: OID are left out (they name things of the source server).
-_KEPT_CREATE_OPTIONS = ("ENCODING", "LOCALE_PROVIDER", "LOCALE", "LC_COLLATE", "LC_CTYPE", "ICU_LOCALE",
-                        "ICU_RULES", "BUILTIN_LOCALE")
-
+_KEPT_CREATE_OPTIONS = (
+    "ENCODING",
+    "LOCALE_PROVIDER",
+    "LOCALE",
+    "LC_COLLATE",
+    "LC_CTYPE",
+    "ICU_LOCALE",
+    "ICU_RULES",
+    "BUILTIN_LOCALE",
+)
 
 
 def untar_dump_directory(src: BinaryIO, dest: str, *, source: str, only_toc: bool = False) -> list[str]:
@@ -67,9 +81,11 @@ def untar_dump_directory(src: BinaryIO, dest: str, *, source: str, only_toc: boo
                         f"{source}: entry {member.name!r} {problem}",
                         hint="refusing to extract this dump; it was not written by this tool or was tampered with",
                     )
-                fd = os.open(os.path.join(dest, member.name),
-                             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                             0o600)
+                fd = os.open(
+                    os.path.join(dest, member.name),
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                    0o600,
+                )
                 with os.fdopen(fd, "wb") as out:
                     data = tar.extractfile(member)
                     assert data is not None
@@ -77,19 +93,25 @@ def untar_dump_directory(src: BinaryIO, dest: str, *, source: str, only_toc: boo
                     while left:
                         chunk = data.read(min(left, CHUNK_SIZE))
                         if not chunk:
-                            raise FormatError(f"{source}: entry {member.name!r} is truncated",
-                                              hint="the artifact is damaged; verify the checkpoint")
+                            raise FormatError(
+                                f"{source}: entry {member.name!r} is truncated",
+                                hint="the artifact is damaged; verify the checkpoint",
+                            )
                         out.write(chunk)
                         left -= len(chunk)
                 names.append(member.name)
                 if only_toc:
                     break
     except tarfile.TarError as exc:
-        raise FormatError(f"{source}: not a readable tar of a pg_dump directory ({exc})",
-                          hint="the artifact is damaged; verify the checkpoint") from None
+        raise FormatError(
+            f"{source}: not a readable tar of a pg_dump directory ({exc})",
+            hint="the artifact is damaged; verify the checkpoint",
+        ) from None
     if "toc.dat" not in names:
-        raise FormatError(f"{source}: the pg_dump directory has no toc.dat",
-                          hint="the artifact is damaged or incomplete; verify the checkpoint")
+        raise FormatError(
+            f"{source}: the pg_dump directory has no toc.dat",
+            hint="the artifact is damaged or incomplete; verify the checkpoint",
+        )
     return names
 
 
@@ -164,18 +186,18 @@ class DumpInfo:
         for stmt in statements:
             if stmt.startswith("CREATE DATABASE "):
                 continue
-            limit = _CONN_LIMIT_RE.fullmatch(stmt[len(alter):]) if stmt.startswith(alter) else None
+            limit = _CONN_LIMIT_RE.fullmatch(stmt[len(alter) :]) if stmt.startswith(alter) else None
             role = _ROLE_IN_DB_RE.fullmatch(stmt) if stmt.startswith("ALTER ROLE ") and in_db in stmt else None
             if limit:
                 self.connection_limit = int(limit.group(1))
             elif role and role.group(2) == qname:
                 self.role_settings.append((role.group(1), role.group(3)))
             elif stmt.startswith(alter + "OWNER TO "):
-                self.owner = stmt[len(alter + "OWNER TO "):].strip()
+                self.owner = stmt[len(alter + "OWNER TO ") :].strip()
             elif stmt.startswith((alter + "SET ", alter + "RESET ")):
-                self.settings.append(stmt[len(alter):])
+                self.settings.append(stmt[len(alter) :])
             elif stmt.startswith(comment + "IS "):
-                self.comment = stmt[len(comment):]
+                self.comment = stmt[len(comment) :]
             elif stmt.startswith(("GRANT ", "REVOKE ")) and on_db in stmt:
                 before, after = stmt.split(on_db, 1)
                 self.grants.append((before, after))
@@ -186,4 +208,3 @@ class DumpInfo:
 def _unquote(ident: str) -> str:
     """A role name as pg_dump printed it (quoted if needed) -> the name."""
     return ident[1:-1].replace('""', '"') if ident.startswith('"') and ident.endswith('"') else ident
-

@@ -34,14 +34,24 @@ READY, DONE = b"ready\n", b"done\n"
 class ConnectionGuard:
     """Context manager: while open, a watcher re-allows connections to ``database`` if we die."""
 
-    def __init__(self, target: PostgresTarget, database: str, *, limit: int = -1, maintenance_db: str = "postgres",
-                 proc: subprocess.Popen[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        target: PostgresTarget,
+        database: str,
+        *,
+        limit: int = -1,
+        maintenance_db: str = "postgres",
+        proc: subprocess.Popen[bytes] | None = None,
+    ) -> None:
         from airflow_checkpoint_provider.core.engines.postgres._conn import (
             connect_kwargs,
         )
 
-        self.config = {"connect": connect_kwargs(target, maintenance_db, "airflow-checkpoint-guard"),
-                       "database": database, "limit": int(limit)}
+        self.config = {
+            "connect": connect_kwargs(target, maintenance_db, "airflow-checkpoint-guard"),
+            "database": database,
+            "limit": int(limit),
+        }
         self.proc = proc  #: a watcher started ahead of need (:class:`Watchers`), else one is started here
 
     def __enter__(self) -> ConnectionGuard:
@@ -84,8 +94,12 @@ def _spawn() -> subprocess.Popen[bytes]:
     """A watcher process in its own session, waiting for its settings on stdin."""
     return subprocess.Popen(
         [sys.executable, "-m", "airflow_checkpoint_provider.core.engines.postgres._guard"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
-        close_fds=True)
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
 
 
 class Watchers:
@@ -146,11 +160,13 @@ def _watch() -> int:
         return 0
     database, limit = config["database"], config["limit"]
     with psycopg.connect(autocommit=True, **config["connect"]) as conn:
-        row = conn.execute("SELECT datallowconn FROM pg_catalog.pg_database WHERE datname = %s",
-                           (database,)).fetchone()
+        row = conn.execute("SELECT datallowconn FROM pg_catalog.pg_database WHERE datname = %s", (database,)).fetchone()
         if row is not None and not row[0]:
-            conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true CONNECTION LIMIT {}").format(
-                sql.Identifier(database), sql.Literal(limit)))
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true CONNECTION LIMIT {}").format(
+                    sql.Identifier(database), sql.Literal(limit)
+                )
+            )
     return 0
 
 

@@ -43,8 +43,11 @@ class _LoadMixin(_ToolMixin):
             existing = set(self._databases(conn))
         dbs = [i.target_db for i in self.items if i.target_db in existing]
         if not dbs:
-            log.info("safety checkpoint: none of %s exists on %s yet: nothing to capture",
-                     [i.target_db for i in self.items], self.target.label)
+            log.info(
+                "safety checkpoint: none of %s exists on %s yet: nothing to capture",
+                [i.target_db for i in self.items],
+                self.target.label,
+            )
             return []
         opts = dict(self.capture_options)
         if "pg_dump" not in opts and os.sep in self.pg_restore:
@@ -53,12 +56,13 @@ class _LoadMixin(_ToolMixin):
                 opts["pg_dump"] = sibling
         return capture(self.target, staging, databases=dbs, **opts)
 
-
     def prepare(self) -> None:
         """Side by side: load every database into ``<db>__restoring`` and verify it. In place: checks only."""
         if self._problems:
-            raise CheckpointError(f"{self.target.label}: cannot restore: {'; '.join(self._problems)}",
-                                  hint="plan() lists the problems; nothing was changed")
+            raise CheckpointError(
+                f"{self.target.label}: cannot restore: {'; '.join(self._problems)}",
+                hint="plan() lists the problems; nothing was changed",
+            )
         if self.mode == "in_place":
             self._tool()
             for item in self.items:
@@ -74,12 +78,18 @@ class _LoadMixin(_ToolMixin):
                 self.abort()
             self._watchers.close()
             raise
-        self.journal.note(checkpoint_id=self.checkpoint_id, items=[
-            {"target": i.target_db, "staging": i.staging,
-             "new_limit": i.info.connection_limit if i.info and i.info.connection_limit is not None else -1}
-            for i in self.items])
+        self.journal.note(
+            checkpoint_id=self.checkpoint_id,
+            items=[
+                {
+                    "target": i.target_db,
+                    "staging": i.staging,
+                    "new_limit": i.info.connection_limit if i.info and i.info.connection_limit is not None else -1,
+                }
+                for i in self.items
+            ],
+        )
         self.journal.phase("verified")
-
 
     def _create_database(self, conn: psycopg.Connection, name: str, info: DumpInfo) -> list[str]:
         warnings: list[str] = []
@@ -92,19 +102,19 @@ class _LoadMixin(_ToolMixin):
             if not opts or getattr(exc, "sqlstate", "") in ("42501", "42P04"):
                 raise self._sql_error(exc, name, f"creating database {name}") from None
             text = " ".join(str(exc).split())
-            warnings.append(f"{name} could not be created with the dump's "
-                            f"{' '.join(f'{k}={v}' for k, v in info.create_options)} ({text}); it was created with "
-                            "the server's default encoding and locale")
+            warnings.append(
+                f"{name} could not be created with the dump's "
+                f"{' '.join(f'{k}={v}' for k, v in info.create_options)} ({text}); it was created with "
+                "the server's default encoding and locale"
+            )
             log.warning("%s/%s: %s", self.target.label, name, warnings[-1])
             self._exec(conn, base, db=name, action=f"creating database {name}")
         if not self.no_owner and info.owner:
             try:
-                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO ").format(sql.Identifier(name))
-                             + sql.SQL(info.owner))
+                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO ").format(sql.Identifier(name)) + sql.SQL(info.owner))
             except psycopg.Error as exc:
                 warnings.append(f"could not give {name} to {info.owner}: {' '.join(str(exc).split())}")
         return warnings
-
 
     def _create_schemas(self, item: _Item, dbname: str) -> list[str]:
         """A ``tables=`` dump has no CREATE SCHEMA: create its tables' schemas that are missing."""
@@ -118,14 +128,18 @@ class _LoadMixin(_ToolMixin):
         created = []
         with C.connect(self.target, dbname, action="creating schemas") as conn:
             for schema in sorted(schemas):
-                exists = self._exec(conn, "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s",
-                                    (schema,), db=dbname).fetchone()
+                exists = self._exec(
+                    conn, "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,), db=dbname
+                ).fetchone()
                 if not exists:
-                    self._exec(conn, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)), db=dbname,
-                               action=f"creating schema {schema}")
+                    self._exec(
+                        conn,
+                        sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)),
+                        db=dbname,
+                        action=f"creating schema {schema}",
+                    )
                     created.append(schema)
         return created
-
 
     def _apply_database_properties(self, item: _Item, dbname: str) -> list[str]:
         """The dump's ALTER DATABASE SET, COMMENT ON DATABASE and grants, onto ``dbname``."""
@@ -138,10 +152,14 @@ class _LoadMixin(_ToolMixin):
         if info.comment:
             statements.append(sql.SQL("COMMENT ON DATABASE {} ").format(ident) + sql.SQL(info.comment))
         if not self.no_privileges:
-            statements += [sql.SQL(before) + sql.SQL(" ON DATABASE ") + ident + sql.SQL(" " + after)
-                           for before, after in info.grants]
-        statements += [sql.SQL("ALTER ROLE ") + sql.SQL(role) + sql.SQL(" IN DATABASE ") + ident + sql.SQL(" " + tail)
-                       for role, tail in info.role_settings]
+            statements += [
+                sql.SQL(before) + sql.SQL(" ON DATABASE ") + ident + sql.SQL(" " + after)
+                for before, after in info.grants
+            ]
+        statements += [
+            sql.SQL("ALTER ROLE ") + sql.SQL(role) + sql.SQL(" IN DATABASE ") + ident + sql.SQL(" " + tail)
+            for role, tail in info.role_settings
+        ]
         if not statements:
             return []
         with self._admin("applying database settings") as conn:
@@ -155,7 +173,6 @@ class _LoadMixin(_ToolMixin):
         for text in warnings:
             log.warning("%s/%s: database property %s", self.target.label, dbname, text)
         return warnings
-
 
     def _prepare_item(self, item: _Item) -> None:
         t0 = time.monotonic()
@@ -173,7 +190,6 @@ class _LoadMixin(_ToolMixin):
         item.details["warnings"] = warnings + item.details["verification"].pop("warnings", [])
         item.prepared = True
 
-
     def _verify(self, item: _Item, dbname: str, *, in_place: bool) -> dict[str, Any]:
         art = item.artifact
         got = fingerprint(self.target, dbname, exact_counts=item.exact_counts, **item.filters)
@@ -186,29 +202,42 @@ class _LoadMixin(_ToolMixin):
         extra = sorted(set(got_rows) - set(want_rows))
         for table in extra:
             (warnings if in_place else problems).append(
-                f"table {table} ({got_rows[table]} rows) is not in the checkpoint")
+                f"table {table} ({got_rows[table]} rows) is not in the checkpoint"
+            )
         if item.exact_counts:
             for table in sorted(set(want_rows) & set(got_rows)):
                 if want_rows[table] != got_rows[table]:
-                    problems.append(f"table {table} has {got_rows[table]} rows, the checkpoint recorded "
-                                    f"{want_rows[table]}")
+                    problems.append(
+                        f"table {table} has {got_rows[table]} rows, the checkpoint recorded {want_rows[table]}"
+                    )
         want_schema = art.fingerprints.get("schema_sha256")
         if want_schema and got["schema_sha256"] != want_schema:
-            text = (f"the schema differs from the checkpoint's (schema_sha256 {got['schema_sha256'][:12]}... "
-                    f"instead of {want_schema[:12]}...)")
+            text = (
+                f"the schema differs from the checkpoint's (schema_sha256 {got['schema_sha256'][:12]}... "
+                f"instead of {want_schema[:12]}...)"
+            )
             if in_place and extra:
                 warnings.append(text + ": not comparable while tables that are not in the checkpoint remain")
             else:
                 problems.append(text)
         if problems:
             shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
-            hint = ("the database was changed in place: restore the safety checkpoint (tag 'safety') taken before "
-                    "this restore" if in_place else
-                    f"{dbname} was dropped and the current database was not touched; verify the checkpoint and "
-                    "check that nothing else wrote to the side-by-side copy")
+            hint = (
+                "the database was changed in place: restore the safety checkpoint (tag 'safety') taken before "
+                "this restore"
+                if in_place
+                else f"{dbname} was dropped and the current database was not touched; verify the checkpoint and "
+                "check that nothing else wrote to the side-by-side copy"
+            )
             raise RestoreVerificationError(
                 f"{self.target.label}/{dbname}: the restored data does not match artifact {art.name} of checkpoint "
-                f"{self.checkpoint_id}: {shown}", hint=hint)
-        return {"tables": len(got_rows), "rows": sum(v for v in got_rows.values() if isinstance(v, int)),
-                "row_counts": got["row_counts"], "schema_sha256": got["schema_sha256"], "warnings": warnings}
-
+                f"{self.checkpoint_id}: {shown}",
+                hint=hint,
+            )
+        return {
+            "tables": len(got_rows),
+            "rows": sum(v for v in got_rows.values() if isinstance(v, int)),
+            "row_counts": got["row_counts"],
+            "schema_sha256": got["schema_sha256"],
+            "warnings": warnings,
+        }

@@ -29,7 +29,7 @@ def fit_name(base: str, suffix: str) -> str:
         return name
     digest = hashlib.sha256(base.encode()).hexdigest()[:8]
     room = MAX_NAME_BYTES - len(suffix.encode()) - len(digest) - 1
-    prefix = base.encode()[:max(room, 0)].decode("utf-8", "ignore")
+    prefix = base.encode()[: max(room, 0)].decode("utf-8", "ignore")
     return f"{prefix}_{digest}{suffix}"
 
 

@@ -42,8 +42,12 @@ from airflow_checkpoint_provider.core.errors import ConnectionFailedError, Engin
 _SSL_REQUEST, _GSSENC_REQUEST, _CANCEL_REQUEST, _PROTOCOL_3 = 80877103, 80877104, 80877102, 196608
 _RELAY_PORT = 5432
 _CHUNK = 256 * 1024
-_PROTOCOLS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1,
-              "TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+_PROTOCOLS = {
+    "TLSv1": ssl.TLSVersion.TLSv1,
+    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
 
 
 class _Refused(Exception):
@@ -63,14 +67,24 @@ def saslprep(password: str) -> bytes:
     raw = password.encode("utf-8")
     mapped = "".join(" " if stringprep.in_table_c12(c) else c for c in password if not stringprep.in_table_b1(c))
     text = unicodedata.normalize("NFKC", mapped)
-    prohibited = (stringprep.in_table_a1, stringprep.in_table_c12, stringprep.in_table_c21_c22,
-                  stringprep.in_table_c3, stringprep.in_table_c4, stringprep.in_table_c5, stringprep.in_table_c6,
-                  stringprep.in_table_c7, stringprep.in_table_c8, stringprep.in_table_c9)
+    prohibited = (
+        stringprep.in_table_a1,
+        stringprep.in_table_c12,
+        stringprep.in_table_c21_c22,
+        stringprep.in_table_c3,
+        stringprep.in_table_c4,
+        stringprep.in_table_c5,
+        stringprep.in_table_c6,
+        stringprep.in_table_c7,
+        stringprep.in_table_c8,
+        stringprep.in_table_c9,
+    )
     if not text or any(check(c) for c in text for check in prohibited):
         return raw
     if any(stringprep.in_table_d1(c) for c in text) and (
-            any(stringprep.in_table_d2(c) for c in text)
-            or not (stringprep.in_table_d1(text[0]) and stringprep.in_table_d1(text[-1]))):
+        any(stringprep.in_table_d2(c) for c in text)
+        or not (stringprep.in_table_d1(text[0]) and stringprep.in_table_d1(text[-1]))
+    ):
         return raw
     return text.encode("utf-8")
 
@@ -106,8 +120,11 @@ class Scram:
         if "e" in attrs:
             raise _Refused(f"SCRAM authentication failed: {attrs['e']}", "check the password", "28P01")
         if not hmac.compare_digest(base64.b64decode(attrs.get("v", "")), self.server_signature):
-            raise _Refused("the server's SCRAM signature is wrong: it does not know the password",
-                           "check that host and port reach the intended server", "28000")
+            raise _Refused(
+                "the server's SCRAM signature is wrong: it does not know the password",
+                "check that host and port reach the intended server",
+                "28000",
+            )
 
 
 def md5_response(password: str, user: str, salt: bytes) -> bytes:
@@ -129,8 +146,10 @@ def tls_context(target: PostgresTarget) -> tuple[ssl.SSLContext | None, bool]:
     if mode == "disable":
         return None, False
     if opts.get("channel_binding") == "require":
-        raise _Refused("channel_binding=require is not available for a password with a line break",
-                       "set channel_binding=prefer, or change the password")
+        raise _Refused(
+            "channel_binding=require is not available for a password with a line break",
+            "set channel_binding=prefer, or change the password",
+        )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -142,8 +161,10 @@ def tls_context(target: PostgresTarget) -> tuple[ssl.SSLContext | None, bool]:
         ctx.load_verify_locations(cafile=root)  # libpq verifies whenever the root file exists
         ctx.verify_mode = ssl.CERT_REQUIRED
     elif mode in ("verify-ca", "verify-full"):
-        raise _Refused(f'root certificate file "{root}" does not exist',
-                       "set sslrootcert to the CA certificate that signed the server's certificate")
+        raise _Refused(
+            f'root certificate file "{root}" does not exist',
+            "set sslrootcert to the CA certificate that signed the server's certificate",
+        )
     ctx.check_hostname = mode == "verify-full"
     crl = opts.get("sslcrl") or (_home_file("root.crl") if os.path.exists(_home_file("root.crl")) else None)
     if crl or opts.get("sslcrldir"):
@@ -151,8 +172,7 @@ def tls_context(target: PostgresTarget) -> tuple[ssl.SSLContext | None, bool]:
         ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
     cert = opts.get("sslcert") or _home_file("postgresql.crt")
     if opts.get("sslcertmode") != "disable" and os.path.exists(cert):
-        ctx.load_cert_chain(cert, opts.get("sslkey") or _home_file("postgresql.key"),
-                            password=opts.get("sslpassword"))
+        ctx.load_cert_chain(cert, opts.get("sslkey") or _home_file("postgresql.key"), password=opts.get("sslpassword"))
     ctx.minimum_version = _PROTOCOLS.get(opts.get("ssl_min_protocol_version", "TLSv1.2"), ssl.TLSVersion.TLSv1_2)
     if opts.get("ssl_max_protocol_version") in _PROTOCOLS:
         ctx.maximum_version = _PROTOCOLS[opts["ssl_max_protocol_version"]]
@@ -236,8 +256,10 @@ class AuthRelay:
         started.wait(30)
         if self._server is None:
             self.__exit__(None, None, None)
-            raise ConnectionFailedError(f"{self.target.label}: cannot start the local login relay",
-                                        hint="check that the temporary directory is writable")
+            raise ConnectionFailedError(
+                f"{self.target.label}: cannot start the local login relay",
+                hint="check that the temporary directory is writable",
+            )
         return self
 
     def _run(self, started: threading.Event) -> None:
@@ -258,6 +280,7 @@ class AuthRelay:
     def __exit__(self, *exc: Any) -> None:
         loop = self._loop
         if loop is not None and self._thread is not None and self._thread.is_alive():
+
             async def shutdown() -> None:
                 if self._server is not None:
                     self._server.close()
@@ -306,8 +329,9 @@ class AuthRelay:
                 await upstream.drain()
                 return
             if code != _PROTOCOL_3:
-                raise _Refused(f"unsupported protocol {code >> 16}.{code & 0xFFFF}", "use a PostgreSQL 7.4+ client",
-                               "08P01")
+                raise _Refused(
+                    f"unsupported protocol {code >> 16}.{code & 0xFFFF}", "use a PostgreSQL 7.4+ client", "08P01"
+                )
             items = packet[8:].split(b"\0")
             params = dict(zip(items[0::2], items[1::2], strict=False))
             if params.get(b"user", b"").decode("utf-8", "replace") != self.target.user:
@@ -337,17 +361,21 @@ class AuthRelay:
         try:
             ctx, required = tls_context(t)
         except (OSError, ssl.SSLError) as exc:
-            raise _Refused(f"cannot load the TLS files of the connection: {exc}",
-                           "check sslcert, sslkey, sslrootcert and sslcrl of the connection") from None
+            raise _Refused(
+                f"cannot load the TLS files of the connection: {exc}",
+                "check sslcert, sslkey, sslrootcert and sslcrl of the connection",
+            ) from None
         host = t.host
         try:
             if host.startswith("/"):
                 return await asyncio.wait_for(
-                    asyncio.open_unix_connection(os.path.join(host, f".s.PGSQL.{t.port}")), timeout)
+                    asyncio.open_unix_connection(os.path.join(host, f".s.PGSQL.{t.port}")), timeout
+                )
             server_name = host if t.ssl.get("sslsni", "1") != "0" or (ctx and ctx.check_hostname) else None
             if ctx is not None and t.ssl.get("sslnegotiation") == "direct":
-                return await asyncio.wait_for(asyncio.open_connection(host, t.port, ssl=ctx,
-                                                                      server_hostname=server_name), timeout)
+                return await asyncio.wait_for(
+                    asyncio.open_connection(host, t.port, ssl=ctx, server_hostname=server_name), timeout
+                )
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, t.port), timeout)
             if ctx is None:
                 return reader, writer
@@ -359,19 +387,25 @@ class AuthRelay:
                 return reader, writer
             writer.close()
             if required:
-                raise _Refused("server does not support SSL, but SSL was required",
-                               "enable ssl on the server, or lower sslmode")
+                raise _Refused(
+                    "server does not support SSL, but SSL was required", "enable ssl on the server, or lower sslmode"
+                )
             return await asyncio.wait_for(asyncio.open_connection(host, t.port), timeout)
         except ssl.SSLCertVerificationError as exc:
             root = t.ssl.get("sslrootcert") or _home_file("root.crt")
-            raise _Refused(f"SSL error: certificate verify failed: {exc.verify_message} (sslrootcert={root!r})",
-                           "set sslrootcert to the CA certificate that signed the server's certificate") from None
+            raise _Refused(
+                f"SSL error: certificate verify failed: {exc.verify_message} (sslrootcert={root!r})",
+                "set sslrootcert to the CA certificate that signed the server's certificate",
+            ) from None
         except (TimeoutError, ssl.SSLError, OSError) as exc:
-            raise _Refused(f"cannot connect to the server: {exc or type(exc).__name__}",
-                           "check host and port of the connection and its TLS settings") from None
+            raise _Refused(
+                f"cannot connect to the server: {exc or type(exc).__name__}",
+                "check host and port of the connection and its TLS settings",
+            ) from None
 
-    async def _authenticate(self, up: asyncio.StreamReader, upw: asyncio.StreamWriter,
-                            client: asyncio.StreamWriter) -> bool:
+    async def _authenticate(
+        self, up: asyncio.StreamReader, upw: asyncio.StreamWriter, client: asyncio.StreamWriter
+    ) -> bool:
         """Answer the server's challenges; True once ``AuthenticationOk`` was handed to the tool."""
         password = self.target.password or ""
         scram: Scram | None = None
@@ -396,8 +430,11 @@ class AuthRelay:
                 reply = md5_response(password, self.target.user, body[4:8]) + b"\0"
             elif code == 10:
                 if b"SCRAM-SHA-256" not in body[4:].split(b"\0"):
-                    raise _Refused("the server offers no SASL mechanism the relay speaks",
-                                   "allow SCRAM-SHA-256 for this user", "28000")
+                    raise _Refused(
+                        "the server offers no SASL mechanism the relay speaks",
+                        "allow SCRAM-SHA-256 for this user",
+                        "28000",
+                    )
                 scram = Scram(password)
                 first = scram.first()
                 reply = b"SCRAM-SHA-256\0" + struct.pack("!I", len(first)) + first
@@ -407,7 +444,10 @@ class AuthRelay:
                 scram.check(body[4:])
                 continue
             else:
-                raise _Refused(f"the server asks for an authentication method the relay does not speak ({code})",
-                               "use password (SCRAM-SHA-256 or md5) authentication for this user", "28000")
+                raise _Refused(
+                    f"the server asks for an authentication method the relay does not speak ({code})",
+                    "use password (SCRAM-SHA-256 or md5) authentication for this user",
+                    "28000",
+                )
             upw.write(_message(b"p", reply))
             await upw.drain()

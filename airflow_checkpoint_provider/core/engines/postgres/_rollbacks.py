@@ -29,12 +29,11 @@ def _rollback_base(name: str, others: Any) -> str | None:
     m = _ROLLBACK_RE.match(name)
     if not m:
         return None
-    suffix = name[len(m.group("base")):]
+    suffix = name[len(m.group("base")) :]
     for db in others:
         if db != name and not _ROLLBACK_RE.match(db) and fit_name(db, suffix) == name:
             return str(db)
     return m.group("base")
-
 
 
 def list_rollbacks(target: PostgresTarget) -> list[dict[str, Any]]:
@@ -59,43 +58,54 @@ def list_rollbacks(target: PostgresTarget) -> list[dict[str, Any]]:
             continue
         base = _rollback_base(name, names)
         ts = m.group("ts")
-        out.append({
-            "name": name,
-            "database": base,
-            "database_exists": base in names,
-            "checkpoint": m.group("ckpt"),
-            "created_at": f"{ts[:4]}-{ts[4:6]}-{ts[6:8]}T{ts[8:10]}:{ts[10:12]}:{ts[12:14]}Z",
-            "size": int(size) if size is not None else None,
-            "sessions": int(sessions),
-            "allow_connections": bool(allow),
-        })
+        out.append(
+            {
+                "name": name,
+                "database": base,
+                "database_exists": base in names,
+                "checkpoint": m.group("ckpt"),
+                "created_at": f"{ts[:4]}-{ts[4:6]}-{ts[6:8]}T{ts[8:10]}:{ts[10:12]}:{ts[12:14]}Z",
+                "size": int(size) if size is not None else None,
+                "sessions": int(sessions),
+                "allow_connections": bool(allow),
+            }
+        )
     out.sort(key=lambda r: (r["created_at"], r["name"]), reverse=True)
     return out
-
 
 
 def drop_rollback(target: PostgresTarget, name: str, *, force: bool = False) -> None:
     """Drop one rollback copy. Refuses names that are not rollback copies; ``force`` ends its sessions."""
     if not is_rollback_name(name):
-        raise EngineError(f"{target.label}: {name!r} is not a rollback copy (those are named "
-                          "<db>__rollback_<checkpoint>_<yyyymmddhhmmss>); refusing to drop it",
-                          hint="list_rollbacks() shows the rollback copies")
+        raise EngineError(
+            f"{target.label}: {name!r} is not a rollback copy (those are named "
+            "<db>__rollback_<checkpoint>_<yyyymmddhhmmss>); refusing to drop it",
+            hint="list_rollbacks() shows the rollback copies",
+        )
     with C.connect(target, action="dropping a rollback copy") as conn:
         try:
-            row = conn.execute("SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity a "
-                               "WHERE a.datname = d.datname) FROM pg_catalog.pg_database d WHERE d.datname = %s",
-                               (name,)).fetchone()
+            row = conn.execute(
+                "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity a "
+                "WHERE a.datname = d.datname) FROM pg_catalog.pg_database d WHERE d.datname = %s",
+                (name,),
+            ).fetchone()
             if row is None:
                 left = [r["name"] for r in list_rollbacks(target)]
-                raise NotFoundError(f"{target.label}: there is no rollback copy {name!r}",
-                                    hint=f"rollback copies: {', '.join(left)}" if left else "there are none")
+                raise NotFoundError(
+                    f"{target.label}: there is no rollback copy {name!r}",
+                    hint=f"rollback copies: {', '.join(left)}" if left else "there are none",
+                )
             if row[0] and not force:
-                raise EngineError(f"{target.label}: rollback copy {name!r} has {row[0]} open session(s)",
-                                  hint="close them, or pass force=True to terminate them")
+                raise EngineError(
+                    f"{target.label}: rollback copy {name!r} has {row[0]} open session(s)",
+                    hint="close them, or pass force=True to terminate them",
+                )
             num = C.server_version_num(conn)
             if force and num < 130000:
-                conn.execute("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
-                             "WHERE datname = %s", (name,))
+                conn.execute(
+                    "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
             query = sql.SQL("DROP DATABASE {}").format(sql.Identifier(name))
             if force and num >= 130000:
                 query += sql.SQL(" WITH (FORCE)")
@@ -104,4 +114,3 @@ def drop_rollback(target: PostgresTarget, name: str, *, force: bool = False) -> 
             err = C.translate(exc, target, name, f"dropping rollback copy {name}")
             raise EngineError(err.message, hint=err.hint) from None
     log.info("%s: dropped rollback copy %s", target.label, name)
-

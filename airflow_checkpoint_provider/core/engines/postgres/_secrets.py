@@ -121,7 +121,7 @@ def _secret_file(name: str, text: str) -> Iterator[tuple[str, int | None]]:
             os.fchmod(fd, 0o600)  # libpq ignores a passfile with group or world access
             data = text.encode("utf-8")
             while data:
-                data = data[os.write(fd, data):]
+                data = data[os.write(fd, data) :]
             yield f"/proc/self/fd/{fd}", fd
         finally:
             os.close(fd)
@@ -143,7 +143,7 @@ def remove_stale_secret_dirs(parent: str | None = None) -> list[str]:
     """Remove the private secret directories whose process is gone (a SIGKILL); returns them."""
     removed = []
     for entry in Path(parent or tempfile.gettempdir()).glob(f"{_FALLBACK_PREFIX}*-*"):
-        pid = entry.name[len(_FALLBACK_PREFIX):].split("-", 1)[0]
+        pid = entry.name[len(_FALLBACK_PREFIX) :].split("-", 1)[0]
         try:
             mine = entry.is_dir() and entry.stat().st_uid == os.getuid()
         except OSError:

@@ -68,47 +68,73 @@ class _SwitchMixin(_LoadMixin):
                 self.journal.phase("rolled_back")
                 raise
 
-
     def _outcome(self) -> RestoreOutcome:
         outcome = RestoreOutcome(COMPONENT)
         for item in self.items:
             outcome.restored.append(item.target_db)
             if item.rollback:
                 outcome.rollback.append(item.rollback)
-            outcome.details[item.target_db] = {"source": item.source, "artifact": item.artifact.name,
-                                               "mode": self.mode, "rollback": item.rollback, **item.details}
+            outcome.details[item.target_db] = {
+                "source": item.source,
+                "artifact": item.artifact.name,
+                "mode": self.mode,
+                "rollback": item.rollback,
+                **item.details,
+            }
         return outcome
-
 
     def _switch_for(self, srv: Server, item: _Item) -> Switch:
         """What the cut-over of ``item`` will do, with the names and settings a replay needs."""
         if srv.settings(item.staging) is None:
-            raise CutoverError(f"{self.target.label}/{item.target_db}: the side-by-side copy {item.staging} does "
-                               "not exist", hint="run prepare() before cutover(); nothing was changed")
+            raise CutoverError(
+                f"{self.target.label}/{item.target_db}: the side-by-side copy {item.staging} does not exist",
+                hint="run prepare() before cutover(); nothing was changed",
+            )
         current = srv.settings(item.target_db)
         limit = item.info.connection_limit if item.info and item.info.connection_limit is not None else -1
         if current is None:
             return Switch(item.target_db, item.staging, None, new_limit=limit)
-        return Switch(item.target_db, item.staging, rollback_name(item.target_db, self.checkpoint_id),
-                      allow=current[0], limit=current[1], new_limit=limit)
-
+        return Switch(
+            item.target_db,
+            item.staging,
+            rollback_name(item.target_db, self.checkpoint_id),
+            allow=current[0],
+            limit=current[1],
+            new_limit=limit,
+        )
 
     def _switch(self, srv: Server, item: _Item, sw: Switch) -> None:
         where = f"{self.target.label}/{item.target_db}"
         t0 = time.monotonic()
         terminated = srv.switch(sw, self.journal)
         item.existed, item.rollback, item.switch, item.cut_over = sw.rollback is not None, sw.rollback, sw, True
-        item.details.update({"terminated_sessions": terminated, "cutover_seconds": round(time.monotonic() - t0, 3),
-                             "connection_limit": sw.new_limit})
+        item.details.update(
+            {
+                "terminated_sessions": terminated,
+                "cutover_seconds": round(time.monotonic() - t0, 3),
+                "connection_limit": sw.new_limit,
+            }
+        )
         if sw.rollback:
-            log.info("%s now serves checkpoint %s; the previous data is kept as %s (%d session(s) terminated, "
-                     "cut-over %.2fs)", where, self.checkpoint_id, sw.rollback, terminated, time.monotonic() - t0)
+            log.info(
+                "%s now serves checkpoint %s; the previous data is kept as %s (%d session(s) terminated, "
+                "cut-over %.2fs)",
+                where,
+                self.checkpoint_id,
+                sw.rollback,
+                terminated,
+                time.monotonic() - t0,
+            )
         else:
             log.info("%s now serves checkpoint %s (it did not exist before)", where, self.checkpoint_id)
         if sw.rollback and sw.limit != sw.new_limit:
-            log.info("%s: CONNECTION LIMIT is the checkpoint's %d (the replaced database had %d, kept on %s)",
-                     where, sw.new_limit, sw.limit, sw.rollback)
-
+            log.info(
+                "%s: CONNECTION LIMIT is the checkpoint's %d (the replaced database had %d, kept on %s)",
+                where,
+                sw.new_limit,
+                sw.limit,
+                sw.rollback,
+            )
 
     def _switch_back(self, srv: Server, items: list[_Item]) -> list[str]:
         """Undo the cut-over of ``items``, newest first; returns the failures."""
@@ -125,7 +151,6 @@ class _SwitchMixin(_LoadMixin):
             log.info("%s/%s: rolled back; the previous data serves again", self.target.label, item.target_db)
         return failed
 
-
     def _restore_in_place(self, item: _Item) -> None:
         where = f"{self.target.label}/{item.target_db}"
         t0 = time.monotonic()
@@ -141,9 +166,12 @@ class _SwitchMixin(_LoadMixin):
         try:
             self._pg_restore(item, item.target_db, in_place=True)
         except CheckpointError as exc:
-            state = ("nothing was changed (pg_restore ran in a single transaction)" if self.jobs == 1 else
-                     "the database may be partly restored: restore the safety checkpoint (tag 'safety') taken "
-                     "before this restore")
+            state = (
+                "nothing was changed (pg_restore ran in a single transaction)"
+                if self.jobs == 1
+                else "the database may be partly restored: restore the safety checkpoint (tag 'safety') taken "
+                "before this restore"
+            )
             raise type(exc)(f"{exc.message}\n{where}: {state}", hint=exc.hint) from None
         warnings += self._apply_database_properties(item, item.target_db)
         item.details["verification"] = self._verify(item, item.target_db, in_place=True)
@@ -151,12 +179,13 @@ class _SwitchMixin(_LoadMixin):
         item.details["cutover_seconds"] = round(time.monotonic() - t0, 3)
         item.cut_over, item.rollback = True, None
 
-
     def rollback(self) -> None:
         """Put the replaced databases back (side by side); the restored copies are dropped."""
         if self.mode == "in_place" and any(i.cut_over for i in self.items):
-            raise CutoverError(f"{self.target.label}: an in-place restore cannot be undone here",
-                               hint="restore the safety checkpoint (tag 'safety') taken before this restore")
+            raise CutoverError(
+                f"{self.target.label}: an in-place restore cannot be undone here",
+                hint="restore the safety checkpoint (tag 'safety') taken before this restore",
+            )
         items = [i for i in self.items if i.cut_over]
         if not items:
             return
@@ -164,11 +193,12 @@ class _SwitchMixin(_LoadMixin):
         with self._admin("rolling back") as conn:
             failed = self._switch_back(self._server(conn), items)
         if failed:
-            raise CutoverError(f"{self.target.label}: rollback failed: {'; '.join(failed)}",
-                               hint="run `airflow-checkpoint recover-interrupted`; the rollback copies "
-                               "(`airflow-checkpoint rollbacks list`) and the safety checkpoint hold the previous data")
+            raise CutoverError(
+                f"{self.target.label}: rollback failed: {'; '.join(failed)}",
+                hint="run `airflow-checkpoint recover-interrupted`; the rollback copies "
+                "(`airflow-checkpoint rollbacks list`) and the safety checkpoint hold the previous data",
+            )
         self.journal.phase("rolled_back")
-
 
     def abort(self) -> None:
         """Drop the ``__restoring`` copies of this restore (idempotent; never touches what serves).
@@ -191,8 +221,8 @@ class _SwitchMixin(_LoadMixin):
         except CheckpointError as exc:
             left = [f"{i.staging} ({exc.message})" for i in pending]
         if left:
-            raise CutoverError(f"{self.target.label}: could not drop the side-by-side copies {', '.join(left)}",
-                               hint="they hold no live data; `airflow-checkpoint cleanup` or the next restore "
-                               "removes them")
+            raise CutoverError(
+                f"{self.target.label}: could not drop the side-by-side copies {', '.join(left)}",
+                hint="they hold no live data; `airflow-checkpoint cleanup` or the next restore removes them",
+            )
         self.journal.phase("aborted")
-

@@ -47,12 +47,10 @@ class _ToolMixin(_RestoreBase):
             self._tool_cache = C.tool_version(self.target, self.pg_restore, "pg_restore")
         return self._tool_cache
 
-
     @contextlib.contextmanager
     def _artifact(self, item: _Item) -> Iterator[BinaryIO]:
         with self.store.open_artifact(self.checkpoint_id, item.artifact.name) as src:
             yield src
-
 
     def _feed(self, item: _Item) -> Callable[[IO[bytes]], None]:
         def feed(out: IO[bytes]) -> None:
@@ -64,8 +62,8 @@ class _ToolMixin(_RestoreBase):
                     if not chunk:
                         break
                     out.write(chunk)
-        return feed
 
+        return feed
 
     def _materialize(self, item: _Item, work: str) -> str:
         """Write the artifact where pg_restore can seek in it: the dump file, or the extracted directory."""
@@ -83,20 +81,33 @@ class _ToolMixin(_RestoreBase):
         item.details["extract_seconds"] = round(time.monotonic() - t0, 3)
         return path
 
-
-    def _run_tool(self, argv: list[str], auth: S.ToolAuth | None, *, dbname: str,
-                  feed: Callable[[IO[bytes]], None] | None = None, capture: bool = False) -> str:
+    def _run_tool(
+        self,
+        argv: list[str],
+        auth: S.ToolAuth | None,
+        *,
+        dbname: str,
+        feed: Callable[[IO[bytes]], None] | None = None,
+        capture: bool = False,
+    ) -> str:
         """Run pg_restore (``auth``: its secrets, None when it does not connect); stdin fed by
         ``feed`` (in a thread when capturing stdout). Returns stdout."""
         log.debug("argv: %s", argv)
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, env=auth.env if auth else C.tool_env(), close_fds=True,
-                                    pass_fds=auth.pass_fds if auth else ())
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=auth.env if auth else C.tool_env(),
+                close_fds=True,
+                pass_fds=auth.pass_fds if auth else (),
+            )
         except OSError as exc:
-            raise ToolError(f"{self.target.label}/{dbname}: cannot start {argv[0]!r}: {exc}",
-                            hint="check the pg_restore path and its permissions") from None
+            raise ToolError(
+                f"{self.target.label}/{dbname}: cannot start {argv[0]!r}: {exc}",
+                hint="check the pg_restore path and its permissions",
+            ) from None
         errors = _StderrCollector(proc.stderr)  # type: ignore[arg-type]
         errors.start()
         failure: list[BaseException] = []
@@ -142,7 +153,6 @@ class _ToolMixin(_RestoreBase):
             raise (auth.failure() if auth else None) or self._tool_failure(dbname, rc, errors.text())
         return out.decode("utf-8", "replace")
 
-
     def _tool_failure(self, dbname: str, rc: int, stderr: str) -> EngineError:
         err = C.scrub_target(stderr.strip(), self.target) or "(no output)"
         where = f"{self.target.label}/{dbname}"
@@ -150,43 +160,52 @@ class _ToolMixin(_RestoreBase):
         how = f"was killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
         if "unsupported version" in low or "does not appear to be a valid archive" in low:
             wanted = self._dump_tool_version(None)
-            return ToolError(f"{where}: pg_restore cannot read the dump:\n{err}",
-                             hint="pass pg_restore= the path of a pg_restore "
-                             + (f"of major version {wanted} or newer" if wanted else "at least as new as the dump's "
-                                "pg_dump"))
+            return ToolError(
+                f"{where}: pg_restore cannot read the dump:\n{err}",
+                hint="pass pg_restore= the path of a pg_restore "
+                + (f"of major version {wanted} or newer" if wanted else "at least as new as the dump's pg_dump"),
+            )
         if any(m in low for m in ("password authentication failed", "no pg_hba.conf entry", "no password supplied")):
-            return AuthenticationError(f"{where}: pg_restore could not log in as {self.target.user!r}:\n{err}",
-                                       hint="check the login and password of the connection")
-        if "role \"" in low and "does not exist" in low:
-            return ToolError(f"{where}: pg_restore {how}: a role of the dump is missing on the target:\n{err}",
-                             hint="create the role on the target server, or restore with no_privileges=True "
-                             "(and no_owner=True)")
+            return AuthenticationError(
+                f"{where}: pg_restore could not log in as {self.target.user!r}:\n{err}",
+                hint="check the login and password of the connection",
+            )
+        if 'role "' in low and "does not exist" in low:
+            return ToolError(
+                f"{where}: pg_restore {how}: a role of the dump is missing on the target:\n{err}",
+                hint="create the role on the target server, or restore with no_privileges=True (and no_owner=True)",
+            )
         if "permission denied" in low or "must be owner" in low:
-            return AuthenticationError(f"{where}: pg_restore {how}: user {self.target.user!r} lacks a permission:"
-                                       f"\n{err}", hint="restore with a role that owns the database (or a superuser)")
+            return AuthenticationError(
+                f"{where}: pg_restore {how}: user {self.target.user!r} lacks a permission:\n{err}",
+                hint="restore with a role that owns the database (or a superuser)",
+            )
         if "terminating connection" in low or "server closed the connection" in low:
-            return ToolError(f"{where}: pg_restore {how}: the server ended its session:\n{err}",
-                             hint="an administrator command or a server restart interrupted the restore; retry")
-        return ToolError(f"{where}: pg_restore {how}:\n{err}",
-                         hint="read the pg_restore message above; the PostgreSQL server log may say more")
-
+            return ToolError(
+                f"{where}: pg_restore {how}: the server ended its session:\n{err}",
+                hint="an administrator command or a server restart interrupted the restore; retry",
+            )
+        return ToolError(
+            f"{where}: pg_restore {how}:\n{err}",
+            hint="read the pg_restore message above; the PostgreSQL server log may say more",
+        )
 
     def _dump_tool_version(self, item: _Item | None) -> str | None:
         items = [item] if item else self.items
         versions = [i.artifact.meta.get("pg_dump_version") for i in items if i.artifact.meta.get("pg_dump_version")]
         return str(max(versions, key=lambda v: _major(v) or 0)).split(".")[0] if versions else None
 
-
     def _with_options(self, env: dict[str, str], *, with_options: bool) -> dict[str, str]:
         """``env`` plus ``PGOPTIONS`` carrying the session options (when ``with_options``)."""
         env = dict(env)
         if with_options and self.session_options:
+
             def esc(value: str) -> str:
                 return str(value).replace("\\", "\\\\").replace(" ", "\\ ")
+
             extra = " ".join(f"-c {esc(k)}={esc(v)}" for k, v in self.session_options.items())
             env["PGOPTIONS"] = f"{env['PGOPTIONS']} {extra}" if env.get("PGOPTIONS") else extra
         return env
-
 
     def _inspect(self, item: _Item) -> DumpInfo:
         """Read the dump's TOC with ``pg_restore -C -l`` (only the TOC is streamed); cached."""
@@ -204,20 +223,24 @@ class _ToolMixin(_RestoreBase):
                 args, feed = ["--format=directory", toc_dir], None
             else:
                 args, feed = ["--format=custom"], self._feed(item)
-            listing = self._run_tool([tool.path, "--create", "--list", *args], None, dbname=item.target_db,
-                                     feed=feed, capture=True)
+            listing = self._run_tool(
+                [tool.path, "--create", "--list", *args], None, dbname=item.target_db, feed=feed, capture=True
+            )
             db_lines = info.parse_listing(listing)
             if db_lines:
                 list_file = os.path.join(work, "database.list")
                 with open(list_file, "w", encoding="utf-8") as fh:
                     fh.write("\n".join(db_lines) + "\n")
-                text = self._run_tool([tool.path, "--create", "--schema-only", f"--use-list={list_file}",
-                                       "--file=-", *args], None, dbname=item.target_db,
-                                      feed=self._feed(item) if feed else None, capture=True)
+                text = self._run_tool(
+                    [tool.path, "--create", "--schema-only", f"--use-list={list_file}", "--file=-", *args],
+                    None,
+                    dbname=item.target_db,
+                    feed=self._feed(item) if feed else None,
+                    capture=True,
+                )
                 info.parse_database_sql(text)
         item.info = info
         return info
-
 
     def _pg_restore(self, item: _Item, dbname: str, *, in_place: bool) -> None:
         tool = self._tool()
@@ -233,10 +256,16 @@ class _ToolMixin(_RestoreBase):
         if self.jobs > 1:
             argv.append(f"--jobs={self.jobs}")
         stream = item.fmt == "custom" and self.jobs == 1 and not in_place
-        item.details["pg_restore"] = {"jobs": self.jobs, "input": "stdin" if stream else "file",
-                                      "options": argv[1:]}
-        log.info("pg_restore of %s into %s/%s (%s format, %d job(s), %s)", item.artifact.name, self.target.label,
-                 dbname, item.fmt, self.jobs, "streamed" if stream else "from a temporary copy")
+        item.details["pg_restore"] = {"jobs": self.jobs, "input": "stdin" if stream else "file", "options": argv[1:]}
+        log.info(
+            "pg_restore of %s into %s/%s (%s format, %d job(s), %s)",
+            item.artifact.name,
+            self.target.label,
+            dbname,
+            item.fmt,
+            self.jobs,
+            "streamed" if stream else "from a temporary copy",
+        )
         t0 = time.monotonic()
         with S.tool_auth(self.target) as auth:
             auth.env = self._with_options(auth.env, with_options=not in_place)
@@ -249,4 +278,3 @@ class _ToolMixin(_RestoreBase):
                     self._run_tool([*argv, path], auth, dbname=dbname)
         item.details["pg_restore_seconds"] = round(time.monotonic() - t0, 3)
         log.info("pg_restore into %s/%s finished in %.1fs", self.target.label, dbname, time.monotonic() - t0)
-

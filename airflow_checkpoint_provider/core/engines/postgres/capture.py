@@ -73,8 +73,11 @@ def artifact_name(dbname: str, dump_format: str) -> str:
 
 
 def resolve_databases(
-    target: PostgresTarget, rows: list[tuple[str, bool, bool, bool]], databases: str | list[str] | None,
-    *, include_own_copies: bool = False,
+    target: PostgresTarget,
+    rows: list[tuple[str, bool, bool, bool]],
+    databases: str | list[str] | None,
+    *,
+    include_own_copies: bool = False,
 ) -> list[str]:
     """Names to capture: see :func:`capture` for the rule. ``all`` leaves out this provider's own
     side-by-side, rollback and drill copies unless ``include_own_copies``."""
@@ -104,10 +107,19 @@ def resolve_databases(
             )
         if name not in available:
             _, allow, template, can = row
-            why = "is a template" if template else ("does not accept connections" if not allow
-                                                    else f"is not open to {target.user!r} (no CONNECT privilege)")
-            raise NotFoundError(f"{target.label}: database {name!r} {why}; capturable: {', '.join(available)}",
-                                hint="capture another database, or grant CONNECT / ALLOW_CONNECTIONS")
+            why = (
+                "is a template"
+                if template
+                else (
+                    "does not accept connections"
+                    if not allow
+                    else f"is not open to {target.user!r} (no CONNECT privilege)"
+                )
+            )
+            raise NotFoundError(
+                f"{target.label}: database {name!r} {why}; capturable: {', '.join(available)}",
+                hint="capture another database, or grant CONNECT / ALLOW_CONNECTIONS",
+            )
         out.append(name)
     return out
 
@@ -217,8 +229,14 @@ class _Options:
 
 
 def _pg_dump_argv(opts: _Options, auth: S.ToolAuth, dbname: str, snapshot: str, outdir: str | None) -> list[str]:
-    argv = [opts.tool.path, f"--dbname={auth.conninfo(dbname)}", "--no-password",
-            f"--format={opts.dump_format}", "--compress=0", f"--snapshot={snapshot}"]
+    argv = [
+        opts.tool.path,
+        f"--dbname={auth.conninfo(dbname)}",
+        "--no-password",
+        f"--format={opts.dump_format}",
+        "--compress=0",
+        f"--snapshot={snapshot}",
+    ]
     if outdir is not None:
         argv += [f"--jobs={opts.jobs}", f"--file={outdir}"]
     return argv + opts.filters.pg_dump_args()
@@ -246,8 +264,15 @@ def _capture_one(target: PostgresTarget, staging: Staging, dbname: str, opts: _O
                     hint="grant SELECT on them (or pg_read_all_data), or leave them out with "
                     "exclude_tables/exclude_schemas",
                 )
-            with staging.artifact(name, store=STORE, kind=kind, engine=ENGINE, engine_version=opts.server_version,
-                                  compression="zstd", level=opts.compression_level) as sink:
+            with staging.artifact(
+                name,
+                store=STORE,
+                kind=kind,
+                engine=ENGINE,
+                engine_version=opts.server_version,
+                compression="zstd",
+                level=opts.compression_level,
+            ) as sink:
                 sink.capture_start = exported_at
                 if opts.dump_format == "custom":
                     _run_dump(target, dbname, opts, conn, selection, auth, sink, snapshot, None)
@@ -285,25 +310,40 @@ def _run_dump(
 ) -> None:
     """Run pg_dump in the snapshot while the fingerprints are computed in the same transaction."""
     argv = _pg_dump_argv(opts, auth, dbname, snapshot, outdir)
-    log.info("pg_dump of %s/%s (%s format%s) in snapshot %s", target.label, dbname, opts.dump_format,
-             f", {opts.jobs} jobs" if outdir else "", snapshot)
+    log.info(
+        "pg_dump of %s/%s (%s format%s) in snapshot %s",
+        target.label,
+        dbname,
+        opts.dump_format,
+        f", {opts.jobs} jobs" if outdir else "",
+        snapshot,
+    )
     log.debug("argv: %s", argv)
     result: dict[str, Any] = {}
 
     def fingerprints() -> None:
         try:
-            result["value"] = compute(conn, selection, exact_counts=opts.exact_counts,
-                                        server_version=opts.server_version)
+            result["value"] = compute(
+                conn, selection, exact_counts=opts.exact_counts, server_version=opts.server_version
+            )
         except BaseException as exc:
             result["error"] = exc
 
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if outdir is None else
-                                subprocess.DEVNULL, stderr=subprocess.PIPE, env=auth.env, close_fds=True,
-                                pass_fds=auth.pass_fds)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if outdir is None else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=auth.env,
+            close_fds=True,
+            pass_fds=auth.pass_fds,
+        )
     except OSError as exc:
-        raise ToolError(f"{target.label}/{dbname}: cannot start {opts.tool.path!r}: {exc}",
-                        hint="check the pg_dump path and its permissions") from None
+        raise ToolError(
+            f"{target.label}/{dbname}: cannot start {opts.tool.path!r}: {exc}",
+            hint="check the pg_dump path and its permissions",
+        ) from None
     worker = threading.Thread(target=fingerprints, daemon=True, name="pg-fingerprints")
     errors = _StderrCollector(proc.stderr)  # type: ignore[arg-type]
     errors.start()
@@ -380,8 +420,11 @@ def capture(
     filters = Filters.of(schemas, exclude_schemas, tables, exclude_tables)
 
     tool = C.tool_version(target, pg_dump)
-    fallback = None if databases is None or databases == "all" else (
-        [databases] if isinstance(databases, str) else list(databases))
+    fallback = (
+        None
+        if databases is None or databases == "all"
+        else ([databases] if isinstance(databases, str) else list(databases))
+    )
     try:
         conn = C.connect(target, action="reading the server version and databases")
     except NotFoundError:
@@ -402,16 +445,19 @@ def capture(
     for db in names:
         art_name = artifact_name(db, dump_format)
         if art_name in seen:
-            raise CheckpointError(f"databases {seen[art_name]!r} and {db!r} map to the same artifact {art_name!r}",
-                                  hint="capture them in separate runs")
+            raise CheckpointError(
+                f"databases {seen[art_name]!r} and {db!r} map to the same artifact {art_name!r}",
+                hint="capture them in separate runs",
+            )
         seen[art_name] = db
 
     done: list[Artifact] = []
     try:
         for db in names:
             art = _capture_one(target, staging, db, opts)
-            log.info("captured %s/%s into %s: %d bytes (raw %d)", target.label, db, art.name, art.size,
-                     art.raw_size or 0)
+            log.info(
+                "captured %s/%s into %s: %d bytes (raw %d)", target.label, db, art.name, art.size, art.raw_size or 0
+            )
             done.append(art)
     except BaseException:
         for art in done:  # all or nothing: drop this call's committed artifacts (descriptor first)

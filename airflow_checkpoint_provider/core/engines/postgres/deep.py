@@ -38,8 +38,14 @@ def pg_restore_path() -> str | None:
 def _list(exe: str, args: list[str], feed: Any = None) -> tuple[int, str, str]:
     """Run ``pg_restore --list`` (stdin fed by ``feed`` in a thread); returns (rc, stdout, stderr)."""
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([exe, "--list", *args], stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=err, env=C.tool_env(), close_fds=True)
+        proc = subprocess.Popen(
+            [exe, "--list", *args],
+            stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=C.tool_env(),
+            close_fds=True,
+        )
         worker = None
         if feed is not None:
             worker = threading.Thread(target=feed, args=(proc.stdin,), daemon=True)
@@ -64,6 +70,7 @@ def _feeder(store: Any, checkpoint_id: str, art: Artifact) -> Any:
         finally:
             with contextlib.suppress(OSError):
                 pipe.close()
+
     return feed
 
 
@@ -93,8 +100,7 @@ def check_dump(store: Any, checkpoint_id: str, art: Artifact, exe: str) -> tuple
     if info.entries == 0:
         problems.append("pg_restore --list found no entry in the dump's table of contents")
     if data < with_rows:
-        problems.append(f"the dump holds {data} TABLE DATA entries, but the capture counted rows in {with_rows} "
-                        "tables")
+        problems.append(f"the dump holds {data} TABLE DATA entries, but the capture counted rows in {with_rows} tables")
     return problems, evidence
 
 

@@ -47,14 +47,34 @@ def target_from_connection(info: ConnectionInfo) -> PostgresTarget:
     )
 
 
-def restore(target: PostgresTarget, store: Any, checkpoint_id: str, artifacts: list[Artifact], *,
-            databases: Any = None, rename: Any = None, jobs: Any = 1, no_owner: Any = True, no_privileges: Any = False,
-            rollback_policy: Any = None, **options: Any) -> PostgresRestore:
+def restore(
+    target: PostgresTarget,
+    store: Any,
+    checkpoint_id: str,
+    artifacts: list[Artifact],
+    *,
+    databases: Any = None,
+    rename: Any = None,
+    jobs: Any = 1,
+    no_owner: Any = True,
+    no_privileges: Any = False,
+    rollback_policy: Any = None,
+    **options: Any,
+) -> PostgresRestore:
     """:class:`PostgresRestore` from options as templates deliver them (comma-separated names,
     JSON objects, "True"); ``rollback_policy`` is applied by the orchestration after the restore."""
-    return PostgresRestore(target, store, checkpoint_id, artifacts, databases=as_list(databases),
-                                    rename=as_dict(rename), jobs=int(jobs), no_owner=flag(no_owner),
-                                    no_privileges=flag(no_privileges), **options)
+    return PostgresRestore(
+        target,
+        store,
+        checkpoint_id,
+        artifacts,
+        databases=as_list(databases),
+        rename=as_dict(rename),
+        jobs=int(jobs),
+        no_owner=flag(no_owner),
+        no_privileges=flag(no_privileges),
+        **options,
+    )
 
 
 def expectations(artifacts: list[Artifact], options: dict[str, Any]) -> dict[str, Any]:
@@ -63,22 +83,27 @@ def expectations(artifacts: list[Artifact], options: dict[str, Any]) -> dict[str
     dbs = {}
     for art in artifacts:
         db = str(art.meta.get("database"))
-        dbs[rename.get(db, db)] = {"rows": art.fingerprints.get("rows", {}),
-                                   "row_counts": art.fingerprints.get("row_counts", "exact")}
+        dbs[rename.get(db, db)] = {
+            "rows": art.fingerprints.get("rows", {}),
+            "row_counts": art.fingerprints.get("row_counts", "exact"),
+        }
     return {"databases": dbs}
 
 
 def rollbacks(target: PostgresTarget, store: Any = None) -> list[RollbackCopy]:
-    return [RollbackCopy("postgres", r["name"], r["database"], r["checkpoint"], normal_ts(r["created_at"]),
-                         size=r["size"]) for r in _rollbacks.list_rollbacks(target)]
+    return [
+        RollbackCopy("postgres", r["name"], r["database"], r["checkpoint"], normal_ts(r["created_at"]), size=r["size"])
+        for r in _rollbacks.list_rollbacks(target)
+    ]
 
 
 def drop_rollback(target: PostgresTarget, name: str, store: Any = None) -> None:
     _rollbacks.drop_rollback(target, name, force=True)
 
 
-def leftovers(target: PostgresTarget, store: Any, live: set[str], protected: set[str], dry_run: bool,
-              **options: Any) -> list[str]:
+def leftovers(
+    target: PostgresTarget, store: Any, live: set[str], protected: set[str], dry_run: bool, **options: Any
+) -> list[str]:
     """``<db>__restoring`` databases that no running restore owns."""
     with _conn.connect(target, action="listing side-by-side copies") as conn:
         names = [r[0] for r in conn.execute("SELECT datname FROM pg_catalog.pg_database").fetchall()]

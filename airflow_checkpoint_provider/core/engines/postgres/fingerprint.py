@@ -77,12 +77,20 @@ class Filters:
         return f
 
     def pg_dump_args(self) -> list[str]:
-        return ([f"--schema={p}" for p in self.schemas] + [f"--exclude-schema={p}" for p in self.exclude_schemas]
-                + [f"--table={p}" for p in self.tables] + [f"--exclude-table={p}" for p in self.exclude_tables])
+        return (
+            [f"--schema={p}" for p in self.schemas]
+            + [f"--exclude-schema={p}" for p in self.exclude_schemas]
+            + [f"--table={p}" for p in self.tables]
+            + [f"--exclude-table={p}" for p in self.exclude_tables]
+        )
 
     def to_meta(self) -> dict[str, list[str]]:
-        return {"schemas": list(self.schemas), "exclude_schemas": list(self.exclude_schemas),
-                "tables": list(self.tables), "exclude_tables": list(self.exclude_tables)}
+        return {
+            "schemas": list(self.schemas),
+            "exclude_schemas": list(self.exclude_schemas),
+            "tables": list(self.tables),
+            "exclude_tables": list(self.exclude_tables),
+        }
 
     def __bool__(self) -> bool:
         return bool(self.schemas or self.exclude_schemas or self.tables or self.exclude_tables)
@@ -213,18 +221,24 @@ def check_selection(conn: psycopg.Connection, filters: Filters, where: str) -> N
     """Fail like pg_dump would when -n or -t patterns match nothing, but before it runs."""
     if filters.tables:
         if not select_relations(conn, Filters(tables=filters.tables)).relations:
-            raise NotFoundError(f"{where}: no table matches tables={list(filters.tables)}",
-                                hint="patterns use psql syntax (schema.table, *, ?); unqualified names "
-                                "match tables on the search_path; names are case-folded unless quoted")
+            raise NotFoundError(
+                f"{where}: no table matches tables={list(filters.tables)}",
+                hint="patterns use psql syntax (schema.table, *, ?); unqualified names "
+                "match tables on the search_path; names are case-folded unless quoted",
+            )
     elif filters.schemas:
-        n = one(conn.execute(
-            "SELECT count(*) FROM pg_catalog.pg_namespace n, pg_catalog.unnest(%s::text[]) AS s(re) "
-            "WHERE n.nspname OPERATOR(pg_catalog.~) s.re COLLATE pg_catalog.default",
-            ([schema_regex(p) for p in filters.schemas],),
-        ))[0]
+        n = one(
+            conn.execute(
+                "SELECT count(*) FROM pg_catalog.pg_namespace n, pg_catalog.unnest(%s::text[]) AS s(re) "
+                "WHERE n.nspname OPERATOR(pg_catalog.~) s.re COLLATE pg_catalog.default",
+                ([schema_regex(p) for p in filters.schemas],),
+            )
+        )[0]
         if not n:
-            raise NotFoundError(f"{where}: no schema matches schemas={list(filters.schemas)}",
-                                hint="check the schema names (case-folded unless quoted)")
+            raise NotFoundError(
+                f"{where}: no schema matches schemas={list(filters.schemas)}",
+                hint="check the schema names (case-folded unless quoted)",
+            )
 
 
 def unreadable(conn: psycopg.Connection, selection: Selection) -> list[str]:
@@ -319,8 +333,16 @@ def describe(conn: psycopg.Connection, selection: Selection) -> dict[str, Any]:
     for rel, typ, start, inc, mx, mn, cache, cycle, owner in conn.execute(_SEQUENCES, p):
         # pg_dump writes OWNED BY only when it dumps the owning table too
         owned_by = f"{owner[0]}.{owner[1]}" if owner and owner[0] in selected else None
-        rels[names[rel]]["sequence"] = {"type": typ, "start": int(start), "increment": int(inc), "max": int(mx),
-                                        "min": int(mn), "cache": int(cache), "cycle": cycle, "owned_by": owned_by}
+        rels[names[rel]]["sequence"] = {
+            "type": typ,
+            "start": int(start),
+            "increment": int(inc),
+            "max": int(mx),
+            "min": int(mn),
+            "cache": int(cache),
+            "cycle": cycle,
+            "owned_by": owned_by,
+        }
     return {"relations": rels}
 
 

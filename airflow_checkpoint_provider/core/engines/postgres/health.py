@@ -70,11 +70,23 @@ def health(target: PostgresTarget, expectations: dict[str, Any], *, tolerance: f
                     version = C.version_string(C.server_version_num(conn))
                 except psycopg.Error as exc:
                     err = C.scrub_target(" ".join(str(exc).split()), target)
-                    checks.append(HealthCheck(COMPONENT, f"{db}: connect", False, detail=f"{where}: SELECT 1 failed: "
-                                              f"{err}\nHINT: see the PostgreSQL server log"))
+                    checks.append(
+                        HealthCheck(
+                            COMPONENT,
+                            f"{db}: connect",
+                            False,
+                            detail=f"{where}: SELECT 1 failed: {err}\nHINT: see the PostgreSQL server log",
+                        )
+                    )
                     continue
-                checks.append(HealthCheck(COMPONENT, f"{db}: connect", answer == 1,
-                                          detail=f"{where}: SELECT 1 answered (PostgreSQL {version})"))
+                checks.append(
+                    HealthCheck(
+                        COMPONENT,
+                        f"{db}: connect",
+                        answer == 1,
+                        detail=f"{where}: SELECT 1 answered (PostgreSQL {version})",
+                    )
+                )
                 estimates = (expected or {}).get("row_counts") == "estimate"
                 for qname, want in sorted(((expected or {}).get("rows") or {}).items()):
                     checks.append(_table_check(conn, where, db, qname, want, tolerance, estimates))
@@ -84,33 +96,61 @@ def health(target: PostgresTarget, expectations: dict[str, Any], *, tolerance: f
     return checks
 
 
-def _table_check(conn: psycopg.Connection, where: str, db: str, qname: str, want: int | None, tolerance: float,
-                 estimates: bool) -> HealthCheck:
+def _table_check(
+    conn: psycopg.Connection, where: str, db: str, qname: str, want: int | None, tolerance: float, estimates: bool
+) -> HealthCheck:
     name = f"{db}: table {qname} rows"
     parts = split_qname(qname)
     if parts is None:
-        return HealthCheck(COMPONENT, name, False, want, None,
-                           f"{where}: {qname!r} is not a schema-qualified table name\n"
-                           "HINT: the checkpoint's fingerprints are damaged; verify the checkpoint")
+        return HealthCheck(
+            COMPONENT,
+            name,
+            False,
+            want,
+            None,
+            f"{where}: {qname!r} is not a schema-qualified table name\n"
+            "HINT: the checkpoint's fingerprints are damaged; verify the checkpoint",
+        )
     try:
         exists = C.one(conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (qname,)))[0]
         if not exists:
-            return HealthCheck(COMPONENT, name, False, want, None,
-                               f"{where}: table {qname} is missing\nHINT: the restore did not bring it back; "
-                               "restore the checkpoint again or check what dropped it")
-        actual = int(C.one(conn.execute(sql.SQL("SELECT pg_catalog.count(*) FROM ONLY {}").format(
-            sql.Identifier(*parts))))[0])
+            return HealthCheck(
+                COMPONENT,
+                name,
+                False,
+                want,
+                None,
+                f"{where}: table {qname} is missing\nHINT: the restore did not bring it back; "
+                "restore the checkpoint again or check what dropped it",
+            )
+        actual = int(
+            C.one(conn.execute(sql.SQL("SELECT pg_catalog.count(*) FROM ONLY {}").format(sql.Identifier(*parts))))[0]
+        )
     except psycopg.Error as exc:
-        return HealthCheck(COMPONENT, name, False, want, None,
-                           f"{where}: counting {qname} failed: {' '.join(str(exc).split())}\n"
-                           "HINT: check the role's SELECT privilege on the table")
+        return HealthCheck(
+            COMPONENT,
+            name,
+            False,
+            want,
+            None,
+            f"{where}: counting {qname} failed: {' '.join(str(exc).split())}\n"
+            "HINT: check the role's SELECT privilege on the table",
+        )
     if want is None or estimates:
-        return HealthCheck(COMPONENT, name, True, want, actual,
-                           "exists; the checkpoint recorded estimates, so the count is not compared")
+        return HealthCheck(
+            COMPONENT,
+            name,
+            True,
+            want,
+            actual,
+            "exists; the checkpoint recorded estimates, so the count is not compared",
+        )
     ok = within(int(want), actual, tolerance)
     diff = actual - int(want)
     detail = f"diff {diff:+d}" + (f" (tolerance {tolerance:.2%})" if tolerance else "")
     if not ok:
-        detail = (f"{where}: table {qname} has {actual} rows, expected {want} ({detail})\n"
-                  "HINT: something wrote to the database after the restore, or the restore is incomplete")
+        detail = (
+            f"{where}: table {qname} has {actual} rows, expected {want} ({detail})\n"
+            "HINT: something wrote to the database after the restore, or the restore is incomplete"
+        )
     return HealthCheck(COMPONENT, name, ok, int(want), actual, detail)

@@ -41,9 +41,12 @@ class PostgresRestore(_PlanMixin, _SwitchMixin):
 
     component = COMPONENT
 
-
     def health(self, tolerance: float) -> list[HealthCheck]:
-        expectations = {i.target_db: {"rows": i.artifact.fingerprints.get("rows") or {},
-                                      "row_counts": i.artifact.fingerprints.get("row_counts", "exact")}
-                        for i in self.items}
+        expectations = {
+            i.target_db: {
+                "rows": i.artifact.fingerprints.get("rows") or {},
+                "row_counts": i.artifact.fingerprints.get("row_counts", "exact"),
+            }
+            for i in self.items
+        }
         return _health(self.target, expectations, tolerance=tolerance)

@@ -85,6 +85,18 @@ from .copies import (
 from .health import health, max_rdb_version
 from .restore import STEPS, RedisRestore, RedisRestoreError
 
-__all__ += ["MARKER_PREFIX", "STEPS", "RedisRestore", "RedisRestoreError", "drop_leftovers", "drop_rollback",
-            "find_leftovers", "health", "list_rollbacks", "max_rdb_version", "prune_rollbacks", "recover",
-            "rollback_policy"]
+__all__ += [
+    "MARKER_PREFIX",
+    "STEPS",
+    "RedisRestore",
+    "RedisRestoreError",
+    "drop_leftovers",
+    "drop_rollback",
+    "find_leftovers",
+    "health",
+    "list_rollbacks",
+    "max_rdb_version",
+    "prune_rollbacks",
+    "recover",
+    "rollback_policy",
+]

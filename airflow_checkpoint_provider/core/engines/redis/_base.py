@@ -57,20 +57,33 @@ class _RestoreBase:
 
     component = COMPONENT
 
-
     def abort(self) -> None:
         raise NotImplementedError  # the restore strategy's own (side by side, placement)
 
     def rollback(self) -> None:
         raise NotImplementedError
 
-    def __init__(self, target: RedisTarget, store: Store, checkpoint_id: str, artifacts: list[Artifact], *,
-                 mode: str = "side_by_side", dbs: list[int] | None = None, spare_db: int | None = None,
-                 placement_dir: str | None = None, restart_command: str | None = None, batch: int = 1000,
-                 restore_functions: bool = True, function_policy: str = "REPLACE",
-                 capture_options: dict[str, Any] | None = None, restart_timeout: float = 120.0,
-                 rollback_keep: int | None = 1, rollback_max_age: float | None = 86400.0,
-                 plan_counts: str = "auto") -> None:
+    def __init__(
+        self,
+        target: RedisTarget,
+        store: Store,
+        checkpoint_id: str,
+        artifacts: list[Artifact],
+        *,
+        mode: str = "side_by_side",
+        dbs: list[int] | None = None,
+        spare_db: int | None = None,
+        placement_dir: str | None = None,
+        restart_command: str | None = None,
+        batch: int = 1000,
+        restore_functions: bool = True,
+        function_policy: str = "REPLACE",
+        capture_options: dict[str, Any] | None = None,
+        restart_timeout: float = 120.0,
+        rollback_keep: int | None = 1,
+        rollback_max_age: float | None = 86400.0,
+        plan_counts: str = "auto",
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if plan_counts not in PLAN_COUNTS:
@@ -107,18 +120,15 @@ class _RestoreBase:
         self._functions_loaded = False
         self._placed: dict[str, Any] = {}
 
-
     @property
     def restore_id(self) -> str:
         """The journal's restore id (a random one without a journal): it names the markers."""
         rid = self.journal.restore_id
         return self._own_id if rid == "unjournaled" else rid
 
-
     @property
     def kind(self) -> str:
         return self.artifact.kind if self.artifact else ""
-
 
     @property
     def rdb_version(self) -> int | None:
@@ -130,11 +140,9 @@ class _RestoreBase:
             return int(v) if v else None
         return max_rdb_version(self.artifact.meta.get("redis_version") or self.artifact.engine_version)
 
-
     def _open(self) -> Any:
         assert self.artifact is not None
         return self.store.open_artifact(self.checkpoint_id, self.artifact.name)
-
 
     def _items(self, src: Any, *, values: bool = True) -> tuple[Iterator[Any], int | None]:
         if self.kind == RDB_KIND:
@@ -146,17 +154,18 @@ class _RestoreBase:
             return walk.entries(values=values), version
         return _logical_items(src), None
 
-
     def _version_problem(self, version: int) -> str:
         facts = self.facts
         assert facts is not None
-        return (f"the checkpoint's data is RDB version {version} (written by Redis {server_for_rdb(version)} or "
-                f"newer), but {self.target.label} runs Redis {facts.version}, whose RESTORE accepts RDB versions up "
-                f"to {facts.max_rdb}: restore into a Redis {server_for_rdb(version)} or newer server")
+        return (
+            f"the checkpoint's data is RDB version {version} (written by Redis {server_for_rdb(version)} or "
+            f"newer), but {self.target.label} runs Redis {facts.version}, whose RESTORE accepts RDB versions up "
+            f"to {facts.max_rdb}: restore into a Redis {server_for_rdb(version)} or newer server"
+        )
 
-
-    def _load(self, conn: Connection, mapping: dict[int, int], *, replace: bool,
-              keep_hashes: bool = False) -> dict[int, _DbLoad]:
+    def _load(
+        self, conn: Connection, mapping: dict[int, int], *, replace: bool, keep_hashes: bool = False
+    ) -> dict[int, _DbLoad]:
         self._codes, self._fn_payload = [], None
 
         def on_record(rec: Any) -> None:
@@ -170,24 +179,41 @@ class _RestoreBase:
         with self._open() as src:
             items, version = self._items(src)
             try:
-                stats = restore_stream(conn, items, version, mapping, replace=replace, batch=self.batch,
-                                       keep_hashes=keep_hashes, tolerate_busy=self.kind == LOGICAL_KIND,
-                                       on_record=on_record)
+                stats = restore_stream(
+                    conn,
+                    items,
+                    version,
+                    mapping,
+                    replace=replace,
+                    batch=self.batch,
+                    keep_hashes=keep_hashes,
+                    tolerate_busy=self.kind == LOGICAL_KIND,
+                    on_record=on_record,
+                )
             except _ReplyError as exc:
-                what = f"RESTORE of key {exc.label[:100]!r}" if isinstance(exc.label, bytes) else \
-                    " ".join(map(str, exc.label))
+                what = (
+                    f"RESTORE of key {exc.label[:100]!r}"
+                    if isinstance(exc.label, bytes)
+                    else " ".join(map(str, exc.label))
+                )
                 hint = ""
                 if "payload version" in exc.message:
-                    source = f"RDB version {version}" if version else \
-                        f"DUMP payloads of Redis {self.artifact.engine_version if self.artifact else '?'}"
-                    hint = f" (the checkpoint holds {source}; the server accepts RDB versions up to " \
-                           f"{self.facts.max_rdb if self.facts else '?'})"
-                raise RedisRestoreError(f"{self.target.label} refused {what} into db{exc.db}: {exc.message}{hint}"
-                                        + (f" ({exc.count} errors in that batch)" if exc.count > 1 else "")) from None
+                    source = (
+                        f"RDB version {version}"
+                        if version
+                        else f"DUMP payloads of Redis {self.artifact.engine_version if self.artifact else '?'}"
+                    )
+                    hint = (
+                        f" (the checkpoint holds {source}; the server accepts RDB versions up to "
+                        f"{self.facts.max_rdb if self.facts else '?'})"
+                    )
+                raise RedisRestoreError(
+                    f"{self.target.label} refused {what} into db{exc.db}: {exc.message}{hint}"
+                    + (f" ({exc.count} errors in that batch)" if exc.count > 1 else "")
+                ) from None
             while src.read(1 << 20):  # to the end of the artifact: its sha256 is checked there
                 pass
         return stats
-
 
     def _verify(self, conn: Connection, mapping: dict[int, int]) -> dict[int, int]:
         """Keys per db (allowing for keys that expired meanwhile), and a sample's TYPE and expiry;
@@ -205,17 +231,20 @@ class _RestoreBase:
             gone = sum(1 for e in st.soon if e <= now)
             loaded = st.restored
             if not loaded - gone <= sizes[dst] <= loaded:
-                problems.append(f"db{dst} holds {sizes[dst]} keys, expected {loaded}"
-                                + (f" (or down to {loaded - gone}: keys expiring meanwhile)" if gone else ""))
+                problems.append(
+                    f"db{dst} holds {sizes[dst]} keys, expected {loaded}"
+                    + (f" (or down to {loaded - gone}: keys expiring meanwhile)" if gone else "")
+                )
             problems += self._check_sample(conn, dst, st.sample, now, exact_ttl)
         if problems:
-            raise RedisRestoreError(f"verification of {self.checkpoint_id} on {self.target.label} failed: "
-                                    + "; ".join(problems[:10]))
+            raise RedisRestoreError(
+                f"verification of {self.checkpoint_id} on {self.target.label} failed: " + "; ".join(problems[:10])
+            )
         return sizes
 
-
-    def _check_sample(self, conn: Connection, db: int, sample: list[tuple[bytes, int, int | None]], now: int,
-                      exact_ttl: bool) -> list[str]:
+    def _check_sample(
+        self, conn: Connection, db: int, sample: list[tuple[bytes, int, int | None]], now: int, exact_ttl: bool
+    ) -> list[str]:
         if not sample:
             return []
         cmds = [encode_command("SELECT", db)]
@@ -235,7 +264,6 @@ class _RestoreBase:
                 bad.append(f"db{db} key {key[:60]!r}: expires at {ttl}, expected {expire}")
         return bad[:5]
 
-
     def _function_commands(self, major: int) -> list[tuple[Any, ...]]:
         if not self.restore_functions or major < 7:
             return []
@@ -244,14 +272,15 @@ class _RestoreBase:
         cmds: list[tuple[Any, ...]] = [("FUNCTION", "FLUSH")] if self.function_policy == "FLUSH" else []
         return cmds + [("FUNCTION", "LOAD", "REPLACE", code) for code in self._codes]
 
-
     def _major(self) -> int:
         return (parse_version(self.facts.version if self.facts else "") or (0, 0))[0]
 
-
     def _details(self, fns: list[Any]) -> dict[str, Any]:
-        return {"mode": self.mode, "artifact": self.artifact.name if self.artifact else None,
-                "keys": {f"db{d}": st.restored for d, st in sorted(self._stats.items())},
-                "skipped_expired": {f"db{d}": st.expired for d, st in sorted(self._stats.items()) if st.expired},
-                "function_commands": len(fns), "restore_id": self.restore_id}
-
+        return {
+            "mode": self.mode,
+            "artifact": self.artifact.name if self.artifact else None,
+            "keys": {f"db{d}": st.restored for d, st in sorted(self._stats.items())},
+            "skipped_expired": {f"db{d}": st.expired for d, st in sorted(self._stats.items()) if st.expired},
+            "function_commands": len(fns),
+            "restore_id": self.restore_id,
+        }

@@ -28,9 +28,14 @@ class _InPlaceMixin(_RestoreBase):
         self.journal.note(mode="in_place", checkpoint_id=self.checkpoint_id, restore_id=self.restore_id, dbs=self.dbs)
         self.journal.phase("cutting_over")
         try:
-            with connect(self.target) as conn, \
-                    self.journal.step("load_in_place", intent={"dbs": self.dbs, "checkpoint_id": self.checkpoint_id},
-                                      undo={"restore": "the safety checkpoint taken before the restore"}):
+            with (
+                connect(self.target) as conn,
+                self.journal.step(
+                    "load_in_place",
+                    intent={"dbs": self.dbs, "checkpoint_id": self.checkpoint_id},
+                    undo={"restore": "the safety checkpoint taken before the restore"},
+                ),
+            ):
                 self._stats = self._load(conn, mapping, replace=True, keep_hashes=True)
                 removed = self._remove_extra(conn)
                 self._verify(conn, mapping)
@@ -40,13 +45,13 @@ class _InPlaceMixin(_RestoreBase):
                     if errors:
                         raise RedisRestoreError(f"loading the functions failed: {'; '.join(errors)}")
         except Exception as exc:
-            raise RedisRestoreError(f"the in-place restore of {self.checkpoint_id} into {self.target.label} failed: "
-                                    f"{exc}", hint="the dbs are partly restored: restore the safety checkpoint, or "
-                                    "retry") from exc
+            raise RedisRestoreError(
+                f"the in-place restore of {self.checkpoint_id} into {self.target.label} failed: {exc}",
+                hint="the dbs are partly restored: restore the safety checkpoint, or retry",
+            ) from exc
         self.journal.phase("cut_over")
         details = {**self._details(fns), "removed": removed}
         return RestoreOutcome(self.component, restored=[f"db{t}" for t in self.dbs], details=details)
-
 
     def _remove_extra(self, conn: Connection) -> dict[str, int]:
         """UNLINK the keys of each target db that the checkpoint does not hold."""
@@ -65,4 +70,3 @@ class _InPlaceMixin(_RestoreBase):
                     break
             removed[f"db{t}"] = n
         return removed
-

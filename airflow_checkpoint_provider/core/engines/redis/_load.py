@@ -66,8 +66,9 @@ class _Walk(RdbParser):
         try:
             yield from self._entries(values)
         except IndexError:
-            raise RdbError("the RDB ends in the middle of a record (truncated or corrupt)",
-                           self._base + self._end) from None
+            raise RdbError(
+                "the RDB ends in the middle of a record (truncated or corrupt)", self._base + self._end
+            ) from None
 
     def _entries(self, values: bool) -> Iterator[Any]:
         pos, buf, end = self._pos0, self._buf, self._end
@@ -80,7 +81,7 @@ class _Walk(RdbParser):
             if t < 0xF4:  # an entry: type, key, value
                 b = buf[pos + 1]
                 if b < 0x40 and pos + 2 + b <= end:
-                    key = buf[pos + 2:pos + 2 + b]
+                    key = buf[pos + 2 : pos + 2 + b]
                     pos += 2 + b
                 else:
                     key, pos = self._read_string(pos + 1)
@@ -115,12 +116,12 @@ class _Walk(RdbParser):
                 expire = idle = freq = None
                 continue
             if t == 0xFC:  # EXPIRETIME_MS
-                expire = int.from_bytes(buf[pos + 1:pos + 9], "little")
+                expire = int.from_bytes(buf[pos + 1 : pos + 9], "little")
                 pos += 9
                 continue
             pos += 1
             if t == 0xFD:  # EXPIRETIME (seconds)
-                expire = int.from_bytes(buf[pos:pos + 4], "little") * 1000
+                expire = int.from_bytes(buf[pos : pos + 4], "little") * 1000
                 pos += 4
             elif t == 0xF9:  # FREQ
                 freq = buf[pos]
@@ -225,7 +226,7 @@ class _Pipe:
             have += data.count(b"\n")
         rx = b"".join(chunks) if len(chunks) > 1 else chunks[0]
         if rx.startswith(_OK * n):
-            self.rx = rx[5 * n:]
+            self.rx = rx[5 * n :]
             return
         lines = rx.split(b"\n", n)
         self.rx = lines[n] if len(lines) > n else b""
@@ -261,9 +262,18 @@ class _DbLoad:
     hashes: set[int] | None = None
 
 
-def restore_stream(conn: Connection, items: Iterator[Any], rdb_version: int | None, mapping: dict[int, int], *,
-                   replace: bool = False, batch: int = 1000, keep_hashes: bool = False,
-                   tolerate_busy: bool = False, on_record: Any = None) -> dict[int, _DbLoad]:
+def restore_stream(
+    conn: Connection,
+    items: Iterator[Any],
+    rdb_version: int | None,
+    mapping: dict[int, int],
+    *,
+    replace: bool = False,
+    batch: int = 1000,
+    keep_hashes: bool = False,
+    tolerate_busy: bool = False,
+    on_record: Any = None,
+) -> dict[int, _DbLoad]:
     """Pipe ``RESTORE`` commands for the entries of the dbs in ``mapping`` (source -> destination db).
 
     ``items`` come from :class:`_Walk` (payloads built here) or :func:`_logical_items` (type -1:
@@ -277,8 +287,9 @@ def restore_stream(conn: Connection, items: Iterator[Any], rdb_version: int | No
     # the same for an RDB value, the payload given as body (type, value, version) and CRC64, the
     # expiry as a 13-digit number (every time in ms from 2001 to 2286): one format, no concatenation
     plain2 = b"*%d\r\n$7\r\nRESTORE\r\n" % (4 + extra) + b"$%d\r\n%b\r\n$1\r\n0\r\n$%d\r\n%b%b\r\n" + rep
-    timed2 = b"*%d\r\n$7\r\nRESTORE\r\n" % (5 + extra) + \
-        b"$%d\r\n%b\r\n$13\r\n%d\r\n$%d\r\n%b%b\r\n$6\r\nABSTTL\r\n" + rep
+    timed2 = (
+        b"*%d\r\n$7\r\nRESTORE\r\n" % (5 + extra) + b"$%d\r\n%b\r\n$13\r\n%d\r\n$%d\r\n%b%b\r\n$6\r\nABSTTL\r\n" + rep
+    )
     ver = rdb_version.to_bytes(2, "little") if rdb_version is not None else b""
     calc = _CRC64.calc  # :func:`~.encoding.crc64` without its wrapper: every payload is non-empty
     short, table = short_crc64()  # cheaper per call: for payloads under _SHORT bytes
@@ -386,8 +397,6 @@ def _bulks(args: list[bytes]) -> bytes:
     return b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
 
 
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -412,11 +421,13 @@ def _describe(cmd: tuple[Any, ...]) -> str:
     """A command for messages: its name and small arguments (never values, payloads or code)."""
     if cmd[0] == "FUNCTION":
         return f"FUNCTION {cmd[1]}"
+
     def word(a: Any) -> str:
         return "<marker>" if isinstance(a, bytes) and a.startswith(PREFIX) else str(a)
 
-    return " ".join(word(a) for a in cmd[:3] if isinstance(a, (int, str)) or (isinstance(a, bytes)
-                                                                              and a.startswith(PREFIX)))
+    return " ".join(
+        word(a) for a in cmd[:3] if isinstance(a, (int, str)) or (isinstance(a, bytes) and a.startswith(PREFIX))
+    )
 
 
 class _Tee:
@@ -438,4 +449,3 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-

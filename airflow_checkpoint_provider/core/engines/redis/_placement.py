@@ -40,8 +40,10 @@ class _PlacementMixin(_RestoreBase):
     def _placement_checks(self, conn: Connection) -> list[str]:
         label, problems = self.target.label, []
         if self.kind != RDB_KIND:
-            problems.append("file placement needs an RDB artifact, and this checkpoint holds a logical capture: "
-                            "restore without placement_dir/restart_command")
+            problems.append(
+                "file placement needs an RDB artifact, and this checkpoint holds a logical capture: "
+                "restore without placement_dir/restart_command"
+            )
         folder = Path(self.placement_dir or "")
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             problems.append(f"placement_dir {str(folder)!r} is not a writable directory")
@@ -56,15 +58,22 @@ class _PlacementMixin(_RestoreBase):
         if config.get("appendonly") == "yes":
             problems.append(f"{label} runs with appendonly yes: it would load its AOF at start, not the placed RDB")
         server_dir = str(config.get("dir") or "")
-        self._placed["same_dir"] = bool(server_dir) and folder.is_dir() and os.path.realpath(server_dir) == \
-            os.path.realpath(folder)
+        self._placed["same_dir"] = (
+            bool(server_dir) and folder.is_dir() and os.path.realpath(server_dir) == os.path.realpath(folder)
+        )
         return problems
 
     def _prepare_placement(self) -> None:
         folder, name = Path(self.placement_dir or ""), self._placed.get("name", "dump.rdb")
         tmp = folder / f"{name}.tmp-{secrets.token_hex(4)}"
-        self.journal.note(mode="file_placement", checkpoint_id=self.checkpoint_id, restore_id=self.restore_id,
-                          dir=str(folder), name=name, tmp=tmp.name)
+        self.journal.note(
+            mode="file_placement",
+            checkpoint_id=self.checkpoint_id,
+            restore_id=self.restore_id,
+            dir=str(folder),
+            name=name,
+            tmp=tmp.name,
+        )
         self.journal.phase("loading", file=tmp.name)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._placed["tmp"] = str(tmp)
@@ -105,9 +114,15 @@ class _PlacementMixin(_RestoreBase):
             self._placed["run_id"] = info(conn, "server").get("run_id", "")
         self.journal.note(backup=backup.name if backup else None, run_id=self._placed["run_id"])
         renames = ([[name, backup.name]] if backup else []) + [[tmp.name, name]]
-        with self.journal.step("place_file", intent={"dir": str(folder), "rename": renames},
-                               undo={"dir": str(folder), "rename": [[backup.name, name]] if backup else [],
-                                     "remove": [] if backup else [name]}):
+        with self.journal.step(
+            "place_file",
+            intent={"dir": str(folder), "rename": renames},
+            undo={
+                "dir": str(folder),
+                "rename": [[backup.name, name]] if backup else [],
+                "remove": [] if backup else [name],
+            },
+        ):
             if backup is not None:
                 os.replace(final, backup)
                 self._placed["rollback"] = str(backup)
@@ -116,8 +131,11 @@ class _PlacementMixin(_RestoreBase):
             _fsync_dir(folder)
             self._placed["placed"] = True
         try:
-            with self.journal.step("restart", intent={"file": name, "command": "the configured restart command"},
-                                   undo={"rename": [[backup.name, name]] if backup else [], "then": "restart"}):
+            with self.journal.step(
+                "restart",
+                intent={"file": name, "command": "the configured restart command"},
+                undo={"rename": [[backup.name, name]] if backup else [], "then": "restart"},
+            ):
                 self._restart()
                 self._verify_placement()
             with connect(self.target) as conn:
@@ -126,16 +144,23 @@ class _PlacementMixin(_RestoreBase):
             try:
                 self._rollback_placement()
             except Exception as again:
-                raise RedisRestoreError(f"the file-placement restore into {self.target.label} failed ({exc}) and "
-                                        f"putting the previous file back failed too: {again}",
-                                        hint=f"check {folder} and the server; restore the safety checkpoint"
-                                        ) from exc
-            raise RedisRestoreError(f"the file-placement restore into {self.target.label} failed: {exc}",
-                                    hint="the previous file was put back and the server restarted") from exc
+                raise RedisRestoreError(
+                    f"the file-placement restore into {self.target.label} failed ({exc}) and "
+                    f"putting the previous file back failed too: {again}",
+                    hint=f"check {folder} and the server; restore the safety checkpoint",
+                ) from exc
+            raise RedisRestoreError(
+                f"the file-placement restore into {self.target.label} failed: {exc}",
+                hint="the previous file was put back and the server restarted",
+            ) from exc
         rollback = [self._placed["rollback"]] if self._placed.get("rollback") else []
         self.journal.phase("cut_over")
-        return RestoreOutcome(self.component, restored=[f"db{d}" for d in sorted(self.expected)], rollback=rollback,
-                              details={"mode": "file_placement", "file": str(final), "live_state_saved": saved})
+        return RestoreOutcome(
+            self.component,
+            restored=[f"db{d}" for d in sorted(self.expected)],
+            rollback=rollback,
+            details={"mode": "file_placement", "file": str(final), "live_state_saved": saved},
+        )
 
     def _save(self) -> bool:
         """``SAVE``, so that the live state becomes the rollback file (waiting out a running BGSAVE,
@@ -145,15 +170,22 @@ class _PlacementMixin(_RestoreBase):
             with connect(self.target) as conn:
                 while True:
                     reply = conn.call_nothrow("SAVE")
-                    if not isinstance(reply, RespError) or "in progress" not in reply.message \
-                            or time.monotonic() > deadline:
+                    if (
+                        not isinstance(reply, RespError)
+                        or "in progress" not in reply.message
+                        or time.monotonic() > deadline
+                    ):
                         break
                     time.sleep(0.2)
         except EngineError as exc:
             reply = RespError(exc.message)
         if isinstance(reply, RespError):
-            log.warning("SAVE on %s failed (%s): the rollback file is the previous %s, not the live state",
-                        self.target.label, reply.message, self._placed.get("name"))
+            log.warning(
+                "SAVE on %s failed (%s): the rollback file is the previous %s, not the live state",
+                self.target.label,
+                reply.message,
+                self._placed.get("name"),
+            )
             return False
         return True
 
@@ -163,13 +195,20 @@ class _PlacementMixin(_RestoreBase):
             env["REDISCLI_AUTH"] = self.target.password
         with tempfile.TemporaryFile() as out:  # not a pipe: a server started in the background keeps it open
             try:
-                rc = subprocess.run(["/bin/sh", "-c", self.restart_command or "true"], stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, env=env, timeout=self.restart_timeout,
-                                    check=False).returncode
+                rc = subprocess.run(
+                    ["/bin/sh", "-c", self.restart_command or "true"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    timeout=self.restart_timeout,
+                    check=False,
+                ).returncode
             except subprocess.TimeoutExpired:
-                raise RedisRestoreError(f"the restart command did not finish within {self.restart_timeout:g}s",
-                                        hint="it must return once the server runs (start it in the background)"
-                                        ) from None
+                raise RedisRestoreError(
+                    f"the restart command did not finish within {self.restart_timeout:g}s",
+                    hint="it must return once the server runs (start it in the background)",
+                ) from None
             if rc:
                 out.seek(0)
                 text = out.read()[-2000:].decode("utf-8", "replace")
@@ -185,11 +224,17 @@ class _PlacementMixin(_RestoreBase):
             sizes = db_sizes(conn, sorted(self.expected))
         gone = {d: sum(1 for e in a if e <= now) for d, a in self._placed.get("soon", {}).items()}
         self._placed["expired"] = gone
-        bad = [f"db{d} holds {sizes[d]} keys, expected {n}" for d, n in sorted(self.expected.items())
-               if not n - gone.get(d, 0) <= sizes[d] <= n]
+        bad = [
+            f"db{d} holds {sizes[d]} keys, expected {n}"
+            for d, n in sorted(self.expected.items())
+            if not n - gone.get(d, 0) <= sizes[d] <= n
+        ]
         if bad:
-            raise RedisRestoreError("after the restart " + "; ".join(bad)
-                                    + " (does the restart command save on shutdown, or the server use another file?)")
+            raise RedisRestoreError(
+                "after the restart "
+                + "; ".join(bad)
+                + " (does the restart command save on shutdown, or the server use another file?)"
+            )
 
     def _rollback_placement(self) -> None:
         if not self._placed.get("placed"):
@@ -202,10 +247,16 @@ class _PlacementMixin(_RestoreBase):
                 self.journal.note(run_id_unplace=info(conn, "server").get("run_id", ""))
         except EngineError:
             self.journal.note(run_id_unplace=None)  # the server is down: any later run id means it restarted
-        with self.journal.step("unplace_file", intent={"dir": str(folder), "rename": [[Path(backup).name, name]]
-                                                       if backup else [], "remove": [] if backup else [name],
-                                                       "then": "restart"},
-                               undo={"note": "placing the restored file again finishes the cut-over"}):
+        with self.journal.step(
+            "unplace_file",
+            intent={
+                "dir": str(folder),
+                "rename": [[Path(backup).name, name]] if backup else [],
+                "remove": [] if backup else [name],
+                "then": "restart",
+            },
+            undo={"note": "placing the restored file again finishes the cut-over"},
+        ):
             if backup:
                 os.replace(backup, final)
             else:
@@ -214,4 +265,3 @@ class _PlacementMixin(_RestoreBase):
             self._placed["placed"] = False
             self._restart()
         self.journal.phase("rolled_back")
-

@@ -63,14 +63,18 @@ class Overlap:
             how = f"estimated from {self.sampled} of the checkpoint's {self.of} keys of db{db}; {exact}"
             out = [f"about {self.replaced} keys of db{db} will be replaced by the checkpoint's values ({how})"]
             if now - self.replaced:
-                out.append(f"about {now - self.replaced} keys of db{db} are not in the checkpoint and will "
-                           f"disappear{kept}")
+                out.append(
+                    f"about {now - self.replaced} keys of db{db} are not in the checkpoint and will disappear{kept}"
+                )
             return out
-        out = [f"up to {self.replaced} keys of db{db} will be replaced by the checkpoint's values (not counted: "
-               f"the checkpoint's db{db} lies too far into the artifact to sample; {exact})"]
+        out = [
+            f"up to {self.replaced} keys of db{db} will be replaced by the checkpoint's values (not counted: "
+            f"the checkpoint's db{db} lies too far into the artifact to sample; {exact})"
+        ]
         if now - self.replaced:
-            out.append(f"at least {now - self.replaced} keys of db{db} are not in the checkpoint and will "
-                       f"disappear{kept}")
+            out.append(
+                f"at least {now - self.replaced} keys of db{db} are not in the checkpoint and will disappear{kept}"
+            )
         return out
 
 
@@ -102,9 +106,14 @@ class _PlanMixin(_PlacementMixin):
         for t in self.dbs:
             now, want = facts.keys(t), self.expected.get(t, 0)
             spare = dict(self.pairs).get(t)
-            item = PlanItem(self.component, f"db{t}", f"db{t}", "replace" if now else "create",
-                            staging_name=f"db{spare}" if spare is not None else "",
-                            notes=[f"the checkpoint holds {want} keys; db{t} holds {now} now"])
+            item = PlanItem(
+                self.component,
+                f"db{t}",
+                f"db{t}",
+                "replace" if now else "create",
+                staging_name=f"db{spare}" if spare is not None else "",
+                notes=[f"the checkpoint holds {want} keys; db{t} holds {now} now"],
+            )
             if t in counts:
                 item.conflicts += counts[t].conflicts(t, now, spare)
             if t in facts.copies:
@@ -115,27 +124,31 @@ class _PlanMixin(_PlacementMixin):
         log.info("Planned the Redis restore of %s into %s: %d problem(s)", self.checkpoint_id, label, len(problems))
         return items, problems
 
-
     def _compat(self, facts: ServerFacts) -> list[str]:
         problems = []
         version, top = self.rdb_version, facts.max_rdb
         if version is not None and top is not None and version > top:
             problems.append(self._version_problem(version))
         if facts.cluster and not self.placement:
-            problems.append(f"{self.target.label} runs in cluster mode: SWAPDB and logical dbs other than 0 are "
-                            "not available and keys would have to be routed to their shards; restore by file "
-                            "placement on each node instead")
+            problems.append(
+                f"{self.target.label} runs in cluster mode: SWAPDB and logical dbs other than 0 are "
+                "not available and keys would have to be routed to their shards; restore by file "
+                "placement on each node instead"
+            )
         bad = [d for d in self.dbs if d >= facts.databases]
         if bad:
-            problems.append(f"{self.target.label} has {facts.databases} logical dbs ({facts.databases_source}); "
-                            f"the checkpoint needs db{', db'.join(map(str, bad))}: raise 'databases'")
+            problems.append(
+                f"{self.target.label} has {facts.databases} logical dbs ({facts.databases_source}); "
+                f"the checkpoint needs db{', db'.join(map(str, bad))}: raise 'databases'"
+            )
         fns = int(self.artifact.fingerprints.get("functions") or 0) if self.artifact else 0
         major = (parse_version(facts.version) or (0, 0))[0]
         if fns and self.restore_functions and major < 7 and not self.placement:
-            problems.append(f"the checkpoint holds {fns} function libraries but {self.target.label} runs Redis "
-                            f"{facts.version} (functions need 7.0); pass restore_functions=False to skip them")
+            problems.append(
+                f"the checkpoint holds {fns} function libraries but {self.target.label} runs Redis "
+                f"{facts.version} (functions need 7.0); pass restore_functions=False to skip them"
+            )
         return problems
-
 
     def _pick_spares(self, facts: ServerFacts) -> list[str]:
         """Choose the spare dbs: empty ones, then rollback copies beyond the retention policy."""
@@ -147,37 +160,43 @@ class _PlanMixin(_PlacementMixin):
             wanted = list(range(self.spare_db, self.spare_db + need))
             busy = [d for d in wanted if d not in empty and d not in beyond]
             if busy:
-                return [f"spare db{', db'.join(map(str, busy))} of {self.target.label} cannot be used: "
-                        f"{'it is' if len(busy) == 1 else 'they are'} not empty, a target or beyond the "
-                        f"{facts.databases} dbs; choose another spare_db or leave it unset"]
+                return [
+                    f"spare db{', db'.join(map(str, busy))} of {self.target.label} cannot be used: "
+                    f"{'it is' if len(busy) == 1 else 'they are'} not empty, a target or beyond the "
+                    f"{facts.databases} dbs; choose another spare_db or leave it unset"
+                ]
         else:
             wanted = sorted(empty, reverse=True)[:need]
             oldest = sorted(beyond.values(), key=lambda c: (c.created_at, c.db))
-            wanted += [c.db for c in oldest[:need - len(wanted)]]
+            wanted += [c.db for c in oldest[: need - len(wanted)]]
             if len(wanted) < need:
                 kept = sorted(d for d, c in facts.copies.items() if c.state == "rollback" and d not in beyond)
-                held = (f"; db{', db'.join(map(str, kept))} hold rollback copies within the retention policy "
-                        f"({self._policy_text()}) or of restores still running" if kept else "")
-                return [f"a side-by-side restore needs {need} empty logical db(s) besides the targets, but "
-                        f"{self.target.label} has only {len(wanted)} ({facts.databases} dbs{held}); empty one "
-                        "(prune_rollbacks or drop_rollback for old rollback copies), raise 'databases', or use "
-                        "mode='in_place'"]
+                held = (
+                    f"; db{', db'.join(map(str, kept))} hold rollback copies within the retention policy "
+                    f"({self._policy_text()}) or of restores still running"
+                    if kept
+                    else ""
+                )
+                return [
+                    f"a side-by-side restore needs {need} empty logical db(s) besides the targets, but "
+                    f"{self.target.label} has only {len(wanted)} ({facts.databases} dbs{held}); empty one "
+                    "(prune_rollbacks or drop_rollback for old rollback copies), raise 'databases', or use "
+                    "mode='in_place'"
+                ]
         self._reclaim = [beyond[d] for d in wanted if d in beyond]
         self.pairs = list(zip(self.dbs, wanted, strict=True))
         return []
 
-
     def _beyond_policy(self, facts: ServerFacts) -> list[Copy]:
         running = set(open_journals(self.store.fs)) | {self.restore_id}
-        return rollback_policy(facts.copies.values(), keep=self.rollback_keep, max_age=self.rollback_max_age,
-                               live_restore_ids=running)
-
+        return rollback_policy(
+            facts.copies.values(), keep=self.rollback_keep, max_age=self.rollback_max_age, live_restore_ids=running
+        )
 
     def _policy_text(self) -> str:
         keep = "all" if self.rollback_keep is None else str(self.rollback_keep)
         age = "" if self.rollback_max_age is None else f", none older than {self.rollback_max_age:g} s"
         return f"keep {keep} per db{age}"
-
 
     def _permission(self, conn: Connection) -> list[str]:
         """``ACL DRYRUN`` of the commands the restore needs; without it (Redis < 7.0, or ACL not
@@ -197,8 +216,10 @@ class _PlanMixin(_PlacementMixin):
                 if isinstance(reply, RespError):
                     break  # ACL DRYRUN itself is not available: probe SWAPDB below
                 if reply != "OK":
-                    out.append(f"{self.target.label}: the ACL user may not run {probe[0]} "
-                               f"({reply.decode('utf-8', 'replace') if isinstance(reply, bytes) else reply})")
+                    out.append(
+                        f"{self.target.label}: the ACL user may not run {probe[0]} "
+                        f"({reply.decode('utf-8', 'replace') if isinstance(reply, bytes) else reply})"
+                    )
             else:
                 return out
         if self.mode == "in_place":
@@ -208,12 +229,10 @@ class _PlanMixin(_PlacementMixin):
             return [f"{self.target.label} refuses SWAPDB ({reply.message}): grant +swapdb or use mode='in_place'"]
         return out
 
-
     def _functions_expected(self) -> bool:
         if not self.restore_functions or self.artifact is None:
             return False
         return bool(self.artifact.fingerprints.get("functions")) or self.function_policy == "FLUSH"
-
 
     def _count_existing(self, conn: Connection, facts: ServerFacts) -> dict[int, Overlap]:
         """Per target db with keys now: how many of the checkpoint's keys exist there (see :class:`Overlap`).
@@ -288,29 +307,38 @@ class _PlanMixin(_PlacementMixin):
                 out[t] = Overlap(min(now, want), "bound", of=want)
         return out
 
-
     def _notes(self, facts: ServerFacts) -> list[str]:
         notes = []
         if self.mode == "in_place" and not self.placement:
-            notes.append("in place: keys are overwritten and extra keys deleted; there is no rollback copy "
-                         "(the safety checkpoint is the way back)")
-        others = [d for d in sorted(facts.keyspace) if d not in self.dbs and d not in facts.copies
-                  and d not in dict(self.pairs).values()]
+            notes.append(
+                "in place: keys are overwritten and extra keys deleted; there is no rollback copy "
+                "(the safety checkpoint is the way back)"
+            )
+        others = [
+            d
+            for d in sorted(facts.keyspace)
+            if d not in self.dbs and d not in facts.copies and d not in dict(self.pairs).values()
+        ]
         if others and not self.placement:
-            notes.append(f"db{', db'.join(map(str, others))} hold keys but are not restored (not in the checkpoint "
-                         "or not selected): left as they are")
+            notes.append(
+                f"db{', db'.join(map(str, others))} hold keys but are not restored (not in the checkpoint "
+                "or not selected): left as they are"
+            )
         reclaim = {c.db for c in self._reclaim}
         for d, c in sorted(facts.copies.items()):
             if d in self.dbs:
                 continue
             if d in reclaim:
-                notes.append(f"{c.describe()}, {c.age() / 3600:.1f} h old, is beyond the retention policy "
-                             f"({self._policy_text()}): it will be dropped to make room")
+                notes.append(
+                    f"{c.describe()}, {c.age() / 3600:.1f} h old, is beyond the retention policy "
+                    f"({self._policy_text()}): it will be dropped to make room"
+                )
             else:
                 notes.append(f"{c.describe()}, {c.age() / 3600:.1f} h old; drop_rollback(target, {d}) frees it")
         fns = int(self.artifact.fingerprints.get("functions") or 0) if self.artifact else 0
         if fns and self.restore_functions:
-            notes.append(f"{fns} function libraries will be loaded at cut-over ({self.function_policy}; "
-                         "functions are server-wide)")
+            notes.append(
+                f"{fns} function libraries will be loaded at cut-over ({self.function_policy}; "
+                "functions are server-wide)"
+            )
         return notes
-

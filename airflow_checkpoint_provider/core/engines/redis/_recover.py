@@ -73,9 +73,11 @@ def _side_by_side(target: RedisTarget, entry: ComponentEntry, store: Store | Non
         pairs, markers = [], {}
     if not pairs or any(s not in markers or not markers[s].startswith(PREFIX) for _, s in pairs):
         if entry.steps:
-            raise CheckpointError(f"the journal entry of the Redis restore on {label} names no spare dbs but has "
-                                  f"steps {[s.name for s in entry.steps]}", hint="check the server's dbs by hand "
-                                  "(list_rollbacks), then remove the journal")
+            raise CheckpointError(
+                f"the journal entry of the Redis restore on {label} names no spare dbs but has "
+                f"steps {[s.name for s in entry.steps]}",
+                hint="check the server's dbs by hand (list_rollbacks), then remove the journal",
+            )
         return [f"{label}: the restore was interrupted before it claimed any spare db: nothing to do"]
     rid = str(data.get("restore_id") or "")
     with connect(target) as conn:
@@ -97,11 +99,14 @@ def _side_by_side(target: RedisTarget, entry: ComponentEntry, store: Store | Non
     return [f"{label}: {line}" for line in lines]
 
 
-def _states(conn: Connection, pairs: list[tuple[int, int]], markers: dict[int, bytes], rid: str
-            ) -> dict[int, str | None]:
+def _states(
+    conn: Connection, pairs: list[tuple[int, int]], markers: dict[int, bytes], rid: str
+) -> dict[int, str | None]:
     """Per spare: its marker's state (``loading`` / ``rollback``), None without this restore's marker."""
-    conn.sendall(b"".join(encode_command("SELECT", s) + encode_command("GET", markers[s]) for _, s in pairs)
-                 + encode_command("SELECT", 0))
+    conn.sendall(
+        b"".join(encode_command("SELECT", s) + encode_command("GET", markers[s]) for _, s in pairs)
+        + encode_command("SELECT", 0)
+    )
     out: dict[int, str | None] = {}
     for _, s in pairs:
         selected, value = conn.read_reply(), conn.read_reply()
@@ -113,8 +118,13 @@ def _states(conn: Connection, pairs: list[tuple[int, int]], markers: dict[int, b
     return out
 
 
-def _forward(conn: Connection, entry: ComponentEntry, pairs: list[tuple[int, int]], markers: dict[int, bytes],
-             states: dict[int, str | None]) -> list[str] | None:
+def _forward(
+    conn: Connection,
+    entry: ComponentEntry,
+    pairs: list[tuple[int, int]],
+    markers: dict[int, bytes],
+    states: dict[int, str | None],
+) -> list[str] | None:
     """Finish the cut-over; None when it cannot be finished (then the caller rolls back)."""
     data, lines = entry.data, []
     cid, rid = str(data.get("checkpoint_id")), str(data.get("restore_id"))
@@ -122,12 +132,19 @@ def _forward(conn: Connection, entry: ComponentEntry, pairs: list[tuple[int, int
     if todo:
         verified, expiring = data.get("verified") or {}, data.get("expiring") or {}
         sizes = db_sizes(conn, [s for _, s in todo], markers)
-        spoiled = [s for _, s in todo if str(s) not in verified
-                   or not int(verified[str(s)]) - int(expiring.get(str(s), 0)) <= sizes[s] <= int(verified[str(s)])]
+        spoiled = [
+            s
+            for _, s in todo
+            if str(s) not in verified
+            or not int(verified[str(s)]) - int(expiring.get(str(s), 0)) <= sizes[s] <= int(verified[str(s)])
+        ]
         fns = decode_commands(data["functions"]) if data.get("functions") else []
         if spoiled or (data.get("functions_needed") and not fns):
-            why = (f"db{', db'.join(map(str, spoiled))} no longer hold{'s' if len(spoiled) == 1 else ''} the "
-                   "verified copy" if spoiled else "the checkpoint's functions were too big for the journal")
+            why = (
+                f"db{', db'.join(map(str, spoiled))} no longer hold{'s' if len(spoiled) == 1 else ''} the verified copy"
+                if spoiled
+                else "the checkpoint's functions were too big for the journal"
+            )
             log.warning("Cannot finish the cut-over of %s on %s (%s): rolling back", cid, conn.target.label, why)
             return None
         values = {s: marker_value("rollback", checkpoint_id=cid, restore_id=rid, db=t, spare=s) for t, s in todo}
@@ -138,8 +155,10 @@ def _forward(conn: Connection, entry: ComponentEntry, pairs: list[tuple[int, int
             return None
         errors = [r.message for r in res if isinstance(r, RespError)]
         if errors:
-            raise CheckpointError(f"finishing the cut-over of {cid} on {conn.target.label} failed: "
-                                  f"{'; '.join(errors)}", hint="see list_rollbacks(); restore the safety checkpoint")
+            raise CheckpointError(
+                f"finishing the cut-over of {cid} on {conn.target.label} failed: {'; '.join(errors)}",
+                hint="see list_rollbacks(); restore the safety checkpoint",
+            )
         base = len(fns)
         for i, (t, s) in enumerate(todo):
             lines.append(f"finished the cut-over: db{t} serves checkpoint {cid} (the previous data is in db{s})")
@@ -149,14 +168,14 @@ def _forward(conn: Connection, entry: ComponentEntry, pairs: list[tuple[int, int
     for t, s in pairs:
         if states[s] == "rollback" and (t, s) not in todo:
             lines.append(f"db{t} had been cut over to checkpoint {cid} (the previous data is in db{s})")
-    emptied = _drop_empty_rollbacks(conn, [(t, s) for t, s in pairs if states[s] in ("rollback", "empty")],
-                                    markers)
+    emptied = _drop_empty_rollbacks(conn, [(t, s) for t, s in pairs if states[s] in ("rollback", "empty")], markers)
     lines += [f"db{t} was empty before the restore: no rollback copy kept (db{s} is free)" for t, s in emptied]
     return lines
 
 
-def _drop_empty_rollbacks(conn: Connection, pairs: list[tuple[int, int]], markers: dict[int, bytes]
-                          ) -> list[tuple[int, int]]:
+def _drop_empty_rollbacks(
+    conn: Connection, pairs: list[tuple[int, int]], markers: dict[int, bytes]
+) -> list[tuple[int, int]]:
     """Delete the marker of each rollback copy that holds nothing else."""
     if not pairs:
         return []
@@ -170,8 +189,14 @@ def _drop_empty_rollbacks(conn: Connection, pairs: list[tuple[int, int]], marker
     return empty
 
 
-def _back(conn: Connection, entry: ComponentEntry, pairs: list[tuple[int, int]], markers: dict[int, bytes],
-          states: dict[int, str | None], rolling_back: bool) -> list[str]:
+def _back(
+    conn: Connection,
+    entry: ComponentEntry,
+    pairs: list[tuple[int, int]],
+    markers: dict[int, bytes],
+    states: dict[int, str | None],
+    rolling_back: bool,
+) -> list[str]:
     """Undo: swap back what was swapped, empty the targets that were empty, drop the side-by-side copies."""
     data, lines = entry.data, []
     cid, rid = str(data.get("checkpoint_id")), str(data.get("restore_id"))
@@ -182,26 +207,34 @@ def _back(conn: Connection, entry: ComponentEntry, pairs: list[tuple[int, int]],
         prev = decode_blob(data.get("previous_functions"))
         functions = any(s.name == "swapdb" and s.intent.get("functions") for s in entry.steps)
         if functions and prev is None:
-            lines.append("the previous functions were too big for the journal and were not put back: restore "
-                         "them from the safety checkpoint")
+            lines.append(
+                "the previous functions were too big for the journal and were not put back: restore "
+                "them from the safety checkpoint"
+            )
         flush = [t for t, _ in emptied]
         res = _transaction(conn, swap_back_commands(swapped, flush, markers, prev if functions else None))
         errors = [r.message for r in res if isinstance(r, RespError)]
         if errors:
-            raise CheckpointError(f"undoing the cut-over of {cid} on {conn.target.label} failed: {'; '.join(errors)}",
-                                  hint="see list_rollbacks(); restore the safety checkpoint")
-        lines += [f"swapped db{t} back: the data from before the restore serves again (db{s} freed)"
-                  for t, s in swapped]
+            raise CheckpointError(
+                f"undoing the cut-over of {cid} on {conn.target.label} failed: {'; '.join(errors)}",
+                hint="see list_rollbacks(); restore the safety checkpoint",
+            )
+        lines += [
+            f"swapped db{t} back: the data from before the restore serves again (db{s} freed)" for t, s in swapped
+        ]
         lines += [f"emptied db{t}: it was empty before the restore" for t in flush]
         if functions and prev is not None:
             lines.append("put the previous functions back")
     for t, s in pairs:
         if states[s] == "loading":
-            copy = Copy(db=s, marker=markers[s], state="loading", of_db=t, checkpoint_id=cid, restore_id=rid,
-                        created_at="")
+            copy = Copy(
+                db=s, marker=markers[s], state="loading", of_db=t, checkpoint_id=cid, restore_id=rid, created_at=""
+            )
             if drop_copy(conn, copy):
-                lines.append(f"dropped the side-by-side copy of db{t} in db{s}; db{t} still serves the data from "
-                             "before the restore")
+                lines.append(
+                    f"dropped the side-by-side copy of db{t} in db{s}; db{t} still serves the data from "
+                    "before the restore"
+                )
             else:
                 lines.append(f"left db{s}: it changed while being dropped")
     if not lines:
@@ -218,27 +251,36 @@ def _in_place(target: RedisTarget, entry: ComponentEntry) -> list[str]:
         return [f"{target.label}: the in-place restore of {cid} had finished"]
     if any(s.name == "load_in_place" for s in entry.steps):
         dbs = ", ".join(f"db{d}" for d in entry.data.get("dbs") or [])
-        raise CheckpointError(f"the in-place restore of {cid} into {target.label} was interrupted: {dbs} may be "
-                              "partly restored, and an in-place restore keeps no copy to go back to",
-                              hint=f"restore checkpoint {cid} again (it is idempotent), or the safety checkpoint "
-                                   "taken before it")
+        raise CheckpointError(
+            f"the in-place restore of {cid} into {target.label} was interrupted: {dbs} may be "
+            "partly restored, and an in-place restore keeps no copy to go back to",
+            hint=f"restore checkpoint {cid} again (it is idempotent), or the safety checkpoint taken before it",
+        )
     return [f"{target.label}: the in-place restore of {cid} was interrupted before it changed anything"]
 
 
 # --------------------------------------------------------------------------- file placement
 
+
 def _placement(target: RedisTarget, entry: ComponentEntry) -> list[str]:
     data, label = entry.data, target.label
     folder, name = Path(str(data.get("dir") or "")), str(data.get("name") or "")
     tmp, backup = data.get("tmp"), data.get("backup")
-    for n, pattern in ((name, r"[\w.-]+"), (tmp, re.escape(name) + r"\.tmp-[0-9a-f]{8}"),
-                       (backup, re.escape(name) + r"\.rollback-\d{8}T\d{6}Z")):
+    for n, pattern in (
+        (name, r"[\w.-]+"),
+        (tmp, re.escape(name) + r"\.tmp-[0-9a-f]{8}"),
+        (backup, re.escape(name) + r"\.rollback-\d{8}T\d{6}Z"),
+    ):
         if n is not None and not re.fullmatch(pattern, str(n)):
-            raise CheckpointError(f"the journal of the file-placement restore on {label} names the file {n!r}",
-                                  hint="it was not written by this provider; check the server's files by hand")
+            raise CheckpointError(
+                f"the journal of the file-placement restore on {label} names the file {n!r}",
+                hint="it was not written by this provider; check the server's files by hand",
+            )
     if not folder.is_absolute():
-        raise CheckpointError(f"the journal of the file-placement restore on {label} names the folder {str(folder)!r}",
-                              hint="check the server's files by hand")
+        raise CheckpointError(
+            f"the journal of the file-placement restore on {label} names the folder {str(folder)!r}",
+            hint="check the server's files by hand",
+        )
     final = folder / name
     lines = []
     steps = {s.name for s in entry.steps}
@@ -250,24 +292,29 @@ def _placement(target: RedisTarget, entry: ComponentEntry) -> list[str]:
         return [f"{label}: {line}" for line in lines or ["nothing was placed: nothing to do"]]
     live = _run_id(target)
     if live is None:
-        raise CheckpointError(f"{label} does not answer after an interrupted file-placement restore",
-                              hint=f"start it: it loads {final}, then run the recovery again")
+        raise CheckpointError(
+            f"{label} does not answer after an interrupted file-placement restore",
+            hint=f"start it: it loads {final}, then run the recovery again",
+        )
     if "unplace_file" in steps:  # a rollback had begun: finish it
         lines += _put_back(folder, final, tmp, backup)
         if live == data.get("run_id_unplace"):
-            raise CheckpointError(f"{label} still serves the checkpoint's data of a file-placement restore whose "
-                                  "rollback was interrupted", hint=f"restart it (it loads the original {final} now), "
-                                                                   "then run the recovery again")
+            raise CheckpointError(
+                f"{label} still serves the checkpoint's data of a file-placement restore whose "
+                "rollback was interrupted",
+                hint=f"restart it (it loads the original {final} now), then run the recovery again",
+            )
         lines.append("the rollback had finished: the data from before the restore serves")
     elif live == data.get("run_id"):  # not restarted since the cut-over began: the original still serves
         lines += _put_back(folder, final, tmp, backup)
-        lines.append("the server was not restarted with the checkpoint's file: the data from before the restore "
-                     "serves")
+        lines.append("the server was not restarted with the checkpoint's file: the data from before the restore serves")
     else:
         if tmp and (folder / tmp).exists():
             (folder / tmp).unlink()
-        lines.append("the server was restarted with the checkpoint's file: the restore had taken effect"
-                     + (f" (the previous file is {folder / backup})" if backup else ""))
+        lines.append(
+            "the server was restarted with the checkpoint's file: the restore had taken effect"
+            + (f" (the previous file is {folder / backup})" if backup else "")
+        )
     return [f"{label}: {line}" for line in lines]
 
 

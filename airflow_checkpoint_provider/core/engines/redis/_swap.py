@@ -29,25 +29,34 @@ from airflow_checkpoint_provider.core import crashpoints
 
 from .health import COMPONENT
 
-STEPS = crashpoints.declare(COMPONENT, ("reclaim", "swapdb", "swap_back", "load_in_place", "place_file", "restart",
-                                        "unplace_file"))
+STEPS = crashpoints.declare(
+    COMPONENT, ("reclaim", "swapdb", "swap_back", "load_in_place", "place_file", "restart", "unplace_file")
+)
 #: the cut-over's function commands (library code or a FUNCTION DUMP) are journaled up to this size
 MAX_JOURNALED_FUNCTIONS = 1 << 20
 SWAP_IN_WIDTH = 6  # commands per pair in swap_in_commands
 
 
-def swap_in_commands(pairs: list[tuple[int, int]], markers: dict[int, bytes],
-                     values: dict[int, bytes]) -> list[tuple[Any, ...]]:
+def swap_in_commands(
+    pairs: list[tuple[int, int]], markers: dict[int, bytes], values: dict[int, bytes]
+) -> list[tuple[Any, ...]]:
     """Per (target, spare): drop the loading marker, ``SWAPDB``, mark the spare a rollback copy, count it."""
     cmds: list[tuple[Any, ...]] = []
     for t, s in pairs:
-        cmds += [("SELECT", s), ("DEL", markers[s]), ("SWAPDB", t, s), ("SELECT", s), ("SET", markers[s], values[s]),
-                 ("DBSIZE",)]
+        cmds += [
+            ("SELECT", s),
+            ("DEL", markers[s]),
+            ("SWAPDB", t, s),
+            ("SELECT", s),
+            ("SET", markers[s], values[s]),
+            ("DBSIZE",),
+        ]
     return cmds
 
 
-def swap_back_commands(pairs: list[tuple[int, int]], flush: list[int], markers: dict[int, bytes],
-                       previous_functions: bytes | None) -> list[tuple[Any, ...]]:
+def swap_back_commands(
+    pairs: list[tuple[int, int]], flush: list[int], markers: dict[int, bytes], previous_functions: bytes | None
+) -> list[tuple[Any, ...]]:
     """Swap each pair back and free its spare; empty the targets that were empty; restore the functions."""
     cmds: list[tuple[Any, ...]] = []
     for t, s in pairs:

@@ -73,9 +73,16 @@ RDB_ARTIFACT = "redis/dump.rdb"
 RDB_KIND = "redis/rdb"
 
 
-def capture(target: RedisTarget, staging: Staging, *, mode: str = "auto", pause_writes: bool | float = False,
-            compression_level: int = 3, include_own_copies: bool = False,
-            pause_timeout: float = DEFAULT_MAX_PAUSE_S) -> list[Artifact]:
+def capture(
+    target: RedisTarget,
+    staging: Staging,
+    *,
+    mode: str = "auto",
+    pause_writes: bool | float = False,
+    compression_level: int = 3,
+    include_own_copies: bool = False,
+    pause_timeout: float = DEFAULT_MAX_PAUSE_S,
+) -> list[Artifact]:
     """Capture ``target`` into ``staging``; return the artifact(s) written. See the module docstring.
 
     :param pause_writes: fence writers with ``CLIENT PAUSE WRITE``: True (for at most
@@ -85,8 +92,9 @@ def capture(target: RedisTarget, staging: Staging, *, mode: str = "auto", pause_
     :param include_own_copies: also capture the dbs holding the provider's own copies.
     """
     if mode not in MODES:
-        raise CaptureError(f"unknown Redis capture mode {mode!r} for {target.label}",
-                           hint=f"use one of {', '.join(MODES)}")
+        raise CaptureError(
+            f"unknown Redis capture mode {mode!r} for {target.label}", hint=f"use one of {', '.join(MODES)}"
+        )
     max_ms = pause_ms(pause_writes, pause_timeout)
     left_out = {} if include_own_copies else own_copies(target, staging)
     if left_out:
@@ -97,8 +105,12 @@ def capture(target: RedisTarget, staging: Staging, *, mode: str = "auto", pause_
         except SyncRefused as refused:
             if mode == "rdb":
                 raise refused_error(target, refused) from None
-            log.warning("%s refused replication (%s: %s); falling back to a logical capture (SCAN + DUMP)",
-                        target.label, refused.command, refused.reply)
+            log.warning(
+                "%s refused replication (%s: %s); falling back to a logical capture (SCAN + DUMP)",
+                target.label,
+                refused.command,
+                refused.reply,
+            )
     return [capture_logical(target, staging, pause_ms=max_ms, level=compression_level, left_out=left_out)]
 
 
@@ -120,15 +132,25 @@ def refused_error(target: RedisTarget, refused: SyncRefused) -> CaptureError | A
     )
 
 
-def capture_rdb(target: RedisTarget, staging: Staging, *, pause_ms: int | None = None, level: int = 3,
-                left_out: dict[str, str] | None = None) -> Artifact:
+def capture_rdb(
+    target: RedisTarget,
+    staging: Staging,
+    *,
+    pause_ms: int | None = None,
+    level: int = 3,
+    left_out: dict[str, str] | None = None,
+) -> Artifact:
     """Pull a point-in-time RDB over replication into ``redis/dump.rdb``, validating it on the way;
     the dbs of ``left_out`` are not copied."""
     with connect(target) as ctl:
         version = info(ctl, "server").get("redis_version", "")
-        with connect(target) as repl, write_fence(ctl, pause_ms) as fence, \
-                staging.artifact(RDB_ARTIFACT, store="redis", kind=RDB_KIND, engine="redis",
-                                 engine_version=version, level=level) as sink:
+        with (
+            connect(target) as repl,
+            write_fence(ctl, pause_ms) as fence,
+            staging.artifact(
+                RDB_ARTIFACT, store="redis", kind=RDB_KIND, engine="redis", engine_version=version, level=level
+            ) as sink,
+        ):
             header = start_sync(repl)
             if fence is not None:
                 fence.release()  # the server has forked: the point in time is fixed
@@ -142,19 +164,29 @@ def capture_rdb(target: RedisTarget, staging: Staging, *, pause_ms: int | None =
                 if dbfilter is not None:
                     dbfilter.finish()
             except RdbError as exc:
-                raise CaptureError(f"the RDB received from {target.label} is invalid: {exc}",
-                                   hint="retry the capture; if it happens again, check the server (memory, "
-                                        "modules) and its log") from None
+                raise CaptureError(
+                    f"the RDB received from {target.label} is invalid: {exc}",
+                    hint="retry the capture; if it happens again, check the server (memory, modules) and its log",
+                ) from None
             sink.mark_captured()
             sink.fingerprints = fingerprints
-            sink.meta = {"mode": "rdb", "framing": stream.framing, "rdb_version": parser.version,
-                         "checksum": "crc64" if parser.checksum_verified or dbfilter else "none",
-                         **({"pause": fence.describe()} if fence is not None else {}),
-                         **({"left_out": left_out} if left_out else {})}
+            sink.meta = {
+                "mode": "rdb",
+                "framing": stream.framing,
+                "rdb_version": parser.version,
+                "checksum": "crc64" if parser.checksum_verified or dbfilter else "none",
+                **({"pause": fence.describe()} if fence is not None else {}),
+                **({"left_out": left_out} if left_out else {}),
+            }
     assert sink.artifact is not None
-    log.info("Captured an RDB of %s: %d bytes, %d keys (RDB version %d)%s", target.label,
-             stream.received if dbfilter is None else dbfilter.written, sum(fingerprints["keys"].values()),
-             parser.version, f"; {dbfilter.dropped} bytes of own copies left out" if dbfilter else "")
+    log.info(
+        "Captured an RDB of %s: %d bytes, %d keys (RDB version %d)%s",
+        target.label,
+        stream.received if dbfilter is None else dbfilter.written,
+        sum(fingerprints["keys"].values()),
+        parser.version,
+        f"; {dbfilter.dropped} bytes of own copies left out" if dbfilter else "",
+    )
     return sink.artifact
 
 

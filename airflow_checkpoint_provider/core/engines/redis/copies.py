@@ -96,10 +96,18 @@ def new_marker(restore_id: str) -> bytes:
     return PREFIX + restore_id.encode() + b":" + secrets.token_hex(8).encode()
 
 
-def marker_value(state: str, *, checkpoint_id: str, restore_id: str, db: int, spare: int,
-                 created_at: str | None = None) -> bytes:
-    body = {"format": MARKER_FORMAT, "state": state, "checkpoint_id": checkpoint_id, "restore_id": restore_id,
-            "db": db, "spare": spare, "created_at": created_at or format_ts(utcnow())}
+def marker_value(
+    state: str, *, checkpoint_id: str, restore_id: str, db: int, spare: int, created_at: str | None = None
+) -> bytes:
+    body = {
+        "format": MARKER_FORMAT,
+        "state": state,
+        "checkpoint_id": checkpoint_id,
+        "restore_id": restore_id,
+        "db": db,
+        "spare": spare,
+        "created_at": created_at or format_ts(utcnow()),
+    }
     return json.dumps(body, sort_keys=True).encode()
 
 
@@ -113,9 +121,15 @@ def parse_marker(name: bytes, value: Any, db: int) -> Copy | None:
             return None
         if int(obj["spare"]) != db or not name.startswith(PREFIX + str(obj["restore_id"]).encode() + b":"):
             return None  # a marker copied into another db (a capture that included it): not a claim of this db
-        return Copy(db=db, marker=name, state=obj["state"], of_db=int(obj["db"]),
-                    checkpoint_id=str(obj.get("checkpoint_id")), restore_id=str(obj.get("restore_id")),
-                    created_at=str(obj.get("created_at")))
+        return Copy(
+            db=db,
+            marker=name,
+            state=obj["state"],
+            of_db=int(obj["db"]),
+            checkpoint_id=str(obj.get("checkpoint_id")),
+            restore_id=str(obj.get("restore_id")),
+            created_at=str(obj.get("created_at")),
+        )
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -131,13 +145,21 @@ def _index_rel(target: RedisTarget, restore_id: str, db: int) -> str:
     return f"{_index_dir(target)}/{restore_id}.db{db}.json"
 
 
-def index_add(fs: StoreFS, target: RedisTarget, *, db: int, marker: bytes, restore_id: str, checkpoint_id: str,
-              of_db: int) -> None:
+def index_add(
+    fs: StoreFS, target: RedisTarget, *, db: int, marker: bytes, restore_id: str, checkpoint_id: str, of_db: int
+) -> None:
     """Record a marker before it is set (so a kill right after leaves a trace)."""
     fs.makedirs(_index_dir(target))
-    record = {"format": MARKER_FORMAT, "server": target_key("redis", target.public()), "db": db, "of_db": of_db,
-              "marker": marker.decode(), "restore_id": restore_id, "checkpoint_id": checkpoint_id,
-              "created_at": format_ts(utcnow())}
+    record = {
+        "format": MARKER_FORMAT,
+        "server": target_key("redis", target.public()),
+        "db": db,
+        "of_db": of_db,
+        "marker": marker.decode(),
+        "restore_id": restore_id,
+        "checkpoint_id": checkpoint_id,
+        "created_at": format_ts(utcnow()),
+    }
     fs.write_bytes(_index_rel(target, restore_id, db), (json.dumps(record, sort_keys=True) + "\n").encode())
 
 
@@ -184,8 +206,7 @@ def nonempty_dbs(conn: Connection) -> dict[int, int]:
     return out
 
 
-def find_copies(conn: Connection, *, fs: StoreFS | None = None, dbs: Iterable[int] | None = None
-                ) -> dict[int, Copy]:
+def find_copies(conn: Connection, *, fs: StoreFS | None = None, dbs: Iterable[int] | None = None) -> dict[int, Copy]:
     """Every db holding a marker: through the store's index (``fs``), else by scanning ``dbs``
     (default: every non-empty db). Leaves db 0 selected."""
     if fs is not None:
@@ -195,8 +216,9 @@ def find_copies(conn: Connection, *, fs: StoreFS | None = None, dbs: Iterable[in
         _check(conn, conn.call_nothrow("SELECT", db), f"SELECT {db}")
         cursor, names = b"0", []
         while True:
-            cursor, keys = _check(conn, conn.call_nothrow("SCAN", cursor, "MATCH", PREFIX + b"*", "COUNT",
-                                                          SCAN_COUNT), "SCAN")
+            cursor, keys = _check(
+                conn, conn.call_nothrow("SCAN", cursor, "MATCH", PREFIX + b"*", "COUNT", SCAN_COUNT), "SCAN"
+            )
             names += keys
             if cursor in (b"0", 0, "0"):
                 break
@@ -212,8 +234,10 @@ def _from_index(conn: Connection, records: list[dict[str, Any]]) -> tuple[dict[i
     """Check each record's marker on the server: (live copies by db, stale records)."""
     if not records:
         return {}, []
-    conn.sendall(b"".join(encode_command("SELECT", r["db"]) + encode_command("GET", r["marker"]) for r in records)
-                 + encode_command("SELECT", 0))
+    conn.sendall(
+        b"".join(encode_command("SELECT", r["db"]) + encode_command("GET", r["marker"]) for r in records)
+        + encode_command("SELECT", 0)
+    )
     found: dict[int, Copy] = {}
     stale = []
     for rec in records:
@@ -229,8 +253,10 @@ def _from_index(conn: Connection, records: list[dict[str, Any]]) -> tuple[dict[i
 
 def _check(conn: Connection, reply: Any, what: str) -> Any:
     if isinstance(reply, RespError):
-        raise EngineError(f"{conn.target.label}: {what} failed: {reply.message}",
-                          hint="the ACL user needs +select +scan +get +dbsize on the provider's copies")
+        raise EngineError(
+            f"{conn.target.label}: {what} failed: {reply.message}",
+            hint="the ACL user needs +select +scan +get +dbsize on the provider's copies",
+        )
     return reply
 
 
@@ -262,9 +288,18 @@ def _describe(conn: Connection, copy: Copy) -> dict[str, Any]:
     keys = max(0, int(conn.call("DBSIZE")) - 1)
     memory = _memory_estimate(conn, copy, keys)
     conn.call("SELECT", 0)
-    return {"db": copy.db, "state": copy.state, "of_db": copy.of_db, "checkpoint_id": copy.checkpoint_id,
-            "restore_id": copy.restore_id, "created_at": copy.created_at, "age_seconds": round(copy.age(), 1),
-            "keys": keys, "memory_bytes": memory, "marker": copy.marker.decode()}
+    return {
+        "db": copy.db,
+        "state": copy.state,
+        "of_db": copy.of_db,
+        "checkpoint_id": copy.checkpoint_id,
+        "restore_id": copy.restore_id,
+        "created_at": copy.created_at,
+        "age_seconds": round(copy.age(), 1),
+        "keys": keys,
+        "memory_bytes": memory,
+        "marker": copy.marker.decode(),
+    }
 
 
 def _memory_estimate(conn: Connection, copy: Copy, keys: int) -> int | None:
@@ -302,8 +337,9 @@ def drop_copy(conn: Connection, copy: Copy) -> bool:
     return replies[2] is not None
 
 
-def drop_rollback(target: RedisTarget, db: int, *, store: Store | None = None,
-                  live_restore_ids: Iterable[str] = ()) -> None:
+def drop_rollback(
+    target: RedisTarget, db: int, *, store: Store | None = None, live_restore_ids: Iterable[str] = ()
+) -> None:
     """Flush ``db`` if (and only if) it holds one of the provider's copies; refuses any other db,
     and the copies of restores in ``live_restore_ids`` (still running).
 
@@ -317,17 +353,27 @@ def drop_rollback(target: RedisTarget, db: int, *, store: Store | None = None,
         copies = find_copies(conn, fs=_fs(store)) if store is not None else find_copies(conn, dbs=[db])
         copy = copies.get(db)
         if copy is None:
-            left = [f"db{c}" for c in sorted(copies)] if store is not None else \
-                [f"db{c}" for c in sorted(find_copies(conn))]
-            raise NotFoundError(f"{target.label}: db{db} is not a copy made by a restore (it holds no "
-                                f"{PREFIX.decode()}* marker); refusing to flush it",
-                                hint=f"rollback copies: {', '.join(left)}" if left else "there are none")
+            left = (
+                [f"db{c}" for c in sorted(copies)]
+                if store is not None
+                else [f"db{c}" for c in sorted(find_copies(conn))]
+            )
+            raise NotFoundError(
+                f"{target.label}: db{db} is not a copy made by a restore (it holds no "
+                f"{PREFIX.decode()}* marker); refusing to flush it",
+                hint=f"rollback copies: {', '.join(left)}" if left else "there are none",
+            )
         if copy.restore_id in set(live_restore_ids):
-            raise EngineError(f"{target.label}: db{db} belongs to restore {copy.restore_id}, which is still running; "
-                              "refusing to drop it", hint="wait for that restore to end")
+            raise EngineError(
+                f"{target.label}: db{db} belongs to restore {copy.restore_id}, which is still running; "
+                "refusing to drop it",
+                hint="wait for that restore to end",
+            )
         if not drop_copy(conn, copy):
-            raise EngineError(f"{target.label}: db{db} changed while it was being dropped; nothing was flushed",
-                              hint="list the rollback copies again and retry")
+            raise EngineError(
+                f"{target.label}: db{db} changed while it was being dropped; nothing was flushed",
+                hint="list the rollback copies again and retry",
+            )
     index_remove(_fs(store), target, copy.restore_id, db)
     log.info("Dropped %s on %s", copy.describe(), target.label)
 
@@ -335,8 +381,14 @@ def drop_rollback(target: RedisTarget, db: int, *, store: Store | None = None,
 # --------------------------------------------------------------------------- retention
 
 
-def rollback_policy(copies: Iterable[Copy], *, keep: int | None = 1, max_age: float | None = 86400.0,
-                    live_restore_ids: Iterable[str] = (), now: float | None = None) -> list[Copy]:
+def rollback_policy(
+    copies: Iterable[Copy],
+    *,
+    keep: int | None = 1,
+    max_age: float | None = 86400.0,
+    live_restore_ids: Iterable[str] = (),
+    now: float | None = None,
+) -> list[Copy]:
     """The rollback copies the retention policy drops: per target db all but the newest ``keep``
     (None: no limit), and any older than ``max_age`` seconds (None: no limit); never a copy of
     a restore in ``live_restore_ids``, never a ``loading`` copy. Oldest first."""
@@ -354,17 +406,24 @@ def rollback_policy(copies: Iterable[Copy], *, keep: int | None = 1, max_age: fl
     return sorted(drop, key=lambda c: (c.created_at, c.db))
 
 
-def prune_rollbacks(target: RedisTarget, *, keep: int | None = 1, max_age: float | None = 86400.0,
-                    store: Store | None = None, live_restore_ids: Iterable[str] = (),
-                    dry_run: bool = False) -> list[dict[str, Any]]:
+def prune_rollbacks(
+    target: RedisTarget,
+    *,
+    keep: int | None = 1,
+    max_age: float | None = 86400.0,
+    store: Store | None = None,
+    live_restore_ids: Iterable[str] = (),
+    dry_run: bool = False,
+) -> list[dict[str, Any]]:
     """Drop the rollback copies beyond the retention policy (:func:`rollback_policy`); return
     them (with ``dropped``: False for a dry run, or when the copy changed meanwhile)."""
     if keep is not None and keep < 0:
         raise ValueError(f"keep must be 0 or more, not {keep!r}")
     out = []
     with connect(target) as conn:
-        for copy in rollback_policy(find_copies(conn, fs=_fs(store)).values(), keep=keep, max_age=max_age,
-                                    live_restore_ids=live_restore_ids):
+        for copy in rollback_policy(
+            find_copies(conn, fs=_fs(store)).values(), keep=keep, max_age=max_age, live_restore_ids=live_restore_ids
+        ):
             row = {**_row(copy), "dropped": False}
             if not dry_run and drop_copy(conn, copy):
                 index_remove(_fs(store), target, copy.restore_id, copy.db)
@@ -384,8 +443,9 @@ def _row(copy: Copy) -> dict[str, Any]:
 # --------------------------------------------------------------------------- leftovers
 
 
-def find_leftovers(target: RedisTarget, live_restore_ids: Iterable[str], *, store: Store | None = None
-                   ) -> list[dict[str, Any]]:
+def find_leftovers(
+    target: RedisTarget, live_restore_ids: Iterable[str], *, store: Store | None = None
+) -> list[dict[str, Any]]:
     """What restores that are no longer running left behind on ``target``.
 
     * ``loading`` copies (a full copy of a checkpoint's db, never cut over);
@@ -409,20 +469,37 @@ def find_leftovers(target: RedisTarget, live_restore_ids: Iterable[str], *, stor
             conn.call("SELECT", copy.db)
             keys = max(0, int(conn.call("DBSIZE")) - 1)
             if copy.state == "loading" or keys == 0:
-                out.append({**_row(copy), "keys": keys, "stale": False,
-                            "reason": "a copy being loaded by a restore that is no longer running"
-                            if copy.state == "loading" else "an empty rollback copy"})
+                out.append(
+                    {
+                        **_row(copy),
+                        "keys": keys,
+                        "stale": False,
+                        "reason": "a copy being loaded by a restore that is no longer running"
+                        if copy.state == "loading"
+                        else "an empty rollback copy",
+                    }
+                )
         conn.call("SELECT", 0)
     for rec in stale:
         if rec.get("restore_id") not in live:
-            out.append({"db": rec["db"], "restore_id": rec.get("restore_id"), "checkpoint_id": rec.get("checkpoint_id"),
-                        "created_at": rec.get("created_at"), "marker": rec["marker"].decode(), "stale": True,
-                        "record": rec["rel"], "reason": "an index record whose marker is gone"})
+            out.append(
+                {
+                    "db": rec["db"],
+                    "restore_id": rec.get("restore_id"),
+                    "checkpoint_id": rec.get("checkpoint_id"),
+                    "created_at": rec.get("created_at"),
+                    "marker": rec["marker"].decode(),
+                    "stale": True,
+                    "record": rec["rel"],
+                    "reason": "an index record whose marker is gone",
+                }
+            )
     return sorted(out, key=lambda r: (str(r.get("created_at")), r["db"]))
 
 
-def drop_leftovers(target: RedisTarget, live_restore_ids: Iterable[str], *, store: Store | None = None,
-                   dry_run: bool = False) -> list[str]:
+def drop_leftovers(
+    target: RedisTarget, live_restore_ids: Iterable[str], *, store: Store | None = None, dry_run: bool = False
+) -> list[str]:
     """Remove what :func:`find_leftovers` finds (nothing with ``dry_run``); one line per item."""
     live = set(live_restore_ids)
     lines = []
@@ -431,11 +508,20 @@ def drop_leftovers(target: RedisTarget, live_restore_ids: Iterable[str], *, stor
             if row["stale"]:
                 if not dry_run and store is not None:
                     store.fs.remove(row["record"])
-                lines.append(f"{'would remove' if dry_run else 'removed'} the stale record of db{row['db']} "
-                             f"(restore {row['restore_id']})")
+                lines.append(
+                    f"{'would remove' if dry_run else 'removed'} the stale record of db{row['db']} "
+                    f"(restore {row['restore_id']})"
+                )
                 continue
-            copy = Copy(db=row["db"], marker=row["marker"].encode(), state=row["state"], of_db=row["of_db"],
-                        checkpoint_id=row["checkpoint_id"], restore_id=row["restore_id"], created_at=row["created_at"])
+            copy = Copy(
+                db=row["db"],
+                marker=row["marker"].encode(),
+                state=row["state"],
+                of_db=row["of_db"],
+                checkpoint_id=row["checkpoint_id"],
+                restore_id=row["restore_id"],
+                created_at=row["created_at"],
+            )
             if dry_run:
                 lines.append(f"would drop {copy.describe()}: {row['reason']}, {row['keys']} keys")
             elif drop_copy(conn, copy):

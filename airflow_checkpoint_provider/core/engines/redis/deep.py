@@ -31,8 +31,11 @@ def _rdb(store: Any, checkpoint_id: str, art: Artifact) -> tuple[list[str], dict
             problems.append(f"the RDB holds {field} per db {found[field]}, the capture counted {want}")
     if art.meta.get("checksum") == "crc64" and not parser.checksum_verified:
         problems.append("the RDB carries no CRC64, but it had one when it was captured")
-    return problems, {"keys": sum(found["keys"].values()), "rdb_version": found["rdb_version"],
-                      "crc64": "verified" if parser.checksum_verified else "absent"}
+    return problems, {
+        "keys": sum(found["keys"].values()),
+        "rdb_version": found["rdb_version"],
+        "crc64": "verified" if parser.checksum_verified else "absent",
+    }
 
 
 def _logical(store: Any, checkpoint_id: str, art: Artifact) -> tuple[list[str], dict[str, Any]]:
@@ -43,8 +46,11 @@ def _logical(store: Any, checkpoint_id: str, art: Artifact) -> tuple[list[str], 
                 split_payload(record.payload)  # raises on a payload whose CRC64 does not match
                 keys[str(record.db)] = keys.get(str(record.db), 0) + 1
     want = art.fingerprints.get("keys")
-    problems = [] if not isinstance(want, dict) or keys == want else \
-        [f"the logical capture holds keys per db {keys}, the capture counted {want}"]
+    problems = (
+        []
+        if not isinstance(want, dict) or keys == want
+        else [f"the logical capture holds keys per db {keys}, the capture counted {want}"]
+    )
     return problems, {"keys": sum(keys.values()), "payload_crc64": "verified"}
 
 

@@ -39,9 +39,10 @@ def _tls(info: ConnectionInfo) -> bool:
     scheme = "rediss" if str(info.host or "").lower().startswith("rediss://") else info.conn_type
     if scheme == "rediss":
         if "ssl" in extra and not _truthy(extra["ssl"]):
-            raise CheckpointError(f"connection {info.conn_id!r} is a rediss (TLS) connection but its extra says "
-                                  f"ssl={extra['ssl']!r}",
-                                  hint="remove ssl from the extra, or use a redis connection for plain text")
+            raise CheckpointError(
+                f"connection {info.conn_id!r} is a rediss (TLS) connection but its extra says ssl={extra['ssl']!r}",
+                hint="remove ssl from the extra, or use a redis connection for plain text",
+            )
         return True
     return _truthy(extra.get("ssl", False))
 
@@ -57,8 +58,9 @@ def target_from_connection(info: ConnectionInfo) -> RedisTarget:
         url = urlsplit(host)
         host, port = url.hostname or "localhost", port or url.port
     if not tls and any(extra.get(k) for k in TLS_EXTRAS):
-        log.warning("Connection %r sets TLS options but not ssl (nor type rediss): it is used in plain text",
-                    info.conn_id)
+        log.warning(
+            "Connection %r sets TLS options but not ssl (nor type rediss): it is used in plain text", info.conn_id
+        )
     options: dict[str, Any] = {}
     if tls:
         options = {
@@ -68,8 +70,15 @@ def target_from_connection(info: ConnectionInfo) -> RedisTarget:
             "ssl_cert_reqs": str(extra.get("ssl_cert_reqs") or "required").strip().lower(),
             "ssl_check_hostname": _truthy(extra.get("ssl_check_hostname", True)),
         }
-    return RedisTarget(host=host, port=int(port or 6379), username=info.login or None,
-                       password=info.password or None, db=int(extra.get("db", 0)), ssl=tls, **options)
+    return RedisTarget(
+        host=host,
+        port=int(port or 6379),
+        username=info.login or None,
+        password=info.password or None,
+        db=int(extra.get("db", 0)),
+        ssl=tls,
+        **options,
+    )
 
 
 def fingerprint(target: RedisTarget, **options: Any) -> dict[str, Any]:
@@ -84,8 +93,15 @@ def fingerprint(target: RedisTarget, **options: Any) -> dict[str, Any]:
     return {"keys": keys}
 
 
-def restore(target: RedisTarget, store: Any, checkpoint_id: str, artifacts: list[Artifact], *,
-            rollback_policy: Any = None, **options: Any) -> RedisRestore:
+def restore(
+    target: RedisTarget,
+    store: Any,
+    checkpoint_id: str,
+    artifacts: list[Artifact],
+    *,
+    rollback_policy: Any = None,
+    **options: Any,
+) -> RedisRestore:
     """:class:`RedisRestore`; spare dbs that only hold rollback copies beyond ``rollback_policy``
     may be reclaimed when the restore runs short of them."""
     if rollback_policy is not None:
@@ -114,20 +130,33 @@ def recover(target: RedisTarget, entry: ComponentEntry, store: Any = None) -> li
 
 
 def rollbacks(target: RedisTarget, store: Any = None) -> list[RollbackCopy]:
-    return [RollbackCopy(COMPONENT, f"db{r['db']}", f"db{r['of_db']}", str(r["checkpoint_id"] or ""),
-                         normal_ts(str(r["created_at"])), size=r.get("memory_bytes"), items=r.get("keys"))
-            for r in copies.list_rollbacks(target, store=store) if r["state"] == "rollback"]
+    return [
+        RollbackCopy(
+            COMPONENT,
+            f"db{r['db']}",
+            f"db{r['of_db']}",
+            str(r["checkpoint_id"] or ""),
+            normal_ts(str(r["created_at"])),
+            size=r.get("memory_bytes"),
+            items=r.get("keys"),
+        )
+        for r in copies.list_rollbacks(target, store=store)
+        if r["state"] == "rollback"
+    ]
 
 
 def drop_rollback(target: RedisTarget, name: str, store: Any = None) -> None:
     if not name.startswith("db") or not name[2:].isdigit():
-        raise CheckpointError(f"{name!r} is not a Redis rollback copy (those are named db<N>)",
-                              hint="`airflow-checkpoint rollbacks list` shows them")
+        raise CheckpointError(
+            f"{name!r} is not a Redis rollback copy (those are named db<N>)",
+            hint="`airflow-checkpoint rollbacks list` shows them",
+        )
     copies.drop_rollback(target, int(name[2:]), store=store)
 
 
-def leftovers(target: RedisTarget, store: Any, live: set[str], protected: set[str], dry_run: bool,
-              **options: Any) -> list[str]:
+def leftovers(
+    target: RedisTarget, store: Any, live: set[str], protected: set[str], dry_run: bool, **options: Any
+) -> list[str]:
     """Spare dbs marked ``loading`` by restores that are not running."""
     return [f"redis {x}" for x in copies.drop_leftovers(target, live, store=store, dry_run=dry_run)]
 

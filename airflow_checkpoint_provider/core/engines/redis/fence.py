@@ -34,8 +34,9 @@ DEFAULT_MAX_PAUSE_S = 30.0
 MAX_PAUSE_S = 600.0
 
 
-def pause_ms(pause_writes: bool | float | int | str | None, pause_timeout: float | int | str = DEFAULT_MAX_PAUSE_S
-             ) -> int | None:
+def pause_ms(
+    pause_writes: bool | float | int | str | None, pause_timeout: float | int | str = DEFAULT_MAX_PAUSE_S
+) -> int | None:
     """Normalise ``pause_writes`` (True/False, seconds, or their text from a template) to the
     maximum pause in ms, or None for no fence. ``True`` pauses for at most ``pause_timeout``
     seconds; a number of seconds is the bound itself. Either must be more than 0 and at most
@@ -51,14 +52,18 @@ def pause_ms(pause_writes: bool | float | int | str | None, pause_timeout: float
             try:
                 pause_writes = float(text)
             except ValueError:
-                raise CheckpointError(f"pause_writes={pause_writes!r} is neither a boolean nor a number of seconds",
-                                      hint="use True, False or the maximum pause in seconds, e.g. 10") from None
+                raise CheckpointError(
+                    f"pause_writes={pause_writes!r} is neither a boolean nor a number of seconds",
+                    hint="use True, False or the maximum pause in seconds, e.g. 10",
+                ) from None
     if pause_writes is None or pause_writes is False:
         return None
     if pause_writes is True:
         if bound is None:
-            raise CheckpointError(f"pause_timeout={pause_timeout!r}: a write pause needs a timeout of more than 0 s",
-                                  hint=f"use a number of seconds up to {MAX_PAUSE_S:g}, e.g. 30")
+            raise CheckpointError(
+                f"pause_timeout={pause_timeout!r}: a write pause needs a timeout of more than 0 s",
+                hint=f"use a number of seconds up to {MAX_PAUSE_S:g}, e.g. 30",
+            )
         return max(1, int(bound * 1000))
     seconds = _seconds(pause_writes, "pause_writes")
     return None if seconds is None else max(1, int(seconds * 1000))
@@ -69,12 +74,16 @@ def _seconds(value: float | int | str, name: str) -> float | None:
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        raise CheckpointError(f"{name}={value!r} is not a number of seconds",
-                              hint=f"use a number of seconds up to {MAX_PAUSE_S:g}, e.g. 10") from None
+        raise CheckpointError(
+            f"{name}={value!r} is not a number of seconds",
+            hint=f"use a number of seconds up to {MAX_PAUSE_S:g}, e.g. 10",
+        ) from None
     if math.isnan(seconds) or seconds > MAX_PAUSE_S:
-        raise CheckpointError(f"{name}={value!r}: a write pause may last at most {MAX_PAUSE_S:g} s, so that a "
-                              "capture that dies mid-fence cannot block writers for longer",
-                              hint=f"use a number of seconds up to {MAX_PAUSE_S:g}, or capture without pause_writes")
+        raise CheckpointError(
+            f"{name}={value!r}: a write pause may last at most {MAX_PAUSE_S:g} s, so that a "
+            "capture that dies mid-fence cannot block writers for longer",
+            hint=f"use a number of seconds up to {MAX_PAUSE_S:g}, or capture without pause_writes",
+        )
     return seconds if seconds > 0 else None
 
 
@@ -94,11 +103,14 @@ class WriteFence:
         if isinstance(reply, RespError):
             label = self.conn.target.label
             if reply.code == "NOPERM":
-                raise AuthenticationError(f"{label} refused CLIENT PAUSE: {reply.message}",
-                                          hint="grant the ACL user +client|pause +client|unpause, or capture "
-                                               "without pause_writes")
-            raise CaptureError(f"{label} cannot pause writes: {reply.message}",
-                               hint="CLIENT PAUSE ... WRITE needs Redis 6.2 or newer; capture without pause_writes")
+                raise AuthenticationError(
+                    f"{label} refused CLIENT PAUSE: {reply.message}",
+                    hint="grant the ACL user +client|pause +client|unpause, or capture without pause_writes",
+                )
+            raise CaptureError(
+                f"{label} cannot pause writes: {reply.message}",
+                hint="CLIENT PAUSE ... WRITE needs Redis 6.2 or newer; capture without pause_writes",
+            )
         self.paused_at = time.monotonic()
         log.info("Paused writes on %s for at most %d ms", self.conn.target.label, self.max_ms)
 
@@ -113,8 +125,13 @@ class WriteFence:
                 with connect(self.conn.target) as conn:
                     conn.call("CLIENT", "UNPAUSE")
             except (CheckpointError, RespError, OSError) as exc:
-                log.warning("Could not lift the write pause on %s (%s; then %s); it ends by itself within %d ms",
-                            self.conn.target.label, first, exc, self.max_ms)
+                log.warning(
+                    "Could not lift the write pause on %s (%s; then %s); it ends by itself within %d ms",
+                    self.conn.target.label,
+                    first,
+                    exc,
+                    self.max_ms,
+                )
                 return
         log.info("Unpaused writes on %s after %.0f ms", self.conn.target.label, self.held_ms)
 

@@ -120,23 +120,30 @@ def server_facts(conn: Connection, *, fs: StoreFS | None = None) -> ServerFacts:
         databases, source = 1, "cluster mode"
     else:
         databases, source = db_count(conn)
-    return ServerFacts(version, max_rdb_version(version), databases, cluster, keyspace,
-                       find_copies(conn, fs=fs), source)
+    return ServerFacts(
+        version, max_rdb_version(version), databases, cluster, keyspace, find_copies(conn, fs=fs), source
+    )
 
 
 def db_sizes(conn: Connection, dbs: list[int], markers: dict[int, bytes] | None = None) -> dict[int, int]:
     """Keys per db, not counting the marker named in ``markers`` (one pipeline; leaves the last db selected)."""
     markers = markers or {}
-    parts = [encode_command("SELECT", d) + encode_command("DBSIZE")
-             + (encode_command("EXISTS", markers[d]) if d in markers else b"") for d in dbs]
+    parts = [
+        encode_command("SELECT", d)
+        + encode_command("DBSIZE")
+        + (encode_command("EXISTS", markers[d]) if d in markers else b"")
+        for d in dbs
+    ]
     conn.sendall(b"".join(parts))
     out = {}
     for d in dbs:
         replies = [conn.read_reply() for _ in range(3 if d in markers else 2)]
         for r in replies:
             if isinstance(r, RespError):
-                raise EngineError(f"{conn.target.label}: counting the keys of db{d} failed: {r.message}",
-                                  hint="the ACL user needs +select +dbsize +exists")
+                raise EngineError(
+                    f"{conn.target.label}: counting the keys of db{d} failed: {r.message}",
+                    hint="the ACL user needs +select +dbsize +exists",
+                )
         out[d] = replies[1] - (replies[2] if d in markers else 0)
     return out
 
@@ -144,8 +151,13 @@ def db_sizes(conn: Connection, dbs: list[int], markers: dict[int, bytes] | None 
 # --------------------------------------------------------------------------- health
 
 
-def health(target: RedisTarget, expectations: dict[str, Any], *, tolerance: float = 0.0,
-           expiring: Mapping[int, Sequence[int]] | None = None) -> list[HealthCheck]:
+def health(
+    target: RedisTarget,
+    expectations: dict[str, Any],
+    *,
+    tolerance: float = 0.0,
+    expiring: Mapping[int, Sequence[int]] | None = None,
+) -> list[HealthCheck]:
     """PING, then keys per db against the checkpoint's counts; the function libraries.
 
     ``expectations["keys"]``: the checkpoint's keys per db (its manifest fingerprints). Keys
@@ -165,8 +177,7 @@ def health(target: RedisTarget, expectations: dict[str, Any], *, tolerance: floa
     with conn:
         try:
             pong = conn.call_nothrow("PING")
-            checks.append(HealthCheck(COMPONENT, "ping", pong == "PONG", "PONG", str(pong),
-                                      detail=target.label))
+            checks.append(HealthCheck(COMPONENT, "ping", pong == "PONG", "PONG", str(pong), detail=target.label))
             if isinstance(pong, RespError):
                 return checks
             expected = per_db(expectations.get("keys"))
@@ -181,9 +192,16 @@ def health(target: RedisTarget, expectations: dict[str, Any], *, tolerance: floa
                 since = sum(1 for e in (expiring or {}).get(db, ()) if e <= now)
                 got = sizes[db]
                 ok = base - since <= got <= base or within(base, got, tolerance)
-                checks.append(HealthCheck(COMPONENT, f"db{db} keys", ok, base, got,
-                                          detail=_keys_detail(want, expired.get(db, 0), dups.get(db, 0), since,
-                                                              base - got, tolerance)))
+                checks.append(
+                    HealthCheck(
+                        COMPONENT,
+                        f"db{db} keys",
+                        ok,
+                        base,
+                        got,
+                        detail=_keys_detail(want, expired.get(db, 0), dups.get(db, 0), since, base - got, tolerance),
+                    )
+                )
             checks += _function_checks(conn, expectations)
         except EngineError as exc:
             checks.append(HealthCheck(COMPONENT, "query", False, detail=exc.message))
@@ -216,8 +234,16 @@ def _function_checks(conn: Connection, expectations: dict[str, Any]) -> list[Hea
     have = sorted(library_name(lib) for lib in libs)
     if names:
         missing = sorted(set(names) - set(have))
-        return [HealthCheck(COMPONENT, "function libraries", not missing, sorted(names), have,
-                            detail=f"missing: {', '.join(missing)}" if missing else "")]
+        return [
+            HealthCheck(
+                COMPONENT,
+                "function libraries",
+                not missing,
+                sorted(names),
+                have,
+                detail=f"missing: {', '.join(missing)}" if missing else "",
+            )
+        ]
     return [HealthCheck(COMPONENT, "function libraries", len(have) >= int(count or 0), int(count or 0), len(have))]
 
 
@@ -244,6 +270,8 @@ def wait_ready(target: RedisTarget, timeout: float) -> str:
         except EngineError as exc:
             last = exc.message
         if time.monotonic() > deadline:
-            raise ConnectionFailedError(f"{target.label} did not come back within {timeout:g}s: {last}",
-                                        hint="check the restart command and the server log")
+            raise ConnectionFailedError(
+                f"{target.label} did not come back within {timeout:g}s: {last}",
+                hint="check the restart command and the server log",
+            )
         time.sleep(0.2)

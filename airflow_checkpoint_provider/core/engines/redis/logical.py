@@ -150,20 +150,32 @@ def _exact(src: BinaryIO, n: int, what: str) -> bytes:
 
 def keyspace_dbs(conn: Connection) -> list[int]:
     """The logical dbs that hold keys, from ``INFO keyspace`` (``db3:keys=...``)."""
-    return sorted(int(k[2:]) for k, v in info(conn, "keyspace").items()
-                  if k.startswith("db") and k[2:].isdigit() and not v.startswith("keys=0,"))
+    return sorted(
+        int(k[2:])
+        for k, v in info(conn, "keyspace").items()
+        if k.startswith("db") and k[2:].isdigit() and not v.startswith("keys=0,")
+    )
 
 
-def capture_logical(target: RedisTarget, staging: Staging, *, pause_ms: int | None = None,
-                    level: int = 3, left_out: dict[str, str] | None = None) -> Artifact:
+def capture_logical(
+    target: RedisTarget,
+    staging: Staging,
+    *,
+    pause_ms: int | None = None,
+    level: int = 3,
+    left_out: dict[str, str] | None = None,
+) -> Artifact:
     """Stream SCAN + DUMP of every db (but those of ``left_out``) into ``redis/logical.bin``; see
     the module docstring."""
     with connect(target) as conn:
         version = info(conn, "server").get("redis_version", "")
         major = _major(version)
-        with write_fence(conn, pause_ms) as fence, \
-                staging.artifact(ARTIFACT, store="redis", kind=KIND, engine="redis", engine_version=version,
-                                 level=level) as sink:
+        with (
+            write_fence(conn, pause_ms) as fence,
+            staging.artifact(
+                ARTIFACT, store="redis", kind=KIND, engine="redis", engine_version=version, level=level
+            ) as sink,
+        ):
             dbs = [d for d in keyspace_dbs(conn) if str(d) not in (left_out or {})]
             functions = _function_dump(conn, major)
             meta = {"redis_version": version, "dbs": dbs, "expire": "unix-ms"}
@@ -181,14 +193,25 @@ def capture_logical(target: RedisTarget, staging: Staging, *, pause_ms: int | No
             if fence is not None:
                 fence.release()
                 if fence.expired:
-                    log.warning("The write pause on %s ran out (%d ms) before the logical capture ended: "
-                                "the capture is not a single point in time", target.label, fence.max_ms)
-            sink.fingerprints = {"keys": {str(d): n for d, n in sorted(state.keys.items()) if n},
-                                 "expires": {str(d): n for d, n in sorted(state.expires.items()) if n},
-                                 "types": dict(sorted(state.types.items())), "functions": n_functions}
-            sink.meta = {"mode": "logical", "format_version": FORMAT_VERSION, "dbs": dbs,
-                         **({"pause": fence.describe()} if fence is not None else {}),
-                         **({"left_out": left_out} if left_out else {})}
+                    log.warning(
+                        "The write pause on %s ran out (%d ms) before the logical capture ended: "
+                        "the capture is not a single point in time",
+                        target.label,
+                        fence.max_ms,
+                    )
+            sink.fingerprints = {
+                "keys": {str(d): n for d, n in sorted(state.keys.items()) if n},
+                "expires": {str(d): n for d, n in sorted(state.expires.items()) if n},
+                "types": dict(sorted(state.types.items())),
+                "functions": n_functions,
+            }
+            sink.meta = {
+                "mode": "logical",
+                "format_version": FORMAT_VERSION,
+                "dbs": dbs,
+                **({"pause": fence.describe()} if fence is not None else {}),
+                **({"left_out": left_out} if left_out else {}),
+            }
     assert sink.artifact is not None
     log.info("Captured %d keys of %s logically (%d bytes)", state.total, target.label, sink.artifact.raw_size or 0)
     return sink.artifact
@@ -215,8 +238,11 @@ def _function_dump(conn: Connection, major: int) -> tuple[int, bytes] | None:
     libs = conn.call_nothrow("FUNCTION", "LIST")
     if isinstance(libs, RespError):
         if libs.code == "NOPERM":
-            log.warning("%s: the ACL user may not run FUNCTION LIST/DUMP; functions are not captured (%s)",
-                        conn.target.label, libs.message)
+            log.warning(
+                "%s: the ACL user may not run FUNCTION LIST/DUMP; functions are not captured (%s)",
+                conn.target.label,
+                libs.message,
+            )
         return None
     if not libs:
         return None
@@ -231,11 +257,14 @@ def _check(conn: Connection, reply: Any, what: str) -> Any:
     if isinstance(reply, RespError):
         label = conn.target.label
         if reply.code == "NOPERM":
-            raise AuthenticationError(f"{label} refused {what}: {reply.message}",
-                                      hint="a logical capture needs +scan +dump +pexpiretime (+pttl +time before "
-                                           "7.0) +select +info on all keys (~*)")
-        raise CaptureError(f"{label} answered {what} with an error: {reply.message}",
-                           hint="check the server log; retry the capture")
+            raise AuthenticationError(
+                f"{label} refused {what}: {reply.message}",
+                hint="a logical capture needs +scan +dump +pexpiretime (+pttl +time before "
+                "7.0) +select +info on all keys (~*)",
+            )
+        raise CaptureError(
+            f"{label} answered {what} with an error: {reply.message}", hint="check the server log; retry the capture"
+        )
     return reply
 
 

@@ -98,8 +98,9 @@ class ModuleAux:
 class RdbParser(RdbWindow):
     """One pass over one RDB stream; see the module docstring."""
 
-    def __init__(self, src: Readable, *, chunk_size: int = CHUNK, strict_end: bool = True,
-                 db_filter: DbFilter | None = None) -> None:
+    def __init__(
+        self, src: Readable, *, chunk_size: int = CHUNK, strict_end: bool = True, db_filter: DbFilter | None = None
+    ) -> None:
         super().__init__(src, chunk_size)
         self._route = db_filter
         self._strict_end = strict_end
@@ -131,9 +132,14 @@ class RdbParser(RdbWindow):
         """Counts of what the stream holds (with a :class:`DbFilter`: of what it let through)."""
         route = self._route
         drop = route.exclude if route is not None else frozenset()
-        counts = self._types if route is None else [a - b for a, b in zip(self._types, route.excluded_types, strict=True)]
-        modules = self._modules if route is None else \
-            {k: v - route.excluded_modules.get(k, 0) for k, v in self._modules.items()}
+        counts = (
+            self._types if route is None else [a - b for a, b in zip(self._types, route.excluded_types, strict=True)]
+        )
+        modules = (
+            self._modules
+            if route is None
+            else {k: v - route.excluded_modules.get(k, 0) for k, v in self._modules.items()}
+        )
         types: dict[str, int] = {}
         for t, n in enumerate(counts):
             if n and t != 7:
@@ -164,8 +170,9 @@ class RdbParser(RdbWindow):
         try:
             yield from self._walk(emit, values)
         except IndexError:
-            raise RdbError("the RDB ends in the middle of a record (truncated or corrupt)",
-                           self._base + self._end) from None
+            raise RdbError(
+                "the RDB ends in the middle of a record (truncated or corrupt)", self._base + self._end
+            ) from None
 
     def _walk(self, emit: bool, values: bool) -> Iterator[Any]:
         pos = self._header()
@@ -226,19 +233,27 @@ class RdbParser(RdbWindow):
                     if values:
                         value = self._kept_bytes(pos)
                         self._keep, self._kept = -1, []
-                    yield Entry(db, key, t, value, voff, self._base + pos - voff,
-                                None if expire < 0 else expire, None if idle < 0 else idle,
-                                None if freq < 0 else freq)
+                    yield Entry(
+                        db,
+                        key,
+                        t,
+                        value,
+                        voff,
+                        self._base + pos - voff,
+                        None if expire < 0 else expire,
+                        None if idle < 0 else idle,
+                        None if freq < 0 else freq,
+                    )
                     expire = idle = freq = -1
                 continue
             if t == 0xFC:  # EXPIRETIME_MS (the value matters only to records())
-                expire = int.from_bytes(buf[pos + 1:pos + 9], "little") if emit else 0
+                expire = int.from_bytes(buf[pos + 1 : pos + 9], "little") if emit else 0
                 n_exp += 1
                 pos += 9
                 continue
             pos += 1  # ------------------------------------------------- other opcodes
             if t == 0xFD:  # EXPIRETIME (seconds)
-                expire = int.from_bytes(buf[pos:pos + 4], "little") * 1000
+                expire = int.from_bytes(buf[pos : pos + 4], "little") * 1000
                 n_exp += 1
                 pos += 4
             elif t == 0xF9:  # FREQ
@@ -295,8 +310,11 @@ class RdbParser(RdbWindow):
                 self._finish(pos)
                 return
             elif t == 0xF6:
-                raise RdbError("function data in the pre-release format of Redis 7.0 RC1/RC2 "
-                               "(opcode 246); Redis itself no longer loads it", self._base + pos - 1)
+                raise RdbError(
+                    "function data in the pre-release format of Redis 7.0 RC1/RC2 "
+                    "(opcode 246); Redis itself no longer loads it",
+                    self._base + pos - 1,
+                )
             else:
                 raise RdbError(f"unknown opcode 0x{t:02x}", self._base + pos - 1)
             buf, end = self._buf, self._end
@@ -354,8 +372,9 @@ class RdbParser(RdbWindow):
             for _ in range(n):
                 container, pos = self._len(pos)
                 if container not in (1, 2):
-                    raise RdbError(f"quicklist node container {container} is neither plain nor packed",
-                                   self._base + pos)
+                    raise RdbError(
+                        f"quicklist node container {container} is neither plain nor packed", self._base + pos
+                    )
                 pos = skip(pos, 1)
             return pos
         if t in (15, 19, 21):
@@ -426,8 +445,11 @@ class RdbParser(RdbWindow):
             raise RdbError(f"RDB version field {bytes(head[5:9])!r} is not four digits", 5)
         self.version = int(head[5:9])
         if not RDB_VERSION_MIN <= self.version <= RDB_VERSION_MAX:
-            raise RdbError(f"RDB version {self.version} is not supported: this reader handles versions "
-                           f"{RDB_VERSION_MIN} to {RDB_VERSION_MAX} (Redis 2.6 to 7.4)", 5)
+            raise RdbError(
+                f"RDB version {self.version} is not supported: this reader handles versions "
+                f"{RDB_VERSION_MIN} to {RDB_VERSION_MAX} (Redis 2.6 to 7.4)",
+                5,
+            )
         return pos + 9
 
     def _finish(self, pos: int) -> None:
@@ -438,12 +460,15 @@ class RdbParser(RdbWindow):
         if self._end - pos < 8:
             raise RdbError("the RDB ends inside its 8-byte checksum (truncated)", self._base + pos)
         self.computed_checksum = self._crc
-        self.stored_checksum = int.from_bytes(self._buf[pos:pos + 8], "little")
+        self.stored_checksum = int.from_bytes(self._buf[pos : pos + 8], "little")
         pos += 8
         self._crc_from = pos
         if self.stored_checksum and self.stored_checksum != self.computed_checksum:
-            raise RdbError(f"CRC64 mismatch: the RDB stores {self.stored_checksum:016x} but its bytes give "
-                           f"{self.computed_checksum:016x} (corrupted in transfer or on disk)", self._base + pos - 8)
+            raise RdbError(
+                f"CRC64 mismatch: the RDB stores {self.stored_checksum:016x} but its bytes give "
+                f"{self.computed_checksum:016x} (corrupted in transfer or on disk)",
+                self._base + pos - 8,
+            )
         if self._strict_end:
             extra = self._end - pos
             while not extra and not self._eof:

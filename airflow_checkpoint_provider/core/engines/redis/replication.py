@@ -51,8 +51,10 @@ def _refusal_or_raise(conn: Connection, command: str, err: RespError) -> SyncRef
     if err.code == "NOAUTH":
         raise auth_required_error(conn.target, err)
     if err.code in _NOT_REFUSALS:
-        raise CaptureError(f"{conn.target.label} cannot serve {command} right now: {err.message}",
-                           hint="the server is loading or busy; retry the capture later")
+        raise CaptureError(
+            f"{conn.target.label} cannot serve {command} right now: {err.message}",
+            hint="the server is loading or busy; retry the capture later",
+        )
     return SyncRefused(command, err.message)
 
 
@@ -78,8 +80,10 @@ def start_sync(conn: Connection) -> str:
     if line.startswith(b"-"):
         raise _refusal_or_raise(conn, "SYNC", RespError(line[1:].decode("utf-8", "replace")))
     if not line.startswith(b"$"):
-        raise CaptureError(f"{conn.target.label} answered SYNC with {line[:60]!r} instead of an RDB header",
-                           hint="is this a Redis server (not a proxy that rewrites replication)?")
+        raise CaptureError(
+            f"{conn.target.label} answered SYNC with {line[:60]!r} instead of an RDB header",
+            hint="is this a Redis server (not a proxy that rewrites replication)?",
+        )
     return line[1:].decode("ascii", "replace")
 
 
@@ -94,8 +98,10 @@ class SyncStream:
         if header.startswith("EOF:"):
             mark = header[4:].encode()
             if len(mark) != EOF_MARK_LEN:
-                raise CaptureError(f"{conn.target.label} sent an EOF mark of {len(mark)} bytes, not 40",
-                                   hint="the replication stream is malformed; retry the capture")
+                raise CaptureError(
+                    f"{conn.target.label} sent an EOF mark of {len(mark)} bytes, not 40",
+                    hint="the replication stream is malformed; retry the capture",
+                )
             self.framing = "eof"
             self._mark: bytes | None = mark
             self._held = b""
@@ -104,8 +110,10 @@ class SyncStream:
             try:
                 self.expected = int(header)
             except ValueError:
-                raise CaptureError(f"{conn.target.label} sent the RDB header {header[:60]!r}",
-                                   hint="the replication stream is malformed; retry the capture") from None
+                raise CaptureError(
+                    f"{conn.target.label} sent the RDB header {header[:60]!r}",
+                    hint="the replication stream is malformed; retry the capture",
+                ) from None
             self.framing = "length"
             self._mark = None
             self._left = self.expected
@@ -147,8 +155,12 @@ class SyncStream:
         return b""
 
     def _truncated(self) -> CaptureError:
-        what = f"{self.received} of {self.expected} bytes" if self.expected is not None else \
-            f"{self.received} bytes, before the end-of-RDB mark"
-        return CaptureError(f"{self._conn.target.label} closed the replication connection after {what}",
-                            hint="the server may have hit client-output-buffer-limit replica or restarted; "
-                                 "check its log and retry")
+        what = (
+            f"{self.received} of {self.expected} bytes"
+            if self.expected is not None
+            else f"{self.received} bytes, before the end-of-RDB mark"
+        )
+        return CaptureError(
+            f"{self._conn.target.label} closed the replication connection after {what}",
+            hint="the server may have hit client-output-buffer-limit replica or restarted; check its log and retry",
+        )

@@ -84,7 +84,7 @@ class Connection:
     def read_some(self, n: int = _RECV) -> bytes:
         """Up to ``n`` bytes: buffered ones first, else one ``recv``; b"" when the server closed."""
         if self._pos < len(self._buf):
-            data = self._buf[self._pos:self._pos + n]
+            data = self._buf[self._pos : self._pos + n]
             self._pos += len(data)
             return data
         return self._recv(n)
@@ -99,10 +99,12 @@ class Connection:
         """Append one ``recv`` to the buffer (dropping what was consumed)."""
         data = self._recv()
         if not data:
-            raise ConnectionFailedError(f"{self.target.label} closed the connection",
-                                        hint="check the server log (maxclients, timeouts, a restart)")
+            raise ConnectionFailedError(
+                f"{self.target.label} closed the connection",
+                hint="check the server log (maxclients, timeouts, a restart)",
+            )
         if self._pos:
-            self._buf = self._buf[self._pos:] + data
+            self._buf = self._buf[self._pos :] + data
             self._pos = 0
         else:
             self._buf += data
@@ -112,7 +114,7 @@ class Connection:
         while True:
             i = self._buf.find(b"\r\n", self._pos)
             if i >= 0:
-                line = self._buf[self._pos:i]
+                line = self._buf[self._pos : i]
                 self._pos = i + 2
                 return line
             self._fill()
@@ -120,7 +122,7 @@ class Connection:
     def read_exact(self, n: int) -> bytes:
         while len(self._buf) - self._pos < n:
             self._fill()
-        data = self._buf[self._pos:self._pos + n]
+        data = self._buf[self._pos : self._pos + n]
         self._pos += n
         return data
 
@@ -164,8 +166,10 @@ class Connection:
             return int(line[1:])
         if line[:1] == b"-":
             return RespError(line[1:].decode("utf-8", "replace"))
-        raise ConnectionFailedError(f"{self.target.label} sent {line[:40]!r} where an integer reply was expected",
-                                    hint="the connection is out of step; retry the capture")
+        raise ConnectionFailedError(
+            f"{self.target.label} sent {line[:40]!r} where an integer reply was expected",
+            hint="the connection is out of step; retry the capture",
+        )
 
     def read_bulk_header(self) -> int | RespError | None:
         """The header of a bulk reply: its length, None for nil, or the error reply."""
@@ -175,8 +179,10 @@ class Connection:
             return None if n < 0 else n
         if line[:1] == b"-":
             return RespError(line[1:].decode("utf-8", "replace"))
-        raise ConnectionFailedError(f"{self.target.label} sent {line[:40]!r} where a bulk reply was expected",
-                                    hint="the connection is out of step; retry the capture")
+        raise ConnectionFailedError(
+            f"{self.target.label} sent {line[:40]!r} where a bulk reply was expected",
+            hint="the connection is out of step; retry the capture",
+        )
 
     def copy_bulk(self, n: int, write: Callable[[bytes], Any]) -> bytes:
         """Copy the ``n`` bytes of a bulk body to ``write`` piece by piece; return its first bytes."""
@@ -186,17 +192,21 @@ class Connection:
             if self._pos >= len(self._buf):
                 self._buf, self._pos = self._recv(), 0
                 if not self._buf:
-                    raise ConnectionFailedError(f"{self.target.label} closed the connection mid-reply",
-                                                hint="check the server log; retry the capture")
-            piece = self._buf[self._pos:self._pos + left]
+                    raise ConnectionFailedError(
+                        f"{self.target.label} closed the connection mid-reply",
+                        hint="check the server log; retry the capture",
+                    )
+            piece = self._buf[self._pos : self._pos + left]
             self._pos += len(piece)
             left -= len(piece)
             if len(head) < 16:
                 head += piece[:16]
             write(piece)
         if self.read_exact(2) != b"\r\n":
-            raise ConnectionFailedError(f"{self.target.label}: a bulk reply is not followed by CRLF",
-                                        hint="the connection is out of step; retry the capture")
+            raise ConnectionFailedError(
+                f"{self.target.label}: a bulk reply is not followed by CRLF",
+                hint="the connection is out of step; retry the capture",
+            )
         return head
 
     # ------------------------------------------------------------------ lifecycle
@@ -219,9 +229,12 @@ class Connection:
         if isinstance(exc, (TimeoutError, socket.timeout)):
             return ConnectionFailedError(
                 f"{self.target.label} did not answer within {self.target.socket_timeout:g}s",
-                hint="the server may be overloaded or blocked; raise socket_timeout on the target if it is just slow")
-        return ConnectionFailedError(f"lost the connection to {self.target.label}: {exc.strerror or exc}",
-                                     hint="check the server log (restarts, maxclients, client-output-buffer-limit)")
+                hint="the server may be overloaded or blocked; raise socket_timeout on the target if it is just slow",
+            )
+        return ConnectionFailedError(
+            f"lost the connection to {self.target.label}: {exc.strerror or exc}",
+            hint="check the server log (restarts, maxclients, client-output-buffer-limit)",
+        )
 
 
 def tls_context(target: RedisTarget) -> ssl.SSLContext:
@@ -230,11 +243,16 @@ def tls_context(target: RedisTarget) -> ssl.SSLContext:
     mode = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}[target.ssl_cert_reqs]
     ctx.check_hostname = target.ssl_check_hostname and mode != ssl.CERT_NONE
     ctx.verify_mode = mode
-    for option, path in (("ssl_certfile", target.ssl_certfile), ("ssl_keyfile", target.ssl_keyfile),
-                         ("ssl_ca_certs", target.ssl_ca_certs)):
+    for option, path in (
+        ("ssl_certfile", target.ssl_certfile),
+        ("ssl_keyfile", target.ssl_keyfile),
+        ("ssl_ca_certs", target.ssl_ca_certs),
+    ):
         if path and not os.path.isfile(path):
-            raise ConnectionFailedError(f"{target.label}: {option} file {path!r} does not exist",
-                                        hint=f"set {option} of the connection to a readable PEM file")
+            raise ConnectionFailedError(
+                f"{target.label}: {option} file {path!r} does not exist",
+                hint=f"set {option} of the connection to a readable PEM file",
+            )
     try:
         if target.ssl_certfile:
             ctx.load_cert_chain(certfile=target.ssl_certfile, keyfile=target.ssl_keyfile)
@@ -242,13 +260,16 @@ def tls_context(target: RedisTarget) -> ssl.SSLContext:
         raise ConnectionFailedError(
             f"{target.label}: cannot load the client certificate {target.ssl_certfile!r}"
             f"{f' with key {target.ssl_keyfile!r}' if target.ssl_keyfile else ''}: {exc}",
-            hint="ssl_certfile must be a PEM certificate and ssl_keyfile its unencrypted PEM private key") from None
+            hint="ssl_certfile must be a PEM certificate and ssl_keyfile its unencrypted PEM private key",
+        ) from None
     try:
         if target.ssl_ca_certs:
             ctx.load_verify_locations(cafile=target.ssl_ca_certs)
     except (OSError, ssl.SSLError) as exc:
-        raise ConnectionFailedError(f"{target.label}: cannot load the CA file {target.ssl_ca_certs!r}: {exc}",
-                                    hint="ssl_ca_certs must hold PEM certificates") from None
+        raise ConnectionFailedError(
+            f"{target.label}: cannot load the CA file {target.ssl_ca_certs!r}: {exc}",
+            hint="ssl_ca_certs must hold PEM certificates",
+        ) from None
     return ctx
 
 
@@ -258,23 +279,29 @@ def _handshake_error(target: RedisTarget, exc: BaseException, *, after: bool = F
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason = exc.verify_message or str(exc)
         if "hostname" in reason.lower() or "ip address mismatch" in reason.lower():
-            hint = (f"connect by a name the server's certificate lists (not {target.host!r}), "
-                    "or set ssl_check_hostname to false")
+            hint = (
+                f"connect by a name the server's certificate lists (not {target.host!r}), "
+                "or set ssl_check_hostname to false"
+            )
         else:
             hint = "set ssl_ca_certs to the CA that signed the server's certificate"
         return ConnectionFailedError(
             f"TLS handshake with {target.label} failed: the server's certificate was not accepted ({reason}); "
-            f"verified against {ca}", hint=hint)
+            f"verified against {ca}",
+            hint=hint,
+        )
     text = str(exc)
     if "certificate required" in text.lower() or "alert_certificate_required" in text.lower():
-        return ConnectionFailedError(f"TLS handshake with {target.label} failed: the server requires a client "
-                                     f"certificate ({text})",
-                                     hint="set ssl_certfile and ssl_keyfile of the connection")
+        return ConnectionFailedError(
+            f"TLS handshake with {target.label} failed: the server requires a client certificate ({text})",
+            hint="set ssl_certfile and ssl_keyfile of the connection",
+        )
     return ConnectionFailedError(
         f"TLS {'error on the connection to' if after else 'handshake with'} {target.label}"
         f"{'' if after else ' failed'}: {text or type(exc).__name__}",
         hint="check that the port speaks TLS (tls-port), and ssl_ca_certs / ssl_certfile / ssl_keyfile "
-        "of the connection")
+        "of the connection",
+    )
 
 
 def _probe_plaintext(conn: Connection, timeout: float) -> None:
@@ -354,13 +381,18 @@ def _first_exchange(conn: Connection, *, tls: bool) -> Any:
 
 def _closed_after_handshake(target: RedisTarget, exc: ConnectionFailedError) -> ConnectionFailedError:
     if target.ssl_certfile:
-        hint = (f"the server may refuse the client certificate {target.ssl_certfile!r}: it must be signed by "
-                "the server's tls-ca-cert-file")
+        hint = (
+            f"the server may refuse the client certificate {target.ssl_certfile!r}: it must be signed by "
+            "the server's tls-ca-cert-file"
+        )
     else:
-        hint = ("the server may require a client certificate (tls-auth-clients yes): set ssl_certfile and "
-                "ssl_keyfile of the connection")
-    return ConnectionFailedError(f"{target.label} ended the TLS connection right after the handshake "
-                                 f"({exc.message})", hint=hint)
+        hint = (
+            "the server may require a client certificate (tls-auth-clients yes): set ssl_certfile and "
+            "ssl_keyfile of the connection"
+        )
+    return ConnectionFailedError(
+        f"{target.label} ended the TLS connection right after the handshake ({exc.message})", hint=hint
+    )
 
 
 def _no_password_set(err: RespError) -> bool:
@@ -370,8 +402,10 @@ def _no_password_set(err: RespError) -> bool:
 
 
 def auth_required_error(target: RedisTarget, err: RespError) -> AuthenticationError:
-    return AuthenticationError(f"{target.label} requires authentication: {_redact(err.message, target)}",
-                               hint="set the password (and user) on the connection")
+    return AuthenticationError(
+        f"{target.label} requires authentication: {_redact(err.message, target)}",
+        hint="set the password (and user) on the connection",
+    )
 
 
 def _redact(message: str, target: RedisTarget) -> str:
@@ -392,8 +426,10 @@ def info(conn: Connection, section: str = "server") -> dict[str, str]:
     if isinstance(reply, RespError):
         if reply.code == "NOAUTH":
             raise auth_required_error(conn.target, reply)
-        raise AuthenticationError(f"{conn.target.label} refused INFO {section}: {reply.message}",
-                                  hint="grant the ACL user +info (it is needed to read the server version)")
+        raise AuthenticationError(
+            f"{conn.target.label} refused INFO {section}: {reply.message}",
+            hint="grant the ACL user +info (it is needed to read the server version)",
+        )
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
     out: dict[str, str] = {}
     for line in text.splitlines():

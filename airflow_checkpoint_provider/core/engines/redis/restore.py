@@ -146,8 +146,9 @@ class RedisRestore(_InPlaceMixin, _PlanMixin, _SideBySideMixin):
         """A capture of the whole server (all dbs, functions) as it is now; nothing (``[]``) when
         the restore replaces nothing: the target dbs are empty and there are no functions."""
         if self._replaces_nothing():
-            log.info("%s: the target dbs are empty and there are no functions: no safety capture needed",
-                     self.target.label)
+            log.info(
+                "%s: the target dbs are empty and there are no functions: no safety capture needed", self.target.label
+            )
             return []
         options = dict(self.capture_options)
         return capture(self.target, staging, mode=options.pop("mode", "auto"), **options)
@@ -169,8 +170,10 @@ class RedisRestore(_InPlaceMixin, _PlanMixin, _SideBySideMixin):
         if self.facts is None or (self.mode == "side_by_side" and not self.placement and not self.pairs):
             _, problems = self.plan()
             if problems:
-                raise RedisRestoreError(f"the Redis restore of {self.checkpoint_id} is refused: " + "; ".join(problems),
-                                        hint="nothing was changed")
+                raise RedisRestoreError(
+                    f"the Redis restore of {self.checkpoint_id} is refused: " + "; ".join(problems),
+                    hint="nothing was changed",
+                )
 
     def prepare(self) -> None:
         self._ensure_planned()
@@ -179,8 +182,12 @@ class RedisRestore(_InPlaceMixin, _PlanMixin, _SideBySideMixin):
         if self.mode == "in_place":
             return None  # loaded at cut-over, after the safety checkpoint
         self._prepare_side_by_side()
-        log.info("Loaded %s side by side on %s: %s", self.checkpoint_id, self.target.label,
-                 ", ".join(f"db{t} -> db{s}: {self._stats.get(t, _DbLoad()).restored} keys" for t, s in self.pairs))
+        log.info(
+            "Loaded %s side by side on %s: %s",
+            self.checkpoint_id,
+            self.target.label,
+            ", ".join(f"db{t} -> db{s}: {self._stats.get(t, _DbLoad()).restored} keys" for t, s in self.pairs),
+        )
         return None
 
     # ---- cut-over, rollback, abort, health ------------------------------------------------------
@@ -196,8 +203,10 @@ class RedisRestore(_InPlaceMixin, _PlanMixin, _SideBySideMixin):
         if self.placement:
             return self._rollback_placement()
         if self.mode == "in_place":
-            raise RedisRestoreError(f"an in-place restore of {self.target.label} keeps no rollback copy",
-                                    hint="restore the safety checkpoint taken before the restore")
+            raise RedisRestoreError(
+                f"an in-place restore of {self.target.label} keeps no rollback copy",
+                hint="restore the safety checkpoint taken before the restore",
+            )
         return self._rollback_side_by_side()
 
     def abort(self) -> None:
@@ -226,4 +235,3 @@ class RedisRestore(_InPlaceMixin, _PlanMixin, _SideBySideMixin):
     # ---- in place -------------------------------------------------------------------------------
 
     # ---- file placement -------------------------------------------------------------------------
-

@@ -159,7 +159,7 @@ class RdbWindow:
         return decode_string(raw), pos
 
     def _kept_bytes(self, pos: int) -> bytes:
-        tail = self._buf[self._keep - self._base:pos]
+        tail = self._buf[self._keep - self._base : pos]
         return b"".join((*self._kept, tail)) if self._kept else bytes(tail)
 
     def _more(self, pos: int) -> int:
@@ -173,7 +173,7 @@ class RdbWindow:
     def _consume(self, upto: int) -> None:
         """Bytes of the buffer before ``upto`` are about to be dropped: CRC (and keep) them."""
         if upto > self._crc_from:
-            view = memoryview(self._buf)[self._crc_from:upto]
+            view = memoryview(self._buf)[self._crc_from : upto]
             self._crc = crc64(view, self._crc)
             if self._route is not None:
                 self._route.feed(view, self._base + self._crc_from)
@@ -212,8 +212,7 @@ class RdbWindow:
             more = self._src.read(self._chunk)
             if not more:
                 self._eof = True
-                raise RdbError(f"the RDB ends {need} bytes before the end of a value (truncated)",
-                               self._base)
+                raise RdbError(f"the RDB ends {need} bytes before the end of a value (truncated)", self._base)
             self.size = self._base + len(more)
             if len(more) <= need:
                 self._buf, self._end = more, len(more)

@@ -54,8 +54,12 @@ class SnapshotStart:
 
     @property
     def info(self) -> dict[str, Any]:
-        return {"flavor": self.engine, "version": self.engine_version, "cluster_name": self.cluster_name,
-                "cluster_uuid": self.cluster_uuid}
+        return {
+            "flavor": self.engine,
+            "version": self.engine_version,
+            "cluster_name": self.cluster_name,
+            "cluster_uuid": self.cluster_uuid,
+        }
 
 
 def _own_copy(name: str, served: set[str]) -> bool:
@@ -65,8 +69,9 @@ def _own_copy(name: str, served: set[str]) -> bool:
     return not (name in served and N.ROLLBACK_MARK not in name and N.DRILL_MARK not in name)
 
 
-def resolve_capture(client: SearchClient, indices: list[str] | str | None, *,
-                    include_own_copies: bool = False) -> tuple[list[str], dict[str, Any], list[str]]:
+def resolve_capture(
+    client: SearchClient, indices: list[str] | str | None, *, include_own_copies: bool = False
+) -> tuple[list[str], dict[str, Any], list[str]]:
     """What a capture takes: ``(concrete indices, their mappings, data streams)``.
 
     Names, aliases and patterns resolve as :meth:`SearchClient.resolve_indices` documents, and in
@@ -81,22 +86,28 @@ def resolve_capture(client: SearchClient, indices: list[str] | str | None, *,
     exclude = [e[1:] for e in expressions if e.startswith("-") and len(e) > 1]
     all_streams = O.data_streams(client)
     backing_of = {b: d for d, bs in all_streams.items() for b in bs}
-    view_aliases = O.send(client, _Req("GET", "_alias", "list the aliases (GET /_alias)",
-                                         params={"expand_wildcards": "all"})) or {}
+    view_aliases = (
+        O.send(client, _Req("GET", "_alias", "list the aliases (GET /_alias)", params={"expand_wildcards": "all"}))
+        or {}
+    )
     served = {str(i) for i, e in view_aliases.items() if (e or {}).get("aliases")}
     mappings: dict[str, Any] = {}
     streams: set[str] = set()
     for expr in include:
         if L.is_pattern(expr):
-            matched = {d for d in all_streams if fnmatch.fnmatchcase(d, expr)
-                       and (expr.startswith(".") or not d.startswith("."))}
+            matched = {
+                d
+                for d in all_streams
+                if fnmatch.fnmatchcase(d, expr) and (expr.startswith(".") or not d.startswith("."))
+            }
         else:
             matched = {expr} if expr in all_streams else ({backing_of[expr]} if expr in backing_of else set())
             if not include_own_copies and _own_copy(expr, served):
                 raise CaptureError(
                     f"search cluster {client.where}: {expr} is a copy made by a restore or drill, not application "
                     "data: it is not captured",
-                    hint="leave it out of the indices, or pass include_own_copies=True to capture it anyway")
+                    hint="leave it out of the indices, or pass include_own_copies=True to capture it anyway",
+                )
         streams |= matched
         try:
             found = client.get_mappings(expr)
@@ -158,7 +169,10 @@ def capture_begin(
     templates = collect_templates(client, names + streams)
     counted_at = format_ts(utcnow())
     client.start_snapshot(
-        repository, name, names + streams, include_global_state,
+        repository,
+        name,
+        names + streams,
+        include_global_state,
         metadata={"taken_by": N.TAKEN_BY, "provider_version": __version__, "key": key},
     )
     requested = None if indices is None else L.split_index_expressions(indices)
@@ -246,12 +260,26 @@ def capture_finish(
     if streams:
         fp["data_streams"] = {d: {"backing_indices": list(v["backing_indices"])} for d, v in sorted(streams.items())}
     state = {**state, "include_global_state": bool(state.get("include_global_state", include_global_state))}
-    doc = L.snapshot_document(info=info, repository=repository, repository_type=repo_type,
-                              repository_settings=repo_settings, state=state, fingerprints=fp,
-                              requested=requested, counted_at=counted_at, aliases=aliases,
-                              data_streams=streams, templates=templates)
-    with staging.artifact(name, store="search", kind=L.ARTIFACT_KIND, engine=info.get("flavor", ""),
-                          engine_version=info.get("version", "")) as sink:
+    doc = L.snapshot_document(
+        info=info,
+        repository=repository,
+        repository_type=repo_type,
+        repository_settings=repo_settings,
+        state=state,
+        fingerprints=fp,
+        requested=requested,
+        counted_at=counted_at,
+        aliases=aliases,
+        data_streams=streams,
+        templates=templates,
+    )
+    with staging.artifact(
+        name,
+        store="search",
+        kind=L.ARTIFACT_KIND,
+        engine=info.get("flavor", ""),
+        engine_version=info.get("version", ""),
+    ) as sink:
         sink.write(json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
         sink.fingerprints = fp
         sink.meta = {"repository": repository, "snapshot": snapshot, "uuid": state["uuid"]}
@@ -260,8 +288,9 @@ def capture_finish(
         if state.get("end_time"):
             sink.capture_end = state["end_time"]
     assert sink.artifact is not None
-    log.info("recorded snapshot %s:%s (%s, %d indices) as %s", repository, snapshot, state["uuid"],
-             len(fingerprints), name)
+    log.info(
+        "recorded snapshot %s:%s (%s, %d indices) as %s", repository, snapshot, state["uuid"], len(fingerprints), name
+    )
     return sink.artifact
 
 
@@ -284,12 +313,18 @@ def capture(
     lists the failed shards. A timeout leaves the snapshot running and says so.
     """
     with SearchClient(target) as client:
-        started = capture_begin(client, repository=repository, repository_settings=repository_settings,
-                                indices=indices, include_global_state=include_global_state, snapshot=snapshot,
-                                key=staging.key, include_own_copies=include_own_copies)
+        started = capture_begin(
+            client,
+            repository=repository,
+            repository_settings=repository_settings,
+            indices=indices,
+            include_global_state=include_global_state,
+            snapshot=snapshot,
+            key=staging.key,
+            include_own_copies=include_own_copies,
+        )
         try:
-            state = client.wait_for_snapshot(repository, started.snapshot, poll_interval=poll_interval,
-                                             timeout=timeout)
+            state = client.wait_for_snapshot(repository, started.snapshot, poll_interval=poll_interval, timeout=timeout)
         except L.SnapshotFailedError as exc:
             try:
                 deleted = client.delete_snapshot(repository, started.snapshot, missing_ok=True)
@@ -297,5 +332,8 @@ def capture(
                 log.warning("could not delete failed snapshot %s:%s: %s", repository, started.snapshot, del_exc)
                 raise exc from None
             raise L.snapshot_failure(client.where, repository, exc.state, deleted=deleted) from None
-        return [capture_finish(client, staging, repository=repository, snapshot=started.snapshot,
-                               started=started, state=state)]
+        return [
+            capture_finish(
+                client, staging, repository=repository, snapshot=started.snapshot, started=started, state=state
+            )
+        ]

@@ -146,8 +146,9 @@ def _req_info() -> _Req:
     return _Req("GET", "", "read the cluster info (GET /)")
 
 
-def _req_health(indices: list[str] | str | None, level: str | None, wait_for_status: str | None,
-                timeout: str | None) -> _Req:
+def _req_health(
+    indices: list[str] | str | None, level: str | None, wait_for_status: str | None, timeout: str | None
+) -> _Req:
     path = "_cluster/health"
     if indices:
         path += "/" + _index_path(indices if isinstance(indices, str) else ",".join(indices))
@@ -156,8 +157,7 @@ def _req_health(indices: list[str] | str | None, level: str | None, wait_for_sta
 
 
 def _req_get_snapshot(repository: str, snapshot: str) -> _Req:
-    return _Req("GET", f"_snapshot/{_seg(repository)}/{_seg(snapshot)}",
-                f"read snapshot {repository}:{snapshot}")
+    return _Req("GET", f"_snapshot/{_seg(repository)}/{_seg(snapshot)}", f"read snapshot {repository}:{snapshot}")
 
 
 class _Base:
@@ -191,8 +191,9 @@ class SearchClient(_Base):
 
     def _send(self, req: _Req) -> Any:
         try:
-            resp = self._http.request(req.method, req.path, params=req.params,
-                                      json=req.body if req.body is not None else None)
+            resp = self._http.request(
+                req.method, req.path, params=req.params, json=req.body if req.body is not None else None
+            )
         except (httpx.TransportError, httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise self._http_error(req, exc) from None
         return _decode(self.where, req, resp)
@@ -203,8 +204,14 @@ class SearchClient(_Base):
         """``{"flavor": "opensearch"|"elasticsearch", "version", "cluster_name", "cluster_uuid"}``."""
         return L.parse_info(self.where, self._send(_req_info()))
 
-    def cluster_health(self, indices: list[str] | str | None = None, *, level: str | None = None,
-                       wait_for_status: str | None = None, timeout: str | None = None) -> dict[str, Any]:
+    def cluster_health(
+        self,
+        indices: list[str] | str | None = None,
+        *,
+        level: str | None = None,
+        wait_for_status: str | None = None,
+        timeout: str | None = None,
+    ) -> dict[str, Any]:
         """``GET /_cluster/health[/<indices>]`` as returned by the server (``status`` green/yellow/red)."""
         return dict(self._send(_req_health(indices, level, wait_for_status, timeout)))
 
@@ -213,8 +220,7 @@ class SearchClient(_Base):
     def get_repository(self, name: str) -> dict[str, Any] | None:
         """``{"type", "settings"}`` of a registered repository, or None if it is not registered."""
         L.validate_repository_name(name)
-        body = self._send(_Req("GET", f"_snapshot/{_seg(name)}", f"read snapshot repository {name!r}",
-                               missing_ok=True))
+        body = self._send(_Req("GET", f"_snapshot/{_seg(name)}", f"read snapshot repository {name!r}", missing_ok=True))
         if not body or name not in body:
             return None
         entry = body[name]
@@ -247,8 +253,15 @@ class SearchClient(_Base):
         rtype, rsettings = L.normalize_repository_settings(settings)
         if existing is None or not L.repository_matches(existing, rtype, rsettings):
             log.info("registering snapshot repository %s (%s) on %s", name, rtype, self.where)
-            self._send(_Req("PUT", f"_snapshot/{_seg(name)}", f"register snapshot repository {name!r}",
-                            params={"verify": "false"}, body={"type": rtype, "settings": rsettings}))
+            self._send(
+                _Req(
+                    "PUT",
+                    f"_snapshot/{_seg(name)}",
+                    f"register snapshot repository {name!r}",
+                    params={"verify": "false"},
+                    body={"type": rtype, "settings": rsettings},
+                )
+            )
         nodes = self.verify_repository(name)
         log.info("snapshot repository %s verified on %d node(s)", name, len(nodes))
         return self.get_repository(name) or {"type": rtype, "settings": rsettings}
@@ -272,18 +285,30 @@ class SearchClient(_Base):
         """
         L.validate_repository_name(repository)
         L.validate_snapshot_name(snapshot)
-        body: dict[str, Any] = {"ignore_unavailable": False, "partial": False,
-                                "include_global_state": bool(include_global_state)}
+        body: dict[str, Any] = {
+            "ignore_unavailable": False,
+            "partial": False,
+            "include_global_state": bool(include_global_state),
+        }
         if indices is not None:
             names = L.split_index_expressions(indices)
             body["indices"] = ",".join(names)
         if metadata:
             body["metadata"] = metadata
-        log.info("starting snapshot %s:%s of %s on %s", repository, snapshot, body.get("indices", "all indices"),
-                 self.where)
-        return dict(self._send(_Req("PUT", f"_snapshot/{_seg(repository)}/{_seg(snapshot)}",
-                                    f"start snapshot {repository}:{snapshot}",
-                                    params={"wait_for_completion": "false"}, body=body)))
+        log.info(
+            "starting snapshot %s:%s of %s on %s", repository, snapshot, body.get("indices", "all indices"), self.where
+        )
+        return dict(
+            self._send(
+                _Req(
+                    "PUT",
+                    f"_snapshot/{_seg(repository)}/{_seg(snapshot)}",
+                    f"start snapshot {repository}:{snapshot}",
+                    params={"wait_for_completion": "false"},
+                    body=body,
+                )
+            )
+        )
 
     def get_snapshot(self, repository: str, snapshot: str) -> dict[str, Any]:
         """The raw ``GET /_snapshot/<repo>/<snap>`` answer."""
@@ -306,16 +331,22 @@ class SearchClient(_Base):
     def delete_snapshot(self, repository: str, snapshot: str, *, missing_ok: bool = False) -> bool:
         """Delete a snapshot (also cancels a running one). False if it did not exist and ``missing_ok``."""
         try:
-            self._send(_Req("DELETE", f"_snapshot/{_seg(repository)}/{_seg(snapshot)}",
-                            f"delete snapshot {repository}:{snapshot}"))
+            self._send(
+                _Req(
+                    "DELETE",
+                    f"_snapshot/{_seg(repository)}/{_seg(snapshot)}",
+                    f"delete snapshot {repository}:{snapshot}",
+                )
+            )
         except NotFoundError as exc:
             if missing_ok and "snapshot does not exist" in exc.message:
                 return False
             raise
         return True
 
-    def wait_for_snapshot(self, repository: str, snapshot: str, *, poll_interval: float = 1.0,
-                          timeout: float = 3600.0) -> dict[str, Any]:
+    def wait_for_snapshot(
+        self, repository: str, snapshot: str, *, poll_interval: float = 1.0, timeout: float = 3600.0
+    ) -> dict[str, Any]:
         """Poll until the snapshot leaves IN_PROGRESS; return its state on SUCCESS.
 
         PARTIAL, FAILED and INCOMPATIBLE raise :class:`~._logic.SnapshotFailedError` (a CaptureError)
@@ -337,8 +368,9 @@ class SearchClient(_Base):
 
     def get_mappings(self, expression: str) -> dict[str, Any]:
         """``GET /<expression>/_mapping`` -> ``{concrete index: mappings}`` (open indices for wildcards)."""
-        body = self._send(_Req("GET", f"{_index_path(expression)}/_mapping",
-                               f"resolve index expression {expression!r}"))
+        body = self._send(
+            _Req("GET", f"{_index_path(expression)}/_mapping", f"resolve index expression {expression!r}")
+        )
         return {str(k): (v or {}).get("mappings", {}) for k, v in (body or {}).items()}
 
     def resolve_indices(self, indices: list[str] | str | None) -> tuple[list[str], dict[str, Any]]:
@@ -372,10 +404,17 @@ class SearchClient(_Base):
         """``_cat/indices`` rows (index, health, status) for concrete index names."""
         rows: list[dict[str, Any]] = []
         for batch in L.url_batches(names):
-            rows += self._send(_Req("GET", f"_cat/indices/{_index_path(','.join(batch))}",
-                                    "read index status (_cat/indices)",
-                                    params={"format": "json", "h": "index,health,status",
-                                            "expand_wildcards": "all"})) or []
+            rows += (
+                self._send(
+                    _Req(
+                        "GET",
+                        f"_cat/indices/{_index_path(','.join(batch))}",
+                        "read index status (_cat/indices)",
+                        params={"format": "json", "h": "index,health,status", "expand_wildcards": "all"},
+                    )
+                )
+                or []
+            )
         return rows
 
     def refresh(self, names: list[str]) -> dict[str, int]:
@@ -406,8 +445,9 @@ class SearchClient(_Base):
             )
         return int(body["count"])
 
-    def fingerprint_indices(self, names: list[str], *, mappings: dict[str, Any] | None = None,
-                            refresh: bool = True) -> dict[str, dict[str, Any]]:
+    def fingerprint_indices(
+        self, names: list[str], *, mappings: dict[str, Any] | None = None, refresh: bool = True
+    ) -> dict[str, dict[str, Any]]:
         """``{index: {"docs": n, "mapping_sha256": h}}`` for concrete indices.
 
         Refuses closed and red indices (CaptureError naming them). With ``refresh`` (the default)
@@ -460,8 +500,9 @@ class AsyncSearchClient(_Base):
 
     async def _send(self, req: _Req) -> Any:
         try:
-            resp = await self._http.request(req.method, req.path, params=req.params,
-                                            json=req.body if req.body is not None else None)
+            resp = await self._http.request(
+                req.method, req.path, params=req.params, json=req.body if req.body is not None else None
+            )
         except (httpx.TransportError, httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise self._http_error(req, exc) from None
         return _decode(self.where, req, resp)
@@ -469,16 +510,23 @@ class AsyncSearchClient(_Base):
     async def info(self) -> dict[str, Any]:
         return L.parse_info(self.where, await self._send(_req_info()))
 
-    async def cluster_health(self, indices: list[str] | str | None = None, *, level: str | None = None,
-                             wait_for_status: str | None = None, timeout: str | None = None) -> dict[str, Any]:
+    async def cluster_health(
+        self,
+        indices: list[str] | str | None = None,
+        *,
+        level: str | None = None,
+        wait_for_status: str | None = None,
+        timeout: str | None = None,
+    ) -> dict[str, Any]:
         return dict(await self._send(_req_health(indices, level, wait_for_status, timeout)))
 
     async def snapshot_state(self, repository: str, snapshot: str) -> dict[str, Any]:
         body = await self._send(_req_get_snapshot(repository, snapshot))
         return L.pick_snapshot(self.where, repository, snapshot, body)
 
-    async def wait_for_snapshot(self, repository: str, snapshot: str, *, poll_interval: float = 1.0,
-                                timeout: float = 3600.0) -> dict[str, Any]:
+    async def wait_for_snapshot(
+        self, repository: str, snapshot: str, *, poll_interval: float = 1.0, timeout: float = 3600.0
+    ) -> dict[str, Any]:
         """Same rules as :meth:`SearchClient.wait_for_snapshot` (shared :class:`~._logic.SnapshotWait`)."""
         wait = L.SnapshotWait(self.where, repository, snapshot, poll_interval=poll_interval, timeout=timeout)
         while True:
@@ -493,8 +541,9 @@ class AsyncSearchClient(_Base):
             await asyncio.sleep(wait.next_delay())
 
 
-async def async_wait_for_snapshot(target: SearchTarget, repository: str, snapshot: str, *,
-                                  poll_interval: float = 1.0, timeout: float = 3600.0) -> dict[str, Any]:
+async def async_wait_for_snapshot(
+    target: SearchTarget, repository: str, snapshot: str, *, poll_interval: float = 1.0, timeout: float = 3600.0
+) -> dict[str, Any]:
     """One call for a trigger's ``run()``: poll until SUCCESS (returns the state) or raise."""
     async with AsyncSearchClient(target) as client:
         return await client.wait_for_snapshot(repository, snapshot, poll_interval=poll_interval, timeout=timeout)

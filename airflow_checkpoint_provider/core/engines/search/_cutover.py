@@ -54,8 +54,9 @@ _RECREATED_RETRIES = 3
 class RestoreVerificationError(CaptureError):
     """The restored copies do not match the checkpoint's fingerprints; nothing serving was touched."""
 
-    def __init__(self, message: str, *, hint: str | None = None,
-                 mismatches: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, mismatches: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(message, hint=hint)
         self.mismatches = mismatches or []
 
@@ -81,13 +82,22 @@ def load(ctx: Ctx, planned: Planned, *, include_global_state: bool) -> dict[str,
     copies = planned.copies()
     ctx.journal.note(plan=ctx.record)
     ctx.journal.phase("loading", staging=copies)
-    names = [it["source"] for it in planned.items if it["kind"] == "index"] + \
-        [b for it in planned.items if it["kind"] == "stream" for b in it["staging_backing"]]
+    names = [it["source"] for it in planned.items if it["kind"] == "index"] + [
+        b for it in planned.items if it["kind"] == "stream" for b in it["staging_backing"]
+    ]
     try:
-        ctx.say(f"restoring {len(names)} index(es) of {src.repository}:{src.snapshot} side by side as "
-                f"<index>{N.STAGING_MARK}{planned.short}")
-        O.restore_snapshot(client, src.repository, src.snapshot, names, suffix=N.STAGING_MARK + planned.short,
-                           include_global_state=include_global_state)
+        ctx.say(
+            f"restoring {len(names)} index(es) of {src.repository}:{src.snapshot} side by side as "
+            f"<index>{N.STAGING_MARK}{planned.short}"
+        )
+        O.restore_snapshot(
+            client,
+            src.repository,
+            src.snapshot,
+            names,
+            suffix=N.STAGING_MARK + planned.short,
+            include_global_state=include_global_state,
+        )
         ctx.wait(copies, f"restore of {src.repository}:{src.snapshot}")
         mismatches, counts = _verify_copies(client, planned)
     except BaseException:
@@ -97,8 +107,10 @@ def load(ctx: Ctx, planned: Planned, *, include_global_state: bool) -> dict[str,
     if mismatches:
         kept = drop_copies(client, copies, ctx.say)
         ctx.journal.phase("aborted")
-        lines = [f"index {m['index']}: {m['what']} expected {m['expected']}, restored copy has {m['actual']}"
-                 for m in mismatches]
+        lines = [
+            f"index {m['index']}: {m['what']} expected {m['expected']}, restored copy has {m['actual']}"
+            for m in mismatches
+        ]
         raise RestoreVerificationError(
             f"search cluster {client.where}: the restored copies of snapshot {src.repository}:"
             f"{src.snapshot} do not match checkpoint {planned.plan.checkpoint_id}:\n"
@@ -134,12 +146,20 @@ def _verify_copies(client: Any, planned: Planned) -> tuple[list[dict[str, Any]],
     mismatches = []
     for name, copy, want in pairs:
         if isinstance(want.get("docs"), int) and counts[copy] != want["docs"]:
-            mismatches.append({"index": name, "staging": copy, "what": "docs", "expected": want["docs"],
-                               "actual": counts[copy]})
+            mismatches.append(
+                {"index": name, "staging": copy, "what": "docs", "expected": want["docs"], "actual": counts[copy]}
+            )
         have_map = L.mapping_sha256(mappings.get(copy))
         if want.get("mapping_sha256") and have_map != want["mapping_sha256"]:
-            mismatches.append({"index": name, "staging": copy, "what": "mapping_sha256",
-                               "expected": want["mapping_sha256"], "actual": have_map})
+            mismatches.append(
+                {
+                    "index": name,
+                    "staging": copy,
+                    "what": "mapping_sha256",
+                    "expected": want["mapping_sha256"],
+                    "actual": have_map,
+                }
+            )
     return mismatches, {name: counts[copy] for name, copy, _ in pairs}
 
 
@@ -160,9 +180,12 @@ def forward(ctx: Ctx) -> dict[str, int]:
     reconcile_aliases(ctx)
     ctx.current, ctx.doing = "all", "count the documents of the restored indices"
     counts = _count_targets(ctx)
-    drop_copies(ctx.client, [it["staging"] for it in ctx.items if it["kind"] == "index"
-                             and it["action"] in RESTORES_TARGET]
-                + [c for it in ctx.items if it["kind"] == "stream" for c in it["staging_backing"].values()], ctx.say)
+    drop_copies(
+        ctx.client,
+        [it["staging"] for it in ctx.items if it["kind"] == "index" and it["action"] in RESTORES_TARGET]
+        + [c for it in ctx.items if it["kind"] == "stream" for c in it["staging_backing"].values()],
+        ctx.say,
+    )
     for it in ctx.items:
         ctx.state[it["target"]] = "restored"
     return counts
@@ -173,11 +196,16 @@ def _put_template(ctx: Ctx, t: dict[str, Any]) -> None:
     if have is not None and L.canonical_json_any(have) == L.canonical_json_any(t["body"]):
         return
     if t["action"] == "create" and have is not None and not ctx.started("put_template", name=t["name"]):
-        ctx.say(f"{t['kind'][:-1].replace('_', ' ')} {t['name']} was created meanwhile with other content: left as it is")
+        ctx.say(
+            f"{t['kind'][:-1].replace('_', ' ')} {t['name']} was created meanwhile with other content: left as it is"
+        )
         return
-    with ctx.step("put_template", {"kind": t["kind"], "name": t["name"]},
-                  {"kind": t["kind"], "name": t["name"], "previous": t["previous"]},
-                  f"{t['kind'][:-1].replace('_', ' ')} {t['name']}: putting the checkpoint's version"):
+    with ctx.step(
+        "put_template",
+        {"kind": t["kind"], "name": t["name"]},
+        {"kind": t["kind"], "name": t["name"], "previous": t["previous"]},
+        f"{t['kind'][:-1].replace('_', ' ')} {t['name']}: putting the checkpoint's version",
+    ):
         put_template(ctx.client, t["kind"], t["name"], t["body"])
 
 
@@ -202,8 +230,12 @@ def ensure_rollback_copy(ctx: Ctx, it: dict[str, Any]) -> None:
         return
     settings = O.settings_flat(c, x)
     if str(settings.get("index.blocks.write")).lower() != "true":
-        with ctx.step("block_writes", {"index": x}, {"index": x, "index.blocks.write": it.get("orig_block")},
-                      f"{x}: blocking writes before the rollback copy is taken"):
+        with ctx.step(
+            "block_writes",
+            {"index": x},
+            {"index": x, "index.blocks.write": it.get("orig_block")},
+            f"{x}: blocking writes before the rollback copy is taken",
+        ):
             O.put_settings(c, x, {"index.blocks.write": True})
     before = O.refresh_count(c, [x])[x]
     if ctx.status(rb) != "missing":
@@ -211,14 +243,20 @@ def ensure_rollback_copy(ctx: Ctx, it: dict[str, Any]) -> None:
         if O.refresh_count(c, [rb])[rb] != before:
             O.delete_index(c, rb)
     if ctx.status(rb) == "missing":
-        with ctx.step("clone", {"source": x, "index": rb}, {"delete": rb},
-                      f"{x}: copying the current index to the rollback copy {rb}"):
+        with ctx.step(
+            "clone",
+            {"source": x, "index": rb},
+            {"delete": rb},
+            f"{x}: copying the current index to the rollback copy {rb}",
+        ):
             O.clone(c, x, rb, _clone_settings(settings, True))
         ctx.wait([rb], f"clone of {x} to {rb}")
     got = O.refresh_count(c, [rb])[rb]
     if got != before:
-        raise EngineError(f"search cluster {c.where}: the rollback copy {rb} holds {got} documents, {x} holds "
-                          f"{before}", hint="check the cluster's health and retry")
+        raise EngineError(
+            f"search cluster {c.where}: the rollback copy {rb} holds {got} documents, {x} holds {before}",
+            hint="check the cluster's health and retry",
+        )
     ctx.note_add("rollbacks_verified", rb)
 
 
@@ -230,8 +268,12 @@ def _index(ctx: Ctx, it: dict[str, Any]) -> None:
         if set(now) == {it["staging"]}:
             return
         actions = [O.remove(h, x) for h in sorted(now)] + [O.add(it["staging"], x)]
-        with ctx.step("alias_switch", {"alias": x, "actions": actions}, {"alias": x, "holders": now},
-                      f"{x}: switching the alias from {', '.join(sorted(now)) or 'nothing'} to {it['staging']}"):
+        with ctx.step(
+            "alias_switch",
+            {"alias": x, "actions": actions},
+            {"alias": x, "holders": now},
+            f"{x}: switching the alias from {', '.join(sorted(now)) or 'nothing'} to {it['staging']}",
+        ):
             O.update_aliases(c, actions, f"switch the alias {x!r} to {it['staging']!r}")
         return
     if not target_restored(ctx, x):
@@ -239,29 +281,49 @@ def _index(ctx: Ctx, it: dict[str, Any]) -> None:
             now = O.cluster_view(c).aliases.get(x, {})
             if now:
                 actions = [O.remove(h, x) for h in sorted(now)]
-                with ctx.step("alias_switch", {"alias": x, "actions": actions}, {"alias": x, "holders": now},
-                              f"{x}: removing the alias from {', '.join(sorted(now))}"):
+                with ctx.step(
+                    "alias_switch",
+                    {"alias": x, "actions": actions},
+                    {"alias": x, "holders": now},
+                    f"{x}: removing the alias from {', '.join(sorted(now))}",
+                ):
                     O.update_aliases(c, actions, f"remove the alias {x!r}")
         elif action == "replace":
             if ctx.status(x) == "open":
                 ensure_rollback_copy(ctx, it)  # returns at once once the copy was verified
             status = ctx.status(x)
             if it["same_shards"] and status == "open":
-                with ctx.step("close", {"index": x}, {"open": x, "index.blocks.write": it.get("orig_block")},
-                              f"{x}: closing the current index to restore over it (kept as {it['rollback']})"):
+                with ctx.step(
+                    "close",
+                    {"index": x},
+                    {"open": x, "index.blocks.write": it.get("orig_block")},
+                    f"{x}: closing the current index to restore over it (kept as {it['rollback']})",
+                ):
                     O.close_index(c, x)
             elif status == "open":  # the original, or an index a writer re-created after the delete
                 if ctx.started("delete", index=x):
-                    ctx.say(f"WARNING: {x} was re-created by a writer during the cut-over "
-                            f"({c.count(x)} documents written meanwhile are dropped)")
-                with ctx.step("delete", {"index": x}, {"clone_from": it["rollback"]},
-                              f"{x}: deleting the current index (kept as {it['rollback']})"):
+                    ctx.say(
+                        f"WARNING: {x} was re-created by a writer during the cut-over "
+                        f"({c.count(x)} documents written meanwhile are dropped)"
+                    )
+                with ctx.step(
+                    "delete",
+                    {"index": x},
+                    {"clone_from": it["rollback"]},
+                    f"{x}: deleting the current index (kept as {it['rollback']})",
+                ):
                     O.delete_index(c, x, missing_ok=False)
         elif ctx.status(x) != "missing":  # create: something appeared under that name meanwhile
-            raise EngineError(f"search cluster {c.where}: {x} exists now, it did not when the restore was planned",
-                              hint=f"check what created {x}; delete it or restore it explicitly, then retry")
-        with ctx.step("restore_index", {"index": x, "snapshot": ctx.snapshot}, {"index": x, "rollback": it["rollback"]},
-                      f"{x}: restoring it from {ctx.repository}:{ctx.snapshot}"):
+            raise EngineError(
+                f"search cluster {c.where}: {x} exists now, it did not when the restore was planned",
+                hint=f"check what created {x}; delete it or restore it explicitly, then retry",
+            )
+        with ctx.step(
+            "restore_index",
+            {"index": x, "snapshot": ctx.snapshot},
+            {"index": x, "rollback": it["rollback"]},
+            f"{x}: restoring it from {ctx.repository}:{ctx.snapshot}",
+        ):
             O.restore_snapshot(c, ctx.repository, ctx.snapshot, [x])
     ctx.wait([x], f"restore of {x} from {ctx.repository}:{ctx.snapshot}")
     _add_aliases(ctx, it)
@@ -276,15 +338,23 @@ def _add_aliases(ctx: Ctx, it: dict[str, Any]) -> None:
     governed = set(ctx.record.get("alias_names") or [])
     wanted = {a: p for a, p in (it.get("old_aliases") or {}).items() if a not in governed}
     if recorded is not None:
-        wanted.update({a: {k: v for k, v in holders[it["source"]].items() if k != "is_write_index"}
-                       for a, holders in recorded.items() if it["source"] in holders})
+        wanted.update(
+            {
+                a: {k: v for k, v in holders[it["source"]].items() if k != "is_write_index"}
+                for a, holders in recorded.items()
+                if it["source"] in holders
+            }
+        )
     have = O.cluster_view(ctx.client).aliases_of(x)
     missing = {a: p for a, p in wanted.items() if a not in have}
     if missing:
         actions = [O.add(x, a, p) for a, p in sorted(missing.items())]
-        with ctx.step("alias_switch", {"alias": ",".join(sorted(missing)), "index": x, "actions": actions},
-                      {"actions": [O.remove(x, a) for a in sorted(missing)]},
-                      f"{x}: adding the aliases {', '.join(sorted(missing))}"):
+        with ctx.step(
+            "alias_switch",
+            {"alias": ",".join(sorted(missing)), "index": x, "actions": actions},
+            {"actions": [O.remove(x, a) for a in sorted(missing)]},
+            f"{x}: adding the aliases {', '.join(sorted(missing))}",
+        ):
             O.update_aliases(ctx.client, actions, f"add the aliases of {x!r}")
 
 
@@ -309,16 +379,34 @@ def ensure_rollback_snapshot(ctx: Ctx, it: dict[str, Any]) -> None:
         backing = O.data_streams(c, d).get(d) or []
         blocks = {b: O.settings_flat(c, b).get("index.blocks.write") for b in backing}
         if any(str(v).lower() != "true" for v in blocks.values()):
-            with ctx.step("block_writes", {"stream": d, "indices": backing}, {"blocks": it.get("orig_blocks") or blocks},
-                          f"{d}: blocking writes to the data stream before its rollback snapshot"):
+            with ctx.step(
+                "block_writes",
+                {"stream": d, "indices": backing},
+                {"blocks": it.get("orig_blocks") or blocks},
+                f"{d}: blocking writes to the data stream before its rollback snapshot",
+            ):
                 for b in backing:
                     O.put_settings(c, b, {"index.blocks.write": True})
-        with ctx.step("snapshot_stream", {"stream": d, "snapshot": snap}, {"delete_snapshot": snap},
-                      f"{d}: snapshotting the current data stream to {ctx.repository}:{snap}"):
-            c.start_snapshot(ctx.repository, snap, [d], metadata={
-                "taken_by": N.TAKEN_BY, "provider_version": __version__, "purpose": "rollback", "source": d,
-                "checkpoint": ctx.checkpoint_id, "short_id": ctx.record.get("short", ""),
-                "docs": sum(c.count(b) for b in backing)})
+        with ctx.step(
+            "snapshot_stream",
+            {"stream": d, "snapshot": snap},
+            {"delete_snapshot": snap},
+            f"{d}: snapshotting the current data stream to {ctx.repository}:{snap}",
+        ):
+            c.start_snapshot(
+                ctx.repository,
+                snap,
+                [d],
+                metadata={
+                    "taken_by": N.TAKEN_BY,
+                    "provider_version": __version__,
+                    "purpose": "rollback",
+                    "source": d,
+                    "checkpoint": ctx.checkpoint_id,
+                    "short_id": ctx.record.get("short", ""),
+                    "docs": sum(c.count(b) for b in backing),
+                },
+            )
         c.wait_for_snapshot(ctx.repository, snap, poll_interval=ctx.poll_interval, timeout=ctx.timeout)
     ctx.note_add("rollbacks_verified", snap)
 
@@ -332,19 +420,31 @@ def _stream(ctx: Ctx, it: dict[str, Any]) -> None:
         deleted_before = ctx.started("delete_stream", stream=d)
         if live and not deleted_before:
             if it["action"] != "replace-stream":
-                raise EngineError(f"search cluster {c.where}: data stream {d} exists now, it did not when the "
-                                  "restore was planned", hint=f"check what created {d}; delete it, then retry")
+                raise EngineError(
+                    f"search cluster {c.where}: data stream {d} exists now, it did not when the restore was planned",
+                    hint=f"check what created {d}; delete it, then retry",
+                )
             ensure_rollback_snapshot(ctx, it)  # the original is still there
         if live:
             if deleted_before:
-                ctx.say(f"WARNING: data stream {d} was re-created by a writer during the cut-over "
-                        f"({c.count(d)} documents written meanwhile are dropped)")
-            with ctx.step("delete_stream", {"stream": d}, {"restore_from": it["rollback"]},
-                          f"{d}: deleting the current data stream (kept in {it['rollback']})"):
+                ctx.say(
+                    f"WARNING: data stream {d} was re-created by a writer during the cut-over "
+                    f"({c.count(d)} documents written meanwhile are dropped)"
+                )
+            with ctx.step(
+                "delete_stream",
+                {"stream": d},
+                {"restore_from": it["rollback"]},
+                f"{d}: deleting the current data stream (kept in {it['rollback']})",
+            ):
                 O.delete_data_stream(c, d)
         try:
-            with ctx.step("restore_stream", {"stream": d, "snapshot": ctx.snapshot}, {"stream": d},
-                          f"{d}: restoring the data stream from {ctx.repository}:{ctx.snapshot}"):
+            with ctx.step(
+                "restore_stream",
+                {"stream": d, "snapshot": ctx.snapshot},
+                {"stream": d},
+                f"{d}: restoring the data stream from {ctx.repository}:{ctx.snapshot}",
+            ):
                 O.restore_snapshot(c, ctx.repository, ctx.snapshot, [d])
         except EngineError as exc:
             if attempt < _RECREATED_RETRIES and "already exists" in exc.message:
@@ -393,8 +493,12 @@ def reconcile_aliases(ctx: Ctx) -> None:
             undo.append(O.add(index, alias, now[index]) if index in now else O.remove(index, alias))
     if not actions:
         return
-    with ctx.step("alias_switch", {"alias": "*reconcile*", "actions": actions}, {"actions": undo},
-                  f"reinstating the checkpoint's aliases: {', '.join(ctx.record.get('alias_names') or [])}"):
+    with ctx.step(
+        "alias_switch",
+        {"alias": "*reconcile*", "actions": actions},
+        {"actions": undo},
+        f"reinstating the checkpoint's aliases: {', '.join(ctx.record.get('alias_names') or [])}",
+    ):
         O.update_aliases(ctx.client, actions, "reinstate the checkpoint's aliases")
 
 
@@ -402,13 +506,18 @@ def _count_targets(ctx: Ctx) -> dict[str, int]:
     counts: dict[str, int] = {}
     wrong: list[str] = []
     for it in ctx.items:
-        pairs = [(b, e) for b, e in it["expected"].items()] if it["kind"] == "stream" else \
-            [(final_target(ctx, it["source"]) or it["target"], it["expected"])]
+        pairs = (
+            [(b, e) for b, e in it["expected"].items()]
+            if it["kind"] == "stream"
+            else [(final_target(ctx, it["source"]) or it["target"], it["expected"])]
+        )
         for name, want in pairs:
             counts[name] = O.refresh_count(ctx.client, [name])[name]
             if isinstance(want.get("docs"), int) and counts[name] != want["docs"]:
                 wrong.append(f"{name}: {counts[name]} documents, expected {want['docs']}")
     if wrong:
-        raise EngineError(f"search cluster {ctx.client.where}: after the cut-over: " + "; ".join(wrong),
-                          hint="is something writing to the indices during the restore?")
+        raise EngineError(
+            f"search cluster {ctx.client.where}: after the cut-over: " + "; ".join(wrong),
+            hint="is something writing to the indices during the restore?",
+        )
     return counts

@@ -135,8 +135,7 @@ def error_for(where: str, what: str, status: int, body: Any) -> EngineError:
     if types & {"concurrent_snapshot_execution_exception"}:
         return CaptureError(
             f"{prefix}: another snapshot or snapshot deletion is running: {text}",
-            hint="retry when it has finished (GET /_snapshot/_status); older clusters run one snapshot at "
-            "a time",
+            hint="retry when it has finished (GET /_snapshot/_status); older clusters run one snapshot at a time",
         )
     if "invalid_snapshot_name_exception" in types:
         return CaptureError(
@@ -155,7 +154,6 @@ def error_for(where: str, what: str, status: int, body: Any) -> EngineError:
     if status in (502, 503, 504):
         return EngineError(
             f"{prefix}: the cluster is unavailable: {text}",
-            hint="check cluster health (GET /_cluster/health); a red index or a missing master makes "
-            "requests fail",
+            hint="check cluster health (GET /_cluster/health); a red index or a missing master makes requests fail",
         )
     return EngineError(f"{prefix}: {text}", hint="see the server's reason above and the cluster's log")

@@ -69,7 +69,7 @@ def validate_repository_name(name: str) -> str:
     if not isinstance(name, str) or not name or name.startswith("_") or _FORBIDDEN_NAME_CHARS.search(name):
         raise EngineError(
             f"invalid snapshot repository name {name!r}: it must be non-empty, must not start with '_' "
-            "and must not contain whitespace or any of \\ / * ? \" < > | , # :",
+            'and must not contain whitespace or any of \\ / * ? " < > | , # :',
             hint="use a simple name such as 'checkpoints'",
         )
     return name
@@ -242,13 +242,15 @@ def parse_snapshot(item: dict[str, Any]) -> dict[str, Any]:
     for f in item.get("failures") or []:
         if not isinstance(f, dict):
             continue
-        failures.append({
-            "index": str(f.get("index", "")),
-            "shard": _int(f.get("shard_id", f.get("shard"))),
-            "reason": str(f.get("reason", "")),
-            "status": str(f.get("status", "")),
-            "node_id": str(f.get("node_id", "") or ""),
-        })
+        failures.append(
+            {
+                "index": str(f.get("index", "")),
+                "shard": _int(f.get("shard_id", f.get("shard"))),
+                "reason": str(f.get("reason", "")),
+                "status": str(f.get("status", "")),
+                "node_id": str(f.get("node_id", "") or ""),
+            }
+        )
     start_ms, end_ms = _int(item.get("start_time_in_millis")), _int(item.get("end_time_in_millis"))
     return {
         "snapshot": str(item.get("snapshot", "")),
@@ -302,15 +304,17 @@ def format_failures(failures: list[dict[str, Any]], limit: int = 50) -> list[str
     lines = []
     for f in failures[:limit]:
         status = f" ({f['status']})" if f.get("status") else ""
-        lines.append(f"  - index {f.get('index')} shard {f.get('shard')}: {f.get('reason') or 'no reason given'}"
-                     f"{status}")
+        lines.append(
+            f"  - index {f.get('index')} shard {f.get('shard')}: {f.get('reason') or 'no reason given'}{status}"
+        )
     if len(failures) > limit:
         lines.append(f"  - ... and {len(failures) - limit} more")
     return lines
 
 
-def snapshot_failure(where: str, repository: str, state: dict[str, Any], *,
-                     deleted: bool = False) -> SnapshotFailedError:
+def snapshot_failure(
+    where: str, repository: str, state: dict[str, Any], *, deleted: bool = False
+) -> SnapshotFailedError:
     """The error for a snapshot that ended PARTIAL, FAILED or INCOMPATIBLE, listing the shard failures."""
     name = f"{repository}:{state.get('snapshot')}"
     shards = state.get("shards") or {}
@@ -326,8 +330,11 @@ def snapshot_failure(where: str, repository: str, state: dict[str, Any], *,
     lines += format_failures(state.get("failures") or [])
     if state.get("state") == "INCOMPATIBLE":
         lines.append("the snapshot was written by a version this cluster cannot read")
-    lines.append("the failed snapshot was deleted from the repository" if deleted
-                 else "the failed snapshot remains in the repository")
+    lines.append(
+        "the failed snapshot was deleted from the repository"
+        if deleted
+        else "the failed snapshot remains in the repository"
+    )
     cleanup = "" if deleted else f"; delete it with DELETE /_snapshot/{repository}/{state.get('snapshot')}"
     return SnapshotFailedError(
         "\n".join(lines),
@@ -400,8 +407,11 @@ class SnapshotWait:
         if remaining <= 0:
             st = self.last_state or {}
             shards = st.get("shards") or {}
-            progress = (f" ({shards.get('successful', 0)} of {shards.get('total', 0)} shards done)"
-                        if shards.get("total") else "")
+            progress = (
+                f" ({shards.get('successful', 0)} of {shards.get('total', 0)} shards done)"
+                if shards.get("total")
+                else ""
+            )
             raise SnapshotTimeoutError(
                 f"search cluster {self.where}: snapshot {self.repository}:{self.snapshot} still "
                 f"{st.get('state') or 'not reported'} after {self.timeout:g}s{progress}",

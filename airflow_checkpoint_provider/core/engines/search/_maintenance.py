@@ -65,8 +65,9 @@ def _checkpoint_of(short: str, checkpoints: Iterable[str]) -> str | None:
 # --------------------------------------------------------------------------- leftovers
 
 
-def find_leftovers(target: SearchTarget | SearchClient, *, protected: Iterable[str] = (),
-                   older_than: float = 0.0) -> list[dict[str, Any]]:
+def find_leftovers(
+    target: SearchTarget | SearchClient, *, protected: Iterable[str] = (), older_than: float = 0.0
+) -> list[dict[str, Any]]:
     """``__restoring_`` copies of dead restores: not served by an alias, not in ``protected``, at least
     ``older_than`` seconds old. Each: ``index``, ``source``, ``short_id``, ``created_at``,
     ``age_seconds``, ``docs``, ``size_bytes``."""
@@ -83,14 +84,23 @@ def find_leftovers(target: SearchTarget | SearchClient, *, protected: Iterable[s
         age = _age(created, now)
         if age is not None and age < older_than:
             continue
-        out.append({"index": name, "source": m.group("source"), "short_id": m.group("short"),
-                    "created_at": L.ms_to_ts(created), "age_seconds": age, "docs": _int(row.get("docs.count")),
-                    "size_bytes": _int(row.get("store.size"))})
+        out.append(
+            {
+                "index": name,
+                "source": m.group("source"),
+                "short_id": m.group("short"),
+                "created_at": L.ms_to_ts(created),
+                "age_seconds": age,
+                "docs": _int(row.get("docs.count")),
+                "size_bytes": _int(row.get("store.size")),
+            }
+        )
     return out
 
 
-def drop_leftovers(target: SearchTarget | SearchClient, *, protected: Iterable[str] = (), older_than: float = 0.0,
-                   dry_run: bool = True) -> list[dict[str, Any]]:
+def drop_leftovers(
+    target: SearchTarget | SearchClient, *, protected: Iterable[str] = (), older_than: float = 0.0, dry_run: bool = True
+) -> list[dict[str, Any]]:
     """:func:`find_leftovers`, and with ``dry_run=False`` delete them (``"dropped"`` says which went)."""
     with _client(target) as client:
         found = find_leftovers(client, protected=protected, older_than=older_than)
@@ -109,8 +119,9 @@ def drop_leftovers(target: SearchTarget | SearchClient, *, protected: Iterable[s
 # --------------------------------------------------------------------------- orphan snapshots
 
 
-def find_orphan_snapshots(target: SearchTarget | SearchClient, repository: str, *, referenced: Iterable[str],
-                          older_than: float) -> list[dict[str, Any]]:
+def find_orphan_snapshots(
+    target: SearchTarget | SearchClient, repository: str, *, referenced: Iterable[str], older_than: float
+) -> list[dict[str, Any]]:
     """Snapshots the provider took that no sealed checkpoint references, older than ``older_than``
     seconds. Each: ``repository``, ``snapshot``, ``state``, ``started_at``, ``age_seconds``, ``indices``."""
     refs = set(referenced)
@@ -128,13 +139,27 @@ def find_orphan_snapshots(target: SearchTarget | SearchClient, repository: str, 
         age = _age(s["start_time_in_millis"], now)
         if age is None or age < older_than:
             continue
-        out.append({"repository": repository, "snapshot": s["snapshot"], "state": s["state"],
-                    "started_at": s["start_time"], "age_seconds": age, "indices": len(s["indices"])})
+        out.append(
+            {
+                "repository": repository,
+                "snapshot": s["snapshot"],
+                "state": s["state"],
+                "started_at": s["start_time"],
+                "age_seconds": age,
+                "indices": len(s["indices"]),
+            }
+        )
     return out
 
 
-def delete_orphan_snapshots(target: SearchTarget | SearchClient, repository: str, *, referenced: Iterable[str],
-                            older_than: float, dry_run: bool = True) -> list[dict[str, Any]]:
+def delete_orphan_snapshots(
+    target: SearchTarget | SearchClient,
+    repository: str,
+    *,
+    referenced: Iterable[str],
+    older_than: float,
+    dry_run: bool = True,
+) -> list[dict[str, Any]]:
     """:func:`find_orphan_snapshots`, and with ``dry_run=False`` delete them."""
     with _client(target) as client:
         found = find_orphan_snapshots(client, repository, referenced=referenced, older_than=older_than)
@@ -153,8 +178,9 @@ def delete_orphan_snapshots(target: SearchTarget | SearchClient, repository: str
 # --------------------------------------------------------------------------- rollbacks
 
 
-def list_rollbacks(target: SearchTarget | SearchClient, *, checkpoints: Iterable[str] = (),
-                   repository: str | None = None) -> list[dict[str, Any]]:
+def list_rollbacks(
+    target: SearchTarget | SearchClient, *, checkpoints: Iterable[str] = (), repository: str | None = None
+) -> list[dict[str, Any]]:
     """The rollback copies restores kept, newest first.
 
     Each: ``kind`` (``index``, or ``snapshot`` for a data stream's rollback snapshot in
@@ -172,12 +198,24 @@ def list_rollbacks(target: SearchTarget | SearchClient, *, checkpoints: Iterable
             if not m:
                 continue
             created = _int(row.get("creation.date"))
-            out.append({"kind": "index", "index": name, "source": m.group("source"), "short_id": m.group("short"),
-                        "stamp": m.group("stamp"), "checkpoint": _checkpoint_of(m.group("short"), cids),
-                        "created_at": L.ms_to_ts(created), "created": L.ms_to_ts(created),
-                        "age_seconds": _age(created, now), "docs": _int(row.get("docs.count")),
-                        "size_bytes": _int(row.get("store.size")), "health": row.get("health"),
-                        "status": row.get("status"), "aliases": sorted(view.aliases_of(name))})
+            out.append(
+                {
+                    "kind": "index",
+                    "index": name,
+                    "source": m.group("source"),
+                    "short_id": m.group("short"),
+                    "stamp": m.group("stamp"),
+                    "checkpoint": _checkpoint_of(m.group("short"), cids),
+                    "created_at": L.ms_to_ts(created),
+                    "created": L.ms_to_ts(created),
+                    "age_seconds": _age(created, now),
+                    "docs": _int(row.get("docs.count")),
+                    "size_bytes": _int(row.get("store.size")),
+                    "health": row.get("health"),
+                    "status": row.get("status"),
+                    "aliases": sorted(view.aliases_of(name)),
+                }
+            )
         if repository:
             try:
                 snaps = O.list_snapshots(client, repository)
@@ -188,13 +226,25 @@ def list_rollbacks(target: SearchTarget | SearchClient, *, checkpoints: Iterable
                 if meta.get("taken_by") != N.TAKEN_BY or meta.get("purpose") != "rollback":
                     continue
                 short = str(meta.get("short_id") or "")
-                out.append({"kind": "snapshot", "index": s["snapshot"], "source": str(meta.get("source") or ""),
-                            "short_id": short, "stamp": "", "repository": repository,
-                            "checkpoint": meta.get("checkpoint") or _checkpoint_of(short, cids),
-                            "created_at": s["start_time"], "created": s["start_time"],
-                            "age_seconds": _age(s["start_time_in_millis"], now), "docs": meta.get("docs"),
-                            "size_bytes": O.snapshot_size(client, repository, s["snapshot"]), "health": None,
-                            "status": s["state"], "aliases": []})
+                out.append(
+                    {
+                        "kind": "snapshot",
+                        "index": s["snapshot"],
+                        "source": str(meta.get("source") or ""),
+                        "short_id": short,
+                        "stamp": "",
+                        "repository": repository,
+                        "checkpoint": meta.get("checkpoint") or _checkpoint_of(short, cids),
+                        "created_at": s["start_time"],
+                        "created": s["start_time"],
+                        "age_seconds": _age(s["start_time_in_millis"], now),
+                        "docs": meta.get("docs"),
+                        "size_bytes": O.snapshot_size(client, repository, s["snapshot"]),
+                        "health": None,
+                        "status": s["state"],
+                        "aliases": [],
+                    }
+                )
     return sorted(out, key=lambda x: (x["created_at"], x["index"]), reverse=True)
 
 
@@ -205,8 +255,10 @@ def drop_rollback(target: SearchTarget | SearchClient, name: str, *, repository:
         if repository and isinstance(name, str) and name.startswith(N.ROLLBACK_SNAPSHOT_PREFIX):
             state = next((s for s in O.list_snapshots(client, repository) if s["snapshot"] == name), None)
             if state is None or (state.get("metadata") or {}).get("purpose") != "rollback":
-                raise NotFoundError(f"search cluster {client.where}: no rollback snapshot {repository}:{name}",
-                                    hint="list the rollback copies with list_rollbacks(target, repository=...)")
+                raise NotFoundError(
+                    f"search cluster {client.where}: no rollback snapshot {repository}:{name}",
+                    hint="list the rollback copies with list_rollbacks(target, repository=...)",
+                )
             client.delete_snapshot(repository, name)
             return
         if not isinstance(name, str) or not N.ROLLBACK_RE.match(name) or any(ch in name for ch in "*?,"):
@@ -215,8 +267,10 @@ def drop_rollback(target: SearchTarget | SearchClient, name: str, *, repository:
                 hint="list the rollback copies with list_rollbacks (airflow-checkpoint rollbacks list)",
             )
         if O.index_status(client, name) == "missing":
-            raise NotFoundError(f"search cluster {client.where}: no rollback copy {name!r}",
-                                hint="list the rollback copies with list_rollbacks")
+            raise NotFoundError(
+                f"search cluster {client.where}: no rollback copy {name!r}",
+                hint="list the rollback copies with list_rollbacks",
+            )
         aliases = sorted(O.cluster_view(client).aliases_of(name))
         if aliases:
             raise EngineError(
@@ -227,9 +281,16 @@ def drop_rollback(target: SearchTarget | SearchClient, name: str, *, repository:
         O.delete_index(client, name, missing_ok=False)
 
 
-def prune_rollbacks(target: SearchTarget | SearchClient, *, keep: int = 1, max_age: float | None = None,
-                    protected: Iterable[str] = (), checkpoints: Iterable[str] = (), repository: str | None = None,
-                    dry_run: bool = True) -> list[dict[str, Any]]:
+def prune_rollbacks(
+    target: SearchTarget | SearchClient,
+    *,
+    keep: int = 1,
+    max_age: float | None = None,
+    protected: Iterable[str] = (),
+    checkpoints: Iterable[str] = (),
+    repository: str | None = None,
+    dry_run: bool = True,
+) -> list[dict[str, Any]]:
     """Retention: per source, keep the ``keep`` newest rollback copies and none older than ``max_age``
     seconds. Returns the copies to drop (each with a ``reason``); with ``dry_run=False`` drops them,
     except those in ``protected`` (a running restore's) and those an alias serves."""
@@ -252,8 +313,11 @@ def prune_rollbacks(target: SearchTarget | SearchClient, *, keep: int = 1, max_a
                     continue
                 r["dropped"] = False
                 if r["index"] in keep_names or r["aliases"]:
-                    r["reason"] += " (kept: a running restore uses it)" if r["index"] in keep_names else \
-                        " (kept: an alias serves it)"
+                    r["reason"] += (
+                        " (kept: a running restore uses it)"
+                        if r["index"] in keep_names
+                        else " (kept: an alias serves it)"
+                    )
                 elif not dry_run:
                     try:
                         drop_rollback(client, r["index"], repository=r.get("repository"))

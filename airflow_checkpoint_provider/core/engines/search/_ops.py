@@ -27,8 +27,13 @@ RED_GRACE_SECONDS = 20.0
 #: Index settings the server assigns itself, so that a restored index may differ from the original in
 #: these and no other: its own uuid, creation date and name as created, the history uuid a restore
 #: over a closed index sets, and the version the index was last upgraded in.
-SERVER_ASSIGNED_SETTINGS = ("index.uuid", "index.creation_date", "index.provided_name", "index.history.uuid",
-                            "index.version.upgraded")
+SERVER_ASSIGNED_SETTINGS = (
+    "index.uuid",
+    "index.creation_date",
+    "index.provided_name",
+    "index.history.uuid",
+    "index.version.upgraded",
+)
 
 
 def send(client: SearchClient, req: _Req) -> Any:
@@ -39,14 +44,29 @@ def send(client: SearchClient, req: _Req) -> Any:
 
 
 def settings_flat(client: SearchClient, index: str) -> dict[str, Any]:
-    body = send(client, _Req("GET", f"{_index_path(index)}/_settings", f"read the settings of index {index!r}",
-                             params={"flat_settings": "true", "expand_wildcards": "all"}))
+    body = send(
+        client,
+        _Req(
+            "GET",
+            f"{_index_path(index)}/_settings",
+            f"read the settings of index {index!r}",
+            params={"flat_settings": "true", "expand_wildcards": "all"},
+        ),
+    )
     return dict(((body or {}).get(index) or {}).get("settings") or {})
 
 
 def put_settings(client: SearchClient, index: str, settings: dict[str, Any]) -> None:
-    send(client, _Req("PUT", f"{_index_path(index)}/_settings", f"update the settings of index {index!r}",
-                      params={"expand_wildcards": "all"}, body=settings))
+    send(
+        client,
+        _Req(
+            "PUT",
+            f"{_index_path(index)}/_settings",
+            f"update the settings of index {index!r}",
+            params={"expand_wildcards": "all"},
+            body=settings,
+        ),
+    )
 
 
 def _single(index: str) -> str:
@@ -56,36 +76,83 @@ def _single(index: str) -> str:
 
 
 def delete_index(client: SearchClient, index: str, *, missing_ok: bool = True) -> bool:
-    body = send(client, _Req("DELETE", _index_path(_single(index)), f"delete index {index!r}",
-                             params={"expand_wildcards": "all"}, missing_ok=missing_ok))
+    body = send(
+        client,
+        _Req(
+            "DELETE",
+            _index_path(_single(index)),
+            f"delete index {index!r}",
+            params={"expand_wildcards": "all"},
+            missing_ok=missing_ok,
+        ),
+    )
     return body is not None
 
 
 def close_index(client: SearchClient, index: str) -> None:
-    send(client, _Req("POST", f"{_index_path(_single(index))}/_close", f"close index {index!r}",
-                      params={"expand_wildcards": "all"}))
+    send(
+        client,
+        _Req(
+            "POST",
+            f"{_index_path(_single(index))}/_close",
+            f"close index {index!r}",
+            params={"expand_wildcards": "all"},
+        ),
+    )
 
 
 def open_index(client: SearchClient, index: str) -> None:
-    send(client, _Req("POST", f"{_index_path(_single(index))}/_open", f"open index {index!r}",
-                      params={"expand_wildcards": "all"}))
+    send(
+        client,
+        _Req(
+            "POST", f"{_index_path(_single(index))}/_open", f"open index {index!r}", params={"expand_wildcards": "all"}
+        ),
+    )
 
 
 def clone(client: SearchClient, source: str, target: str, settings: dict[str, Any]) -> None:
-    send(client, _Req("POST", f"{_index_path(_single(source))}/_clone/{_index_path(_single(target))}",
-                      f"clone index {source!r} to {target!r}", body={"settings": settings}))
+    send(
+        client,
+        _Req(
+            "POST",
+            f"{_index_path(_single(source))}/_clone/{_index_path(_single(target))}",
+            f"clone index {source!r} to {target!r}",
+            body={"settings": settings},
+        ),
+    )
 
 
 def exists(client: SearchClient, index: str) -> bool:
-    return send(client, _Req("HEAD", _index_path(_single(index)), f"check whether {index!r} exists",
-                             params={"expand_wildcards": "all"}, missing_ok=True)) is not None
+    return (
+        send(
+            client,
+            _Req(
+                "HEAD",
+                _index_path(_single(index)),
+                f"check whether {index!r} exists",
+                params={"expand_wildcards": "all"},
+                missing_ok=True,
+            ),
+        )
+        is not None
+    )
 
 
 def index_status(client: SearchClient, index: str) -> str:
     """``missing``, ``open`` or ``close``."""
-    rows = send(client, _Req("GET", f"_cat/indices/{_index_path(_single(index))}", f"look up index {index!r}",
-                             params={"format": "json", "h": "index,status", "expand_wildcards": "all"},
-                             missing_ok=True)) or []
+    rows = (
+        send(
+            client,
+            _Req(
+                "GET",
+                f"_cat/indices/{_index_path(_single(index))}",
+                f"look up index {index!r}",
+                params={"format": "json", "h": "index,status", "expand_wildcards": "all"},
+                missing_ok=True,
+            ),
+        )
+        or []
+    )
     row = next((r for r in rows if r.get("index") == index), None)
     return "missing" if row is None else str(row.get("status") or "open")
 
@@ -98,8 +165,13 @@ def refresh_count(client: SearchClient, names: list[str]) -> dict[str, int]:
 def recovered_from(client: SearchClient, index: str) -> tuple[str, str] | None:
     """``(repository, snapshot)`` the primaries of ``index`` were last restored from, or None (created,
     cloned, recovered from its own store, or missing)."""
-    body = send(client, _Req("GET", f"{_index_path(_single(index))}/_recovery", f"read the recovery of {index!r}",
-                             missing_ok=True)) or {}
+    body = (
+        send(
+            client,
+            _Req("GET", f"{_index_path(_single(index))}/_recovery", f"read the recovery of {index!r}", missing_ok=True),
+        )
+        or {}
+    )
     shards = [s for s in ((body.get(index) or {}).get("shards") or []) if s.get("primary")]
     if not shards or any(s.get("type") != "SNAPSHOT" for s in shards):
         return None
@@ -148,12 +220,27 @@ class ClusterView:
 
 
 def cluster_view(client: SearchClient) -> ClusterView:
-    rows = send(client, _Req("GET", "_cat/indices", "list the indices (_cat/indices)", params={
-        "format": "json", "h": "index,status,health,docs.count,store.size,creation.date,pri,rep",
-        "bytes": "b", "expand_wildcards": "all"})) or []
+    rows = (
+        send(
+            client,
+            _Req(
+                "GET",
+                "_cat/indices",
+                "list the indices (_cat/indices)",
+                params={
+                    "format": "json",
+                    "h": "index,status,health,docs.count,store.size,creation.date,pri,rep",
+                    "bytes": "b",
+                    "expand_wildcards": "all",
+                },
+            ),
+        )
+        or []
+    )
     indices = {str(r["index"]): r for r in rows if r.get("index")}
-    body = send(client, _Req("GET", "_alias", "list the aliases (GET /_alias)",
-                             params={"expand_wildcards": "all"})) or {}
+    body = (
+        send(client, _Req("GET", "_alias", "list the aliases (GET /_alias)", params={"expand_wildcards": "all"})) or {}
+    )
     aliases: dict[str, dict[str, dict[str, Any]]] = {}
     for index, entry in body.items():
         for alias, props in ((entry or {}).get("aliases") or {}).items():
@@ -167,15 +254,17 @@ def collect_aliases(client: SearchClient, indices: list[str]) -> dict[str, dict[
     can reinstate them."""
     view = cluster_view(client)
     wanted = set(indices)
-    return {a: {i: alias_props(p) for i, p in sorted(h.items())} for a, h in sorted(view.aliases.items())
-            if wanted & set(h)}
+    return {
+        a: {i: alias_props(p) for i, p in sorted(h.items())} for a, h in sorted(view.aliases.items()) if wanted & set(h)
+    }
 
 
 # --------------------------------------------------------------------------- shards
 
 
-def wait_for_primaries(client: SearchClient, names: list[str], *, timeout: float, what: str,
-                       poll_interval: float = 0.5) -> None:
+def wait_for_primaries(
+    client: SearchClient, names: list[str], *, timeout: float, what: str, poll_interval: float = 0.5
+) -> None:
     """Wait until every primary shard of ``names`` has started (restore/clone finished recovering).
 
     Shards that stay unassigned after failing (a failed restore or clone) for more than
@@ -190,24 +279,38 @@ def wait_for_primaries(client: SearchClient, names: list[str], *, timeout: float
     while True:
         rows: list[dict[str, Any]] = []
         for batch in L.url_batches(names):
-            rows += send(client, _Req("GET", f"_cat/shards/{_index_path(','.join(batch))}",
-                                      "read shard states (_cat/shards)",
-                                      params={"format": "json",
-                                              "h": "index,shard,prirep,state,unassigned.reason,"
-                                                   "unassigned.details"})) or []
+            rows += (
+                send(
+                    client,
+                    _Req(
+                        "GET",
+                        f"_cat/shards/{_index_path(','.join(batch))}",
+                        "read shard states (_cat/shards)",
+                        params={"format": "json", "h": "index,shard,prirep,state,unassigned.reason,unassigned.details"},
+                    ),
+                )
+                or []
+            )
         primaries = [r for r in rows if r.get("prirep") == "p"]
         seen = {str(r.get("index")) for r in primaries}
         pending = sorted({str(r["index"]) for r in primaries if r.get("state") != "STARTED"} | (set(names) - seen))
         if not pending:
             return
-        failed = [r for r in primaries if r.get("state") == "UNASSIGNED"
-                  and str(r.get("unassigned.reason") or "") not in ("", "INDEX_CREATED", "NEW_INDEX_RESTORED",
-                                                                     "EXISTING_INDEX_RESTORED")]
+        failed = [
+            r
+            for r in primaries
+            if r.get("state") == "UNASSIGNED"
+            and str(r.get("unassigned.reason") or "")
+            not in ("", "INDEX_CREATED", "NEW_INDEX_RESTORED", "EXISTING_INDEX_RESTORED")
+        ]
         now = time.monotonic()
         red_since = (red_since or now) if failed else None
         if (red_since is not None and now - red_since > RED_GRACE_SECONDS) or now >= deadline:
-            reasons = "; ".join(f"{r.get('index')}[{r.get('shard')}]: {r.get('unassigned.reason')} "
-                                f"{r.get('unassigned.details') or ''}".strip() for r in failed[:10])
+            reasons = "; ".join(
+                f"{r.get('index')}[{r.get('shard')}]: {r.get('unassigned.reason')} "
+                f"{r.get('unassigned.details') or ''}".strip()
+                for r in failed[:10]
+            )
             cause = f"primary shards failed: {reasons}" if failed else f"still recovering after {timeout:g}s"
             raise EngineError(
                 f"search cluster {client.where}: {what}: {', '.join(pending)}: {cause}",
@@ -221,17 +324,36 @@ def wait_for_primaries(client: SearchClient, names: list[str], *, timeout: float
 # --------------------------------------------------------------------------- snapshots
 
 
-def restore_snapshot(client: SearchClient, repository: str, snapshot: str, names: list[str], *,
-                     suffix: str | None = None, include_global_state: bool = False) -> None:
+def restore_snapshot(
+    client: SearchClient,
+    repository: str,
+    snapshot: str,
+    names: list[str],
+    *,
+    suffix: str | None = None,
+    include_global_state: bool = False,
+) -> None:
     """Start restoring ``names`` (indices or data streams) of a snapshot, renamed ``<name><suffix>`` if
     ``suffix`` is given (side-by-side copies), else under their own names. Does not wait."""
-    body: dict[str, Any] = {"indices": ",".join(names), "ignore_unavailable": False, "partial": False,
-                            "include_aliases": False, "include_global_state": bool(include_global_state)}
+    body: dict[str, Any] = {
+        "indices": ",".join(names),
+        "ignore_unavailable": False,
+        "partial": False,
+        "include_aliases": False,
+        "include_global_state": bool(include_global_state),
+    }
     if suffix:
         body.update({"rename_pattern": "(.+)", "rename_replacement": "$1" + suffix})
-    send(client, _Req("POST", f"_snapshot/{_seg(repository)}/{_seg(snapshot)}/_restore",
-                      f"restore {', '.join(names)} from snapshot {repository}:{snapshot}",
-                      params={"wait_for_completion": "false"}, body=body))
+    send(
+        client,
+        _Req(
+            "POST",
+            f"_snapshot/{_seg(repository)}/{_seg(snapshot)}/_restore",
+            f"restore {', '.join(names)} from snapshot {repository}:{snapshot}",
+            params={"wait_for_completion": "false"},
+            body=body,
+        ),
+    )
 
 
 def snapshot_state(client: SearchClient, repository: str, snapshot: str) -> dict[str, Any] | None:
@@ -255,8 +377,15 @@ def list_snapshots(client: SearchClient, repository: str) -> list[dict[str, Any]
 
 def snapshot_shard_counts(client: SearchClient, repository: str, snapshot: str) -> dict[str, int]:
     """``{index: number of shards}`` of a snapshot (``_status``)."""
-    body = send(client, _Req("GET", f"_snapshot/{_seg(repository)}/{_seg(snapshot)}/_status",
-                             f"read the status of snapshot {repository}:{snapshot}", missing_ok=True))
+    body = send(
+        client,
+        _Req(
+            "GET",
+            f"_snapshot/{_seg(repository)}/{_seg(snapshot)}/_status",
+            f"read the status of snapshot {repository}:{snapshot}",
+            missing_ok=True,
+        ),
+    )
     out: dict[str, int] = {}
     for snap in (body or {}).get("snapshots") or []:
         for index, entry in (snap.get("indices") or {}).items():
@@ -269,8 +398,14 @@ def snapshot_shard_counts(client: SearchClient, repository: str, snapshot: str) 
 def snapshot_size(client: SearchClient, repository: str, snapshot: str) -> int | None:
     """Total size in bytes of a snapshot's files (``_status``), None if the server does not say."""
     try:
-        body = send(client, _Req("GET", f"_snapshot/{_seg(repository)}/{_seg(snapshot)}/_status",
-                                 f"read the status of snapshot {repository}:{snapshot}"))
+        body = send(
+            client,
+            _Req(
+                "GET",
+                f"_snapshot/{_seg(repository)}/{_seg(snapshot)}/_status",
+                f"read the status of snapshot {repository}:{snapshot}",
+            ),
+        )
     except EngineError:
         return None
     for snap in (body or {}).get("snapshots") or []:
@@ -293,8 +428,9 @@ def data_streams(client: SearchClient, expression: str = "*") -> dict[str, list[
     """``{name: [backing indices]}`` of the data streams matching ``expression``. A cluster without data
     streams (Elasticsearch without its data-streams module) has none; an unknown explicit name too."""
     try:
-        body = send(client, _Req("GET", f"_data_stream/{_index_path(expression)}", "list the data streams",
-                                 missing_ok=True))
+        body = send(
+            client, _Req("GET", f"_data_stream/{_index_path(expression)}", "list the data streams", missing_ok=True)
+        )
     except EngineError as exc:
         if no_data_streams(exc):
             return {}
@@ -322,6 +458,8 @@ def data_stream_info(client: SearchClient, names: list[str]) -> dict[str, dict[s
 
 
 def delete_data_stream(client: SearchClient, name: str) -> bool:
-    body = send(client, _Req("DELETE", f"_data_stream/{_index_path(_single(name))}", f"delete data stream {name!r}",
-                             missing_ok=True))
+    body = send(
+        client,
+        _Req("DELETE", f"_data_stream/{_index_path(_single(name))}", f"delete data stream {name!r}", missing_ok=True),
+    )
     return body is not None

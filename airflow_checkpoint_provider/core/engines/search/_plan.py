@@ -70,12 +70,21 @@ class Planned:
     def record(self) -> dict[str, Any]:
         """What the journal keeps for a replay."""
         s = self.source
-        return {"checkpoint_id": self.plan.checkpoint_id, "repository": s.repository, "snapshot": s.snapshot,
-                "uuid": s.uuid, "short": self.short,
-                "items": self.items, "alias_names": self.alias_names,
-                "recorded_aliases": {a: s.aliases[a] for a in self.alias_names} if s.aliases else None,
-                "templates": [{k: t[k] for k in ("kind", "name", "action", "body", "previous")}
-                              for t in self.templates if t["action"] in ("create", "overwrite")]}
+        return {
+            "checkpoint_id": self.plan.checkpoint_id,
+            "repository": s.repository,
+            "snapshot": s.snapshot,
+            "uuid": s.uuid,
+            "short": self.short,
+            "items": self.items,
+            "alias_names": self.alias_names,
+            "recorded_aliases": {a: s.aliases[a] for a in self.alias_names} if s.aliases else None,
+            "templates": [
+                {k: t[k] for k in ("kind", "name", "action", "body", "previous")}
+                for t in self.templates
+                if t["action"] in ("create", "overwrite")
+            ],
+        }
 
 
 def _units(source: SnapshotSource) -> dict[str, str]:
@@ -90,17 +99,21 @@ def _select(source: SnapshotSource, indices: list[str] | str | None, problems: l
     in_snapshot = set(source.indices)
     for name in sorted(source.expected):
         if name not in in_snapshot:
-            problems.append(f"index {name} has fingerprints but is not in snapshot "
-                            f"{source.repository}:{source.snapshot}")
+            problems.append(
+                f"index {name} has fingerprints but is not in snapshot {source.repository}:{source.snapshot}"
+            )
     for ds, info in sorted(source.data_streams.items()):
         missing = [b for b in info["backing_indices"] if b not in source.expected]
         if missing:
-            problems.append(f"data stream {ds}: the checkpoint has no fingerprints of its backing indices "
-                            f"{', '.join(missing)}")
+            problems.append(
+                f"data stream {ds}: the checkpoint has no fingerprints of its backing indices {', '.join(missing)}"
+            )
     units = _units(source)
     if not units:
-        problems.append(f"the checkpoint records no index fingerprints for snapshot "
-                        f"{source.repository}:{source.snapshot}: nothing can be verified")
+        problems.append(
+            f"the checkpoint records no index fingerprints for snapshot "
+            f"{source.repository}:{source.snapshot}: nothing can be verified"
+        )
         return {}
     if indices is None:
         return dict(sorted(units.items()))
@@ -116,8 +129,9 @@ def _select(source: SnapshotSource, indices: list[str] | str | None, problems: l
             if stream:  # a backing index named: its data stream
                 matched = [stream]
         if not matched:
-            problems.append(f"{expr!r} matches no index or data stream of the checkpoint (it has: "
-                            f"{', '.join(sorted(units))})")
+            problems.append(
+                f"{expr!r} matches no index or data stream of the checkpoint (it has: {', '.join(sorted(units))})"
+            )
         for m in matched:
             chosen[m] = units[m]
     return dict(sorted(chosen.items()))
@@ -157,16 +171,28 @@ def _path_repo_problem(client: SearchClient, settings: dict[str, Any]) -> str | 
     location = str(rsettings.get("location") or "")
     if rtype != "fs" or not location.startswith("/"):
         return None
-    body = send(client, _Req("GET", "_nodes/settings", "read the nodes' settings",
-                             params={"filter_path": "nodes.*.settings.path,nodes.*.name"})) or {}
+    body = (
+        send(
+            client,
+            _Req(
+                "GET",
+                "_nodes/settings",
+                "read the nodes' settings",
+                params={"filter_path": "nodes.*.settings.path,nodes.*.name"},
+            ),
+        )
+        or {}
+    )
     loc = posixpath.normpath(location)
     for node_id, node in (body.get("nodes") or {}).items():
         repo = ((node.get("settings") or {}).get("path") or {}).get("repo") or []
         roots = [repo] if isinstance(repo, str) else list(repo)
         if not any(loc == posixpath.normpath(r) or loc.startswith(posixpath.normpath(r) + "/") for r in roots):
-            return (f"repository location {location!r} is not below path.repo of node {node.get('name', node_id)} "
-                    f"({', '.join(roots) or 'path.repo is not set'}): the cluster would refuse to register it; add "
-                    "it to path.repo on every node (and restart them), or choose a location below it")
+            return (
+                f"repository location {location!r} is not below path.repo of node {node.get('name', node_id)} "
+                f"({', '.join(roots) or 'path.repo is not set'}): the cluster would refuse to register it; add "
+                "it to path.repo on every node (and restart them), or choose a location below it"
+            )
     return None
 
 
@@ -174,24 +200,40 @@ def _check_snapshot(client: SearchClient, source: SnapshotSource, problems: list
     try:
         state = client.snapshot_state(source.repository, source.snapshot)
     except NotFoundError as exc:
-        problems.append(f"snapshot {source.repository}:{source.snapshot} is not in the repository on {where} "
-                        f"({exc.message.splitlines()[0]})")
+        problems.append(
+            f"snapshot {source.repository}:{source.snapshot} is not in the repository on {where} "
+            f"({exc.message.splitlines()[0]})"
+        )
         return
     if state.get("state") != "SUCCESS":
-        problems.append(f"snapshot {source.repository}:{source.snapshot} is {state.get('state')}, not "
-                        "SUCCESS: it cannot be restored completely")
+        problems.append(
+            f"snapshot {source.repository}:{source.snapshot} is {state.get('state')}, not "
+            "SUCCESS: it cannot be restored completely"
+        )
     if source.uuid and state.get("uuid") and state["uuid"] != source.uuid:
-        problems.append(f"snapshot {source.repository}:{source.snapshot} has uuid {state['uuid']}, the "
-                        f"checkpoint recorded {source.uuid}: it is another snapshot with the same name")
+        problems.append(
+            f"snapshot {source.repository}:{source.snapshot} has uuid {state['uuid']}, the "
+            f"checkpoint recorded {source.uuid}: it is another snapshot with the same name"
+        )
     missing = sorted(set(source.expected) - set(state.get("indices") or []))
     if missing:
-        problems.append(f"snapshot {source.repository}:{source.snapshot} lacks indices the checkpoint "
-                        f"recorded: {', '.join(missing)}")
+        problems.append(
+            f"snapshot {source.repository}:{source.snapshot} lacks indices the checkpoint "
+            f"recorded: {', '.join(missing)}"
+        )
 
 
-def make_plan(client: SearchClient, source: SnapshotSource, *, checkpoint_id: str,
-              indices: list[str] | str | None, swap: str, include_global_state: bool,
-              repository_settings: dict[str, Any] | None, restore_templates: bool | None = None) -> Planned:
+def make_plan(
+    client: SearchClient,
+    source: SnapshotSource,
+    *,
+    checkpoint_id: str,
+    indices: list[str] | str | None,
+    swap: str,
+    include_global_state: bool,
+    repository_settings: dict[str, Any] | None,
+    restore_templates: bool | None = None,
+) -> Planned:
     """The plan of a restore (see :func:`.restore.plan_restore`); changes nothing."""
     if swap not in SWAP_MODES:
         raise EngineError(f"unknown swap mode {swap!r}", hint=f"use one of {', '.join(SWAP_MODES)}")
@@ -207,36 +249,45 @@ def make_plan(client: SearchClient, source: SnapshotSource, *, checkpoint_id: st
     repo_notes: list[str] = []
     if repo is None:
         if repository_settings is None:
-            problems.append(f"snapshot repository {source.repository!r} is not registered on {where}: register it "
-                            "(read-only when another cluster writes to it) or pass repository_settings, e.g. "
-                            '{"type": "fs", "settings": {"location": "<a directory below path.repo>", '
-                            '"readonly": true}}')
+            problems.append(
+                f"snapshot repository {source.repository!r} is not registered on {where}: register it "
+                "(read-only when another cluster writes to it) or pass repository_settings, e.g. "
+                '{"type": "fs", "settings": {"location": "<a directory below path.repo>", '
+                '"readonly": true}}'
+            )
         else:
             register = True
             bad = _path_repo_problem(client, repository_settings)
             if bad:
                 problems.append(bad)
-            repo_notes.append(f"repository {source.repository!r} is not registered yet: the restore registers and "
-                              f"verifies it with the given settings; the snapshot could not be checked now")
+            repo_notes.append(
+                f"repository {source.repository!r} is not registered yet: the restore registers and "
+                f"verifies it with the given settings; the snapshot could not be checked now"
+            )
     else:
         if repository_settings is not None:
             rtype, rsettings = L.normalize_repository_settings(repository_settings)
             if not L.repository_matches(repo, rtype, rsettings):
-                repo_notes.append(f"repository {source.repository!r} is already registered on {where} with other "
-                                  "settings: it is used as it is (repository_settings are only used to register "
-                                  "a missing repository)")
+                repo_notes.append(
+                    f"repository {source.repository!r} is already registered on {where} with other "
+                    "settings: it is used as it is (repository_settings are only used to register "
+                    "a missing repository)"
+                )
         _check_snapshot(client, source, problems, where)
     readonly = str(((repo or {}).get("settings") or {}).get("readonly", "")).lower() == "true" or (
         repository_settings is not None
-        and str(L.normalize_repository_settings(repository_settings)[1].get("readonly", "")).lower() == "true")
+        and str(L.normalize_repository_settings(repository_settings)[1].get("readonly", "")).lower() == "true"
+    )
 
     # 2. what to restore, under which names
     chosen = _select(source, indices, problems)
     view = cluster_view(client)
-    short = _pick_short(N.short_id(checkpoint_id),
-                        [n for n, k in chosen.items() if k == "index"]
-                        + [b for n, k in chosen.items() if k == "stream" for b in source.data_streams[n]
-                           ["backing_indices"]], view)
+    short = _pick_short(
+        N.short_id(checkpoint_id),
+        [n for n, k in chosen.items() if k == "index"]
+        + [b for n, k in chosen.items() if k == "stream" for b in source.data_streams[n]["backing_indices"]],
+        view,
+    )
     stamp = N.stamp()
     taken = set(view.indices)
     snapshots_taken: set[str] | None = None
@@ -255,9 +306,19 @@ def make_plan(client: SearchClient, source: SnapshotSource, *, checkpoint_id: st
     for name, kind in chosen.items():
         conflicts: list[str] = []
         notes: list[str] = []
-        item: dict[str, Any] = {"kind": kind, "source": name, "target": name, "staging": None, "staging_backing": {},
-                                "expected": {}, "holders": {}, "old_aliases": {}, "same_shards": True,
-                                "rollback": None, "backing_now": []}
+        item: dict[str, Any] = {
+            "kind": kind,
+            "source": name,
+            "target": name,
+            "staging": None,
+            "staging_backing": {},
+            "expected": {},
+            "holders": {},
+            "old_aliases": {},
+            "same_shards": True,
+            "rollback": None,
+            "backing_now": [],
+        }
         if kind == "stream":
             backing = source.data_streams[name]["backing_indices"]
             item["expected"] = {b: source.expected.get(b, {}) for b in backing}
@@ -265,22 +326,30 @@ def make_plan(client: SearchClient, source: SnapshotSource, *, checkpoint_id: st
             docs = sum(int(e.get("docs") or 0) for e in item["expected"].values())
             notes.append(f"checkpoint: data stream with {len(backing)} backing index(es), {docs} documents")
             if info["flavor"] == "elasticsearch" and not view.streams and not _has_stream_api(client):
-                problems.append(f"data stream {name}: this Elasticsearch cluster has no data streams (they need "
-                                "the default distribution's data-streams module); restore it into a cluster "
-                                "that has them")
+                problems.append(
+                    f"data stream {name}: this Elasticsearch cluster has no data streams (they need "
+                    "the default distribution's data-streams module); restore it into a cluster "
+                    "that has them"
+                )
             if name in view.streams:
                 item["action"] = "replace-stream"
                 item["backing_now"] = list(view.streams[name])
-                item["orig_blocks"] = {b: settings_flat(client, b).get("index.blocks.write")
-                                       for b in item["backing_now"]}
+                item["orig_blocks"] = {
+                    b: settings_flat(client, b).get("index.blocks.write") for b in item["backing_now"]
+                }
                 now = client.count(name)
                 if readonly:
-                    problems.append(f"data stream {name} exists: replacing it needs a rollback snapshot, but "
-                                    f"repository {source.repository!r} is read-only; delete the data stream first "
-                                    "or restore through a writable repository")
+                    problems.append(
+                        f"data stream {name} exists: replacing it needs a rollback snapshot, but "
+                        f"repository {source.repository!r} is read-only; delete the data stream first "
+                        "or restore through a writable repository"
+                    )
                 if snapshots_taken is None:
-                    snapshots_taken = {s["snapshot"] for s in list_snapshots(client, source.repository)} \
-                        if repo is not None else set()
+                    snapshots_taken = (
+                        {s["snapshot"] for s in list_snapshots(client, source.repository)}
+                        if repo is not None
+                        else set()
+                    )
                 snap = N.rollback_snapshot_name(short, stamp)
                 k = 1
                 while snap in snapshots_taken:
@@ -288,19 +357,24 @@ def make_plan(client: SearchClient, source: SnapshotSource, *, checkpoint_id: st
                     k += 1
                 snapshots_taken.add(snap)
                 item["rollback"] = snap
-                conflicts.append(f"data stream {name} exists ({now} documents now): it will be replaced; its current "
-                                 f"data is kept in the rollback snapshot {source.repository}:{snap}")
+                conflicts.append(
+                    f"data stream {name} exists ({now} documents now): it will be replaced; its current "
+                    f"data is kept in the rollback snapshot {source.repository}:{snap}"
+                )
             elif name in view.indices or name in view.aliases:
-                problems.append(f"data stream {name}: {name} is now an index or alias, not a data stream; rename or "
-                                "delete it first")
+                problems.append(
+                    f"data stream {name}: {name} is now an index or alias, not a data stream; rename or delete it first"
+                )
                 item["action"] = "create-stream"
             else:
                 item["action"] = "create-stream"
                 notes.append(f"data stream {name} does not exist: it will be created from the snapshot")
             clash = sorted(b for b in backing if b in view.indices and b not in backing_now)
             if clash:
-                problems.append(f"data stream {name}: {', '.join(clash)} exist(s) as plain indices (an earlier restore "
-                                f"of the backing indices alone?): delete them (DELETE /{clash[0]}) first")
+                problems.append(
+                    f"data stream {name}: {', '.join(clash)} exist(s) as plain indices (an earlier restore "
+                    f"of the backing indices alone?): delete them (DELETE /{clash[0]}) first"
+                )
             staging_names = list(item["staging_backing"].values())
         else:
             staging = N.staging_name(name, short)
@@ -311,12 +385,16 @@ def make_plan(client: SearchClient, source: SnapshotSource, *, checkpoint_id: st
             if name in view.indices:
                 item["action"] = "replace"
                 if swap == "alias":
-                    problems.append(f"index {name} is a concrete index: swap='alias' needs {name} to be an alias or "
-                                    "absent; use swap='auto' or 'replace'")
+                    problems.append(
+                        f"index {name} is a concrete index: swap='alias' needs {name} to be an alias or "
+                        "absent; use swap='auto' or 'replace'"
+                    )
             elif name in view.streams:
                 item["action"] = "replace"
-                problems.append(f"{name} is now a data stream, the checkpoint has an index of that name: delete the "
-                                "data stream first")
+                problems.append(
+                    f"{name} is now a data stream, the checkpoint has an index of that name: delete the "
+                    "data stream first"
+                )
             elif holders:
                 item["action"] = "replace-alias" if swap == "replace" else "switch-alias"
                 item["holders"] = holders
@@ -326,20 +404,31 @@ def make_plan(client: SearchClient, source: SnapshotSource, *, checkpoint_id: st
             _plan_index(client, item, view, source, short, stamp, taken, conflicts, notes, problems, shard_counts)
         for bad in staging_names + ([item["rollback"]] if item["rollback"] and kind == "index" else []):
             if N.name_too_long(bad):
-                problems.append(f"name {name} is too long for the restore's side-by-side name {bad!r} "
-                                f"(over {N.MAX_INDEX_NAME_BYTES} bytes)")
+                problems.append(
+                    f"name {name} is too long for the restore's side-by-side name {bad!r} "
+                    f"(over {N.MAX_INDEX_NAME_BYTES} bytes)"
+                )
         for other in sorted(view.indices):
             m = N.STAGING_RE.match(other)
             if not m or view.serving(other):
                 continue
             if m.group("source") == name or (kind == "stream" and m.group("source") in item["expected"]):
                 leftovers.append(other)
-                conflicts.append(f"leftover from an earlier restore: {other} (a failed restore's copy, or the "
-                                 f"rollback copy of an alias switch; left alone here: drop_leftovers removes it "
-                                 "when no restore is running)")
+                conflicts.append(
+                    f"leftover from an earlier restore: {other} (a failed restore's copy, or the "
+                    f"rollback copy of an alias switch; left alone here: drop_leftovers removes it "
+                    "when no restore is running)"
+                )
         _plan_aliases(item, alias_names, recorded, view, short, conflicts, notes, problems)
-        pi = PlanItem(component=COMPONENT, source=f"{name} ({source.repository}:{source.snapshot})", target=name,
-                      action=item["action"], staging_name=", ".join(staging_names), conflicts=conflicts, notes=notes)
+        pi = PlanItem(
+            component=COMPONENT,
+            source=f"{name} ({source.repository}:{source.snapshot})",
+            target=name,
+            action=item["action"],
+            staging_name=", ".join(staging_names),
+            conflicts=conflicts,
+            notes=notes,
+        )
         items.append(item)
         plan.items.append(pi)
 
@@ -348,31 +437,58 @@ def make_plan(client: SearchClient, source: SnapshotSource, *, checkpoint_id: st
     for t in templates:
         if t["action"] == "equal":
             continue
-        pi = PlanItem(component=COMPONENT, source=f"{t['kind'].replace('_', ' ')[:-1]} {t['name']} (checkpoint)",
-                      target=t["name"], action={"create": "create-template", "overwrite": "overwrite-template"}
-                      .get(t["action"], "keep-template"))
+        pi = PlanItem(
+            component=COMPONENT,
+            source=f"{t['kind'].replace('_', ' ')[:-1]} {t['name']} (checkpoint)",
+            target=t["name"],
+            action={"create": "create-template", "overwrite": "overwrite-template"}.get(t["action"], "keep-template"),
+        )
         (pi.conflicts if t["action"] in ("overwrite", "keep") else pi.notes).append(t["text"])
         plan.items.append(pi)
     if source.aliases is None and items:
-        plan.items[0].notes.append("the checkpoint does not record aliases: aliases other than those of replaced "
-                                   "indices are left as they are")
+        plan.items[0].notes.append(
+            "the checkpoint does not record aliases: aliases other than those of replaced indices are left as they are"
+        )
     if include_global_state:
-        conflicts = [f"the cluster's global state (persistent settings, index templates, ingest pipelines, "
-                     f"...) on {where} will be replaced by the snapshot's"]
+        conflicts = [
+            f"the cluster's global state (persistent settings, index templates, ingest pipelines, "
+            f"...) on {where} will be replaced by the snapshot's"
+        ]
         if not source.include_global_state:
             problems.append(f"snapshot {source.repository}:{source.snapshot} does not include the global state")
-        plan.items.append(PlanItem(component=COMPONENT, source=f"global state ({source.repository}:{source.snapshot})",
-                                   target="cluster", action="restore-global-state", conflicts=conflicts))
+        plan.items.append(
+            PlanItem(
+                component=COMPONENT,
+                source=f"global state ({source.repository}:{source.snapshot})",
+                target="cluster",
+                action="restore-global-state",
+                conflicts=conflicts,
+            )
+        )
     if source.undescribed_streams and plan.items:
-        plan.items[0].notes.append("data streams in the snapshot that this checkpoint did not capture as such are "
-                                   f"not restored: {', '.join(source.undescribed_streams)}")
+        plan.items[0].notes.append(
+            "data streams in the snapshot that this checkpoint did not capture as such are "
+            f"not restored: {', '.join(source.undescribed_streams)}"
+        )
     if plan.items:
         plan.items[0].notes.extend(repo_notes)
     if source.engine and info["flavor"] != source.engine and not problems and plan.items:
-        plan.items[0].notes.append(f"cross-product restore: {product(source.engine)} {source.engine_version} "
-                                   f"snapshot into {product(info['flavor'])} {info['version']}")
-    return Planned(plan=plan, source=source, items=items, short=short, stamp=stamp, info=info, leftovers=leftovers,
-                   alias_names=alias_names, templates=templates, register_repository=register)
+        plan.items[0].notes.append(
+            f"cross-product restore: {product(source.engine)} {source.engine_version} "
+            f"snapshot into {product(info['flavor'])} {info['version']}"
+        )
+    return Planned(
+        plan=plan,
+        source=source,
+        items=items,
+        short=short,
+        stamp=stamp,
+        info=info,
+        leftovers=leftovers,
+        alias_names=alias_names,
+        templates=templates,
+        register_repository=register,
+    )
 
 
 def _has_stream_api(client: SearchClient) -> bool:
@@ -385,21 +501,35 @@ def _has_stream_api(client: SearchClient) -> bool:
     return isinstance(body, dict) and "data_streams" in body
 
 
-def _plan_index(client: SearchClient, item: dict[str, Any], view: ClusterView, source: SnapshotSource, short: str,
-                stamp: str, taken: set[str], conflicts: list[str], notes: list[str], problems: list[str],
-                shard_counts: Any) -> None:
+def _plan_index(
+    client: SearchClient,
+    item: dict[str, Any],
+    view: ClusterView,
+    source: SnapshotSource,
+    short: str,
+    stamp: str,
+    taken: set[str],
+    conflicts: list[str],
+    notes: list[str],
+    problems: list[str],
+    shard_counts: Any,
+) -> None:
     name, action, staging = item["target"], item["action"], item["staging"]
     holders = item["holders"]
     if action == "replace" and name in view.indices:
         row = view.indices[name]
         status, health = str(row.get("status") or ""), str(row.get("health") or "")
         if status == "close":
-            problems.append(f"index {name} is closed: it cannot be copied to a rollback copy; open it "
-                            f"(POST /{name}/_open) or delete it before restoring")
+            problems.append(
+                f"index {name} is closed: it cannot be copied to a rollback copy; open it "
+                f"(POST /{name}/_open) or delete it before restoring"
+            )
             return
         if health == "red":
-            problems.append(f"index {name} is red (a primary shard is unassigned): no rollback copy can be "
-                            f"taken; fix it (GET /_cluster/allocation/explain) or delete it before restoring")
+            problems.append(
+                f"index {name} is red (a primary shard is unassigned): no rollback copy can be "
+                f"taken; fix it (GET /_cluster/allocation/explain) or delete it before restoring"
+            )
             return
         rb = _free_rollback(name, short, stamp, taken)
         taken.add(rb)
@@ -410,22 +540,33 @@ def _plan_index(client: SearchClient, item: dict[str, Any], view: ClusterView, s
         shards_now = settings.get("index.number_of_shards")
         want = shard_counts().get(name)
         item["same_shards"] = want is None or str(want) == str(shards_now)
-        how = ("closed and restored over from the snapshot" if item["same_shards"] else
-               f"deleted and restored from the snapshot (the checkpoint has {want} shards, the index {shards_now})")
-        conflicts.append(f"index {name} exists and is open ({client.count(name)} documents now): it will be "
-                         f"replaced ({how}); its current data is kept in the rollback copy {rb}")
+        how = (
+            "closed and restored over from the snapshot"
+            if item["same_shards"]
+            else f"deleted and restored from the snapshot (the checkpoint has {want} shards, the index {shards_now})"
+        )
+        conflicts.append(
+            f"index {name} exists and is open ({client.count(name)} documents now): it will be "
+            f"replaced ({how}); its current data is kept in the rollback copy {rb}"
+        )
         current = item["old_aliases"]
         if current and source.aliases is None:
-            notes.append(f"its aliases ({', '.join(sorted(current))}) will be moved to the restored index "
-                         "(the checkpoint does not record aliases)")
+            notes.append(
+                f"its aliases ({', '.join(sorted(current))}) will be moved to the restored index "
+                "(the checkpoint does not record aliases)"
+            )
     elif action == "switch-alias":
-        conflicts.append(f"{name} is an alias of {holders_text(holders)}: it will be switched to the "
-                         f"restored index {staging} in one atomic step; {holders_text(holders)} stay as "
-                         "rollback copies")
+        conflicts.append(
+            f"{name} is an alias of {holders_text(holders)}: it will be switched to the "
+            f"restored index {staging} in one atomic step; {holders_text(holders)} stay as "
+            "rollback copies"
+        )
         notes.append(f"the restored index keeps the name {staging}")
     elif action == "replace-alias":
-        conflicts.append(f"{name} is an alias of {holders_text(holders)}: the alias will be removed and "
-                         f"an index {name} restored; {holders_text(holders)} stay as rollback copies")
+        conflicts.append(
+            f"{name} is an alias of {holders_text(holders)}: the alias will be removed and "
+            f"an index {name} restored; {holders_text(holders)} stay as rollback copies"
+        )
     elif action == "create-alias":
         notes.append(f"{name} does not exist: an alias {name} will point at the restored index {staging}")
         notes.append(f"the restored index keeps the name {staging}")
@@ -433,8 +574,16 @@ def _plan_index(client: SearchClient, item: dict[str, Any], view: ClusterView, s
         notes.append(f"{name} does not exist: it will be restored from the snapshot")
 
 
-def _plan_aliases(item: dict[str, Any], alias_names: list[str], recorded: dict[str, Any], view: ClusterView,
-                  short: str, conflicts: list[str], notes: list[str], problems: list[str]) -> None:
+def _plan_aliases(
+    item: dict[str, Any],
+    alias_names: list[str],
+    recorded: dict[str, Any],
+    view: ClusterView,
+    short: str,
+    conflicts: list[str],
+    notes: list[str],
+    problems: list[str],
+) -> None:
     name = item["source"]
     final = name if item["action"] in RESTORES_TARGET or item["kind"] == "stream" else item["staging"]
     for alias in alias_names:
@@ -442,10 +591,14 @@ def _plan_aliases(item: dict[str, Any], alias_names: list[str], recorded: dict[s
             continue
         now_holders = view.aliases.get(alias, {})
         if alias in view.indices:
-            problems.append(f"the checkpoint has alias {alias} on {name}, but {alias} is now a concrete index: "
-                            "rename or delete that index first")
+            problems.append(
+                f"the checkpoint has alias {alias} on {name}, but {alias} is now a concrete index: "
+                "rename or delete that index first"
+            )
         elif not now_holders:
             notes.append(f"alias {alias} (missing now) will be recreated on {final}")
         elif set(now_holders) - set(recorded[alias]):
-            conflicts.append(f"alias {alias} points at {holders_text(now_holders)}, the checkpoint had it on "
-                             f"{holders_text(recorded[alias])}: it will point at {final} again")
+            conflicts.append(
+                f"alias {alias} points at {holders_text(now_holders)}, the checkpoint had it on "
+                f"{holders_text(recorded[alias])}: it will point at {final} again"
+            )

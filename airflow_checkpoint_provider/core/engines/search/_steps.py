@@ -26,10 +26,19 @@ from airflow_checkpoint_provider.core.journal import (
 COMPONENT = "search"
 #: forward (cut-over) steps, then backward (rollback) steps: distinct names, so that a crash test can
 #: kill a rollback half-way as well as a cut-over
-FORWARD_STEPS = ("put_template", "block_writes", "clone", "close", "delete", "restore_index", "alias_switch",
-                 "snapshot_stream", "delete_stream", "restore_stream")
-BACKWARD_STEPS = ("rollback_alias", "rollback_delete", "rollback_clone", "unblock", "rollback_stream",
-                  "drop_template")
+FORWARD_STEPS = (
+    "put_template",
+    "block_writes",
+    "clone",
+    "close",
+    "delete",
+    "restore_index",
+    "alias_switch",
+    "snapshot_stream",
+    "delete_stream",
+    "restore_stream",
+)
+BACKWARD_STEPS = ("rollback_alias", "rollback_delete", "rollback_clone", "unblock", "rollback_stream", "drop_template")
 STEPS = crashpoints.declare(COMPONENT, FORWARD_STEPS + BACKWARD_STEPS)
 
 
@@ -44,9 +53,17 @@ class EntryJournal(NullJournal):
 class Ctx:
     """What a forward or backward pass works with: the cluster, the journaled plan, the journal."""
 
-    def __init__(self, client: SearchClient, record: dict[str, Any], journal: ComponentJournal, *,
-                 say: Callable[[str], None], timeout: float = 3600.0, poll_interval: float = 1.0,
-                 checkpoint_id: str = "") -> None:
+    def __init__(
+        self,
+        client: SearchClient,
+        record: dict[str, Any],
+        journal: ComponentJournal,
+        *,
+        say: Callable[[str], None],
+        timeout: float = 3600.0,
+        poll_interval: float = 1.0,
+        checkpoint_id: str = "",
+    ) -> None:
         self.client = client
         self.record = record
         self.journal = journal
@@ -71,8 +88,9 @@ class Ctx:
 
     def started(self, step: str, **match: Any) -> bool:
         """Whether this restore's journal has a step ``step`` whose intent matches ``match``."""
-        return any(s.name == step and all(s.intent.get(k) == v for k, v in match.items())
-                   for s in self.journal.entry.steps)
+        return any(
+            s.name == step and all(s.intent.get(k) == v for k, v in match.items()) for s in self.journal.entry.steps
+        )
 
     def noted(self, key: str) -> list[str]:
         return list(self.journal.entry.data.get(key) or [])

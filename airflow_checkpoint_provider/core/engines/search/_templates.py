@@ -41,8 +41,11 @@ def _get_all(client: SearchClient, kind: str, name: str = "*") -> dict[str, dict
     body = send(client, _Req("GET", f"{path}/{_seg(name, safe='*')}", f"read the {label}s", missing_ok=True)) or {}
     if kind == "legacy_templates":
         return {str(k): dict(v or {}) for k, v in body.items()}
-    key, inner = ("component_templates", "component_template") if kind == "component_templates" \
+    key, inner = (
+        ("component_templates", "component_template")
+        if kind == "component_templates"
         else ("index_templates", "index_template")
+    )
     return {str(t["name"]): dict(t.get(inner) or {}) for t in body.get(key) or []}
 
 
@@ -57,8 +60,10 @@ def put_template(client: SearchClient, kind: str, name: str, body: dict[str, Any
 
 def delete_template(client: SearchClient, kind: str, name: str) -> bool:
     path, label = KINDS[kind]
-    return send(client, _Req("DELETE", f"{path}/{_seg(name)}", f"delete the {label} {name!r}",
-                             missing_ok=True)) is not None
+    return (
+        send(client, _Req("DELETE", f"{path}/{_seg(name)}", f"delete the {label} {name!r}", missing_ok=True))
+        is not None
+    )
 
 
 def _matches(patterns: Any, names: list[str]) -> bool:
@@ -69,14 +74,17 @@ def _matches(patterns: Any, names: list[str]) -> bool:
 def collect_templates(client: SearchClient, names: list[str]) -> dict[str, dict[str, Any]]:
     """The templates whose patterns match any of ``names`` (indices and data streams), and the
     component templates those are composed of."""
-    index_templates = {k: v for k, v in _get_all(client, "index_templates").items()
-                       if _matches(v.get("index_patterns"), names)}
+    index_templates = {
+        k: v for k, v in _get_all(client, "index_templates").items() if _matches(v.get("index_patterns"), names)
+    }
     used = sorted({c for v in index_templates.values() for c in v.get("composed_of") or []})
     components = _get_all(client, "component_templates")
-    legacy = {k: v for k, v in _get_all(client, "legacy_templates").items()
-              if _matches(v.get("index_patterns"), names)}
-    return {"component_templates": {c: components[c] for c in used if c in components},
-            "index_templates": index_templates, "legacy_templates": legacy}
+    legacy = {k: v for k, v in _get_all(client, "legacy_templates").items() if _matches(v.get("index_patterns"), names)}
+    return {
+        "component_templates": {c: components[c] for c in used if c in components},
+        "index_templates": index_templates,
+        "legacy_templates": legacy,
+    }
 
 
 def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -96,8 +104,9 @@ def difference(have: dict[str, Any], want: dict[str, Any], limit: int = 6) -> st
     return "; ".join(parts) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def plan_templates(client: SearchClient, recorded: dict[str, dict[str, Any]],
-                   restore_templates: bool | None) -> list[dict[str, Any]]:
+def plan_templates(
+    client: SearchClient, recorded: dict[str, dict[str, Any]], restore_templates: bool | None
+) -> list[dict[str, Any]]:
     """One entry per recorded template: ``{"kind", "name", "action", "body", "previous", "text"}``.
 
     ``action``: ``create`` (missing), ``overwrite`` (differs, ``restore_templates=True``),
@@ -114,17 +123,24 @@ def plan_templates(client: SearchClient, recorded: dict[str, dict[str, Any]],
                 action, text = "equal", f"{label} {name} is as the checkpoint has it"
             elif restore_templates is False:
                 action = "skip"
-                text = (f"{label} {name} is missing (restore_templates=False: not created)" if have is None else
-                        f"{label} {name} differs from the checkpoint's (restore_templates=False: left as it is): "
-                        + difference(have, body))
+                text = (
+                    f"{label} {name} is missing (restore_templates=False: not created)"
+                    if have is None
+                    else f"{label} {name} differs from the checkpoint's (restore_templates=False: left as it is): "
+                    + difference(have, body)
+                )
             elif have is None:
                 action, text = "create", f"{label} {name} is missing: it will be created from the checkpoint"
             elif restore_templates:
                 action = "overwrite"
-                text = f"{label} {name} differs and will be overwritten with the checkpoint's: " + difference(have, body)
+                text = f"{label} {name} differs and will be overwritten with the checkpoint's: " + difference(
+                    have, body
+                )
             else:
                 action = "keep"
-                text = (f"{label} {name} differs from the checkpoint's and is left as it is (restore_templates=True "
-                        "overwrites it): " + difference(have, body))
+                text = (
+                    f"{label} {name} differs from the checkpoint's and is left as it is (restore_templates=True "
+                    "overwrites it): " + difference(have, body)
+                )
             out.append({"kind": kind, "name": name, "action": action, "body": body, "previous": have, "text": text})
     return out

@@ -46,10 +46,20 @@ log = logging.getLogger(__name__)
 class SearchRestore:
     component = "search"
 
-    def __init__(self, target: SearchTarget, store: Store, checkpoint_id: str, artifact: Artifact, *,
-                 indices: list[str] | None = None, swap: str = "auto", include_global_state: bool = False,
-                 repository_settings: dict[str, Any] | None = None, wait_timeout: float = 3600.0,
-                 restore_templates: bool | None = None) -> None:
+    def __init__(
+        self,
+        target: SearchTarget,
+        store: Store,
+        checkpoint_id: str,
+        artifact: Artifact,
+        *,
+        indices: list[str] | None = None,
+        swap: str = "auto",
+        include_global_state: bool = False,
+        repository_settings: dict[str, Any] | None = None,
+        wait_timeout: float = 3600.0,
+        restore_templates: bool | None = None,
+    ) -> None:
         """``repository_settings`` (e.g. ``{"type": "fs", "settings": {"location": "/path"}}``) register
         the snapshot repository when the target cluster lacks it; ``restore_templates``: see
         :mod:`._templates` (None: create the templates the cluster lacks)."""
@@ -79,9 +89,17 @@ class SearchRestore:
     def plan(self) -> tuple[list[PlanItem], list[str]]:
         doc = self.doc  # read before any request: a damaged artifact never reaches the cluster
         with self._client() as client:
-            plan = plan_restore(client, self.artifact, doc, checkpoint_id=self.checkpoint_id,
-                                indices=self.indices, swap=self.swap, include_global_state=self.include_global_state,
-                                repository_settings=self.repository_settings, restore_templates=self.restore_templates)
+            plan = plan_restore(
+                client,
+                self.artifact,
+                doc,
+                checkpoint_id=self.checkpoint_id,
+                indices=self.indices,
+                swap=self.swap,
+                include_global_state=self.include_global_state,
+                repository_settings=self.repository_settings,
+                restore_templates=self.restore_templates,
+            )
         return plan.items, plan.problems
 
     def safety_capture(self, staging: Staging) -> list[Artifact]:
@@ -90,17 +108,31 @@ class SearchRestore:
         existing = sorted({i.target for i in items if i.action in ("replace", "replace-stream")})
         if not existing:
             return []
-        return capture(self.target, staging, repository=self.doc["repository"]["name"],
-                       repository_settings=self.repository_settings, indices=existing)
+        return capture(
+            self.target,
+            staging,
+            repository=self.doc["repository"]["name"],
+            repository_settings=self.repository_settings,
+            indices=existing,
+        )
 
     def prepare(self) -> None:
         """Plan (refusing on problems), register a missing repository, load the copies, verify them."""
         with self._client() as client:
             self._prepared = prepare_restore(
-                client, self.artifact, self.doc, checkpoint_id=self.checkpoint_id, indices=self.indices,
-                swap=self.swap, include_global_state=self.include_global_state, wait_timeout=self.wait_timeout,
-                log=log, repository_settings=self.repository_settings, restore_templates=self.restore_templates,
-                journal=self.journal)
+                client,
+                self.artifact,
+                self.doc,
+                checkpoint_id=self.checkpoint_id,
+                indices=self.indices,
+                swap=self.swap,
+                include_global_state=self.include_global_state,
+                wait_timeout=self.wait_timeout,
+                log=log,
+                repository_settings=self.repository_settings,
+                restore_templates=self.restore_templates,
+                journal=self.journal,
+            )
 
     def cutover(self) -> RestoreOutcome:
         if self._prepared is None:
@@ -126,14 +158,17 @@ class SearchRestore:
         with self._client() as client:
             kept = abort(self._prepared, client, log)
         if kept:
-            raise EngineError(f"search restore of {self.checkpoint_id}: could not drop the side-by-side copies "
-                              f"{', '.join(kept)}", hint="delete them by hand (DELETE /<index>), or let the next "
-                              "run's cleanup drop them (drop_leftovers)")
+            raise EngineError(
+                f"search restore of {self.checkpoint_id}: could not drop the side-by-side copies {', '.join(kept)}",
+                hint="delete them by hand (DELETE /<index>), or let the next run's cleanup drop them (drop_leftovers)",
+            )
 
     def health(self, tolerance: float) -> list[HealthCheck]:
         expected = self.artifact.fingerprints
         if self.indices:
-            expected = {**expected, "indices": {k: v for k, v in expected.get("indices", {}).items()
-                                                if k in self.indices}}
+            expected = {
+                **expected,
+                "indices": {k: v for k, v in expected.get("indices", {}).items() if k in self.indices},
+            }
         with self._client() as client:
             return search_health(client, expected, tolerance=tolerance)

@@ -25,8 +25,13 @@ def _where(art: Artifact) -> tuple[str, str]:
 
 def snapshot_size(client: SearchClient, repository: str, snapshot: str) -> int | None:
     """``stats.total.size_in_bytes`` of the snapshot status API, or None if the cluster does not say."""
-    body = client._send(_Req("GET", f"_snapshot/{_seg(repository)}/{_seg(snapshot)}/_status",
-                             f"read the status of snapshot {repository}:{snapshot}"))
+    body = client._send(
+        _Req(
+            "GET",
+            f"_snapshot/{_seg(repository)}/{_seg(snapshot)}/_status",
+            f"read the status of snapshot {repository}:{snapshot}",
+        )
+    )
     for item in (body or {}).get("snapshots") or []:
         total = ((item.get("stats") or {}).get("total") or {}).get("size_in_bytes")
         if isinstance(total, int) and not isinstance(total, bool):
@@ -42,8 +47,10 @@ def _check_one(client: SearchClient, doc: dict[str, Any], art: Artifact) -> tupl
     if state.get("state") != "SUCCESS":
         problems.append(f"snapshot {repository}:{snapshot} is {state.get('state')}, not SUCCESS")
     if recorded.get("uuid") and state.get("uuid") != recorded.get("uuid"):
-        problems.append(f"snapshot {repository}:{snapshot} has uuid {state.get('uuid')}, the checkpoint recorded "
-                        f"{recorded.get('uuid')}: it was deleted and taken again")
+        problems.append(
+            f"snapshot {repository}:{snapshot} has uuid {state.get('uuid')}, the checkpoint recorded "
+            f"{recorded.get('uuid')}: it was deleted and taken again"
+        )
     missing = sorted(set(recorded.get("indices") or []) - set(state.get("indices") or []))
     if missing:
         problems.append(f"snapshot {repository}:{snapshot} lacks the recorded indices {', '.join(missing)}")
@@ -51,8 +58,12 @@ def _check_one(client: SearchClient, doc: dict[str, Any], art: Artifact) -> tupl
     if want is not None and have != want:
         problems.append(f"snapshot {repository}:{snapshot} has {have} shards, the checkpoint recorded {want}")
     size = snapshot_size(client, repository, snapshot)
-    return problems, {"state": state.get("state"), "indices": len(state.get("indices") or []), "shards": have,
-                      "size_bytes": size}
+    return problems, {
+        "state": state.get("state"),
+        "indices": len(state.get("indices") or []),
+        "shards": have,
+        "size_bytes": size,
+    }
 
 
 def deep_check(store: Any, checkpoint_id: str, artifacts: list[Artifact], target: SearchTarget | None) -> DeepCheck:

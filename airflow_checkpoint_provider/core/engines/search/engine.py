@@ -34,10 +34,14 @@ def target_from_connection(info: ConnectionInfo) -> SearchTarget:
     if "://" in host:
         scheme, host = host.split("://", 1)
     host = host.rstrip("/")
-    return SearchTarget(url=f"{scheme}://{host}:{info.port or 9200}", username=info.login or None,
-                        password=info.password or None, api_key=extra.get("api_key"),
-                        verify_certs=str(extra.get("verify_certs", True)).lower() not in ("0", "false", "no"),
-                        ca_certs=extra.get("ca_certs"))
+    return SearchTarget(
+        url=f"{scheme}://{host}:{info.port or 9200}",
+        username=info.login or None,
+        password=info.password or None,
+        api_key=extra.get("api_key"),
+        verify_certs=str(extra.get("verify_certs", True)).lower() not in ("0", "false", "no"),
+        ca_certs=extra.get("ca_certs"),
+    )
 
 
 def fingerprint(target: SearchTarget, *, indices: list[str], **options: Any) -> dict[str, Any]:
@@ -46,8 +50,17 @@ def fingerprint(target: SearchTarget, *, indices: list[str], **options: Any) -> 
         return {"indices": client.fingerprint_indices(indices)}
 
 
-def restore(target: SearchTarget, store: Any, checkpoint_id: str, artifacts: list[Artifact], *,
-            mode: str = "side_by_side", indices: Any = None, rollback_policy: Any = None, **options: Any) -> Any:
+def restore(
+    target: SearchTarget,
+    store: Any,
+    checkpoint_id: str,
+    artifacts: list[Artifact],
+    *,
+    mode: str = "side_by_side",
+    indices: Any = None,
+    rollback_policy: Any = None,
+    **options: Any,
+) -> Any:
     """:class:`SearchRestore` (always side by side; ``rollback_policy`` is applied afterwards)."""
     return SearchRestore(target, store, checkpoint_id, artifacts[0], indices=as_list(indices), **options)
 
@@ -70,9 +83,19 @@ def recover(target: SearchTarget, entry: ComponentEntry, store: Any = None) -> l
 
 def rollbacks(target: SearchTarget, store: Any = None) -> list[RollbackCopy]:
     ids = [i.checkpoint_id for i in store.list()] if store is not None else []
-    return [RollbackCopy(NAME, r["index"], r["source"], str(r["checkpoint"] or r["short_id"]),
-                         normal_ts(str(r["created_at"])), size=r.get("size_bytes"), items=r.get("docs"))
-            for r in M.list_rollbacks(target, checkpoints=ids) if r["kind"] == "index"]
+    return [
+        RollbackCopy(
+            NAME,
+            r["index"],
+            r["source"],
+            str(r["checkpoint"] or r["short_id"]),
+            normal_ts(str(r["created_at"])),
+            size=r.get("size_bytes"),
+            items=r.get("docs"),
+        )
+        for r in M.list_rollbacks(target, checkpoints=ids)
+        if r["kind"] == "index"
+    ]
 
 
 def drop_rollback(target: SearchTarget, name: str, store: Any = None) -> None:
@@ -81,18 +104,35 @@ def drop_rollback(target: SearchTarget, name: str, store: Any = None) -> None:
 
 def referenced_snapshots(store: Any) -> set[str]:
     """The snapshots that sealed checkpoints of ``store`` reference."""
-    return {str(a.meta["snapshot"]) for info in store.list() for a in info.manifest.artifacts
-            if a.store == NAME and a.meta.get("snapshot")}
+    return {
+        str(a.meta["snapshot"])
+        for info in store.list()
+        for a in info.manifest.artifacts
+        if a.store == NAME and a.meta.get("snapshot")
+    }
 
 
-def leftovers(target: SearchTarget, store: Any, live: set[str], protected: set[str], dry_run: bool, *,
-              repository: str | None = None, snapshot_age: float = 7200.0, **options: Any) -> list[str]:
+def leftovers(
+    target: SearchTarget,
+    store: Any,
+    live: set[str],
+    protected: set[str],
+    dry_run: bool,
+    *,
+    repository: str | None = None,
+    snapshot_age: float = 7200.0,
+    **options: Any,
+) -> list[str]:
     """``__restoring_`` indices no running restore owns, and, in ``repository``, snapshots the
     provider took that no sealed checkpoint references, older than ``snapshot_age``."""
     out = [f"search index {x['index']}" for x in M.drop_leftovers(target, protected=protected, dry_run=dry_run)]
     if repository:
-        out += [f"search snapshot {repository}/{x['snapshot']}" for x in M.delete_orphan_snapshots(
-            target, repository, referenced=referenced_snapshots(store), older_than=snapshot_age, dry_run=dry_run)]
+        out += [
+            f"search snapshot {repository}/{x['snapshot']}"
+            for x in M.delete_orphan_snapshots(
+                target, repository, referenced=referenced_snapshots(store), older_than=snapshot_age, dry_run=dry_run
+            )
+        ]
     return out
 
 

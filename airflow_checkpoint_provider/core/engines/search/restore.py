@@ -93,11 +93,38 @@ from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.restore import RestoreOutcome, RestorePlan
 
 __all__ = [
-    "ALIAS_PROPERTIES", "COMPONENT", "MAX_INDEX_NAME_BYTES", "ROLLBACK_MARK", "ROLLBACK_RE", "SERVER_ASSIGNED_SETTINGS",
-    "STAGING_MARK", "STAGING_RE", "STEPS", "SWAP_MODES", "ClusterView", "CutOverError", "Prepared",
-    "RestoreRefusedError", "RestoreVerificationError", "SnapshotSource", "abort", "cluster_view", "collect_aliases",
-    "compatibility_problems", "cut_over", "parse_version", "plan_restore", "prepare_restore", "recover", "restore",
-    "roll_back", "rollback_name", "short_id", "snapshot_source", "staging_name", "wait_for_primaries",
+    "ALIAS_PROPERTIES",
+    "COMPONENT",
+    "MAX_INDEX_NAME_BYTES",
+    "ROLLBACK_MARK",
+    "ROLLBACK_RE",
+    "SERVER_ASSIGNED_SETTINGS",
+    "STAGING_MARK",
+    "STAGING_RE",
+    "STEPS",
+    "SWAP_MODES",
+    "ClusterView",
+    "CutOverError",
+    "Prepared",
+    "RestoreRefusedError",
+    "RestoreVerificationError",
+    "SnapshotSource",
+    "abort",
+    "cluster_view",
+    "collect_aliases",
+    "compatibility_problems",
+    "cut_over",
+    "parse_version",
+    "plan_restore",
+    "prepare_restore",
+    "recover",
+    "restore",
+    "roll_back",
+    "rollback_name",
+    "short_id",
+    "snapshot_source",
+    "staging_name",
+    "wait_for_primaries",
 ]
 
 _log = logging.getLogger(__name__)
@@ -114,8 +141,9 @@ class RestoreRefusedError(EngineError):
 class CutOverError(EngineError):
     """The cut-over failed. ``rolled_back`` tells whether every step was undone; ``state`` is per index."""
 
-    def __init__(self, message: str, *, hint: str | None = None, rolled_back: bool = False,
-                 state: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, rolled_back: bool = False, state: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message, hint=hint)
         self.rolled_back = rolled_back
         self.state = state or {}
@@ -153,9 +181,16 @@ def plan_restore(
     are given, or its location is outside ``path.repo``; the product or version cannot read it; a
     target is closed or red; a name would exceed 255 bytes; ``swap='alias'`` on a concrete index.
     """
-    return make_plan(client, snapshot_source(artifact, doc), checkpoint_id=checkpoint_id, indices=indices,
-                     swap=swap, include_global_state=include_global_state,
-                     repository_settings=repository_settings, restore_templates=restore_templates).plan
+    return make_plan(
+        client,
+        snapshot_source(artifact, doc),
+        checkpoint_id=checkpoint_id,
+        indices=indices,
+        swap=swap,
+        include_global_state=include_global_state,
+        repository_settings=repository_settings,
+        restore_templates=restore_templates,
+    ).plan
 
 
 @dataclass
@@ -197,9 +232,16 @@ def prepare_restore(
     say = _say(log)
     started = time.monotonic()
     source = snapshot_source(artifact, doc)
-    planned = make_plan(client, source, checkpoint_id=checkpoint_id, indices=indices, swap=swap,
-                        include_global_state=include_global_state, repository_settings=repository_settings,
-                        restore_templates=restore_templates)
+    planned = make_plan(
+        client,
+        source,
+        checkpoint_id=checkpoint_id,
+        indices=indices,
+        swap=swap,
+        include_global_state=include_global_state,
+        repository_settings=repository_settings,
+        restore_templates=restore_templates,
+    )
     if planned.plan.problems:
         raise RestoreRefusedError(
             f"search cluster {client.where}: refusing to restore checkpoint {checkpoint_id}:\n"
@@ -210,20 +252,36 @@ def prepare_restore(
     if planned.register_repository:
         say(f"registering snapshot repository {source.repository} on {client.where}")
         client.ensure_repository(source.repository, repository_settings)
-        planned = make_plan(client, source, checkpoint_id=checkpoint_id, indices=indices, swap=swap,
-                            include_global_state=include_global_state, repository_settings=repository_settings,
-                            restore_templates=restore_templates)
+        planned = make_plan(
+            client,
+            source,
+            checkpoint_id=checkpoint_id,
+            indices=indices,
+            swap=swap,
+            include_global_state=include_global_state,
+            repository_settings=repository_settings,
+            restore_templates=restore_templates,
+        )
         if planned.plan.problems:
             raise RestoreRefusedError(
                 f"search cluster {client.where}: refusing to restore checkpoint {checkpoint_id} (repository "
                 f"{source.repository} registered):\n" + "\n".join(f"  - {p}" for p in planned.plan.problems),
-                hint="fix the problems listed", plan=planned.plan)
+                hint="fix the problems listed",
+                plan=planned.plan,
+            )
     if not planned.items and not any(t["action"] in ("create", "overwrite") for t in planned.templates):
         return None
     for leftover in planned.leftovers:
         say(f"note: {leftover} is left over by an earlier restore (left alone)")
-    ctx = Ctx(client, planned.record(), journal or NullJournal(COMPONENT), say=say, timeout=wait_timeout,
-              poll_interval=poll_interval, checkpoint_id=checkpoint_id)
+    ctx = Ctx(
+        client,
+        planned.record(),
+        journal or NullJournal(COMPONENT),
+        say=say,
+        timeout=wait_timeout,
+        poll_interval=poll_interval,
+        checkpoint_id=checkpoint_id,
+    )
     load(ctx, planned, include_global_state=include_global_state)
     return Prepared(planned=planned, ctx=ctx, started=started)
 
@@ -231,27 +289,39 @@ def prepare_restore(
 def _failure(ctx: Ctx, checkpoint_id: str, exc: BaseException, failed_at: str, doing: str) -> CutOverError:
     """Run the backward pass after a failed cut-over; the error says what state remains."""
     reason = exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
-    lines = [f"search cluster {ctx.client.where}: restore of checkpoint {checkpoint_id} failed during the cut-over "
-             f"({failed_at}: {doing}): {reason}"]
+    lines = [
+        f"search cluster {ctx.client.where}: restore of checkpoint {checkpoint_id} failed during the cut-over "
+        f"({failed_at}: {doing}): {reason}"
+    ]
     try:
         backward(ctx)
     except Exception as undo_exc:
-        lines.append("ROLLBACK INCOMPLETE: " + (undo_exc.message if isinstance(undo_exc, EngineError)
-                                                else str(undo_exc)))
+        lines.append(
+            "ROLLBACK INCOMPLETE: " + (undo_exc.message if isinstance(undo_exc, EngineError) else str(undo_exc))
+        )
         lines += [f"  - {k}: {v}" for k, v in sorted(ctx.state.items())]
         copies = [it["staging"] for it in ctx.items if it["staging"]]
         lines.append(f"side-by-side copies that may remain: {', '.join(copies)}")
-        return CutOverError("\n".join(lines), hint="the journal of this restore still holds every step: replay it "
-                            "(airflow-checkpoint recover-interrupted, or recover(target, entry)) once the cause is "
-                            "fixed; nothing else should write to these indices meanwhile",
-                            rolled_back=False, state=dict(ctx.state))
+        return CutOverError(
+            "\n".join(lines),
+            hint="the journal of this restore still holds every step: replay it "
+            "(airflow-checkpoint recover-interrupted, or recover(target, entry)) once the cause is "
+            "fixed; nothing else should write to these indices meanwhile",
+            rolled_back=False,
+            state=dict(ctx.state),
+        )
     ctx.journal.phase("rolled_back")
     lines.append("rolled back completely:")
     lines += [f"  - {k}: {v}" for k, v in sorted(ctx.state.items())]
-    lines.append("the side-by-side copies were deleted; the rollback copies taken were dropped (the originals "
-                 "serve again)")
-    return CutOverError("\n".join(lines), hint="the cluster serves what it served before the restore; fix the cause "
-                        "and retry", rolled_back=True, state=dict(ctx.state))
+    lines.append(
+        "the side-by-side copies were deleted; the rollback copies taken were dropped (the originals serve again)"
+    )
+    return CutOverError(
+        "\n".join(lines),
+        hint="the cluster serves what it served before the restore; fix the cause and retry",
+        rolled_back=True,
+        state=dict(ctx.state),
+    )
 
 
 def cut_over(prepared: Prepared) -> RestoreOutcome:
@@ -273,27 +343,40 @@ def cut_over(prepared: Prepared) -> RestoreOutcome:
     ctx.journal.phase("cut_over")
     prepared.cut = True
     src = planned.source
-    rollback = [it["rollback"] for it in planned.items if it["rollback"]] + \
-        sorted({h for it in planned.items if it["action"] in ("switch-alias", "replace-alias") for h in it["holders"]})
+    rollback = [it["rollback"] for it in planned.items if it["rollback"]] + sorted(
+        {h for it in planned.items if it["action"] in ("switch-alias", "replace-alias") for h in it["holders"]}
+    )
     details = {
-        "cluster": ctx.client.where, "engine": planned.info["flavor"], "engine_version": planned.info["version"],
-        "repository": src.repository, "snapshot": src.snapshot, "uuid": src.uuid, "short_id": planned.short,
-        "indices": {it["target"]: {
-            "action": it["action"], "kind": it["kind"],
-            "serving_index": it["staging"] if it["action"] in ("switch-alias", "create-alias") else it["target"],
-            "docs": counts.get(it["staging"] if it["action"] in ("switch-alias", "create-alias") else it["target"],
-                               sum(counts.get(b, 0) for b in it["expected"]) if it["kind"] == "stream" else None),
-            "rollback": [it["rollback"]] if it["rollback"] else sorted(it["holders"]),
-            "previous_aliases": sorted(it.get("old_aliases") or {}),
-        } for it in planned.items},
+        "cluster": ctx.client.where,
+        "engine": planned.info["flavor"],
+        "engine_version": planned.info["version"],
+        "repository": src.repository,
+        "snapshot": src.snapshot,
+        "uuid": src.uuid,
+        "short_id": planned.short,
+        "indices": {
+            it["target"]: {
+                "action": it["action"],
+                "kind": it["kind"],
+                "serving_index": it["staging"] if it["action"] in ("switch-alias", "create-alias") else it["target"],
+                "docs": counts.get(
+                    it["staging"] if it["action"] in ("switch-alias", "create-alias") else it["target"],
+                    sum(counts.get(b, 0) for b in it["expected"]) if it["kind"] == "stream" else None,
+                ),
+                "rollback": [it["rollback"]] if it["rollback"] else sorted(it["holders"]),
+                "previous_aliases": sorted(it.get("old_aliases") or {}),
+            }
+            for it in planned.items
+        },
         "aliases_reinstated": planned.alias_names,
         "templates": {t["name"]: t["action"] for t in planned.templates},
         "leftovers": planned.leftovers,
         "seconds": round(time.monotonic() - prepared.started, 3),
     }
     restored = [it["target"] for it in planned.items]
-    ctx.say(f"restore of checkpoint {cid} done: {', '.join(restored)}; rollback copies: "
-            f"{', '.join(rollback) or 'none'}")
+    ctx.say(
+        f"restore of checkpoint {cid} done: {', '.join(restored)}; rollback copies: {', '.join(rollback) or 'none'}"
+    )
     return RestoreOutcome(component=COMPONENT, restored=restored, rollback=rollback, details=details)
 
 
@@ -337,10 +420,21 @@ def restore(
     far as possible; the message says what state each index is in). ``log`` is a logger or a
     callable taking one string; it gets one line per step.
     """
-    prepared = prepare_restore(client, artifact, doc, checkpoint_id=checkpoint_id, indices=indices, swap=swap,
-                               include_global_state=include_global_state, wait_timeout=wait_timeout, log=log,
-                               repository_settings=repository_settings, poll_interval=poll_interval,
-                               restore_templates=restore_templates, journal=journal)
+    prepared = prepare_restore(
+        client,
+        artifact,
+        doc,
+        checkpoint_id=checkpoint_id,
+        indices=indices,
+        swap=swap,
+        include_global_state=include_global_state,
+        wait_timeout=wait_timeout,
+        log=log,
+        repository_settings=repository_settings,
+        poll_interval=poll_interval,
+        restore_templates=restore_templates,
+        journal=journal,
+    )
     if prepared is None:
         plan = plan_restore(client, artifact, doc, checkpoint_id=checkpoint_id, indices=indices, swap=swap)
         return RestoreOutcome(component=COMPONENT, details={"plan": plan.to_dict(), "note": "nothing to restore"})

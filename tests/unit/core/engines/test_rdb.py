@@ -79,8 +79,24 @@ ENTRIES: list[tuple[int, bytes, int, bytes, int | None]] = [
     (0, b"zset:v1", 3, L(3) + S(b"a") + bytes([3]) + b"1.5" + S(b"b") + bytes([254]) + S(b"c") + bytes([253]), None),
     (0, b"hash:plain", 4, L(2) + S(b"f1") + S(b"v1") + S(b"f2") + b"\xc1\x10\x00", None),
     (0, b"zset:v2", 5, L(2) + S(b"m") + struct.pack("<d", 2.5) + b"\xc0\x01" + struct.pack("<d", -1.0), None),
-    (0, b"module", 7, L(MODULE_ID) + L(2) + L(42) + L(1) + L(7) + L(3) + b"\x00\x00\x80\x3f"
-     + L(4) + struct.pack("<d", 1.5) + L(5) + S(b"payload") + L(0), None),
+    (
+        0,
+        b"module",
+        7,
+        L(MODULE_ID)
+        + L(2)
+        + L(42)
+        + L(1)
+        + L(7)
+        + L(3)
+        + b"\x00\x00\x80\x3f"
+        + L(4)
+        + struct.pack("<d", 1.5)
+        + L(5)
+        + S(b"payload")
+        + L(0),
+        None,
+    ),
     (0, b"hash:zipmap", 9, S(b"\x02zipmap-bytes"), None),
     (0, b"list:ziplist", 10, S(b"ziplist-bytes"), None),
     (0, b"set:intset", 11, S(b"\x02\x00\x00\x00\x02\x00\x00\x00\x01\x00\x02\x00"), None),
@@ -137,7 +153,7 @@ class Chunked(io.RawIOBase):
         self._data, self._pos, self._size = data, 0, size
 
     def read(self, n: int = -1) -> bytes:
-        piece = self._data[self._pos:self._pos + min(n, self._size)]
+        piece = self._data[self._pos : self._pos + min(n, self._size)]
         self._pos += len(piece)
         return piece
 
@@ -168,7 +184,7 @@ def test_records_give_every_entry_with_exact_value_bytes(chunk):
     entries = [r for r in records if isinstance(r, Entry)]
     assert [(e.db, e.key, e.type, e.value, e.expire_ms) for e in entries] == expected
     for e in entries:  # the extent points at the value bytes in the file
-        assert data[e.offset:e.offset + e.length] == e.value
+        assert data[e.offset : e.offset + e.length] == e.value
     raw = next(e for e in entries if e.key == b"str:raw")
     assert (raw.idle, raw.freq) == (300, None)
     assert next(e for e in entries if e.key == b"str:int16").freq == 17
@@ -180,11 +196,10 @@ def test_records_give_every_entry_with_exact_value_bytes(chunk):
 
 def test_records_without_values_keep_extents_only():
     data = build_rdb()
-    entries = [r for r in RdbParser(Chunked(data, 4096), chunk_size=4096).records(values=False)
-               if isinstance(r, Entry)]
+    entries = [r for r in RdbParser(Chunked(data, 4096), chunk_size=4096).records(values=False) if isinstance(r, Entry)]
     big = next(e for e in entries if e.key == b"str:big")
     assert big.value is None and big.length == len(L(len(BIG))) + len(BIG)
-    assert data[big.offset:big.offset + big.length].endswith(BIG[-100:])
+    assert data[big.offset : big.offset + big.length].endswith(BIG[-100:])
 
 
 def test_small_chunks_give_the_same_fingerprints():
@@ -261,7 +276,7 @@ def test_truncated_big_value_is_refused():
     data = build_rdb()
     i = data.index(BIG[:1000])
     with pytest.raises(RdbError, match="truncated"):
-        RdbParser(io.BytesIO(data[:i + 100_000])).scan()
+        RdbParser(io.BytesIO(data[: i + 100_000])).scan()
 
 
 @pytest.mark.parametrize("version", [RDB_VERSION_MAX + 1, 99, 4])
@@ -333,14 +348,14 @@ class _RecordingConn:
 def _commands(data: bytes) -> list[list[bytes]]:
     out, pos = [], 0
     while pos < len(data):
-        assert data[pos:pos + 1] == b"*"
+        assert data[pos : pos + 1] == b"*"
         end = data.index(b"\r\n", pos)
-        n, pos, args = int(data[pos + 1:end]), end + 2, []
+        n, pos, args = int(data[pos + 1 : end]), end + 2, []
         for _ in range(n):
             end = data.index(b"\r\n", pos)
-            size = int(data[pos + 1:end])
-            args.append(data[end + 2:end + 2 + size])
-            assert data[end + 2 + size:end + 4 + size] == b"\r\n"
+            size = int(data[pos + 1 : end])
+            args.append(data[end + 2 : end + 2 + size])
+            assert data[end + 2 + size : end + 4 + size] == b"\r\n"
             pos = end + 4 + size
         out.append(args)
     return out
@@ -353,10 +368,15 @@ def test_restore_commands_carry_exact_payloads_for_every_expiry_and_size(replace
     from airflow_checkpoint_provider.core.engines.redis._load import _Walk, restore_stream
     from airflow_checkpoint_provider.core.engines.redis.resp import encode_command
 
-    entries = [(0, b"plain", 0, S(b"v" * 30), None), (0, b"ttl13", 0, S(b"w"), 1800000000000),
-               (0, b"ttl14", 0, S(b"far"), 12345678901234), (0, b"long", 0, S(b"y" * 5000), 1800000000001),
-               (0, b"lzf", 0, _lzf(LZF_ABC, 12), None), (0, b"int", 0, b"\xc0\x07", None),
-               (0, b"hash", 13, S(b"zl"), 1800000000002)]
+    entries = [
+        (0, b"plain", 0, S(b"v" * 30), None),
+        (0, b"ttl13", 0, S(b"w"), 1800000000000),
+        (0, b"ttl14", 0, S(b"far"), 12345678901234),
+        (0, b"long", 0, S(b"y" * 5000), 1800000000001),
+        (0, b"lzf", 0, _lzf(LZF_ABC, 12), None),
+        (0, b"int", 0, b"\xc0\x07", None),
+        (0, b"hash", 13, S(b"zl"), 1800000000002),
+    ]
     data = build_rdb(version=11, entries=entries)
     conn = _RecordingConn()
     walk = _Walk(io.BytesIO(data))
@@ -366,7 +386,9 @@ def test_restore_commands_carry_exact_payloads_for_every_expiry_and_size(replace
     got = _commands(bytes(conn.sent))
     rep = ["REPLACE"] if replace else []
     want = [["SELECT", 5]] + [
-        ["RESTORE", key, 0, restore_payload(t, value, version), *rep] if expire is None else
-        ["RESTORE", key, expire, restore_payload(t, value, version), "ABSTTL", *rep]
-        for _, key, t, value, expire in entries]
+        ["RESTORE", key, 0, restore_payload(t, value, version), *rep]
+        if expire is None
+        else ["RESTORE", key, expire, restore_payload(t, value, version), "ABSTTL", *rep]
+        for _, key, t, value, expire in entries
+    ]
     assert got == [_commands(encode_command(*w))[0] for w in want]

@@ -27,14 +27,19 @@ def real_rdb(services_module, tmp_path_factory):
     state = tmp_path_factory.mktemp("redis-rdb-real")
     info = services_module.start(state, only=["redis"])["redis"]
     try:
-        clients = {db: redis.Redis(host=info["host"], port=info["port"], password=info["password"], db=db)
-                   for db in SEEDED_DBS}
+        clients = {
+            db: redis.Redis(host=info["host"], port=info["port"], password=info["password"], db=db) for db in SEEDED_DBS
+        }
         clients[0].config_set("repl-diskless-sync-delay", 0)
         seed_every_type(clients)
         truth = server_truth(clients)
         out = state / "dump.rdb"
-        subprocess.run(["redis-cli", "-h", info["host"], "-p", str(info["port"]), "--rdb", str(out)],
-                       env=dict(os.environ, REDISCLI_AUTH=info["password"]), check=True, capture_output=True)
+        subprocess.run(
+            ["redis-cli", "-h", info["host"], "-p", str(info["port"]), "--rdb", str(out)],
+            env=dict(os.environ, REDISCLI_AUTH=info["password"]),
+            check=True,
+            capture_output=True,
+        )
         dumps = {(db, key): clients[db].dump(key) for db, key in truth["types"]}
         for c in clients.values():
             c.close()
@@ -70,7 +75,7 @@ def test_real_rdb_entries_equal_the_server(real_rdb):
             assert abs(e.expire_ms - expected) < 2000, e.key
         # a RESTORE payload built from the entry is byte for byte what DUMP gives
         assert e.restore_payload(parser.version) == dumps[(e.db, e.key)], e.key
-        assert data[e.offset:e.offset + e.length] == e.value
+        assert data[e.offset : e.offset + e.length] == e.value
     functions = [r for r in records if isinstance(r, Function)]
     assert [f.code for f in functions] == [LUA_LIBRARY.encode()]
 
@@ -83,7 +88,7 @@ def test_real_rdb_read_in_small_pieces(real_rdb):
             self.pos = 0
 
         def read(self, n: int = -1) -> bytes:
-            piece = data[self.pos:self.pos + min(n, 997)]
+            piece = data[self.pos : self.pos + min(n, 997)]
             self.pos += len(piece)
             return piece
 
@@ -93,7 +98,7 @@ def test_real_rdb_read_in_small_pieces(real_rdb):
 def test_real_rdb_corruptions_are_refused(real_rdb):
     data, _, _ = real_rdb
     mid = len(data) // 2
-    flipped = data[:mid] + bytes([data[mid] ^ 0x10]) + data[mid + 1:]
+    flipped = data[:mid] + bytes([data[mid] ^ 0x10]) + data[mid + 1 :]
     with pytest.raises(RdbError):
         RdbParser(io.BytesIO(flipped)).scan()
     for cut in (10, mid, len(data) - 9, len(data) - 1):

@@ -62,8 +62,15 @@ def test_db_filter_with_nothing_excluded_copies_the_stream_unchanged() -> None:
 def _copy(db: int, of_db: int, hours_ago: float, *, state: str = "rollback", restore_id: str = "") -> Copy:
     made = format_ts(utcnow() - timedelta(hours=hours_ago))
     rid = restore_id or f"r{db}"
-    return Copy(db=db, marker=PREFIX + rid.encode() + b":00", state=state, of_db=of_db, checkpoint_id="c",
-                restore_id=rid, created_at=made)
+    return Copy(
+        db=db,
+        marker=PREFIX + rid.encode() + b":00",
+        state=state,
+        of_db=of_db,
+        checkpoint_id="c",
+        restore_id=rid,
+        created_at=made,
+    )
 
 
 def test_rollback_policy_keeps_the_newest_per_db_and_none_too_old() -> None:
@@ -87,8 +94,16 @@ def test_rollback_policy_never_drops_loading_copies_or_those_of_running_restores
 
 
 def _marker(**over) -> bytes:
-    body = {"format": "airflow-checkpoint-redis-copy", "state": "rollback", "checkpoint_id": "c", "restore_id": "r1",
-            "db": 0, "spare": 15, "created_at": format_ts(utcnow()), **over}
+    body = {
+        "format": "airflow-checkpoint-redis-copy",
+        "state": "rollback",
+        "checkpoint_id": "c",
+        "restore_id": "r1",
+        "db": 0,
+        "spare": 15,
+        "created_at": format_ts(utcnow()),
+        **over,
+    }
     return json.dumps(body).encode()
 
 

@@ -20,9 +20,17 @@ def test_every_engine_fulfils_the_contract(name):
     engine = registry.get(name)
     assert isinstance(engine, Engine) and engine.name == name and engine.kinds and engine.title
     # what a connection of any engine may carry: a server, credentials, and a directory in the extra
-    target = engine.target_from_connection(ConnectionInfo(conn_id="x", conn_type=engine.conn_types[0],
-                                                          host="db.internal", port=1234, login="u", password="s3",
-                                                          extra={"path": "/srv/app/uploads"}))
+    target = engine.target_from_connection(
+        ConnectionInfo(
+            conn_id="x",
+            conn_type=engine.conn_types[0],
+            host="db.internal",
+            port=1234,
+            login="u",
+            password="s3",
+            extra={"path": "/srv/app/uploads"},
+        )
+    )
     assert "s3" not in repr(target) and "s3" not in str(target.public())  # the secret stays out
     assert callable(engine.capture) and callable(engine.restore) and callable(engine.recover)
     assert engine.is_own_copy("x__rollback_abc123_20260101000000") in (True, False)
@@ -76,8 +84,9 @@ def _deploy_check_names(tree: ast.AST) -> set[int]:
         if isinstance(node, ast.keyword) and node.arg == "check":
             found.add(id(node.value))
         elif isinstance(node, ast.Compare) and any(
-                isinstance(side, (ast.Name, ast.Attribute)) and getattr(side, "id", getattr(side, "attr", "")) == "check"
-                for side in (node.left, *node.comparators)):
+            isinstance(side, (ast.Name, ast.Attribute)) and getattr(side, "id", getattr(side, "attr", "")) == "check"
+            for side in (node.left, *node.comparators)
+        ):
             found.update(id(side) for side in (node.left, *node.comparators))
         elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "CHECKS" for t in node.targets):
             found.update(id(e) for e in getattr(node.value, "elts", []))
@@ -92,8 +101,11 @@ def _code_strings(tree: ast.AST) -> list[tuple[int, str]]:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
                 skipped.add(id(first.value))
-    return [(n.lineno, n.value) for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in skipped]
+    return [
+        (n.lineno, n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in skipped
+    ]
 
 
 def test_nothing_outside_the_engines_names_an_engine():

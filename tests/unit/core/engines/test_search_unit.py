@@ -26,47 +26,96 @@ from airflow_checkpoint_provider.core.errors import (
 WHERE = "http://127.0.0.1:9200"
 
 OPENSEARCH_ROOT = {
-    "name": "Node 1", "cluster_name": "checkpoint-opensearch", "cluster_uuid": "StxZbJNeSmuChwDECyrz1w",
-    "version": {"distribution": "opensearch", "number": "2.19.1", "build_type": "unknown",
-                "lucene_version": "9.12.1", "minimum_wire_compatibility_version": "7.10.0"},
+    "name": "Node 1",
+    "cluster_name": "checkpoint-opensearch",
+    "cluster_uuid": "StxZbJNeSmuChwDECyrz1w",
+    "version": {
+        "distribution": "opensearch",
+        "number": "2.19.1",
+        "build_type": "unknown",
+        "lucene_version": "9.12.1",
+        "minimum_wire_compatibility_version": "7.10.0",
+    },
     "tagline": "The OpenSearch Project: https://opensearch.org/",
 }
 ES7_ROOT = {
-    "name": "Node 1", "cluster_name": "checkpoint-elasticsearch", "cluster_uuid": "4YT7fnOrTeqGcOjf48yxaA",
+    "name": "Node 1",
+    "cluster_name": "checkpoint-elasticsearch",
+    "cluster_uuid": "4YT7fnOrTeqGcOjf48yxaA",
     "version": {"number": "7.10.2", "build_flavor": "unknown", "lucene_version": "8.7.0"},
     "tagline": "You Know, for Search",
 }
 PARTIAL = {
-    "snapshot": "s2", "uuid": "R5F-VMQQS0GI_7ZETF1_CQ", "version_id": 7100299, "version": "7.10.2",
-    "indices": ["okidx", "unassigned1"], "data_streams": [], "include_global_state": False, "state": "PARTIAL",
-    "start_time": "2026-11-22T13:08:03.415Z", "start_time_in_millis": 1795352883415,
-    "end_time": "2026-11-22T13:08:03.616Z", "end_time_in_millis": 1795352883616, "duration_in_millis": 201,
-    "failures": [{"index": "unassigned1", "index_uuid": "unassigned1", "shard_id": 0,
-                  "reason": "primary shard is not allocated", "status": "INTERNAL_SERVER_ERROR"}],
+    "snapshot": "s2",
+    "uuid": "R5F-VMQQS0GI_7ZETF1_CQ",
+    "version_id": 7100299,
+    "version": "7.10.2",
+    "indices": ["okidx", "unassigned1"],
+    "data_streams": [],
+    "include_global_state": False,
+    "state": "PARTIAL",
+    "start_time": "2026-11-22T13:08:03.415Z",
+    "start_time_in_millis": 1795352883415,
+    "end_time": "2026-11-22T13:08:03.616Z",
+    "end_time_in_millis": 1795352883616,
+    "duration_in_millis": 201,
+    "failures": [
+        {
+            "index": "unassigned1",
+            "index_uuid": "unassigned1",
+            "shard_id": 0,
+            "reason": "primary shard is not allocated",
+            "status": "INTERNAL_SERVER_ERROR",
+        }
+    ],
     "shards": {"total": 2, "failed": 1, "successful": 1},
 }
 PATH_REPO_ERROR = {
     "error": {
-        "root_cause": [{"type": "repository_exception", "reason": "[bad] location [/tmp/elsewhere] doesn't match "
-                        "any of the locations specified by path.repo"}],
-        "type": "repository_exception", "reason": "[bad] failed to create repository",
-        "caused_by": {"type": "repository_exception", "reason": "[bad] location [/tmp/elsewhere] doesn't match "
-                      "any of the locations specified by path.repo"},
+        "root_cause": [
+            {
+                "type": "repository_exception",
+                "reason": "[bad] location [/tmp/elsewhere] doesn't match any of the locations specified by path.repo",
+            }
+        ],
+        "type": "repository_exception",
+        "reason": "[bad] failed to create repository",
+        "caused_by": {
+            "type": "repository_exception",
+            "reason": "[bad] location [/tmp/elsewhere] doesn't match any of the locations specified by path.repo",
+        },
     },
     "status": 500,
 }
 INDEX_NOT_FOUND = {
-    "error": {"root_cause": [{"type": "index_not_found_exception", "reason": "no such index [nonexist]",
-                              "index": "nonexist", "resource.id": "nonexist", "resource.type": "index_or_alias",
-                              "index_uuid": "_na_"}],
-              "type": "index_not_found_exception", "reason": "no such index [nonexist]", "index": "nonexist"},
+    "error": {
+        "root_cause": [
+            {
+                "type": "index_not_found_exception",
+                "reason": "no such index [nonexist]",
+                "index": "nonexist",
+                "resource.id": "nonexist",
+                "resource.type": "index_or_alias",
+                "index_uuid": "_na_",
+            }
+        ],
+        "type": "index_not_found_exception",
+        "reason": "no such index [nonexist]",
+        "index": "nonexist",
+    },
     "status": 404,
 }
 NO_PRIMARY = {
-    "error": {"root_cause": [{"type": "snapshot_exception", "reason": "[r1:s1/6V4UIfF6THWL_ooWPFNNyQ] Indices "
-                              "don't have primary shards [unassigned1]"}],
-              "type": "snapshot_exception",
-              "reason": "[r1:s1/6V4UIfF6THWL_ooWPFNNyQ] Indices don't have primary shards [unassigned1]"},
+    "error": {
+        "root_cause": [
+            {
+                "type": "snapshot_exception",
+                "reason": "[r1:s1/6V4UIfF6THWL_ooWPFNNyQ] Indices don't have primary shards [unassigned1]",
+            }
+        ],
+        "type": "snapshot_exception",
+        "reason": "[r1:s1/6V4UIfF6THWL_ooWPFNNyQ] Indices don't have primary shards [unassigned1]",
+    },
     "status": 500,
 }
 
@@ -76,8 +125,11 @@ NO_PRIMARY = {
 
 def test_parse_info_flavors():
     assert L.parse_info(WHERE, OPENSEARCH_ROOT) == {
-        "flavor": "opensearch", "version": "2.19.1", "cluster_name": "checkpoint-opensearch",
-        "cluster_uuid": "StxZbJNeSmuChwDECyrz1w"}
+        "flavor": "opensearch",
+        "version": "2.19.1",
+        "cluster_name": "checkpoint-opensearch",
+        "cluster_uuid": "StxZbJNeSmuChwDECyrz1w",
+    }
     assert L.parse_info(WHERE, ES7_ROOT)["flavor"] == "elasticsearch"
     assert L.parse_info(WHERE, ES7_ROOT)["version"] == "7.10.2"
     with pytest.raises(EngineError, match=f"{WHERE} did not answer like"):
@@ -89,8 +141,15 @@ def test_parse_snapshot_and_times():
     assert state["state"] == "PARTIAL"
     assert state["indices"] == ["okidx", "unassigned1"]
     assert state["shards"] == {"total": 2, "successful": 1, "failed": 1}
-    assert state["failures"] == [{"index": "unassigned1", "shard": 0, "reason": "primary shard is not allocated",
-                                  "status": "INTERNAL_SERVER_ERROR", "node_id": ""}]
+    assert state["failures"] == [
+        {
+            "index": "unassigned1",
+            "shard": 0,
+            "reason": "primary shard is not allocated",
+            "status": "INTERNAL_SERVER_ERROR",
+            "node_id": "",
+        }
+    ]
     # exact milliseconds, no float rounding
     assert state["start_time"] == "2026-11-22T13:08:03.415000Z"
     assert state["end_time"] == "2026-11-22T13:08:03.616000Z"
@@ -191,10 +250,18 @@ def test_path_repo_error_quotes_the_server():
 def test_not_found_kinds():
     err = L.error_for(WHERE, "resolve index expression 'nonexist'", 404, INDEX_NOT_FOUND)
     assert isinstance(err, NotFoundError) and "no such index 'nonexist'" in str(err)
-    repo_missing = {"error": {"root_cause": [{"type": "repository_missing_exception", "reason": "[nope] missing"}],
-                              "type": "repository_missing_exception", "reason": "[nope] missing"}, "status": 404}
+    repo_missing = {
+        "error": {
+            "root_cause": [{"type": "repository_missing_exception", "reason": "[nope] missing"}],
+            "type": "repository_missing_exception",
+            "reason": "[nope] missing",
+        },
+        "status": 404,
+    }
     err = L.error_for(WHERE, "read snapshot repository 'nope'", 404, repo_missing)
-    assert isinstance(err, NotFoundError) and "repository does not exist: repository_missing_exception: [nope]" in str(err)
+    assert isinstance(err, NotFoundError) and "repository does not exist: repository_missing_exception: [nope]" in str(
+        err
+    )
     snap_missing = {"error": {"type": "snapshot_missing_exception", "reason": "[r1:s1] is missing"}, "status": 404}
     assert "snapshot does not exist" in str(L.error_for(WHERE, "x", 404, snap_missing))
 
@@ -207,8 +274,13 @@ def test_snapshot_refused_is_a_capture_error_naming_the_index():
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_auth_errors(status):
-    body = {"error": {"type": "security_exception", "reason": "action [cluster:admin/snapshot/create] is "
-                      "unauthorized for user [bob]"}, "status": status}
+    body = {
+        "error": {
+            "type": "security_exception",
+            "reason": "action [cluster:admin/snapshot/create] is unauthorized for user [bob]",
+        },
+        "status": status,
+    }
     err = L.error_for(WHERE, "start snapshot r:s", status, body)
     assert isinstance(err, AuthenticationError) and "unauthorized for user [bob]" in str(err)
     assert "HINT:" in str(err)
@@ -229,7 +301,8 @@ def test_error_details_handle_odd_bodies():
 def test_snapshot_names():
     now = datetime(2026, 11, 22, 12, 30, 42, tzinfo=UTC)
     assert L.generate_snapshot_name("Checkpoint_Scheduled__scheduled_2026-0a1b2c3d4e", now) == (
-        "ckpt-checkpoint_scheduled__scheduled_2026-0a1b2c3d4e-20261122t123042z")
+        "ckpt-checkpoint_scheduled__scheduled_2026-0a1b2c3d4e-20261122t123042z"
+    )
     long = L.generate_snapshot_name("k" * 300, now)
     assert len(long) < 200 and long == long.lower()
     assert L.generate_snapshot_name("!!!", now) == "ckpt-20261122t123042z"
@@ -284,7 +357,9 @@ def test_mapping_hash_is_canonical():
 def test_repository_settings_shapes_and_comparison():
     assert L.normalize_repository_settings({"type": "fs", "settings": {"location": "/r"}}) == ("fs", {"location": "/r"})
     assert L.normalize_repository_settings({"location": "/r", "compress": True}) == (
-        "fs", {"location": "/r", "compress": True})
+        "fs",
+        {"location": "/r", "compress": True},
+    )
     assert L.normalize_repository_settings({"type": "s3", "bucket": "b"}) == ("s3", {"bucket": "b"})
     with pytest.raises(EngineError, match="unknown top-level keys"):
         L.normalize_repository_settings({"settings": {}, "typo": 1})
@@ -297,12 +372,26 @@ def test_repository_settings_shapes_and_comparison():
 
 
 def test_redact_settings():
-    settings = {"bucket": "b", "access_key": "AKIA", "secret_key": "s", "session_token": "t", "sas_token": "x",
-                "client": {"password": "p", "endpoint": "e"}, "location": "/r", "chunk_size": "1g"}
+    settings = {
+        "bucket": "b",
+        "access_key": "AKIA",
+        "secret_key": "s",
+        "session_token": "t",
+        "sas_token": "x",
+        "client": {"password": "p", "endpoint": "e"},
+        "location": "/r",
+        "chunk_size": "1g",
+    }
     assert L.redact_settings(settings) == {
-        "bucket": "b", "access_key": "<redacted>", "secret_key": "<redacted>", "session_token": "<redacted>",
-        "sas_token": "<redacted>", "client": {"password": "<redacted>", "endpoint": "e"}, "location": "/r",
-        "chunk_size": "1g"}
+        "bucket": "b",
+        "access_key": "<redacted>",
+        "secret_key": "<redacted>",
+        "session_token": "<redacted>",
+        "sas_token": "<redacted>",
+        "client": {"password": "<redacted>", "endpoint": "e"},
+        "location": "/r",
+        "chunk_size": "1g",
+    }
 
 
 # --------------------------------------------------------------------------- transport settings
@@ -311,10 +400,10 @@ def test_redact_settings():
 def test_safe_url_and_auth():
     assert safe_url("http://bob:pw@host:9200/") == "http://host:9200"
     assert safe_url("https://host:9200") == "https://host:9200"
-    assert _auth_header(SearchTarget("http://h", api_key="id1:secret")) == {
-        "Authorization": "ApiKey aWQxOnNlY3JldA=="}
+    assert _auth_header(SearchTarget("http://h", api_key="id1:secret")) == {"Authorization": "ApiKey aWQxOnNlY3JldA=="}
     assert _auth_header(SearchTarget("http://h", api_key="aWQxOnNlY3JldA==")) == {
-        "Authorization": "ApiKey aWQxOnNlY3JldA=="}
+        "Authorization": "ApiKey aWQxOnNlY3JldA=="
+    }
     kw = _client_kwargs(SearchTarget("https://h:9200", username="u", password="p", verify_certs=False))
     assert kw["auth"] == ("u", "p") and kw["verify"] is False and kw["base_url"] == "https://h:9200/"
     kw = _client_kwargs(SearchTarget("https://h:9200", username="u", password="p", api_key="k"))
@@ -350,8 +439,12 @@ def test_template_difference_names_each_differing_setting():
     from airflow_checkpoint_provider.core.engines.search._templates import difference
 
     have = {"index_patterns": ["a-*"], "template": {"settings": {"index": {"number_of_shards": "3"}}}, "priority": 1}
-    want = {"index_patterns": ["a-*"], "template": {"settings": {"index": {"number_of_shards": "1"}}}, "priority": 1,
-            "version": 2}
+    want = {
+        "index_patterns": ["a-*"],
+        "template": {"settings": {"index": {"number_of_shards": "1"}}},
+        "priority": 1,
+        "version": 2,
+    }
     text = difference(have, want)
     assert "template.settings.index.number_of_shards: '3' (checkpoint: '1')" in text
     assert "version: '<absent>' (checkpoint: 2)" in text and "priority" not in text

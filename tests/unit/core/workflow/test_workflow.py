@@ -94,9 +94,12 @@ def test_damaged_latest_state_of_any_kind_falls_back(wstore, damage):
     path = wstore.fs.local_path(f"workflows/{workflow_key('sim')}/states/000000000002.state")
     data = path.read_bytes()
     header, _, payload = data.partition(b"\n")
-    broken = {"truncated_header": header[:40], "empty_file": b"",
-              "edited_header": header.replace(b'"step":2026', b'"step":2030') + b"\n" + payload,
-              "truncated_payload": data[:-5]}[damage]
+    broken = {
+        "truncated_header": header[:40],
+        "empty_file": b"",
+        "edited_header": header.replace(b'"step":2026', b'"step":2030') + b"\n" + payload,
+        "truncated_payload": data[:-5],
+    }[damage]
     path.write_bytes(broken)
     wf, ran = run(wstore)
     assert ran == [2026, 2027, 2028, 2029]
@@ -172,13 +175,19 @@ def test_saved_step_missing_from_the_steps_is_refused(wstore):
         run(wstore, years=[2030, 2031])
 
 
-@pytest.mark.parametrize("bad,path", [
-    ({"ids": {1, 2}}, "['ids'] is a builtins.set"),
-    ({"by_year": {2025: 1}}, "['by_year'] has the key 2025 of type int"),
-    ({"rate": float("nan")}, "['rate'] is nan"),
-    ({"nested": [1, {"when": __import__("datetime").date(2025, 1, 1)}]}, "['nested'][1]['when'] is a datetime.date"),
-    ({"blob": b"x"}, "['blob'] is bytes inside a JSON state"),
-])
+@pytest.mark.parametrize(
+    "bad,path",
+    [
+        ({"ids": {1, 2}}, "['ids'] is a builtins.set"),
+        ({"by_year": {2025: 1}}, "['by_year'] has the key 2025 of type int"),
+        ({"rate": float("nan")}, "['rate'] is nan"),
+        (
+            {"nested": [1, {"when": __import__("datetime").date(2025, 1, 1)}]},
+            "['nested'][1]['when'] is a datetime.date",
+        ),
+        ({"blob": b"x"}, "['blob'] is bytes inside a JSON state"),
+    ],
+)
 def test_unserializable_state_is_refused_naming_its_path_before_anything_is_written(wstore, bad, path):
     run(wstore, stop_after=2025)
     before = state_files(wstore)
@@ -283,8 +292,11 @@ def test_large_states_are_compressed_and_small_ones_stored_as_they_are(wstore):
     assert (small.compression, big.compression, raw.compression) == ("none", "zstd", "zstd")
     assert big.size < big.raw_size / 3
     assert wstore.load("sim", 3).state() == bytes(range(256)) * 4096
-    header = json.loads(wstore.fs.local_path(f"workflows/{workflow_key('sim')}/states/000000000002.state")
-                        .read_bytes().partition(b"\n")[0])
+    header = json.loads(
+        wstore.fs.local_path(f"workflows/{workflow_key('sim')}/states/000000000002.state")
+        .read_bytes()
+        .partition(b"\n")[0]
+    )
     assert header["encoding"] == "json" and header["step"] == 2 and len(header["header_sha256"]) == 64
 
 
@@ -296,7 +308,9 @@ def test_expire_deletes_old_workflows_but_skips_one_whose_writer_runs(wstore):
     busy.save(1, {"x": 1})  # holds its lock
     gone = expire(wstore, older_than=timedelta(seconds=0))
     assert {(g.workflow.workflow_id, g.removed, g.skipped) for g in gone} == {
-        ("sim", True, None), ("busy", False, "a writer is running it")}
+        ("sim", True, None),
+        ("busy", False, "a writer is running it"),
+    }
     busy.close()
     assert [w.workflow_id for w in wstore.workflows()] == ["busy"]
     assert expire(wstore) == []  # nothing older than the default 7 days
@@ -345,8 +359,9 @@ def test_a_damaged_streamed_state_is_refused_and_the_resume_falls_back(wstore, d
     data = bytearray(path.read_bytes())
     if damage == "flipped_byte":
         data[len(data) // 2] ^= 0x01
-    path.write_bytes({"flipped_byte": bytes(data), "truncated": bytes(data[:-1000]),
-                      "appended": bytes(data) + b"x"}[damage])
+    path.write_bytes(
+        {"flipped_byte": bytes(data), "truncated": bytes(data[:-1000]), "appended": bytes(data) + b"x"}[damage]
+    )
     with pytest.raises(Exception, match="sha256|bytes, the header says") as err:
         wstore.load("sim", 2).state()
     assert "the header says" in str(err.value) or "sha256" in str(err.value)

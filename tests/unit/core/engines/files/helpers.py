@@ -125,12 +125,21 @@ def checkpoint(store: Store, target: FilesTarget, **options: Any) -> Manifest:
     return store.seal(staging, tags=["test"])
 
 
-def run_restore(store: Store, cid: str, target: FilesTarget, *, made: list | None = None, safety: bool = True,
-                **options: Any) -> RestoreReport:
+def run_restore(
+    store: Store, cid: str, target: FilesTarget, *, made: list | None = None, safety: bool = True, **options: Any
+) -> RestoreReport:
     """A restore through the orchestration, with a builder over the registry's files engine."""
+
     def build(s: Store, m: Manifest, r: RestoreRequest) -> list:
-        part = ENGINE.restore(target, s, m.checkpoint_id, ENGINE.artifacts_of(m.artifacts), mode=r.mode,
-                              rollback_policy=RollbackPolicy.parse(r.rollback_keep), **options)
+        part = ENGINE.restore(
+            target,
+            s,
+            m.checkpoint_id,
+            ENGINE.artifacts_of(m.artifacts),
+            mode=r.mode,
+            rollback_policy=RollbackPolicy.parse(r.rollback_keep),
+            **options,
+        )
         if made is not None:
             made.append(part)
         return [part]
@@ -142,8 +151,14 @@ def siblings(root: Path) -> list[str]:
     return sorted(p.name for p in root.parent.iterdir() if p.name != root.name)
 
 
-def forge(store: Store, path: str, members: list[tuple[tarfile.TarInfo, bytes]], lines: list[bytes],
-          fingerprints: dict[str, Any] | None = None, edit: Callable[[dict[str, Any]], None] | None = None) -> str:
+def forge(
+    store: Store,
+    path: str,
+    members: list[tuple[tarfile.TarInfo, bytes]],
+    lines: list[bytes],
+    fingerprints: dict[str, Any] | None = None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+) -> str:
     """Seal a checkpoint whose tree and listing are exactly ``members`` and ``lines`` (a hostile
     archive, built by hand the way a tampering writer would); returns its id."""
     from airflow_checkpoint_provider.core.engines.files import artifact_names
@@ -159,16 +174,23 @@ def forge(store: Store, path: str, members: list[tuple[tarfile.TarInfo, bytes]],
             sink.write(ti.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape"))
             sink.write(data + b"\0" * (-len(data) % 512))
         sink.write(b"\0" * 1024)
-        sink.meta = {"path": path, "format": 1, "consistency": "detect", "retried": 0, "list": list_name,
-                     "root": {"mode": 0o755, "mtime_ns": 0}}
+        sink.meta = {
+            "path": path,
+            "format": 1,
+            "consistency": "detect",
+            "retried": 0,
+            "list": list_name,
+            "root": {"mode": 0o755, "mtime_ns": 0},
+        }
         sink.fingerprints = fingerprints or {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "merkle_root": ""}
         if edit:
             edit(sink.meta)
     return store.seal(staging).checkpoint_id
 
 
-def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = "",
-           pax: dict[str, str] | None = None) -> tuple[tarfile.TarInfo, bytes]:
+def member(
+    name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = "", pax: dict[str, str] | None = None
+) -> tuple[tarfile.TarInfo, bytes]:
     ti = tarfile.TarInfo(name)
     ti.type, ti.size, ti.linkname, ti.mode = kind, len(data) if kind == tarfile.REGTYPE else 0, link, 0o644
     if pax:

@@ -66,11 +66,17 @@ def test_every_entry_that_cannot_be_checkpointed_is_named_with_its_reason(store,
     with pytest.raises(CaptureError) as err:
         capture(FilesTarget(str(root)), staging)
     text = err.value.message
-    for name, why in [("fifo", "is a FIFO"), ("sock", "is a socket"), ("hardlink", "is a hard link (2 names)"),
-                      ("ok.txt", "is a hard link (2 names)"), ("absolute", "absolute path '/etc/passwd'"),
-                      ("escapes", "points outside the tree"), ("sub/escapes-too", "points outside the tree"),
-                      ("back\\\\slash", "backslash"), ("bad-\\udcff-name", "not valid UTF-8")] + (
-                         [("device", "is a character device")] if os.geteuid() == 0 else []):
+    for name, why in [
+        ("fifo", "is a FIFO"),
+        ("sock", "is a socket"),
+        ("hardlink", "is a hard link (2 names)"),
+        ("ok.txt", "is a hard link (2 names)"),
+        ("absolute", "absolute path '/etc/passwd'"),
+        ("escapes", "points outside the tree"),
+        ("sub/escapes-too", "points outside the tree"),
+        ("back\\\\slash", "backslash"),
+        ("bad-\\udcff-name", "not valid UTF-8"),
+    ] + ([("device", "is a character device")] if os.geteuid() == 0 else []):
         assert f"'{name}' {why}" in text or (f"'{name}'" in text and why in text), (name, why, text)
     assert "nothing was captured" in err.value.hint
     assert staging.artifacts() == []  # no artifact was committed
@@ -86,8 +92,9 @@ def test_a_root_that_is_not_a_real_directory_is_refused(store, tmp_path, make):
         (tmp_path / "real").mkdir()
         os.symlink(tmp_path / "real", root)
     error = NotFoundError if make == "missing" else CaptureError
-    with pytest.raises(error, match={"missing": "does not exist", "file": "is not a directory",
-                                     "symlink": "is a symbolic link"}[make]):
+    with pytest.raises(
+        error, match={"missing": "does not exist", "file": "is not a directory", "symlink": "is a symbolic link"}[make]
+    ):
         _capture(store, root)
 
 
@@ -115,8 +122,9 @@ def test_a_file_that_changes_mid_read_is_read_again(store, root, monkeypatch):
     manifest = checkpoint(store, FilesTarget(str(root)), retry_wait=0)
     tar = next(a for a in manifest.artifacts if a.kind == "files/tar")
     assert tar.meta["retried"] == 2 and tar.meta["consistency"] == "detect"
-    with store.open_artifact(manifest.checkpoint_id, next(a.name for a in manifest.artifacts
-                                                           if a.kind == "files/list")) as f:
+    with store.open_artifact(
+        manifest.checkpoint_id, next(a.name for a in manifest.artifacts if a.kind == "files/list")
+    ) as f:
         listing = f.read()
     assert b'"path":"ok.txt"' in listing and b'"size":6' in listing  # "fine" plus the two appended bytes
 
@@ -157,13 +165,16 @@ def test_a_file_that_changes_while_quiesced_fails_the_capture(store, root, monke
         _capture(store, root, consistency="quiesce", quiesce_hook=recording_hook)
 
 
-@pytest.mark.parametrize(("options", "why"), [
-    ({"consistency": "quiesce"}, "needs a quiesce hook"),
-    ({"consistency": "sometimes"}, "unknown consistency 'sometimes'"),
-    ({"consistency": "quiesce", "quiesce_hook": "no_colon"}, "is not 'package.module:function'"),
-    ({"consistency": "quiesce", "quiesce_hook": "no.such.module:fn"}, "cannot be imported"),
-    ({"retries": -1}, "is not a count"),
-])
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        ({"consistency": "quiesce"}, "needs a quiesce hook"),
+        ({"consistency": "sometimes"}, "unknown consistency 'sometimes'"),
+        ({"consistency": "quiesce", "quiesce_hook": "no_colon"}, "is not 'package.module:function'"),
+        ({"consistency": "quiesce", "quiesce_hook": "no.such.module:fn"}, "cannot be imported"),
+        ({"retries": -1}, "is not a count"),
+    ],
+)
 def test_bad_consistency_options_are_refused_before_anything_is_read(store, root, options, why):
     with pytest.raises(CheckpointError, match=why):
         _capture(store, root, **options)

@@ -17,8 +17,9 @@ def _entry(phase: str, sw: Switch | None, steps: tuple[str, ...] = ()) -> Compon
     data = {"dir": sw.target if sw else "", "checkpoint_id": "ckpt-20261201T000000Z-abc123"}
     if sw:
         data["switch"] = {"target": sw.target, "staging": sw.staging, "rollback": sw.rollback}
-    return ComponentEntry("files", {}, phase=phase, data=data,
-                          steps=[Step(i, name, {}, {}) for i, name in enumerate(steps, 1)])
+    return ComponentEntry(
+        "files", {}, phase=phase, data=data, steps=[Step(i, name, {}, {}) for i, name in enumerate(steps, 1)]
+    )
 
 
 @pytest.fixture
@@ -53,7 +54,8 @@ def test_back_leaves_an_existing_directory_the_restore_never_moved_in(sw):
     os.makedirs(sw.target)
     os.makedirs(sw.staging)
     assert recover(_entry("loading", Switch(sw.target, sw.staging, None)), sw.target) == [
-        f"removed the side-by-side copy {sw.staging}"]
+        f"removed the side-by-side copy {sw.staging}"
+    ]
     assert os.path.isdir(sw.target)
 
 

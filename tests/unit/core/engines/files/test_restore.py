@@ -193,12 +193,15 @@ def test_a_checkpoint_of_several_trees_needs_the_source(store, tree, tmp_path):
         run_restore(store, cid, FilesTarget(str(into)), source="/nope")
 
 
-@pytest.mark.parametrize(("path", "why"), [
-    ("relative/dir", "not an absolute path"),
-    ("/", "root directory"),
-    ("/srv/app/", "normal form"),
-    ("/srv/../etc", "normal form"),
-])
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [
+        ("relative/dir", "not an absolute path"),
+        ("/", "root directory"),
+        ("/srv/app/", "normal form"),
+        ("/srv/../etc", "normal form"),
+    ],
+)
 def test_a_directory_that_is_not_a_clean_absolute_path_is_refused(path, why):
     with pytest.raises(CheckpointError, match=why):
         FilesTarget(path)
