@@ -33,7 +33,7 @@ from airflow_checkpoint_provider.core.engines.search._cutover import (
     forward,
     stream_restored,
 )
-from airflow_checkpoint_provider.core.engines.search._plan import holders_text
+from airflow_checkpoint_provider.core.engines.search._plan_checks import holders_text
 from airflow_checkpoint_provider.core.engines.search._steps import Ctx, EntryJournal
 from airflow_checkpoint_provider.core.engines.search._templates import (
     delete_template,
