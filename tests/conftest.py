@@ -45,11 +45,29 @@ def _load_services_module():
 services_api = _load_services_module()
 
 
+#: the modules that take minutes (real Airflow, kill loops): run first, so that with parallel
+#: workers (``make test``: pytest-xdist, whole modules per worker) no worker is left with one of
+#: them at the end while the others idle
+SLOW_MODULES = (
+    "test_ui_browser.py",
+    "test_restore_kills.py",
+    "test_workflow_dag.py",
+    "test_dag_restore.py",
+    "test_dag_checkpoint.py",
+    "test_dag_cycles.py",
+    "test_search_crash.py",
+    "test_dag_lifecycle.py",
+    "test_files_dag.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test that uses a service fixture as ``integration``."""
+    """Mark every test that uses a service fixture as ``integration``; put the slow modules first."""
     for item in items:
         if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keeps its order
 
 
 @pytest.fixture(scope="session")

@@ -340,7 +340,7 @@ def test_every_step_of_the_search_cut_over_is_declared():
     import re
 
     src = "".join(p.read_text() for p in Path(search.__file__).parent.glob("*.py"))
-    used = set(re.findall(r'ctx\.step\("([a-z_]+)"', src))
+    used = set(re.findall(r'ctx\.step\(\s*"([a-z_]+)"', src))
     assert used and used <= set(_steps.STEPS), used - set(_steps.STEPS)
     assert set(_steps.STEPS) <= used, set(_steps.STEPS) - used  # and no declared step is dead
 
