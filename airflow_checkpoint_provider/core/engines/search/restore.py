@@ -40,6 +40,7 @@ verified) before anything else. Product and version rules: :func:`compatibility_
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -232,7 +233,8 @@ def prepare_restore(
     say = _say(log)
     started = time.monotonic()
     source = snapshot_source(artifact, doc)
-    planned = make_plan(
+    replan = functools.partial(
+        make_plan,
         client,
         source,
         checkpoint_id=checkpoint_id,
@@ -242,6 +244,7 @@ def prepare_restore(
         repository_settings=repository_settings,
         restore_templates=restore_templates,
     )
+    planned = replan()
     if planned.plan.problems:
         raise RestoreRefusedError(
             f"search cluster {client.where}: refusing to restore checkpoint {checkpoint_id}:\n"
@@ -252,16 +255,7 @@ def prepare_restore(
     if planned.register_repository:
         say(f"registering snapshot repository {source.repository} on {client.where}")
         client.ensure_repository(source.repository, repository_settings)
-        planned = make_plan(
-            client,
-            source,
-            checkpoint_id=checkpoint_id,
-            indices=indices,
-            swap=swap,
-            include_global_state=include_global_state,
-            repository_settings=repository_settings,
-            restore_templates=restore_templates,
-        )
+        planned = replan()  # the same plan, now that the repository exists
         if planned.plan.problems:
             raise RestoreRefusedError(
                 f"search cluster {client.where}: refusing to restore checkpoint {checkpoint_id} (repository "
