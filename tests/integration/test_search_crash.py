@@ -43,14 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: a kill right after the data stream's RESTORE was sent is recovered with the data rolled forward,
 #: but about one run in three the index template that the restore put first is then missing (404):
 #: an open defect of the replay, kept visible here until it is fixed
-KNOWN_RACES = {
-    "search.restore_stream.applied": "replay after a kill just after the stream's RESTORE: the template "
-    "the restore put is sometimes missing afterwards",
-}
-POINTS = [
-    pytest.param(p, marks=pytest.mark.xfail(reason=KNOWN_RACES[p], strict=False)) if p in KNOWN_RACES else p
-    for p in sorted(p for p in crashpoints.REGISTERED if p.startswith("search."))
-]
+POINTS = sorted(p for p in crashpoints.REGISTERED if p.startswith("search."))
 PROBE = {"same": {"t": "probe"}, "shards": {"v": 0}, "swap": {"v": 0}, "gone": {"v": 0}}
 STREAM_STEPS = {"snapshot_stream", "delete_stream", "restore_stream", "rollback_stream"}
 #: what each step's restore selects: the smallest set that reaches the step (keeps the set fast); the

@@ -472,3 +472,34 @@ def test_closed_index_is_refused(target, http, staging, repo, sample_indices):
             repository_settings=repo["settings"],
             indices=[sample_indices["empty"]],
         )
+
+
+def test_an_index_whose_restore_is_accepted_but_not_yet_recovering_counts_as_restored_from_its_snapshot(
+    target, http, repo, uid
+):
+    """Just after a RESTORE is accepted, ``_recovery`` lists no shard of the index; the replay must
+    still see which snapshot it is coming from, or it takes an in-flight restore of a data stream for
+    a writer's re-creation and deletes it again. The restored primary is kept unassigned here (an
+    allocation filter no node matches), so the window stays open for the whole test."""
+    from airflow_checkpoint_provider.core.engines.search import _ops
+
+    name = f"pending-{uid}"
+    _create_index(http, name)
+    _bulk(http, name, [{"v": i} for i in range(5)])
+    http.put(f"/_snapshot/{repo['name']}", json=repo["settings"]).raise_for_status()
+    http.put(
+        f"/_snapshot/{repo['name']}/s1", params={"wait_for_completion": "true"}, json={"indices": name}
+    ).raise_for_status()
+    try:
+        http.delete(f"/{name}").raise_for_status()
+        resp = http.post(
+            f"/_snapshot/{repo['name']}/s1/_restore",
+            json={"indices": name, "index_settings": {"index.routing.allocation.require._name": "nonexistent"}},
+        )
+        assert resp.status_code == 200, resp.text
+        assert http.get(f"/{name}/_recovery").json().get(name, {}).get("shards", []) == []
+        with search.SearchClient(target) as client:
+            assert _ops.recovered_from(client, name) == (repo["name"], "s1")
+            assert _ops.recovered_from(client, name + "-none") is None
+    finally:
+        _delete_indices(http, name)

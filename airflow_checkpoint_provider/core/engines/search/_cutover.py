@@ -429,7 +429,7 @@ def _stream(ctx: Ctx, it: dict[str, Any]) -> None:
             if deleted_before:
                 ctx.say(
                     f"WARNING: data stream {d} was re-created by a writer during the cut-over "
-                    f"({c.count(d)} documents written meanwhile are dropped)"
+                    f"({_docs_written(ctx, d)} documents written meanwhile are dropped)"
                 )
             with ctx.step(
                 "delete_stream",
@@ -453,6 +453,14 @@ def _stream(ctx: Ctx, it: dict[str, Any]) -> None:
             raise
         break
     ctx.wait(list(it["expected"]), f"restore of data stream {d} from {ctx.repository}:{ctx.snapshot}")
+
+
+def _docs_written(ctx: Ctx, stream: str) -> str:
+    """How many documents ``stream`` holds, for a warning; "some" when its shards can't be counted yet."""
+    try:
+        return str(ctx.client.count(stream))
+    except EngineError:
+        return "some"
 
 
 def final_target(ctx: Ctx, source: str) -> str | None:

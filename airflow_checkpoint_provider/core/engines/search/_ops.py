@@ -173,10 +173,39 @@ def recovered_from(client: SearchClient, index: str) -> tuple[str, str] | None:
         or {}
     )
     shards = [s for s in ((body.get(index) or {}).get("shards") or []) if s.get("primary")]
-    if not shards or any(s.get("type") != "SNAPSHOT" for s in shards):
+    if not shards:
+        return _pending_restore_source(client, index)
+    if any(s.get("type") != "SNAPSHOT" for s in shards):
         return None
     src = shards[0].get("source") or {}
     return str(src.get("repository") or ""), str(src.get("snapshot") or "")
+
+
+def _pending_restore_source(client: SearchClient, index: str) -> tuple[str, str] | None:
+    """The snapshot the primaries of ``index`` are about to be restored from, before any recovery began.
+
+    Just after a RESTORE is accepted its shards are unassigned, and ``_recovery`` lists nothing; the
+    routing table already carries each primary's ``recovery_source``. Without this a replay would
+    judge an index (or a data stream's backing index) whose restore is in flight as not restored.
+    """
+    body = (
+        send(
+            client,
+            _Req(
+                "GET",
+                f"_cluster/state/routing_table/{_index_path(_single(index))}",
+                f"read the routing table of {index!r}",
+                missing_ok=True,
+            ),
+        )
+        or {}
+    )
+    table = (((body.get("routing_table") or {}).get("indices") or {}).get(index) or {}).get("shards") or {}
+    primaries = [s for copies in table.values() for s in copies if s.get("primary")]
+    sources = [s.get("recovery_source") or {} for s in primaries]
+    if not sources or any(src.get("type") != "SNAPSHOT" for src in sources):
+        return None
+    return str(sources[0].get("repository") or ""), str(sources[0].get("snapshot") or "")
 
 
 # --------------------------------------------------------------------------- aliases and the cluster view
