@@ -131,3 +131,52 @@ def expire(component: str, target: Any, policy: RollbackPolicy, store: Any = Non
     for c in doomed:
         drop_copy(component, target, c.name, store)
     return doomed
+
+
+@dataclass
+class SweepReport:
+    """What :func:`sweep` did: per copy ``dropped`` / ``would drop`` / ``skipped``, and the stores it
+    could not reach."""
+
+    rows: list[tuple[RollbackCopy, str]]
+    unreachable: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "copies": [{**c.to_dict(), "action": action} for c, action in self.rows],
+            "unreachable": dict(self.unreachable),
+        }
+
+
+def sweep(store: Any, targets: dict[str, Any], policy: RollbackPolicy, *, execute: bool) -> SweepReport:
+    """Apply ``policy`` to the rollback copies on every target (the retention run's sweep).
+
+    A copy on a server that a restore holds (its lease is live) is skipped: that restore prunes
+    its own copies when it succeeds. A store that does not answer is reported and left for the
+    next run; the others are still swept. Nothing is dropped unless ``execute``.
+    """
+    from airflow_checkpoint_provider.core.lease import live_holders, target_key
+
+    rows: list[tuple[RollbackCopy, str]] = []
+    unreachable: dict[str, str] = {}
+    for component, target in sorted(targets.items()):
+        try:
+            copies = list_copies(component, target, store)
+        except CheckpointError as exc:
+            unreachable[component] = exc.message.splitlines()[0]
+            continue
+        busy = live_holders(store.fs, [target_key(component, target.public())])
+        for c in policy.expired(copies):
+            if busy:
+                rows.append((c, f"skipped: restore {busy[0].holder} is running on that server"))
+            elif not execute:
+                rows.append((c, "would drop"))
+            else:
+                try:
+                    drop_copy(component, target, c.name, store)
+                except CheckpointError as exc:
+                    unreachable[component] = exc.message.splitlines()[0]
+                    rows.append((c, f"kept: {exc.message.splitlines()[0]}"))
+                else:
+                    rows.append((c, "dropped"))
+    return SweepReport(rows, unreachable)

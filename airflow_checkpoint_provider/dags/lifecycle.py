@@ -66,12 +66,16 @@ the ``lkg_requires`` state, and checkpoints a restore uses. Each checkpoint is l
 rule that keeps it or the reason it goes; ``dry_run`` only logs. A checkpoint goes as a unit:
 its store copy of the manifest first, then the archive, its records and its search snapshot; a
 crash or a search cluster that is down leaves a tombstone the next run finishes.
+
+Then ``expire_rollbacks`` applies ``[checkpoint] rollback_keep`` to the rollback copies in the
+live stores (databases, Redis spare dbs, indices and rollback snapshots a restore kept), also
+those of restores that failed or were killed. Copies on a server a restore holds are skipped.
 """
 
 
 def checkpoint_retention(dag_id: str = "checkpoint_retention", *, schedule: Any = None) -> DAG:
     """Expire checkpoints by the retention policy (``[checkpoint] retention_schedule``, 02:00 UTC)."""
-    from airflow_checkpoint_provider.operators.lifecycle import ExpireCheckpointsOperator
+    from airflow_checkpoint_provider.operators.lifecycle import ExpireCheckpointsOperator, ExpireRollbacksOperator
 
     params = {
         "dry_run": Param(False, type="boolean", title="Dry run", description="Only log what would be deleted."),
@@ -94,9 +98,13 @@ def checkpoint_retention(dag_id: str = "checkpoint_retention", *, schedule: Any 
         tags=["checkpoint", "lifecycle"],
         doc_md=RETENTION_DOC,
     ) as dag:
-        ExpireCheckpointsOperator(
+        expire = ExpireCheckpointsOperator(
             task_id="expire", policy="{{ params.policy or '' }}", plan_only="{{ params.dry_run }}"
         )
+        rollbacks = ExpireRollbacksOperator(
+            task_id="expire_rollbacks", plan_only="{{ params.dry_run }}", trigger_rule="all_done"
+        )
+        expire >> rollbacks
     return dag
 
 

@@ -139,3 +139,55 @@ class ExpireCheckpointsOperator(BaseOperator):
         for line in report.pending:
             self.log.warning("Left for a later run: %s", line)
         return report.to_dict()
+
+
+class ExpireRollbacksOperator(BaseOperator):
+    """Apply ``[checkpoint] rollback_keep`` to the rollback copies in the live stores.
+
+    A restore prunes its own copies when it succeeds; this daily sweep also expires the copies of
+    restores that failed, were killed, or happened before the policy changed. Copies on a server
+    a running restore holds are skipped. A store that does not answer is logged as a warning and
+    swept by the next run; the task fails only if every store with copies was unreachable.
+
+    :param policy: ``last=N,max_age=SECONDS`` or ``all``; default ``[checkpoint] rollback_keep``.
+    :param plan_only: only log what would be dropped (a dry run).
+    """
+
+    template_fields = ("policy", "plan_only", "storage_root")
+
+    def __init__(
+        self,
+        *,
+        policy: str | None = None,
+        plan_only: bool | str = False,
+        storage_root: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.policy = policy
+        self.plan_only = plan_only
+        self.storage_root = storage_root
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy, sweep
+
+        execute = str(self.plan_only).lower() not in ("1", "true", "yes", "on")
+        targets = default_targets(self.log)
+        report = sweep(
+            open_store(self.storage_root),
+            targets,
+            RollbackPolicy.parse(self.policy or settings.rollback_keep()),
+            execute=execute,
+        )
+        for c, action in report.rows:
+            self.log.info("%s %s %s (copy of %s, %.1f h old)", action, c.component, c.name, c.of, c.age / 3600)
+        if not report.rows:
+            self.log.info("No rollback copy is past [checkpoint] rollback_keep")
+        for component, why in sorted(report.unreachable.items()):
+            self.log.warning("Rollback copies on %s left for a later run: %s", component, why)
+        if targets and set(report.unreachable) == set(targets):
+            raise AirflowFailException(
+                "no live store answered, so no rollback copy was swept: "
+                + "; ".join(f"{k}: {v}" for k, v in sorted(report.unreachable.items()))
+            )
+        return report.to_dict()

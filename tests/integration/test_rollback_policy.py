@@ -64,3 +64,57 @@ def test_search_rollback_copies_are_listed_per_index_and_expired_by_the_policy(
     dropped = [c for c in rollbacks.expire("search", tgt, RollbackPolicy.parse("last=1"), store) if c.of in names]
     assert sorted(c.of for c in dropped) == sorted(names)
     assert sorted(c.of for c in rollbacks.list_copies("search", tgt, store) if c.of in names) == sorted(names)
+
+
+def test_retention_dag_sweeps_rollback_copies_a_dry_run_first_and_keeps_the_newest(
+    server, store, services_module, airflow_env
+):
+    """The daily retention run also applies ``[checkpoint] rollback_keep`` to the copies in the live
+    stores, so the copies of restores that never pruned their own (failed, killed, or kept under
+    another policy) do not pile up. A dry run drops nothing."""
+    from tests.integration.conftest import run_dag
+
+    info = server()
+    S.seed_redis(info)
+    manifest = checkpoint(store, info)
+    for _ in range(2):
+        damage(info)
+        redis_client(info, 1).set("junk:db1", "x")
+        run_restore(store, manifest.checkpoint_id, info, safety=False)
+        time.sleep(1.1)
+    before = rollbacks.list_copies("redis", target(info), store)
+    assert len(before) == 4, before
+    newest = {c.of: c.name for c in sorted(before, key=lambda c: c.created_at)}
+    closed = _closed_port()  # PostgreSQL and search do not answer: reported, and Redis is still swept
+    env = {
+        **services_module.connection_env(
+            {
+                "redis": info,
+                "postgres": {"user": "u", "password": "p", "host": "127.0.0.1", "port": closed, "database": "d"},
+                "opensearch": {"host": "127.0.0.1", "port": closed},
+            }
+        ),
+        "AIRFLOW__CHECKPOINT__STORAGE_ROOT": store.root,
+        "AIRFLOW__CHECKPOINT__ROLLBACK_KEEP": "last=1",
+    }
+
+    dry = run_dag(airflow_env, "checkpoint_retention", {"dry_run": True}, extra_env=env)
+    assert dry["state"] == "success", dry["log"][-3000:]
+    planned = [c for c in dry["xcom"]["expire_rollbacks"]["copies"] if c["component"] == "redis"]
+    assert sorted(c["action"] for c in planned) == ["would drop", "would drop"]
+    assert len(rollbacks.list_copies("redis", target(info), store)) == 4
+
+    done = run_dag(airflow_env, "checkpoint_retention", {}, extra_env=env)
+    assert done["state"] == "success", done["log"][-3000:]
+    dropped = [c for c in done["xcom"]["expire_rollbacks"]["copies"] if c["component"] == "redis"]
+    assert sorted(c["action"] for c in dropped) == ["dropped", "dropped"]
+    assert {"postgres", "search"} <= set(done["xcom"]["expire_rollbacks"]["unreachable"])
+    assert {c.of: c.name for c in rollbacks.list_copies("redis", target(info), store)} == newest
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

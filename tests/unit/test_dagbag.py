@@ -207,7 +207,8 @@ def test_verify_dag_runs_daily_at_the_configured_level_one_at_a_time(bag):
 
 def test_retention_dag_runs_daily_at_two_utc_and_deletes_unless_a_dry_run(bag):
     dag = bag["dags"]["checkpoint_retention"]
-    assert dag["schedule"] == "0 2 * * *" and dag["max_active_runs"] == 1 and dag["tasks"] == ["expire"]
+    assert dag["schedule"] == "0 2 * * *" and dag["max_active_runs"] == 1
+    assert dag["tasks"] == ["expire", "expire_rollbacks"]
     assert dag["params"]["dry_run"]["default"] is False and dag["params"]["policy"]["default"] is None
 
 
