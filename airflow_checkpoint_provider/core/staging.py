@@ -206,8 +206,7 @@ class Staging:
     def _walk(self, rel: str) -> Iterator[str]:
         for entry in self.fs.listdir(rel):
             sub = f"{rel}/{entry}"
-            path = self.fs.local_path(sub)
-            if path is not None and path.is_dir():
+            if self.fs.is_dir(sub):
                 yield from self._walk(sub)
             else:
                 yield sub
