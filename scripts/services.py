@@ -687,8 +687,11 @@ def _start_s3(state_dir: Path) -> dict[str, Any]:
         names = ["master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc"]
         ports = dict(zip([*names, "s3.iceberg", "s3.lance"], _free_ports(len(names) + 2), strict=True))
         cmd = [str(exe), "mini", f"-dir={base / 'data'}", f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.config={conf}"]
-        cmd += [f"-{name.replace('.grpc', '.port.grpc') if '.grpc' in name else name + '.port'}={port}"
-                for name, port in ports.items() if name not in ("s3.iceberg", "s3.lance")]
+        cmd += [
+            f"-{name.replace('.grpc', '.port.grpc') if '.grpc' in name else name + '.port'}={port}"
+            for name, port in ports.items()
+            if name not in ("s3.iceberg", "s3.lance")
+        ]
         cmd += [f"-s3.port.iceberg={ports['s3.iceberg']}", f"-s3.port.lance={ports['s3.lance']}"]
         cmd += ["-webdav=false", "-admin.ui=false", "-master.telemetry=false", f"-bucket={S3_BUCKET}"]
         with open(log, "ab") as fh:
@@ -716,7 +719,9 @@ def _start_s3(state_dir: Path) -> dict[str, Any]:
             time.sleep(0.2)
         if proc.poll() is None:
             _terminate(proc.pid, start_time, group=True, timeout=10)
-            last_error = ServiceError(service, f"the S3 gateway did not answer on {HOST}:{ports['s3']} in 90s", cmd, log)
+            last_error = ServiceError(
+                service, f"the S3 gateway did not answer on {HOST}:{ports['s3']} in 90s", cmd, log
+            )
             break
         last_error = ServiceError(service, f"weed exited with code {proc.returncode}", cmd, log)
         if "address already in use" not in _tail(log).lower():

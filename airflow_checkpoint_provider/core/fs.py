@@ -110,8 +110,12 @@ class StoreFS(Protocol):
 class PendingUpload(Protocol):
     """A write that never completed (an object store's multipart upload a crashed writer left)."""
 
-    rel: str
-    active: float  #: epoch seconds of its last write
+    @property
+    def rel(self) -> str: ...
+    @property
+    def active(self) -> float:
+        """Epoch seconds of its last write."""
+        ...
 
 
 class _LocalAtomicFile:

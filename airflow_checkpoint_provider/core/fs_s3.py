@@ -235,7 +235,7 @@ class S3FS:
 
     def open_read(self, rel: str) -> BinaryIO:
         """A seekable reader that streams the object by ranged GETs (never the whole object in memory)."""
-        return io.BufferedReader(_S3Reader(self, rel, self.size(rel)), CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(_S3Reader(self, rel, self.size(rel)), CHUNK)
 
     def read_bytes(self, rel: str) -> bytes:
         got = self.read_tagged(rel)
@@ -312,7 +312,7 @@ class S3FS:
 
     def pending_uploads(self, rel: str = "") -> list[PendingUpload]:
         """Multipart uploads started below ``rel`` and never completed nor aborted."""
-        base, out, marker = self._dir_key(rel), [], {}
+        base, out, marker = self._dir_key(rel), list[PendingUpload](), dict[str, str]()
         strip = len(self._dir_key(""))
         while True:
             resp = self._call(rel, "listing uploads", "list_multipart_uploads", Prefix=base, **marker)
@@ -326,9 +326,9 @@ class S3FS:
             marker = {"KeyMarker": resp["NextKeyMarker"], "UploadIdMarker": resp["NextUploadIdMarker"]}
 
     def abort_upload(self, upload: PendingUpload) -> None:
-        upload = cast(S3Upload, upload)
+        up = cast(S3Upload, upload)
         try:
-            self._call(upload.rel, "aborting", "abort_multipart_upload", Key=upload.key, UploadId=upload.upload_id)
+            self._call(up.rel, "aborting", "abort_multipart_upload", Key=up.key, UploadId=up.upload_id)
         except StoreNotFoundError:
             pass  # completed or aborted meanwhile
 
@@ -512,7 +512,9 @@ class _Lease:
             if held is not None:
                 holder = _parse(held[0])
                 if float(holder.get("expires", 0)) < time.time() and self._put(IfMatch=held[1]):
-                    log.warning("Took over the expired store lock of pid %s on %s", holder.get("pid"), holder.get("host"))
+                    log.warning(
+                        "Took over the expired store lock of pid %s on %s", holder.get("pid"), holder.get("host")
+                    )
                     break
                 if time.monotonic() >= deadline:
                     raise LockTimeoutError(

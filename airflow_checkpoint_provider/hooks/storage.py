@@ -24,8 +24,10 @@ def s3_options(conn_id: str | None = None) -> S3Options | None:
     except Exception:  # the connection is not defined: boto3's defaults
         return None
     extra: dict[str, Any] = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
-    endpoint = extra.get("endpoint_url") or extra.get("host") or (
-        f"{conn.schema or 'http'}://{conn.host}{f':{conn.port}' if conn.port else ''}" if conn.host else None
+    endpoint = (
+        extra.get("endpoint_url")
+        or extra.get("host")
+        or (f"{conn.schema or 'http'}://{conn.host}{f':{conn.port}' if conn.port else ''}" if conn.host else None)
     )
     return S3Options(
         endpoint_url=endpoint,

@@ -148,7 +148,9 @@ def test_checkpoint_round_trip_through_s3_restores_the_exact_data(name, request,
 
         sample.damage()
         assert sample.differences(original, sample.state())
-        report = restore(s3_store, RestoreRequest(checkpoint_id="last-known-good", components=(name,)), _builder(sample))
+        report = restore(
+            s3_store, RestoreRequest(checkpoint_id="last-known-good", components=(name,)), _builder(sample)
+        )
         assert sample.differences(original, sample.state()) == []
         assert report.healthy, [str(h) for h in report.health]
         assert report.safety_checkpoint_id and s3_store.exists(report.safety_checkpoint_id)
@@ -278,9 +280,7 @@ def test_cli_lists_verifies_and_cleans_an_s3_store(s3_store, s3_server, tmp_path
     secrets_file = tmp_path / "connections.json"
     secrets_file.write_text(json.dumps({"checkpoint_s3": conn}))
     os.chmod(secrets_file, 0o600)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AWS_", "AIRFLOW__CHECKPOINT__"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AWS_", "AIRFLOW__CHECKPOINT__"))}
     env.update(
         AIRFLOW_HOME=str(tmp_path / "home"),
         AIRFLOW__CHECKPOINT__STORAGE_ROOT=s3_store.root,
