@@ -206,12 +206,16 @@ class S3FS:
             token = {"ContinuationToken": resp["NextContinuationToken"]}
 
     def listdir(self, rel: str) -> list[str]:
-        """The names directly below ``rel``: objects and sub-prefixes alike."""
+        """The names directly below ``rel``: objects, and sub-prefixes that still hold an object.
+
+        (Some servers, SeaweedFS among them, keep reporting a prefix whose objects were all
+        deleted; an empty prefix is no directory here.)"""
         base = self._dir_key(rel)
         names: set[str] = set()
         for page in self._pages(rel, Delimiter="/"):
             names.update(o["Key"][len(base) :] for o in page.get("Contents", ()))
-            names.update(p["Prefix"][len(base) :].rstrip("/") for p in page.get("CommonPrefixes", ()))
+            subs = (p["Prefix"][len(base) :].rstrip("/") for p in page.get("CommonPrefixes", ()))
+            names.update(sub for sub in subs if sub and self.is_dir(f"{rel}/{sub}" if rel else sub))
         names.discard("")
         return sorted(names)
 
