@@ -32,6 +32,14 @@ CONFIG: dict[str, Any] = {
                 "{AIRFLOW_HOME}/checkpoints_data",
                 "/srv/checkpoints",
             ),
+            "encryption_key_file": _option(
+                "A file of 64 hex digits (mode 0600): new artifacts are encrypted at rest with it "
+                "(AES-256-GCM in authenticated 1 MiB chunks), and encrypted ones need it to be restored. "
+                "Empty: no encryption.",
+                "string",
+                "",
+                "/etc/airflow/checkpoint.key",
+            ),
             "storage_conn_id": _option(
                 "Airflow connection (type aws) of an s3:// storage_root: login = access key id, password = "
                 "secret access key, extra endpoint_url and region_name. Unused for a local store.",

@@ -25,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -182,3 +183,38 @@ class DecryptingReader:
             out += self._plain[:take]
             self._plain = self._plain[take:]
         return bytes(out)
+
+
+@dataclass(frozen=True)
+class Cipher:
+    """The key a store encrypts new artifacts with (and decrypts them with); ``repr`` hides it."""
+
+    key: bytes = field(repr=False)
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.key)
+
+    def meta(self) -> dict[str, Any]:
+        """What an artifact's ``meta["encryption"]`` records: the algorithm and the key id, never the key."""
+        return {"algorithm": ALGORITHM, "key_id": self.key_id, "chunk_size": CHUNK}
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Cipher:
+        return cls(load_key(path))
+
+    def reader(self, src: BinaryIO, art_name: str, meta: dict[str, Any], *, source: str) -> DecryptingReader:
+        """Decrypt the stored bytes of artifact ``art_name``, refusing another key or algorithm by name."""
+        if meta.get("algorithm") != ALGORITHM:
+            raise IntegrityError(
+                f"artifact {art_name} of {source} is encrypted with {meta.get('algorithm')!r}, which this reader "
+                f"does not know (it knows {ALGORITHM})",
+                hint="upgrade airflow-checkpoint-provider",
+            )
+        if meta.get("key_id") != self.key_id:
+            raise IntegrityError(
+                f"artifact {art_name} of {source} is encrypted with key id {meta.get('key_id')}, not with the "
+                f"configured key {self.key_id}",
+                hint=f"set [checkpoint] encryption_key_file to the key whose id is {meta.get('key_id')}",
+            )
+        return DecryptingReader(src, self.key, art_name, source=f"{source}:{art_name}")

@@ -79,6 +79,7 @@ from airflow_checkpoint_provider.core.verify import (
 )
 
 if TYPE_CHECKING:
+    from airflow_checkpoint_provider.core.crypt import Cipher
     from airflow_checkpoint_provider.core.fs_s3 import S3Options
 
 log = logging.getLogger(__name__)
@@ -152,9 +153,12 @@ _INIT_ENTRIES = frozenset({"checkpoints", "staging", "refs", "audit", "locks"})
 class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
     """A checkpoint store over a :class:`StoreFS`. Create one with :meth:`Store.open`."""
 
-    def __init__(self, fs: StoreFS, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+    def __init__(
+        self, fs: StoreFS, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, cipher: Cipher | None = None
+    ) -> None:
         self.fs = fs
         self.lock_timeout = lock_timeout
+        self.cipher = cipher  #: encrypts new artifacts at rest (core/crypt.py); None: off
 
     # ---- opening ---------------------------------------------------------------------------------
 
@@ -166,12 +170,14 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
         create: bool = False,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         s3: S3Options | None = None,
+        cipher: Cipher | None = None,
     ) -> Store:
         """Open the store at ``root``. With ``create=True`` a missing root is initialised.
 
-        ``s3``: endpoint and credentials for an ``s3://`` root (boto3's own defaults without it)."""
+        ``s3``: endpoint and credentials for an ``s3://`` root (boto3's own defaults without it).
+        ``cipher``: encrypt new artifacts at rest, and decrypt encrypted ones, with this key."""
         fs = parse_root(root, s3=s3)
-        store = cls(fs, lock_timeout=lock_timeout)
+        store = cls(fs, lock_timeout=lock_timeout, cipher=cipher)
         if fs.exists(STORE_MARKER):
             store._check_marker()
             return store
@@ -239,7 +245,7 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
     # ---- staging and sealing -----------------------------------------------------------------------
 
     def staging(self, key: str) -> Staging:
-        return Staging(self.fs, key)
+        return Staging(self.fs, key, cipher=self.cipher)
 
     def seal(
         self,
@@ -442,17 +448,29 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
                 if member.name != art.member:
                     continue
                 checked = CheckedReader(stream, art)
+                plain: Any = checked
+                if "encryption" in art.meta:
+                    plain = self._decrypting(checked, art, info.checkpoint_id)
                 if decompress and art.compression == "zstd":
                     with zstandard.ZstdDecompressor().stream_reader(
-                        cast(IO[bytes], checked), read_size=CHUNK_SIZE, closefd=False
+                        cast(IO[bytes], plain), read_size=CHUNK_SIZE, closefd=False
                     ) as reader:
                         yield RawSizeReader(reader, art, checked)  # type: ignore[misc]
                 else:
-                    yield checked  # type: ignore[misc]
+                    yield plain
                 return
         raise IntegrityError(
             f"{info.archive} has no member {art.member}", hint="verify the checkpoint; the archive lost an artifact"
         )
+
+    def _decrypting(self, checked: CheckedReader, art: Artifact, cid: str) -> Any:
+        if self.cipher is None:
+            raise IntegrityError(
+                f"artifact {art.name} of {cid} is encrypted (key id {art.meta['encryption'].get('key_id')}) and no "
+                "key is configured",
+                hint="set [checkpoint] encryption_key_file to the key file with that id",
+            )
+        return self.cipher.reader(cast(BinaryIO, checked), art.name, art.meta["encryption"], source=cid)
 
     def read_artifact(self, checkpoint_id: str, name: str, *, limit: int = MAX_METADATA_BYTES) -> bytes:
         """Read a small artifact (metadata such as ``search/snapshot.json``) whole, decompressed.

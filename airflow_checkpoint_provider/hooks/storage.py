@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider.core.crypt import Cipher
 from airflow_checkpoint_provider.core.fs_s3 import S3Options
 
 
@@ -40,5 +41,10 @@ def s3_options(conn_id: str | None = None) -> S3Options | None:
 
 
 def store_kwargs(root: str) -> dict[str, Any]:
-    """The extra arguments of :meth:`Store.open` for ``root``: the S3 options of an ``s3://`` root."""
-    return {"s3": s3_options()} if root.startswith("s3://") else {}
+    """The extra arguments of :meth:`Store.open` for ``root``: the S3 options of an ``s3://`` root, and
+    the cipher of ``[checkpoint] encryption_key_file``."""
+    kwargs: dict[str, Any] = {"s3": s3_options()} if root.startswith("s3://") else {}
+    key_file = settings.encryption_key_file()
+    if key_file:
+        kwargs["cipher"] = Cipher.from_file(key_file)
+    return kwargs

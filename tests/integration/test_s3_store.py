@@ -20,12 +20,15 @@ from pathlib import Path
 import pytest
 
 from airflow_checkpoint_provider.core import Store, staging_key
+from airflow_checkpoint_provider.core.crypt import Cipher
 from airflow_checkpoint_provider.core.engines import registry
 from airflow_checkpoint_provider.core.errors import (
     ConcurrentUpdateError,
+    IntegrityError,
     LkgConflictError,
     LockTimeoutError,
     StorePermissionError,
+    VerificationFailedError,
 )
 from airflow_checkpoint_provider.core.fs_s3 import S3FS, S3Options
 from airflow_checkpoint_provider.core.recovery import RestoreRequest, restore
@@ -296,3 +299,78 @@ def test_cli_lists_verifies_and_cleans_an_s3_store(s3_store, s3_server, tmp_path
     verified = subprocess.run([*cli, "verify", cid], env=env, capture_output=True, text=True, timeout=300)
     assert verified.returncode == 0, verified.stderr + verified.stdout
     assert s3_server["secret_access_key"] not in listed.stderr + verified.stderr + verified.stdout
+
+
+# ---- encryption at rest (core/crypt.py) through the S3 store -------------------------------------
+
+
+def _bucket_bytes(store: Store) -> bytes:
+    fs = store.fs
+    return b"".join(fs.client.get_object(Bucket=fs.bucket, Key=o["Key"])["Body"].read() for o in fs._walk(""))
+
+
+def test_encrypted_artifact_leaves_no_plaintext_in_the_bucket(s3_url, s3_options):
+    canary = f"row-canary-{secrets.token_hex(16)}".encode()
+    plain = Store.open(f"{s3_url}-plain", create=True, s3=s3_options)
+    _small_checkpoint(plain, "plain", canary * 100)
+    assert canary in _bucket_bytes(plain)  # the control: without a key the bytes are stored as written
+
+    cipher = Cipher(os.urandom(32))
+    store = Store.open(s3_url, create=True, s3=s3_options, cipher=cipher)
+    cid = _small_checkpoint(store, "secret", canary * 100)
+    assert canary not in _bucket_bytes(store)
+    [art] = store.get(cid).manifest.artifacts
+    assert art.meta["encryption"] == {"algorithm": "AES-256-GCM-chunked-v1", "key_id": cipher.key_id, "chunk_size": MiB}
+    assert store.verify(cid).ok  # checksums are over the ciphertext: no key needed
+    assert Store.open(s3_url, s3=s3_options).verify(cid).ok
+    assert store.read_artifact(cid, "redis/dump.rdb") == canary * 100
+
+
+def test_wrong_key_is_one_clear_error_naming_both_key_ids(s3_url, s3_options):
+    right, wrong = Cipher(os.urandom(32)), Cipher(os.urandom(32))
+    cid = _small_checkpoint(Store.open(s3_url, create=True, s3=s3_options, cipher=right), "k", b"data" * 10)
+    with pytest.raises(IntegrityError) as err:
+        Store.open(s3_url, s3=s3_options, cipher=wrong).read_artifact(cid, "redis/dump.rdb")
+    assert right.key_id in err.value.message and wrong.key_id in err.value.message
+    assert right.key_id in err.value.hint
+    with pytest.raises(IntegrityError, match="no key is configured"):
+        Store.open(s3_url, s3=s3_options).read_artifact(cid, "redis/dump.rdb")
+
+
+def test_encrypted_redis_round_trip_through_s3_and_a_flipped_byte_is_refused_before_restore(
+    request, tmp_path, s3_url, s3_options
+):
+    name = "redis"
+    engine, sample = registry.get(name), SAMPLES[name](request, tmp_path)
+    store = Store.open(s3_url, create=True, s3=s3_options, cipher=Cipher(os.urandom(32)))
+    sample.seed()
+    original = sample.state()
+    staging = store.staging(staging_key("s3-encrypted", name))
+    engine.capture(sample.target, staging, **sample.capture_options)
+    cid = store.seal(staging).checkpoint_id
+    assert all("encryption" in a.meta for a in store.get(cid).manifest.artifacts)
+    sample.damage()
+    report = restore(store, RestoreRequest(checkpoint_id=cid, components=(name,)), _builder(sample))
+    assert sample.differences(original, sample.state()) == [] and report.healthy
+
+    # one flipped ciphertext byte in the middle of the artifact: verify (no key needed) names it
+    fs, rel = store.fs, store.get(cid).archive
+    data = bytearray(fs.read_bytes(rel))
+    data[len(data) // 2] ^= 0x01
+    fs.write_bytes(rel, bytes(data))
+    result = store.verify(cid)
+    assert not result.ok and any(p.kind.value == "checksum_mismatch" for p in result.problems), result.problems
+    sample.damage()
+    damaged = sample.state()
+    with pytest.raises(VerificationFailedError):
+        restore(store, RestoreRequest(checkpoint_id=cid, components=(name,)), _builder(sample))
+    assert sample.differences(damaged, sample.state()) == []  # nothing was touched
+
+
+def test_s3_credentials_are_in_a_private_file_not_on_the_server_command_line(s3_server):
+    conf = Path(s3_server["config"])
+    assert conf.stat().st_mode & 0o777 == 0o600
+    argv = Path(f"/proc/{s3_server['pid']}/cmdline").read_bytes().decode()
+    environ = Path(f"/proc/{s3_server['pid']}/environ").read_bytes().decode()
+    for secret in (s3_server["secret_access_key"], s3_server["access_key_id"]):
+        assert secret not in argv and secret not in environ
