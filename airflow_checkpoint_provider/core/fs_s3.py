@@ -3,8 +3,8 @@
 The store root is ``s3://<bucket>/<prefix>``; every store path ``rel`` is the key
 ``<prefix>/<rel>``. What the local filesystem gives the store, restated for objects:
 
-* **atomic files:** :meth:`S3FS.atomic_writer` streams into a multipart upload, one part
-  (``part_size``, 8 MiB by default) in memory at a time. The object appears under its key
+* **atomic files:** :meth:`S3FS.atomic_writer` streams into a multipart upload, a part
+  (``part_size``, 8 MiB by default) filling while at most two upload. The object appears under its key
   only when the upload completes; a writer that dies leaves an incomplete upload that is
   never listed, and that ``cleanup`` aborts (:meth:`S3FS.pending_uploads`). Small files
   are one PUT.
@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 LEASE_SECONDS = 30.0
+PARTS_IN_FLIGHT = 2  #: parts uploading while the next one fills: memory <= (PARTS_IN_FLIGHT + 1) parts
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 _CONFLICT = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
@@ -350,13 +352,15 @@ class S3FS:
 
 
 class S3AtomicFile:
-    """Buffers one part, uploads it, and so on; :meth:`commit` completes the upload."""
+    """Buffers one part and hands it to an upload thread while the next one fills (at most
+    :data:`PARTS_IN_FLIGHT` parts in flight, so memory stays bounded); :meth:`commit` completes the upload."""
 
     def __init__(self, fs: S3FS, rel: str) -> None:
         self._fs, self.rel, self.key = fs, rel, fs.key(rel)
         self._part_size = fs.options.part_size
         self._buf = bytearray()
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[Future[dict[str, Any]]] = []
+        self._pool: ThreadPoolExecutor | None = None
         self.upload_id: str | None = None
         self.committed = False
 
@@ -376,20 +380,21 @@ class S3AtomicFile:
         if self.upload_id is None:
             resp = self._fs._call(self.rel, "starting upload of", "create_multipart_upload", Key=self.key)
             self.upload_id = str(resp["UploadId"])
+            self._pool = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="s3-part")
         body = bytes(self._buf[:n])
         del self._buf[:n]
-        number = len(self._parts) + 1
+        pending = [f for f in self._parts if not f.done()]
+        if len(pending) >= PARTS_IN_FLIGHT:
+            pending[0].result()  # wait for the oldest: never more than PARTS_IN_FLIGHT parts in memory
+        assert self._pool is not None
+        self._parts.append(self._pool.submit(self._send, len(self._parts) + 1, body))
+
+    def _send(self, number: int, body: bytes) -> dict[str, Any]:
         resp = self._fs._call(
-            self.rel,
-            "uploading",
-            "upload_part",
-            Key=self.key,
-            UploadId=self.upload_id,
-            PartNumber=number,
-            Body=body,
+            self.rel, "uploading", "upload_part", Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
         )
-        self._parts.append({"ETag": resp["ETag"], "PartNumber": number})
         crashpoint("s3.upload.part")
+        return {"ETag": resp["ETag"], "PartNumber": number}
 
     def commit(self, *, create_only: bool = False) -> None:
         """Make the object visible; with ``create_only``, only if the key does not exist yet."""
@@ -401,6 +406,7 @@ class S3AtomicFile:
         else:
             if self._buf:
                 self._upload_part(len(self._buf))
+            parts = [f.result() for f in self._parts]  # the first failed part raises here
             crashpoint("s3.upload.complete")
             self._fs._call(
                 self.rel,
@@ -408,13 +414,20 @@ class S3AtomicFile:
                 "complete_multipart_upload",
                 Key=self.key,
                 UploadId=self.upload_id,
-                MultipartUpload={"Parts": self._parts},
+                MultipartUpload={"Parts": parts},
                 **cond,
             )
+            self._close_pool()
         self.committed = True
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def abort(self) -> None:
         self._buf.clear()
+        self._close_pool()
         if self.upload_id is not None:
             try:
                 self._fs.abort_upload(S3Upload(self.rel, 0.0, self.key, self.upload_id))
