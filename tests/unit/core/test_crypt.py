@@ -49,7 +49,8 @@ def test_round_trip_of_every_length_gives_the_plaintext_back(size):
     plain = os.urandom(size)
     blob = _encrypt(plain)
     assert _decrypt(blob) == plain
-    assert plain[:64] not in blob or size == 0
+    if size >= 16:  # a shorter plaintext may occur in random ciphertext by chance
+        assert plain[:64] not in blob
 
 
 def test_reordered_chunks_are_refused():
