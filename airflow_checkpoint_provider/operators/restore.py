@@ -10,7 +10,6 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_checkpoint_provider import engines, settings
 from airflow_checkpoint_provider.core import recovery
 from airflow_checkpoint_provider.core.manifest import Manifest
-from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy
 from airflow_checkpoint_provider.core.store import Store
 from airflow_checkpoint_provider.core.values import as_dict, as_list, truthy
 from airflow_checkpoint_provider.operators.base import open_store, provenance
@@ -100,25 +99,9 @@ class RestoreOperator(BaseOperator):
 
     def build(self, store: Store, manifest: Manifest, request: recovery.RestoreRequest) -> list[Any]:
         """One component restore per requested store the checkpoint holds, in registry order."""
-        parts: list[Any] = []
-        policy = RollbackPolicy.parse(request.rollback_keep)  # also what may be reclaimed when space runs short
-        for name, engine in engines.engines().items():
-            artifacts = engine.artifacts_of(manifest.artifacts)
-            if name not in request.components or not artifacts:
-                continue
-            target = engines.target(name, self._conn_id(name))
-            parts.append(
-                engine.restore(
-                    target,
-                    store,
-                    manifest.checkpoint_id,
-                    artifacts,
-                    mode=request.mode,
-                    rollback_policy=policy,
-                    **(self.options or {}).get(name, {}),
-                )
-            )
-        return parts
+        return engines.build_restores(
+            store, manifest, request, lambda name: engines.target(name, self._conn_id(name)), self.options
+        )
 
     def expectations(self, report: recovery.RestoreReport, components: tuple[str, ...]) -> dict[str, Any]:
         """What a health check should find now: each engine's reading of the manifest's fingerprints,

@@ -8,6 +8,8 @@ server version is newer than the target is refused, ``allow_drift`` or not, and 
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -185,3 +187,21 @@ def test_a_checkpoint_of_a_newer_engine_is_refused_even_with_allow_drift_and_not
         assert not [line for line in leftovers if sample.mine_leftover(line)], leftovers
     finally:
         sample.cleanup()
+
+
+def test_the_plan_command_lists_the_drift_and_allow_drift_accepts_it(pg_sample, tmp_path, airflow_conn_env, capsys):
+    from airflow_checkpoint_provider import cli
+
+    store = Store.open(tmp_path / "store", create=True)
+    cid = _capture(store, pg_sample, "postgres", "cli")
+    _migrate(pg_sample)
+    argv = ["--root", store.root, "plan", cid, "--component", "postgres"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"DRIFT: postgres: {pg_sample.target.label}/{pg_sample.db}: table public.refunds was added" in out
+    assert "--allow-drift records them as accepted" in out
+    assert cli.main([*argv, "--allow-drift", "--json"]) == 0
+    out = capsys.readouterr().out  # Airflow's logging, once imported for the connections, writes here too
+    plan = json.loads(out[out.index("\n{\n") :] if not out.startswith("{") else out)
+    assert plan["drift_accepted"] is True and len(plan["drift"]) == 3
+    assert store.audit_log() == [] and store.state_records(cid) == []  # a plan records nothing
