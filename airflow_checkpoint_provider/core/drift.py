@@ -105,7 +105,8 @@ def config_changes(
     wanted = merge(recorded_names(recorded), current)
     if not any(wanted.values()):
         return []
-    now = config_digest({DEPLOYMENT: deployment_config(**wanted, environ=environ)})
+    found = deployment_config(wanted["config_files"], wanted["env"], wanted["packages"], environ=environ)
+    now = config_digest({DEPLOYMENT: found})
     mine = {k: v for k, v in recorded.items() if k.startswith(f"{DEPLOYMENT}.")}
     lines = []
     for key in changed_keys(mine, {k: v for k, v in now.items() if k.startswith(f"{DEPLOYMENT}.")}):

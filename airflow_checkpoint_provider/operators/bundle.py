@@ -11,6 +11,7 @@ from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core import drift
 from airflow_checkpoint_provider.core.errors import CheckpointError, LkgRequirementError, VerificationFailedError
 from airflow_checkpoint_provider.core.manifest import config_hash
+from airflow_checkpoint_provider.core.values import as_dict
 from airflow_checkpoint_provider.core.workflow.codec import config_digest
 from airflow_checkpoint_provider.operators.base import (
     artifacts_from_xcom,
@@ -68,7 +69,7 @@ class BundleOperator(BaseOperator):
         mark_lkg: bool | str = False,
         storage_root: str | None = None,
         staging_key: str | None = None,
-        deployment: dict[str, Any] | None = None,
+        deployment: dict[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("outlets", [CHECKPOINT_ASSET, *(tag_asset(t) for t in split_list(tags) if "{" not in t)])
@@ -95,9 +96,11 @@ class BundleOperator(BaseOperator):
                 hint="enable at least one component, and check the capture tasks' logs",
             )
         config: dict[str, Any] = {r["component"]: r["config"] for r in captures}
-        wanted = drift.merge(settings.deployment(), self.deployment or {})
+        wanted = drift.merge(settings.deployment(), as_dict(self.deployment))  # a dict, or JSON when not native
         if any(wanted.values()):
-            config[drift.DEPLOYMENT] = drift.deployment_config(**wanted)
+            config[drift.DEPLOYMENT] = drift.deployment_config(
+                wanted["config_files"], wanted["env"], wanted["packages"]
+            )
         # 2. seal
         store = open_store(self.storage_root)
         staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))

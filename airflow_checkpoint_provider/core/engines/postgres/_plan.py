@@ -210,7 +210,7 @@ class _PlanMixin(_ToolMixin):
                 lines += schema_changes(where, recorded, live["columns"])
                 continue
             # a manifest from before per-column records: tables from the row counts, then the schema hash
-            tables = {t: {} for t in fp.get("rows") or {}}
+            tables: dict[str, dict[str, str]] = {t: {} for t in fp.get("rows") or {}}
             found = schema_changes(where, tables, {t: {} for t in live["rows"]})
             if not found and fp.get("schema_sha256") and fp["schema_sha256"] != live["schema_sha256"]:
                 found = [
