@@ -124,7 +124,7 @@ def test_dry_run_changes_nothing(airflow_env, services, lkg):
     accepted = run_dag(airflow_env, "restore_checkpoint", {"checkpoint_id": cid, "dry_run": True, "allow_drift": True})
     assert accepted["state"] == "success" and accepted["xcom"]["restore"]["plan"]["drift_accepted"] is True
     assert "drift (accepted): postgres: " in accepted["log"]
-    audit = [a for a in _store(airflow_env).audit_log() if a["run_id"] == accepted["run_id"]][0]
+    audit = [a for a in _store(airflow_env).audit_log() if a.get("run_id") == accepted["run_id"]][0]
     assert audit["allow_drift"] is True and audit["plan"]["drift_accepted"] is True
 
 
@@ -252,7 +252,7 @@ def test_dry_run_whose_plan_has_a_problem_fails_and_is_audited_as_refused(airflo
     assert log.count("restore plan for") == 1  # logged once
     problem = log.index("PROBLEM: snapshot repository 'checkpoints' is not registered")
     assert log.index("restore plan for") < problem < log.index("HINT: nothing was changed")
-    audit = [a for a in _store(airflow_env).audit_log() if a["run_id"] == refused["run_id"]][0]
+    audit = [a for a in _store(airflow_env).audit_log() if a.get("run_id") == refused["run_id"]][0]
     assert audit["status"] == "refused" and audit["plan"]["problems"]
     assert located["state"] == "success", (located["tasks"], located["log"][-4000:])
     notes = [n for i in located["xcom"]["restore"]["plan"]["items"] for n in i["notes"]]
