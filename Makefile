@@ -32,6 +32,7 @@ bench: setup
 	.venv/bin/python bench/redis_restore.py
 	.venv/bin/python bench/workflow.py
 	.venv/bin/python bench/verify_throughput.py
+	.venv/bin/python bench/verify_deep.py
 	.venv/bin/python bench/retention_plan.py
 
 services-stop:

@@ -10,6 +10,7 @@ Commands::
     airflow-checkpoint expire [--execute] [--policy JSON] [--json]
     airflow-checkpoint cleanup [--dry-run]
     airflow-checkpoint recover-interrupted [--dry-run]
+    airflow-checkpoint plan ID|last-known-good [--allow-drift] [--json]
     airflow-checkpoint rollbacks list|drop [NAME...] [--keep-last N] [--older-than S] [--execute]
     airflow-checkpoint audit [--json]
     airflow-checkpoint workflow list|show|history|reset|expire ...
@@ -377,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     _component_arguments(p)
     p.set_defaults(func=cmd_delete)
     cli_lifecycle.add_expire_parser(sub)
+    from airflow_checkpoint_provider.cli_plan import add_plan_parser
+
+    add_plan_parser(sub)
 
     p = sub.add_parser(
         "cleanup", help="remove leftovers of crashed or abandoned writers, in the store and in the live servers"

@@ -48,6 +48,33 @@ def target(name: str, conn_id: str) -> Any:
     return registry.get(name).target_from_connection(connection_info(conn_id))
 
 
+def build_restores(
+    store: Any, manifest: Any, request: Any, target_of: Any, options: dict[str, dict[str, Any]] | None = None
+) -> list[Any]:
+    """One component restore per requested store the checkpoint holds, in registry order (a
+    :data:`~.core.recovery.Builder` body): ``target_of(name)`` gives each engine's target."""
+    from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy
+
+    parts: list[Any] = []
+    policy = RollbackPolicy.parse(request.rollback_keep)  # also what may be reclaimed when space runs short
+    for name, engine in engines().items():
+        artifacts = engine.artifacts_of(manifest.artifacts)
+        if name not in request.components or not artifacts:
+            continue
+        parts.append(
+            engine.restore(
+                target_of(name),
+                store,
+                manifest.checkpoint_id,
+                artifacts,
+                mode=request.mode,
+                rollback_policy=policy,
+                **(options or {}).get(name, {}),
+            )
+        )
+    return parts
+
+
 def default_conn_id(engine: Engine) -> str:
     """``[checkpoint] <conn_param>`` when the provider declares that option, else the engine's default."""
     from airflow_checkpoint_provider import settings

@@ -238,6 +238,24 @@ CONFIG: dict[str, Any] = {
                 "boolean",
                 "False",
             ),
+            "deployment_files": _option(
+                "Config files of the deployment, comma-separated: each checkpoint records a digest of their "
+                "contents, and a restore plan lists those that changed since (config drift).",
+                "string",
+                "",
+            ),
+            "deployment_env": _option(
+                "Names of the environment variables the deployment requires, comma-separated: each checkpoint "
+                "records whether each is set (never a value), and a restore plan lists those that changed.",
+                "string",
+                "",
+            ),
+            "deployment_packages": _option(
+                "Dependencies of the deployment, comma-separated distribution names: each checkpoint records "
+                "their installed versions, and a restore plan lists those that changed.",
+                "string",
+                "",
+            ),
         },
     }
 }

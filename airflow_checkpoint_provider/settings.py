@@ -187,3 +187,16 @@ def drill_schedule() -> str:
 
 def drill_pre_migration() -> bool:
     return _get("drill_pre_migration").strip().lower() in ("1", "true", "yes", "on")
+
+
+def deployment() -> dict[str, list[str]]:
+    """The deployment's config files, required environment variable names and dependencies (config drift)."""
+
+    def names(option: str) -> list[str]:
+        return [v.strip() for v in _get(option).replace("\n", ",").split(",") if v.strip()]
+
+    return {
+        "config_files": names("deployment_files"),
+        "env": names("deployment_env"),
+        "packages": names("deployment_packages"),
+    }

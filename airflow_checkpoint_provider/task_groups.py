@@ -35,6 +35,7 @@ def checkpoint_task_group(
     mark_lkg: bool | str = False,
     enabled: dict[str, Any] | None = None,
     storage_root: str | None = None,
+    deployment: dict[str, Any] | str | None = None,
     **kwargs: Any,
 ) -> TaskGroup:
     """Build the captures -> bundle -> discard_staging group.
@@ -50,6 +51,8 @@ def checkpoint_task_group(
     :param tags: checkpoint tags; each also gets its own asset (``checkpoint/<tag>``).
     :param pinned: protect the checkpoint from retention.
     :param mark_lkg: move the LKG pointer once the checkpoint verified.
+    :param deployment: the deployment's config files, environment variable names and dependencies
+        the config hash covers (BundleOperator's ``deployment``; templated).
 
     Other keyword arguments go to the TaskGroup.
     """
@@ -83,6 +86,7 @@ def checkpoint_task_group(
             pinned=pinned,
             mark_lkg=mark_lkg,
             storage_root=storage_root,
+            deployment=deployment,
             trigger_rule="none_failed_min_one_success",
         )
         discard = DiscardStagingOperator(task_id="discard_staging", storage_root=storage_root)

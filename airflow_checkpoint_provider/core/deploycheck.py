@@ -40,6 +40,19 @@ def check_files(paths: Iterable[str]) -> list[str]:
     return problems
 
 
+def requirement_names(requirements: Mapping[str, str] | Iterable[str]) -> list[str]:
+    """The distribution names of ``{"name": "spec"}`` or ``["name>=1.0", ...]`` (unparsable: as given)."""
+    if isinstance(requirements, str):
+        requirements = [requirements]
+    out = []
+    for item in requirements:
+        try:
+            out.append(Requirement(str(item)).name)
+        except InvalidRequirement:
+            out.append(str(item).strip())
+    return out
+
+
 def check_dependencies(requirements: Mapping[str, str] | Iterable[str]) -> list[str]:
     """Installed distributions must satisfy the given specifiers.
 

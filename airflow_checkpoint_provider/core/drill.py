@@ -2,16 +2,16 @@
 
 A drill runs the restore recipe (:func:`.recovery.restore`) with ``drill=True``: it resolves and
 verifies the archive, plans every component, takes the lease (and the checkpoint's use key, so
-retention keeps it), loads every component side by side (``<db>__restoring``, a spare Redis db,
-``__restoring_`` indices, on the given servers: the production ones or scratch connections) and
+retention keeps it), loads every component side by side (``<db>__drill_<short id>``, a spare Redis
+db, ``<index>__drill_<short id>``, on the given servers: the production ones or scratch connections) and
 verifies each copy against the manifest's fingerprints, exactly as a restore does before it
 would cut over. Then it drops the copies. No safety checkpoint, no cut-over, no session
 terminated, no key of a served db changed.
 
 The outcome is a ``drill`` state record (:mod:`.states`) with per-store durations and the sizes:
 ``ok`` makes the checkpoint ``drilled``, ``failed`` makes it ``drill_failed`` (never LKG again
-until a later drill passes). A drill never moves the LKG; a killed one leaves a journal whose
-replay drops its copies.
+until a later drill passes). A drill never moves the LKG; a killed one leaves a journal of kind
+``drill``, whose replay only ever drops its copies (even once they verified: a drill never cuts over).
 """
 
 from __future__ import annotations

@@ -277,6 +277,8 @@ class Manifest:
     config_hash: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: one short sha256 per key of the hashed configuration (core/drift.py); written only when not empty
+    config_keys: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  #: fields this reader does not know, kept verbatim
 
     # ---- derived sections --------------------------------------------------------------------
@@ -343,6 +345,7 @@ class Manifest:
             "pinned": self.pinned,
             "config_hash": self.config_hash,
             "provenance": dict(self.provenance),
+            **({"config_keys": dict(self.config_keys)} if self.config_keys else {}),
             "stores": self.stores(),
             "consistency": self.consistency(),
             "artifacts": [a.to_dict() for a in self.artifacts],
@@ -388,6 +391,10 @@ class Manifest:
             raise _bad("field 'pinned'", self.pinned, "true or false")
         _check_text("field 'config_hash'", self.config_hash, limit=200)
         _check_object("field 'provenance'", self.provenance)
+        _check_object("field 'config_keys'", self.config_keys)
+        for key, digest in self.config_keys.items():
+            _check_text("a key of field 'config_keys'", key, empty=False)
+            _check_text(f"field 'config_keys'[{key!r}]", digest, empty=False, limit=64)
         if (
             not isinstance(self.format_version, int)
             or isinstance(self.format_version, bool)
@@ -441,6 +448,7 @@ class Manifest:
                 config_hash=obj["config_hash"],
                 provenance=obj["provenance"],
                 format_version=obj["format_version"],
+                config_keys=obj.get("config_keys", {}),
                 extra={k: v for k, v in obj.items() if k not in _KNOWN_FIELDS},
             )
             man.validate()
@@ -471,7 +479,8 @@ _MANIFEST_FIELDS = (
     "artifacts",
     "manifest_sha256",
 )
-_KNOWN_FIELDS = frozenset(_MANIFEST_FIELDS)
+#: optional fields (absent from older manifests)
+_KNOWN_FIELDS = frozenset(_MANIFEST_FIELDS) | {"config_keys"}
 _ABSENT = object()
 
 

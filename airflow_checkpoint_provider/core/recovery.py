@@ -5,8 +5,9 @@ The recipe, in order (each step only runs if the previous one succeeded):
 1. resolve the id (``last-known-good`` too) and verify the whole archive; a damaged
    archive is refused, naming the broken artifact;
 2. plan every component: compatibility problems (format, server versions) refuse the
-   restore; conflicts (existing databases, busy keys, open indices) are listed;
-   a dry run stops here and changes nothing;
+   restore; conflicts (existing databases, busy keys, open indices) are listed; the drift
+   since the checkpoint (schema, config: :mod:`.drift`) is listed as warnings, or as accepted
+   notes with ``allow_drift``; a dry run stops here and changes nothing;
 3. take a safety checkpoint of the current state of what will be replaced (unless off);
 4. load every component side by side and verify it against the manifest's fingerprints;
    if any fails, drop all side-by-side copies: nothing was changed;
@@ -107,6 +108,9 @@ class ComponentRestore(Protocol):
     def abort(self) -> None:
         """Drop side-by-side copies left by :meth:`prepare` (idempotent)."""
 
+    # optional: ``drift() -> [str]`` (core/drift.py: schema drift of the live targets against the
+    # checkpoint) and ``use_drill_names()`` (a drill names its copies ``<name>__drill_<id>``)
+
     def health(self, tolerance: float) -> list[HealthCheck]:
         """Check the restored state against the checkpoint's fingerprints."""
 
@@ -129,6 +133,10 @@ class RestoreRequest:
     rollback_keep: str = "all"
     #: a restore drill (core/drill.py): load side by side and verify, then drop the copies; never cut over
     drill: bool = False
+    #: record the drift since the checkpoint as accepted (core/drift.py); never overrides a compatibility problem
+    allow_drift: bool = False
+    #: the deployment configured now (``{"config_files", "env", "packages"}``), compared with the manifest's
+    deployment: dict[str, Any] | None = None
 
     def validate(self) -> None:
         unknown = set(self.components) - set(registry.names())
@@ -190,6 +198,10 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
     assert manifest is not None
     # 2. plan
     parts = build(store, manifest, request)
+    if request.drill:  # a drill's copies are named <name>__drill_<id> where the engine names copies
+        for part in parts:
+            if hasattr(part, "use_drill_names"):
+                part.use_drill_names()
     plan = RestorePlan(checkpoint_id=cid)
     for part in parts:
         items, problems = part.plan()
@@ -205,6 +217,9 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
             hint="nothing was changed; resolve the problems or pick another checkpoint",
             plan=plan,
         )
+    if not request.drill:  # a drill's copies replace nothing: there is nothing to undo
+        plan.drift = _drift(parts, manifest, request)
+        plan.drift_accepted = bool(plan.drift) and request.allow_drift
     report = RestoreReport(checkpoint_id=cid, plan=plan, dry_run=request.dry_run, started_at=started)
     log.info("%s", plan)
     if request.dry_run:
@@ -227,7 +242,13 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
     )  # the use key keeps retention off the checkpoint while it is read
     lease.acquire(is_alive=request.is_alive)
     try:
-        journal = Journal.begin(store.fs, checkpoint_id=cid, owner={**lease.owner, "keys": keys}, restore_id=restore_id)
+        journal = Journal.begin(
+            store.fs,
+            checkpoint_id=cid,
+            kind="drill" if request.drill else "restore",  # a drill's replay only ever drops its copies
+            owner={**lease.owner, "keys": keys},
+            restore_id=restore_id,
+        )
         for part in parts:
             public = {**part.target.public(), "conn_id": request.conn_ids.get(part.component)}
             part.journal = journal.component(part.component, public)
@@ -238,6 +259,24 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
     report.restore_id = restore_id
     report.finished_at = format_ts(utcnow())
     return report
+
+
+def _drift(parts: list[ComponentRestore], manifest: Manifest, request: RestoreRequest) -> list[str]:
+    """Every component's schema drift, then the config drift (core/drift.py)."""
+    from airflow_checkpoint_provider.core.drift import config_changes
+
+    lines: list[str] = []
+    for part in parts:
+        compare = getattr(part, "drift", None)
+        if compare is None:
+            continue
+        try:
+            lines += [f"{part.component}: {line}" for line in compare()]
+        except Exception as exc:
+            log.warning("Comparing the live %s with the checkpoint failed: %s", part.component, exc)
+            lines.append(f"{part.component}: the live state could not be compared ({exc}); drift unknown")
+    lines += config_changes(manifest.config_keys, request.deployment)
+    return lines
 
 
 def _run(

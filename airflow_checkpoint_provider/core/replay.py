@@ -14,6 +14,7 @@ top of a half-finished cut-over.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -114,6 +115,9 @@ def replay_interrupted(
                         hint="upgrade airflow-checkpoint-provider, or check the "
                         f"{name} server by hand and remove {journal.rel}",
                     )
+                if journal.kind == "drill" and entry.roll_forward:
+                    # a drill never cuts over: its verified copies are dropped, never switched in
+                    entry = dataclasses.replace(entry, phase="loading")
                 target = resolve(name, entry.target)
                 rep.actions[name] = replayer(target, entry)
                 for line in rep.actions[name]:

@@ -46,6 +46,9 @@ class RestorePlan:
     checkpoint_id: str
     items: list[PlanItem] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  #: incompatibilities: refuse to start
+    #: what changed since the checkpoint (schema, config; core/drift.py): what the restore undoes
+    drift: list[str] = field(default_factory=list)
+    drift_accepted: bool = False  #: ``allow_drift``: the drift lines are accepted notes, not warnings
 
     @property
     def ok(self) -> bool:
@@ -56,6 +59,8 @@ class RestorePlan:
             "checkpoint_id": self.checkpoint_id,
             "items": [i.to_dict() for i in self.items],
             "problems": list(self.problems),
+            "drift": list(self.drift),
+            "drift_accepted": self.drift_accepted,
             "ok": self.ok,
         }
 
@@ -63,6 +68,8 @@ class RestorePlan:
         """The plan as text; ``problems=False`` leaves out the PROBLEM lines (to report them last)."""
         lines = [f"restore plan for {self.checkpoint_id}:"]
         lines += [f"  {item}" for item in self.items] or ["  (nothing to restore)"]
+        label = "drift (accepted)" if self.drift_accepted else "DRIFT"
+        lines += [f"  {label}: {d}" for d in self.drift]
         if problems:
             lines += [f"  PROBLEM: {p}" for p in self.problems]
         return "\n".join(lines)

@@ -255,6 +255,7 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
         tags: list[str] | tuple[str, ...] = (),
         pinned: bool = False,
         config_hash: str = "",
+        config_keys: dict[str, str] | None = None,
         provenance: dict[str, Any] | None = None,
         keep_staging: bool = False,
         expected: list[Artifact] | None = None,
@@ -283,6 +284,7 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
             tags=sorted(set(tags)),
             pinned=pinned,
             config_hash=config_hash,
+            config_keys=dict(config_keys or {}),
             provenance=dict(provenance or {}),
         )
         manifest.validate()

@@ -143,7 +143,13 @@ def checkpoint_pre_deploy(dag_id: str = "checkpoint_pre_deploy") -> DAG:
             ValidateDeploymentOperator(
                 task_id="dependencies", check="dependencies", items="{{ params.required_packages or {} }}"
             )
-        validate >> checkpoint_task_group("checkpoint", tags=["pre-deploy"], **group_kwargs_from_params())
+        validate >> checkpoint_task_group(
+            "checkpoint",
+            tags=["pre-deploy"],
+            deployment="{{ {'config_files': params.required_files or [], 'env': params.required_env or [], "
+            "'packages': params.required_packages or {}} }}",  # what the checks covered: the config hash too
+            **group_kwargs_from_params(),
+        )
     return dag
 
 

@@ -87,6 +87,14 @@ def restore_params(*, chosen: bool = False) -> dict[str, Param]:
             title="Safety checkpoint",
             description="Checkpoint the current state before replacing it.",
         ),
+        "allow_drift": Param(
+            False,
+            type="boolean",
+            title="Allow drift",
+            description="Accept the changes since the checkpoint that the restore undoes (tables, columns, "
+            "index mappings, config keys): the plan lists them as warnings, or as accepted notes recorded in "
+            "the audit when this is on. Drift never blocks; this never overrides an engine version refusal.",
+        ),
         "pause_capture_dags": Param(
             True,
             type="boolean",
@@ -122,6 +130,7 @@ def restore_kwargs_from_params(*, chosen: bool = False) -> dict[str, Any]:
         "options": {name: engines.operator_class(name).restore_options(chosen=chosen) for name in engines.names()},
         "dry_run": "{{ params.dry_run }}",
         "safety_checkpoint": "{{ params.safety_checkpoint }}",
+        "allow_drift": "{{ params.allow_drift }}",
     }
 
 

@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider.core import drift
 from airflow_checkpoint_provider.core.errors import CheckpointError, LkgRequirementError, VerificationFailedError
 from airflow_checkpoint_provider.core.manifest import config_hash
+from airflow_checkpoint_provider.core.values import as_dict
+from airflow_checkpoint_provider.core.workflow.codec import config_digest
 from airflow_checkpoint_provider.operators.base import (
     artifacts_from_xcom,
     open_store,
@@ -49,9 +52,13 @@ class BundleOperator(BaseOperator):
     :param mark_lkg: move the LKG pointer to this checkpoint once it verified.
     :param storage_root: store root URI; default ``[checkpoint] storage_root``.
     :param staging_key: as for the capture operators.
+    :param deployment: ``{"config_files": [...], "env": [...], "packages": [...] or {name: spec}}``, added to
+        ``[checkpoint] deployment_*``: the config files (by content), required environment variable
+        names (set or not, never values) and dependency versions the config hash covers, one digest per
+        key in the manifest's ``config_keys`` so a restore plan can list what changed (core/drift.py).
     """
 
-    template_fields = ("tags", "pinned", "mark_lkg", "storage_root", "staging_key")
+    template_fields = ("tags", "pinned", "mark_lkg", "storage_root", "staging_key", "deployment")
 
     def __init__(
         self,
@@ -62,6 +69,7 @@ class BundleOperator(BaseOperator):
         mark_lkg: bool | str = False,
         storage_root: str | None = None,
         staging_key: str | None = None,
+        deployment: dict[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("outlets", [CHECKPOINT_ASSET, *(tag_asset(t) for t in split_list(tags) if "{" not in t)])
@@ -72,6 +80,7 @@ class BundleOperator(BaseOperator):
         self.mark_lkg = mark_lkg
         self.storage_root = storage_root
         self.staging_key = staging_key
+        self.deployment = deployment
 
     def execute(self, context: Context) -> dict[str, Any]:
         # 1. what the captures reported
@@ -86,7 +95,12 @@ class BundleOperator(BaseOperator):
                 f"none of the capture tasks {task_ids} produced an artifact",
                 hint="enable at least one component, and check the capture tasks' logs",
             )
-        config = {r["component"]: r["config"] for r in captures}
+        config: dict[str, Any] = {r["component"]: r["config"] for r in captures}
+        wanted = drift.merge(settings.deployment(), as_dict(self.deployment))  # a dict, or JSON when not native
+        if any(wanted.values()):
+            config[drift.DEPLOYMENT] = drift.deployment_config(
+                wanted["config_files"], wanted["env"], wanted["packages"]
+            )
         # 2. seal
         store = open_store(self.storage_root)
         staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
@@ -97,6 +111,7 @@ class BundleOperator(BaseOperator):
             tags=tags,
             pinned=_truthy(self.pinned),
             config_hash=config_hash(config),
+            config_keys=config_digest(config),
             provenance=provenance(context, self.task_id),
         )
         cid = manifest.checkpoint_id

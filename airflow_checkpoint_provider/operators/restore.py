@@ -10,7 +10,6 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_checkpoint_provider import engines, settings
 from airflow_checkpoint_provider.core import recovery
 from airflow_checkpoint_provider.core.manifest import Manifest
-from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy
 from airflow_checkpoint_provider.core.store import Store
 from airflow_checkpoint_provider.core.values import as_dict, as_list, truthy
 from airflow_checkpoint_provider.operators.base import open_store, provenance
@@ -45,6 +44,10 @@ class RestoreOperator(BaseOperator):
     :param safety_checkpoint: checkpoint the current state before changing it (default True).
     :param dry_run: print the plan (what would be replaced, the conflicts) and change nothing.
     :param tolerance: allowed relative difference of counts in the final health check.
+    :param allow_drift: accept the drift since the checkpoint (tables, columns, mappings, config keys the
+        restore undoes; core/drift.py): the plan lists it as accepted notes instead of warnings, and
+        the audit records ``drift_accepted``. Drift never blocks a restore; this never overrides a
+        compatibility refusal (newer PostgreSQL major, RDB version or search major than the target).
 
     The checkpoint id must arrive as a string: under ``render_template_as_native_obj`` a
     template such as ``"{{ params.checkpoint_id }}"`` turns ``1_000`` into the number 1000, so
@@ -59,6 +62,7 @@ class RestoreOperator(BaseOperator):
         "mode",
         "safety_checkpoint",
         "plan_only",
+        "allow_drift",
         "storage_root",
     )
 
@@ -73,6 +77,7 @@ class RestoreOperator(BaseOperator):
         safety_checkpoint: bool | str = True,
         dry_run: bool | str = False,
         tolerance: float = 0.0,
+        allow_drift: bool | str = False,
         storage_root: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -86,6 +91,7 @@ class RestoreOperator(BaseOperator):
         self.safety_checkpoint = safety_checkpoint
         self.plan_only = dry_run  #: ``dry_run``; BaseOperator.dry_run() is another thing
         self.tolerance = tolerance
+        self.allow_drift = allow_drift
         self.storage_root = storage_root
 
     def _conn_id(self, name: str) -> str:
@@ -93,25 +99,9 @@ class RestoreOperator(BaseOperator):
 
     def build(self, store: Store, manifest: Manifest, request: recovery.RestoreRequest) -> list[Any]:
         """One component restore per requested store the checkpoint holds, in registry order."""
-        parts: list[Any] = []
-        policy = RollbackPolicy.parse(request.rollback_keep)  # also what may be reclaimed when space runs short
-        for name, engine in engines.engines().items():
-            artifacts = engine.artifacts_of(manifest.artifacts)
-            if name not in request.components or not artifacts:
-                continue
-            target = engines.target(name, self._conn_id(name))
-            parts.append(
-                engine.restore(
-                    target,
-                    store,
-                    manifest.checkpoint_id,
-                    artifacts,
-                    mode=request.mode,
-                    rollback_policy=policy,
-                    **(self.options or {}).get(name, {}),
-                )
-            )
-        return parts
+        return engines.build_restores(
+            store, manifest, request, lambda name: engines.target(name, self._conn_id(name)), self.options
+        )
 
     def expectations(self, report: recovery.RestoreReport, components: tuple[str, ...]) -> dict[str, Any]:
         """What a health check should find now: each engine's reading of the manifest's fingerprints,
@@ -145,6 +135,8 @@ class RestoreOperator(BaseOperator):
             is_alive=liveness(context),
             lease_ttl=settings.lease_ttl(),
             rollback_keep=settings.rollback_keep(),
+            allow_drift=truthy(self.allow_drift),
+            deployment=settings.deployment(),
         )
         if not request.dry_run:
             heal(store, context)  # finish or undo what an interrupted restore (this task's last try?) left
@@ -153,6 +145,7 @@ class RestoreOperator(BaseOperator):
             "requested_checkpoint": request.checkpoint_id,
             "components": list(components),
             "mode": request.mode,
+            "allow_drift": request.allow_drift,
             "dag_id": context["dag"].dag_id,
             "run_id": context["run_id"],
             "task_id": self.task_id,
@@ -190,6 +183,11 @@ class RestoreOperator(BaseOperator):
                 "plan": result["plan"],
             }
         )
+        for line in report.plan.drift:
+            if report.plan.drift_accepted:
+                self.log.info("drift (accepted): %s", line)
+            else:
+                self.log.warning("DRIFT: %s (the restore undoes it; allow_drift records it as accepted)", line)
         for outcome in report.outcomes:
             self.log.info("%s restored %s; rollback copies: %s", outcome.component, outcome.restored, outcome.rollback)
         for check in report.health:

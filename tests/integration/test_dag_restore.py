@@ -115,6 +115,17 @@ def test_dry_run_changes_nothing(airflow_env, services, lkg):
     assert sample_data.same_redis_state(before["redis"], after["redis"]) == []
     assert [i.checkpoint_id for i in _store(airflow_env).list()] == checkpoints_before  # no safety checkpoint
     assert _store(airflow_env).audit_log()[0]["status"] == "planned"
+    # the dropped table is drift the restore undoes: a warning in the plan, the log and the audit
+    line = "table public.attachments was removed since the checkpoint; the restore brings it back"
+    assert [d for d in plan["drift"] if line in d] and plan["drift_accepted"] is False
+    assert "DRIFT: postgres: " in result["log"] and line in result["log"]
+    audit = _store(airflow_env).audit_log()[0]
+    assert audit["allow_drift"] is False and audit["plan"]["drift"] == plan["drift"]
+    accepted = run_dag(airflow_env, "restore_checkpoint", {"checkpoint_id": cid, "dry_run": True, "allow_drift": True})
+    assert accepted["state"] == "success" and accepted["xcom"]["restore"]["plan"]["drift_accepted"] is True
+    assert "drift (accepted): postgres: " in accepted["log"]
+    audit = [a for a in _store(airflow_env).audit_log() if a.get("run_id") == accepted["run_id"]][0]
+    assert audit["allow_drift"] is True and audit["plan"]["drift_accepted"] is True
 
 
 def test_destructive_restore_needs_confirmation(airflow_env, services, lkg):
@@ -241,7 +252,7 @@ def test_dry_run_whose_plan_has_a_problem_fails_and_is_audited_as_refused(airflo
     assert log.count("restore plan for") == 1  # logged once
     problem = log.index("PROBLEM: snapshot repository 'checkpoints' is not registered")
     assert log.index("restore plan for") < problem < log.index("HINT: nothing was changed")
-    audit = [a for a in _store(airflow_env).audit_log() if a["run_id"] == refused["run_id"]][0]
+    audit = [a for a in _store(airflow_env).audit_log() if a.get("run_id") == refused["run_id"]][0]
     assert audit["status"] == "refused" and audit["plan"]["problems"]
     assert located["state"] == "success", (located["tasks"], located["log"][-4000:])
     notes = [n for i in located["xcom"]["restore"]["plan"]["items"] for n in i["notes"]]

@@ -8,7 +8,7 @@ import pytest
 from airflow_checkpoint_provider.core import Store, staging_key
 from airflow_checkpoint_provider.core.drill import drill
 from airflow_checkpoint_provider.core.engines import registry
-from airflow_checkpoint_provider.core.journal import open_journals
+from airflow_checkpoint_provider.core.journal import Journal, open_journals
 from airflow_checkpoint_provider.core.lease import read_leases
 from tests.integration.engine_samples import SAMPLES
 from tests.integration.test_engine_contract import _builder
@@ -75,5 +75,81 @@ def test_a_copy_that_does_not_match_the_manifest_fails_the_drill_and_the_lkg_sta
         assert store.lkg().checkpoint_id == good and sample.differences(before, sample.state()) == []
         with pytest.raises(Exception, match="it is drill_failed"):
             store.mark_lkg(bad)
+    finally:
+        sample.cleanup()
+
+
+def _copies(sample, name: str) -> list[str]:
+    """The drill copies of the sample's data now on its server (read with plain clients)."""
+    if name == "postgres":
+        from tests.integration.test_postgres_restore import databases
+
+        return sorted(d for d in databases(sample.pg) if d.startswith(sample.db) and d != sample.db)
+    import httpx
+
+    with httpx.Client(base_url=sample.url, timeout=60) as http:
+        rows = http.get(f"/_cat/indices/{sample.prefix}*", params={"format": "json", "h": "index"}).json()
+    return sorted(r["index"] for r in rows if r["index"] not in sample.indices)
+
+
+def _drill_in_child(store, sample, name: str, cid: str, crash_at: str):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from airflow_checkpoint_provider.core import crashpoints
+
+    repo = Path(__file__).resolve().parents[2]
+    fields = ("host", "port", "user", "password", "dbname") if name == "postgres" else ("url", "timeout")
+    spec = {
+        "root": store.root,
+        "checkpoint_id": cid,
+        "component": name,
+        "target": {f: getattr(sample.target, f) for f in fields},
+        "options": sample.restore_options,
+    }
+    return subprocess.run(
+        [sys.executable, str(repo / "tests/integration/drill_crash_child.py")],
+        input=json.dumps(spec) + "\n",
+        env={**os.environ, crashpoints.ENV: crash_at, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=repo,
+    )
+
+
+@pytest.mark.parametrize("name", ["postgres", "search"])
+def test_a_drill_killed_after_its_copies_verified_is_replayed_by_dropping_its_drill_named_copies(
+    name, request, tmp_path
+):
+    from airflow_checkpoint_provider.core.replay import replay_interrupted
+
+    sample = SAMPLES[name](request, tmp_path)
+    store = Store.open(tmp_path / "store", create=True)
+    try:
+        sample.seed()
+        cid = _capture(store, sample, name, "killed")
+        before = sample.state()
+        done = _drill_in_child(store, sample, name, cid, f"{name}.phase.verified")
+        assert done.returncode == -9, done.stderr[-2000:]
+        short = cid.rsplit("-", 1)[-1]
+        expected = (
+            [f"{sample.db}__drill_{short}"]
+            if name == "postgres"
+            else sorted(f"{i}__drill_{short}" for i in sample.indices)
+        )
+        assert _copies(sample, name) == expected  # <db>__drill_<id>, <index>__drill_<id>
+        (restore_id,) = open_journals(store.fs)
+        journal = Journal.load(store.fs, restore_id)
+        assert journal.kind == "drill" and journal.components[name].phase == "verified"
+
+        (replayed,) = replay_interrupted(store, lambda component, public: sample.target)
+        assert replayed.error is None, replayed.error
+        assert _copies(sample, name) == []  # dropped, never cut over
+        assert sample.differences(before, sample.state()) == []
+        assert open_journals(store.fs) == []
     finally:
         sample.cleanup()

@@ -18,8 +18,9 @@ from airflow_checkpoint_provider.core.engines.postgres._guard import Watchers
 from airflow_checkpoint_provider.core.engines.postgres._names import (
     _ROLLBACK_SQL_RE,
     MAX_NAME_BYTES,
-    RESTORING_SUFFIX,
+    drill_name,
     is_rollback_name,
+    is_side_copy,
     restoring_name,
 )
 from airflow_checkpoint_provider.core.engines.postgres.capture import (
@@ -151,6 +152,11 @@ class _RestoreBase:
             fmt = "directory" if art.kind == KIND_DIRECTORY else "custom"
             self.items.append(_Item(art, name, dest, restoring_name(dest), fmt))
 
+    def use_drill_names(self) -> None:
+        """Load a drill's copies as ``<db>__drill_<short checkpoint id>`` (core/drill.py), not ``__restoring``."""
+        for item in self.items:
+            item.staging = drill_name(item.target_db, self.checkpoint_id)
+
     def _name_problem(self, dest: str) -> str | None:
         label = self.target.label
         if not dest or "\x00" in dest or len(dest.encode()) > MAX_NAME_BYTES:
@@ -158,7 +164,7 @@ class _RestoreBase:
                 f"{label}: {dest!r} cannot be a database name (1 to {MAX_NAME_BYTES} bytes, no NUL) "
                 "HINT: choose another name with rename="
             )
-        if dest.endswith(RESTORING_SUFFIX) or is_rollback_name(dest):
+        if is_side_copy(dest) or is_rollback_name(dest):
             return (
                 f"{label}: {dest!r} looks like a side-by-side or rollback copy; refusing to restore onto it "
                 "HINT: choose another name with rename="

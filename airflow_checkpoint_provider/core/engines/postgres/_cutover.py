@@ -39,7 +39,7 @@ from airflow_checkpoint_provider.core import crashpoints
 from airflow_checkpoint_provider.core.engines.postgres import _conn as C
 from airflow_checkpoint_provider.core.engines.postgres._guard import ConnectionGuard, Watchers
 from airflow_checkpoint_provider.core.engines.postgres._names import (
-    RESTORING_SUFFIX,
+    is_side_copy,
     rollback_name,
 )
 from airflow_checkpoint_provider.core.engines.targets import PostgresTarget
@@ -161,8 +161,8 @@ class Server:
             time.sleep(0.05)
 
     def drop_copy(self, name: str) -> bool:
-        """Drop a side-by-side copy (only ever a ``__restoring`` name). True if it existed."""
-        if not name.endswith(RESTORING_SUFFIX):
+        """Drop a side-by-side copy (only ever a ``__restoring`` or ``__drill_`` name). True if it existed."""
+        if not is_side_copy(name):
             raise AssertionError(f"refusing to drop {name!r}: not a side-by-side copy")
         if self.settings(name) is None:
             return False

@@ -19,6 +19,7 @@ MAX_NAME_BYTES = 63  #: PostgreSQL's NAMEDATALEN - 1: longer names are silently 
 
 _ROLLBACK_RE = re.compile(r"^(?P<base>.+)__rollback_(?P<ckpt>[0-9a-z]{1,12})_(?P<ts>\d{14})\Z")
 _ROLLBACK_SQL_RE = r"^.+__rollback_[0-9a-z]{1,12}_[0-9]{14}$"  #: the same, for the server's regex engine
+_DRILL_RE = re.compile(r"^.+__drill_[0-9a-z]{1,12}\Z")
 _CKPT_SUFFIX_RE = re.compile(r"^ckpt-\d{8}T\d{6}Z-([0-9a-f]{1,12})\Z")
 
 
@@ -36,6 +37,17 @@ def fit_name(base: str, suffix: str) -> str:
 def restoring_name(dbname: str) -> str:
     """The side-by-side name of ``dbname``: ``<db>__restoring`` (shortened if needed)."""
     return fit_name(dbname, RESTORING_SUFFIX)
+
+
+def drill_name(dbname: str, checkpoint_id: str) -> str:
+    """A drill's copy of ``dbname``: ``<db>__drill_<short checkpoint id>`` (shortened to 63 bytes if needed:
+    a long ``<db>`` keeps its first bytes and 8 hex digits of its sha256, so the name stays deterministic)."""
+    return fit_name(dbname, f"{DRILL_INFIX}{short_checkpoint_id(checkpoint_id)}")
+
+
+def is_side_copy(name: str) -> bool:
+    """A side-by-side copy: a restore's ``<db>__restoring`` or a drill's ``<db>__drill_<id>``."""
+    return name.endswith(RESTORING_SUFFIX) or bool(_DRILL_RE.match(name))
 
 
 def short_checkpoint_id(checkpoint_id: str) -> str:

@@ -104,10 +104,10 @@ def drop_rollback(target: PostgresTarget, name: str, store: Any = None) -> None:
 def leftovers(
     target: PostgresTarget, store: Any, live: set[str], protected: set[str], dry_run: bool, **options: Any
 ) -> list[str]:
-    """``<db>__restoring`` databases that no running restore owns."""
+    """``<db>__restoring`` and ``<db>__drill_<id>`` databases that no running restore or drill owns."""
     with _conn.connect(target, action="listing side-by-side copies") as conn:
         names = [r[0] for r in conn.execute("SELECT datname FROM pg_catalog.pg_database").fetchall()]
-    doomed = [n for n in names if n.endswith(_names.RESTORING_SUFFIX) and n not in protected]
+    doomed = [n for n in names if _names.is_side_copy(n) and n not in protected]
     if doomed and not dry_run:
         with _cutover.server(target, set(doomed), action="dropping side-by-side copies") as srv:
             for name in doomed:

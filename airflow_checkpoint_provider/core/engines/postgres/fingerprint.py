@@ -346,6 +346,13 @@ def describe(conn: psycopg.Connection, selection: Selection) -> dict[str, Any]:
     return {"relations": rels}
 
 
+def columns_of(description: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The compact schema the drift report compares: ``{table: {column: type}}`` (core/drift.py)."""
+    from airflow_checkpoint_provider.core.drift import columns_of as _columns
+
+    return _columns(description)
+
+
 def schema_sha256(description: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(description)).hexdigest()
 
@@ -373,6 +380,7 @@ def compute(
         "rows": rows,
         "row_counts": "exact" if exact_counts else "estimate",
         "schema_sha256": schema_sha256(description),
+        "columns": columns_of(description),
         "server_version": server_version,
         "database_size": int(size),
     }

@@ -88,14 +88,14 @@ def load(ctx: Ctx, planned: Planned, *, include_global_state: bool) -> dict[str,
     try:
         ctx.say(
             f"restoring {len(names)} index(es) of {src.repository}:{src.snapshot} side by side as "
-            f"<index>{N.STAGING_MARK}{planned.short}"
+            f"<index>{planned.mark}{planned.short}"
         )
         O.restore_snapshot(
             client,
             src.repository,
             src.snapshot,
             names,
-            suffix=N.STAGING_MARK + planned.short,
+            suffix=planned.mark + planned.short,
             include_global_state=include_global_state,
         )
         ctx.wait(copies, f"restore of {src.repository}:{src.snapshot}")

@@ -77,7 +77,7 @@ def find_leftovers(
         view = O.cluster_view(client)
     out = []
     for name, row in sorted(view.indices.items()):
-        m = N.STAGING_RE.match(name)
+        m = N.STAGING_RE.match(name) or N.DRILL_RE.match(name)
         if not m or name in keep or view.serving(name):
             continue
         created = _int(row.get("creation.date"))

@@ -31,6 +31,8 @@ _SHORT_ID_RE = re.compile(r"-([0-9a-f]{6,12})\Z")
 ROLLBACK_RE = re.compile(r"\A(?P<source>.+)__rollback_(?P<short>[a-z0-9][a-z0-9-]*)_(?P<stamp>\d{14})\Z")
 #: ``<index>__restoring_<short>``
 STAGING_RE = re.compile(r"\A(?P<source>.+)__restoring_(?P<short>[a-z0-9][a-z0-9-]*)\Z")
+#: ``<index>__drill_<short>``: a drill's side-by-side copy
+DRILL_RE = re.compile(r"\A(?P<source>.+)__drill_(?P<short>[a-z0-9][a-z0-9-]*)\Z")
 
 
 def short_id(checkpoint_id: str) -> str:
@@ -45,8 +47,9 @@ def short_id(checkpoint_id: str) -> str:
     return hashlib.sha256(checkpoint_id.encode("utf-8")).hexdigest()[:8]
 
 
-def staging_name(index: str, short: str) -> str:
-    return f"{index}{STAGING_MARK}{short}"
+def staging_name(index: str, short: str, mark: str = STAGING_MARK) -> str:
+    """``<index>__restoring_<short id>``; a drill's copy (``mark`` = :data:`DRILL_MARK`): ``<index>__drill_<short id>``."""
+    return f"{index}{mark}{short}"
 
 
 def rollback_name(index: str, short: str, stamp: str) -> str:

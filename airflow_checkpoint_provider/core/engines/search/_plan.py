@@ -64,6 +64,7 @@ class Planned:
     alias_names: list[str]  #: recorded aliases this restore reinstates
     templates: list[dict[str, Any]] = field(default_factory=list)  #: from plan_templates
     register_repository: bool = False
+    mark: str = N.STAGING_MARK  #: the side-by-side copies are ``<index><mark><short>``
 
     def copies(self) -> list[str]:
         """Every side-by-side copy the load creates."""
@@ -102,8 +103,10 @@ def make_plan(
     include_global_state: bool,
     repository_settings: dict[str, Any] | None,
     restore_templates: bool | None = None,
+    mark: str = N.STAGING_MARK,
 ) -> Planned:
-    """The plan of a restore (see :func:`.restore.plan_restore`); changes nothing."""
+    """The plan of a restore (see :func:`.restore.plan_restore`); changes nothing. ``mark``: what the
+    side-by-side copies are named by (``<index>__restoring_<short id>``; a drill's ``__drill_``)."""
     if swap not in SWAP_MODES:
         raise EngineError(f"unknown swap mode {swap!r}", hint=f"use one of {', '.join(SWAP_MODES)}")
     plan = RestorePlan(checkpoint_id=checkpoint_id)
@@ -156,6 +159,7 @@ def make_plan(
         [n for n, k in chosen.items() if k == "index"]
         + [b for n, k in chosen.items() if k == "stream" for b in source.data_streams[n]["backing_indices"]],
         view,
+        mark,
     )
     stamp = N.stamp()
     taken = set(view.indices)
@@ -191,7 +195,7 @@ def make_plan(
         if kind == "stream":
             backing = source.data_streams[name]["backing_indices"]
             item["expected"] = {b: source.expected.get(b, {}) for b in backing}
-            item["staging_backing"] = {b: N.staging_name(b, short) for b in backing}
+            item["staging_backing"] = {b: N.staging_name(b, short, mark) for b in backing}
             docs = sum(int(e.get("docs") or 0) for e in item["expected"].values())
             notes.append(f"checkpoint: data stream with {len(backing)} backing index(es), {docs} documents")
             if info["flavor"] == "elasticsearch" and not view.streams and not _has_stream_api(client):
@@ -246,7 +250,7 @@ def make_plan(
                 )
             staging_names = list(item["staging_backing"].values())
         else:
-            staging = N.staging_name(name, short)
+            staging = N.staging_name(name, short, mark)
             item["staging"] = staging
             item["expected"] = source.expected.get(name, {})
             notes.append(f"checkpoint: {item['expected'].get('docs', '?')} documents")
@@ -357,6 +361,7 @@ def make_plan(
         alias_names=alias_names,
         templates=templates,
         register_repository=register,
+        mark=mark,
     )
 
 

@@ -69,7 +69,7 @@ def _select(source: SnapshotSource, indices: list[str] | str | None, problems: l
     return dict(sorted(chosen.items()))
 
 
-def _pick_short(base: str, names: list[str], view: ClusterView) -> str:
+def _pick_short(base: str, names: list[str], view: ClusterView, mark: str = N.STAGING_MARK) -> str:
     """``base``, or ``base-2``, ``base-3`` ... so that no side-by-side name is taken already.
 
     An existing ``X__restoring_<base>`` is either a leftover of a failed restore or the copy an
@@ -79,7 +79,7 @@ def _pick_short(base: str, names: list[str], view: ClusterView) -> str:
     n = 1
     while True:
         short = base if n == 1 else f"{base}-{n}"
-        taken = [N.staging_name(x, short) for x in names]
+        taken = [N.staging_name(x, short, mark) for x in names]
         if not any(t in view.indices or t in view.aliases for t in taken):
             return short
         n += 1

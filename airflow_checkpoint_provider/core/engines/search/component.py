@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow_checkpoint_provider.core.engines.search._capture import capture
 from airflow_checkpoint_provider.core.engines.search._client import SearchClient
+from airflow_checkpoint_provider.core.engines.search._names import DRILL_MARK, STAGING_MARK
 from airflow_checkpoint_provider.core.engines.search.health import (
     health as search_health,
 )
@@ -28,7 +29,7 @@ from airflow_checkpoint_provider.core.engines.search.restore import (
     roll_back,
 )
 from airflow_checkpoint_provider.core.engines.targets import SearchTarget
-from airflow_checkpoint_provider.core.errors import EngineError, FormatError
+from airflow_checkpoint_provider.core.errors import EngineError, FormatError, NotFoundError
 from airflow_checkpoint_provider.core.journal import ComponentJournal, NullJournal
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.restore import (
@@ -71,6 +72,11 @@ class SearchRestore:
         self.journal: ComponentJournal = NullJournal(COMPONENT)
         self._prepared: Prepared | None = None
         self.outcome: RestoreOutcome | None = None
+        self._mark = STAGING_MARK  #: side-by-side copies ``<index>__restoring_<id>``
+
+    def use_drill_names(self) -> None:
+        """Load a drill's copies as ``<index>__drill_<short checkpoint id>`` (core/drill.py)."""
+        self._mark = DRILL_MARK
 
     @property
     def doc(self) -> dict[str, Any]:
@@ -99,8 +105,38 @@ class SearchRestore:
                 include_global_state=self.include_global_state,
                 repository_settings=self.repository_settings,
                 restore_templates=self.restore_templates,
+                mark=self._mark,
             )
         return plan.items, plan.problems
+
+    def drift(self) -> list[str]:
+        """Mapping drift (core/drift.py): each live index whose mapping differs from the checkpoint's,
+        which the restore puts back. An index absent now is created by the restore: no drift."""
+        from airflow_checkpoint_provider.core.engines.search._logic import mapping_sha256
+
+        recorded = self.artifact.fingerprints.get("indices") or {}
+        lines = []
+        with self._client() as client:
+            for name in sorted(n for n in recorded if not self.indices or n in self.indices):
+                want = (recorded[name] or {}).get("mapping_sha256")
+                if not want:
+                    continue
+                try:
+                    live = client.get_mappings(name)
+                except NotFoundError:
+                    continue
+                except EngineError as exc:
+                    lines.append(
+                        f"{self.target.label}: index {name}: the live mapping could not be read "
+                        f"({exc.message}); drift unknown"
+                    )
+                    continue
+                if live and sorted({mapping_sha256(m) for m in live.values()}) != [want]:
+                    lines.append(
+                        f"{self.target.label}: index {name}: the mapping changed since the checkpoint; the "
+                        "restore puts the checkpoint's mapping back"
+                    )
+        return lines
 
     def safety_capture(self, staging: Staging) -> list[Artifact]:
         """Snapshot the indices and data streams that would be replaced into the same repository."""
@@ -132,6 +168,7 @@ class SearchRestore:
                 repository_settings=self.repository_settings,
                 restore_templates=self.restore_templates,
                 journal=self.journal,
+                mark=self._mark,
             )
 
     def cutover(self) -> RestoreOutcome:

@@ -169,6 +169,7 @@ def plan_restore(
     include_global_state: bool = False,
     repository_settings: dict[str, Any] | None = None,
     restore_templates: bool | None = None,
+    mark: str = STAGING_MARK,
 ) -> RestorePlan:
     """What :func:`restore` would do, and why it would refuse (``plan.problems``). Changes nothing.
 
@@ -191,6 +192,7 @@ def plan_restore(
         include_global_state=include_global_state,
         repository_settings=repository_settings,
         restore_templates=restore_templates,
+        mark=mark,
     ).plan
 
 
@@ -223,6 +225,7 @@ def prepare_restore(
     poll_interval: float = 1.0,
     restore_templates: bool | None = None,
     journal: ComponentJournal | None = None,
+    mark: str = STAGING_MARK,
 ) -> Prepared | None:
     """Plan (refusing on problems), register a missing repository, load the copies and verify them.
 
@@ -243,6 +246,7 @@ def prepare_restore(
         include_global_state=include_global_state,
         repository_settings=repository_settings,
         restore_templates=restore_templates,
+        mark=mark,
     )
     planned = replan()
     if planned.plan.problems:
