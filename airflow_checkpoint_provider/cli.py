@@ -2,6 +2,7 @@
 
 Commands::
 
+    airflow-checkpoint create [--type scheduled|pre-migration|pre-deploy] [--tag T] [--components C ...]
     airflow-checkpoint list [--tag T] [--json]
     airflow-checkpoint show ID|last-known-good [--manifest|--json]
     airflow-checkpoint verify ID|last-known-good|--all [--level basic|standard|deep] [--json]
@@ -52,6 +53,15 @@ def _human_size(n: int) -> str:
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def emit(args: argparse.Namespace, document: Any, lines: list[str]) -> None:
+    """Print ``document`` as the one JSON document of ``--json``, else ``lines`` (escaped)."""
+    if getattr(args, "json", False):
+        _print_json(document)
+        return
+    for line in lines:
+        print(_safe(line))
 
 
 def _safe(value: Any) -> str:
@@ -342,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--root", help="store root (default: [checkpoint] storage_root)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress lines (on stderr)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list complete checkpoints, newest first")
@@ -357,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="state, history and manifest as one JSON object")
     p.set_defaults(func=cmd_show)
 
-    from airflow_checkpoint_provider import cli_lifecycle
+    from airflow_checkpoint_provider import cli_create, cli_lifecycle
 
+    cli_create.add_parser(sub)
     cli_lifecycle.add_verify_parser(sub)
 
     p = sub.add_parser("lkg", help="show or move the last-known-good pointer")
@@ -415,13 +427,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _logs_to_stderr(verbose: bool) -> None:
+    """Log lines go to stderr (stdout carries the output, e.g. the one JSON document of ``--json``),
+    secrets masked as in Airflow; below warnings only with ``--verbose``."""
+    try:
+        from airflow.sdk.log import configure_logging
+    except ImportError:  # pragma: no cover - Airflow is a dependency; keep the CLI usable without it
+        return
+    configure_logging(log_level="INFO" if verbose else "WARNING", output=sys.stderr, colored_console_log=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from airflow_checkpoint_provider import settings
 
+    _logs_to_stderr(args.verbose)
+
     root = args.root or settings.storage_root()
     try:
-        store = Store.open(root, lock_timeout=settings.lock_timeout())
+        store = Store.open(root, create=args.command == "create", lock_timeout=settings.lock_timeout())
         return args.func(store, args)
     except CheckpointNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
