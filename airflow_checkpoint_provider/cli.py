@@ -3,6 +3,8 @@
 Commands::
 
     airflow-checkpoint create [--type scheduled|pre-migration|pre-deploy] [--tag T] [--components C ...]
+    airflow-checkpoint restore ID|last-known-good [--components C ...] [--dry-run] [--yes]
+    airflow-checkpoint status
     airflow-checkpoint list [--tag T] [--json]
     airflow-checkpoint show ID|last-known-good [--manifest|--json]
     airflow-checkpoint verify ID|last-known-good|--all [--level basic|standard|deep] [--json]
@@ -18,8 +20,10 @@ Commands::
 ``--root`` (or ``AIRFLOW__CHECKPOINT__STORAGE_ROOT``) selects the store.
 
 Exit codes: 0 success; 1 verification found problems (or ``list`` found damaged
-entries); 2 bad usage or unknown checkpoint; 3 the store cannot be used (missing,
-unwritable, full, locked). Text read from the store is printed escaped: a tag or a
+entries, or a restore ended unhealthy); 2 bad usage, unknown checkpoint, or a restore not
+confirmed; 3 the store cannot be used (missing, unwritable, full, locked); 4 a capture or
+restore failed or was refused (the message says what state things are in). With ``--json``
+an error is one JSON document on stdout: ``{"error": {"type", "message", "hint"}, "exit_code"}``. Text read from the store is printed escaped: a tag or a
 reason holding a newline or another control character cannot forge an output line.
 """
 
@@ -27,19 +31,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
     CheckpointNotFoundError,
+    EngineError,
     LkgRequirementError,
     StoreError,
     VerificationFailedError,
 )
 from airflow_checkpoint_provider.core.store import Store
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_STORE, EXIT_FAILED = 0, 1, 2, 3, 4
 
 
 def _human_size(n: int) -> str:
@@ -368,9 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="state, history and manifest as one JSON object")
     p.set_defaults(func=cmd_show)
 
-    from airflow_checkpoint_provider import cli_create, cli_lifecycle
+    from airflow_checkpoint_provider import cli_create, cli_lifecycle, cli_restore
 
     cli_create.add_parser(sub)
+    cli_restore.add_parser(sub)
     cli_lifecycle.add_verify_parser(sub)
 
     p = sub.add_parser("lkg", help="show or move the last-known-good pointer")
@@ -447,18 +454,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = Store.open(root, create=args.command == "create", lock_timeout=settings.lock_timeout())
         return args.func(store, args)
-    except CheckpointNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (VerificationFailedError, LkgRequirementError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_PROBLEMS
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_STORE
     except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        return _fail(args, exc, _exit_code(exc))
+    except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (so the interpreter's final flush stays quiet)
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return _fail(args, CheckpointError("interrupted", hint="see the log for what was left"), EXIT_FAILED)
+    except Exception as exc:  # a server or library error the engines did not wrap: still one clear line
+        if args.verbose:
+            raise
+        error = CheckpointError(f"{type(exc).__name__}: {exc}", hint="run again with --verbose for the traceback")
+        return _fail(args, error, EXIT_FAILED)
+
+
+def _exit_code(exc: CheckpointError) -> int:
+    """The documented exit code of an error (see the module docstring)."""
+    from airflow_checkpoint_provider.core.recovery import RestoreFailedError, RestoreRefusedError
+
+    if isinstance(exc, CheckpointNotFoundError):
         return EXIT_USAGE
+    if isinstance(exc, (VerificationFailedError, LkgRequirementError)):
+        return EXIT_PROBLEMS
+    if isinstance(exc, StoreError):
+        return EXIT_STORE
+    if isinstance(exc, (RestoreRefusedError, RestoreFailedError, EngineError)):
+        return EXIT_FAILED
+    return EXIT_USAGE
+
+
+def _fail(args: argparse.Namespace, exc: CheckpointError, code: int) -> int:
+    """Report ``exc``: with ``--json`` as the one JSON document on stdout, else on stderr."""
+    if getattr(args, "json", False):
+        _print_json(
+            {"error": {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}, "exit_code": code}
+        )
+    else:
+        print(f"error: {exc}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

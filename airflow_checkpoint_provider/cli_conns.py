@@ -124,11 +124,16 @@ def read_connection(name: str, path: str) -> ConnectionInfo:
     )
 
 
-def resolve(args: argparse.Namespace) -> dict[str, Resolved]:
-    """Every chosen component's server, in registry order (see the module docstring)."""
+def resolve(args: argparse.Namespace, held: list[str] | None = None) -> dict[str, Resolved]:
+    """Every chosen component's server, in registry order (see the module docstring).
+
+    :param held: for a restore, the stores the checkpoint holds: the default choice, and each of
+        them needs its connection (nothing is skipped).
+    """
     from airflow_checkpoint_provider import engines
 
-    chosen = list(args.components or engines.names())
+    chosen = list(args.components or held or engines.names())
+    optional = not args.components and held is None
     out: dict[str, Resolved] = {}
     for name, engine in engines.engines().items():
         if name not in chosen:
@@ -143,7 +148,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Resolved]:
         try:
             target = engines.target(name, conn_id)
         except Exception as exc:
-            if not explicit and not args.components:  # an engine this deployment may not use
+            if not explicit and optional:  # an engine this deployment may not use
                 why = "is not defined" if type(exc).__name__ == "AirflowNotFoundException" else f"failed: {exc}"
                 print(f"{name}: skipped: the lookup of connection {conn_id!r} {why}", file=sys.stderr)
                 continue

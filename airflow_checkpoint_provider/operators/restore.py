@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -93,25 +94,9 @@ class RestoreOperator(BaseOperator):
 
     def build(self, store: Store, manifest: Manifest, request: recovery.RestoreRequest) -> list[Any]:
         """One component restore per requested store the checkpoint holds, in registry order."""
-        parts: list[Any] = []
-        policy = RollbackPolicy.parse(request.rollback_keep)  # also what may be reclaimed when space runs short
-        for name, engine in engines.engines().items():
-            artifacts = engine.artifacts_of(manifest.artifacts)
-            if name not in request.components or not artifacts:
-                continue
-            target = engines.target(name, self._conn_id(name))
-            parts.append(
-                engine.restore(
-                    target,
-                    store,
-                    manifest.checkpoint_id,
-                    artifacts,
-                    mode=request.mode,
-                    rollback_policy=policy,
-                    **(self.options or {}).get(name, {}),
-                )
-            )
-        return parts
+        return build_restores(
+            store, manifest, request, lambda name: engines.target(name, self._conn_id(name)), self.options
+        )
 
     def expectations(self, report: recovery.RestoreReport, components: tuple[str, ...]) -> dict[str, Any]:
         """What a health check should find now: each engine's reading of the manifest's fingerprints,
@@ -159,37 +144,14 @@ class RestoreOperator(BaseOperator):
             "targets": {name: self._conn_id(name) for name in components},
         }
         try:
-            report = recovery.restore(store, request, self.build)
+            report = restore_audited(store, request, self.build, audit)
         except recovery.RestoreRefusedError as exc:
-            store.write_audit(
-                {**audit, "status": "refused", "error": exc.message, "plan": exc.plan.to_dict() if exc.plan else None}
-            )
             if exc.plan is not None:
                 self.log.info("%s", exc.plan.describe(problems=False))
             # the PROBLEM and HINT lines end the message: they are the last lines of the task log
             raise AirflowFailException(str(exc)) from None
-        except Exception as exc:
-            store.write_audit({**audit, "status": "failed", "error": str(exc)})
-            raise
         result = report.to_dict()
         result["expectations"] = None if report.dry_run else self.expectations(report, components)
-        touched = sorted(
-            {i.component for i in report.plan.items} | {o.component for o in report.outcomes},
-            key=list(components).index,
-        )  # what the checkpoint held of those asked for
-        store.write_audit(
-            {
-                **audit,
-                "status": "planned" if report.dry_run else "restored",
-                "components": touched,
-                "requested_components": list(components),
-                "checkpoint_id": report.checkpoint_id,
-                "safety_checkpoint_id": report.safety_checkpoint_id,
-                "outcomes": result["outcomes"],
-                "health": result["health"],
-                "plan": result["plan"],
-            }
-        )
         for outcome in report.outcomes:
             self.log.info("%s restored %s; rollback copies: %s", outcome.component, outcome.restored, outcome.rollback)
         for check in report.health:
@@ -201,3 +163,75 @@ class RestoreOperator(BaseOperator):
         context["ti"].xcom_push(key="checkpoint_id", value=report.checkpoint_id)
         context["ti"].xcom_push(key="expectations", value=result["expectations"] or {})  # None would read as missing
         return result
+
+
+def build_restores(
+    store: Store,
+    manifest: Manifest,
+    request: recovery.RestoreRequest,
+    target_of: Callable[[str], Any],
+    options: dict[str, dict[str, Any]] | None,
+) -> list[Any]:
+    """One component restore per requested store the checkpoint holds, in registry order
+    (the :data:`core.recovery.Builder` of the restore DAGs and of ``airflow-checkpoint restore``).
+
+    :param target_of: the engine target of a component (from a connection id, or a connection file).
+    :param options: ``{component: {...}}``: that engine's restore options.
+    """
+    parts: list[Any] = []
+    policy = RollbackPolicy.parse(request.rollback_keep)  # also what may be reclaimed when space runs short
+    for name, engine in engines.engines().items():
+        artifacts = engine.artifacts_of(manifest.artifacts)
+        if name not in request.components or not artifacts:
+            continue
+        parts.append(
+            engine.restore(
+                target_of(name),
+                store,
+                manifest.checkpoint_id,
+                artifacts,
+                mode=request.mode,
+                rollback_policy=policy,
+                **(options or {}).get(name, {}),
+            )
+        )
+    return parts
+
+
+def restore_audited(
+    store: Store, request: recovery.RestoreRequest, build: recovery.Builder, audit: dict[str, Any]
+) -> recovery.RestoreReport:
+    """Run :func:`core.recovery.restore` and write its audit record, whatever the outcome.
+
+    ``audit`` holds who asked (dag/run/task or the command line), the requested checkpoint,
+    components and targets; refusals and failures are recorded with their error, then re-raised.
+    """
+    try:
+        report = recovery.restore(store, request, build)
+    except recovery.RestoreRefusedError as exc:
+        store.write_audit(
+            {**audit, "status": "refused", "error": exc.message, "plan": exc.plan.to_dict() if exc.plan else None}
+        )
+        raise
+    except Exception as exc:
+        store.write_audit({**audit, "status": "failed", "error": str(exc)})
+        raise
+    result = report.to_dict()
+    components = list(request.components)
+    touched = sorted(
+        {i.component for i in report.plan.items} | {o.component for o in report.outcomes}, key=components.index
+    )  # what the checkpoint held of those asked for
+    store.write_audit(
+        {
+            **audit,
+            "status": "planned" if report.dry_run else "restored",
+            "components": touched,
+            "requested_components": components,
+            "checkpoint_id": report.checkpoint_id,
+            "safety_checkpoint_id": report.safety_checkpoint_id,
+            "outcomes": result["outcomes"],
+            "health": result["health"],
+            "plan": result["plan"],
+        }
+    )
+    return report

@@ -131,7 +131,10 @@ class EsSnapshotOperator(CaptureOperator):
     def default_capture_options(cls) -> dict[str, Any]:
         from airflow_checkpoint_provider import settings
 
-        return {"repository": settings.search_repository(), "repository_settings": settings.search_repository_settings()}
+        return {
+            "repository": settings.search_repository(),
+            "repository_settings": settings.search_repository_settings(),
+        }
 
     @classmethod
     def default_restore_options(cls) -> dict[str, Any]:
