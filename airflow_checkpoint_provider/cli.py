@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         return _fail(args, exc, _exit_code(exc))
     except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (so the interpreter's final flush stays quiet)
+        sys.stdout = open(os.devnull, "w")  # so that the interpreter's final flush stays quiet
         return EXIT_OK
     except KeyboardInterrupt:
         return _fail(args, CheckpointError("interrupted", hint="see the log for what was left"), EXIT_FAILED)
