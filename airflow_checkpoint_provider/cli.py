@@ -374,10 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="state, history and manifest as one JSON object")
     p.set_defaults(func=cmd_show)
 
-    from airflow_checkpoint_provider import cli_create, cli_lifecycle, cli_restore
+    from airflow_checkpoint_provider import cli_create, cli_lifecycle, cli_restore, cli_status
 
     cli_create.add_parser(sub)
     cli_restore.add_parser(sub)
+    cli_status.add_parser(sub)
     cli_lifecycle.add_verify_parser(sub)
 
     p = sub.add_parser("lkg", help="show or move the last-known-good pointer")
