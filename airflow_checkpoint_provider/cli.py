@@ -359,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--root", help="store root (default: [checkpoint] storage_root)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress lines (on stderr)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list complete checkpoints, newest first")
@@ -452,9 +453,13 @@ def main(argv: list[str] | None = None) -> int:
     _logs_to_stderr(args.verbose)
 
     root = args.root or settings.storage_root()
+    from airflow_checkpoint_provider import cli_progress
+    from airflow_checkpoint_provider.core import progress
+
     try:
         store = Store.open(root, create=args.command == "create", lock_timeout=settings.lock_timeout())
-        return args.func(store, args)
+        with progress.listening(cli_progress.Bars() if cli_progress.wanted(args) else None):
+            return args.func(store, args)
     except CheckpointError as exc:
         return _fail(args, exc, _exit_code(exc))
     except BrokenPipeError:  # the reader went away (``| head``): nothing more to say

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -53,6 +56,31 @@ def cli_env(services, services_module, tmp_path_factory) -> dict[str, str]:
 
 def cli(env: dict[str, str], *argv: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.CompletedProcess:
     return subprocess.run([CLI, *argv], env=env, capture_output=True, text=True, stdin=stdin, timeout=600)
+
+
+def in_pty(env: dict[str, str], *argv: str, timeout: float = 600) -> tuple[int, str]:
+    """Run the CLI on a pseudo-terminal (stdin, stdout and stderr); returns (exit code, what it drew)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec at once
+        os.execve(CLI, [CLI, *argv], {**env, "COLUMNS": "160"})
+    out, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if not ready:
+            continue
+        try:
+            piece = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not piece:
+            break
+        out += piece
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+BAR = "\u2501"  # the heavy horizontal line rich draws bars with
 
 
 def _state(services, indices):
@@ -99,6 +127,7 @@ def created(cli_env, services):
         "--json",
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert BAR not in proc.stderr and "\x1b[" not in proc.stderr  # piped: no progress bars
     return json.loads(proc.stdout), indices, _state(services, indices)
 
 
@@ -127,10 +156,11 @@ def test_restore_without_yes_off_a_terminal_is_refused_and_changes_nothing(cli_e
 
 
 def test_restore_last_known_good_yes_with_airflow_down_gives_exact_data(cli_env, services, created):
+    """On a terminal, so its progress bars are drawn too: the restore's reading of each artifact."""
     summary, indices, original = created
     if _state(services, indices) == original:
         _damage(services, indices)
-    proc = cli(
+    code, screen = in_pty(
         cli_env,
         "restore",
         "last-known-good",
@@ -139,15 +169,24 @@ def test_restore_last_known_good_yes_with_airflow_down_gives_exact_data(cli_env,
         cli_env["CLI_PG_FILE"],
         "--postgres-databases",
         DB,
-        "--json",
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    report = json.loads(proc.stdout)
-    assert report["checkpoint_id"] == summary["checkpoint_id"] and report["health"]["ok"]
+    assert code == 0, screen[-4000:]
+    assert f"restored {summary['checkpoint_id']}: healthy" in screen
     after = _state(services, indices)
     assert after["postgres"] == original["postgres"]
     assert sample_data.same_redis_state(original["redis"], after["redis"]) == []
     assert after["search"] == original["search"]
     audit = Store.open(cli_env["AIRFLOW__CHECKPOINT__STORAGE_ROOT"]).audit_log()
     assert audit[0]["status"] == "restored" and audit[0]["cli"] == "restore"
-    assert audit[0]["checkpoint_id"] == summary["checkpoint_id"]
+    assert audit[0]["checkpoint_id"] == summary["checkpoint_id"] and audit[0]["health"]["ok"]
+    for phase, artifact in (("verify", f"postgres/{DB}.dump"), ("restore", f"postgres/{DB}.dump")):
+        bars = [line for line in screen.splitlines() if phase in line and BAR in line]
+        assert any(artifact in line and ("KiB" in line or "MiB" in line) for line in bars), (phase, screen[-3000:])
+
+
+def test_create_on_a_terminal_draws_capture_seal_and_verify_bars(cli_env):
+    code, screen = in_pty(cli_env, "create", "--components", "redis", "--no-lkg")
+    assert code == 0, screen[-4000:]
+    for phase in ("capture", "seal", "verify"):
+        assert any(phase in line and "dump.rdb" in line and BAR in line for line in screen.splitlines()), phase
+    assert "created ckpt-" in screen
