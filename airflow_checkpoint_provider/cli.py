@@ -140,7 +140,7 @@ def cmd_lkg(store: Store, args: argparse.Namespace) -> int:
             requires=settings.lkg_requires(),
             by={"cli": "lkg set"},
         )
-        print(f"last-known-good: {pointer.checkpoint_id} (was {pointer.previous or 'unset'})")
+        emit(args, pointer.to_dict(), [f"last-known-good: {pointer.checkpoint_id} (was {pointer.previous or 'unset'})"])
         return EXIT_OK
     if args.action == "history":
         history = store.lkg_history()
@@ -433,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     from airflow_checkpoint_provider.workflow.cli import add_parser as add_workflow_parser
 
     add_workflow_parser(sub)
+    _add_json_flags(parser)
     return parser
 
 
@@ -459,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = Store.open(root, create=args.command == "create", lock_timeout=settings.lock_timeout())
         with progress.listening(cli_progress.Bars() if cli_progress.wanted(args) else None):
+            if args.json and _command(args) not in NATIVE_JSON:
+                return _as_json(store, args)
             return args.func(store, args)
     except CheckpointError as exc:
         return _fail(args, exc, _exit_code(exc))
@@ -472,6 +475,50 @@ def main(argv: list[str] | None = None) -> int:
             raise
         error = CheckpointError(f"{type(exc).__name__}: {exc}", hint="run again with --verbose for the traceback")
         return _fail(args, error, EXIT_FAILED)
+
+
+#: the commands that write their own JSON document under ``--json``; the others are wrapped by :func:`_as_json`
+NATIVE_JSON = frozenset(
+    {"list", "show", "verify", "lkg", "expire", "rollbacks", "audit", "create", "restore", "status"}
+    | {"workflow list", "workflow show", "workflow history"}
+)
+
+
+def _command(args: argparse.Namespace) -> str:
+    sub = getattr(args, "workflow_command", None)
+    return f"{args.command} {sub}" if sub else args.command
+
+
+def _as_json(store: Store, args: argparse.Namespace) -> int:
+    """Run a command that speaks text, and print what it said as one JSON document:
+    ``{"exit_code", "output": [lines], "messages": [stderr lines]}``, or on failure
+    ``{"error": {"type", "message", "hint"}, "exit_code", "output"}``."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = args.func(store, args)
+    lines, messages = out.getvalue().splitlines(), err.getvalue().splitlines()
+    if code == EXIT_OK:
+        _print_json({"exit_code": code, "output": lines, "messages": messages})
+        return code
+    said = [m.removeprefix("error: ") for m in messages] or lines[-1:] or [f"{_command(args)} failed"]
+    hints = [m.split("HINT:", 1)[1].strip() for m in messages if "HINT:" in m]
+    error = {"type": "CommandFailed", "message": said[0], "hint": hints[0] if hints else None}
+    _print_json({"error": error, "exit_code": code, "output": lines})
+    return code
+
+
+def _add_json_flags(parser: argparse.ArgumentParser) -> None:
+    """``--json`` on every command (each subcommand that lacks it gets it)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                if sub._subparsers is not None:
+                    _add_json_flags(sub)
+                elif "--json" not in sub._option_string_actions:
+                    sub.add_argument("--json", action="store_true", help="print one JSON document")
 
 
 def _exit_code(exc: CheckpointError) -> int:
