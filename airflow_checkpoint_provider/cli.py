@@ -332,9 +332,21 @@ def cmd_rollbacks(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: True while the parser of a store-only command is built: the engine options are left out, so that
+#: no engine (nor its client libraries) is imported for ``list`` and the like
+_light = False
+
+
+def engine_arguments() -> bool:
+    """Whether the parser being built takes the engines' options (see :data:`_light`)."""
+    return not _light
+
+
 def _conn_arguments(p: argparse.ArgumentParser, when: str = "default: the [checkpoint] option") -> None:
     from airflow_checkpoint_provider.core.engines import registry
 
+    if _light:
+        return
     for engine in registry.engines().values():
         p.add_argument(
             f"--{engine.conn_param.replace('_', '-')}",
@@ -346,6 +358,8 @@ def _conn_arguments(p: argparse.ArgumentParser, when: str = "default: the [check
 def _component_arguments(p: argparse.ArgumentParser, *, conns: bool = True) -> None:
     from airflow_checkpoint_provider.core.engines import registry
 
+    if _light:
+        return
     p.add_argument("--component", action="append", choices=list(registry.names()))
     if conns:
         _conn_arguments(p)
@@ -437,9 +451,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _logs_to_stderr(verbose: bool) -> None:
+#: commands that only read the store: they never import Airflow (which takes seconds)
+STORE_ONLY = frozenset({"list", "show", "status", "audit", "lkg"})
+
+
+def _logs_to_stderr(verbose: bool, command: str) -> None:
     """Log lines go to stderr (stdout carries the output, e.g. the one JSON document of ``--json``),
-    secrets masked as in Airflow; below warnings only with ``--verbose``."""
+    secrets masked as in Airflow; below warnings only with ``--verbose``. Store-only commands
+    set up plain logging and leave Airflow unimported."""
+    import logging
+
+    if command in STORE_ONLY and "airflow" not in sys.modules:
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO if verbose else logging.WARNING)
+        return
     try:
         from airflow.sdk.log import configure_logging
     except ImportError:  # pragma: no cover - Airflow is a dependency; keep the CLI usable without it
@@ -447,11 +471,30 @@ def _logs_to_stderr(verbose: bool) -> None:
     configure_logging(log_level="INFO" if verbose else "WARNING", output=sys.stderr, colored_console_log=False)
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The command named in ``argv`` (the first word that is not an option or --root's value)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--root":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    global _light
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _light = _command_of(argv) in STORE_ONLY
+    try:
+        args = build_parser().parse_args(argv)
+    finally:
+        _light = False
     from airflow_checkpoint_provider import settings
 
-    _logs_to_stderr(args.verbose)
+    _logs_to_stderr(args.verbose, args.command)
 
     root = args.root or settings.storage_root()
     from airflow_checkpoint_provider import cli_progress

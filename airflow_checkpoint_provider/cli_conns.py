@@ -38,8 +38,11 @@ class Resolved:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """``--components``, and per engine ``--<conn_param> ID`` and ``--<component>-conn-file PATH``."""
+    from airflow_checkpoint_provider.cli import engine_arguments
     from airflow_checkpoint_provider.core.engines import registry
 
+    if not engine_arguments():
+        return
     p.add_argument(
         "--components",
         nargs="+",
@@ -63,31 +66,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_name_arguments(p: argparse.ArgumentParser, verb: str) -> None:
-    """Per engine that picks by name (databases, indices): ``--postgres-databases NAME ...``."""
-    from airflow_checkpoint_provider import engines
-
-    for name in engines.names():
-        option = engines.operator_class(name).names_option
-        if option:
-            p.add_argument(
-                f"--{name}-{option}",
-                dest=f"{name}_{option}",
-                nargs="+",
-                metavar="NAME",
-                help=f"only these {option} to {verb} (patterns allowed for indices; default: all)",
-            )
+    """``--names COMPONENT=NAME[,NAME...]`` (repeatable): only these databases, indices, ... of a component."""
+    p.add_argument(
+        "--names",
+        action="append",
+        metavar="COMPONENT=NAMES",
+        help=f"only these of a component to {verb}, comma-separated: postgres=app,billing (databases), "
+        "search='logs-*' (indices, patterns allowed); default: all",
+    )
 
 
 def name_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """``{"postgres": {"databases": [...]}}`` from the ``--<component>-<names>`` flags given."""
+    """``{"postgres": {"databases": [...]}}`` from the ``--names`` flags (the keyword each capture
+    operator picks by, its ``names_option``)."""
     from airflow_checkpoint_provider import engines
 
     out: dict[str, dict[str, Any]] = {}
-    for name in engines.names():
-        option = engines.operator_class(name).names_option
-        value = getattr(args, f"{name}_{option}", None) if option else None
-        if value:
-            out[name] = {option: list(value)}
+    for item in getattr(args, "names", None) or []:
+        component, sep, names = item.partition("=")
+        option = engines.operator_class(component).names_option if component in engines.names() else None
+        if not sep or option is None or not names.strip():
+            pickable = [n for n in engines.names() if engines.operator_class(n).names_option]
+            raise CheckpointError(
+                f"--names {item!r} is not COMPONENT=NAME[,NAME...] of a component that picks by name",
+                hint=f"e.g. --names {pickable[0]}=app; components that pick by name: {', '.join(pickable)}",
+            )
+        out.setdefault(component, {}).setdefault(option, []).extend(n.strip() for n in names.split(",") if n.strip())
     return out
 
 

@@ -275,7 +275,7 @@ class _LkgMixin:
         pointer is removed (no LKG is better than a damaged one) and None is returned.
         """
         current = self.lkg()
-        for info in self.scan()[0]:
+        for info in self.scan(cached=False)[0]:
             if current is not None and info.checkpoint_id == current.checkpoint_id:
                 continue
             if not meets(self.state_of(info), requires):

@@ -120,10 +120,10 @@ def created(cli_env, services):
         "break-glass",
         "--postgres-conn-file",
         cli_env["CLI_PG_FILE"],
-        "--postgres-databases",
-        DB,
-        "--search-indices",
-        f"{PREFIX}*",
+        "--names",
+        f"postgres={DB}",
+        "--names",
+        f"search={PREFIX}*",
         "--json",
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -167,8 +167,8 @@ def test_restore_last_known_good_yes_with_airflow_down_gives_exact_data(cli_env,
         "--yes",
         "--postgres-conn-file",
         cli_env["CLI_PG_FILE"],
-        "--postgres-databases",
-        DB,
+        "--names",
+        f"postgres={DB}",
     )
     assert code == 0, screen[-4000:]
     assert f"restored {summary['checkpoint_id']}: healthy" in screen
