@@ -85,7 +85,8 @@ class _StatesMixin:
         memo = self.__dict__.get("_listed_states", {}).get(info.checkpoint_id)
         sha = info.manifest.manifest_sha256
         if memo is not None and memo[1] == sha and memo[0] == dir_key(memo[2]):
-            return memo[3]
+            state: CheckpointState = memo[3]
+            return state
         return derive(self.state_records(info.checkpoint_id), sha)
 
     def remember_state(self, info: CheckpointInfo, cache: ListingCache, folder: str) -> None:
