@@ -37,11 +37,6 @@ from typing import Any
 
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
-    CheckpointNotFoundError,
-    EngineError,
-    LkgRequirementError,
-    StoreError,
-    VerificationFailedError,
 )
 from airflow_checkpoint_provider.core.store import Store
 
@@ -447,147 +442,45 @@ def build_parser() -> argparse.ArgumentParser:
     from airflow_checkpoint_provider.workflow.cli import add_parser as add_workflow_parser
 
     add_workflow_parser(sub)
-    _add_json_flags(parser)
+    from airflow_checkpoint_provider.cli_output import add_json_flags
+
+    add_json_flags(parser)
     return parser
-
-
-#: commands that only read the store: they never import Airflow (which takes seconds)
-STORE_ONLY = frozenset({"list", "show", "status", "audit", "lkg"})
-
-
-def _logs_to_stderr(verbose: bool, command: str) -> None:
-    """Log lines go to stderr (stdout carries the output, e.g. the one JSON document of ``--json``),
-    secrets masked as in Airflow; below warnings only with ``--verbose``. Store-only commands
-    set up plain logging and leave Airflow unimported."""
-    import logging
-
-    if command in STORE_ONLY and "airflow" not in sys.modules:
-        logging.basicConfig(stream=sys.stderr, level=logging.INFO if verbose else logging.WARNING)
-        return
-    try:
-        from airflow.sdk.log import configure_logging
-    except ImportError:  # pragma: no cover - Airflow is a dependency; keep the CLI usable without it
-        return
-    configure_logging(log_level="INFO" if verbose else "WARNING", output=sys.stderr, colored_console_log=False)
-
-
-def _command_of(argv: list[str]) -> str | None:
-    """The command named in ``argv`` (the first word that is not an option or --root's value)."""
-    skip = False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word == "--root":
-            skip = True
-        elif not word.startswith("-"):
-            return word
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     global _light
+    from airflow_checkpoint_provider import cli_output as out
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    _light = _command_of(argv) in STORE_ONLY
+    _light = out.command_of(argv) in out.STORE_ONLY
     try:
         args = build_parser().parse_args(argv)
     finally:
         _light = False
-    from airflow_checkpoint_provider import settings
-
-    _logs_to_stderr(args.verbose, args.command)
-
-    root = args.root or settings.storage_root()
-    from airflow_checkpoint_provider import cli_progress
+    from airflow_checkpoint_provider import cli_progress, settings
     from airflow_checkpoint_provider.core import progress
 
+    out.logs_to_stderr(args.verbose, args.command)
+    root = args.root or settings.storage_root()
     try:
         store = Store.open(root, create=args.command == "create", lock_timeout=settings.lock_timeout())
         with progress.listening(cli_progress.Bars() if cli_progress.wanted(args) else None):
-            if args.json and _command(args) not in NATIVE_JSON:
-                return _as_json(store, args)
+            if args.json and out.command(args) not in out.NATIVE_JSON:
+                return out.as_json(store, args)
             return args.func(store, args)
     except CheckpointError as exc:
-        return _fail(args, exc, _exit_code(exc))
+        return out.fail(args, exc, out.exit_code(exc))
     except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
         sys.stdout = open(os.devnull, "w")  # so that the interpreter's final flush stays quiet
         return EXIT_OK
     except KeyboardInterrupt:
-        return _fail(args, CheckpointError("interrupted", hint="see the log for what was left"), EXIT_FAILED)
+        return out.fail(args, CheckpointError("interrupted", hint="see the log for what was left"), EXIT_FAILED)
     except Exception as exc:  # a server or library error the engines did not wrap: still one clear line
         if args.verbose:
             raise
         error = CheckpointError(f"{type(exc).__name__}: {exc}", hint="run again with --verbose for the traceback")
-        return _fail(args, error, EXIT_FAILED)
-
-
-#: the commands that write their own JSON document under ``--json``; the others are wrapped by :func:`_as_json`
-NATIVE_JSON = frozenset(
-    {"list", "show", "verify", "lkg", "expire", "rollbacks", "audit", "create", "restore", "status"}
-    | {"workflow list", "workflow show", "workflow history"}
-)
-
-
-def _command(args: argparse.Namespace) -> str:
-    sub = getattr(args, "workflow_command", None)
-    return f"{args.command} {sub}" if sub else args.command
-
-
-def _as_json(store: Store, args: argparse.Namespace) -> int:
-    """Run a command that speaks text, and print what it said as one JSON document:
-    ``{"exit_code", "output": [lines], "messages": [stderr lines]}``, or on failure
-    ``{"error": {"type", "message", "hint"}, "exit_code", "output"}``."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = args.func(store, args)
-    lines, messages = out.getvalue().splitlines(), err.getvalue().splitlines()
-    if code == EXIT_OK:
-        _print_json({"exit_code": code, "output": lines, "messages": messages})
-        return code
-    said = [m.removeprefix("error: ") for m in messages] or lines[-1:] or [f"{_command(args)} failed"]
-    hints = [m.split("HINT:", 1)[1].strip() for m in messages if "HINT:" in m]
-    error = {"type": "CommandFailed", "message": said[0], "hint": hints[0] if hints else None}
-    _print_json({"error": error, "exit_code": code, "output": lines})
-    return code
-
-
-def _add_json_flags(parser: argparse.ArgumentParser) -> None:
-    """``--json`` on every command (each subcommand that lacks it gets it)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in set(action.choices.values()):
-                if sub._subparsers is not None:
-                    _add_json_flags(sub)
-                elif "--json" not in sub._option_string_actions:
-                    sub.add_argument("--json", action="store_true", help="print one JSON document")
-
-
-def _exit_code(exc: CheckpointError) -> int:
-    """The documented exit code of an error (see the module docstring)."""
-    from airflow_checkpoint_provider.core.recovery import RestoreFailedError, RestoreRefusedError
-
-    if isinstance(exc, CheckpointNotFoundError):
-        return EXIT_USAGE
-    if isinstance(exc, (VerificationFailedError, LkgRequirementError)):
-        return EXIT_PROBLEMS
-    if isinstance(exc, StoreError):
-        return EXIT_STORE
-    if isinstance(exc, (RestoreRefusedError, RestoreFailedError, EngineError)):
-        return EXIT_FAILED
-    return EXIT_USAGE
-
-
-def _fail(args: argparse.Namespace, exc: CheckpointError, code: int) -> int:
-    """Report ``exc``: with ``--json`` as the one JSON document on stdout, else on stderr."""
-    if getattr(args, "json", False):
-        _print_json(
-            {"error": {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}, "exit_code": code}
-        )
-    else:
-        print(f"error: {exc}", file=sys.stderr)
-    return code
+        return out.fail(args, error, EXIT_FAILED)
 
 
 if __name__ == "__main__":
