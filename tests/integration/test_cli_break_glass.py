@@ -58,8 +58,9 @@ def cli(env: dict[str, str], *argv: str, stdin: int | None = subprocess.DEVNULL)
     return subprocess.run([CLI, *argv], env=env, capture_output=True, text=True, stdin=stdin, timeout=600)
 
 
-def in_pty(env: dict[str, str], *argv: str, timeout: float = 600) -> tuple[int, str]:
-    """Run the CLI on a pseudo-terminal (stdin, stdout and stderr); returns (exit code, what it drew)."""
+def in_pty(env: dict[str, str], *argv: str, typed: str | None = None, timeout: float = 600) -> tuple[int, str]:
+    """Run the CLI on a pseudo-terminal (stdin, stdout and stderr); returns (exit code, what it drew).
+    ``typed``: the line typed once the CLI asks for the checkpoint id."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: exec at once
         os.execve(CLI, [CLI, *argv], {**env, "COLUMNS": "160"})
@@ -75,6 +76,9 @@ def in_pty(env: dict[str, str], *argv: str, timeout: float = 600) -> tuple[int, 
         if not piece:
             break
         out += piece
+        if typed is not None and b"Type the checkpoint id" in out:
+            os.write(fd, typed.encode() + b"\n")
+            typed = None
     os.close(fd)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
@@ -153,6 +157,18 @@ def test_restore_without_yes_off_a_terminal_is_refused_and_changes_nothing(cli_e
     error = json.loads(proc.stdout)["error"]
     assert "standard input is not a terminal" in error["message"] and "--yes" in error["hint"]
     assert _state(services, indices) == damaged != original
+
+
+def test_a_mistyped_id_at_the_prompt_cancels_the_restore_and_changes_nothing(cli_env, services, created):
+    summary, indices, original = created
+    if _state(services, indices) == original:
+        _damage(services, indices)
+    damaged = _state(services, indices)
+    argv = ("restore", "last-known-good", "--postgres-conn-file", cli_env["CLI_PG_FILE"], "--names", f"postgres={DB}")
+    code, screen = in_pty(cli_env, *argv, typed=summary["checkpoint_id"][:-1])
+    assert code == 2, screen[-3000:]
+    assert f"restore plan for {summary['checkpoint_id']}" in screen and "restore cancelled" in screen
+    assert _state(services, indices) == damaged
 
 
 def test_restore_last_known_good_yes_with_airflow_down_gives_exact_data(cli_env, services, created):
