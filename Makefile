@@ -34,6 +34,7 @@ bench: setup
 	.venv/bin/python bench/verify_throughput.py
 	.venv/bin/python bench/verify_deep.py
 	.venv/bin/python bench/retention_plan.py
+	.venv/bin/python bench/list_checkpoints.py
 
 services-stop:
 	.venv/bin/python scripts/services.py stop --dir .local/services

@@ -2,6 +2,9 @@
 
 Commands::
 
+    airflow-checkpoint create [--type scheduled|pre-migration|pre-deploy] [--tag T] [--components C ...]
+    airflow-checkpoint restore ID|last-known-good [--components C ...] [--dry-run] [--yes]
+    airflow-checkpoint status
     airflow-checkpoint list [--tag T] [--json]
     airflow-checkpoint show ID|last-known-good [--manifest|--json]
     airflow-checkpoint verify ID|last-known-good|--all [--level basic|standard|deep] [--json]
@@ -18,8 +21,10 @@ Commands::
 ``--root`` (or ``AIRFLOW__CHECKPOINT__STORAGE_ROOT``) selects the store.
 
 Exit codes: 0 success; 1 verification found problems (or ``list`` found damaged
-entries); 2 bad usage or unknown checkpoint; 3 the store cannot be used (missing,
-unwritable, full, locked). Text read from the store is printed escaped: a tag or a
+entries, or a restore ended unhealthy); 2 bad usage, unknown checkpoint, or a restore not
+confirmed; 3 the store cannot be used (missing, unwritable, full, locked); 4 a capture or
+restore failed or was refused (the message says what state things are in). With ``--json``
+an error is one JSON document on stdout: ``{"error": {"type", "message", "hint"}, "exit_code"}``. Text read from the store is printed escaped: a tag or a
 reason holding a newline or another control character cannot forge an output line.
 """
 
@@ -27,19 +32,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
-    CheckpointNotFoundError,
-    LkgRequirementError,
-    StoreError,
-    VerificationFailedError,
 )
 from airflow_checkpoint_provider.core.store import Store
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_STORE, EXIT_FAILED = 0, 1, 2, 3, 4
 
 
 def _human_size(n: int) -> str:
@@ -53,6 +55,15 @@ def _human_size(n: int) -> str:
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def emit(args: argparse.Namespace, document: Any, lines: list[str]) -> None:
+    """Print ``document`` as the one JSON document of ``--json``, else ``lines`` (escaped)."""
+    if getattr(args, "json", False):
+        _print_json(document)
+        return
+    for line in lines:
+        print(_safe(line))
 
 
 def _safe(value: Any) -> str:
@@ -125,7 +136,7 @@ def cmd_lkg(store: Store, args: argparse.Namespace) -> int:
             requires=settings.lkg_requires(),
             by={"cli": "lkg set"},
         )
-        print(f"last-known-good: {pointer.checkpoint_id} (was {pointer.previous or 'unset'})")
+        emit(args, pointer.to_dict(), [f"last-known-good: {pointer.checkpoint_id} (was {pointer.previous or 'unset'})"])
         return EXIT_OK
     if args.action == "history":
         history = store.lkg_history()
@@ -317,9 +328,21 @@ def cmd_rollbacks(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: True while the parser of a store-only command is built: the engine options are left out, so that
+#: no engine (nor its client libraries) is imported for ``list`` and the like
+_light = False
+
+
+def engine_arguments() -> bool:
+    """Whether the parser being built takes the engines' options (see :data:`_light`)."""
+    return not _light
+
+
 def _conn_arguments(p: argparse.ArgumentParser, when: str = "default: the [checkpoint] option") -> None:
     from airflow_checkpoint_provider.core.engines import registry
 
+    if _light:
+        return
     for engine in registry.engines().values():
         p.add_argument(
             f"--{engine.conn_param.replace('_', '-')}",
@@ -331,6 +354,8 @@ def _conn_arguments(p: argparse.ArgumentParser, when: str = "default: the [check
 def _component_arguments(p: argparse.ArgumentParser, *, conns: bool = True) -> None:
     from airflow_checkpoint_provider.core.engines import registry
 
+    if _light:
+        return
     p.add_argument("--component", action="append", choices=list(registry.names()))
     if conns:
         _conn_arguments(p)
@@ -343,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--root", help="store root (default: [checkpoint] storage_root)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress lines (on stderr)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list complete checkpoints, newest first")
@@ -358,8 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="state, history and manifest as one JSON object")
     p.set_defaults(func=cmd_show)
 
-    from airflow_checkpoint_provider import cli_lifecycle
+    from airflow_checkpoint_provider import cli_create, cli_lifecycle, cli_restore, cli_status
 
+    cli_create.add_parser(sub)
+    cli_restore.add_parser(sub)
+    cli_status.add_parser(sub)
     cli_lifecycle.add_verify_parser(sub)
 
     p = sub.add_parser("lkg", help="show or move the last-known-good pointer")
@@ -416,30 +446,58 @@ def build_parser() -> argparse.ArgumentParser:
     from airflow_checkpoint_provider.workflow.cli import add_parser as add_workflow_parser
 
     add_workflow_parser(sub)
+    from airflow_checkpoint_provider.cli_output import add_json_flags
+
+    add_json_flags(parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _store_kwargs(root: str) -> dict[str, Any]:
+    """S3 options and the cipher, only when the store needs them (they import boto3, Airflow)."""
     from airflow_checkpoint_provider import settings
+
+    if not (root.startswith("s3://") or settings.encryption_key_file()):
+        return {}
     from airflow_checkpoint_provider.hooks.storage import store_kwargs
 
+    return store_kwargs(root)
+
+
+def main(argv: list[str] | None = None) -> int:
+    global _light
+    from airflow_checkpoint_provider import cli_output as out
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _light = out.command_of(argv) in out.STORE_ONLY
+    try:
+        args = build_parser().parse_args(argv)
+    finally:
+        _light = False
+    from airflow_checkpoint_provider import cli_progress, settings
+    from airflow_checkpoint_provider.core import progress
+
+    out.logs_to_stderr(args.verbose, args.command)
     root = args.root or settings.storage_root()
     try:
-        store = Store.open(root, lock_timeout=settings.lock_timeout(), **store_kwargs(root))
-        return args.func(store, args)
-    except CheckpointNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (VerificationFailedError, LkgRequirementError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_PROBLEMS
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_STORE
+        store = Store.open(
+            root, create=args.command == "create", lock_timeout=settings.lock_timeout(), **_store_kwargs(root)
+        )
+        with progress.listening(cli_progress.Bars() if cli_progress.wanted(args) else None):
+            if args.json and out.command(args) not in out.NATIVE_JSON:
+                return out.as_json(store, args)
+            return args.func(store, args)
     except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return out.fail(args, exc, out.exit_code(exc))
+    except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
+        sys.stdout = open(os.devnull, "w")  # so that the interpreter's final flush stays quiet
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return out.fail(args, CheckpointError("interrupted", hint="see the log for what was left"), EXIT_FAILED)
+    except Exception as exc:  # a server or library error the engines did not wrap: still one clear line
+        if args.verbose:
+            raise
+        error = CheckpointError(f"{type(exc).__name__}: {exc}", hint="run again with --verbose for the traceback")
+        return out.fail(args, error, EXIT_FAILED)
 
 
 if __name__ == "__main__":

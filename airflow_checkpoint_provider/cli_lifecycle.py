@@ -54,7 +54,7 @@ def cmd_verify(store: Store, args: argparse.Namespace) -> int:
     if args.deep:
         args.level = "deep"
     if args.all:
-        infos, damaged = store.scan()
+        infos, damaged = store.scan(cached=False)
         ids = [i.checkpoint_id for i in infos]
     elif args.checkpoint_id:
         ids, damaged = [args.checkpoint_id], []

@@ -8,6 +8,7 @@ variables, so the break-glass CLI works when Airflow is broken or absent.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from airflow_checkpoint_provider.get_provider_info import CONFIG
@@ -20,10 +21,33 @@ def _airflow_home() -> str:
     return os.environ.get("AIRFLOW_HOME") or str(Path("~/airflow").expanduser())
 
 
+def _cfg_file_value(key: str) -> tuple[bool, str | None]:
+    """``(True, value)`` when airflow.cfg settles ``[checkpoint] key`` without Airflow (value None:
+    not set there), ``(False, None)`` when only Airflow can (``key_cmd``/``key_secret``, or an
+    unreadable file). Lets the CLI's store-only commands skip importing Airflow (seconds)."""
+    import configparser
+
+    path = os.environ.get("AIRFLOW_CONFIG") or os.path.join(_airflow_home(), "airflow.cfg")
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (OSError, configparser.Error):
+        return False, None
+    if not parser.has_section(SECTION):
+        return True, None
+    if parser.has_option(SECTION, f"{key}_cmd") or parser.has_option(SECTION, f"{key}_secret"):
+        return False, None
+    return True, parser.get(SECTION, key, fallback=None)
+
+
 def _get(key: str) -> str:
     env = os.environ.get(f"AIRFLOW__{SECTION.upper()}__{key.upper()}")
     if env is not None:
         return env
+    if "airflow.configuration" not in sys.modules:  # not loaded yet: read airflow.cfg if that settles it
+        settled, value = _cfg_file_value(key)
+        if settled:
+            return value if value is not None else _OPTIONS[key]["default"]
     try:
         from airflow.configuration import conf
     except Exception:

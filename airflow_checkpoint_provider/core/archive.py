@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from airflow_checkpoint_provider.core import progress
 from airflow_checkpoint_provider.core.errors import (
     FormatError,
     IntegrityError,
@@ -137,7 +138,10 @@ class ArchiveWriter:
         hash to something other than ``expect_sha256``; the caller then abandons the archive.
         """
         self._header(name, size)
-        copied, digest = copy_exact(src, self, size)
+        handle = progress.track("seal", name, size)
+        copied, digest = copy_exact(src, self if handle is None else progress.Tracked(self, handle), size)
+        if handle is not None:
+            handle.close()
         if copied != size:
             raise IntegrityError(
                 f"{name}: source ended after {copied} of {size} bytes",

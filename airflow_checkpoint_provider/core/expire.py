@@ -64,7 +64,7 @@ def in_use(store: Store) -> dict[str, str]:
 
 def candidates(store: Store, *, requires: str) -> list[Candidate]:
     """Every listed checkpoint with its full size and why it is protected (see :mod:`.retention`)."""
-    infos = store.list()
+    infos = store.list(cached=False)
     lkg = store.lkg()
     used = in_use(store)
     states = {i.checkpoint_id: store.state_of(i) for i in infos}

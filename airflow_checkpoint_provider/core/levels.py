@@ -219,7 +219,7 @@ def sweep(
     """Verify what :func:`choose` picks; if the LKG is (or was already) corrupt, fall back."""
     check_level(level)
     report = SweepReport(level=level)
-    infos, damaged = store.scan()
+    infos, damaged = store.scan(cached=False)
     report.damaged_entries = [f"{d.checkpoint_id}: {d.problem}" for d in damaged]
     for info, why in choose(store, infos, level, sample):
         result, record = verify_at(store, info.checkpoint_id, level, targets=targets, by=by)

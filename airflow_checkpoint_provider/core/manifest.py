@@ -358,8 +358,10 @@ class Manifest:
 
     @property
     def manifest_sha256(self) -> str:
-        """The self-checksum: what the LKG pointer binds to."""
-        return str(self.to_dict()["manifest_sha256"])
+        """The self-checksum: what the LKG pointer binds to. (A manifest rebuilt from the listing
+        cache, :mod:`.listing`, carries the one computed when it was read and checked.)"""
+        checked = self.__dict__.get("_checked_sha256")
+        return checked if isinstance(checked, str) else str(self.to_dict()["manifest_sha256"])
 
     def canonical(self) -> bytes:
         """Canonical bytes of the whole manifest; two manifests are the same iff these are."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from airflow_checkpoint_provider.core import progress
 from airflow_checkpoint_provider.core.errors import IntegrityError
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.streams import CHUNK_SIZE
@@ -30,11 +31,14 @@ class CheckedReader:
         self._sha = hashlib.sha256()
         self._n = 0
         self._checked = False
+        self._progress = progress.track("restore", art.name, art.size)
 
     def read(self, n: int = -1) -> bytes:
         data: bytes = self._stream.read(n)
         self._sha.update(data)
         self._n += len(data)
+        if self._progress is not None:
+            self._progress.advance(len(data))
         if not data or (self._n == self._art.size and n != 0):
             self._check()
         return data
@@ -56,6 +60,8 @@ class CheckedReader:
         if self._checked:
             return
         self._checked = True
+        if self._progress is not None:
+            self._progress.close()
         if self._n != self._art.size or self._sha.hexdigest() != self._art.sha256:
             raise IntegrityError(
                 f"artifact {self._art.name}: read {self._n} bytes hashing to {self._sha.hexdigest()}, "

@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 import zstandard
 
+from airflow_checkpoint_provider.core import progress
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
     FormatError,
@@ -108,6 +109,9 @@ class ArtifactSink:
         else:
             self._zstd = None
             self._raw = CountingWriter(stored)
+        self._progress = progress.track("capture", self.name)
+        if self._progress is not None:
+            self._raw = CountingWriter(progress.Tracked(self._raw, self._progress))
         return self
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -126,6 +130,8 @@ class ArtifactSink:
         self.capture_end = format_ts(utcnow())
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._progress is not None:
+            self._progress.close()
         try:
             if exc_type is None:
                 if self._zstd is not None:

@@ -51,6 +51,7 @@ from airflow_checkpoint_provider.core.errors import (
     StoreNotFoundError,
 )
 from airflow_checkpoint_provider.core.fs import TMP_MARK, LocalFS, StoreFS
+from airflow_checkpoint_provider.core.listing import ListingCache, stat_key
 from airflow_checkpoint_provider.core.lkg import LKG_ALIASES as LKG_ALIASES
 from airflow_checkpoint_provider.core.lkg import LKG_FORMAT as LKG_FORMAT
 from airflow_checkpoint_provider.core.lkg import LkgPointer as LkgPointer
@@ -68,6 +69,7 @@ from airflow_checkpoint_provider.core.manifest import (
 from airflow_checkpoint_provider.core.reading import CheckedReader, RawSizeReader
 from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.staging import Staging
+from airflow_checkpoint_provider.core.states import STATE_DIR
 from airflow_checkpoint_provider.core.store_lkg import _LkgMixin
 from airflow_checkpoint_provider.core.store_states import _StatesMixin
 from airflow_checkpoint_provider.core.store_upkeep import _UpkeepMixin
@@ -362,36 +364,62 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
             archive=self._archive_rel(cid),
         )
 
-    def scan(self, *, tag: str | None = None) -> tuple[list[CheckpointInfo], list[DamagedCheckpoint]]:
+    def scan(
+        self, *, tag: str | None = None, cached: bool = True
+    ) -> tuple[list[CheckpointInfo], list[DamagedCheckpoint]]:
         """Complete checkpoints (newest first, only those tagged ``tag`` if given) and the damaged ones.
 
         A damaged entry (unreadable or invalid manifest, a file name that is not an id) is
-        returned with its problem; it never stops the others from being listed.
+        returned with its problem; it never stops the others from being listed. ``cached``: take
+        the manifests of unchanged files from the listing cache of a local store (core/listing.py);
+        whatever decides something (retention, the LKG fallback, verification) passes False.
         """
         out, damaged = [], []
         suffix = ".manifest.json"
+        local = str(self.fs.local_path("")) if cached and isinstance(self.fs, LocalFS) else None
+        cache = ListingCache(local) if local is not None else None
+        folder = os.path.join(local, "checkpoints") if local is not None else ""
         for entry in self.fs.listdir("checkpoints"):
             if not entry.endswith(suffix) or entry.startswith(TMP_MARK):
                 continue
             cid = entry[: -len(suffix)]
-            if not self.fs.exists(self._archive_rel(cid)):
+            info, keys = None, None
+            if cache is not None and local is not None:
+                try:  # stat first: a file changed after this point misses the cache next time
+                    st_m, st_a = os.stat(os.path.join(folder, entry)), os.stat(os.path.join(folder, f"{cid}.tar"))
+                except OSError:
+                    continue  # no archive (yet): not complete
+                keys = [stat_key(entry, st_m), stat_key(f"{cid}.tar", st_a)]
+                man = cache.get(cid, keys)
+                if man is not None:
+                    info = CheckpointInfo(
+                        cid, man.created_at, tuple(man.tags), man.pinned, st_a.st_size, man, self._archive_rel(cid)
+                    )
+            elif not self.fs.exists(self._archive_rel(cid)):
                 continue
-            try:
-                validate_checkpoint_id(cid)
-                info = self._info(cid)
-            except CheckpointError as exc:
-                log.warning("Checkpoint %r is damaged: %s", cid, exc.message)
-                damaged.append(DamagedCheckpoint(cid, f"checkpoints/{entry}", exc.message))
-                continue
+            if info is None:
+                try:
+                    validate_checkpoint_id(cid)
+                    info = self._info(cid)
+                except CheckpointError as exc:
+                    log.warning("Checkpoint %r is damaged: %s", cid, exc.message)
+                    damaged.append(DamagedCheckpoint(cid, f"checkpoints/{entry}", exc.message))
+                    continue
+                if cache is not None and keys is not None:
+                    cache.put(cid, keys, info.manifest, [keys[0][2], keys[1][2]])
+            if cache is not None and local is not None:
+                self.remember_state(info, cache, os.path.join(local, STATE_DIR, cid))
             if tag is None or tag in info.tags:
                 out.append(info)
+        if cache is not None:
+            cache.save()
         out.sort(key=lambda i: (i.created_at, i.checkpoint_id), reverse=True)
         damaged.sort(key=lambda d: d.checkpoint_id, reverse=True)
         return out, damaged
 
-    def list(self, *, tag: str | None = None) -> builtins.list[CheckpointInfo]:
+    def list(self, *, tag: str | None = None, cached: bool = True) -> builtins.list[CheckpointInfo]:
         """Complete checkpoints, newest first; only those carrying ``tag`` if given (see :meth:`scan`)."""
-        return self.scan(tag=tag)[0]
+        return self.scan(tag=tag, cached=cached)[0]
 
     def resolve(self, checkpoint_id: str) -> str:
         """Map ``last-known-good`` to the LKG's id, checking its binding; check that other ids are well-formed."""
@@ -534,7 +562,7 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
 
     def verify_all(self, *, deep: bool = False) -> builtins.list[VerifyResult]:
         """Verify every checkpoint, newest first; a damaged entry gets a failed result, not an exception."""
-        infos, damaged = self.scan()
+        infos, damaged = self.scan(cached=False)
         results = [self.verify(i.checkpoint_id, deep=deep) for i in infos]
         for entry in damaged:
             try:

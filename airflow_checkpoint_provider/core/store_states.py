@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_checkpoint_provider.core.errors import FormatError
 from airflow_checkpoint_provider.core.fs import TMP_MARK
+from airflow_checkpoint_provider.core.listing import dir_key
 from airflow_checkpoint_provider.core.manifest import format_ts, utcnow
 from airflow_checkpoint_provider.core.states import STATE_DIR, CheckpointState, StateRecord, derive
 
 if TYPE_CHECKING:
     from airflow_checkpoint_provider.core.fs import StoreFS
+    from airflow_checkpoint_provider.core.listing import ListingCache
     from airflow_checkpoint_provider.core.store import CheckpointInfo
 
 log = logging.getLogger("airflow_checkpoint_provider.core.store")
@@ -78,8 +80,22 @@ class _StatesMixin:
         return out
 
     def state_of(self, info: CheckpointInfo) -> CheckpointState:
-        """The state of a listed checkpoint, from its records for its current manifest."""
-        return derive(self.state_records(info.checkpoint_id), info.manifest.manifest_sha256)
+        """The state of a listed checkpoint, from its records for its current manifest (or, after a
+        cached listing, as that listing found them if its records folder is unchanged)."""
+        memo = self.__dict__.get("_listed_states", {}).get(info.checkpoint_id)
+        sha = info.manifest.manifest_sha256
+        if memo is not None and memo[1] == sha and memo[0] == dir_key(memo[2]):
+            state: CheckpointState = memo[3]
+            return state
+        return derive(self.state_records(info.checkpoint_id), sha)
+
+    def remember_state(self, info: CheckpointInfo, cache: ListingCache, folder: str) -> None:
+        """During a cached listing: the state of ``info`` from the listing cache (or its records),
+        kept for :meth:`state_of` while the records folder stays unchanged."""
+        key, sha = dir_key(folder), info.manifest.manifest_sha256
+        state = cache.state(info.checkpoint_id, sha, key, lambda: derive(self.state_records(info.checkpoint_id), sha))
+        if key is not None:
+            self.__dict__.setdefault("_listed_states", {})[info.checkpoint_id] = (key, sha, folder, state)
 
     def drop_states(self, checkpoint_id: str) -> None:
         """Remove a checkpoint's records (only when the checkpoint itself is deleted)."""

@@ -163,6 +163,17 @@ class CaptureOperator(BaseOperator):
         """This engine's restore options in the restore DAGs, templated on :meth:`restore_params`."""
         return {}
 
+    @classmethod
+    def default_capture_options(cls) -> dict[str, Any]:
+        """This operator's keywords from the ``[checkpoint]`` options, as the ready-made DAGs pass them
+        (for ``airflow-checkpoint create``, which has no trigger form)."""
+        return {}
+
+    @classmethod
+    def default_restore_options(cls) -> dict[str, Any]:
+        """This engine's restore options from the ``[checkpoint]`` options (for ``airflow-checkpoint restore``)."""
+        return {}
+
     def capture(self, staging: Staging, target: Any) -> list[Artifact]:
         raise NotImplementedError
 

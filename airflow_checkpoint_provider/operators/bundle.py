@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core import drift
-from airflow_checkpoint_provider.core.errors import CheckpointError, LkgRequirementError, VerificationFailedError
-from airflow_checkpoint_provider.core.manifest import config_hash
+from airflow_checkpoint_provider.core.create import seal_and_verify
+from airflow_checkpoint_provider.core.errors import CheckpointError
 from airflow_checkpoint_provider.core.values import as_dict
-from airflow_checkpoint_provider.core.workflow.codec import config_digest
 from airflow_checkpoint_provider.operators.base import (
     artifacts_from_xcom,
     open_store,
@@ -44,6 +42,7 @@ class BundleOperator(BaseOperator):
     2. seal exactly those artifacts (each must still be staged with the reported sha256);
     3. verify the sealed archive (every size and checksum);
     4. with ``mark_lkg``, move the last-known-good pointer (only after step 3 passed);
+    steps 2 to 4 are :func:`core.create.seal_and_verify`;
     5. emit the ``checkpoint`` asset event (and one per tag) with the checkpoint id.
 
     :param capture_task_ids: tasks whose XComs hold the artifacts; default: every upstream task.
@@ -101,60 +100,26 @@ class BundleOperator(BaseOperator):
             config[drift.DEPLOYMENT] = drift.deployment_config(
                 wanted["config_files"], wanted["env"], wanted["packages"]
             )
-        # 2. seal
+        # 2-4. seal, verify, maybe mark LKG (core/create.py, shared with `airflow-checkpoint create`)
         store = open_store(self.storage_root)
         staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
         tags = sorted(set(split_list(self.tags)))
-        manifest = store.seal(
+        by = {k: v for k, v in provenance(context, self.task_id).items() if k in ("dag_id", "run_id", "task_id")}
+        sealed = seal_and_verify(
+            store,
             staging,
             expected=expected,
+            config=config,
             tags=tags,
             pinned=_truthy(self.pinned),
-            config_hash=config_hash(config),
-            config_keys=config_digest(config),
             provenance=provenance(context, self.task_id),
+            by=by,
+            mark_lkg=_truthy(self.mark_lkg),
+            requires=settings.lkg_requires(),
+            reason=f"verified by {context['dag'].dag_id} run {context['run_id']}",
+            target_keys=[c["target_key"] for c in captures if c.get("target_key")],
         )
-        cid = manifest.checkpoint_id
-        consistency = manifest.consistency()
-        self.log.info(
-            "Checkpoint %s holds %d artifacts of %d compressed bytes; capture window %s .. %s, skew "
-            "between stores %d ms",
-            cid,
-            len(manifest.artifacts),
-            manifest.total_size,
-            consistency["window_start"],
-            consistency["window_end"],
-            consistency["skew_ms"],
-        )
-        # 3. verify, and record it beside the archive (the checkpoint is now verified:standard)
-        started = time.monotonic()
-        result = store.verify(cid)
-        by = {k: v for k, v in provenance(context, self.task_id).items() if k in ("dag_id", "run_id", "task_id")}
-        store.record_verify(store.get(cid), result, int((time.monotonic() - started) * 1000), by=by)
-        if not result.ok:
-            raise VerificationFailedError(result)
-        self.log.info("Verified %s: %d artifacts", cid, len(result.verified))
-        # 4. LKG, unless a restore of a captured server overlapped the capture window
-        lkg, refused = False, None
-        if _truthy(self.mark_lkg):
-            refused = _restored_meanwhile(store, captures, consistency)
-            if refused:
-                self.log.warning("Not marking %s last-known-good: %s", cid, refused)
-            else:
-                try:
-                    store.mark_lkg(
-                        cid,
-                        result=result,
-                        requires=settings.lkg_requires(),
-                        by=by,
-                        reason=f"verified by {context['dag'].dag_id} run {context['run_id']}",
-                    )
-                except LkgRequirementError as exc:
-                    refused = exc.message
-                    self.log.warning("Not marking %s last-known-good: %s", cid, refused)
-                else:
-                    lkg = True
-                    self.log.info("Last-known-good is now %s", cid)
+        manifest, cid, lkg = sealed.manifest, sealed.manifest.checkpoint_id, sealed.lkg
         # 5. asset events
         extra: dict[str, Any] = {"checkpoint_id": cid, "tags": tags, "lkg": lkg}
         outlet_events = context.get("outlet_events")
@@ -167,29 +132,11 @@ class BundleOperator(BaseOperator):
             "tags": tags,
             "pinned": manifest.pinned,
             "lkg": lkg,
-            "lkg_refused": refused,
+            "lkg_refused": sealed.lkg_refused,
             "size": store.get(cid).size,
             "artifacts": [a.name for a in manifest.artifacts],
-            "consistency": consistency,
+            "consistency": manifest.consistency(),
         }
-
-
-def _restored_meanwhile(store: Any, captures: list[dict[str, Any]], consistency: dict[str, Any]) -> str | None:
-    """Why this checkpoint must not become LKG: a restore held a captured server during the capture."""
-    from airflow_checkpoint_provider.core.lease import held_during
-
-    keys = [c["target_key"] for c in captures if c.get("target_key")]
-    start, end = consistency.get("window_start"), consistency.get("window_end")
-    if not keys or not start or not end:
-        return None
-    held = held_during(store.fs, keys, start, end)
-    if not held:
-        return None
-    rec = held[0]
-    return (
-        f"restore {rec.holder} held {rec.key} from {rec.acquired_at} to {rec.released_at or 'now'}, during the "
-        f"capture window {start} .. {end}; the checkpoint is kept but may hold a half-restored state"
-    )
 
 
 class DiscardStagingOperator(BaseOperator):

@@ -152,37 +152,14 @@ class RestoreOperator(BaseOperator):
             "targets": {name: self._conn_id(name) for name in components},
         }
         try:
-            report = recovery.restore(store, request, self.build)
+            report = restore_audited(store, request, self.build, audit)
         except recovery.RestoreRefusedError as exc:
-            store.write_audit(
-                {**audit, "status": "refused", "error": exc.message, "plan": exc.plan.to_dict() if exc.plan else None}
-            )
             if exc.plan is not None:
                 self.log.info("%s", exc.plan.describe(problems=False))
             # the PROBLEM and HINT lines end the message: they are the last lines of the task log
             raise AirflowFailException(str(exc)) from None
-        except Exception as exc:
-            store.write_audit({**audit, "status": "failed", "error": str(exc)})
-            raise
         result = report.to_dict()
         result["expectations"] = None if report.dry_run else self.expectations(report, components)
-        touched = sorted(
-            {i.component for i in report.plan.items} | {o.component for o in report.outcomes},
-            key=list(components).index,
-        )  # what the checkpoint held of those asked for
-        store.write_audit(
-            {
-                **audit,
-                "status": "planned" if report.dry_run else "restored",
-                "components": touched,
-                "requested_components": list(components),
-                "checkpoint_id": report.checkpoint_id,
-                "safety_checkpoint_id": report.safety_checkpoint_id,
-                "outcomes": result["outcomes"],
-                "health": result["health"],
-                "plan": result["plan"],
-            }
-        )
         for line in report.plan.drift:
             if report.plan.drift_accepted:
                 self.log.info("drift (accepted): %s", line)
@@ -199,3 +176,42 @@ class RestoreOperator(BaseOperator):
         context["ti"].xcom_push(key="checkpoint_id", value=report.checkpoint_id)
         context["ti"].xcom_push(key="expectations", value=result["expectations"] or {})  # None would read as missing
         return result
+
+
+def restore_audited(
+    store: Store, request: recovery.RestoreRequest, build: recovery.Builder, audit: dict[str, Any]
+) -> recovery.RestoreReport:
+    """Run :func:`core.recovery.restore` and write its audit record, whatever the outcome.
+
+    ``audit`` holds who asked (dag/run/task or the command line), the requested checkpoint,
+    components and targets; refusals and failures are recorded with their error, then re-raised.
+    """
+    try:
+        report = recovery.restore(store, request, build)
+    except recovery.RestoreRefusedError as exc:
+        store.write_audit(
+            {**audit, "status": "refused", "error": exc.message, "plan": exc.plan.to_dict() if exc.plan else None}
+        )
+        raise
+    except Exception as exc:
+        store.write_audit({**audit, "status": "failed", "error": str(exc)})
+        raise
+    result = report.to_dict()
+    components = list(request.components)
+    touched = sorted(
+        {i.component for i in report.plan.items} | {o.component for o in report.outcomes}, key=components.index
+    )  # what the checkpoint held of those asked for
+    store.write_audit(
+        {
+            **audit,
+            "status": "planned" if report.dry_run else "restored",
+            "components": touched,
+            "requested_components": components,
+            "checkpoint_id": report.checkpoint_id,
+            "safety_checkpoint_id": report.safety_checkpoint_id,
+            "outcomes": result["outcomes"],
+            "health": result["health"],
+            "plan": result["plan"],
+        }
+    )
+    return report

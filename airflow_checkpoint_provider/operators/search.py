@@ -128,6 +128,21 @@ class EsSnapshotOperator(CaptureOperator):
         }
 
     @classmethod
+    def default_capture_options(cls) -> dict[str, Any]:
+        from airflow_checkpoint_provider import settings
+
+        return {
+            "repository": settings.search_repository(),
+            "repository_settings": settings.search_repository_settings(),
+        }
+
+    @classmethod
+    def default_restore_options(cls) -> dict[str, Any]:
+        from airflow_checkpoint_provider import settings
+
+        return {"repository_settings": settings.search_repository_settings()}
+
+    @classmethod
     def restore_params(cls, *, chosen: bool) -> dict[str, Any]:
         from airflow_checkpoint_provider import settings
         from airflow_checkpoint_provider.dags.params import optional_text

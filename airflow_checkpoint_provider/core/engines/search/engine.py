@@ -82,7 +82,7 @@ def recover(target: SearchTarget, entry: ComponentEntry, store: Any = None) -> l
 
 
 def rollbacks(target: SearchTarget, store: Any = None) -> list[RollbackCopy]:
-    ids = [i.checkpoint_id for i in store.list()] if store is not None else []
+    ids = [i.checkpoint_id for i in store.list(cached=False)] if store is not None else []
     return [
         RollbackCopy(
             NAME,
@@ -106,7 +106,7 @@ def referenced_snapshots(store: Any) -> set[str]:
     """The snapshots that sealed checkpoints of ``store`` reference."""
     return {
         str(a.meta["snapshot"])
-        for info in store.list()
+        for info in store.list(cached=False)
         for a in info.manifest.artifacts
         if a.store == NAME and a.meta.get("snapshot")
     }
