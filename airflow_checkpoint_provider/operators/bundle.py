@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider import metrics, settings
 from airflow_checkpoint_provider.core.errors import CheckpointError, LkgRequirementError, VerificationFailedError
 from airflow_checkpoint_provider.core.manifest import config_hash
 from airflow_checkpoint_provider.operators.base import (
@@ -111,12 +111,14 @@ class BundleOperator(BaseOperator):
             consistency["window_end"],
             consistency["skew_ms"],
         )
+        metrics.sealed(store.get(cid).size, consistency["skew_ms"])
         # 3. verify, and record it beside the archive (the checkpoint is now verified:standard)
         started = time.monotonic()
         result = store.verify(cid)
         by = {k: v for k, v in provenance(context, self.task_id).items() if k in ("dag_id", "run_id", "task_id")}
         store.record_verify(store.get(cid), result, int((time.monotonic() - started) * 1000), by=by)
         if not result.ok:
+            metrics.verify_failures(1)
             raise VerificationFailedError(result)
         self.log.info("Verified %s: %d artifacts", cid, len(result.verified))
         # 4. LKG, unless a restore of a captured server overlapped the capture window
@@ -140,6 +142,7 @@ class BundleOperator(BaseOperator):
                 else:
                     lkg = True
                     self.log.info("Last-known-good is now %s", cid)
+        metrics.lkg_age(store)
         # 5. asset events
         extra: dict[str, Any] = {"checkpoint_id": cid, "tags": tags, "lkg": lkg}
         outlet_events = context.get("outlet_events")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_checkpoint_provider import engines, settings
+from airflow_checkpoint_provider import engines, metrics, settings
 from airflow_checkpoint_provider.operators.base import open_store
 
 if TYPE_CHECKING:
@@ -78,6 +78,7 @@ class VerifyCheckpointsOperator(BaseOperator):
         for note in report.unchecked:
             self.log.warning("Not checked: %s", note)
         summary = report.to_dict()
+        metrics.verify_failures(len(report.corrupt) + len(report.damaged_entries))
         context["ti"].xcom_push(key="report", value=summary)
         if report.failed:
             lines = [f"corrupt: {cid}" for cid in report.corrupt] + [f"damaged: {d}" for d in report.damaged_entries]

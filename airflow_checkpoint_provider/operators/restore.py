@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_checkpoint_provider import engines, settings
+from airflow_checkpoint_provider import engines, metrics, settings
 from airflow_checkpoint_provider.core import recovery
 from airflow_checkpoint_provider.core.manifest import Manifest
 from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy
@@ -158,6 +159,7 @@ class RestoreOperator(BaseOperator):
             "task_id": self.task_id,
             "targets": {name: self._conn_id(name) for name in components},
         }
+        started = time.monotonic()
         try:
             report = recovery.restore(store, request, self.build)
         except recovery.RestoreRefusedError as exc:
@@ -171,6 +173,8 @@ class RestoreOperator(BaseOperator):
         except Exception as exc:
             store.write_audit({**audit, "status": "failed", "error": str(exc)})
             raise
+        if not report.dry_run:
+            metrics.restore_duration(time.monotonic() - started)
         result = report.to_dict()
         result["expectations"] = None if report.dry_run else self.expectations(report, components)
         touched = sorted(
