@@ -179,3 +179,23 @@ def drill_schedule() -> str:
 
 def drill_pre_migration() -> bool:
     return _get("drill_pre_migration").strip().lower() in ("1", "true", "yes", "on")
+
+
+def notify_on_failure() -> str | None:
+    return _get("notify_on_failure").strip() or None
+
+
+def notify_email() -> list[str]:
+    return [a.strip() for a in _get("notify_email").split(",") if a.strip()]
+
+
+def notify_from() -> str | None:
+    return _get("notify_from").strip() or None
+
+
+def notify_smtp_conn_id() -> str:
+    return _get("notify_smtp_conn_id")
+
+
+def lkg_max_age() -> str | None:
+    return _get("lkg_max_age").strip() or None

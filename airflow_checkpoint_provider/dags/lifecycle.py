@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ from airflow.sdk import DAG, Param
 
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core.states import LEVELS
+from airflow_checkpoint_provider.dags.alerts import Notifier, alert_args
 
 VERIFY_DOC = """Integrity monitoring: verify every checkpoint not yet verified at the level, plus a rolling sample.
 
@@ -17,12 +19,19 @@ Levels: ``basic`` (sizes, the manifests' checksums), ``standard`` (the sha256 of
 its CRC64, the search snapshot in its repository). Each outcome is recorded beside the archive.
 A damaged checkpoint is marked ``corrupt`` and is never restored as the LKG; if it was the LKG,
 the LKG falls back to the newest good checkpoint and this run fails, so that alerting fires.
+The ``lkg_age`` task fails when the LKG is older than ``[checkpoint] lkg_max_age``.
 """
 
 
-def checkpoint_verify(dag_id: str = "checkpoint_verify", *, schedule: Any = None) -> DAG:
-    """Verify the store's checkpoints on a schedule (``[checkpoint] verify_schedule``, daily)."""
-    from airflow_checkpoint_provider.operators.lifecycle import VerifyCheckpointsOperator
+def checkpoint_verify(
+    dag_id: str = "checkpoint_verify", *, schedule: Any = None, notifiers: Sequence[Notifier] | None = None
+) -> DAG:
+    """Verify the store's checkpoints on a schedule (``[checkpoint] verify_schedule``, daily), then check the
+    LKG's age.
+
+    :param notifiers: called when a task fails, besides those of ``[checkpoint] notify_*``.
+    """
+    from airflow_checkpoint_provider.operators.lifecycle import CheckLkgAgeOperator, VerifyCheckpointsOperator
 
     params = {
         "level": Param(
@@ -53,8 +62,14 @@ def checkpoint_verify(dag_id: str = "checkpoint_verify", *, schedule: Any = None
         dagrun_timeout=timedelta(hours=12),
         tags=["checkpoint", "lifecycle"],
         doc_md=VERIFY_DOC,
+        default_args=alert_args(notifiers),
     ) as dag:
-        VerifyCheckpointsOperator(task_id="verify", level="{{ params.level }}", sample="{{ params.sample }}")
+        verify = VerifyCheckpointsOperator(
+            task_id="verify",
+            level="{{ params.level or '' }}",
+            sample="{{ params.sample }}",
+        )
+        verify >> CheckLkgAgeOperator(task_id="lkg_age", trigger_rule="all_done")
     return dag
 
 
@@ -69,8 +84,13 @@ crash or a search cluster that is down leaves a tombstone the next run finishes.
 """
 
 
-def checkpoint_retention(dag_id: str = "checkpoint_retention", *, schedule: Any = None) -> DAG:
-    """Expire checkpoints by the retention policy (``[checkpoint] retention_schedule``, 02:00 UTC)."""
+def checkpoint_retention(
+    dag_id: str = "checkpoint_retention", *, schedule: Any = None, notifiers: Sequence[Notifier] | None = None
+) -> DAG:
+    """Expire checkpoints by the retention policy (``[checkpoint] retention_schedule``, 02:00 UTC).
+
+    :param notifiers: as for :func:`checkpoint_verify`.
+    """
     from airflow_checkpoint_provider.operators.lifecycle import ExpireCheckpointsOperator
 
     params = {
@@ -93,6 +113,7 @@ def checkpoint_retention(dag_id: str = "checkpoint_retention", *, schedule: Any 
         params=params,
         tags=["checkpoint", "lifecycle"],
         doc_md=RETENTION_DOC,
+        default_args=alert_args(notifiers),
     ) as dag:
         ExpireCheckpointsOperator(
             task_id="expire", policy="{{ params.policy or '' }}", plan_only="{{ params.dry_run }}"
@@ -111,9 +132,14 @@ runs after each pre-migration checkpoint, and drills that one.
 """
 
 
-def checkpoint_restore_drill(dag_id: str = "checkpoint_restore_drill", *, schedule: Any = None) -> DAG:
+def checkpoint_restore_drill(
+    dag_id: str = "checkpoint_restore_drill", *, schedule: Any = None, notifiers: Sequence[Notifier] | None = None
+) -> DAG:
     """Drill a checkpoint on a schedule (``[checkpoint] drill_schedule``, weekly), and after each pre-migration
-    checkpoint when ``[checkpoint] drill_pre_migration`` is on."""
+    checkpoint when ``[checkpoint] drill_pre_migration`` is on.
+
+    :param notifiers: as for :func:`checkpoint_verify`.
+    """
     from airflow_checkpoint_provider.dags.params import components_param, connection_params
     from airflow_checkpoint_provider.operators.bundle import tag_asset
     from airflow_checkpoint_provider.operators.drill import NEWEST, DrillCheckpointOperator
@@ -151,6 +177,7 @@ def checkpoint_restore_drill(dag_id: str = "checkpoint_restore_drill", *, schedu
         dagrun_timeout=timedelta(hours=12),
         tags=["checkpoint", "lifecycle"],
         doc_md=DRILL_DOC,
+        default_args=alert_args(notifiers),
     ) as dag:
         from airflow_checkpoint_provider import engines
 

@@ -89,6 +89,63 @@ class VerifyCheckpointsOperator(BaseOperator):
         return summary
 
 
+def _age_text(seconds: float) -> str:
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s"
+
+
+class CheckLkgAgeOperator(BaseOperator):
+    """Send the age of the last-known-good checkpoint (``checkpoint.lkg.age_seconds``); fail when it is too old.
+
+    The age counts from the checkpoint's creation. With a limit, a missing LKG fails too: either
+    way no recent checkpoint can be restored as the LKG, and the failure alert names it.
+
+    :param max_age: a duration (``2d``, ``36h``, seconds); default ``[checkpoint] lkg_max_age``; empty: no limit.
+    """
+
+    template_fields = ("max_age", "storage_root")
+
+    def __init__(self, *, max_age: str | None = None, storage_root: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_age = max_age
+        self.storage_root = storage_root
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        from airflow_checkpoint_provider.core.errors import CheckpointError
+        from airflow_checkpoint_provider.core.retention import parse_duration
+
+        text = self.max_age or settings.lkg_max_age()
+        try:
+            limit = parse_duration(text, "lkg_max_age") if text else None
+        except CheckpointError:
+            raise AirflowFailException(
+                f"[checkpoint] lkg_max_age is {text!r}, which is not a duration. "
+                "HINT: use seconds or units s, m, h, d, w: '2d', '36h'; leave it empty for no limit"
+            ) from None
+        found = metrics.lkg_age(open_store(self.storage_root))
+        if found is None:
+            if limit is not None:
+                raise AirflowFailException(
+                    f"there is no last-known-good checkpoint, and [checkpoint] lkg_max_age is {text}. "
+                    "HINT: run checkpoint_scheduled and look at why its runs do not mark an LKG"
+                )
+            self.log.info("No last-known-good checkpoint yet")
+            return None
+        cid, age = found
+        self.log.info("The last-known-good checkpoint %s is %s old", cid, _age_text(age))
+        if limit is not None and age > limit:
+            raise AirflowFailException(
+                f"the last-known-good checkpoint {cid} is {_age_text(age)} old, older than [checkpoint] "
+                f"lkg_max_age {text}: no newer checkpoint became last-known-good. HINT: look at the recent runs "
+                "of checkpoint_scheduled (failed captures, or LKG refused) and take a checkpoint"
+            )
+        return {"checkpoint_id": cid, "age_seconds": int(age), "max_age_seconds": limit}
+
+
 class ExpireCheckpointsOperator(BaseOperator):
     """Apply the retention policy: finish earlier deletions, then delete what no rule keeps.
 
