@@ -19,7 +19,8 @@ Levels: ``basic`` (sizes, the manifests' checksums), ``standard`` (the sha256 of
 its CRC64, the search snapshot in its repository). Each outcome is recorded beside the archive.
 A damaged checkpoint is marked ``corrupt`` and is never restored as the LKG; if it was the LKG,
 the LKG falls back to the newest good checkpoint and this run fails, so that alerting fires.
-The ``lkg_age`` task fails when the LKG is older than ``[checkpoint] lkg_max_age``.
+With a *Checkpoint* it verifies just that one (the page's **Verify now**). The ``lkg_age``
+task fails when the LKG is older than ``[checkpoint] lkg_max_age``.
 """
 
 
@@ -34,13 +35,20 @@ def checkpoint_verify(
     from airflow_checkpoint_provider.operators.lifecycle import CheckLkgAgeOperator, VerifyCheckpointsOperator
 
     params = {
+        "checkpoint_id": Param(
+            None,
+            type=["null", "string"],
+            title="Checkpoint",
+            description="Verify just this checkpoint (an id or last-known-good) at the level; empty: every "
+            "checkpoint not yet verified at the level, plus the rolling sample.",
+        ),
         "level": Param(
             settings.verify_level(),
-            type="string",
-            enum=list(LEVELS),
+            type=["null", "string"],
+            enum=[*LEVELS, None],
             title="Verification level",
             description="basic: sizes and manifests; standard: sha256 of every artifact; deep: also "
-            "decompress and parse every artifact and check the search snapshot.",
+            "decompress and parse every artifact and check the search snapshot. Empty: [checkpoint] verify_level.",
         ),
         "sample": Param(
             settings.verify_sample(),
@@ -64,12 +72,14 @@ def checkpoint_verify(
         doc_md=VERIFY_DOC,
         default_args=alert_args(notifiers),
     ) as dag:
-        verify = VerifyCheckpointsOperator(
+        # two leaves, side by side: either failing fails the run (a downstream all_done task would hide it)
+        VerifyCheckpointsOperator(
             task_id="verify",
             level="{{ params.level or '' }}",
             sample="{{ params.sample }}",
+            checkpoint_id="{{ params.checkpoint_id or '' }}",
         )
-        verify >> CheckLkgAgeOperator(task_id="lkg_age", trigger_rule="all_done")
+        CheckLkgAgeOperator(task_id="lkg_age")
     return dag
 
 

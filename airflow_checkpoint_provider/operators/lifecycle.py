@@ -8,6 +8,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_checkpoint_provider import engines, metrics, settings
+from airflow_checkpoint_provider.core.errors import CheckpointError
 from airflow_checkpoint_provider.operators.base import open_store
 
 if TYPE_CHECKING:
@@ -41,21 +42,24 @@ class VerifyCheckpointsOperator(BaseOperator):
 
     :param level: ``basic``, ``standard`` or ``deep``; default ``[checkpoint] verify_level``.
     :param sample: already verified checkpoints verified again; default ``[checkpoint] verify_sample``.
+    :param checkpoint_id: verify just this checkpoint (an id or ``last-known-good``) instead; no sample.
     """
 
-    template_fields = ("level", "sample", "storage_root")
+    template_fields = ("level", "sample", "checkpoint_id", "storage_root")
 
     def __init__(
         self,
         *,
         level: str | None = None,
         sample: int | str | None = None,
+        checkpoint_id: str | None = None,
         storage_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.level = level
         self.sample = sample
+        self.checkpoint_id = checkpoint_id
         self.storage_root = storage_root
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -65,13 +69,27 @@ class VerifyCheckpointsOperator(BaseOperator):
         sample = int(self.sample if self.sample not in (None, "") else settings.verify_sample())
         targets = default_targets(self.log) if level == "deep" else {}
         by = {"dag_id": context["dag"].dag_id, "run_id": context["run_id"], "task_id": self.task_id}
+        if self.checkpoint_id not in (None, "") and not isinstance(self.checkpoint_id, str):
+            raise AirflowFailException(
+                f"checkpoint_id arrived as {type(self.checkpoint_id).__name__} {self.checkpoint_id!r}, not as a "
+                "string: a natively rendered template changed it; nothing was verified. "
+                "HINT: pass the id as a plain string, not through a template"
+            )
+        only = self.checkpoint_id.strip() if self.checkpoint_id else None
+        try:
+            store = open_store(self.storage_root)
+            if only:
+                store.get(only)  # a clear failure for an unknown id, before anything is recorded
+        except CheckpointError as exc:
+            raise AirflowFailException(str(exc)) from None
         report = sweep(
-            open_store(self.storage_root),
+            store,
             level,
             sample=sample,
             targets=targets,
             requires=settings.lkg_requires(),
             by=by,
+            only=only,
         )
         for row in report.verified:
             self.log.info("%s: %s at %s (%s)", row["checkpoint_id"], row["outcome"], level, row["why"])
@@ -115,7 +133,6 @@ class CheckLkgAgeOperator(BaseOperator):
         self.storage_root = storage_root
 
     def execute(self, context: Context) -> dict[str, Any] | None:
-        from airflow_checkpoint_provider.core.errors import CheckpointError
         from airflow_checkpoint_provider.core.retention import parse_duration
 
         text = self.max_age or settings.lkg_max_age()

@@ -222,9 +222,16 @@ def detail_page(d: dict[str, Any], *, base: str) -> str:
         "<label><input type=checkbox name=dry_run value=true checked> dry run (plan only)</label> "
         "<button type=submit id=restore-submit>Start restore</button></p></form></details>"
     )
+    levels = "".join(f"<option value={_e(lv)}>{_e(lv)}</option>" for lv in ("standard", "basic", "deep"))
+    verify = (
+        f'<form id=verify method=post action="{_e(base)}/ui/{quote(cid)}/verify" target=_top>'
+        f"<select name=level id=verify-level>{levels}</select> "
+        f"<button type=submit class=button id=verify-button>Verify now</button> <span class=muted>starts "
+        f"<code>checkpoint_verify</code> for <code>{_e(cid)}</code> only</span></form>"
+    )
     body = (
         f'<p><a href="{_e(base)}/ui/">← all checkpoints</a></p><h1 id=checkpoint-id>{_e(cid)} {_badges(d)}</h1>'
-        f"{form}<table id=manifest>{info}</table>"
+        f"{form}{verify}<table id=manifest>{info}</table>"
         f"<h2>Artifacts</h2><table id=artifacts><tr><th>Name</th><th>Kind</th><th>Stored</th><th>Raw</th>"
         f"<th>sha256</th></tr>{arts}</table><h2>Fingerprints</h2><div id=fingerprints>{prints}</div>"
         f"<h2>Verifications and drills</h2>{_records(d['records'])}"

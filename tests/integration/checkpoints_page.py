@@ -8,7 +8,8 @@ shows real data. It asserts:
 * the list shows the checkpoint with its LKG badge, the storage chart and the recorded restore;
   the detail view shows the manifest, the fingerprints per store and the restores that used it;
 * "Restore…" on the detail page, confirmed with the id, starts a ``restore_checkpoint`` dry run
-  that succeeds, and the browser lands on that run's page;
+  that succeeds, and the browser lands on that run's page; "Verify now" starts a
+  ``checkpoint_verify`` run of that checkpoint only, which succeeds;
 * the JSON API lists and shows checkpoints, a restore without the right ``confirm`` starts
   nothing, and ``POST /api/checkpoints/database`` starts a checkpoint run that succeeds.
 """
@@ -92,6 +93,18 @@ def check_checkpoints_page(
     run_id = driver.current_url.rsplit("/runs/", 1)[1].split("?")[0].split("/")[0]
     run = finish({"dag_id": "restore_checkpoint", "dag_run_id": run_id})
     assert run["state"] == "success" and run["conf"]["dry_run"] is True and run["conf"]["checkpoint_id"] == cid
+
+    # 4b. "Verify now" at the basic level: checkpoint_verify for this checkpoint only, and its run page
+    driver.get(f"{url}/ui/{cid}")
+    wait(driver).until(lambda d: d.find_elements(By.ID, "verify-button"))
+    driver.find_element(By.CSS_SELECTOR, "#verify-level option[value='basic']").click()
+    driver.find_element(By.ID, "verify-button").click()
+    wait(driver).until(lambda d: "/dags/checkpoint_verify/runs/" in d.current_url)
+    run_id = driver.current_url.rsplit("/runs/", 1)[1].split("?")[0].split("/")[0]
+    run = finish({"dag_id": "checkpoint_verify", "dag_run_id": run_id})
+    assert run["state"] == "success" and run["conf"] == {"checkpoint_id": cid, "level": "basic"}
+    report = airflow.xcom("checkpoint_verify", run_id, "verify")
+    assert [(r["checkpoint_id"], r["level"]) for r in report["verified"]] == [(cid, "basic")]
 
     # 5. a checkpoint started through the API (Redis only: quick) runs and succeeds
     started = httpx.post(url + "/api/checkpoints/database", json={"conf": {"components": ["redis"]}}, headers=auth)

@@ -45,3 +45,20 @@ def test_retention_dag_deletes_what_no_rule_keeps_and_never_the_lkg(airflow_env,
     )
     assert {i.checkpoint_id for i in store.list()} == {ms[0].checkpoint_id, ms[3].checkpoint_id}
     assert f"keep {ms[0].checkpoint_id}: protected: last-known-good" in result["log"]
+
+
+def test_verify_dag_with_a_checkpoint_id_verifies_only_that_one_at_the_chosen_level(airflow_env, tmp_path):
+    store = Store.open(tmp_path / "store", create=True)
+    asked = make_checkpoint(store, run="asked")
+    other = make_checkpoint(store, run="other")
+    env = {"AIRFLOW__CHECKPOINT__STORAGE_ROOT": store.root}
+    result = run_dag(
+        airflow_env, "checkpoint_verify", {"checkpoint_id": asked.checkpoint_id, "level": "basic"}, extra_env=env
+    )
+    assert result["state"] == "success", result["log"][-3000:]
+    report = result["xcom"]["verify"]
+    assert [(r["checkpoint_id"], r["why"], r["level"]) for r in report["verified"]] == [
+        (asked.checkpoint_id, "requested", "basic")
+    ]
+    assert store.state_of(store.get(asked.checkpoint_id)).level == "basic"
+    assert store.state_of(store.get(other.checkpoint_id)).state == "sealed"  # not in this run

@@ -202,9 +202,11 @@ def test_a_pip_user_deploys_a_factory_with_a_two_line_dag_file(tmp_path_factory)
 def test_verify_dag_runs_daily_at_the_configured_level_one_at_a_time(bag):
     dag = bag["dags"]["checkpoint_verify"]
     assert dag["schedule"] == "0 0 * * *" and dag["max_active_runs"] == 1 and dag["tasks"] == ["lkg_age", "verify"]
-    assert dag["upstream"]["lkg_age"] == ["verify"]  # it sees the LKG after a fallback
+    assert dag["upstream"] == {"lkg_age": [], "verify": []}  # both leaves: either one fails the run
     assert dag["params"]["level"]["default"] == "standard"
-    assert dag["params"]["level"]["schema"]["enum"] == ["basic", "standard", "deep"]
+    assert dag["params"]["level"]["schema"]["enum"] == ["basic", "standard", "deep", None]
+    assert dag["params"]["checkpoint_id"]["default"] is None
+    assert dag["params"]["checkpoint_id"]["schema"]["type"] == ["null", "string"]
 
 
 NOTIFIERS = """

@@ -136,3 +136,29 @@ def test_workflow_checkpoints_are_listed_on_the_page(store):
     assert row["workflow_id"] == "sim/run1/simulate" and row["states"] == 2 and row["latest_step"] == 2026
     page = html.list_page(model.listing(store), base="/checkpoints", total=0, workflows=model.workflows(store))
     assert "id=workflows" in page and "sim/run1/simulate" in page
+
+
+def test_detail_page_offers_verify_now_for_that_checkpoint_at_a_chosen_level(store):
+    m = make_checkpoint(store, "r1")
+    page = html.detail_page(model.detail(store, m.checkpoint_id), base="/checkpoints")
+    parsed = _parse(page)
+    assert {"verify", "verify-level", "verify-button"} <= parsed.ids
+    assert f'action="/checkpoints/ui/{m.checkpoint_id}/verify"' in page
+    assert re.findall(r"<option value=(\w+)>", page) == ["standard", "basic", "deep"]
+    assert "Verify now" in "".join(parsed.text)
+
+
+def test_verify_now_asks_airflow_for_that_checkpoint_only_and_refuses_unknown_levels_and_ids(store):
+    from fastapi import HTTPException
+
+    from airflow_checkpoint_provider.ui.app import _verify_conf
+
+    m = make_checkpoint(store, "r1")
+    assert _verify_conf(store, m.checkpoint_id, "deep") == {"checkpoint_id": m.checkpoint_id, "level": "deep"}
+    assert _verify_conf(store, m.checkpoint_id, "") == {"checkpoint_id": m.checkpoint_id, "level": None}
+    with pytest.raises(HTTPException) as bad_level:
+        _verify_conf(store, m.checkpoint_id, "thorough")
+    assert bad_level.value.status_code == 400 and "'thorough'" in bad_level.value.detail
+    with pytest.raises(HTTPException) as unknown:
+        _verify_conf(store, "ckpt-20000101T000000Z-000000", None)
+    assert unknown.value.status_code == 404
