@@ -9,7 +9,8 @@ Routes (every one needs an authenticated Airflow user: the UI's session cookie o
 * ``POST /api/checkpoints/deployment``: starts ``checkpoint_pre_deploy``;
 * ``POST /api/restore/{id}``: needs ``confirm`` equal to the id, and starts ``restore_checkpoint``;
 * ``POST /api/verify/{id}`` (and the detail page's **Verify now**): starts ``checkpoint_verify`` for that
-  checkpoint only.
+  checkpoint only;
+* ``GET /ui/rollbacks`` and ``GET /api/rollbacks``: the rollback copies in the live stores.
 
 Runs are created through Airflow's own REST API with the caller's token, so that Airflow decides
 whether the caller may trigger the DAG and validates the conf against the DAG's Params.
@@ -164,6 +165,13 @@ def create_app() -> FastAPI:
         data = model.Listing(data.rows[:PAGE_ROWS], data.damaged, data.lkg, data.lkg_history, data.restores)
         return html.list_page(data, base=PREFIX, total=total, workflows=model.workflows(store)[:PAGE_ROWS])
 
+    @app.get("/ui/rollbacks", response_class=HTMLResponse, summary="Rollback copies in the live stores")
+    def rollbacks_view(_user: User) -> str:
+        from airflow_checkpoint_provider.ui.live import rollback_copies
+
+        copies, problems = rollback_copies(_store())
+        return html.rollbacks_page(copies, problems, base=PREFIX)
+
     @app.get("/ui/{checkpoint_id}", response_class=HTMLResponse, summary="Detail view")
     def detail_view(checkpoint_id: str, _user: User) -> str:
         return html.detail_page(_get(_store(), checkpoint_id), base=PREFIX)
@@ -188,6 +196,13 @@ def create_app() -> FastAPI:
     ) -> RedirectResponse:
         run = await _trigger(request, DAGS["verify"], _verify_conf(_store(), checkpoint_id, level))
         return RedirectResponse(f"/dags/{run['dag_id']}/runs/{run['dag_run_id']}", status_code=303)
+
+    @app.get("/api/rollbacks", summary="Rollback copies in the live stores, and the stores that did not answer")
+    def get_rollbacks(_user: User) -> dict[str, Any]:
+        from airflow_checkpoint_provider.ui.live import rollback_copies
+
+        copies, problems = rollback_copies(_store())
+        return {"rollbacks": copies, "problems": problems}
 
     @app.post("/api/verify/{checkpoint_id}", summary="Verify one checkpoint now (starts checkpoint_verify)")
     async def verify(

@@ -162,3 +162,34 @@ def test_verify_now_asks_airflow_for_that_checkpoint_only_and_refuses_unknown_le
     with pytest.raises(HTTPException) as unknown:
         _verify_conf(store, "ckpt-20000101T000000Z-000000", None)
     assert unknown.value.status_code == 404
+
+
+def test_rollbacks_page_lists_the_copies_and_names_each_store_that_did_not_answer():
+    copies = [
+        {
+            "component": "postgres",
+            "name": "app__rollback_abc_20261201T000000",
+            "of": "app",
+            "checkpoint": "abc",
+            "created_at": "2026-12-01T00:00:00Z",
+            "age_seconds": 7200,
+            "size": 2048,
+            "items": None,
+            "conn_id": "postgres_default",
+        }
+    ]
+    problems = [{"component": "search", "conn_id": "es<prod>", "error": "ConnectionFailedError: refused"}]
+    page = html.rollbacks_page(copies, problems, base="/checkpoints")
+    parsed = _parse(page)
+    assert {"rollbacks", "store-problems"} <= parsed.ids and page.count("<tr class=rollback>") == 1
+    text = "".join(parsed.text)
+    assert "app__rollback_abc_20261201T000000" in text and "2 h" in text and "2.0 KiB" in text
+    assert "es<prod>" in text and "es&lt;prod&gt;" in page and "ConnectionFailedError: refused" in text
+    empty = html.rollbacks_page([], [], base="/checkpoints")
+    assert "No rollback copies" in empty and "store-problems" not in empty
+
+
+def test_list_page_links_to_the_rollback_copies(store):
+    make_checkpoint(store, "r1")
+    page = html.list_page(model.listing(store), base="/checkpoints", total=1)
+    assert 'id=rollbacks-link href="/checkpoints/ui/rollbacks"' in page
