@@ -69,19 +69,7 @@ class VerifyCheckpointsOperator(BaseOperator):
         sample = int(self.sample if self.sample not in (None, "") else settings.verify_sample())
         targets = default_targets(self.log) if level == "deep" else {}
         by = {"dag_id": context["dag"].dag_id, "run_id": context["run_id"], "task_id": self.task_id}
-        if self.checkpoint_id not in (None, "") and not isinstance(self.checkpoint_id, str):
-            raise AirflowFailException(
-                f"checkpoint_id arrived as {type(self.checkpoint_id).__name__} {self.checkpoint_id!r}, not as a "
-                "string: a natively rendered template changed it; nothing was verified. "
-                "HINT: pass the id as a plain string, not through a template"
-            )
-        only = self.checkpoint_id.strip() if self.checkpoint_id else None
-        try:
-            store = open_store(self.storage_root)
-            if only:
-                store.get(only)  # a clear failure for an unknown id, before anything is recorded
-        except CheckpointError as exc:
-            raise AirflowFailException(str(exc)) from None
+        store, only = self._store_and_requested()
         report = sweep(
             store,
             level,
@@ -105,6 +93,23 @@ class VerifyCheckpointsOperator(BaseOperator):
                 lines.append(f"the last-known-good {fb['from']} fell back to {fb['to'] or 'nothing'}: {fb['reason']}")
             raise AirflowFailException("checkpoint verification found damage:\n  " + "\n  ".join(lines))
         return summary
+
+    def _store_and_requested(self) -> tuple[Any, str | None]:
+        """The store, and the one checkpoint asked for (checked to exist), or None for a sweep."""
+        if self.checkpoint_id not in (None, "") and not isinstance(self.checkpoint_id, str):
+            raise AirflowFailException(
+                f"checkpoint_id arrived as {type(self.checkpoint_id).__name__} {self.checkpoint_id!r}, not as a "
+                "string: a natively rendered template changed it; nothing was verified. "
+                "HINT: pass the id as a plain string, not through a template"
+            )
+        only = self.checkpoint_id.strip() if self.checkpoint_id else None
+        try:
+            store = open_store(self.storage_root)
+            if only:
+                store.get(only)  # a clear failure for an unknown id, before anything is recorded
+        except CheckpointError as exc:
+            raise AirflowFailException(str(exc)) from None
+        return store, only
 
 
 def _age_text(seconds: float) -> str:
