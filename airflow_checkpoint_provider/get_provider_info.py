@@ -256,6 +256,38 @@ CONFIG: dict[str, Any] = {
                 "string",
                 "",
             ),
+            "notify_on_failure": _option(
+                "'package.module:function' returning a notifier (any BaseNotifier, or a callable of the task "
+                "context) or a list of them: every task of the ready-made DAGs calls them when it fails.",
+                "string",
+                "",
+                "my_company.alerts:checkpoint_notifiers",
+            ),
+            "notify_email": _option(
+                "Comma-separated recipients of an SmtpNotifier on the failure of any task of the ready-made DAGs.",
+                "string",
+                "",
+                "ops@example.com,dba@example.com",
+            ),
+            "notify_from": _option(
+                "Sender of those mails; empty: the SMTP connection's from_email.",
+                "string",
+                "",
+                "airflow@example.com",
+            ),
+            "notify_smtp_conn_id": _option(
+                "SMTP connection of those mails.",
+                "string",
+                "smtp_default",
+            ),
+            "lkg_max_age": _option(
+                "Oldest acceptable last-known-good checkpoint (e.g. '2d', '36h'): the lkg_age task of "
+                "checkpoint_verify fails, naming the LKG and its age, when the LKG is older or missing. "
+                "Empty: no limit.",
+                "string",
+                "",
+                "2d",
+            ),
         },
     }
 }

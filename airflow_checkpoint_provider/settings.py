@@ -224,3 +224,23 @@ def deployment() -> dict[str, list[str]]:
         "env": names("deployment_env"),
         "packages": names("deployment_packages"),
     }
+
+
+def notify_on_failure() -> str | None:
+    return _get("notify_on_failure").strip() or None
+
+
+def notify_email() -> list[str]:
+    return [a.strip() for a in _get("notify_email").split(",") if a.strip()]
+
+
+def notify_from() -> str | None:
+    return _get("notify_from").strip() or None
+
+
+def notify_smtp_conn_id() -> str:
+    return _get("notify_smtp_conn_id")
+
+
+def lkg_max_age() -> str | None:
+    return _get("lkg_max_age").strip() or None

@@ -215,13 +215,19 @@ def sweep(
     targets: dict[str, Any] | None = None,
     requires: str = VERIFIED,
     by: dict[str, Any] | None = None,
+    only: str | None = None,
 ) -> SweepReport:
-    """Verify what :func:`choose` picks; if the LKG is (or was already) corrupt, fall back."""
+    """Verify what :func:`choose` picks (or just the checkpoint ``only``, an id or ``last-known-good``);
+    if the LKG is (or was already) corrupt, fall back."""
     check_level(level)
     report = SweepReport(level=level)
-    infos, damaged = store.scan(cached=False)
-    report.damaged_entries = [f"{d.checkpoint_id}: {d.problem}" for d in damaged]
-    for info, why in choose(store, infos, level, sample):
+    if only:
+        picked = [(store.get(only), "requested")]
+    else:
+        infos, damaged = store.scan(cached=False)
+        report.damaged_entries = [f"{d.checkpoint_id}: {d.problem}" for d in damaged]
+        picked = choose(store, infos, level, sample)
+    for info, why in picked:
         result, record = verify_at(store, info.checkpoint_id, level, targets=targets, by=by)
         report.verified.append(
             {

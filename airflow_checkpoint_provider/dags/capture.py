@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup
 
 from airflow_checkpoint_provider import engines, settings
+from airflow_checkpoint_provider.dags.alerts import Notifier, alert_args
 from airflow_checkpoint_provider.dags.params import capture_params, group_kwargs_from_params, optional_list
 from airflow_checkpoint_provider.task_groups import checkpoint_task_group
 
@@ -37,21 +39,26 @@ waits for this DAG run's success before deploying.
 """
 
 
-def _common(**overrides: Any) -> dict[str, Any]:
+def _common(notifiers: Sequence[Notifier] | None = None, **overrides: Any) -> dict[str, Any]:
     return {
         "start_date": START,
         "catchup": False,
         "max_active_runs": 1,
         "render_template_as_native_obj": True,
-        "default_args": {"retries": settings.task_retries(), "retry_delay": timedelta(seconds=settings.retry_delay())},
+        "default_args": alert_args(
+            notifiers, retries=settings.task_retries(), retry_delay=timedelta(seconds=settings.retry_delay())
+        ),
         **overrides,
     }
 
 
-def checkpoint_scheduled(dag_id: str = "checkpoint_scheduled", *, schedule: Any = None) -> DAG:
+def checkpoint_scheduled(
+    dag_id: str = "checkpoint_scheduled", *, schedule: Any = None, notifiers: Sequence[Notifier] | None = None
+) -> DAG:
     """Checkpoint every store on a schedule and mark the result last-known-good.
 
     :param schedule: default ``[checkpoint] schedule`` (every 30 minutes).
+    :param notifiers: called when a task fails (e.g. ``SmtpNotifier``), besides those of ``[checkpoint] notify_*``.
     """
     with DAG(
         dag_id=dag_id,
@@ -61,14 +68,19 @@ def checkpoint_scheduled(dag_id: str = "checkpoint_scheduled", *, schedule: Any 
         params=capture_params(mark_lkg=True),
         tags=["checkpoint"],
         doc_md=SCHEDULED_DOC,
-        **_common(),
+        **_common(notifiers),
     ) as dag:
         checkpoint_task_group("checkpoint", tags=["scheduled"], **group_kwargs_from_params())
     return dag
 
 
-def checkpoint_pre_migration(dag_id: str = "checkpoint_pre_migration") -> DAG:
-    """A pinned ``pre-migration`` checkpoint on demand; updates the asset ``checkpoint/pre-migration``."""
+def checkpoint_pre_migration(
+    dag_id: str = "checkpoint_pre_migration", *, notifiers: Sequence[Notifier] | None = None
+) -> DAG:
+    """A pinned ``pre-migration`` checkpoint on demand; updates the asset ``checkpoint/pre-migration``.
+
+    :param notifiers: as for :func:`checkpoint_scheduled`.
+    """
     params = {
         **capture_params(mark_lkg=True),
         "migration": Param(
@@ -85,7 +97,7 @@ def checkpoint_pre_migration(dag_id: str = "checkpoint_pre_migration") -> DAG:
         params=params,
         tags=["checkpoint"],
         doc_md=PRE_MIGRATION_DOC,
-        **_common(),
+        **_common(notifiers),
     ) as dag:
         checkpoint_task_group(
             "checkpoint",
@@ -96,8 +108,11 @@ def checkpoint_pre_migration(dag_id: str = "checkpoint_pre_migration") -> DAG:
     return dag
 
 
-def checkpoint_pre_deploy(dag_id: str = "checkpoint_pre_deploy") -> DAG:
-    """Validate the deployment (environment, connections, files, versions), then take a ``pre-deploy`` checkpoint."""
+def checkpoint_pre_deploy(dag_id: str = "checkpoint_pre_deploy", *, notifiers: Sequence[Notifier] | None = None) -> DAG:
+    """Validate the deployment (environment, connections, files, versions), then take a ``pre-deploy`` checkpoint.
+
+    :param notifiers: as for :func:`checkpoint_scheduled`.
+    """
     from airflow_checkpoint_provider.operators.deploy import ValidateDeploymentOperator
 
     params = {
@@ -126,7 +141,7 @@ def checkpoint_pre_deploy(dag_id: str = "checkpoint_pre_deploy") -> DAG:
         params=params,
         tags=["checkpoint", "deploy"],
         doc_md=PRE_DEPLOY_DOC,
-        **_common(),
+        **_common(notifiers),
     ) as dag:
         with TaskGroup("validate") as validate:
             ValidateDeploymentOperator(task_id="environment", check="env", items="{{ params.required_env or [] }}")
@@ -153,7 +168,9 @@ def checkpoint_pre_deploy(dag_id: str = "checkpoint_pre_deploy") -> DAG:
     return dag
 
 
-def example_migration_after_checkpoint(dag_id: str = "example_migration_after_checkpoint") -> DAG:
+def example_migration_after_checkpoint(
+    dag_id: str = "example_migration_after_checkpoint", *, notifiers: Sequence[Notifier] | None = None
+) -> DAG:
     """Example: a migration scheduled on the asset ``checkpoint/pre-migration``, so it only runs after a
     verified pre-migration checkpoint; it logs which checkpoint to restore if it goes wrong."""
     from airflow.sdk import task
@@ -168,6 +185,7 @@ def example_migration_after_checkpoint(dag_id: str = "example_migration_after_ch
         catchup=False,
         tags=["checkpoint", "example"],
         doc_md=example_migration_after_checkpoint.__doc__,
+        default_args=alert_args(notifiers),
     ) as dag:
 
         @task

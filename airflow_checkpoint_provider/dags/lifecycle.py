@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ from airflow.sdk import DAG, Param
 
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core.states import LEVELS
+from airflow_checkpoint_provider.dags.alerts import Notifier, alert_args
 
 VERIFY_DOC = """Integrity monitoring: verify every checkpoint not yet verified at the level, plus a rolling sample.
 
@@ -17,21 +19,36 @@ Levels: ``basic`` (sizes, the manifests' checksums), ``standard`` (the sha256 of
 its CRC64, the search snapshot in its repository). Each outcome is recorded beside the archive.
 A damaged checkpoint is marked ``corrupt`` and is never restored as the LKG; if it was the LKG,
 the LKG falls back to the newest good checkpoint and this run fails, so that alerting fires.
+With a *Checkpoint* it verifies just that one (the page's **Verify now**). The ``lkg_age``
+task fails when the LKG is older than ``[checkpoint] lkg_max_age``.
 """
 
 
-def checkpoint_verify(dag_id: str = "checkpoint_verify", *, schedule: Any = None) -> DAG:
-    """Verify the store's checkpoints on a schedule (``[checkpoint] verify_schedule``, daily)."""
-    from airflow_checkpoint_provider.operators.lifecycle import VerifyCheckpointsOperator
+def checkpoint_verify(
+    dag_id: str = "checkpoint_verify", *, schedule: Any = None, notifiers: Sequence[Notifier] | None = None
+) -> DAG:
+    """Verify the store's checkpoints on a schedule (``[checkpoint] verify_schedule``, daily), then check the
+    LKG's age.
+
+    :param notifiers: called when a task fails, besides those of ``[checkpoint] notify_*``.
+    """
+    from airflow_checkpoint_provider.operators.lifecycle import CheckLkgAgeOperator, VerifyCheckpointsOperator
 
     params = {
+        "checkpoint_id": Param(
+            None,
+            type=["null", "string"],
+            title="Checkpoint",
+            description="Verify just this checkpoint (an id or last-known-good) at the level; empty: every "
+            "checkpoint not yet verified at the level, plus the rolling sample.",
+        ),
         "level": Param(
             settings.verify_level(),
-            type="string",
-            enum=list(LEVELS),
+            type=["null", "string"],
+            enum=[*LEVELS, None],
             title="Verification level",
             description="basic: sizes and manifests; standard: sha256 of every artifact; deep: also "
-            "decompress and parse every artifact and check the search snapshot.",
+            "decompress and parse every artifact and check the search snapshot. Empty: [checkpoint] verify_level.",
         ),
         "sample": Param(
             settings.verify_sample(),
@@ -53,8 +70,16 @@ def checkpoint_verify(dag_id: str = "checkpoint_verify", *, schedule: Any = None
         dagrun_timeout=timedelta(hours=12),
         tags=["checkpoint", "lifecycle"],
         doc_md=VERIFY_DOC,
+        default_args=alert_args(notifiers),
     ) as dag:
-        VerifyCheckpointsOperator(task_id="verify", level="{{ params.level }}", sample="{{ params.sample }}")
+        # two leaves, side by side: either failing fails the run (a downstream all_done task would hide it)
+        VerifyCheckpointsOperator(
+            task_id="verify",
+            level="{{ params.level or '' }}",
+            sample="{{ params.sample }}",
+            checkpoint_id="{{ params.checkpoint_id or '' }}",
+        )
+        CheckLkgAgeOperator(task_id="lkg_age")
     return dag
 
 
@@ -73,8 +98,13 @@ those of restores that failed or were killed. Copies on a server a restore holds
 """
 
 
-def checkpoint_retention(dag_id: str = "checkpoint_retention", *, schedule: Any = None) -> DAG:
-    """Expire checkpoints by the retention policy (``[checkpoint] retention_schedule``, 02:00 UTC)."""
+def checkpoint_retention(
+    dag_id: str = "checkpoint_retention", *, schedule: Any = None, notifiers: Sequence[Notifier] | None = None
+) -> DAG:
+    """Expire checkpoints by the retention policy (``[checkpoint] retention_schedule``, 02:00 UTC).
+
+    :param notifiers: as for :func:`checkpoint_verify`.
+    """
     from airflow_checkpoint_provider.operators.lifecycle import ExpireCheckpointsOperator, ExpireRollbacksOperator
 
     params = {
@@ -97,6 +127,7 @@ def checkpoint_retention(dag_id: str = "checkpoint_retention", *, schedule: Any 
         params=params,
         tags=["checkpoint", "lifecycle"],
         doc_md=RETENTION_DOC,
+        default_args=alert_args(notifiers),
     ) as dag:
         expire = ExpireCheckpointsOperator(
             task_id="expire", policy="{{ params.policy or '' }}", plan_only="{{ params.dry_run }}"
@@ -119,9 +150,14 @@ runs after each pre-migration checkpoint, and drills that one.
 """
 
 
-def checkpoint_restore_drill(dag_id: str = "checkpoint_restore_drill", *, schedule: Any = None) -> DAG:
+def checkpoint_restore_drill(
+    dag_id: str = "checkpoint_restore_drill", *, schedule: Any = None, notifiers: Sequence[Notifier] | None = None
+) -> DAG:
     """Drill a checkpoint on a schedule (``[checkpoint] drill_schedule``, weekly), and after each pre-migration
-    checkpoint when ``[checkpoint] drill_pre_migration`` is on."""
+    checkpoint when ``[checkpoint] drill_pre_migration`` is on.
+
+    :param notifiers: as for :func:`checkpoint_verify`.
+    """
     from airflow_checkpoint_provider.dags.params import components_param, connection_params
     from airflow_checkpoint_provider.operators.bundle import tag_asset
     from airflow_checkpoint_provider.operators.drill import NEWEST, DrillCheckpointOperator
@@ -159,6 +195,7 @@ def checkpoint_restore_drill(dag_id: str = "checkpoint_restore_drill", *, schedu
         dagrun_timeout=timedelta(hours=12),
         tags=["checkpoint", "lifecycle"],
         doc_md=DRILL_DOC,
+        default_args=alert_args(notifiers),
     ) as dag:
         from airflow_checkpoint_provider import engines
 

@@ -16,6 +16,7 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider.dags.alerts import Notifier, alert_args
 from airflow_checkpoint_provider.dags.choices import checkpoint_choices
 from airflow_checkpoint_provider.dags.params import (
     health_kwargs_from_params,
@@ -92,6 +93,7 @@ def recovery_lkg(
     drain_command: str | None = None,
     resume_command: str | None = None,
     pause_dags: Sequence[str] = (),
+    notifiers: Sequence[Notifier] | None = None,
 ) -> DAG:
     """Restore the last-known-good checkpoint, then verify health.
 
@@ -100,6 +102,7 @@ def recovery_lkg(
     :param drain_command: shell command run before the restore; default ``[checkpoint] drain_command``.
     :param resume_command: shell command run after it; default ``[checkpoint] resume_command``.
     :param pause_dags: DAG ids always paused during the restore (besides the capture DAGs).
+    :param notifiers: called when a task fails, besides those of ``[checkpoint] notify_*``.
     """
     with DAG(
         dag_id=dag_id,
@@ -112,6 +115,7 @@ def recovery_lkg(
         params=restore_params(),
         tags=["checkpoint", "restore"],
         doc_md=RECOVERY_DOC,
+        default_args=alert_args(notifiers),
     ) as dag:
         drain, resume = _drain_pair(
             drain_callable=drain_callable,
@@ -134,6 +138,7 @@ def restore_checkpoint(
     resume_command: str | None = None,
     pause_dags: Sequence[str] = (),
     choices: int = 25,
+    notifiers: Sequence[Notifier] | None = None,
 ) -> DAG:
     """Restore a chosen checkpoint (confirmation required), then verify health.
 
@@ -174,6 +179,7 @@ def restore_checkpoint(
         params=params,
         tags=["checkpoint", "restore"],
         doc_md=RESTORE_DOC,
+        default_args=alert_args(notifiers),
     ) as dag:
 
         @task

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Sequence
 from contextlib import closing
 from datetime import timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider.dags.alerts import Notifier, alert_args
 from airflow_checkpoint_provider.dags.capture import START
 
 DOC = __doc__
@@ -85,8 +87,13 @@ class Simulation:
         return {"rows": int(rows), "payroll_cents": int(total)}
 
 
-def example_resumable_simulation(dag_id: str = "example_resumable_simulation") -> DAG:
-    """A multi-year simulation with workflow checkpoints (see the module docstring)."""
+def example_resumable_simulation(
+    dag_id: str = "example_resumable_simulation", *, notifiers: Sequence[Notifier] | None = None
+) -> DAG:
+    """A multi-year simulation with workflow checkpoints (see the module docstring).
+
+    :param notifiers: called when a task fails, besides those of ``[checkpoint] notify_*``.
+    """
     params = {
         "years": Param(
             list(range(2025, 2030)),
@@ -210,6 +217,7 @@ def example_resumable_simulation(dag_id: str = "example_resumable_simulation") -
         tags=["checkpoint", "example", "workflow"],
         doc_md=DOC,
         max_active_runs=4,
+        default_args=alert_args(notifiers),
     ) as dag:
 
         @task(retries=settings.task_retries(), retry_delay=timedelta(seconds=settings.retry_delay()))

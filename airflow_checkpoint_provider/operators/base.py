@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider import metrics, settings
 from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.staging import Staging, staging_key
 from airflow_checkpoint_provider.core.store import Store
@@ -214,7 +215,9 @@ class CaptureOperator(BaseOperator):
             key = self.before_capture(context, store, target)
             staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
             staging.claim(writer(context, self.task_id))
+            started = time.monotonic()
             artifacts = self.capture(staging, target)
+            metrics.capture_duration(self.component, time.monotonic() - started)
         except Exception as exc:
             raise fail_fast(exc) from exc
         for art in artifacts:

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_checkpoint_provider import settings
+from airflow_checkpoint_provider import metrics, settings
 from airflow_checkpoint_provider.core import drift
 from airflow_checkpoint_provider.core.create import seal_and_verify
-from airflow_checkpoint_provider.core.errors import CheckpointError
+from airflow_checkpoint_provider.core.errors import CheckpointError, VerificationFailedError
 from airflow_checkpoint_provider.core.values import as_dict
 from airflow_checkpoint_provider.operators.base import (
     artifacts_from_xcom,
@@ -105,21 +105,27 @@ class BundleOperator(BaseOperator):
         staging = store.staging(run_staging_key(context, self.task_id, self.staging_key))
         tags = sorted(set(split_list(self.tags)))
         by = {k: v for k, v in provenance(context, self.task_id).items() if k in ("dag_id", "run_id", "task_id")}
-        sealed = seal_and_verify(
-            store,
-            staging,
-            expected=expected,
-            config=config,
-            tags=tags,
-            pinned=_truthy(self.pinned),
-            provenance=provenance(context, self.task_id),
-            by=by,
-            mark_lkg=_truthy(self.mark_lkg),
-            requires=settings.lkg_requires(),
-            reason=f"verified by {context['dag'].dag_id} run {context['run_id']}",
-            target_keys=[c["target_key"] for c in captures if c.get("target_key")],
-        )
+        try:
+            sealed = seal_and_verify(
+                store,
+                staging,
+                expected=expected,
+                config=config,
+                tags=tags,
+                pinned=_truthy(self.pinned),
+                provenance=provenance(context, self.task_id),
+                by=by,
+                mark_lkg=_truthy(self.mark_lkg),
+                requires=settings.lkg_requires(),
+                reason=f"verified by {context['dag'].dag_id} run {context['run_id']}",
+                target_keys=[c["target_key"] for c in captures if c.get("target_key")],
+            )
+        except VerificationFailedError:
+            metrics.verify_failures(1)
+            raise
         manifest, cid, lkg = sealed.manifest, sealed.manifest.checkpoint_id, sealed.lkg
+        metrics.sealed(store.get(cid).size, manifest.consistency()["skew_ms"])
+        metrics.lkg_age(store)
         # 5. asset events
         extra: dict[str, Any] = {"checkpoint_id": cid, "tags": tags, "lkg": lkg}
         outlet_events = context.get("outlet_events")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_checkpoint_provider import engines, settings
+from airflow_checkpoint_provider import engines, metrics, settings
 from airflow_checkpoint_provider.core.states import DRILLED, VERIFIED, meets
 from airflow_checkpoint_provider.core.values import as_list
 from airflow_checkpoint_provider.operators.base import open_store, provenance
@@ -69,6 +69,7 @@ class DrillCheckpointOperator(RestoreOperator):
         )
         for name, evidence in record.evidence.get("stores", {}).items():
             self.log.info("%s: %s", name, evidence)
+        metrics.drill_result(record.outcome == "ok")
         if record.outcome != "ok":
             raise AirflowFailException(
                 f"drill of {cid} failed; it is now drill_failed and the LKG stays where it "

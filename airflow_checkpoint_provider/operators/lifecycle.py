@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_checkpoint_provider import engines, settings
+from airflow_checkpoint_provider import engines, metrics, settings
+from airflow_checkpoint_provider.core.errors import CheckpointError
 from airflow_checkpoint_provider.operators.base import open_store
 
 if TYPE_CHECKING:
@@ -41,21 +42,24 @@ class VerifyCheckpointsOperator(BaseOperator):
 
     :param level: ``basic``, ``standard`` or ``deep``; default ``[checkpoint] verify_level``.
     :param sample: already verified checkpoints verified again; default ``[checkpoint] verify_sample``.
+    :param checkpoint_id: verify just this checkpoint (an id or ``last-known-good``) instead; no sample.
     """
 
-    template_fields = ("level", "sample", "storage_root")
+    template_fields = ("level", "sample", "checkpoint_id", "storage_root")
 
     def __init__(
         self,
         *,
         level: str | None = None,
         sample: int | str | None = None,
+        checkpoint_id: str | None = None,
         storage_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.level = level
         self.sample = sample
+        self.checkpoint_id = checkpoint_id
         self.storage_root = storage_root
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -65,19 +69,22 @@ class VerifyCheckpointsOperator(BaseOperator):
         sample = int(self.sample if self.sample not in (None, "") else settings.verify_sample())
         targets = default_targets(self.log) if level == "deep" else {}
         by = {"dag_id": context["dag"].dag_id, "run_id": context["run_id"], "task_id": self.task_id}
+        store, only = self._store_and_requested()
         report = sweep(
-            open_store(self.storage_root),
+            store,
             level,
             sample=sample,
             targets=targets,
             requires=settings.lkg_requires(),
             by=by,
+            only=only,
         )
         for row in report.verified:
             self.log.info("%s: %s at %s (%s)", row["checkpoint_id"], row["outcome"], level, row["why"])
         for note in report.unchecked:
             self.log.warning("Not checked: %s", note)
         summary = report.to_dict()
+        metrics.verify_failures(len(report.corrupt) + len(report.damaged_entries))
         context["ti"].xcom_push(key="report", value=summary)
         if report.failed:
             lines = [f"corrupt: {cid}" for cid in report.corrupt] + [f"damaged: {d}" for d in report.damaged_entries]
@@ -86,6 +93,79 @@ class VerifyCheckpointsOperator(BaseOperator):
                 lines.append(f"the last-known-good {fb['from']} fell back to {fb['to'] or 'nothing'}: {fb['reason']}")
             raise AirflowFailException("checkpoint verification found damage:\n  " + "\n  ".join(lines))
         return summary
+
+    def _store_and_requested(self) -> tuple[Any, str | None]:
+        """The store, and the one checkpoint asked for (checked to exist), or None for a sweep."""
+        if self.checkpoint_id not in (None, "") and not isinstance(self.checkpoint_id, str):
+            raise AirflowFailException(
+                f"checkpoint_id arrived as {type(self.checkpoint_id).__name__} {self.checkpoint_id!r}, not as a "
+                "string: a natively rendered template changed it; nothing was verified. "
+                "HINT: pass the id as a plain string, not through a template"
+            )
+        only = self.checkpoint_id.strip() if self.checkpoint_id else None
+        try:
+            store = open_store(self.storage_root)
+            if only:
+                store.get(only)  # a clear failure for an unknown id, before anything is recorded
+        except CheckpointError as exc:
+            raise AirflowFailException(str(exc)) from None
+        return store, only
+
+
+def _age_text(seconds: float) -> str:
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s"
+
+
+class CheckLkgAgeOperator(BaseOperator):
+    """Send the age of the last-known-good checkpoint (``checkpoint.lkg.age_seconds``); fail when it is too old.
+
+    The age counts from the checkpoint's creation. With a limit, a missing LKG fails too: either
+    way no recent checkpoint can be restored as the LKG, and the failure alert names it.
+
+    :param max_age: a duration (``2d``, ``36h``, seconds); default ``[checkpoint] lkg_max_age``; empty: no limit.
+    """
+
+    template_fields = ("max_age", "storage_root")
+
+    def __init__(self, *, max_age: str | None = None, storage_root: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_age = max_age
+        self.storage_root = storage_root
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        from airflow_checkpoint_provider.core.retention import parse_duration
+
+        text = self.max_age or settings.lkg_max_age()
+        try:
+            limit = parse_duration(text, "lkg_max_age") if text else None
+        except CheckpointError:
+            raise AirflowFailException(
+                f"[checkpoint] lkg_max_age is {text!r}, which is not a duration. "
+                "HINT: use seconds or units s, m, h, d, w: '2d', '36h'; leave it empty for no limit"
+            ) from None
+        found = metrics.lkg_age(open_store(self.storage_root))
+        if found is None:
+            if limit is not None:
+                raise AirflowFailException(
+                    f"there is no last-known-good checkpoint, and [checkpoint] lkg_max_age is {text}. "
+                    "HINT: run checkpoint_scheduled and look at why its runs do not mark an LKG"
+                )
+            self.log.info("No last-known-good checkpoint yet")
+            return None
+        cid, age = found
+        self.log.info("The last-known-good checkpoint %s is %s old", cid, _age_text(age))
+        if limit is not None and age > limit:
+            raise AirflowFailException(
+                f"the last-known-good checkpoint {cid} is {_age_text(age)} old, older than [checkpoint] "
+                f"lkg_max_age {text}: no newer checkpoint became last-known-good. HINT: look at the recent runs "
+                "of checkpoint_scheduled (failed captures, or LKG refused) and take a checkpoint"
+            )
+        return {"checkpoint_id": cid, "age_seconds": int(age), "max_age_seconds": limit}
 
 
 class ExpireCheckpointsOperator(BaseOperator):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_checkpoint_provider import engines, settings
+from airflow_checkpoint_provider import engines, metrics, settings
 from airflow_checkpoint_provider.core import recovery
 from airflow_checkpoint_provider.core.manifest import Manifest
 from airflow_checkpoint_provider.core.store import Store
@@ -151,6 +152,7 @@ class RestoreOperator(BaseOperator):
             "task_id": self.task_id,
             "targets": {name: self._conn_id(name) for name in components},
         }
+        started = time.monotonic()
         try:
             report = restore_audited(store, request, self.build, audit)
         except recovery.RestoreRefusedError as exc:
@@ -158,6 +160,8 @@ class RestoreOperator(BaseOperator):
                 self.log.info("%s", exc.plan.describe(problems=False))
             # the PROBLEM and HINT lines end the message: they are the last lines of the task log
             raise AirflowFailException(str(exc)) from None
+        if not report.dry_run:
+            metrics.restore_duration(time.monotonic() - started)
         result = report.to_dict()
         result["expectations"] = None if report.dry_run else self.expectations(report, components)
         for line in report.plan.drift:

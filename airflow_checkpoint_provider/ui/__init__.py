@@ -6,7 +6,8 @@ A plugin (``airflow.plugins`` entry point, :mod:`.plugin`) mounts one FastAPI ap
 * ``/checkpoints/ui/`` lists every checkpoint (id, time, size, stores, tags, skew, LKG badge),
   with the LKG history, the restores recorded, and bytes and count per day as an inline SVG chart;
   ``/checkpoints/ui/{id}`` shows one: manifest fields, fingerprints per store, the restores that
-  used it, and buttons that open ``restore_checkpoint``'s trigger form with the id filled in;
+  used it, a "Restore…" button that starts ``restore_checkpoint`` with the id filled in, and a
+  "Verify now" button that starts ``checkpoint_verify`` for that checkpoint only;
 * ``/checkpoints/api/...`` serves the same as JSON, and starts checkpoint, pre-deploy and restore
   runs (see :mod:`.app`; the schema is at ``/checkpoints/openapi.json``).
 

@@ -7,7 +7,10 @@ Routes (every one needs an authenticated Airflow user: the UI's session cookie o
   ``GET /api/lkg``: the same as JSON;
 * ``POST /api/checkpoints/database``: starts ``checkpoint_scheduled`` and returns its run id;
 * ``POST /api/checkpoints/deployment``: starts ``checkpoint_pre_deploy``;
-* ``POST /api/restore/{id}``: needs ``confirm`` equal to the id, and starts ``restore_checkpoint``.
+* ``POST /api/restore/{id}``: needs ``confirm`` equal to the id, and starts ``restore_checkpoint``;
+* ``POST /api/verify/{id}`` (and the detail page's **Verify now**): starts ``checkpoint_verify`` for that
+  checkpoint only;
+* ``GET /ui/rollbacks`` and ``GET /api/rollbacks``: the rollback copies in the live stores.
 
 Runs are created through Airflow's own REST API with the caller's token, so that Airflow decides
 whether the caller may trigger the DAG and validates the conf against the DAG's Params.
@@ -36,7 +39,12 @@ PREFIX = "/checkpoints"
 #: list views show this many checkpoints (newest first); the API takes ``limit``
 PAGE_ROWS = 500
 
-DAGS = {"database": "checkpoint_scheduled", "deployment": "checkpoint_pre_deploy", "restore": "restore_checkpoint"}
+DAGS = {
+    "database": "checkpoint_scheduled",
+    "deployment": "checkpoint_pre_deploy",
+    "restore": "restore_checkpoint",
+    "verify": "checkpoint_verify",
+}
 
 User = Annotated[Any, Depends(get_user)]
 
@@ -47,6 +55,12 @@ class RunRequest(BaseModel):
     conf: dict[str, Any] = Field(default_factory=dict)
     #: unpause the DAG if it is paused, as the UI's Trigger does by default (a paused DAG's run waits)
     unpause: bool = True
+
+
+class VerifyRequest(RunRequest):
+    """A verification of one checkpoint at ``level`` (empty: ``[checkpoint] verify_level``)."""
+
+    level: str | None = None
 
 
 class RestoreRequest(RunRequest):
@@ -132,6 +146,15 @@ def _check_confirm(checkpoint_id: str, confirm: str) -> None:
         )
 
 
+def _verify_conf(store: Store, checkpoint_id: str, level: str | None) -> dict[str, Any]:
+    from airflow_checkpoint_provider.core.states import LEVELS
+
+    if level and level not in LEVELS:
+        raise HTTPException(400, f"level {level!r} is not one of {', '.join(LEVELS)}; nothing was started")
+    _get(store, checkpoint_id)  # 404 for an unknown id before anything starts
+    return {"checkpoint_id": checkpoint_id, "level": level or None}
+
+
 def create_app() -> FastAPI:
     """The app the plugin mounts."""
     app = FastAPI(title="Checkpoints", version="1", description=__doc__)
@@ -143,6 +166,13 @@ def create_app() -> FastAPI:
         total = len(data.rows)
         data = model.Listing(data.rows[:PAGE_ROWS], data.damaged, data.lkg, data.lkg_history, data.restores)
         return html.list_page(data, base=PREFIX, total=total, workflows=model.workflows(store)[:PAGE_ROWS])
+
+    @app.get("/ui/rollbacks", response_class=HTMLResponse, summary="Rollback copies in the live stores")
+    def rollbacks_view(_user: User) -> str:
+        from airflow_checkpoint_provider.ui.live import rollback_copies
+
+        copies, problems = rollback_copies(_store())
+        return html.rollbacks_page(copies, problems, base=PREFIX)
 
     @app.get("/ui/{checkpoint_id}", response_class=HTMLResponse, summary="Detail view")
     def detail_view(checkpoint_id: str, _user: User) -> str:
@@ -161,6 +191,28 @@ def create_app() -> FastAPI:
             request, DAGS["restore"], {"checkpoint_id": checkpoint_id, "confirm": confirm, "dry_run": dry_run}
         )
         return RedirectResponse(f"/dags/{run['dag_id']}/runs/{run['dag_run_id']}", status_code=303)
+
+    @app.post("/ui/{checkpoint_id}/verify", summary="Start checkpoint_verify from the detail page's Verify now")
+    async def verify_form(
+        checkpoint_id: str, request: Request, _user: User, level: Annotated[str, Form()] = ""
+    ) -> RedirectResponse:
+        run = await _trigger(request, DAGS["verify"], _verify_conf(_store(), checkpoint_id, level))
+        return RedirectResponse(f"/dags/{run['dag_id']}/runs/{run['dag_run_id']}", status_code=303)
+
+    @app.get("/api/rollbacks", summary="Rollback copies in the live stores, and the stores that did not answer")
+    def get_rollbacks(_user: User) -> dict[str, Any]:
+        from airflow_checkpoint_provider.ui.live import rollback_copies
+
+        copies, problems = rollback_copies(_store())
+        return {"rollbacks": copies, "problems": problems}
+
+    @app.post("/api/verify/{checkpoint_id}", summary="Verify one checkpoint now (starts checkpoint_verify)")
+    async def verify(
+        checkpoint_id: str, request: Request, _user: User, body: VerifyRequest | None = None
+    ) -> dict[str, Any]:
+        body = body or VerifyRequest()
+        conf = {**body.conf, **_verify_conf(_store(), checkpoint_id, body.level)}
+        return await _trigger(request, DAGS["verify"], conf, unpause=body.unpause)
 
     @app.get("/api/checkpoints", summary="Checkpoints, newest first")
     def list_checkpoints(

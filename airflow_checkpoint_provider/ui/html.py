@@ -182,8 +182,43 @@ def list_page(data: Listing, *, base: str, total: int, workflows: list[dict[str,
         f"<th>Reason</th></tr>{history}</table>"
         f"<h2>Restores</h2>{_restores(data.restores)}"
         f"<h2>Workflow checkpoints</h2>{_workflows(workflows or [])}"
+        f'<p><a id=rollbacks-link href="{_e(base)}/ui/rollbacks">Rollback copies in the live stores</a></p>'
     )
     return _page("Checkpoints", body)
+
+
+def rollbacks_page(copies: list[dict[str, Any]], problems: list[dict[str, Any]], *, base: str) -> str:
+    """The rollback copies the restores left in the live stores, and the stores that could not be asked."""
+    rows = "".join(
+        f"<tr class=rollback><td>{_e(c['component'])}</td><td><code>{_e(c['name'])}</code></td>"
+        f"<td><code>{_e(c['of'])}</code></td><td>{_e(c['checkpoint'])}</td>"
+        f"<td>{_e(c['created_at'][:19].replace('T', ' '))}</td><td class=num>{_e(c['age_seconds'] // 3600)} h</td>"
+        f"<td class=num>{_e(size(c['size']))}</td><td class=num>{_e('-' if c['items'] is None else c['items'])}</td></tr>"
+        for c in copies
+    )
+    table = (
+        "<table id=rollbacks><tr><th>Store</th><th>Copy</th><th>Of</th><th>Checkpoint</th><th>Created (UTC)</th>"
+        f"<th>Age</th><th>Size</th><th>Keys / docs</th></tr>{rows}</table>"
+        if copies
+        else "<p id=rollbacks class=muted>No rollback copies in the stores that answered.</p>"
+    )
+    errors = "".join(
+        f'<li class=unreachable data-component="{_e(p["component"])}"><b>{_e(p["component"])}</b> '
+        f"(connection <code>{_e(p['conn_id'])}</code>): {_e(p['error'])}</li>"
+        for p in problems
+    )
+    body = (
+        f'<p><a href="{_e(base)}/ui/">← all checkpoints</a></p><h1>Rollback copies in the live stores</h1>'
+        "<p class=muted>What each restore replaced, kept by <code>[checkpoint] rollback_keep</code>; drop them with "
+        "<code>airflow-checkpoint rollbacks drop</code>.</p>"
+        + (
+            f'<div id=store-problems><p><span class="badge bad">not reachable</span></p><ul>{errors}</ul></div>'
+            if errors
+            else ""
+        )
+        + table
+    )
+    return _page("Rollback copies", body)
 
 
 def detail_page(d: dict[str, Any], *, base: str) -> str:
@@ -222,9 +257,16 @@ def detail_page(d: dict[str, Any], *, base: str) -> str:
         "<label><input type=checkbox name=dry_run value=true checked> dry run (plan only)</label> "
         "<button type=submit id=restore-submit>Start restore</button></p></form></details>"
     )
+    levels = "".join(f"<option value={_e(lv)}>{_e(lv)}</option>" for lv in ("standard", "basic", "deep"))
+    verify = (
+        f'<form id=verify method=post action="{_e(base)}/ui/{quote(cid)}/verify" target=_top>'
+        f"<select name=level id=verify-level>{levels}</select> "
+        f"<button type=submit class=button id=verify-button>Verify now</button> <span class=muted>starts "
+        f"<code>checkpoint_verify</code> for <code>{_e(cid)}</code> only</span></form>"
+    )
     body = (
         f'<p><a href="{_e(base)}/ui/">← all checkpoints</a></p><h1 id=checkpoint-id>{_e(cid)} {_badges(d)}</h1>'
-        f"{form}<table id=manifest>{info}</table>"
+        f"{form}{verify}<table id=manifest>{info}</table>"
         f"<h2>Artifacts</h2><table id=artifacts><tr><th>Name</th><th>Kind</th><th>Stored</th><th>Raw</th>"
         f"<th>sha256</th></tr>{arts}</table><h2>Fingerprints</h2><div id=fingerprints>{prints}</div>"
         f"<h2>Verifications and drills</h2>{_records(d['records'])}"

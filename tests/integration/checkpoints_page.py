@@ -8,9 +8,11 @@ shows real data. It asserts:
 * the list shows the checkpoint with its LKG badge, the storage chart and the recorded restore;
   the detail view shows the manifest, the fingerprints per store and the restores that used it;
 * "Restore…" on the detail page, confirmed with the id, starts a ``restore_checkpoint`` dry run
-  that succeeds, and the browser lands on that run's page;
+  that succeeds, and the browser lands on that run's page; "Verify now" starts a
+  ``checkpoint_verify`` run of that checkpoint only, which succeeds;
 * the JSON API lists and shows checkpoints, a restore without the right ``confirm`` starts
-  nothing, and ``POST /api/checkpoints/database`` starts a checkpoint run that succeeds.
+  nothing, and ``POST /api/checkpoints/database`` starts a checkpoint run that succeeds;
+* the rollback copies the recovery left in the live stores are listed, as JSON and on their page.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def check_checkpoints_page(
     assert [v["href"] for v in plugins["checkpoints"]["external_views"]] == [f"{PAGE}/ui/"]
 
     # 1. nobody without a valid token gets anything
-    for path in ("/ui/", f"/ui/{cid}", "/api/checkpoints", f"/api/checkpoints/{cid}", "/api/lkg"):
+    for path in ("/ui/", f"/ui/{cid}", "/api/checkpoints", f"/api/checkpoints/{cid}", "/api/lkg", "/api/rollbacks"):
         assert httpx.get(url + path).status_code == 401, path
         assert httpx.get(url + path, headers={"Authorization": "Bearer forged.token.value"}).status_code in (401, 403)
     assert httpx.post(url + "/api/checkpoints/database", json={}).status_code == 401
@@ -92,6 +94,28 @@ def check_checkpoints_page(
     run_id = driver.current_url.rsplit("/runs/", 1)[1].split("?")[0].split("/")[0]
     run = finish({"dag_id": "restore_checkpoint", "dag_run_id": run_id})
     assert run["state"] == "success" and run["conf"]["dry_run"] is True and run["conf"]["checkpoint_id"] == cid
+
+    # 4b. "Verify now" at the basic level: checkpoint_verify for this checkpoint only, and its run page
+    driver.get(f"{url}/ui/{cid}")
+    wait(driver).until(lambda d: d.find_elements(By.ID, "verify-button"))
+    driver.find_element(By.CSS_SELECTOR, "#verify-level option[value='basic']").click()
+    driver.find_element(By.ID, "verify-button").click()
+    wait(driver).until(lambda d: "/dags/checkpoint_verify/runs/" in d.current_url)
+    run_id = driver.current_url.rsplit("/runs/", 1)[1].split("?")[0].split("/")[0]
+    run = finish({"dag_id": "checkpoint_verify", "dag_run_id": run_id})
+    assert run["state"] == "success" and run["conf"] == {"checkpoint_id": cid, "level": "basic"}
+    report = airflow.xcom("checkpoint_verify", run_id, "verify")
+    assert [(r["checkpoint_id"], r["level"]) for r in report["verified"]] == [(cid, "basic")]
+
+    # 4c. the rollback copies the recovery kept (rollback_keep: the newest of each database, db, index)
+    rollbacks = httpx.get(url + "/api/rollbacks", headers=auth, timeout=60).json()
+    kept = {c["component"] for c in rollbacks["rollbacks"]}
+    assert "postgres" in kept, rollbacks
+    assert {p["component"] for p in rollbacks["problems"]} <= {"files"}, rollbacks["problems"]  # no files connection
+    driver.get(f"{url}/ui/rollbacks")
+    wait(driver).until(lambda d: d.find_elements(By.ID, "rollbacks"))
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#rollbacks tr.rollback")) == len(rollbacks["rollbacks"])
+    shot(driver, "checkpoints-rollbacks")
 
     # 5. a checkpoint started through the API (Redis only: quick) runs and succeeds
     started = httpx.post(url + "/api/checkpoints/database", json={"conf": {"components": ["redis"]}}, headers=auth)

@@ -151,3 +151,20 @@ def test_a_table_dropped_from_the_drill_copy_fails_the_run_marks_drill_failed_an
         assert _copies(sample, "postgres") == []  # the drill copy was dropped
     finally:
         sample.cleanup()
+
+
+def test_verify_dag_with_a_checkpoint_id_verifies_only_that_one_at_the_chosen_level(airflow_env, tmp_path):
+    store = Store.open(tmp_path / "store", create=True)
+    asked = make_checkpoint(store, run="asked")
+    other = make_checkpoint(store, run="other")
+    env = {"AIRFLOW__CHECKPOINT__STORAGE_ROOT": store.root}
+    result = run_dag(
+        airflow_env, "checkpoint_verify", {"checkpoint_id": asked.checkpoint_id, "level": "basic"}, extra_env=env
+    )
+    assert result["state"] == "success", result["log"][-3000:]
+    report = result["xcom"]["verify"]
+    assert [(r["checkpoint_id"], r["why"], r["level"]) for r in report["verified"]] == [
+        (asked.checkpoint_id, "requested", "basic")
+    ]
+    assert store.state_of(store.get(asked.checkpoint_id)).level == "basic"
+    assert store.state_of(store.get(other.checkpoint_id)).state == "sealed"  # not in this run

@@ -29,6 +29,7 @@ for dag_id, dag in bag.dags.items():
         "fileloc": dag.fileloc,
         "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
         "teardowns": sorted(t.task_id for t in dag.tasks if t.is_teardown),
+        "on_failure": {t.task_id: [type(cb).__name__ for cb in (t.on_failure_callback or [])] for t in dag.tasks},
     }
 print(json.dumps(out, default=str))
 """
@@ -200,9 +201,70 @@ def test_a_pip_user_deploys_a_factory_with_a_two_line_dag_file(tmp_path_factory)
 
 def test_verify_dag_runs_daily_at_the_configured_level_one_at_a_time(bag):
     dag = bag["dags"]["checkpoint_verify"]
-    assert dag["schedule"] == "0 0 * * *" and dag["max_active_runs"] == 1 and dag["tasks"] == ["verify"]
+    assert dag["schedule"] == "0 0 * * *" and dag["max_active_runs"] == 1 and dag["tasks"] == ["lkg_age", "verify"]
+    assert dag["upstream"] == {"lkg_age": [], "verify": []}  # both leaves: either one fails the run
     assert dag["params"]["level"]["default"] == "standard"
-    assert dag["params"]["level"]["schema"]["enum"] == ["basic", "standard", "deep"]
+    assert dag["params"]["level"]["schema"]["enum"] == ["basic", "standard", "deep", None]
+    assert dag["params"]["checkpoint_id"]["default"] is None
+    assert dag["params"]["checkpoint_id"]["schema"]["type"] == ["null", "string"]
+
+
+NOTIFIERS = """
+from airflow.sdk import BaseNotifier
+
+
+class PagerNotifier(BaseNotifier):
+    def notify(self, context):
+        pass
+
+
+def make():
+    return [PagerNotifier()]
+"""
+
+
+def test_every_task_of_every_shipped_dag_alerts_through_the_configured_notifiers(tmp_path_factory):
+    mod = tmp_path_factory.mktemp("notifiers")
+    (mod / "site_alerts.py").write_text(NOTIFIERS)
+    env = dict(
+        os.environ,
+        AIRFLOW_HOME=str(tmp_path_factory.mktemp("home3")),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CHECKPOINT__NOTIFY_ON_FAILURE="site_alerts:make",
+        AIRFLOW__CHECKPOINT__NOTIFY_EMAIL="ops@example.com, dba@example.com",
+        PYTHONPATH=os.pathsep.join([str(mod), str(REPO)]),
+    )
+    proc = subprocess.run([sys.executable, "-c", CODE, str(REPO / "dags")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["errors"] == {} and len(out["dags"]) == 10
+    for dag_id, dag in out["dags"].items():
+        for task_id, callbacks in dag["on_failure"].items():
+            assert callbacks == ["PagerNotifier", "SmtpNotifier"], f"{dag_id}.{task_id}: {callbacks}"
+
+
+def test_a_notify_on_failure_that_is_not_an_import_path_is_refused_naming_it(monkeypatch):
+    from airflow_checkpoint_provider.core.errors import CheckpointError
+    from airflow_checkpoint_provider.dags.alerts import alert_args
+
+    monkeypatch.setenv("AIRFLOW__CHECKPOINT__NOTIFY_ON_FAILURE", "site_alerts.make")
+    with pytest.raises(CheckpointError, match="'site_alerts.make', not an import path") as caught:
+        alert_args()
+    assert "package.module:function" in str(caught.value)
+
+
+def test_factory_notifiers_come_before_the_configured_ones_and_keep_the_other_default_args(monkeypatch):
+    from airflow_checkpoint_provider.dags.alerts import alert_args
+
+    monkeypatch.delenv("AIRFLOW__CHECKPOINT__NOTIFY_ON_FAILURE", raising=False)
+    monkeypatch.setenv("AIRFLOW__CHECKPOINT__NOTIFY_EMAIL", "ops@example.com")
+    mine = object()
+    args = alert_args([mine], retries=2)  # type: ignore[list-item]
+    assert args["retries"] == 2 and args["on_failure_callback"][0] is mine
+    assert type(args["on_failure_callback"][1]).__name__ == "SmtpNotifier"
+    assert args["on_failure_callback"][1].to == ["ops@example.com"]
+    monkeypatch.delenv("AIRFLOW__CHECKPOINT__NOTIFY_EMAIL")
+    assert alert_args(retries=2) == {"retries": 2}  # nothing configured: no callback at all
 
 
 def test_retention_dag_runs_daily_at_two_utc_and_deletes_unless_a_dry_run(bag):

@@ -202,6 +202,22 @@ def test_the_sweep_takes_every_unverified_one_then_the_longest_unverified_sample
     assert {i.checkpoint_id for i, _ in picked} == {a.checkpoint_id, b.checkpoint_id, c.checkpoint_id}
 
 
+def test_a_sweep_of_one_checkpoint_verifies_only_it_and_records_it_as_requested(store):
+    a = make_checkpoint(store, run="a")
+    b = make_checkpoint(store, run="b")
+    _flip_artifact(store, b)  # damaged, but not asked for: left alone
+    report = sweep(store, "standard", sample=10, only=a.checkpoint_id)
+    assert [(r["checkpoint_id"], r["why"], r["outcome"]) for r in report.verified] == [
+        (a.checkpoint_id, "requested", "ok")
+    ]
+    assert not report.failed and store.state_of(store.get(b.checkpoint_id)).state == "sealed"
+    store.mark_lkg(a.checkpoint_id)
+    report = sweep(store, "basic", only="last-known-good")
+    assert [r["checkpoint_id"] for r in report.verified] == [a.checkpoint_id]
+    report = sweep(store, "standard", only=b.checkpoint_id)
+    assert report.corrupt == [b.checkpoint_id] and store.lkg().checkpoint_id == a.checkpoint_id
+
+
 def test_deep_with_the_sample_artifacts_decompresses_and_runs_the_engine_checks(store):
     m = make_checkpoint(store)
     result, record = verify_at(store, m.checkpoint_id, "deep")

@@ -136,3 +136,60 @@ def test_workflow_checkpoints_are_listed_on_the_page(store):
     assert row["workflow_id"] == "sim/run1/simulate" and row["states"] == 2 and row["latest_step"] == 2026
     page = html.list_page(model.listing(store), base="/checkpoints", total=0, workflows=model.workflows(store))
     assert "id=workflows" in page and "sim/run1/simulate" in page
+
+
+def test_detail_page_offers_verify_now_for_that_checkpoint_at_a_chosen_level(store):
+    m = make_checkpoint(store, "r1")
+    page = html.detail_page(model.detail(store, m.checkpoint_id), base="/checkpoints")
+    parsed = _parse(page)
+    assert {"verify", "verify-level", "verify-button"} <= parsed.ids
+    assert f'action="/checkpoints/ui/{m.checkpoint_id}/verify"' in page
+    assert re.findall(r"<option value=(\w+)>", page) == ["standard", "basic", "deep"]
+    assert "Verify now" in "".join(parsed.text)
+
+
+def test_verify_now_asks_airflow_for_that_checkpoint_only_and_refuses_unknown_levels_and_ids(store):
+    from fastapi import HTTPException
+
+    from airflow_checkpoint_provider.ui.app import _verify_conf
+
+    m = make_checkpoint(store, "r1")
+    assert _verify_conf(store, m.checkpoint_id, "deep") == {"checkpoint_id": m.checkpoint_id, "level": "deep"}
+    assert _verify_conf(store, m.checkpoint_id, "") == {"checkpoint_id": m.checkpoint_id, "level": None}
+    with pytest.raises(HTTPException) as bad_level:
+        _verify_conf(store, m.checkpoint_id, "thorough")
+    assert bad_level.value.status_code == 400 and "'thorough'" in bad_level.value.detail
+    with pytest.raises(HTTPException) as unknown:
+        _verify_conf(store, "ckpt-20000101T000000Z-000000", None)
+    assert unknown.value.status_code == 404
+
+
+def test_rollbacks_page_lists_the_copies_and_names_each_store_that_did_not_answer():
+    copies = [
+        {
+            "component": "postgres",
+            "name": "app__rollback_abc_20261201T000000",
+            "of": "app",
+            "checkpoint": "abc",
+            "created_at": "2026-12-01T00:00:00Z",
+            "age_seconds": 7200,
+            "size": 2048,
+            "items": None,
+            "conn_id": "postgres_default",
+        }
+    ]
+    problems = [{"component": "search", "conn_id": "es<prod>", "error": "ConnectionFailedError: refused"}]
+    page = html.rollbacks_page(copies, problems, base="/checkpoints")
+    parsed = _parse(page)
+    assert {"rollbacks", "store-problems"} <= parsed.ids and page.count("<tr class=rollback>") == 1
+    text = "".join(parsed.text)
+    assert "app__rollback_abc_20261201T000000" in text and "2 h" in text and "2.0 KiB" in text
+    assert "es<prod>" in text and "es&lt;prod&gt;" in page and "ConnectionFailedError: refused" in text
+    empty = html.rollbacks_page([], [], base="/checkpoints")
+    assert "No rollback copies" in empty and "store-problems" not in empty
+
+
+def test_list_page_links_to_the_rollback_copies(store):
+    make_checkpoint(store, "r1")
+    page = html.list_page(model.listing(store), base="/checkpoints", total=1)
+    assert 'id=rollbacks-link href="/checkpoints/ui/rollbacks"' in page
