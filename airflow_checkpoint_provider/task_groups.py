@@ -35,6 +35,7 @@ def checkpoint_task_group(
     mark_lkg: bool | str = False,
     enabled: dict[str, Any] | None = None,
     storage_root: str | None = None,
+    queues: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> TaskGroup:
     """Build the captures -> bundle -> discard_staging group.
@@ -50,6 +51,9 @@ def checkpoint_task_group(
     :param tags: checkpoint tags; each also gets its own asset (``checkpoint/<tag>``).
     :param pinned: protect the checkpoint from retention.
     :param mark_lkg: move the LKG pointer once the checkpoint verified.
+    :param queues: ``{component or "bundle": executor queue}``, e.g. to capture each store on a
+        Celery worker near it; the workers must share the checkpoint store. The manifest records
+        which worker captured each artifact (``provenance.captured_on``).
 
     Other keyword arguments go to the TaskGroup.
     """
@@ -62,6 +66,10 @@ def checkpoint_task_group(
     conn_ids = {**legacy_conn_ids, **(conn_ids or {})}
     options = engines.merge_options(legacy_options, options)
     enabled = enabled or {}
+    queues = queues or {}
+    unknown = set(queues) - set(registered) - {"bundle"}
+    if unknown:
+        raise ValueError(f"queues for unknown component(s) {sorted(unknown)}; use {registered} or 'bundle'")
     with TaskGroup(group_id=group_id, **kwargs) as group:
         captures = []
         for name in registered:
@@ -73,6 +81,7 @@ def checkpoint_task_group(
                     task_id=cls.task_name,
                     storage_root=storage_root,
                     enabled=enabled.get(name, True),
+                    **({"queue": queues[name]} if name in queues else {}),
                     **{engine.conn_param: conn_ids.get(name) or engines.default_conn_id(engine)},
                     **options.get(name, {}),
                 )
@@ -84,7 +93,12 @@ def checkpoint_task_group(
             mark_lkg=mark_lkg,
             storage_root=storage_root,
             trigger_rule="none_failed_min_one_success",
+            **({"queue": queues["bundle"]} if "bundle" in queues else {}),
         )
-        discard = DiscardStagingOperator(task_id="discard_staging", storage_root=storage_root)
+        discard = DiscardStagingOperator(
+            task_id="discard_staging",
+            storage_root=storage_root,
+            **({"queue": queues["bundle"]} if "bundle" in queues else {}),
+        )
         captures >> bundle >> discard.as_teardown()  # teardown: never what `group >> next` waits on
     return group

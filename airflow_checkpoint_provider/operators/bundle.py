@@ -97,7 +97,10 @@ class BundleOperator(BaseOperator):
             tags=tags,
             pinned=_truthy(self.pinned),
             config_hash=config_hash(config),
-            provenance=provenance(context, self.task_id),
+            provenance={
+                **provenance(context, self.task_id),
+                "captured_on": {r["component"]: r["captured_on"] for r in captures if r.get("captured_on")},
+            },
         )
         cid = manifest.checkpoint_id
         consistency = manifest.consistency()
