@@ -418,10 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from airflow_checkpoint_provider import settings
+    from airflow_checkpoint_provider.hooks.storage import store_kwargs
 
     root = args.root or settings.storage_root()
     try:
-        store = Store.open(root, lock_timeout=settings.lock_timeout())
+        store = Store.open(root, lock_timeout=settings.lock_timeout(), **store_kwargs(root))
         return args.func(store, args)
     except CheckpointNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)

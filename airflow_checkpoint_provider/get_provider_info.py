@@ -24,12 +24,27 @@ CONFIG: dict[str, Any] = {
         "description": "Where checkpoints are kept and how they are written.",
         "options": {
             "storage_root": _option(
-                "Root of the checkpoint store: a directory path or file:// URI. It holds the sealed "
+                "Root of the checkpoint store: a directory path or file:// URI, or s3://<bucket>/<prefix> "
+                "for S3-compatible object storage (see storage_conn_id). It holds the sealed "
                 "archives, the staging area of running captures and the last-known-good pointer. Capture "
                 "tasks on different workers must all reach it.",
                 "string",
                 "{AIRFLOW_HOME}/checkpoints_data",
                 "/srv/checkpoints",
+            ),
+            "encryption_key_file": _option(
+                "A file of 64 hex digits (mode 0600): new artifacts are encrypted at rest with it "
+                "(AES-256-GCM in authenticated 1 MiB chunks), and encrypted ones need it to be restored. "
+                "Empty: no encryption.",
+                "string",
+                "",
+                "/etc/airflow/checkpoint.key",
+            ),
+            "storage_conn_id": _option(
+                "Airflow connection (type aws) of an s3:// storage_root: login = access key id, password = "
+                "secret access key, extra endpoint_url and region_name. Unused for a local store.",
+                "string",
+                "aws_default",
             ),
             "lock_timeout": _option(
                 "Seconds a writer waits for the store lock (held briefly while publishing a checkpoint, "

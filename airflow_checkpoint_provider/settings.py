@@ -55,6 +55,14 @@ def storage_root() -> str:
     return _get("storage_root").replace("{AIRFLOW_HOME}", _airflow_home())
 
 
+def encryption_key_file() -> str | None:
+    return _get("encryption_key_file") or None
+
+
+def storage_conn_id() -> str:
+    return _get("storage_conn_id")
+
+
 def lock_timeout() -> float:
     return float(_get("lock_timeout"))
 

@@ -78,5 +78,7 @@ fi
 # --------------------------------------------------------------------------- search runners
 step "search runner dependencies (Maven) and launchers"
 .venv/bin/python scripts/services.py prepare --only opensearch,elasticsearch
+step "S3 server (SeaweedFS, built once with go and cached)"
+.venv/bin/python scripts/services.py prepare --only s3
 
 step "bootstrap done ($REPO_ROOT)"

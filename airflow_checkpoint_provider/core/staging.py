@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 import zstandard
 
@@ -43,6 +43,9 @@ from airflow_checkpoint_provider.core.streams import (
     Writable,
     zstd_compressor,
 )
+
+if TYPE_CHECKING:
+    from airflow_checkpoint_provider.core.crypt import Cipher
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -90,14 +93,21 @@ class ArtifactSink:
         self._writer_cm = self.staging.fs.atomic_writer(self.staging.data_rel(self.name))
         self._file = self._writer_cm.__enter__()
         self._hashing = HashingWriter(self._file)
+        # raw -> (zstd) -> (AES-256-GCM chunks) -> hash and size of the stored bytes -> the store
+        cipher, self._enc = self.staging.cipher, None
+        if cipher is not None:
+            from airflow_checkpoint_provider.core.crypt import EncryptingWriter
+
+            self._enc = EncryptingWriter(cast(BinaryIO, self._hashing), cipher.key, self.name)
+        stored = cast(Writable, self._enc or self._hashing)
         if self.compression == "zstd":
             self._zstd: zstandard.ZstdCompressionWriter | None = zstd_compressor(self._level).stream_writer(
-                cast(IO[bytes], self._hashing), closefd=False, write_return_read=True
+                cast(IO[bytes], stored), closefd=False, write_return_read=True
             )
             self._raw = CountingWriter(cast(Writable, self._zstd))
         else:
             self._zstd = None
-            self._raw = CountingWriter(self._hashing)
+            self._raw = CountingWriter(stored)
         return self
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -121,6 +131,8 @@ class ArtifactSink:
                 if self._zstd is not None:
                     self._zstd.flush(zstandard.FLUSH_FRAME)
                     self._zstd.close()  # type: ignore[no-untyped-call]  # zstandard's stubs leave close() untyped
+                if self._enc is not None:
+                    self._enc.close()
                 if not self.capture_end:
                     self.mark_captured()
                 self._file.commit()
@@ -134,13 +146,15 @@ class ArtifactSink:
                 size=self._hashing.size,
                 sha256=self._hashing.hexdigest(),
                 compression=self.compression,
-                raw_size=self._raw.size,
+                # encrypted but not compressed: the stored size is not the raw size, and the final
+                # chunk's flag already bounds what decrypts
+                raw_size=None if self._enc is not None and self._zstd is None else self._raw.size,
                 engine=self.engine,
                 engine_version=self.engine_version,
                 capture_start=self.capture_start,
                 capture_end=self.capture_end,
                 fingerprints=self.fingerprints,
-                meta=self.meta,
+                meta={**self.meta, **({"encryption": self.staging.cipher.meta()} if self.staging.cipher else {})},
             )
             self.artifact.validate()
             self.staging.fs.write_bytes(self.staging.desc_rel(self.name), _descriptor_bytes(self.artifact))
@@ -165,11 +179,12 @@ def staging_owners(fs: StoreFS, rel: str) -> list[dict[str, Any]]:
 class Staging:
     """The staging area of one run, below ``staging/<key>/`` in the store."""
 
-    def __init__(self, fs: StoreFS, key: str) -> None:
+    def __init__(self, fs: StoreFS, key: str, *, cipher: Cipher | None = None) -> None:
         if not key or _KEY_UNSAFE.search(key) or key.startswith("."):
             raise StoreError(f"invalid staging key {key!r}", hint="build keys with staging_key(dag_id, run_id)")
         self.fs = fs
         self.key = key
+        self.cipher = cipher
         self.rel = f"staging/{key}"
         fs.makedirs(f"{self.rel}/data")
         fs.makedirs(f"{self.rel}/desc")
@@ -206,8 +221,7 @@ class Staging:
     def _walk(self, rel: str) -> Iterator[str]:
         for entry in self.fs.listdir(rel):
             sub = f"{rel}/{entry}"
-            path = self.fs.local_path(sub)
-            if path is not None and path.is_dir():
+            if self.fs.is_dir(sub):
                 yield from self._walk(sub)
             else:
                 yield sub

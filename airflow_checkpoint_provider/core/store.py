@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import unquote, urlparse
 
 import zstandard
@@ -43,6 +43,7 @@ from airflow_checkpoint_provider.core.archive import ArchiveReader, ArchiveWrite
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
     CheckpointNotFoundError,
+    ConcurrentUpdateError,
     FormatError,
     IntegrityError,
     LkgBindingError,
@@ -76,6 +77,10 @@ from airflow_checkpoint_provider.core.verify import (
     VerifyResult,
     verify_archive,
 )
+
+if TYPE_CHECKING:
+    from airflow_checkpoint_provider.core.crypt import Cipher
+    from airflow_checkpoint_provider.core.fs_s3 import S3Options
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +126,8 @@ class DamagedCheckpoint:
         return {"checkpoint_id": self.checkpoint_id, "path": self.path, "problem": self.problem}
 
 
-def parse_root(root: str | os.PathLike[str]) -> StoreFS:
-    """Pick the filesystem for a store root URI: a path or ``file://`` URI (local)."""
+def parse_root(root: str | os.PathLike[str], *, s3: S3Options | None = None) -> StoreFS:
+    """Pick the filesystem for a store root URI: a path or ``file://`` URI (local), or ``s3://bucket/prefix``."""
     text = os.fspath(root)
     if not text:
         raise StoreNotFoundError("the store root is empty", hint="set [checkpoint] storage_root")
@@ -130,9 +135,14 @@ def parse_root(root: str | os.PathLike[str]) -> StoreFS:
     if parsed.scheme in ("", "file"):
         path = unquote(parsed.path) if parsed.scheme == "file" else text
         return LocalFS(path)
+    if parsed.scheme == "s3":
+        from airflow_checkpoint_provider.core.fs_s3 import S3FS
+
+        return S3FS(text, s3)
     raise StoreError(
         f"store root {text!r} uses scheme {parsed.scheme!r}, which this version cannot write to",
-        hint="use a local or mounted directory (a path or file:// URI) for [checkpoint] storage_root",
+        hint="use a local or mounted directory (a path or file:// URI) or s3://<bucket>/<prefix> for "
+        "[checkpoint] storage_root",
     )
 
 
@@ -143,19 +153,31 @@ _INIT_ENTRIES = frozenset({"checkpoints", "staging", "refs", "audit", "locks"})
 class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
     """A checkpoint store over a :class:`StoreFS`. Create one with :meth:`Store.open`."""
 
-    def __init__(self, fs: StoreFS, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+    def __init__(
+        self, fs: StoreFS, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, cipher: Cipher | None = None
+    ) -> None:
         self.fs = fs
         self.lock_timeout = lock_timeout
+        self.cipher = cipher  #: encrypts new artifacts at rest (core/crypt.py); None: off
 
     # ---- opening ---------------------------------------------------------------------------------
 
     @classmethod
     def open(
-        cls, root: str | os.PathLike[str], *, create: bool = False, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+        cls,
+        root: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        s3: S3Options | None = None,
+        cipher: Cipher | None = None,
     ) -> Store:
-        """Open the store at ``root``. With ``create=True`` a missing root is initialised."""
-        fs = parse_root(root)
-        store = cls(fs, lock_timeout=lock_timeout)
+        """Open the store at ``root``. With ``create=True`` a missing root is initialised.
+
+        ``s3``: endpoint and credentials for an ``s3://`` root (boto3's own defaults without it).
+        ``cipher``: encrypt new artifacts at rest, and decrypt encrypted ones, with this key."""
+        fs = parse_root(root, s3=s3)
+        store = cls(fs, lock_timeout=lock_timeout, cipher=cipher)
         if fs.exists(STORE_MARKER):
             store._check_marker()
             return store
@@ -187,7 +209,11 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
             store._check_marker()
             return store
         marker = {"format": STORE_FORMAT, "format_version": STORE_VERSION, "created_at": format_ts(utcnow())}
-        fs.write_bytes(STORE_MARKER, (json.dumps(marker, indent=2) + "\n").encode())
+        try:
+            fs.create_bytes(STORE_MARKER, (json.dumps(marker, indent=2) + "\n").encode())
+        except ConcurrentUpdateError:  # the other creator finished first
+            store._check_marker()
+            return store
         log.info("Initialised checkpoint store at %s", fs.root)
         return store
 
@@ -219,7 +245,7 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
     # ---- staging and sealing -----------------------------------------------------------------------
 
     def staging(self, key: str) -> Staging:
-        return Staging(self.fs, key)
+        return Staging(self.fs, key, cipher=self.cipher)
 
     def seal(
         self,
@@ -276,9 +302,9 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
             with self.lock():
                 if self.exists(cid):
                     raise StoreError(f"checkpoint {cid} already exists", hint="choose another checkpoint id")
-                out.commit()
+                out.commit(create_only=True)
                 try:
-                    self.fs.write_bytes(self._manifest_rel(cid), manifest_bytes)
+                    self.fs.create_bytes(self._manifest_rel(cid), manifest_bytes)
                 except BaseException:
                     self.fs.remove(self._archive_rel(cid))  # never leave an archive without its marker
                     raise
@@ -422,17 +448,29 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
                 if member.name != art.member:
                     continue
                 checked = CheckedReader(stream, art)
+                plain: Any = checked
+                if "encryption" in art.meta:
+                    plain = self._decrypting(checked, art, info.checkpoint_id)
                 if decompress and art.compression == "zstd":
                     with zstandard.ZstdDecompressor().stream_reader(
-                        cast(IO[bytes], checked), read_size=CHUNK_SIZE, closefd=False
+                        cast(IO[bytes], plain), read_size=CHUNK_SIZE, closefd=False
                     ) as reader:
                         yield RawSizeReader(reader, art, checked)  # type: ignore[misc]
                 else:
-                    yield checked  # type: ignore[misc]
+                    yield plain
                 return
         raise IntegrityError(
             f"{info.archive} has no member {art.member}", hint="verify the checkpoint; the archive lost an artifact"
         )
+
+    def _decrypting(self, checked: CheckedReader, art: Artifact, cid: str) -> Any:
+        if self.cipher is None:
+            raise IntegrityError(
+                f"artifact {art.name} of {cid} is encrypted (key id {art.meta['encryption'].get('key_id')}) and no "
+                "key is configured",
+                hint="set [checkpoint] encryption_key_file to the key file with that id",
+            )
+        return self.cipher.reader(cast(BinaryIO, checked), art.name, art.meta["encryption"], source=cid)
 
     def read_artifact(self, checkpoint_id: str, name: str, *, limit: int = MAX_METADATA_BYTES) -> bytes:
         """Read a small artifact (metadata such as ``search/snapshot.json``) whole, decompressed.

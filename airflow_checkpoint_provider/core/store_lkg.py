@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
     CheckpointNotFoundError,
+    ConcurrentUpdateError,
     FormatError,
+    LkgConflictError,
     LkgRequirementError,
     StoreError,
     VerificationFailedError,
@@ -44,6 +46,9 @@ if TYPE_CHECKING:
     from airflow_checkpoint_provider.core.store import CheckpointInfo
 
 log = logging.getLogger("airflow_checkpoint_provider.core.store")
+
+LKG_REL = "refs/lkg.json"
+_ANY = object()  #: mark_lkg's ``expect`` when the caller does not care what the LKG was
 
 
 class _LkgMixin:
@@ -154,8 +159,14 @@ class _LkgMixin:
         reason: str = "",
         requires: str = VERIFIED,
         by: dict[str, Any] | None = None,
+        expect: LkgPointer | None | object = _ANY,
     ) -> LkgPointer:
         """Point the LKG at a checkpoint, but only if it verifies and is in the state ``requires`` names.
+
+        The pointer is replaced by compare-and-swap on what was read (an ETag and ``If-Match`` on
+        object storage), so a writer that lost its lock can never overwrite a newer move. ``expect``:
+        the pointer the caller saw (None: no LKG yet); if another writer moved it since,
+        :class:`LkgConflictError` is raised and nothing changes.
 
         ``result`` may carry a verification just made by the caller (the bundle step verifies
         right after sealing); it is accepted only if it is a clean result for this very
@@ -202,7 +213,15 @@ class _LkgMixin:
                     hint="run `airflow-checkpoint verify --level standard` on it, or for "
                     "lkg_requires=drilled the checkpoint_restore_drill DAG, first",
                 )
+            seen = self.fs.read_tagged(LKG_REL)
             previous = self.lkg()
+            if expect is not _ANY and expect != previous:
+                raise LkgConflictError(
+                    f"the last-known-good moved to {previous.checkpoint_id if previous else 'nothing'} "
+                    f"(set {previous.set_at if previous else '-'}) while {cid} was being marked; it was not moved",
+                    hint=f"check the new LKG with `airflow-checkpoint lkg show`; if {cid} should still be the LKG, "
+                    f"run `airflow-checkpoint lkg set {cid}` again",
+                )
             now = format_ts(utcnow())
             pointer = LkgPointer(
                 checkpoint_id=cid,
@@ -214,7 +233,14 @@ class _LkgMixin:
             )
             data = pointer.to_bytes()
             stamp = parse_ts(now).strftime("%Y%m%dT%H%M%S%fZ")
-            self.fs.write_bytes("refs/lkg.json", data)  # the move happens here, atomically
+            try:  # the move happens here, atomically, only over what was read above
+                self.fs.replace_if(LKG_REL, data, seen[1] if seen else None)
+            except ConcurrentUpdateError:
+                raise LkgConflictError(
+                    f"another writer replaced {self.root}/{LKG_REL} while {cid} was being marked; it was not moved",
+                    hint=f"check the new LKG with `airflow-checkpoint lkg show`; if {cid} should still be the LKG, "
+                    f"run `airflow-checkpoint lkg set {cid}` again",
+                ) from None
             self.fs.write_bytes(f"refs/lkg-history/{stamp}-{cid}.json", data)
         log.info("Last-known-good is now %s (was %s)", cid, pointer.previous)
         return pointer

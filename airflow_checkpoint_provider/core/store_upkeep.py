@@ -29,6 +29,8 @@ log = logging.getLogger("airflow_checkpoint_provider.core.store")
 
 
 AUDIT_FORMAT = "airflow-checkpoint-audit"
+#: seconds without a new part after which an object store's upload counts as abandoned
+UPLOAD_IDLE = 600.0
 
 
 def _audit_name(now: str) -> str:
@@ -53,8 +55,8 @@ class _UpkeepMixin:
         is_dead: Callable[[dict[str, Any]], bool | None] | None = None,
     ) -> list[str]:
         """Remove leftovers of crashed writers: temporary files, archives without a manifest, the
-        staging areas of runs that ended without sealing, and any staging area older than
-        ``stale_after``. Returns what was removed (with ``dry_run``: what would be).
+        staging areas of runs that ended without sealing, any staging area older than
+        ``stale_after``, and (object storage) uploads idle for ``min(stale_after, 600)`` seconds. Returns what was removed (with ``dry_run``: what would be).
 
         A staging area belongs to a dead run when every writer that claimed it
         (:meth:`Staging.claim`) is dead: ``is_dead(owner)`` (Airflow's view of the owner's run) says
@@ -84,11 +86,16 @@ class _UpkeepMixin:
                     self.fs.remove_tree(rel)
                 else:
                     self.fs.remove(rel)
-        return [rel for rel, _ in doomed]
+            # an object store's uploads that a dead writer never completed (none on a local store)
+            idle = [u for u in self.fs.pending_uploads() if now - u.active >= min(stale_after, UPLOAD_IDLE)]
+            for upload in [] if dry_run else idle:
+                log.info("Aborting the incomplete upload of %s", upload.rel)
+                self.fs.abort_upload(upload)
+        return [rel for rel, _ in doomed] + [f"{u.rel} (incomplete upload)" for u in idle]
 
     def _age(self, rel: str, now: float) -> float:
-        p = self.fs.local_path(rel)
-        return now - p.stat().st_mtime if p is not None and p.exists() else 0.0
+        mtime = self.fs.mtime(rel)
+        return now - mtime if mtime is not None else 0.0
 
     def write_audit(self, record: dict[str, Any]) -> str:
         """Append one audit record (a new file, never rewritten). Returns its path in the store."""

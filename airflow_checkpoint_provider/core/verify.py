@@ -112,7 +112,7 @@ def verify_archive(
                 result.add(ProblemKind.SIZE_MISMATCH, member.name, f"{member.size} bytes, manifest says {art.size}")
                 continue
             digest, raw, data_error = _hash_member(
-                stream, deep=deep and art.compression == "zstd", raw_size=art.raw_size
+                stream, deep=deep and art.compression == "zstd" and "encryption" not in art.meta, raw_size=art.raw_size
             )
             result.bytes_read += member.size
             if digest != art.sha256:
@@ -121,7 +121,7 @@ def verify_archive(
                 )
             elif data_error:
                 result.add(ProblemKind.DATA_ERROR, member.name, data_error)
-            elif deep and art.raw_size is not None and raw is not None and raw != art.raw_size:
+            elif deep and art.raw_size is not None and raw is not None and raw != art.raw_size:  # (plaintext only)
                 result.add(
                     ProblemKind.DATA_ERROR, member.name, f"decompresses to {raw} bytes, manifest says {art.raw_size}"
                 )

@@ -13,6 +13,7 @@ from airflow_checkpoint_provider.core.manifest import Artifact
 from airflow_checkpoint_provider.core.staging import Staging, staging_key
 from airflow_checkpoint_provider.core.store import Store
 from airflow_checkpoint_provider.core.values import split_list
+from airflow_checkpoint_provider.hooks.storage import store_kwargs
 from airflow_checkpoint_provider.version import __version__
 
 __all__ = ["CaptureOperator", "open_store", "split_list"]
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 
 def open_store(storage_root: str | None = None, *, create: bool = True) -> Store:
     """The store at ``storage_root`` or ``[checkpoint] storage_root``."""
-    return Store.open(storage_root or settings.storage_root(), create=create, lock_timeout=settings.lock_timeout())
+    root = storage_root or settings.storage_root()
+    return Store.open(root, create=create, lock_timeout=settings.lock_timeout(), **store_kwargs(root))
 
 
 def group_prefix(task_id: str) -> str:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core.errors import CheckpointError, CheckpointNotFoundError
 from airflow_checkpoint_provider.core.store import Store
+from airflow_checkpoint_provider.hooks.storage import store_kwargs
 from airflow_checkpoint_provider.ui import html, model
 
 PREFIX = "/checkpoints"
@@ -56,7 +57,8 @@ class RestoreRequest(RunRequest):
 
 def _store() -> Store:
     try:
-        return Store.open(settings.storage_root(), lock_timeout=settings.lock_timeout())
+        root = settings.storage_root()
+        return Store.open(root, lock_timeout=settings.lock_timeout(), **store_kwargs(root))
     except CheckpointError as exc:
         raise HTTPException(503, f"the checkpoint store is not usable: {exc.message}") from exc
 

@@ -42,14 +42,18 @@ def main(root: str, point: str, payload_mb: int = 8) -> None:
             "before_lkg_pointer": "refs/lkg.json",
             "before_lkg_history": "refs/lkg-history/",
         }[point]
-        original_wb = fsmod.LocalFS.write_bytes
+        original_wb, original_cb = fsmod.LocalFS.write_bytes, fsmod.LocalFS.create_bytes
 
-        def write_bytes(self, rel, data):
-            if rel.endswith(target) or (target.endswith("/") and rel.startswith(target)):
-                die()
-            return original_wb(self, rel, data)
+        def dies_at(original):
+            def write(self, rel, data):
+                if rel.endswith(target) or (target.endswith("/") and rel.startswith(target)):
+                    die()
+                return original(self, rel, data)
 
-        fsmod.LocalFS.write_bytes = write_bytes
+            return write
+
+        fsmod.LocalFS.write_bytes = dies_at(original_wb)
+        fsmod.LocalFS.create_bytes = dies_at(original_cb)  # the manifest copy is created, never replaced
     elif point == "external":
         print("sealing", flush=True)  # the parent kills us from outside while we seal
 
