@@ -84,6 +84,14 @@ CONFIG: dict[str, Any] = {
                 "*/30 * * * *",
                 "@hourly",
             ),
+            "capture_queues": _option(
+                "Executor queue of each capture task of the ready-made DAGs, and of the bundle: a JSON object "
+                "keyed by component (postgres, redis, search, files) or 'bundle'. With the CeleryExecutor each "
+                "capture can run on a worker near its server; the workers must share the checkpoint store.",
+                "string",
+                "",
+                '{"postgres": "db-workers", "redis": "cache-workers", "search": "cache-workers"}',
+            ),
             "task_retries": _option(
                 "Retries of the ready-made DAGs' capture tasks on transient errors (an unreachable server). "
                 "Errors a retry cannot fix (bad credentials, unknown names, refused settings) fail at once.",

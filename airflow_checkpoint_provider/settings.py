@@ -129,6 +129,23 @@ def search_repository_settings() -> dict | None:
     return {"type": "fs", "settings": {"location": location}} if location else None
 
 
+def capture_queues() -> dict[str, str]:
+    """``{component or "bundle": executor queue}`` of the ready-made capture DAGs (empty: the default queue)."""
+    import json
+
+    text = (_get("capture_queues") or "").strip()
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError(
+            f"[checkpoint] capture_queues is {text!r}, which is not a JSON object of queue names; "
+            'write e.g. {"postgres": "db-workers", "redis": "cache-workers", "bundle": "db-workers"}'
+        )
+    return value
+
+
 def task_retries() -> int:
     return int(_get("task_retries"))
 

@@ -36,6 +36,7 @@ def checkpoint_task_group(
     enabled: dict[str, Any] | None = None,
     storage_root: str | None = None,
     deployment: dict[str, Any] | str | None = None,
+    queues: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> TaskGroup:
     """Build the captures -> bundle -> discard_staging group.
@@ -53,6 +54,9 @@ def checkpoint_task_group(
     :param mark_lkg: move the LKG pointer once the checkpoint verified.
     :param deployment: the deployment's config files, environment variable names and dependencies
         the config hash covers (BundleOperator's ``deployment``; templated).
+    :param queues: ``{component or "bundle": executor queue}``, e.g. to capture each store on a
+        Celery worker near it; the workers must share the checkpoint store. The manifest records
+        which worker captured each artifact (``provenance.captured_on``).
 
     Other keyword arguments go to the TaskGroup.
     """
@@ -65,6 +69,10 @@ def checkpoint_task_group(
     conn_ids = {**legacy_conn_ids, **(conn_ids or {})}
     options = engines.merge_options(legacy_options, options)
     enabled = enabled or {}
+    queues = queues or {}
+    unknown = set(queues) - set(registered) - {"bundle"}
+    if unknown:
+        raise ValueError(f"queues for unknown component(s) {sorted(unknown)}; use {registered} or 'bundle'")
     with TaskGroup(group_id=group_id, **kwargs) as group:
         captures = []
         for name in registered:
@@ -76,6 +84,7 @@ def checkpoint_task_group(
                     task_id=cls.task_name,
                     storage_root=storage_root,
                     enabled=enabled.get(name, True),
+                    **({"queue": queues[name]} if name in queues else {}),
                     **{engine.conn_param: conn_ids.get(name) or engines.default_conn_id(engine)},
                     **options.get(name, {}),
                 )
@@ -88,7 +97,12 @@ def checkpoint_task_group(
             storage_root=storage_root,
             deployment=deployment,
             trigger_rule="none_failed_min_one_success",
+            **({"queue": queues["bundle"]} if "bundle" in queues else {}),
         )
-        discard = DiscardStagingOperator(task_id="discard_staging", storage_root=storage_root)
+        discard = DiscardStagingOperator(
+            task_id="discard_staging",
+            storage_root=storage_root,
+            **({"queue": queues["bundle"]} if "bundle" in queues else {}),
+        )
         captures >> bundle >> discard.as_teardown()  # teardown: never what `group >> next` waits on
     return group

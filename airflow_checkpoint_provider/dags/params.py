@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from airflow_checkpoint_provider import engines
+from airflow_checkpoint_provider import engines, settings
 
 
 def components_param(verb: str) -> Param:
@@ -119,6 +119,7 @@ def group_kwargs_from_params() -> dict[str, Any]:
         "options": {name: engines.operator_class(name).capture_kwargs() for name in engines.names()},
         "mark_lkg": "{{ params.mark_lkg }}",
         "enabled": {c: "{{ '%s' in params.components }}" % c for c in engines.names()},
+        "queues": settings.capture_queues(),
     }
 
 

@@ -48,7 +48,23 @@ def provenance(context: Context, task_id: str) -> dict[str, Any]:
         "task_id": task_id,
         "try_number": int(getattr(ti, "try_number", 0) or 0),
         "provider_version": __version__,
-        "hostname": socket.gethostname(),
+        "hostname": worker_hostname(context),
+    }
+
+
+def worker_hostname(context: Context) -> str:
+    """The worker's name as Airflow knows it (``[core] hostname_callable``), else the host's name."""
+    return str(getattr(context["ti"], "hostname", None) or socket.gethostname())
+
+
+def captured_on(context: Context) -> dict[str, Any]:
+    """Where a capture ran: the worker, the executor queue, the try (recorded in the manifest)."""
+    ti = context["ti"]
+    return {
+        "hostname": worker_hostname(context),
+        "queue": str(getattr(ti.task, "queue", "") or ""),
+        "task_id": ti.task_id,
+        "try_number": int(getattr(ti, "try_number", 0) or 0),
     }
 
 
@@ -230,4 +246,5 @@ class CaptureOperator(BaseOperator):
             "config": self.config(),
             "target_key": key,
             "artifacts": artifacts_to_xcom(artifacts),
+            "captured_on": captured_on(context),
         }

@@ -113,7 +113,10 @@ class BundleOperator(BaseOperator):
                 config=config,
                 tags=tags,
                 pinned=_truthy(self.pinned),
-                provenance=provenance(context, self.task_id),
+                provenance={
+                    **provenance(context, self.task_id),
+                    "captured_on": {r["component"]: r["captured_on"] for r in captures if r.get("captured_on")},
+                },
                 by=by,
                 mark_lkg=_truthy(self.mark_lkg),
                 requires=settings.lkg_requires(),

@@ -120,6 +120,14 @@ class Airflow:
                 subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             )
 
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        """Start another component (a Celery worker) in its own process group; stopped with the rest."""
+        airflow = str(Path(sys.executable).parent / "airflow")
+        log = open(self.home / f"{name}.log", "wb")
+        proc = subprocess.Popen([airflow, *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
     def stop(self) -> None:
         """SIGTERM each component's process group (by the PIDs started here), then SIGKILL leftovers."""
         for proc in self.procs:
