@@ -89,6 +89,7 @@ def checkpoint_task_group(
                     **options.get(name, {}),
                 )
             )
+        bundle_queue: dict[str, Any] = {"queue": queues["bundle"]} if "bundle" in queues else {}
         bundle = BundleOperator(
             task_id="bundle",
             tags=list(tags),
@@ -97,12 +98,12 @@ def checkpoint_task_group(
             storage_root=storage_root,
             deployment=deployment,
             trigger_rule="none_failed_min_one_success",
-            **({"queue": queues["bundle"]} if "bundle" in queues else {}),
+            **bundle_queue,
         )
         discard = DiscardStagingOperator(
             task_id="discard_staging",
             storage_root=storage_root,
-            **({"queue": queues["bundle"]} if "bundle" in queues else {}),
+            **bundle_queue,
         )
         captures >> bundle >> discard.as_teardown()  # teardown: never what `group >> next` waits on
     return group
