@@ -44,6 +44,12 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
     exit 1
 fi
 
+# --------------------------------------------------------------------------- S3 server, in the background
+# The SeaweedFS build (once per machine, cached) takes minutes of CPU; it overlaps the downloads below.
+s3_log="$(mktemp)"
+python3 scripts/services.py prepare --only s3 >"$s3_log" 2>&1 &
+s3_pid=$!
+
 # --------------------------------------------------------------------------- uv + venv
 if ! command -v uv >/dev/null 2>&1; then
     step "pip install uv"
@@ -79,6 +85,11 @@ fi
 step "search runner dependencies (Maven) and launchers"
 .venv/bin/python scripts/services.py prepare --only opensearch,elasticsearch
 step "S3 server (SeaweedFS, built once with go and cached)"
-.venv/bin/python scripts/services.py prepare --only s3
+if ! wait "$s3_pid"; then
+    cat "$s3_log" >&2
+    echo "bootstrap: preparing the S3 server failed (above)" >&2
+    exit 1
+fi
+rm -f "$s3_log"
 
 step "bootstrap done ($REPO_ROOT)"
