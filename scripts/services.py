@@ -650,7 +650,9 @@ def prepare_seaweedfs(log: Path | None = None) -> Path:
             raise ServiceError("s3", "go mod download of SeaweedFS failed", "go mod download", log)
         src = json.loads(got.stdout)["Dir"]
         tmp = cache / f".weed-{secrets.token_hex(4)}"
-        built = subprocess.run([go, "build", "-ldflags", "-s -w", "-o", str(tmp), "./weed"], cwd=src, stdout=fh, stderr=fh, env=env)
+        built = subprocess.run(
+            [go, "build", "-ldflags", "-s -w", "-o", str(tmp), "./weed"], cwd=src, stdout=fh, stderr=fh, env=env
+        )
     if built.returncode != 0:
         raise ServiceError("s3", "go build of SeaweedFS failed", "go build ./weed", log)
     os.replace(tmp, exe)
