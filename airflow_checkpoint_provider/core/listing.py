@@ -112,6 +112,12 @@ def entry_of(man: Manifest) -> dict[str, Any]:
     }
 
 
+#: the last cache file read per path in this process, with its stat: a long-lived process (the
+#: Checkpoints page in the api-server) re-reads the file only when it changed
+_READ: dict[str, tuple[list[Any], dict[str, Any]]] = {}
+_READ_MAX = 8
+
+
 class ListingCache:
     """The cache of one local store root (see the module docstring). Not thread-safe; one per scan."""
 
@@ -137,6 +143,10 @@ class ListingCache:
             ):
                 log.warning("Ignoring the listing cache %s: not a private regular file of this user", self.path)
                 return {}
+            seen = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns]
+            memo = _READ.get(self.path)
+            if memo is not None and memo[0] == seen:
+                return memo[1]  # the same file, checked when it was read
             with os.fdopen(fd, "rb", closefd=False) as f:
                 header, _, body_bytes = f.read(MAX_CACHE_BYTES + 1).partition(b"\n")
         except OSError:
@@ -157,6 +167,9 @@ class ListingCache:
         if not ok or not isinstance(body, dict):
             log.warning("Ignoring the listing cache %s: damaged or of another version; it is rebuilt", self.path)
             return {}
+        if len(_READ) >= _READ_MAX:
+            _READ.pop(next(iter(_READ)))
+        _READ[self.path] = (seen, body)
         return body
 
     def get(self, cid: str, keys: list[Any]) -> Manifest | None:
@@ -170,7 +183,7 @@ class ListingCache:
                 return None
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
-        self._new[cid] = entry
+        self._new[cid] = dict(entry)  # a copy: the read file's entries stay as read (see _READ)
         return man
 
     def put(self, cid: str, keys: list[Any], man: Manifest, mtimes_ns: list[int]) -> None:
