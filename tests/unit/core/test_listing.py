@@ -122,3 +122,20 @@ def test_verification_and_decisions_never_use_the_cache(store, listed):
     assert not next(i for i in store.scan(cached=False)[0] if i.checkpoint_id == a.checkpoint_id).pinned
     assert not store.get(a.checkpoint_id).pinned
     assert store.verify(a.checkpoint_id).ok  # verify read the real manifest and archive
+
+
+def test_a_long_lived_process_reads_an_unchanged_cache_file_once_and_a_changed_one_again(store, listed, monkeypatch):
+    """The Checkpoints page lists in the api-server: parsing the cache file every request would cost
+    more than the listing it saves. The file is parsed again only when its stat changed, and a
+    forged rewrite (another stat) is still checked as any read is."""
+    from airflow_checkpoint_provider.core import listing
+
+    _, _, first = listed
+    _listing(store)  # the cache as this process last wrote it, read once
+    reads = []
+    real = listing.hashlib.sha256
+    monkeypatch.setattr(listing.hashlib, "sha256", lambda data=b"": reads.append(len(data)) or real(data))
+    assert _listing(store) == first and _listing(store) == first
+    assert reads == []  # not read, not even checksummed, again
+    _forge(store, lambda entries: entries.clear())
+    assert _listing(store) == first and reads  # a changed file: read and checked again
