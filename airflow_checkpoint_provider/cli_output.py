@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from airflow_checkpoint_provider.cli import (
     EXIT_FAILED,
@@ -30,6 +31,21 @@ from airflow_checkpoint_provider.core.store import Store
 STORE_ONLY = frozenset({"list", "show", "status", "audit", "lkg"})
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was set up (``main()``
+    called in-process, e.g. by a test or an embedding tool, must not leave logging bound to a
+    stream that was replaced and closed since)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(sys.stderr, name)
+
+
 def logs_to_stderr(verbose: bool, command: str) -> None:
     """Log lines go to stderr (stdout carries the output, e.g. the one JSON document of ``--json``),
     secrets masked as in Airflow; below warnings only with ``--verbose``. Store-only commands
@@ -37,13 +53,17 @@ def logs_to_stderr(verbose: bool, command: str) -> None:
     import logging
 
     if command in STORE_ONLY and "airflow" not in sys.modules:
-        logging.basicConfig(stream=sys.stderr, level=logging.INFO if verbose else logging.WARNING)
+        logging.basicConfig(stream=_CurrentStderr(), level=logging.INFO if verbose else logging.WARNING)
         return
     try:
         from airflow.sdk.log import configure_logging
     except ImportError:  # pragma: no cover - Airflow is a dependency; keep the CLI usable without it
         return
-    configure_logging(log_level="INFO" if verbose else "WARNING", output=sys.stderr, colored_console_log=False)
+    configure_logging(
+        log_level="INFO" if verbose else "WARNING",
+        output=_CurrentStderr(),  # type: ignore[arg-type]
+        colored_console_log=False,
+    )
 
 
 def command_of(argv: list[str]) -> str | None:

@@ -98,7 +98,8 @@ def test_resume_unpauses_even_when_the_resume_command_fails(monkeypatch):
 def test_nothing_configured_is_logged(monkeypatch, capsys):
     op = _op(monkeypatch, FakePauser({}), action="drain")
     op.execute(_ctx())
-    assert "Nothing to drain: no callable, command or DAG to pause is configured" in capsys.readouterr().out
+    out, err = capsys.readouterr()  # task logging goes to stdout, or to stderr once the CLI set it up in-process
+    assert "Nothing to drain: no callable, command or DAG to pause is configured" in out + err
 
 
 def test_commands_and_callables_are_not_templated():
