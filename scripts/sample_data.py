@@ -52,7 +52,10 @@ def seed_postgres(pg: dict[str, Any], dbname: str, *, customers: int = 2000, ord
             "(ARRAY['new','paid','shipped'])[1 + g %% 3], CASE WHEN g %% 7 = 0 THEN NULL ELSE 'n' || g END "
             "FROM generate_series(1, %s) g" % (customers, orders)
         )
-        conn.execute("INSERT INTO attachments SELECT g, g, decode(md5(g::text), 'hex') FROM generate_series(1, 100) g")
+        conn.execute(
+            "INSERT INTO attachments SELECT g, g, decode(md5(g::text), 'hex') FROM generate_series(1, %s) g"
+            % min(100, orders)
+        )
         conn.execute(
             "INSERT INTO audit.events (at, what) SELECT timestamptz '2026-11-01 00:00+00' + g * interval "
             "'1 minute', 'event ' || g FROM generate_series(1, 500) g"

@@ -159,3 +159,20 @@ def airflow_conn_env(services: dict[str, Any]) -> Iterator[dict[str, str]]:
         yield env
     finally:
         patcher.undo()
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """Tests that run the CLI's ``main()`` in-process let it set up logging (stderr, WARNING); put
+    the logging of the process back afterwards, so later tests see Airflow's own."""
+    import logging
+
+    import structlog
+
+    root = logging.getLogger()
+    saved = (structlog.get_config(), root.level, list(root.handlers))
+    yield
+    config, level, handlers = saved
+    structlog.configure(**config)
+    root.setLevel(level)
+    root.handlers[:] = handlers
