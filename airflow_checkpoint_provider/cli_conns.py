@@ -116,16 +116,9 @@ def read_connection(name: str, path: str) -> ConnectionInfo:
             f"the {name} connection file {path!r} holds no valid connection ({type(exc).__name__})",
             hint="write an Airflow connection URI (postgres://user:pass@host:5432/db) or its JSON form",
         ) from None
-    return ConnectionInfo(
-        conn_id=f"{name}_file",
-        conn_type=conn.conn_type or "",
-        host=conn.host,
-        port=conn.port,
-        login=conn.login,
-        password=conn.password,
-        schema=conn.schema,
-        extra=dict(conn.extra_dejson or {}),
-    )
+    from airflow_checkpoint_provider.engines import info_of
+
+    return info_of(conn, f"{name}_file")
 
 
 def resolve(args: argparse.Namespace, held: list[str] | None = None) -> dict[str, Resolved]:

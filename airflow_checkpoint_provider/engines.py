@@ -30,7 +30,11 @@ def connection_info(conn_id: str) -> ConnectionInfo:
     """The Airflow connection ``conn_id`` as plain data (raises AirflowNotFoundException if undefined)."""
     from airflow.sdk import BaseHook
 
-    conn = BaseHook.get_connection(conn_id)
+    return info_of(BaseHook.get_connection(conn_id), conn_id)
+
+
+def info_of(conn: Any, conn_id: str) -> ConnectionInfo:
+    """An Airflow ``Connection`` as the plain data the engines take."""
     return ConnectionInfo(
         conn_id=conn_id,
         conn_type=conn.conn_type or "",

@@ -168,16 +168,8 @@ class CheckLkgAgeOperator(BaseOperator):
         return {"checkpoint_id": cid, "age_seconds": int(age), "max_age_seconds": limit}
 
 
-class ExpireCheckpointsOperator(BaseOperator):
-    """Apply the retention policy: finish earlier deletions, then delete what no rule keeps.
-
-    Every checkpoint is logged with the rule that keeps it or the reason it goes. Search snapshots
-    of a cluster that does not answer stay in their tombstones for the next run (logged as
-    warnings, and in the XCom under ``pending``).
-
-    :param policy: JSON of a retention policy; default ``[checkpoint] retention``.
-    :param plan_only: only log the plan (a dry run).
-    """
+class _PolicyOperator(BaseOperator):
+    """An operator that applies a policy (templated), for real or as a dry run (``plan_only``)."""
 
     template_fields = ("policy", "plan_only", "storage_root")
 
@@ -194,11 +186,28 @@ class ExpireCheckpointsOperator(BaseOperator):
         self.plan_only = plan_only
         self.storage_root = storage_root
 
+    @property
+    def executes(self) -> bool:
+        """Whether this run deletes for real (``plan_only`` is a bool or its rendered text)."""
+        return str(self.plan_only).lower() not in ("1", "true", "yes", "on")
+
+
+class ExpireCheckpointsOperator(_PolicyOperator):
+    """Apply the retention policy: finish earlier deletions, then delete what no rule keeps.
+
+    Every checkpoint is logged with the rule that keeps it or the reason it goes. Search snapshots
+    of a cluster that does not answer stay in their tombstones for the next run (logged as
+    warnings, and in the XCom under ``pending``).
+
+    :param policy: JSON of a retention policy; default ``[checkpoint] retention``.
+    :param plan_only: only log the plan (a dry run).
+    """
+
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_checkpoint_provider.core.expire import expire
         from airflow_checkpoint_provider.core.retention import Policy
 
-        execute = str(self.plan_only).lower() not in ("1", "true", "yes", "on")
+        execute = self.executes
         targets = {k: v for k, v in default_targets(self.log).items() if engines.engines()[k].expire is not None}
         report = expire(
             open_store(self.storage_root),
@@ -221,7 +230,7 @@ class ExpireCheckpointsOperator(BaseOperator):
         return report.to_dict()
 
 
-class ExpireRollbacksOperator(BaseOperator):
+class ExpireRollbacksOperator(_PolicyOperator):
     """Apply ``[checkpoint] rollback_keep`` to the rollback copies in the live stores.
 
     A restore prunes its own copies when it succeeds; this daily sweep also expires the copies of
@@ -233,25 +242,10 @@ class ExpireRollbacksOperator(BaseOperator):
     :param plan_only: only log what would be dropped (a dry run).
     """
 
-    template_fields = ("policy", "plan_only", "storage_root")
-
-    def __init__(
-        self,
-        *,
-        policy: str | None = None,
-        plan_only: bool | str = False,
-        storage_root: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.policy = policy
-        self.plan_only = plan_only
-        self.storage_root = storage_root
-
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_checkpoint_provider.core.rollbacks import RollbackPolicy, sweep
 
-        execute = str(self.plan_only).lower() not in ("1", "true", "yes", "on")
+        execute = self.executes
         targets = default_targets(self.log)
         report = sweep(
             open_store(self.storage_root),

@@ -6,20 +6,9 @@ import json
 
 import pytest
 
-from airflow_checkpoint_provider.cli import EXIT_OK, EXIT_STORE, EXIT_USAGE, main
-from airflow_checkpoint_provider.core import Store
+from airflow_checkpoint_provider.cli import EXIT_OK, EXIT_STORE, EXIT_USAGE
 from tests.unit.core.helpers import make_checkpoint
-
-
-@pytest.fixture
-def store(tmp_path):
-    return Store.open(tmp_path / "store", create=True)
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.unit.test_cli import run, store  # noqa: F401 - the fixture is used by name
 
 
 @pytest.mark.parametrize(

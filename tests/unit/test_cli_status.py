@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from airflow_checkpoint_provider.cli import EXIT_OK, EXIT_PROBLEMS, main
-from airflow_checkpoint_provider.core import Store
+from airflow_checkpoint_provider.cli import EXIT_OK, EXIT_PROBLEMS
 from tests.unit.core.helpers import make_checkpoint
-
-
-@pytest.fixture
-def store(tmp_path):
-    return Store.open(tmp_path / "store", create=True)
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.unit.test_cli import run, store  # noqa: F401 - the fixture is used by name
 
 
 def test_status_without_lkg_says_so_and_exits_1(store, capsys):
