@@ -155,22 +155,38 @@ def _artifact_by_member(manifest: Manifest | None, member: str) -> Artifact | No
     return None
 
 
-class _TooLarge(Exception):
-    """The decompressed bytes passed the artifact's raw_size."""
+class _Hashing:
+    """Read-through of a member that feeds every compressed byte to the sha256 (and the progress bar)."""
+
+    def __init__(self, stream: Any, handle: progress.Handle | None) -> None:
+        self.stream = stream
+        self.sha = hashlib.sha256()
+        self.handle = handle
+
+    def read(self, n: int = -1) -> bytes:
+        piece: bytes = self.stream.read(n if n > 0 else CHUNK_SIZE)
+        self.sha.update(piece)
+        if self.handle is not None:
+            self.handle.advance(len(piece))
+        return piece
 
 
-class _Count:
-    """Null sink that counts decompressed bytes, refusing more than ``limit`` (a zstd bomb)."""
-
-    def __init__(self, limit: int | None) -> None:
-        self.n = 0
-        self.limit = limit
-
-    def write(self, data: bytes) -> int:
-        self.n += len(data)
-        if self.limit is not None and self.n > self.limit:
-            raise _TooLarge
-        return len(data)
+def _decompressed_size(src: _Hashing, raw_size: int | None) -> tuple[int, str | None]:
+    """Decompress everything ``src`` yields into one reused buffer (no allocation per block: about 1.6x
+    faster than a counting sink); stops at the first zstd error or once past ``raw_size`` (a zstd bomb)."""
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        cast(IO[bytes], src), read_size=CHUNK_SIZE, read_across_frames=True, closefd=False
+    )
+    buf = bytearray(4 << 20)
+    n = 0
+    try:
+        while k := reader.readinto(buf):
+            n += k
+            if raw_size is not None and n > raw_size:
+                return n, f"decompresses to more than its raw_size of {raw_size} bytes (decompression stopped there)"
+    except zstandard.ZstdError as exc:
+        return n, f"zstd: {exc}"
+    return n, None
 
 
 def _hash_member(
@@ -178,25 +194,10 @@ def _hash_member(
 ) -> tuple[str, int | None, str | None]:
     """sha256 of the member; with ``deep``, also its decompressed size (same pass, bounded by ``raw_size``).
     ``handle`` hears of each chunk (progress bars)."""
-    sha = hashlib.sha256()
-    counter = _Count(raw_size)
-    dec = (  # 4 MiB output blocks: fewer calls into the counting sink (about 1.3x faster on dumps)
-        zstandard.ZstdDecompressor().stream_writer(cast(IO[bytes], counter), write_size=4 << 20, write_return_read=True)
-        if deep
-        else None
-    )
-    error = None
-    while piece := stream.read(CHUNK_SIZE):
-        sha.update(piece)
-        if handle is not None:
-            handle.advance(len(piece))
-        if dec is not None and error is None:
-            try:
-                dec.write(piece)
-            except zstandard.ZstdError as exc:
-                error = f"zstd: {exc}"
-            except _TooLarge:
-                error = f"decompresses to more than its raw_size of {raw_size} bytes (decompression stopped there)"
+    src = _Hashing(stream, handle)
+    raw, error = _decompressed_size(src, raw_size) if deep else (None, None)
+    while src.read(CHUNK_SIZE):  # the rest of the member (all of it without ``deep``) still counts in the sha256
+        pass
     if handle is not None:
         handle.close()
-    return sha.hexdigest(), (counter.n if deep else None), error
+    return src.sha.hexdigest(), raw, error
