@@ -161,11 +161,7 @@ def create_app() -> FastAPI:
 
     @app.get("/ui/", response_class=HTMLResponse, summary="List view")
     def list_view(_user: User) -> str:
-        store = _store()
-        data = model.listing(store)
-        total = len(data.rows)
-        data = model.Listing(data.rows[:PAGE_ROWS], data.damaged, data.lkg, data.lkg_history, data.restores)
-        return html.list_page(data, base=PREFIX, total=total, workflows=model.workflows(store)[:PAGE_ROWS])
+        return html.list_view(_store(), base=PREFIX, rows=PAGE_ROWS)
 
     @app.get("/ui/rollbacks", response_class=HTMLResponse, summary="Rollback copies in the live stores")
     def rollbacks_view(_user: User) -> str:

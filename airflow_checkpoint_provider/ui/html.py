@@ -9,6 +9,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from airflow_checkpoint_provider.core.store import Store
+from airflow_checkpoint_provider.ui import model
 from airflow_checkpoint_provider.ui.model import Listing, storage_by_day
 
 _CSS = """
@@ -139,8 +141,16 @@ def _workflows(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def list_page(data: Listing, *, base: str, total: int, workflows: list[dict[str, Any]] | None = None) -> str:
-    """The list view: checkpoints, LKG history, restores and the storage chart."""
+def list_page(
+    data: Listing,
+    *,
+    base: str,
+    total: int,
+    workflows: list[dict[str, Any]] | None = None,
+    days: list[tuple[str, int, int]] | None = None,
+) -> str:
+    """The list view: checkpoints, LKG history, restores and the storage chart (``days``: of every
+    checkpoint, else of the rows shown)."""
     rows = "".join(
         f'<tr class=checkpoint data-id="{_e(r["checkpoint_id"])}"><td><a href="{_e(base)}/ui/'
         f'{quote(r["checkpoint_id"])}">{_e(r["checkpoint_id"])}</a></td>'
@@ -177,7 +187,7 @@ def list_page(data: Listing, *, base: str, total: int, workflows: list[dict[str,
         f"<h1>Checkpoints</h1>{head}<p class=muted>{_e(shown)} checkpoint(s)</p>"
         "<table id=checkpoints><tr><th>Checkpoint</th><th>Created (UTC)</th><th>Size</th><th>Stores</th>"
         f"<th>State</th><th>Skew</th><th></th></tr>{rows}{damaged}</table>"
-        f"<h2>Storage per day</h2>{chart(storage_by_day(data.rows))}"
+        f"<h2>Storage per day</h2>{chart(storage_by_day(data.rows) if days is None else days)}"
         f"<h2>Last-known-good history</h2><table id=lkg-history><tr><th>Set (UTC)</th><th>Checkpoint</th>"
         f"<th>Reason</th></tr>{history}</table>"
         f"<h2>Restores</h2>{_restores(data.restores)}"
@@ -185,6 +195,12 @@ def list_page(data: Listing, *, base: str, total: int, workflows: list[dict[str,
         f'<p><a id=rollbacks-link href="{_e(base)}/ui/rollbacks">Rollback copies in the live stores</a></p>'
     )
     return _page("Checkpoints", body)
+
+
+def list_view(store: Store, *, base: str, rows: int) -> str:
+    """The whole list view of ``store``: the newest ``rows`` checkpoints and workflows; the chart of all."""
+    data = model.listing(store, limit=rows)
+    return list_page(data, base=base, total=data.total, workflows=model.workflows(store)[:rows], days=data.days)
 
 
 def rollbacks_page(copies: list[dict[str, Any]], problems: list[dict[str, Any]], *, base: str) -> str:

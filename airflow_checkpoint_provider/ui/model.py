@@ -7,7 +7,7 @@ archive, so a listing of thousands of checkpoints stays cheap.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_checkpoint_provider.core.store import CheckpointInfo, Store
@@ -31,6 +31,8 @@ class Listing:
     lkg: dict[str, Any] | None
     lkg_history: list[dict[str, Any]]
     restores: list[dict[str, Any]]
+    total: int = 0  #: checkpoints in the store (of the type asked), ``rows`` being the newest of them
+    days: list[tuple[str, int, int]] = field(default_factory=list)  #: storage_by_day() of all ``total``
 
 
 def row(store: Store, info: CheckpointInfo, lkg_id: str | None) -> dict[str, Any]:
@@ -62,9 +64,15 @@ def listing(store: Store, *, type_: str | None = None, limit: int | None = None)
     infos, damaged = store.scan(tag=tag)
     pointer = store.lkg()
     lkg_id = pointer.checkpoint_id if pointer else None
-    rows = [row(store, i, lkg_id) for i in sorted(infos, key=lambda i: i.created_at, reverse=True)]
+    ordered = sorted(infos, key=lambda i: i.created_at, reverse=True)
+    every = [
+        {"created_at": i.created_at, "size": i.size, "search_snapshot_bytes": store.state_of(i).snapshot_bytes}
+        for i in ordered
+    ]
     return Listing(
-        rows=rows[:limit] if limit else rows,
+        rows=[row(store, i, lkg_id) for i in (ordered[:limit] if limit else ordered)],
+        total=len(ordered),
+        days=storage_by_day(every),
         damaged=[d.to_dict() for d in damaged],
         lkg=pointer.to_dict() if pointer else None,
         lkg_history=[p.to_dict() for p in store.lkg_history()],

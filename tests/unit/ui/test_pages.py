@@ -56,6 +56,16 @@ def test_list_shows_every_checkpoint_newest_first_with_the_lkg_badge_and_a_chart
     assert "script" not in parsed.tags and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
+def test_a_list_page_cut_to_its_newest_rows_still_counts_and_charts_every_checkpoint(store):
+    ids = [make_checkpoint(store, f"r{n}").checkpoint_id for n in range(3)]
+    data = model.listing(store, limit=1)
+    assert [r["checkpoint_id"] for r in data.rows] == [ids[-1]] and data.total == 3
+    assert sum(n for _, _, n in data.days) == 3
+    assert sum(b for _, b, _ in data.days) == sum(store.get(i).size for i in ids)
+    page = html.list_view(store, base="/checkpoints", rows=1)
+    assert page.count("<tr class=checkpoint") == 1 and "3 checkpoint(s)" in page
+
+
 def test_type_filter_uses_the_tags_of_the_ready_made_dags_and_refuses_unknown_types(store):
     make_checkpoint(store, "r1", tags=("scheduled",))
     deploy = make_checkpoint(store, "r2", tags=("pre-deploy",))
