@@ -11,7 +11,7 @@ demo: setup
 # Lint, then every test, with real PostgreSQL, Redis, OpenSearch and Elasticsearch started by the tests
 # (two workers, whole modules per worker; each worker starts its own servers).
 test: setup lint
-	.venv/bin/python -m pytest -n 2 --dist loadfile
+	.venv/bin/python -m pytest -n 2 --dist loadfile --durations=30
 
 # ruff (lint and format check) over the package, the tests, the scripts and the benchmarks; mypy (--strict on core/).
 lint: setup
