@@ -31,8 +31,8 @@ from airflow_checkpoint_provider.core.errors import (
     FormatError,
     IntegrityError,
 )
-from airflow_checkpoint_provider.core.fs import TMP_MARK, StoreFS
-from airflow_checkpoint_provider.core.manifest import Artifact, Manifest
+from airflow_checkpoint_provider.core.fs import StoreFS
+from airflow_checkpoint_provider.core.manifest import CHECKPOINT_ID_RE, Artifact, Manifest
 from airflow_checkpoint_provider.core.safejson import load_json
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,9 @@ def key_records(fs: StoreFS) -> list[tuple[str, str]]:
     """Every key record of the store: ``(rel, scope)`` of the sealed checkpoints' and the staging areas'."""
     out = []
     for entry in fs.listdir("checkpoints"):
-        if entry.endswith(KEYS_SUFFIX) and not entry.startswith(TMP_MARK):
-            out.append((f"checkpoints/{entry}", f"checkpoint:{entry[: -len(KEYS_SUFFIX)]}"))
+        cid = entry[: -len(KEYS_SUFFIX)]
+        if entry.endswith(KEYS_SUFFIX) and CHECKPOINT_ID_RE.fullmatch(cid):  # not a .tmp- or .lock- file
+            out.append((f"checkpoints/{entry}", f"checkpoint:{cid}"))
     for entry in fs.listdir("staging"):
         rel = staging_keys_rel(f"staging/{entry}")
         if fs.exists(rel):
@@ -212,6 +213,18 @@ def open_fingerprints(manifest: Manifest, data_key: DataKey) -> Manifest:
                 source=f"the fingerprints of artifact {art.name} of {manifest.checkpoint_id}",
             )
             if not isinstance(value, dict):
-                raise IntegrityError(f"the fingerprints of artifact {art.name} of {manifest.checkpoint_id} are not an object")
+                raise IntegrityError(
+                    f"the fingerprints of artifact {art.name} of {manifest.checkpoint_id} are not an object"
+                )
             opened[art.name] = value
     return manifest.with_fingerprints(opened) if opened else manifest
+
+
+#: what a reader shows for fingerprints that stay encrypted (no master key, or another one)
+UNAVAILABLE = {"encrypted": "unavailable without the master key"}
+
+
+def shown_fingerprints(manifest: Manifest, art: Artifact) -> dict[str, Any]:
+    """The fingerprints to display: the artifact's own, or :data:`UNAVAILABLE` while they are sealed."""
+    opened = "_stored_body" in manifest.__dict__  # a view open_fingerprints made
+    return dict(UNAVAILABLE) if is_sealed(art) and not opened else art.fingerprints

@@ -74,7 +74,8 @@ class _UpkeepMixin:
             doomed = []
             for entry in self.fs.listdir("checkpoints"):
                 rel = f"checkpoints/{entry}"
-                stem = next((rel[: -len(sfx)] for sfx in (".tar", KEYS_SUFFIX) if entry.endswith(sfx)), None)
+                suffixes = (".tar", KEYS_SUFFIX) if not entry.startswith(".") else ()  # .lock- files are no orphans
+                stem = next((rel[: -len(sfx)] for sfx in suffixes if entry.endswith(sfx)), None)
                 orphan = stem is not None and not self.fs.exists(stem + ".manifest.json")
                 if orphan or (entry.startswith(TMP_MARK) and self._age(rel, now) >= min(stale_after, 60.0)):
                     doomed.append((rel, False))
