@@ -72,17 +72,17 @@ def load_key(path: str | os.PathLike[str]) -> bytes:
     return parse_key(raw, f"the encryption key file {p}")
 
 
-def parse_key(raw: bytes, source: str) -> bytes:
-    """A 32-byte key from 64 hex digits (whitespace ignored) or 32 raw bytes; ``source`` names
-    where it came from in the error (never the value)."""
+def parse_key(raw: bytes, source: str, *, hex_only: bool = False) -> bytes:
+    """A 32-byte key from 64 hex digits (whitespace ignored) or, unless ``hex_only``, 32 raw bytes;
+    ``source`` names where it came from in the error (never the value)."""
     text = b"".join(raw.split())
     try:
         key = bytes.fromhex(text.decode()) if len(text) == 64 else raw
     except (UnicodeDecodeError, ValueError):
         key = raw
-    if len(key) != 32:
+    if len(key) != 32 or (hex_only and key is raw):
         raise CheckpointError(
-            f"{source} holds {len(raw)} bytes, not a 256-bit key",
+            f"{source} holds {len(raw)} bytes, not a 256-bit key (64 hex digits{'' if hex_only else ' or 32 raw bytes'})",
             hint="give it 64 hex digits (e.g. the output of `openssl rand -hex 32`)",
         )
     return key

@@ -89,7 +89,7 @@ def resolve_cipher(sources: dict[str, str]) -> Cipher | None:
             f"the Airflow {kind} {value!r} ({option}) holds no key",
             hint="put 64 hex digits (e.g. the output of `openssl rand -hex 32`) into it",
         )
-    return Cipher(parse_key(text.encode(), f"the Airflow {kind} {value!r} ({option})"))
+    return Cipher(parse_key(text.encode(), f"the Airflow {kind} {value!r} ({option})", hex_only=True))
 
 
 def store_kwargs(root: str) -> dict[str, Any]:
