@@ -52,7 +52,10 @@ def enc_store(tmp_path, master) -> Store:
     return Store.open(tmp_path / "store", create=True, cipher=master)
 
 
-def test_no_row_value_nor_table_name_is_in_plaintext_on_disk_while_staged_or_sealed(enc_store):
+def test_no_row_value_nor_table_name_is_in_plaintext_on_disk_while_staged_or_sealed(enc_store, tmp_path):
+    plain = Store.open(tmp_path / "plain", create=True)
+    _capture(plain, "control")
+    assert _grep(plain.root, ROW.decode()) and _grep(plain.root, TABLE)  # the control: without a key, both show
     staging = enc_store.staging(staging_key("envelope", "staged"))
     with staging.artifact("postgres/app.dump", store="postgres", kind="pg_dump/custom") as sink:
         sink.write(ROW * 500)
