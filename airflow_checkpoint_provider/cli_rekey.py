@@ -16,8 +16,11 @@ from airflow_checkpoint_provider.core.crypt import Cipher
 from airflow_checkpoint_provider.core.errors import CheckpointError
 from airflow_checkpoint_provider.core.store import Store
 
-_FORMS = (("file", "PATH", "a key file (64 hex digits, mode 0600)"), ("variable", "KEY", "an Airflow Variable"))
-_FORMS += (("conn-id", "ID", "an Airflow connection (its password, or extra field key)"),)
+_FORMS: tuple[tuple[str, str, str], ...] = (
+    ("file", "PATH", "a key file (64 hex digits, mode 0600)"),
+    ("variable", "KEY", "an Airflow Variable"),
+    ("conn-id", "ID", "an Airflow connection (its password, or extra field key)"),
+)
 
 
 def _given(args: argparse.Namespace, which: str) -> Cipher | None:
