@@ -374,6 +374,21 @@ def test_encrypted_redis_round_trip_through_s3_and_a_flipped_byte_is_refused_bef
     assert sample.differences(damaged, sample.state()) == []  # nothing was touched
 
 
+def test_two_workers_staging_into_one_s3_run_share_the_first_writers_data_key(s3_url, s3_options):
+    cipher = Cipher(os.urandom(32))
+    worker_a, worker_b = (Store.open(s3_url, create=True, s3=s3_options, cipher=cipher) for _ in range(2))
+    key = staging_key("s3-workers", "one-run")
+    with worker_a.staging(key).artifact("postgres/app.dump", store="postgres", kind="pg_dump/custom") as sink:
+        sink.write(b"captured on worker a")
+    with worker_b.staging(key).artifact("redis/dump.rdb", store="redis", kind="redis/rdb", compression="none") as sink:
+        sink.write(b"captured on worker b")
+    cid = worker_a.seal(worker_a.staging(key)).checkpoint_id
+    ids = {a.meta["encryption"]["data_key_id"] for a in worker_b.get(cid).manifest.artifacts}
+    assert ids == {worker_b.data_key(cid).key_id}
+    assert worker_b.read_artifact(cid, "postgres/app.dump") == b"captured on worker a"
+    assert worker_b.read_artifact(cid, "redis/dump.rdb") == b"captured on worker b"
+
+
 def test_rekeyed_encrypted_postgres_checkpoint_refuses_the_old_key_and_restores_exact_data_with_the_new(
     request, tmp_path, s3_url, s3_options
 ):

@@ -253,3 +253,12 @@ def test_rekey_dry_run_lists_the_records_and_changes_nothing(enc_store, master):
     report = rekey(enc_store.fs, master, Cipher(os.urandom(32)), dry_run=True)
     assert report.rewrapped == [checkpoint_keys_rel(cid)]
     assert enc_store.fs.read_bytes(checkpoint_keys_rel(cid)) == before
+
+
+def test_checkpoint_page_detail_shows_fingerprints_with_the_key_and_unavailable_without(enc_store, tmp_path):
+    from airflow_checkpoint_provider.ui.model import detail
+
+    cid = _capture(enc_store, "page")
+    assert detail(enc_store, cid)["fingerprints"]["postgres"]["postgres/app.dump"]["rows"] == {TABLE: 42}
+    keyless = detail(Store.open(tmp_path / "store"), cid)["fingerprints"]
+    assert keyless["postgres"]["postgres/app.dump"] == UNAVAILABLE
