@@ -16,6 +16,7 @@ Commands::
     airflow-checkpoint plan ID|last-known-good [--allow-drift] [--json]
     airflow-checkpoint rollbacks list|drop [NAME...] [--keep-last N] [--older-than S] [--execute]
     airflow-checkpoint audit [--json]
+    airflow-checkpoint rekey [--old-key-file P] --new-key-file P [--dry-run] [--json]
     airflow-checkpoint workflow list|show|history|reset|expire ...
 
 ``--root`` (or ``AIRFLOW__CHECKPOINT__STORAGE_ROOT``) selects the store.
@@ -391,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_restore.add_parser(sub)
     cli_status.add_parser(sub)
     cli_lifecycle.add_verify_parser(sub)
+    from airflow_checkpoint_provider import cli_rekey
+
+    cli_rekey.add_parser(sub)
 
     p = sub.add_parser("lkg", help="show or move the last-known-good pointer")
     p.add_argument("action", nargs="?", choices=["show", "history", "set"], default="show")
@@ -456,7 +460,7 @@ def _store_kwargs(root: str) -> dict[str, Any]:
     """S3 options and the cipher, only when the store needs them (they import boto3, Airflow)."""
     from airflow_checkpoint_provider import settings
 
-    if not (root.startswith("s3://") or settings.encryption_key_file()):
+    if not (root.startswith("s3://") or settings.encryption_key_sources()):
         return {}
     from airflow_checkpoint_provider.hooks.storage import store_kwargs
 

@@ -81,7 +81,7 @@ def command_of(argv: list[str]) -> str | None:
 
 #: the commands that write their own JSON document under ``--json``; the others are wrapped by :func:`as_json`
 NATIVE_JSON = frozenset(
-    {"list", "show", "verify", "lkg", "expire", "rollbacks", "audit", "create", "restore", "status", "plan"}
+    {"list", "show", "verify", "lkg", "expire", "rollbacks", "audit", "create", "restore", "status", "plan", "rekey"}
     | {"workflow list", "workflow show", "workflow history"}
 )
 

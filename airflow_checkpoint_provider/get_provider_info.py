@@ -40,6 +40,21 @@ CONFIG: dict[str, Any] = {
                 "",
                 "/etc/airflow/checkpoint.key",
             ),
+            "encryption_key_variable": _option(
+                "Instead of encryption_key_file: the Airflow Variable whose value is the master key (64 hex "
+                "digits). At most one of encryption_key_file, encryption_key_variable and "
+                "encryption_key_conn_id may be set.",
+                "string",
+                "",
+                "checkpoint_master_key",
+            ),
+            "encryption_key_conn_id": _option(
+                "Instead of encryption_key_file: the Airflow connection whose password (or extra field "
+                '"key") is the master key (64 hex digits).',
+                "string",
+                "",
+                "checkpoint_master_key",
+            ),
             "storage_conn_id": _option(
                 "Airflow connection (type aws) of an s3:// storage_root: login = access key id, password = "
                 "secret access key, extra endpoint_url and region_name. Unused for a local store.",

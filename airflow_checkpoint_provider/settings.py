@@ -83,6 +83,12 @@ def encryption_key_file() -> str | None:
     return _get("encryption_key_file") or None
 
 
+def encryption_key_sources() -> dict[str, str]:
+    """The master key settings that are set: ``{option: value}`` (file path, Variable key or conn id)."""
+    names = ("encryption_key_file", "encryption_key_variable", "encryption_key_conn_id")
+    return {name: value for name in names if (value := _get(name).strip())}
+
+
 def storage_conn_id() -> str:
     return _get("storage_conn_id")
 

@@ -16,13 +16,18 @@ associated data ``header | context | chunk index (8 bytes) | final flag (1 byte)
 * a chunk or a whole stream cannot be moved to another artifact (``context``: the artifact's
   name, and the stream id of the header, are authenticated).
 
-The key is 32 bytes; its id (the first 16 hex digits of the sha256 of the key) is what a
-manifest records, never the key.
+Keys are 32 bytes; a key's id (the first 16 hex digits of a sha256 of the key) is what a
+manifest records, never the key. Artifacts are encrypted with a random *data key* per
+checkpoint; the *master key* (:class:`Cipher`) only wraps data keys (:meth:`Cipher.wrap`,
+AES-256-GCM with the scope, e.g. ``checkpoint:<id>``, and the data key's id as associated
+data). core/envelope.py keeps the wrapped keys beside the archives.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import struct
 from dataclasses import dataclass, field
@@ -64,15 +69,21 @@ def load_key(path: str | os.PathLike[str]) -> bytes:
             f"the encryption key file {p} is readable by other users (mode {mode & 0o777:o})",
             hint=f"chmod 600 {p}",
         )
+    return parse_key(raw, f"the encryption key file {p}")
+
+
+def parse_key(raw: bytes, source: str, *, hex_only: bool = False) -> bytes:
+    """A 32-byte key from 64 hex digits (whitespace ignored) or, unless ``hex_only``, 32 raw bytes;
+    ``source`` names where it came from in the error (never the value)."""
     text = b"".join(raw.split())
     try:
         key = bytes.fromhex(text.decode()) if len(text) == 64 else raw
     except (UnicodeDecodeError, ValueError):
         key = raw
-    if len(key) != 32:
+    if len(key) != 32 or (hex_only and key is raw):
         raise CheckpointError(
-            f"the encryption key file {p} holds {len(raw)} bytes, not a 256-bit key",
-            hint="write 64 hex digits into it (e.g. `openssl rand -hex 32 > key`)",
+            f"{source} holds {len(raw)} bytes, not a 256-bit key (64 hex digits{'' if hex_only else ' or 32 raw bytes'})",
+            hint="give it 64 hex digits (e.g. the output of `openssl rand -hex 32`)",
         )
     return key
 
@@ -185,9 +196,91 @@ class DecryptingReader:
         return bytes(out)
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: Any, what: str) -> bytes:
+    try:
+        return base64.b64decode(str(text), validate=True)
+    except ValueError:
+        raise IntegrityError(
+            f"{what} is not base64", hint="the key record is damaged; restore it from a copy"
+        ) from None
+
+
+def _wrap_aad(scope: str, data_key_id: str) -> bytes:
+    return b"airflow-checkpoint data key\0" + scope.encode() + b"\0" + data_key_id.encode()
+
+
+def _check_algorithm(meta: dict[str, Any], art_name: str, source: str) -> None:
+    if meta.get("algorithm") != ALGORITHM:
+        raise IntegrityError(
+            f"artifact {art_name} of {source} is encrypted with {meta.get('algorithm')!r}, which this reader "
+            f"does not know (it knows {ALGORITHM})",
+            hint="upgrade airflow-checkpoint-provider",
+        )
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """The random key one checkpoint's artifacts (and fingerprints) are encrypted with; ``repr`` hides it."""
+
+    key: bytes = field(repr=False)
+
+    @classmethod
+    def generate(cls) -> DataKey:
+        return cls(AESGCM.generate_key(bit_length=256))
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.key)
+
+    def meta(self, master_key_id: str) -> dict[str, Any]:
+        """What an artifact's ``meta["encryption"]`` records: algorithm, chunk size and the key ids, never a key."""
+        return {
+            "algorithm": ALGORITHM,
+            "chunk_size": CHUNK,
+            "data_key_id": self.key_id,
+            "master_key_id": master_key_id,
+        }
+
+    def writer(self, out: BinaryIO, art_name: str) -> EncryptingWriter:
+        return EncryptingWriter(out, self.key, art_name)
+
+    def reader(self, src: BinaryIO, art_name: str, meta: dict[str, Any], *, source: str) -> DecryptingReader:
+        """Decrypt the stored bytes of artifact ``art_name``, refusing another data key or algorithm by name."""
+        _check_algorithm(meta, art_name, source)
+        if meta.get("data_key_id") != self.key_id:
+            raise IntegrityError(
+                f"artifact {art_name} of {source} is encrypted with data key {meta.get('data_key_id')}, but the "
+                f"checkpoint's key record holds data key {self.key_id}",
+                hint="the key record was replaced by another checkpoint's; restore it from a copy",
+            )
+        return DecryptingReader(src, self.key, art_name, source=f"{source}:{art_name}")
+
+    def seal_json(self, context: str, value: Any) -> str:
+        """``value`` as JSON, encrypted and bound to ``context``: base64 of nonce | ciphertext."""
+        nonce = os.urandom(12)
+        plain = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        return _b64(nonce + AESGCM(self.key).encrypt(nonce, plain, b"airflow-checkpoint sealed\0" + context.encode()))
+
+    def open_json(self, context: str, sealed: Any, *, source: str) -> Any:
+        blob = _unb64(sealed, f"the sealed value of {source}")
+        try:
+            plain = AESGCM(self.key).decrypt(blob[:12], blob[12:], b"airflow-checkpoint sealed\0" + context.encode())
+        except (InvalidTag, ValueError):
+            raise IntegrityError(
+                f"the sealed value of {source} does not authenticate with data key {self.key_id}",
+                hint="the manifest or the key record was changed; verify the checkpoint",
+            ) from None
+        return json.loads(plain)
+
+
 @dataclass(frozen=True)
 class Cipher:
-    """The key a store encrypts new artifacts with (and decrypts them with); ``repr`` hides it."""
+    """The master key: it wraps each checkpoint's data key (and decrypts artifacts of the older
+    direct scheme, encrypted with it); ``repr`` hides it."""
 
     key: bytes = field(repr=False)
 
@@ -196,25 +289,56 @@ class Cipher:
         return key_id(self.key)
 
     def meta(self) -> dict[str, Any]:
-        """What an artifact's ``meta["encryption"]`` records: the algorithm and the key id, never the key."""
+        """``meta["encryption"]`` of the direct scheme (artifacts encrypted with the master key itself)."""
         return {"algorithm": ALGORITHM, "key_id": self.key_id, "chunk_size": CHUNK}
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Cipher:
         return cls(load_key(path))
 
-    def reader(self, src: BinaryIO, art_name: str, meta: dict[str, Any], *, source: str) -> DecryptingReader:
-        """Decrypt the stored bytes of artifact ``art_name``, refusing another key or algorithm by name."""
-        if meta.get("algorithm") != ALGORITHM:
+    def wrap(self, data_key: DataKey, scope: str) -> dict[str, str]:
+        """The wrapped form of ``data_key`` for ``scope`` (``staging:<key>`` or ``checkpoint:<id>``)."""
+        nonce = os.urandom(12)
+        sealed = AESGCM(self.key).encrypt(nonce, data_key.key, _wrap_aad(scope, data_key.key_id))
+        return {
+            "master_key_id": self.key_id,
+            "data_key_id": data_key.key_id,
+            "nonce": _b64(nonce),
+            "wrapped_key": _b64(sealed),
+        }
+
+    def unwrap(self, record: dict[str, Any], scope: str, *, source: str) -> DataKey:
+        """The data key of a record :meth:`wrap` made; a record wrapped by another master key is refused
+        naming the key id it needs."""
+        wanted = record.get("master_key_id")
+        if wanted != self.key_id:
             raise IntegrityError(
-                f"artifact {art_name} of {source} is encrypted with {meta.get('algorithm')!r}, which this reader "
-                f"does not know (it knows {ALGORITHM})",
-                hint="upgrade airflow-checkpoint-provider",
+                f"{source} is wrapped by master key {wanted}, not by the configured key {self.key_id}",
+                hint=f"configure the master key whose id is {wanted} (encryption_key_file, encryption_key_variable "
+                "or encryption_key_conn_id of [checkpoint]), or rekey the store to the configured key",
             )
+        nonce = _unb64(record.get("nonce"), f"the nonce of {source}")
+        sealed = _unb64(record.get("wrapped_key"), f"the wrapped key of {source}")
+        try:
+            key = AESGCM(self.key).decrypt(nonce, sealed, _wrap_aad(scope, str(record.get("data_key_id"))))
+        except (InvalidTag, ValueError):
+            raise IntegrityError(
+                f"{source} does not unwrap with master key {self.key_id}: it was changed, or moved from "
+                "another checkpoint",
+                hint="restore the key record from a copy; the archive alone cannot be decrypted",
+            ) from None
+        data_key = DataKey(key)
+        if data_key.key_id != record.get("data_key_id"):
+            raise IntegrityError(f"{source} holds a data key whose id is not {record.get('data_key_id')}")
+        return data_key
+
+    def reader(self, src: BinaryIO, art_name: str, meta: dict[str, Any], *, source: str) -> DecryptingReader:
+        """Decrypt an artifact of the direct scheme (encrypted with this key), refusing another key by name."""
+        _check_algorithm(meta, art_name, source)
         if meta.get("key_id") != self.key_id:
             raise IntegrityError(
                 f"artifact {art_name} of {source} is encrypted with key id {meta.get('key_id')}, not with the "
                 f"configured key {self.key_id}",
-                hint=f"set [checkpoint] encryption_key_file to the key whose id is {meta.get('key_id')}",
+                hint=f"configure the master key whose id is {meta.get('key_id')} ([checkpoint] encryption_key_file)",
             )
         return DecryptingReader(src, self.key, art_name, source=f"{source}:{art_name}")

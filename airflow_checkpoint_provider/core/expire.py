@@ -26,6 +26,7 @@ from typing import Any
 
 from airflow_checkpoint_provider.core.crashpoints import crashpoint
 from airflow_checkpoint_provider.core.engines import registry
+from airflow_checkpoint_provider.core.envelope import checkpoint_keys_rel
 from airflow_checkpoint_provider.core.errors import CheckpointError, EngineError, FormatError, StoreError
 from airflow_checkpoint_provider.core.fs import TMP_MARK
 from airflow_checkpoint_provider.core.journal import Journal, open_journals
@@ -172,6 +173,7 @@ def finish(store: Store, cid: str, targets: dict[str, Any]) -> Outcome:
                 return out
             store.fs.remove(store._manifest_rel(cid))
     store.fs.remove(store._archive_rel(cid))
+    store.fs.remove(checkpoint_keys_rel(cid))  # the wrapped data key of an encrypted one: useless now
     crashpoint("expire.archive")
     store.drop_states(cid)
     out.done.append(f"archive and records of {cid}")

@@ -27,7 +27,7 @@ import hashlib
 import json
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -321,6 +321,16 @@ class Manifest:
             "skew_ms": int((max(starts) - min(starts)).total_seconds() * 1000),
         }
 
+    def with_fingerprints(self, opened: dict[str, dict[str, Any]]) -> Manifest:
+        """A view whose artifacts carry the fingerprints ``opened`` gives by artifact name (decrypted,
+        core/envelope.py), but that serialises, and so hashes, exactly as this manifest does: the
+        self-checksum and the LKG binding stay those of the bytes in the store."""
+        arts = [replace(a, fingerprints=opened[a.name]) if a.name in opened else a for a in self.artifacts]
+        view = replace(self, artifacts=arts)
+        view.__dict__["_stored_body"] = self.body()
+        view.__dict__["_checked_sha256"] = self.manifest_sha256
+        return view
+
     def artifact(self, name: str) -> Artifact:
         for art in self.artifacts:
             if art.name == name:
@@ -334,7 +344,11 @@ class Manifest:
     # ---- (de)serialisation -------------------------------------------------------------------
 
     def body(self) -> dict[str, Any]:
-        """The manifest as a JSON object, without the self-checksum."""
+        """The manifest as a JSON object, without the self-checksum (of a view :meth:`with_fingerprints`
+        made: the body of the manifest it was made from)."""
+        stored = self.__dict__.get("_stored_body")
+        if stored is not None:
+            return copy.deepcopy(stored)
         return {
             **copy.deepcopy(self.extra),
             "format": FORMAT_NAME,

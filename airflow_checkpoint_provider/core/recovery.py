@@ -194,8 +194,8 @@ def restore(store: Store, request: RestoreRequest, build: Builder) -> RestoreRep
     result = store.verify(cid)
     if not result.ok:
         raise VerificationFailedError(result)
-    manifest = result.manifest
-    assert manifest is not None
+    assert result.manifest is not None
+    manifest = store.opened(result.manifest, required=True)  # encrypted fingerprints: the master key decrypts them
     # 2. plan
     parts = build(store, manifest, request)
     if request.drill:  # a drill's copies are named <name>__drill_<id> where the engine names copies

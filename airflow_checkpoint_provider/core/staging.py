@@ -8,6 +8,9 @@ Each run gets ``staging/<key>/``. An artifact is two files:
   fingerprints), written after the data is complete. A descriptor is the
   artifact's commit marker: the bundle step only sees artifacts that have one.
 
+With encryption at rest the data is encrypted with the run's data key (``keys.json``, see
+core/envelope.py) and the descriptor carries the fingerprints sealed with it.
+
 Capture tasks may run on different workers; they only need to reach the store.
 """
 
@@ -46,7 +49,7 @@ from airflow_checkpoint_provider.core.streams import (
 )
 
 if TYPE_CHECKING:
-    from airflow_checkpoint_provider.core.crypt import Cipher
+    from airflow_checkpoint_provider.core.crypt import Cipher, DataKey
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -95,11 +98,9 @@ class ArtifactSink:
         self._file = self._writer_cm.__enter__()
         self._hashing = HashingWriter(self._file)
         # raw -> (zstd) -> (AES-256-GCM chunks) -> hash and size of the stored bytes -> the store
-        cipher, self._enc = self.staging.cipher, None
-        if cipher is not None:
-            from airflow_checkpoint_provider.core.crypt import EncryptingWriter
-
-            self._enc = EncryptingWriter(cast(BinaryIO, self._hashing), cipher.key, self.name)
+        self._enc = None
+        if self.staging.cipher is not None:
+            self._enc = self.staging.data_key().writer(cast(BinaryIO, self._hashing), self.name)
         stored = cast(Writable, self._enc or self._hashing)
         if self.compression == "zstd":
             self._zstd: zstandard.ZstdCompressionWriter | None = zstd_compressor(self._level).stream_writer(
@@ -145,6 +146,16 @@ class ArtifactSink:
         finally:
             self._writer_cm.__exit__(exc_type, exc, tb)
         if exc_type is None:
+            fingerprints, meta = self.fingerprints, dict(self.meta)
+            if self.staging.cipher is not None:  # the fingerprints are sealed with the data key
+                from airflow_checkpoint_provider.core.envelope import seal_fingerprints
+
+                data_key = self.staging.data_key()
+                meta["encryption"] = {
+                    **data_key.meta(self.staging.cipher.key_id),
+                    "fingerprints": seal_fingerprints(data_key, self.name, fingerprints),
+                }
+                fingerprints = {}
             self.artifact = Artifact(
                 name=self.name,
                 store=self.store,
@@ -159,8 +170,8 @@ class ArtifactSink:
                 engine_version=self.engine_version,
                 capture_start=self.capture_start,
                 capture_end=self.capture_end,
-                fingerprints=self.fingerprints,
-                meta={**self.meta, **({"encryption": self.staging.cipher.meta()} if self.staging.cipher else {})},
+                fingerprints=fingerprints,
+                meta=meta,
             )
             self.artifact.validate()
             self.staging.fs.write_bytes(self.staging.desc_rel(self.name), _descriptor_bytes(self.artifact))
@@ -191,9 +202,20 @@ class Staging:
         self.fs = fs
         self.key = key
         self.cipher = cipher
+        self._data_key: DataKey | None = None
         self.rel = f"staging/{key}"
         fs.makedirs(f"{self.rel}/data")
         fs.makedirs(f"{self.rel}/desc")
+
+    def data_key(self) -> DataKey:
+        """The run's data key (core/envelope.py): made by the first writer, shared by every other one."""
+        if self.cipher is None:
+            raise CheckpointError(f"staging area {self.rel} has no master key to encrypt with")
+        if self._data_key is None:
+            from airflow_checkpoint_provider.core.envelope import staging_data_key
+
+            self._data_key = staging_data_key(self.fs, self.rel, self.key, self.cipher)
+        return self._data_key
 
     def data_rel(self, name: str) -> str:
         rel = f"{self.rel}/data/{name}"

@@ -5,6 +5,7 @@ Layout below the store root (docs/FORMAT.md has the full specification)::
     store.json                          marks the directory as a store (format, version)
     checkpoints/<id>.tar                sealed archive: manifest.json + artifacts/...
     checkpoints/<id>.manifest.json      copy of the manifest: the commit marker, written last
+    checkpoints/<id>.keys.json          the wrapped data key of an encrypted checkpoint (core/envelope.py)
     staging/<run-key>/data/...          artifacts being captured for a run
     staging/<run-key>/desc/...          their descriptors (an artifact's commit marker)
     refs/lkg.json                       the last-known-good pointer, replaced atomically
@@ -32,7 +33,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import unquote, urlparse
@@ -40,6 +41,7 @@ from urllib.parse import unquote, urlparse
 import zstandard
 
 from airflow_checkpoint_provider.core.archive import ArchiveReader, ArchiveWriter
+from airflow_checkpoint_provider.core.envelope import checkpoint_keys_rel
 from airflow_checkpoint_provider.core.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -70,6 +72,7 @@ from airflow_checkpoint_provider.core.reading import CheckedReader, RawSizeReade
 from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.staging import Staging
 from airflow_checkpoint_provider.core.states import STATE_DIR
+from airflow_checkpoint_provider.core.store_keys import _KeysMixin
 from airflow_checkpoint_provider.core.store_lkg import _LkgMixin
 from airflow_checkpoint_provider.core.store_states import _StatesMixin
 from airflow_checkpoint_provider.core.store_upkeep import _UpkeepMixin
@@ -81,7 +84,7 @@ from airflow_checkpoint_provider.core.verify import (
 )
 
 if TYPE_CHECKING:
-    from airflow_checkpoint_provider.core.crypt import Cipher
+    from airflow_checkpoint_provider.core.crypt import Cipher, DataKey
     from airflow_checkpoint_provider.core.fs_s3 import S3Options
 
 log = logging.getLogger(__name__)
@@ -152,7 +155,7 @@ def parse_root(root: str | os.PathLike[str], *, s3: S3Options | None = None) -> 
 _INIT_ENTRIES = frozenset({"checkpoints", "staging", "refs", "audit", "locks"})
 
 
-class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
+class Store(_UpkeepMixin, _LkgMixin, _StatesMixin, _KeysMixin):
     """A checkpoint store over a :class:`StoreFS`. Create one with :meth:`Store.open`."""
 
     def __init__(
@@ -160,7 +163,8 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
     ) -> None:
         self.fs = fs
         self.lock_timeout = lock_timeout
-        self.cipher = cipher  #: encrypts new artifacts at rest (core/crypt.py); None: off
+        self.cipher = cipher  #: the master key: encryption at rest (core/crypt.py, core/envelope.py); None: off
+        self._data_keys: dict[str, DataKey] = {}
 
     # ---- opening ---------------------------------------------------------------------------------
 
@@ -177,7 +181,8 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
         """Open the store at ``root``. With ``create=True`` a missing root is initialised.
 
         ``s3``: endpoint and credentials for an ``s3://`` root (boto3's own defaults without it).
-        ``cipher``: encrypt new artifacts at rest, and decrypt encrypted ones, with this key."""
+        ``cipher``: the master key: encrypt new artifacts at rest (a data key per checkpoint, wrapped
+        by it), and decrypt encrypted ones."""
         fs = parse_root(root, s3=s3)
         store = cls(fs, lock_timeout=lock_timeout, cipher=cipher)
         if fs.exists(STORE_MARKER):
@@ -294,6 +299,7 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
         cid = manifest.checkpoint_id
         if self.exists(cid):
             raise StoreError(f"checkpoint {cid} already exists", hint="choose another checkpoint id")
+        keys = self._seal_keys(staging, manifest)
         # 3. the archive, under a temporary name
         with self.fs.atomic_writer(self._archive_rel(cid)) as out:
             writer = ArchiveWriter(out, mtime=int(created.timestamp()))
@@ -308,9 +314,13 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
                     raise StoreError(f"checkpoint {cid} already exists", hint="choose another checkpoint id")
                 out.commit(create_only=True)
                 try:
+                    if keys is not None:  # the data key, re-wrapped for the checkpoint: before its commit marker
+                        self.fs.write_bytes(checkpoint_keys_rel(cid), keys)
                     self.fs.create_bytes(self._manifest_rel(cid), manifest_bytes)
                 except BaseException:
                     self.fs.remove(self._archive_rel(cid))  # never leave an archive without its marker
+                    if keys is not None:
+                        self.fs.remove(checkpoint_keys_rel(cid))
                     raise
         log.info(
             "Sealed checkpoint %s: %d artifacts, archive of %d bytes (artifacts plus manifest and tar headers)",
@@ -455,7 +465,9 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
                 f"no checkpoint {cid!r} in {self.root}",
                 hint=("recent checkpoints: " + ", ".join(recent)) if recent else "the store holds no checkpoint yet",
             )
-        return self._info(cid)
+        info = self._info(cid)
+        manifest = self.opened(info.manifest)
+        return info if manifest is info.manifest else replace(info, manifest=manifest)
 
     def open_archive(self, checkpoint_id: str) -> BinaryIO:
         return self.fs.open_read(self.get(checkpoint_id).archive)
@@ -494,7 +506,10 @@ class Store(_UpkeepMixin, _LkgMixin, _StatesMixin):
         )
 
     def _decrypting(self, checked: CheckedReader, art: Artifact, cid: str) -> Any:
-        if self.cipher is None:
+        if "data_key_id" in art.meta["encryption"]:
+            data_key = self.data_key(cid)
+            return data_key.reader(cast(BinaryIO, checked), art.name, art.meta["encryption"], source=cid)
+        if self.cipher is None:  # the direct scheme: the artifact was encrypted with the master key itself
             raise IntegrityError(
                 f"artifact {art.name} of {cid} is encrypted (key id {art.meta['encryption'].get('key_id')}) and no "
                 "key is configured",

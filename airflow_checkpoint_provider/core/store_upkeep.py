@@ -9,6 +9,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from airflow_checkpoint_provider.core.envelope import KEYS_SUFFIX
 from airflow_checkpoint_provider.core.errors import (
     FormatError,
 )
@@ -54,7 +55,7 @@ class _UpkeepMixin:
         dry_run: bool = False,
         is_dead: Callable[[dict[str, Any]], bool | None] | None = None,
     ) -> list[str]:
-        """Remove leftovers of crashed writers: temporary files, archives without a manifest, the
+        """Remove leftovers of crashed writers: temporary files, archives (and key records) without a manifest, the
         staging areas of runs that ended without sealing, any staging area older than
         ``stale_after``, and (object storage) uploads idle for ``min(stale_after, 600)`` seconds. Returns what was removed (with ``dry_run``: what would be).
 
@@ -73,7 +74,9 @@ class _UpkeepMixin:
             doomed = []
             for entry in self.fs.listdir("checkpoints"):
                 rel = f"checkpoints/{entry}"
-                orphan = entry.endswith(".tar") and not self.fs.exists(rel[: -len(".tar")] + ".manifest.json")
+                suffixes = (".tar", KEYS_SUFFIX) if not entry.startswith(".") else ()  # .lock- files are no orphans
+                stem = next((rel[: -len(sfx)] for sfx in suffixes if entry.endswith(sfx)), None)
+                orphan = stem is not None and not self.fs.exists(stem + ".manifest.json")
                 if orphan or (entry.startswith(TMP_MARK) and self._age(rel, now) >= min(stale_after, 60.0)):
                     doomed.append((rel, False))
             for entry in self.fs.listdir("staging"):

@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_checkpoint_provider.core.envelope import shown_fingerprints
 from airflow_checkpoint_provider.core.store import CheckpointInfo, Store
 
 #: checkpoint ``type`` filters of the API, by the tags the ready-made DAGs give
@@ -90,7 +91,7 @@ def detail(store: Store, checkpoint_id: str) -> dict[str, Any]:
     body = info.manifest.body()
     fingerprints: dict[str, dict[str, Any]] = {}
     for art in info.manifest.artifacts:
-        fingerprints.setdefault(art.store, {})[art.name] = art.fingerprints
+        fingerprints.setdefault(art.store, {})[art.name] = shown_fingerprints(info.manifest, art)
     return {
         **row(store, info, pointer.checkpoint_id if pointer else None),
         "records": [r.to_dict() for r in store.state_records(checkpoint_id)],

@@ -22,6 +22,7 @@ import pytest
 from airflow_checkpoint_provider.core import Store, staging_key
 from airflow_checkpoint_provider.core.crypt import Cipher
 from airflow_checkpoint_provider.core.engines import registry
+from airflow_checkpoint_provider.core.envelope import rekey
 from airflow_checkpoint_provider.core.errors import (
     ConcurrentUpdateError,
     IntegrityError,
@@ -32,7 +33,7 @@ from airflow_checkpoint_provider.core.errors import (
 )
 from airflow_checkpoint_provider.core.fs_s3 import S3FS, S3Options
 from airflow_checkpoint_provider.core.recovery import RestoreRequest, restore
-from tests.integration.engine_samples import SAMPLES
+from tests.integration.engine_samples import SAMPLES, S
 from tests.integration.test_engine_contract import _builder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -320,7 +321,13 @@ def test_encrypted_artifact_leaves_no_plaintext_in_the_bucket(s3_url, s3_options
     cid = _small_checkpoint(store, "secret", canary * 100)
     assert canary not in _bucket_bytes(store)
     [art] = store.get(cid).manifest.artifacts
-    assert art.meta["encryption"] == {"algorithm": "AES-256-GCM-chunked-v1", "key_id": cipher.key_id, "chunk_size": MiB}
+    enc = art.meta["encryption"]
+    assert {k: enc[k] for k in ("algorithm", "master_key_id", "chunk_size")} == {
+        "algorithm": "AES-256-GCM-chunked-v1",
+        "master_key_id": cipher.key_id,
+        "chunk_size": MiB,
+    }
+    assert store.data_key(cid).key_id == enc["data_key_id"] != cipher.key_id  # a data key of its own
     assert store.verify(cid).ok  # checksums are over the ciphertext: no key needed
     assert Store.open(s3_url, s3=s3_options).verify(cid).ok
     assert store.read_artifact(cid, "redis/dump.rdb") == canary * 100
@@ -333,7 +340,7 @@ def test_wrong_key_is_one_clear_error_naming_both_key_ids(s3_url, s3_options):
         Store.open(s3_url, s3=s3_options, cipher=wrong).read_artifact(cid, "redis/dump.rdb")
     assert right.key_id in err.value.message and wrong.key_id in err.value.message
     assert right.key_id in err.value.hint
-    with pytest.raises(IntegrityError, match="no key is configured"):
+    with pytest.raises(IntegrityError, match="no master key is configured"):
         Store.open(s3_url, s3=s3_options).read_artifact(cid, "redis/dump.rdb")
 
 
@@ -365,6 +372,66 @@ def test_encrypted_redis_round_trip_through_s3_and_a_flipped_byte_is_refused_bef
     with pytest.raises(VerificationFailedError):
         restore(store, RestoreRequest(checkpoint_id=cid, components=(name,)), _builder(sample))
     assert sample.differences(damaged, sample.state()) == []  # nothing was touched
+
+
+def test_two_workers_staging_into_one_s3_run_share_the_first_writers_data_key(s3_url, s3_options):
+    cipher = Cipher(os.urandom(32))
+    worker_a, worker_b = (Store.open(s3_url, create=True, s3=s3_options, cipher=cipher) for _ in range(2))
+    key = staging_key("s3-workers", "one-run")
+    with worker_a.staging(key).artifact("postgres/app.dump", store="postgres", kind="pg_dump/custom") as sink:
+        sink.write(b"captured on worker a")
+    with worker_b.staging(key).artifact("redis/dump.rdb", store="redis", kind="redis/rdb", compression="none") as sink:
+        sink.write(b"captured on worker b")
+    cid = worker_a.seal(worker_a.staging(key)).checkpoint_id
+    ids = {a.meta["encryption"]["data_key_id"] for a in worker_b.get(cid).manifest.artifacts}
+    assert ids == {worker_b.data_key(cid).key_id}
+    assert worker_b.read_artifact(cid, "postgres/app.dump") == b"captured on worker a"
+    assert worker_b.read_artifact(cid, "redis/dump.rdb") == b"captured on worker b"
+
+
+def test_rekeyed_encrypted_postgres_checkpoint_refuses_the_old_key_and_restores_exact_data_with_the_new(
+    request, tmp_path, s3_url, s3_options
+):
+    name = "postgres"
+    engine, sample = registry.get(name), SAMPLES[name](request, tmp_path)
+    old, new = Cipher(os.urandom(32)), Cipher(os.urandom(32))
+    store = Store.open(s3_url, create=True, s3=s3_options, cipher=old)
+    sample.seed()
+    token = secrets.token_hex(6)
+    table, row = f"payroll_{token}", f"row-canary-{token}"
+    with S.pg_connect(sample.pg, sample.db) as conn:
+        conn.execute(f'CREATE TABLE "{table}" (v text)')
+        conn.execute(f'INSERT INTO "{table}" VALUES (%s)', (row,))
+    original = sample.state()
+    staging = store.staging(staging_key("s3-rekey", name))
+    engine.capture(sample.target, staging, **sample.capture_options)
+    staged = _bucket_bytes(store)  # neither the row nor the table name, while staged nor once sealed
+    assert row.encode() not in staged and table.encode() not in staged
+    cid = store.seal(staging).checkpoint_id
+    sealed = _bucket_bytes(store)
+    assert row.encode() not in sealed and table.encode() not in sealed
+    [art] = store.get(cid).manifest.artifacts
+    assert art.fingerprints["rows"][f"public.{table}"] == 1  # decrypted with the key
+    assert table.encode() in store.read_artifact(cid, art.name)  # the control: the dump's TOC names it
+
+    archive = store.fs.read_tagged(store.get(cid).archive)
+    report = rekey(store.fs, old, new)
+    assert report.rewrapped == [f"checkpoints/{cid}.keys.json"]
+    assert store.fs.read_tagged(store.get(cid).archive) == archive  # same bytes, same ETag: not rewritten
+
+    sample.damage()
+    damaged = sample.state()
+    with pytest.raises(IntegrityError) as err:
+        restore(
+            Store.open(s3_url, s3=s3_options, cipher=old),
+            RestoreRequest(checkpoint_id=cid, components=(name,)),
+            _builder(sample),
+        )
+    assert f"wrapped by master key {new.key_id}, not by the configured key {old.key_id}" in err.value.message
+    assert sample.state() == damaged  # refused before anything was touched
+    rekeyed = Store.open(s3_url, s3=s3_options, cipher=new)
+    report = restore(rekeyed, RestoreRequest(checkpoint_id=cid, components=(name,)), _builder(sample))
+    assert sample.differences(original, sample.state()) == [] and report.healthy
 
 
 def test_s3_credentials_are_in_a_private_file_not_on_the_server_command_line(s3_server):

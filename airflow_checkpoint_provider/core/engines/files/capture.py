@@ -137,7 +137,7 @@ def capture(
         listing.fingerprints = {"entries": tally.files + tally.dirs + tally.symlinks}
         listing.meta = {"path": root, "format": TREE_FORMAT, "tree": tree_name}
     assert tree.artifact is not None and listing.artifact is not None
-    fp = tree.artifact.fingerprints
+    fp = tree.fingerprints  # the sink's own copy: the artifact's may be sealed (encryption at rest)
     log.info(
         "Captured %s: %s files, %s directories, %s links, %s bytes (%s; %s files read again)",
         root,
