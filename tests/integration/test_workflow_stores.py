@@ -339,3 +339,54 @@ def test_workflow_expiry_on_s3_deletes_old_workflows_and_skips_one_whose_writer_
     assert done == {"old": (True, None), "running": (False, "a writer is running it")}
     assert [i.workflow_id for i in store.workflows()] == ["running"]
     assert store.fs.listdir(store._dir("old")) == []
+
+
+_THROUGH_AIRFLOW = """
+import json, sys
+from airflow_checkpoint_provider import cli
+from airflow_checkpoint_provider.core.workflow import Workflow
+from airflow_checkpoint_provider.workflow import CheckpointStateBackend
+from airflow_checkpoint_provider.workflow.task import open_store
+wstore = open_store()  # [checkpoint] storage_root and storage_conn_id, as a task opens it
+wf = Workflow(wstore, "via-airflow")
+for step in wf.steps([1, 2]):
+    wf.save(step, {"step": step})
+wf.close()
+blobs = CheckpointStateBackend(threshold=10).blobs
+print(json.dumps({"location": wstore.location, "blobs_root": blobs.store.root}), flush=True)
+sys.exit(cli.main(["workflow", "list", "--json"]))
+"""
+
+
+def test_task_backend_and_cli_open_the_s3_store_with_the_storage_connection(s3_server, tmp_path):
+    url, options, _ = _s3(s3_server, tmp_path)
+    conn = {
+        "conn_type": "aws",
+        "login": options.access_key_id,
+        "password": options.secret_access_key,
+        "extra": {"endpoint_url": options.endpoint_url},
+    }
+    # the connection comes from a 0600 secrets file (the local filesystem secrets backend), not the environment
+    secrets_file = tmp_path / "connections.json"
+    secrets_file.touch(mode=0o600)
+    secrets_file.write_text(json.dumps({"checkpoint_s3": conn}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AWS_", "AIRFLOW__CHECKPOINT__"))}
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "home"),
+        AIRFLOW__CHECKPOINT__STORAGE_ROOT=url,
+        AIRFLOW__CHECKPOINT__STORAGE_CONN_ID="checkpoint_s3",
+        AIRFLOW__SECRETS__BACKEND="airflow.secrets.local_filesystem.LocalFilesystemBackend",
+        AIRFLOW__SECRETS__BACKEND_KWARGS=json.dumps({"connections_file_path": str(secrets_file)}),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _THROUGH_AIRFLOW], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    opened = json.loads(next(ln for ln in lines if ln.startswith('{"location"')))
+    assert opened == {"location": f"{url}/workflows", "blobs_root": url}
+    listed = json.loads(proc.stdout[proc.stdout.index("\n[") + 1 :])
+    assert [(w["workflow_id"], w["states"], w["latest_step"]) for w in listed] == [("via-airflow", 2, 2)]
+    store = FileWorkflowStore(Store.open(url, s3=options))  # what the task wrote is in the bucket
+    assert store.load("via-airflow", 2).state() == {"step": 2}
+    assert options.secret_access_key not in proc.stdout + proc.stderr
