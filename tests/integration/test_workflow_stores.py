@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from airflow_checkpoint_provider.core import Store
+from airflow_checkpoint_provider.core import Store, staging_key
 from airflow_checkpoint_provider.core.fs_s3 import S3Options
 from airflow_checkpoint_provider.core.workflow import FileWorkflowStore, PostgresWorkflowStore, Workflow
 from tests.integration.workflow_child import payload
@@ -353,13 +353,20 @@ for step in wf.steps([1, 2]):
     wf.save(step, {"step": step})
 wf.close()
 blobs = CheckpointStateBackend(threshold=10).blobs
-print(json.dumps({"location": wstore.location, "blobs_root": blobs.store.root}), flush=True)
+from airflow_checkpoint_provider.dags.choices import checkpoint_choices
+choices = checkpoint_choices()[0]  # the restore DAGs' trigger form lists the store's checkpoints
+print(json.dumps({"location": wstore.location, "blobs_root": blobs.store.root, "choices": choices}), flush=True)
 sys.exit(cli.main(["workflow", "list", "--json"]))
 """
 
 
 def test_task_backend_and_cli_open_the_s3_store_with_the_storage_connection(s3_server, tmp_path):
     url, options, _ = _s3(s3_server, tmp_path)
+    checkpoints = Store.open(url, create=True, s3=options)
+    staging = checkpoints.staging(staging_key("wf-s3", "choices"))
+    with staging.artifact("redis/dump.rdb", store="redis", kind="redis/rdb", compression="none") as sink:
+        sink.write(b"x" * 100)
+    cid = checkpoints.seal(staging).checkpoint_id
     conn = {
         "conn_type": "aws",
         "login": options.access_key_id,
@@ -384,7 +391,7 @@ def test_task_backend_and_cli_open_the_s3_store_with_the_storage_connection(s3_s
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     opened = json.loads(next(ln for ln in lines if ln.startswith('{"location"')))
-    assert opened == {"location": f"{url}/workflows", "blobs_root": url}
+    assert opened == {"location": f"{url}/workflows", "blobs_root": url, "choices": ["last-known-good", cid]}
     listed = json.loads(proc.stdout[proc.stdout.index("\n[") + 1 :])
     assert [(w["workflow_id"], w["states"], w["latest_step"]) for w in listed] == [("via-airflow", 2, 2)]
     store = FileWorkflowStore(Store.open(url, s3=options))  # what the task wrote is in the bucket
