@@ -1,7 +1,7 @@
 """The small filesystem interface the store is written against, and its local implementation.
 
 The store only ever needs: read a file, write a file atomically (all or nothing,
-visible under its final name only when complete), list a directory, delete, and
+visible under its final name only when complete), list a directory, delete, move, and
 an exclusive lock. That is what object storage offers too (a PUT is atomic), so
 an object-storage backend can implement :class:`StoreFS` later without the store
 changing. Paths given to a ``StoreFS`` are relative, '/'-separated and never
@@ -91,6 +91,14 @@ class StoreFS(Protocol):
     def makedirs(self, rel: str) -> None: ...
     def remove(self, rel: str) -> None: ...
     def remove_tree(self, rel: str) -> None: ...
+    def rename(self, src: str, dst: str) -> None:
+        """Move ``src`` to ``dst`` (replacing it); :class:`StoreNotFoundError` if ``src`` does not exist."""
+        ...
+
+    def walk(self, rel: str) -> Iterator[tuple[str, float]]:
+        """Every file below ``rel`` (at any depth) as ``(path relative to the root, mtime)``."""
+        ...
+
     def lock(self, rel: str, timeout: float) -> AbstractContextManager[None]: ...
     def local_path(self, rel: str) -> Path | None: ...
     def is_dir(self, rel: str) -> bool: ...
@@ -265,6 +273,28 @@ class LocalFS:
 
     def remove_tree(self, rel: str) -> None:
         shutil.rmtree(self.path(rel), ignore_errors=True)
+
+    def walk(self, rel: str) -> Iterator[tuple[str, float]]:
+        """Every file below ``rel`` (its temporary ones too), with its mtime; nothing if ``rel`` is missing."""
+        for folder, _, files in os.walk(self.path(rel)):
+            for name in files:
+                path = Path(folder, name)
+                try:
+                    mtime = path.lstat().st_mtime
+                except FileNotFoundError:
+                    continue
+                yield path.relative_to(self.root_path).as_posix(), mtime
+
+    def rename(self, src: str, dst: str) -> None:
+        """``rename(2)`` of ``src`` to ``dst`` (replacing it), then fsync of both directories."""
+        old, new = self.path(src), self.path(dst)
+        try:
+            os.rename(old, new)
+            self.fsync_dir(new.parent)
+            if old.parent != new.parent:
+                self.fsync_dir(old.parent)
+        except OSError as exc:
+            raise translate_os_error(exc, old, f"moving to {new}") from None
 
     def is_dir(self, rel: str) -> bool:
         return self.path(rel).is_dir()

@@ -16,6 +16,8 @@ The store root is ``s3://<bucket>/<prefix>``; every store path ``rel`` is the ke
   (``If-Match`` on its own ETag) while held, and taken over only once it has expired,
   again by ``If-Match``. A holder killed by SIGKILL frees the store after one lease.
 * **directories** are key prefixes: :meth:`S3FS.makedirs` does nothing.
+* **moving** (:meth:`S3FS.rename`) is a server-side copy, then the delete of the source: a crash
+  between the two leaves both objects, never neither.
 
 Credentials come from :class:`S3Options`, built by the caller (an Airflow connection, or a
 JSON file); they are handed to boto3 directly, never through the environment or argv, and
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 LEASE_SECONDS = 30.0
+MAX_COPY_OBJECT = 5 * 1024**3  #: the largest object one CopyObject request copies
 PARTS_IN_FLIGHT = 2  #: parts uploading while the next one fills: memory <= (PARTS_IN_FLIGHT + 1) parts
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
@@ -71,8 +74,15 @@ class S3Options:
     session_token: str | None = field(default=None, repr=False)
     verify_tls: bool | str = True
     part_size: int = DEFAULT_PART_SIZE
+    lease_seconds: float = LEASE_SECONDS  #: how long a lock outlives a holder that died without releasing it
 
     def __post_init__(self) -> None:
+        if not 1.0 <= self.lease_seconds <= 3600.0:
+            raise StoreError(
+                f"S3 lease of {self.lease_seconds} seconds is outside 1..3600",
+                hint=f"leave lease_seconds at its default ({LEASE_SECONDS:.0f}) unless the writers' clocks and "
+                "pauses call for another",
+            )
         if self.part_size < 5 * 1024 * 1024:
             raise StoreError(
                 f"S3 part size {self.part_size} is below the 5 MiB S3 requires",
@@ -225,6 +235,12 @@ class S3FS:
         for page in self._pages(rel):
             yield from page.get("Contents", ())
 
+    def walk(self, rel: str) -> Iterator[tuple[str, float]]:
+        """Every object below ``rel`` as ``(key relative to the root, LastModified)``; incomplete uploads are not."""
+        strip = len(self._dir_key(""))
+        for obj in self._walk(rel):
+            yield obj["Key"][strip:], float(obj["LastModified"].timestamp())
+
     def size(self, rel: str) -> int:
         head = self._head(rel)
         if head is None:
@@ -291,6 +307,15 @@ class S3FS:
 
     def remove(self, rel: str) -> None:
         self._call(rel, "deleting", "delete_object", Key=self.key(rel))
+
+    def rename(self, src: str, dst: str) -> None:
+        """Server-side copy of ``src`` to ``dst``, then delete ``src`` (the copy first: a crash leaves both)."""
+        source = {"Bucket": self.bucket, "Key": self.key(src)}
+        if self.size(src) <= MAX_COPY_OBJECT:
+            self._call(src, "copying", "copy_object", Key=self.key(dst), CopySource=source)
+        else:  # one CopyObject copies at most 5 GiB: boto3's managed copy does it part by part
+            self._call(src, "copying", "copy", Key=self.key(dst), CopySource=source)
+        self.remove(src)
 
     def remove_tree(self, rel: str) -> None:
         """Delete every key below ``rel`` and abort the incomplete uploads there."""
@@ -508,7 +533,8 @@ class _Lease:
 
     def _body(self) -> bytes:
         info = {"owner": self._owner, "host": socket.gethostname(), "pid": os.getpid()}
-        return json.dumps({**info, "since": time.time(), "expires": time.time() + LEASE_SECONDS}).encode()
+        expires = time.time() + self._fs.options.lease_seconds
+        return json.dumps({**info, "since": time.time(), "expires": expires}).encode()
 
     def _put(self, **cond: str) -> bool:
         try:
@@ -545,7 +571,7 @@ class _Lease:
         self._thread.start()
 
     def _renew(self) -> None:
-        while not self._stop.wait(LEASE_SECONDS / 3):
+        while not self._stop.wait(self._fs.options.lease_seconds / 3):
             try:
                 if self._tag is None or not self._put(IfMatch=self._tag):
                     log.error("Lost the store lock %s/%s to another writer", self._fs.root, self._rel)

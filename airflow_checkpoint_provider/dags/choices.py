@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from airflow_checkpoint_provider import settings
-
 log = logging.getLogger(__name__)
 
 LKG = "last-known-good"
@@ -36,9 +34,9 @@ def checkpoint_choices(root: str | None = None, limit: int = 25) -> tuple[list[s
     ids, labels = [LKG], {LKG: "last-known-good (none set yet)"}
     try:
         from airflow_checkpoint_provider.core.manifest import Manifest
-        from airflow_checkpoint_provider.core.store import Store
+        from airflow_checkpoint_provider.operators.base import open_store
 
-        store = Store.open(root or settings.storage_root())
+        store = open_store(root, create=False)  # local or s3:// (its connection's options)
         names = sorted(
             (
                 n[: -len(SIDECAR)]

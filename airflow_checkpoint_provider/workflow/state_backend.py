@@ -25,7 +25,6 @@ from typing import Any
 from airflow.sdk.state import AssetScope, BaseStoreBackend, TaskScope
 
 from airflow_checkpoint_provider import settings
-from airflow_checkpoint_provider.core.store import Store
 from airflow_checkpoint_provider.core.workflow.blobs import (
     TaskStateBlobs,
     asset_rel,
@@ -67,8 +66,9 @@ class CheckpointStateBackend(BaseStoreBackend):
     @property
     def blobs(self) -> TaskStateBlobs:
         if self._blobs is None:
-            store = Store.open(self._root or settings.storage_root(), create=True, lock_timeout=settings.lock_timeout())
-            self._blobs = TaskStateBlobs(store)
+            from airflow_checkpoint_provider.operators.base import open_store
+
+            self._blobs = TaskStateBlobs(open_store(self._root))  # local or s3:// (its connection's options)
         return self._blobs
 
     @property

@@ -38,7 +38,6 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core.errors import CheckpointError
-from airflow_checkpoint_provider.core.store import Store
 from airflow_checkpoint_provider.core.workflow import (
     FileWorkflowStore,
     PostgresWorkflowStore,
@@ -52,6 +51,8 @@ from airflow_checkpoint_provider.core.workflow.errors import (
 )
 from airflow_checkpoint_provider.core.workflow.records import DEFAULT_TABLE
 from airflow_checkpoint_provider.core.workflow.resume import Validator
+from airflow_checkpoint_provider.operators.base import open_store as open_checkpoint_store
+from airflow_checkpoint_provider.operators.base import writer
 from airflow_checkpoint_provider.workflow.data import DataTargets, EngineDataCheckpoints
 
 if TYPE_CHECKING:
@@ -88,8 +89,7 @@ def open_store(
 
         connect, label, _ = engines.pg_connect(postgres_conn_id)
         return PostgresWorkflowStore(connect, location=label, table=table)
-    root = storage_root or settings.storage_root()
-    return FileWorkflowStore(Store.open(root, create=True, lock_timeout=settings.lock_timeout()))
+    return FileWorkflowStore(open_checkpoint_store(storage_root))  # local or s3:// (its connection's options)
 
 
 class TaskWorkflow(Workflow):
@@ -165,12 +165,8 @@ def workflow_checkpoints(
     )
     checkpointer = None
     if data is not None:
-        data_store = Store.open(
-            storage_root or settings.storage_root(), create=True, lock_timeout=settings.lock_timeout()
-        )
+        data_store = open_checkpoint_store(storage_root)
         checkpointer = EngineDataCheckpoints(data, data_store, context, storage_root=storage_root)
-    from airflow_checkpoint_provider.operators.base import writer
-
     who = {**writer(context, context["ti"].task_id), "map_index": getattr(context["ti"], "map_index", -1)}
     return TaskWorkflow(
         store,

@@ -1,11 +1,13 @@
-"""Both workflow stores against real processes and a real PostgreSQL: SIGKILL during save, server
-restarts, two writers of one workflow, and what the PostgreSQL tables hold."""
+"""The workflow stores against real processes, a real PostgreSQL and a real S3 server (SeaweedFS):
+SIGKILL during save, server restarts, two writers of one workflow, what the PostgreSQL tables hold,
+and the file store on ``s3://`` (streamed states, damaged states set aside, lease locks)."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,14 +18,18 @@ from typing import Any
 import psycopg
 import pytest
 
-from airflow_checkpoint_provider.core import Store
+from airflow_checkpoint_provider.core import Store, staging_key
+from airflow_checkpoint_provider.core.fs_s3 import S3Options
 from airflow_checkpoint_provider.core.workflow import FileWorkflowStore, PostgresWorkflowStore, Workflow
 from tests.integration.workflow_child import payload
 from tests.integration.workflow_support import restart_postgres
 
 REPO = Path(__file__).resolve().parents[2]
-#: kills per store: the file store gets the full 20, the PostgreSQL store (slower to start) 5
-KILLS = {"file": 20, "pg": 5}
+#: kills per store: the file store gets the full 20, the PostgreSQL store (slower to start) 5, the
+#: S3 store (each kill leaves a lease to expire) 4
+KILLS = {"file": 20, "pg": 5, "s3": 4}
+#: the lease of a writer that dies on S3 (the default is 30 s; short here, so the tests wait little)
+LEASE = 4.0
 
 
 def _pg_env(pg: dict[str, Any]) -> dict[str, str]:
@@ -48,12 +54,36 @@ def _pg_store(pg: dict[str, Any], dbname: str) -> PostgresWorkflowStore:
     return PostgresWorkflowStore(connect, location=f"postgresql://{pg['host']}:{pg['port']}/{dbname}")
 
 
-@pytest.fixture(params=["file", "pg"])
+def _s3(s3_server: dict[str, Any], tmp_path: Path) -> tuple[str, S3Options, dict[str, str]]:
+    """A fresh prefix of the test bucket, its options, and a child environment naming the 0600 options file."""
+    options = S3Options(
+        endpoint_url=s3_server["url"],
+        access_key_id=s3_server["access_key_id"],
+        secret_access_key=s3_server["secret_access_key"],
+        lease_seconds=LEASE,
+    )
+    creds = tmp_path / "s3.json"
+    creds.touch(mode=0o600)
+    creds.write_text(json.dumps(options.__dict__))
+    url = f"s3://{s3_server['bucket']}/wf-{secrets.token_hex(6)}"
+    return url, options, {**os.environ, "WF_TEST_S3": str(creds)}
+
+
+@pytest.fixture
+def s3_wstore(request, tmp_path) -> tuple[str, FileWorkflowStore, dict[str, str]]:
+    """(spec for the child, the file workflow store on a fresh S3 prefix, the child's environment)."""
+    url, options, env = _s3(request.getfixturevalue("s3_server"), tmp_path)
+    return f"s3:{url}", FileWorkflowStore(Store.open(url, create=True, s3=options)), env
+
+
+@pytest.fixture(params=["file", "pg", "s3"])
 def stores(request, tmp_path, pg) -> tuple[str, Any, dict[str, str]]:
-    """(spec for the child, the store, the child's environment) of the file or the PostgreSQL store."""
+    """(spec for the child, the store, the child's environment) of the file, PostgreSQL or S3 store."""
     if request.param == "file":
         root = tmp_path / "store"
         return f"file:{root}", FileWorkflowStore(Store.open(root, create=True)), dict(os.environ)
+    if request.param == "s3":
+        return request.getfixturevalue("s3_wstore")
     db = _db(pg, f"wf_{request.node.name.split('[')[0][-20:]}_{os.getpid()}".lower())
     return f"pg:{db}", _pg_store(pg, db), _pg_env(pg)
 
@@ -100,6 +130,10 @@ def test_sigkill_at_random_points_of_save_always_leaves_a_complete_earlier_or_la
             torn_writes += bool(torn)
             for path in torn:  # the store's cleanup would remove them; count each kill's own
                 path.unlink()
+        if spec.startswith("s3:"):  # a killed upload stays incomplete: never listed, aborted by cleanup
+            assert all(name.endswith(".state") for name in store.fs.listdir(f"{store._dir('killed')}/states"))
+            for upload in store.fs.pending_uploads(store._dir("killed")):
+                store.fs.abort_upload(upload)
         # the state a resume reads is exactly one that was saved, never a torn one, and no
         # acknowledged save is lost
         wf = Workflow(store, "killed", history=3)
@@ -107,6 +141,8 @@ def test_sigkill_at_random_points_of_save_always_leaves_a_complete_earlier_or_la
         assert latest is not None and latest.step in (acknowledged, acknowledged + 1), (attempt, latest, acknowledged)
         assert wf.state == payload(latest.step), f"kill {attempt}: the state of step {latest.step} is not the saved one"
         assert all(e.problem is None for e in store.entries("killed")), store.entries("killed")
+        if spec.startswith("s3:"):  # every listed object is a complete state, not only the latest
+            assert all(store.load("killed", e.seq).state() == payload(e.header.step) for e in store.entries("killed"))
         wf.close()
     if spec.startswith("file:"):
         assert torn_writes >= 2, f"only {torn_writes} of {kills} kills landed while a state file was being written"
@@ -119,6 +155,7 @@ def test_two_writers_of_one_workflow_are_serialized(stores):
     assert first.stdout.readline().startswith("start")
     assert first.stdout.readline().startswith("ran 1")
     second = _child("writer", spec, "pair", "6", "99", "0.1", env=env)  # waits for the first one's lock
+    assert store.busy("pair"), "the first writer's lock should be held while it runs"
     out1, err1 = first.communicate(timeout=60)
     out2, err2 = second.communicate(timeout=60)
     assert first.returncode == 0 and second.returncode == 0, (err1[-2000:], err2[-2000:])
@@ -132,6 +169,7 @@ def test_two_writers_of_one_workflow_are_serialized(stores):
     assert [e.header.step for e in entries] == [6, 5, 4, 3, 2, 1]
     pids = {store.load("pair", e.seq).state()["pid"] for e in entries}
     assert pids == {first.pid, second.pid}
+    assert not store.busy("pair")
 
 
 def test_postgres_rows_hold_jsonb_metadata_and_the_bytea_payload_with_an_index(pg):
@@ -203,3 +241,159 @@ def test_postgres_session_reconnects_and_keeps_its_lock_when_the_server_restarts
     assert [e.header.step for e in store.entries("midrun")] == [4, 3, 2, 1]
     assert store.load("midrun", 4).state() == {"step": 4}
     assert not store.busy("midrun")
+
+
+# ---- the file store on s3:// ----------------------------------------------------------------------
+
+
+def test_s3_store_names_its_real_url_and_round_trips_a_streamed_state_exactly(s3_wstore):
+    spec, store, _ = s3_wstore
+    url = spec.partition(":")[2]
+    big = payload(1)  # 9 MiB of random bytes: above the streaming threshold, more than one upload part
+    wf = Workflow(store, "big")
+    for step in wf.steps([1, 2]):
+        wf.save(step, big if step == 1 else {"after": step})
+    wf.close()
+    assert store.location == f"{url}/workflows"
+    assert [i.location for i in store.workflows()] == [f"{url}/workflows/{store._dir('big').split('/')[-1]}"]
+    record = store.load("big", 1)
+    assert record.header.compression == "zstd" and record.header.raw_size == len(big)
+    assert store.fs.size(record.source) > 8 * 1024 * 1024  # one object, header and payload, not a placeholder
+    assert record.state() == big
+    assert store.fs.pending_uploads() == []  # the upload completed, nothing left behind
+    resumed = Workflow(store, "big", history=None)
+    assert resumed.resumed_from.step == 2 and resumed.state == {"after": 2}
+    resumed.close()
+
+
+def test_damaged_state_on_s3_is_moved_under_damaged_not_deleted(s3_wstore):
+    _, store, _ = s3_wstore
+    wf = Workflow(store, "dmg")
+    for step in wf.steps([1, 2, 3]):
+        wf.save(step, {"step": step})
+    wf.close()
+    rel = store._state_rel("dmg", 3)
+    body = bytearray(store.fs.read_bytes(rel))
+    body[-3] ^= 0x01  # one flipped payload byte
+    store.fs.write_bytes(rel, bytes(body))
+    resumed = Workflow(store, "dmg")
+    assert resumed.resumed_from.step == 2 and resumed.state == {"step": 2}
+    resumed.close()
+    assert not store.fs.exists(rel)
+    assert store.fs.read_bytes(store._state_rel("dmg", 3, damaged=True)) == bytes(body)  # kept for inspection
+    assert [(e.seq, e.damaged) for e in store.entries("dmg")] == [(3, True), (2, False), (1, False)]
+
+
+def test_writer_sigkilled_mid_upload_on_s3_leaves_the_last_state_and_the_resume_continues_after_it(s3_wstore, tmp_path):
+    spec, store, env = s3_wstore
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    proc = _child("save-loop", spec, "cut", env={**env, "WF_TEST_CRASH_AFTER": "2", "TMPDIR": str(spool)})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err[-3000:]
+    assert list(spool.iterdir()) == []  # the spooled payload had no name: nothing of it outlives the process
+    assert "saved 2" in out and "saving 3" in out and "saved 3" not in out
+    states = f"{store._dir('cut')}/states"
+    assert store.fs.listdir(states) == ["000000000001.state", "000000000002.state"]  # the partial one is not listed
+    assert [u.rel.rpartition("/")[0] for u in store.fs.pending_uploads(store._dir("cut"))] == [states]
+    assert store.busy("cut"), "the killed writer's lease should still hold the workflow"
+    started = time.monotonic()
+    wf = Workflow(store, "cut", lock_timeout=30).resume()  # waits for the dead writer's lease to expire
+    assert time.monotonic() - started <= LEASE + 5
+    assert wf.resumed_from.step == 2 and wf.state == payload(2)
+    assert next(iter(wf.steps(range(1, 10)))) == 3  # continues from the last saved step
+    wf.close()
+    assert store.load("cut", 1).state() == payload(1)
+
+
+def test_task_state_values_on_s3_round_trip_and_expire(s3_wstore):
+    from airflow_checkpoint_provider.core.workflow.blobs import TaskStateBlobs, task_rel
+
+    _, store, _ = s3_wstore
+    blobs = TaskStateBlobs(store.store)
+    rel = task_rel("dag", "run", "task", -1, "big")
+    text = json.dumps({"rows": list(range(50_000))})
+    assert blobs.put(rel, text, about={"key": "big"}) == f"checkpoint-store:{rel}"
+    assert blobs.get(rel) == text
+    assert blobs.expire(3600) == [] and blobs.get(rel) == text  # written just now: kept
+    assert blobs.expire(0, dry_run=True) == [rel] and blobs.get(rel) == text
+    assert blobs.expire(0) == [rel] and blobs.get(rel) is None
+
+
+def test_workflow_expiry_on_s3_deletes_old_workflows_and_skips_one_whose_writer_holds_its_lease(s3_wstore):
+    from datetime import timedelta
+
+    from airflow_checkpoint_provider.core.workflow import expire
+
+    _, store, _ = s3_wstore
+    for wid in ("old", "running"):
+        wf = Workflow(store, wid)
+        for step in wf.steps([1]):
+            wf.save(step, {"step": step})
+        wf.close()
+    holder = Workflow(store, "running").resume()  # holds the workflow's lease, as a running task does
+    try:
+        done = {d.workflow.workflow_id: (d.removed, d.skipped) for d in expire(store, older_than=timedelta(0))}
+    finally:
+        holder.close()
+    assert done == {"old": (True, None), "running": (False, "a writer is running it")}
+    assert [i.workflow_id for i in store.workflows()] == ["running"]
+    assert store.fs.listdir(store._dir("old")) == []
+
+
+_THROUGH_AIRFLOW = """
+import json, sys
+from airflow_checkpoint_provider import cli
+from airflow_checkpoint_provider.core.workflow import Workflow
+from airflow_checkpoint_provider.workflow import CheckpointStateBackend
+from airflow_checkpoint_provider.workflow.task import open_store
+wstore = open_store()  # [checkpoint] storage_root and storage_conn_id, as a task opens it
+wf = Workflow(wstore, "via-airflow")
+for step in wf.steps([1, 2]):
+    wf.save(step, {"step": step})
+wf.close()
+blobs = CheckpointStateBackend(threshold=10).blobs
+from airflow_checkpoint_provider.dags.choices import checkpoint_choices
+choices = checkpoint_choices()[0]  # the restore DAGs' trigger form lists the store's checkpoints
+print(json.dumps({"location": wstore.location, "blobs_root": blobs.store.root, "choices": choices}), flush=True)
+sys.exit(cli.main(["workflow", "list", "--json"]))
+"""
+
+
+def test_task_backend_and_cli_open_the_s3_store_with_the_storage_connection(s3_server, tmp_path):
+    url, options, _ = _s3(s3_server, tmp_path)
+    checkpoints = Store.open(url, create=True, s3=options)
+    staging = checkpoints.staging(staging_key("wf-s3", "choices"))
+    with staging.artifact("redis/dump.rdb", store="redis", kind="redis/rdb", compression="none") as sink:
+        sink.write(b"x" * 100)
+    cid = checkpoints.seal(staging).checkpoint_id
+    conn = {
+        "conn_type": "aws",
+        "login": options.access_key_id,
+        "password": options.secret_access_key,
+        "extra": {"endpoint_url": options.endpoint_url},
+    }
+    # the connection comes from a 0600 secrets file (the local filesystem secrets backend), not the environment
+    secrets_file = tmp_path / "connections.json"
+    secrets_file.touch(mode=0o600)
+    secrets_file.write_text(json.dumps({"checkpoint_s3": conn}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AWS_", "AIRFLOW__CHECKPOINT__"))}
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "home"),
+        AIRFLOW__CHECKPOINT__STORAGE_ROOT=url,
+        AIRFLOW__CHECKPOINT__STORAGE_CONN_ID="checkpoint_s3",
+        AIRFLOW__SECRETS__BACKEND="airflow.secrets.local_filesystem.LocalFilesystemBackend",
+        AIRFLOW__SECRETS__BACKEND_KWARGS=json.dumps({"connections_file_path": str(secrets_file)}),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _THROUGH_AIRFLOW], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    opened = json.loads(next(ln for ln in lines if ln.startswith('{"location"')))
+    assert opened == {"location": f"{url}/workflows", "blobs_root": url, "choices": ["last-known-good", cid]}
+    listed = json.loads(proc.stdout[proc.stdout.index("\n[") + 1 :])
+    assert [(w["workflow_id"], w["states"], w["latest_step"]) for w in listed] == [("via-airflow", 2, 2)]
+    store = FileWorkflowStore(Store.open(url, s3=options))  # what the task wrote is in the bucket
+    assert store.load("via-airflow", 2).state() == {"step": 2}
+    assert options.secret_access_key not in proc.stdout + proc.stderr

@@ -5,8 +5,11 @@ Usage::
     python -m tests.integration.workflow_child save-loop STORE WORKFLOW_ID
     python -m tests.integration.workflow_child writer STORE WORKFLOW_ID STEPS STOP_AFTER DELAY
 
-STORE is ``file:<store root>`` or ``pg:<database>``; the PostgreSQL server's host, port, user
-and password come in the environment variable ``WF_TEST_PG`` (JSON), never in argv.
+STORE is ``file:<store root>``, ``pg:<database>`` or ``s3:<s3://bucket/prefix>``; the PostgreSQL
+server's host, port, user and password come in the environment variable ``WF_TEST_PG`` (JSON), the
+S3 endpoint and keys in a private JSON file whose path is in ``WF_TEST_S3``, never in argv.
+With ``WF_TEST_CRASH_AFTER=N`` the save loop SIGKILLs itself in the middle of the upload of the
+state after step N (core/crashpoints.py; that step must be a streamed one, so an odd N + 1).
 ``save-loop`` saves steps 1, 2, 3, ... forever (each state a 4 or 9 MiB function of its step),
 printing ``saving N`` before and ``saved N`` after each save. ``writer`` runs steps 1..STEPS
 (sleeping DELAY seconds in each), printing ``ran N``, and stops after STOP_AFTER.
@@ -37,6 +40,11 @@ def open_store(spec: str):
     kind, _, where = spec.partition(":")
     if kind == "file":
         return FileWorkflowStore(Store.open(where, create=True, lock_timeout=60))
+    if kind == "s3":
+        from airflow_checkpoint_provider.core.fs_s3 import S3Options
+
+        options = S3Options.from_file(os.environ["WF_TEST_S3"])
+        return FileWorkflowStore(Store.open(where, create=True, lock_timeout=60, s3=options))
     import psycopg
 
     from airflow_checkpoint_provider.core.workflow.pgstore import PostgresWorkflowStore
@@ -58,7 +66,10 @@ def open_store(spec: str):
 
 def save_loop(store, workflow_id: str) -> None:
     wf = Workflow(store, workflow_id, history=3)
+    crash_after = int(os.environ.get("WF_TEST_CRASH_AFTER", "0"))
     for step in wf.steps(range(1, 100_000)):
+        if crash_after and step == crash_after + 1:
+            os.environ["CHECKPOINT_CRASH_AT"] = "s3.upload.part"
         state = payload(step)
         print(f"saving {step}", flush=True)
         started = time.monotonic()

@@ -118,21 +118,21 @@ class TaskStateBlobs:
         self.store.fs.remove_tree(rel)
 
     def expire(self, older_than_s: float, *, dry_run: bool = False) -> list[str]:
-        """Remove values not written for ``older_than_s`` seconds (and stale temporary files)."""
-        now, doomed = time.time(), []
-        root, base = self.store.fs.local_path(ROOT), self.store.fs.local_path("")
-        if root is None or base is None or not root.exists():
-            return []
-        for path in root.rglob("*"):
-            if (
-                path.is_file()
-                and (path.suffix == ".json" or path.name.startswith(TMP_MARK))
-                and now - path.stat().st_mtime >= older_than_s
-            ):
-                doomed.append(str(path.relative_to(base)))
-        for rel in [] if dry_run else doomed:
-            self.store.fs.remove(rel)
-        return doomed
+        """Remove values not written for ``older_than_s`` seconds (and stale temporary files, and on an
+        object store the uploads a killed writer left)."""
+        now, fs = time.time(), self.store.fs
+        doomed = [
+            rel
+            for rel, mtime in fs.walk(ROOT)
+            if (rel.endswith(".json") or rel.rpartition("/")[2].startswith(TMP_MARK)) and now - mtime >= older_than_s
+        ]
+        stale = [u for u in fs.pending_uploads(ROOT) if now - u.active >= older_than_s]
+        if not dry_run:
+            for rel in doomed:
+                fs.remove(rel)
+            for upload in stale:
+                fs.abort_upload(upload)
+        return doomed + [f"{u.rel} (incomplete upload)" for u in stale]
 
 
 def rel_of(ref: str) -> str | None:

@@ -11,6 +11,12 @@ Layout (docs/FORMAT.md, "Workflow checkpoints")::
 ``<seq>`` is the sequence number in 12 digits, so names sort by age. Every file is written
 to a temporary name, fsynced and renamed (0600, directories 0700, like the rest of the store):
 a state file exists complete or not at all, and the newest one is the latest state.
+
+On an ``s3://`` store the same layout holds keys. A state is one object, visible only once its
+(multipart) upload completes; the lock is a lease object (core/fs_s3.py). A large state's header
+cannot be written last into room left at the start of an upload, so its payload is first
+compressed into a private temporary file (no name on disk, in a 0700 directory), hashed on the
+way, and then header and payload are streamed into the upload: memory stays constant.
 """
 
 from __future__ import annotations
@@ -18,13 +24,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
-from typing import Any
+from typing import IO, Any
 
 from airflow_checkpoint_provider.core.errors import LockTimeoutError, StoreNotFoundError
-from airflow_checkpoint_provider.core.fs import TMP_MARK, LocalFS
+from airflow_checkpoint_provider.core.fs import CHUNK, TMP_MARK, AtomicFile
 from airflow_checkpoint_provider.core.manifest import format_ts, utcnow
 from airflow_checkpoint_provider.core.safejson import load_json
 from airflow_checkpoint_provider.core.staging import staging_key
@@ -61,7 +69,8 @@ class FileWorkflowStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.fs = store.fs
-        self.location = f"file://{store.root}/{ROOT}"
+        local = store.fs.local_path("")
+        self.location = f"file://{local}/{ROOT}" if local is not None else f"{store.root}/{ROOT}"
 
     # ---- paths -----------------------------------------------------------------------------------
 
@@ -231,6 +240,8 @@ class FileSession:
         seqs = self._store._seqs(self.workflow_id) + self._store._seqs(self.workflow_id, "damaged")
         header = replace(header, seq=max(seqs, default=0) + 1)
         rel = self._store._state_rel(self.workflow_id, header.seq)
+        if isinstance(payload, StreamedPayload) and self._fs.local_path(rel) is None:
+            return self._append_spooled(rel, header, payload, keep=keep)
         with self._fs.atomic_writer(rel) as out:  # temporary name, fsync, rename, fsync of the directory
             if isinstance(payload, StreamedPayload):
                 # room for the header with the widest size; written last, padded with spaces
@@ -244,6 +255,25 @@ class FileSession:
                 out.write(header.to_line())
                 out.write(payload)
             out.commit()
+        return self._pruned(header, keep)
+
+    def _append_spooled(
+        self, rel: str, header: StateHeader, payload: StreamedPayload, *, keep: int | None
+    ) -> StateHeader:
+        """Save a large state where written bytes cannot be rewritten (an object store's upload).
+
+        The payload is compressed into a temporary file first (its size and sha256 computed on the
+        way), then the header and the payload are streamed into the writer."""
+        with _spool() as spool, self._fs.atomic_writer(rel) as out:
+            size, sha256 = payload.write_to(spool.write)
+            header = replace(header, size=size, sha256=sha256)
+            out.write(header.to_line())
+            spool.seek(0)
+            _copy(spool, out)
+            out.commit()
+        return self._pruned(header, keep)
+
+    def _pruned(self, header: StateHeader, keep: int | None) -> StateHeader:
         if keep is not None:
             self._prune(keep)
         return header
@@ -264,17 +294,14 @@ class FileSession:
             self._fs.remove(self._store._state_rel(self.workflow_id, seq))
 
     def set_aside(self, seq: int, problem: str) -> None:
-        src = self._fs.local_path(self._store._state_rel(self.workflow_id, seq))
-        dst = self._fs.local_path(self._store._state_rel(self.workflow_id, seq, damaged=True))
-        if src is None or dst is None:
-            self._fs.remove(self._store._state_rel(self.workflow_id, seq))
-            return
+        self._fs.makedirs(f"{self._dir}/damaged")
         try:
-            src.rename(dst)
-            if isinstance(self._fs, LocalFS):
-                self._fs.fsync_dir(src.parent)
-        except FileNotFoundError:
-            pass
+            self._fs.rename(
+                self._store._state_rel(self.workflow_id, seq),
+                self._store._state_rel(self.workflow_id, seq, damaged=True),
+            )
+        except StoreNotFoundError:
+            return  # set aside (or pruned) meanwhile
         log.warning("Set aside state %s of workflow %r: %s", seq, self.workflow_id, problem)
 
     def mark(self, status: str) -> None:
@@ -295,3 +322,18 @@ class FileSession:
         if getattr(self, "_forget_lock", False):  # deleted while held: waiters re-open the path (core/fs.py)
             self._fs.remove(f"{LOCKS}/{workflow_key(self.workflow_id)}.lock")
         self._stack.close()
+
+
+def _spool() -> IO[bytes]:
+    """A private temporary file with no name: created 0600 in a fresh 0700 directory, which is removed at
+    once, so nothing is left behind whatever happens to the process (even SIGKILL)."""
+    folder = tempfile.mkdtemp(prefix="ckpt-wfspool-")
+    try:
+        return tempfile.TemporaryFile(dir=folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _copy(src: IO[bytes], out: AtomicFile) -> None:
+    while chunk := src.read(CHUNK):
+        out.write(chunk)
