@@ -139,3 +139,13 @@ def test_a_long_lived_process_reads_an_unchanged_cache_file_once_and_a_changed_o
     assert reads == []  # not read, not even checksummed, again
     _forge(store, lambda entries: entries.clear())
     assert _listing(store) == first and reads  # a changed file: read and checked again
+
+
+def test_a_cached_manifest_keeps_every_field_of_the_fresh_one_config_keys_included(store):
+    make_checkpoint(store, run="c", config_hash="f" * 64, config_keys={"redis:maxmemory-policy": "a" * 64})
+    _age(store)
+    store.scan()  # writes the cache
+    (cached,), _ = store.scan()
+    (fresh,), _ = store.scan(cached=False)
+    assert cached.manifest.config_keys == {"redis:maxmemory-policy": "a" * 64}
+    assert cached.manifest.canonical() == fresh.manifest.canonical()
