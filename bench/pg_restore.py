@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PostgreSQL restore against plain pg_restore, on the same pgbench database, in one run.
 
-    .venv/bin/python bench/pg_restore.py [--scale 70] [--repeat 5] [--jobs 1,2] [--workdir DIR]
+    .venv/bin/python bench/pg_restore.py [--scale 70] [--repeat 5] [--jobs 1,2] [--workdir DIR] [--s3]
 
 It starts a private PostgreSQL with ``scripts/services.py`` (state in a temporary directory,
 stopped at the end), creates a pgbench database (``pgbench -i -I dtGvp -s 70``: about 1 GB),
@@ -29,6 +29,12 @@ stdin (no temporary file); 2 writes it to a private temporary file first (pg_res
 to seek). Every round's time is printed (on a shared machine single runs vary a lot), then per path
 the median, its ratio to the raw median, and the peak RSS (ours, and the pg_restores).
 Targets: the median of ours <= 1.0x the median of raw pg_restore, peak RSS <= 150 MB.
+
+``--s3`` also starts the S3 server (SeaweedFS) and copies the local store, byte for byte, into
+``s3://<bucket>/bench-pgr``; each round then also restores the same checkpoint out of the S3
+store (``ours jobs=N s3``: the archive verified and the dump streamed from S3 into pg_restore,
+never downloaded first). It prints the S3 restore's time against the local store's (target:
+local time / S3 time >= 0.80).
 """
 
 from __future__ import annotations
@@ -71,7 +77,12 @@ def child(spec_json: str) -> None:
 
     spec = json.loads(spec_json)
     target = PostgresTarget(**spec["target"])
-    store = Store.open(spec["root"])
+    s3 = None
+    if spec.get("s3_creds"):
+        from airflow_checkpoint_provider.core.fs_s3 import S3Options
+
+        s3 = S3Options.from_file(spec["s3_creds"])
+    store = Store.open(spec["root"], s3=s3)
     steps: dict[str, float] = {}
 
     def step(name, fn, *args):
@@ -138,6 +149,36 @@ def run_ours(spec: dict) -> tuple[dict, float, dict[str, float]]:
 # --------------------------------------------------------------------------- parent
 
 
+def copy_to_s3(root: str, s3: dict, work: str) -> tuple[str, str]:
+    """Copy the local store at ``root`` byte for byte into ``s3://<bucket>/bench-pgr``; returns that
+    root and the 0600 file with the credentials (for the children: never argv or the environment)."""
+    from airflow_checkpoint_provider.core.fs_s3 import S3FS, S3Options
+
+    creds = os.path.join(work, "s3.json")
+    fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(
+            {
+                "endpoint_url": s3["url"],
+                "access_key_id": s3["access_key_id"],
+                "secret_access_key": s3["secret_access_key"],
+            },
+            fh,
+        )
+    url = f"s3://{s3['bucket']}/bench-pgr"
+    fs = S3FS(url, S3Options.from_file(creds))
+    t0 = time.perf_counter()
+    for top, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(top, name)
+            with fs.atomic_writer(os.path.relpath(path, root)) as out, open(path, "rb") as src:
+                while piece := src.read(1 << 20):
+                    out.write(piece)
+                out.commit()
+    print(f"store copied to {url} in {time.perf_counter() - t0:.1f}s", flush=True)
+    return url, creds
+
+
 def steps_text(res: dict) -> str:
     """One round's steps: archive check, plan, prepare (pg_restore, verification), cut-over."""
     d, st = res["details"], res["steps"]
@@ -159,6 +200,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--jobs", default="1,2", help="pg_restore job counts of ours to try")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--s3", action="store_true", help="also restore out of an S3 store (SeaweedFS)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -173,7 +215,8 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="bench-pgr-", dir=args.workdir)
     state = os.path.join(work, "services")
     try:
-        info = services.start(Path(state), only=["postgres"])["postgres"]
+        started = services.start(Path(state), only=["postgres", "s3"] if args.s3 else ["postgres"])
+        info = started["postgres"]
         bin_dir = info["bin_dir"]
         pg_dump, pg_restore, pgbench = (f"{bin_dir}/{n}" for n in ("pg_dump", "pg_restore", "pgbench"))
         if not os.path.exists(pgbench):
@@ -243,7 +286,10 @@ def main() -> None:
                 pass
         store.verify(manifest.checkpoint_id)
 
-        jobs_list = [int(j) for j in args.jobs.split(",") if j]
+        s3_root, s3_creds = copy_to_s3(root, started["s3"], work) if args.s3 else (None, None)
+        jobs_list: list = [int(j) for j in args.jobs.split(",") if j]
+        if args.s3:
+            jobs_list += [f"{j} s3" for j in jobs_list]
         raw_key = "raw pg_restore -d fresh FILE"
         rss: dict[str, float] = {}
         tool_rss = 0.0  # the pg_restore that ours runs
@@ -268,13 +314,15 @@ def main() -> None:
                     print(f"  round {i + 1}: {raw_key} {t:.2f}s", flush=True)
                     continue
                 key = f"ours jobs={what}"
+                on_s3 = str(what).endswith(" s3")
                 spec = {
                     "target": tdict,
-                    "root": root,
+                    "root": s3_root if on_s3 else root,
+                    "s3_creds": s3_creds if on_s3 else None,
                     "checkpoint_id": manifest.checkpoint_id,
                     "db": db,
                     "pg_restore": pg_restore,
-                    "jobs": what,
+                    "jobs": int(str(what).split()[0]),
                     "workdir": work,
                 }
                 settle()
@@ -322,6 +370,12 @@ def main() -> None:
             f"{min(rounds[fastest]) / min(rounds[raw_key]):.2f}x; peak RSS {max(rss[k] for k in results if k != raw_key):.0f}"
             f" MB (target <= 150; the pg_restore it runs {tool_rss:.0f} MB, raw pg_restore {rss[raw_key]:.0f} MB)"
         )
+        for j in (k for k in jobs_list if not str(k).endswith(" s3")) if args.s3 else ():
+            local, remote = medians[f"ours jobs={j}"], medians[f"ours jobs={j} s3"]
+            print(
+                f"  restore out of S3, jobs={j}: median {remote:.2f}s against {local:.2f}s out of the local store: "
+                f"{local / remote:.2f}x the local speed (target >= 0.80)"
+            )
         print(
             json.dumps(
                 {
