@@ -28,9 +28,9 @@ def names() -> tuple[str, ...]:
 
 def connection_info(conn_id: str) -> ConnectionInfo:
     """The Airflow connection ``conn_id`` as plain data (raises AirflowNotFoundException if undefined)."""
-    from airflow.sdk import BaseHook
+    from airflow_checkpoint_provider.hooks.lookup import get_connection
 
-    return info_of(BaseHook.get_connection(conn_id), conn_id)
+    return info_of(get_connection(conn_id), conn_id)
 
 
 def info_of(conn: Any, conn_id: str) -> ConnectionInfo:

@@ -19,11 +19,11 @@ def s3_options(conn_id: str | None = None) -> S3Options | None:
     connection boto3's own defaults apply (its shared credentials file, an instance role).
     """
     try:
-        from airflow.sdk import BaseHook
+        from airflow_checkpoint_provider.hooks.lookup import get_connection
+
+        conn = get_connection(conn_id or settings.storage_conn_id())
     except ImportError:  # the break-glass CLI without Airflow: boto3's defaults
         return None
-    try:
-        conn = BaseHook.get_connection(conn_id or settings.storage_conn_id())
     except Exception:  # the connection is not defined: boto3's defaults
         return None
     extra: dict[str, Any] = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
@@ -43,15 +43,15 @@ def s3_options(conn_id: str | None = None) -> S3Options | None:
 
 
 def _variable(key: str) -> str:
-    from airflow.sdk import Variable
+    from airflow_checkpoint_provider.hooks.lookup import get_variable
 
-    return str(Variable.get(key))
+    return get_variable(key)
 
 
 def _connection_key(conn_id: str) -> str:
-    from airflow.sdk import BaseHook
+    from airflow_checkpoint_provider.hooks.lookup import get_connection
 
-    conn = BaseHook.get_connection(conn_id)
+    conn = get_connection(conn_id)
     extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
     return str(conn.password or extra.get("key") or "")
 

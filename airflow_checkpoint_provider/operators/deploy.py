@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_checkpoint_provider.core import deploycheck
+from airflow_checkpoint_provider.hooks.lookup import get_connection
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -25,7 +26,7 @@ def check_connections(conn_ids: list[str]) -> list[str]:
     problems = []
     for conn_id in conn_ids:
         try:
-            conn = BaseHook.get_connection(conn_id)
+            conn = get_connection(conn_id)
         except Exception as exc:
             problems.append(f"connection {conn_id!r} is not defined ({type(exc).__name__})")
             continue
