@@ -27,7 +27,7 @@ unit: setup
 bench: setup
 	.venv/bin/python bench/archive_throughput.py
 	.venv/bin/python bench/pg_capture.py
-	.venv/bin/python bench/pg_restore.py
+	.venv/bin/python bench/pg_restore.py --s3
 	.venv/bin/python bench/redis_capture.py
 	.venv/bin/python bench/redis_restore.py
 	.venv/bin/python bench/workflow.py
@@ -35,6 +35,9 @@ bench: setup
 	.venv/bin/python bench/verify_deep.py
 	.venv/bin/python bench/retention_plan.py
 	.venv/bin/python bench/list_checkpoints.py
+	.venv/bin/python scripts/services.py start --dir .local/bench-s3 --only s3
+	.venv/bin/python bench/s3_throughput.py --services-dir .local/bench-s3; rc=$$?; \
+		.venv/bin/python scripts/services.py stop --dir .local/bench-s3; exit $$rc
 
 services-stop:
 	.venv/bin/python scripts/services.py stop --dir .local/services
