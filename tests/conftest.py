@@ -52,6 +52,7 @@ services_api = _load_services_module()
 #: them at the end while the others idle
 SLOW_MODULES = (
     "test_ui_browser.py",
+    "test_dag_cycles.py",
     "test_restore_kills.py",
     "test_workflow_dag.py",
     "test_dag_restore.py",
@@ -61,7 +62,6 @@ SLOW_MODULES = (
     "test_celery_workers.py",
     "test_restore_drift.py",
     "test_dag_checkpoint.py",
-    "test_dag_cycles.py",
     "test_search_crash.py",
     "test_dag_lifecycle.py",
     "test_files_dag.py",
