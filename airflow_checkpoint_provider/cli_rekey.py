@@ -47,15 +47,31 @@ def cmd_rekey(store: Store, args: argparse.Namespace) -> int:
         )
     with store.lock():  # no seal writes a key record meanwhile
         report = rekey(store.fs, old, new, dry_run=args.dry_run)
+    direct = _direct(store)
     verb = "would re-wrap" if args.dry_run else "re-wrapped"
     lines = [f"{verb} {rel}" for rel in report.rewrapped]
+    lines += [
+        f"NOT re-wrapped: {cid} is encrypted with a master key itself (an earlier version's scheme, no data key): "
+        "keep that key, or take a new checkpoint and delete this one"
+        for cid in direct
+    ]
     lines.append(
         f"{len(report.rewrapped)} key record(s) {verb} from master key {old.key_id} to {new.key_id}; "
         f"{len(report.skipped)} already wrapped by {new.key_id}"
         + ("; dry run: nothing was changed" if args.dry_run else "")
     )
-    emit(args, report.to_dict(), lines)
+    emit(args, {**report.to_dict(), "not_rewrapped_direct_key": direct}, lines)
     return EXIT_OK
+
+
+def _direct(store: Store) -> list[str]:
+    """The checkpoints whose artifacts an earlier version encrypted with the master key directly: no key
+    record to re-wrap, so they still need the old key."""
+    return [
+        info.checkpoint_id
+        for info in store.list(cached=False)
+        if any("encryption" in a.meta and "data_key_id" not in a.meta["encryption"] for a in info.manifest.artifacts)
+    ]
 
 
 def add_parser(sub: Any) -> None:

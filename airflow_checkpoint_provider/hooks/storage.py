@@ -8,14 +8,15 @@ from typing import Any
 from airflow_checkpoint_provider import settings
 from airflow_checkpoint_provider.core.crypt import Cipher, parse_key
 from airflow_checkpoint_provider.core.errors import CheckpointError
-from airflow_checkpoint_provider.core.fs_s3 import S3Options
+from airflow_checkpoint_provider.core.fs_s3 import LEASE_SECONDS, S3Options
 
 
 def s3_options(conn_id: str | None = None) -> S3Options | None:
     """Endpoint and credentials of ``[checkpoint] storage_conn_id`` (None if no such connection exists).
 
     login = access key id, password = secret access key; the extra may hold ``endpoint_url``
-    (or ``host``), ``region_name``, ``aws_session_token`` and ``verify``. Without the
+    (or ``host``), ``region_name``, ``aws_session_token``, ``verify`` and ``lease_seconds`` (how long
+    the store lock outlives a holder that died, 30 by default). Without the
     connection boto3's own defaults apply (its shared credentials file, an instance role).
     """
     try:
@@ -39,7 +40,20 @@ def s3_options(conn_id: str | None = None) -> S3Options | None:
         secret_access_key=conn.password or extra.get("aws_secret_access_key") or None,
         session_token=extra.get("aws_session_token"),
         verify_tls=extra.get("verify", True),
+        lease_seconds=_lease_seconds(extra, conn_id or settings.storage_conn_id()),
     )
+
+
+def _lease_seconds(extra: dict[str, Any], conn_id: str) -> float:
+    """The store lock's lease on S3: the connection extra's ``lease_seconds`` (1 to 3600), else 30."""
+    value = extra.get("lease_seconds", LEASE_SECONDS)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"the extra lease_seconds of connection {conn_id!r} is {value!r}, not a number of seconds",
+            hint=f"set it to a number from 1 to 3600, or leave it out for the default of {LEASE_SECONDS:.0f}",
+        ) from None
 
 
 def _variable(key: str) -> str:

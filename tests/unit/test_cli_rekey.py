@@ -75,3 +75,24 @@ def test_rekey_needs_a_new_key_that_differs_from_the_old_one(tmp_path, keys, cap
     assert code == EXIT_USAGE and "needs the new master key" in err
     code, _, err = run(capsys, "--root", root, "rekey", "--old-key-file", old_file, "--new-key-file", old_file)
     assert code == EXIT_USAGE and f"the same key ({old.key_id})" in err
+
+
+def test_rekey_names_a_checkpoint_of_the_direct_key_scheme_that_it_cannot_rewrap(tmp_path, keys, capsys):
+    from airflow_checkpoint_provider.core.crypt import EncryptingWriter
+
+    (old_file, old), (new_file, _) = keys
+    root = str(tmp_path / "store")
+    store = Store.open(root, create=True)
+    staging = store.staging(staging_key("cli", "direct"))
+    with staging.artifact("redis/dump.rdb", store="redis", kind="redis/rdb", compression="none") as sink:
+        writer = EncryptingWriter(sink, old.key, "redis/dump.rdb")  # an earlier version: the master key itself
+        writer.write(b"payload")
+        writer.close()
+        sink.meta = {"encryption": old.meta()}
+    direct = store.seal(staging).checkpoint_id
+    code, out, _ = run(capsys, "--root", root, "rekey", "--old-key-file", old_file, "--new-key-file", new_file)
+    assert code == EXIT_OK and f"NOT re-wrapped: {direct} is encrypted with a master key itself" in out
+    code, out, _ = run(
+        capsys, "--root", root, "rekey", "--old-key-file", old_file, "--new-key-file", new_file, "--json"
+    )
+    assert json.loads(out)["not_rewrapped_direct_key"] == [direct]
