@@ -470,10 +470,11 @@ def test_pause_writes_holds_writers_until_the_fork(servers, staging):
             time.sleep(0.2)
     finally:
         admin.config_set("repl-diskless-sync-delay", 0)
-    # blocked until the fork (the writer's first write may start a little into the pause), not for 30 s
+    # blocked until the fork (the writer's first write may start a little into the pause), not for 30 s.
+    # The server counts the diskless delay in whole seconds of its clock, so it forks 1 to 2 s after SYNC.
     assert 1.0 <= writer.longest() < 15, writer.longest()
     assert all(d < 1.0 for t0, d in writer.latencies if t0 > done)  # free again afterwards
-    assert art.meta["pause"]["max_ms"] == 30000 and 1500 <= art.meta["pause"]["held_ms"] < 15000
+    assert art.meta["pause"]["max_ms"] == 30000 and 1000 <= art.meta["pause"]["held_ms"] < 15000
     assert not art.meta["pause"]["expired"]
     admin.delete("fence:probe")
 
