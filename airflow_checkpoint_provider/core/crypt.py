@@ -250,14 +250,7 @@ class DataKey:
 
     def reader(self, src: BinaryIO, art_name: str, meta: dict[str, Any], *, source: str) -> DecryptingReader:
         """Decrypt the stored bytes of artifact ``art_name``, refusing another data key or algorithm by name."""
-        _check_algorithm(meta, art_name, source)
-        if meta.get("data_key_id") != self.key_id:
-            raise IntegrityError(
-                f"artifact {art_name} of {source} is encrypted with data key {meta.get('data_key_id')}, but the "
-                f"checkpoint's key record holds data key {self.key_id}",
-                hint="the key record was replaced by another checkpoint's; restore it from a copy",
-            )
-        return DecryptingReader(src, self.key, art_name, source=f"{source}:{art_name}")
+        return _reader(self.key, src, art_name, meta, source, "data_key_id", _WRONG_DATA_KEY)
 
     def seal_json(self, context: str, value: Any) -> str:
         """``value`` as JSON, encrypted and bound to ``context``: base64 of nonce | ciphertext."""
@@ -334,11 +327,28 @@ class Cipher:
 
     def reader(self, src: BinaryIO, art_name: str, meta: dict[str, Any], *, source: str) -> DecryptingReader:
         """Decrypt an artifact of the direct scheme (encrypted with this key), refusing another key by name."""
-        _check_algorithm(meta, art_name, source)
-        if meta.get("key_id") != self.key_id:
-            raise IntegrityError(
-                f"artifact {art_name} of {source} is encrypted with key id {meta.get('key_id')}, not with the "
-                f"configured key {self.key_id}",
-                hint=f"configure the master key whose id is {meta.get('key_id')} ([checkpoint] encryption_key_file)",
-            )
-        return DecryptingReader(src, self.key, art_name, source=f"{source}:{art_name}")
+        return _reader(self.key, src, art_name, meta, source, "key_id", _WRONG_MASTER_KEY)
+
+
+#: (message, hint) of an artifact read with another key than its own: data key, master key (direct scheme)
+_WRONG_DATA_KEY = (
+    "artifact {art} of {source} is encrypted with data key {wanted}, but the checkpoint's key record holds data "
+    "key {have}",
+    "the key record was replaced by another checkpoint's; restore it from a copy",
+)
+_WRONG_MASTER_KEY = (
+    "artifact {art} of {source} is encrypted with key id {wanted}, not with the configured key {have}",
+    "configure the master key whose id is {wanted} ([checkpoint] encryption_key_file)",
+)
+
+
+def _reader(
+    key: bytes, src: BinaryIO, art_name: str, meta: dict[str, Any], source: str, id_field: str, wrong: tuple[str, str]
+) -> DecryptingReader:
+    """Decrypt artifact ``art_name`` with ``key``, after refusing an unknown algorithm, or a key whose id is
+    not the artifact's ``meta[id_field]`` (``wrong``: the message and hint that name the key it wants)."""
+    _check_algorithm(meta, art_name, source)
+    names = {"art": art_name, "source": source, "wanted": meta.get(id_field), "have": key_id(key)}
+    if names["wanted"] != names["have"]:
+        raise IntegrityError(wrong[0].format(**names), hint=wrong[1].format(**names))
+    return DecryptingReader(src, key, art_name, source=f"{source}:{art_name}")
